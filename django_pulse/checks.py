@@ -1,0 +1,76 @@
+"""System checks (ids ``django_pulse.E0xx`` / ``W0xx``): each message says what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+
+from .conf import DEFAULTS, pulse_settings
+from .protocol import KB_ID_RE
+from .tokens import normalize_capabilities
+
+__all__ = ["check_installation", "check_settings"]
+
+_POSITIVE_NUMBERS = (
+    "TOKEN_TTL", "MAX_MESSAGE_SIZE", "MAX_SUBSCRIPTIONS", "AUTH_TIMEOUT", "HEARTBEAT_INTERVAL", "HEARTBEAT_GRACE",
+    "RATE_LIMIT", "RATE_BURST", "PUBLISH_RATE", "OUTBOUND_BUFFER_LIMIT", "PRESENCE_GRACE", "PRESENCE_MAX_DATA",
+    "PRESENCE_MAX_MEMBERS", "PROCESS_HEARTBEAT", "PROCESS_TIMEOUT", "MAX_BATCH", "IDEMPOTENCY_WINDOW",
+)
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    raw = getattr(settings, "PULSE", None)
+    if raw is not None and not isinstance(raw, dict):
+        return [Error("settings.PULSE must be a dict.", hint="Set PULSE = {...} with the keys of docs/settings.md.",
+                      id="django_pulse.E001")]
+    for key in sorted(pulse_settings.user_keys - DEFAULTS.keys()):
+        errors.append(Error(f"Unknown key PULSE[{key!r}].",
+                            hint="Check its spelling against docs/settings.md (keys are UPPER_CASE).",
+                            id="django_pulse.E001"))
+    for key in _POSITIVE_NUMBERS:
+        value = (raw or {}).get(key, DEFAULTS[key])
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            errors.append(Error(f"PULSE[{key!r}] must be a positive number, not {value!r}.",
+                                hint=f"Remove it to use the default ({DEFAULTS[key]!r}).", id="django_pulse.E002"))
+    if not KB_ID_RE.match(str(pulse_settings.DEFAULT_KB_ID)):
+        errors.append(Error(f"PULSE['DEFAULT_KB_ID'] {pulse_settings.DEFAULT_KB_ID!r} is not a valid kbId.",
+                            hint="Use 1-64 characters of A-Z a-z 0-9 _ -.", id="django_pulse.E003"))
+    try:
+        normalize_capabilities((raw or {}).get("DEFAULT_CAPABILITIES", DEFAULTS["DEFAULT_CAPABILITIES"]))
+    except ValueError as exc:
+        errors.append(Error(f"PULSE['DEFAULT_CAPABILITIES'] is invalid: {exc}.",
+                            hint="Map channel patterns to lists of subscribe/publish/presence/history.",
+                            id="django_pulse.E004"))
+    if pulse_settings.REDIS_URL and importlib.util.find_spec("redis") is None:
+        errors.append(Error("Pulse is configured for Redis but the 'redis' package is not installed.",
+                            hint="pip install 'django-pulse[redis]'.", id="django_pulse.E005"))
+    return errors
+
+
+@register(Tags.compatibility)
+def check_installation(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    apps = list(getattr(settings, "INSTALLED_APPS", []))
+    for needed in ("channels", "rest_framework"):
+        if needed not in apps:
+            messages.append(Error(f"'{needed}' is missing from INSTALLED_APPS.",
+                                  hint=f"Add '{needed}' to INSTALLED_APPS (django-pulse needs it).",
+                                  id="django_pulse.E010"))
+    if not getattr(settings, "ASGI_APPLICATION", None):
+        messages.append(Error("ASGI_APPLICATION is not set, so WebSockets cannot be served.",
+                              hint="Set ASGI_APPLICATION = 'yourproject.asgi.application' and route "
+                                   "django_pulse.routing.websocket_urlpatterns in it (docs/installation.md).",
+                              id="django_pulse.E011"))
+    if "daphne" not in apps:
+        messages.append(Warning("'daphne' is not in INSTALLED_APPS, so 'manage.py runserver' serves no WebSockets.",
+                                hint="Put 'daphne' first in INSTALLED_APPS, or serve with uvicorn/granian.",
+                                id="django_pulse.W001"))
+    elif "django.contrib.staticfiles" in apps and apps.index("daphne") > apps.index("django.contrib.staticfiles"):
+        messages.append(Warning("'daphne' comes after 'django.contrib.staticfiles' in INSTALLED_APPS, so "
+                                "runserver is not daphne's.", hint="Move 'daphne' before it.", id="django_pulse.W002"))
+    return messages

@@ -1,0 +1,235 @@
+"""The one settings object of django-pulse: ``pulse_settings``, read live over ``settings.PULSE``.
+
+Every Pulse setting is read here and nowhere else. Each property reads ``settings.PULSE`` at access time,
+so ``override_settings(PULSE=...)`` just works; hot paths copy the values they need once per connection.
+``DEFAULTS`` documents every key (docs/settings.md mirrors it); unknown keys are reported by the system
+check ``django_pulse.E001``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+__all__ = ["DEFAULTS", "PulseSettings", "pulse_settings"]
+
+DEFAULTS: dict[str, Any] = {
+    # The app (kbId) used when a call names none.
+    "DEFAULT_KB_ID": "default",
+    # Absolute ws(s):// URL of the WebSocket endpoint for get_token() when there is no request to derive
+    # it from (e.g. "wss://example.com/pulse/ws/"). None: derived from the request or SERVER_URL.
+    "ENDPOINT": None,
+    # Base http(s) URL of the running server, used to build ENDPOINT when there is no request, and by the
+    # management commands to reach an embedded (in-memory) server.
+    "SERVER_URL": "http://127.0.0.1:8000",
+    # The path the WebSocket consumer is routed at (django_pulse.routing).
+    "WS_PATH": "pulse/ws/",
+    # Token lifetime and verification leeway, in seconds.
+    "TOKEN_TTL": 3600,
+    "TOKEN_LEEWAY": 10,
+    # Default capabilities of a token: channel pattern -> operations.
+    "DEFAULT_CAPABILITIES": {"*": ["subscribe", "publish", "presence", "history"]},
+    # Redis URL for the broker, presence and history. None: taken from a channels_redis default channel
+    # layer if there is one, else everything stays in process memory (one server process).
+    "REDIS_URL": None,
+    # Prefix of every Redis key and pub/sub channel, so several projects can share one Redis.
+    "REDIS_PREFIX": "pulse",
+    # Dotted paths of backends; None picks memory or Redis from REDIS_URL.
+    "BROKER_BACKEND": None,
+    "PRESENCE_BACKEND": None,
+    # Protocol limits (docs/protocol.md).
+    "MAX_MESSAGE_SIZE": 65536,
+    "MAX_SUBSCRIPTIONS": 128,
+    "AUTH_TIMEOUT": 5.0,
+    "HEARTBEAT_INTERVAL": 15.0,
+    "HEARTBEAT_GRACE": 10.0,
+    # Inbound frames per second per connection (token bucket of RATE_BURST), and client publishes/s.
+    "RATE_LIMIT": 50,
+    "RATE_BURST": 100,
+    "PUBLISH_RATE": 50,
+    # A connection whose unsent outbound bytes pass this is closed with 4010 slow_consumer.
+    "OUTBOUND_BUFFER_LIMIT": 1024 * 1024,
+    # Presence: seconds a member of an abruptly dropped connection is kept, data size, members per channel.
+    "PRESENCE_GRACE": 15.0,
+    "PRESENCE_MAX_DATA": 2048,
+    "PRESENCE_MAX_MEMBERS": 1000,
+    # Liveness of server processes in Redis: heartbeat period and the age after which a silent process's
+    # members and registrations are swept by the live ones.
+    "PROCESS_HEARTBEAT": 3.0,
+    "PROCESS_TIMEOUT": 12.0,
+    # WebSocket Origin allow-list: None allows the project's ALLOWED_HOSTS (Channels' AllowedHostsOriginValidator);
+    # a list of origins/host patterns allows those; ["*"] allows any.
+    "ALLOWED_ORIGINS": None,
+    # HTTP API: maximum messages in one batch publish, and throttle rate per API key (DRF syntax).
+    "MAX_BATCH": 100,
+    "API_THROTTLE_RATE": "6000/min",
+    # Idempotency window of message ids, in seconds.
+    "IDEMPOTENCY_WINDOW": 120.0,
+}
+
+
+class PulseSettings:
+    """Typed, live view of ``settings.PULSE`` merged over ``DEFAULTS``."""
+
+    def _get(self, name: str) -> Any:
+        user = getattr(settings, "PULSE", None) or {}
+        return user.get(name, DEFAULTS[name])
+
+    @property
+    def user_keys(self) -> set[str]:
+        return set((getattr(settings, "PULSE", None) or {}).keys())
+
+    @property
+    def DEFAULT_KB_ID(self) -> str:
+        return str(self._get("DEFAULT_KB_ID"))
+
+    @property
+    def ENDPOINT(self) -> str | None:
+        value = self._get("ENDPOINT")
+        return None if value is None else str(value)
+
+    @property
+    def SERVER_URL(self) -> str:
+        return str(self._get("SERVER_URL")).rstrip("/")
+
+    @property
+    def WS_PATH(self) -> str:
+        return str(self._get("WS_PATH")).strip("/") + "/"
+
+    @property
+    def TOKEN_TTL(self) -> int:
+        return int(self._get("TOKEN_TTL"))
+
+    @property
+    def TOKEN_LEEWAY(self) -> int:
+        return int(self._get("TOKEN_LEEWAY"))
+
+    @property
+    def DEFAULT_CAPABILITIES(self) -> dict[str, list[str]]:
+        return {str(k): list(v) for k, v in dict(self._get("DEFAULT_CAPABILITIES")).items()}
+
+    @property
+    def REDIS_URL(self) -> str | None:
+        """The explicit PULSE REDIS_URL, else the first host of a channels_redis default layer, else None."""
+        value = self._get("REDIS_URL")
+        if value:
+            return str(value)
+        layer = (getattr(settings, "CHANNEL_LAYERS", None) or {}).get("default", {})
+        if "channels_redis" in str(layer.get("BACKEND", "")):
+            hosts = (layer.get("CONFIG") or {}).get("hosts") or []
+            if hosts:
+                host = hosts[0]
+                if isinstance(host, str):
+                    return host
+                if isinstance(host, dict) and "address" in host:
+                    return str(host["address"])
+                if isinstance(host, list | tuple) and len(host) == 2:
+                    return f"redis://{host[0]}:{host[1]}/0"
+        return None
+
+    @property
+    def REDIS_PREFIX(self) -> str:
+        return str(self._get("REDIS_PREFIX"))
+
+    @property
+    def BROKER_BACKEND(self) -> str:
+        value = self._get("BROKER_BACKEND")
+        if value:
+            return str(value)
+        if self.REDIS_URL:
+            return "django_pulse.broker.redis.RedisBroker"
+        return "django_pulse.broker.memory.MemoryBroker"
+
+    @property
+    def PRESENCE_BACKEND(self) -> str:
+        value = self._get("PRESENCE_BACKEND")
+        if value:
+            return str(value)
+        if self.REDIS_URL:
+            return "django_pulse.presence.redis.RedisPresence"
+        return "django_pulse.presence.memory.MemoryPresence"
+
+    @property
+    def MAX_MESSAGE_SIZE(self) -> int:
+        return int(self._get("MAX_MESSAGE_SIZE"))
+
+    @property
+    def MAX_SUBSCRIPTIONS(self) -> int:
+        return int(self._get("MAX_SUBSCRIPTIONS"))
+
+    @property
+    def AUTH_TIMEOUT(self) -> float:
+        return float(self._get("AUTH_TIMEOUT"))
+
+    @property
+    def HEARTBEAT_INTERVAL(self) -> float:
+        return float(self._get("HEARTBEAT_INTERVAL"))
+
+    @property
+    def HEARTBEAT_GRACE(self) -> float:
+        return float(self._get("HEARTBEAT_GRACE"))
+
+    @property
+    def RATE_LIMIT(self) -> float:
+        return float(self._get("RATE_LIMIT"))
+
+    @property
+    def RATE_BURST(self) -> float:
+        return float(self._get("RATE_BURST"))
+
+    @property
+    def PUBLISH_RATE(self) -> float:
+        return float(self._get("PUBLISH_RATE"))
+
+    @property
+    def OUTBOUND_BUFFER_LIMIT(self) -> int:
+        return int(self._get("OUTBOUND_BUFFER_LIMIT"))
+
+    @property
+    def PRESENCE_GRACE(self) -> float:
+        return float(self._get("PRESENCE_GRACE"))
+
+    @property
+    def PRESENCE_MAX_DATA(self) -> int:
+        return int(self._get("PRESENCE_MAX_DATA"))
+
+    @property
+    def PRESENCE_MAX_MEMBERS(self) -> int:
+        return int(self._get("PRESENCE_MAX_MEMBERS"))
+
+    @property
+    def PROCESS_HEARTBEAT(self) -> float:
+        return float(self._get("PROCESS_HEARTBEAT"))
+
+    @property
+    def PROCESS_TIMEOUT(self) -> float:
+        return float(self._get("PROCESS_TIMEOUT"))
+
+    @property
+    def ALLOWED_ORIGINS(self) -> list[str] | None:
+        value = self._get("ALLOWED_ORIGINS")
+        return None if value is None else [str(v) for v in value]
+
+    @property
+    def MAX_BATCH(self) -> int:
+        return int(self._get("MAX_BATCH"))
+
+    @property
+    def API_THROTTLE_RATE(self) -> str | None:
+        value = self._get("API_THROTTLE_RATE")
+        return None if value is None else str(value)
+
+    @property
+    def IDEMPOTENCY_WINDOW(self) -> float:
+        return float(self._get("IDEMPOTENCY_WINDOW"))
+
+    def endpoint_from_base(self, base_url: str) -> str:
+        """The ws(s) endpoint URL under an http(s) base URL."""
+        parts = urlsplit(base_url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        return f"{scheme}://{parts.netloc}/{self.WS_PATH}"
+
+
+pulse_settings = PulseSettings()

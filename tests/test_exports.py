@@ -1,0 +1,23 @@
+"""The public names of django_pulse are exactly the documented ones (CONTRACT.md section 2)."""
+
+from __future__ import annotations
+
+import django_pulse
+
+
+def test_top_level_exports() -> None:
+    assert sorted(django_pulse.__all__) == ["__version__", "pulse"]
+
+
+def test_pulse_facade_has_documented_functions() -> None:
+    from django_pulse import pulse
+
+    for name in ("get_token",):
+        assert callable(getattr(pulse, name)), name
+
+
+def test_unknown_attribute_raises() -> None:
+    import pytest
+
+    with pytest.raises(AttributeError):
+        django_pulse.nope  # noqa: B018

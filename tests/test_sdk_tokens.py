@@ -1,0 +1,90 @@
+"""pulse.get_token and token verification against apps (the database)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.test import RequestFactory
+
+from django_pulse import pulse
+from django_pulse.auth import authenticate_token
+from django_pulse.exceptions import AppError, TokenError
+from django_pulse.models import PulseApp
+from django_pulse.protocol import ErrorCode
+
+pytestmark = pytest.mark.django_db
+
+
+def test_get_token_shape_and_default_app() -> None:
+    result = pulse.get_token("user123")
+    assert set(result) == {"token", "endpoint", "kbId", "clientId", "expiresAt"}
+    assert result["kbId"] == "default" and result["clientId"] == "user123"
+    assert result["endpoint"] == "ws://127.0.0.1:8000/pulse/ws/"
+    assert abs(result["expiresAt"] / 1000 - (time.time() + 3600)) < 5
+    claims = authenticate_token(result["token"])
+    assert claims.client_id == "user123"
+
+
+def test_endpoint_from_request_and_setting(settings: object) -> None:
+    request = RequestFactory().get("/", secure=True, HTTP_HOST="example.com")
+    assert pulse.get_token("u", request=request)["endpoint"] == "wss://example.com/pulse/ws/"
+    settings.PULSE = {"ENDPOINT": "wss://rt.example.com/ws/"}  # type: ignore[attr-defined]
+    assert pulse.get_token("u", request=request)["endpoint"] == "wss://rt.example.com/ws/"
+
+
+def test_integer_user_id_and_ttl() -> None:
+    result = pulse.get_token(42, ttl=10)
+    assert result["clientId"] == "42"
+    assert abs(result["expiresAt"] / 1000 - (time.time() + 10)) < 5
+
+
+@pytest.mark.parametrize("bad", [None, "", True, 1.5, "x" * 256, {"a": 1}])
+def test_bad_user_id(bad: object) -> None:
+    with pytest.raises(ValueError):
+        pulse.get_token(bad)
+
+
+@pytest.mark.parametrize("ttl", [0, -1, 10**9, 1.5])
+def test_bad_ttl(ttl: object) -> None:
+    with pytest.raises(ValueError):
+        pulse.get_token("u", ttl=ttl)  # type: ignore[arg-type]
+
+
+def test_unknown_and_disabled_apps() -> None:
+    with pytest.raises(AppError) as info:
+        pulse.get_token("u", kb_id="nope")
+    assert info.value.code is ErrorCode.APP_UNKNOWN
+    app, _ = PulseApp.objects.ensure("shop")
+    token = pulse.get_token("u", kb_id="shop")["token"]
+    app.enabled = False
+    app.save()
+    with pytest.raises(AppError) as info:
+        pulse.get_token("u", kb_id="shop")
+    assert info.value.code is ErrorCode.APP_DISABLED
+    with pytest.raises(AppError) as info:
+        authenticate_token(token)
+    assert info.value.code is ErrorCode.APP_DISABLED
+
+
+def test_token_of_deleted_app_and_forged_for_disabled_app() -> None:
+    app, _ = PulseApp.objects.ensure("shop")
+    token = pulse.get_token("u", kb_id="shop")["token"]
+    app.enabled = False
+    app.save()
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    with pytest.raises(TokenError) as tinfo:
+        authenticate_token(forged)
+    assert tinfo.value.code is ErrorCode.TOKEN_INVALID  # the signature is checked first
+    app.delete()
+    with pytest.raises(AppError) as info:
+        authenticate_token(token)
+    assert info.value.code is ErrorCode.APP_UNKNOWN
+
+
+def test_capabilities_are_carried() -> None:
+    token = pulse.get_token("u", capabilities={"orders.*": ["subscribe"]})["token"]
+    claims = authenticate_token(token)
+    assert claims.allows("orders.1", "subscribe") and not claims.allows("orders.1", "publish")
+    with pytest.raises(ValueError):
+        pulse.get_token("u", capabilities={"x": ["fly"]})

@@ -1,0 +1,3 @@
+"""Models used by the test suite."""
+
+from __future__ import annotations
