@@ -1,0 +1,44 @@
+"""Pulse's own Django signals, in one place, so a backend can react without webhooks.
+
+Every signal is sent with ``sender`` = the module that sends it and keyword arguments as listed; receivers
+must accept ``**kwargs``. They are sent on the process where the event happened (with Redis, the process
+that holds the connection or made the change), from async code with ``asend`` (sync receivers run in a
+thread, as Django does it). A receiver that raises is logged and never breaks delivery.
+
+- ``message_published``: ``kb_id, channel, event, id, serial, client_id`` (``client_id`` None when the
+  server published).
+- ``client_connected``: ``kb_id, client_id, connection_id``.
+- ``client_disconnected``: ``kb_id, client_id, connection_id, code`` (the close code).
+- ``member_entered`` / ``member_updated`` / ``member_left``: ``kb_id, channel, member`` (the member dict:
+  ``clientId, connectionId, data, timestamp``).
+- ``channel_occupied`` / ``channel_vacated``: ``kb_id, channel`` — the channel's presence set went from
+  empty to one member / from one member to empty.
+- ``publish_failed``: ``instance, channel, event, exception`` — publish-on-save could not publish (the save
+  itself was kept).
+"""
+
+from __future__ import annotations
+
+from django.dispatch import Signal
+
+__all__ = [
+    "channel_occupied",
+    "channel_vacated",
+    "client_connected",
+    "client_disconnected",
+    "member_entered",
+    "member_left",
+    "member_updated",
+    "message_published",
+    "publish_failed",
+]
+
+message_published = Signal()
+client_connected = Signal()
+client_disconnected = Signal()
+member_entered = Signal()
+member_updated = Signal()
+member_left = Signal()
+channel_occupied = Signal()
+channel_vacated = Signal()
+publish_failed = Signal()

@@ -1,0 +1,157 @@
+"""Real server processes for tests: daphne (default), uvicorn or granian on a free loopback port.
+
+    with live_server() as server:                 # in-memory broker, its own SQLite file
+        token = server.token("alice")              # minted inside the server process
+        server.publish("posts", "new_post", {...})
+
+    with live_server(redis_url=url, redis_prefix=p) as a, live_server(redis_url=url, redis_prefix=p,
+                                                                        database=a.database) as b:
+        ...                                        # two cooperating processes
+
+Processes are started with ``PYTHONPATH`` at the repository root, so a test always runs the code of the
+checkout it lives in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+ASGI_APP = "tests.asgi:application"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+@dataclass
+class LiveServer:
+    port: int
+    proc: subprocess.Popen[bytes]
+    database: str
+    env: dict[str, str] = field(repr=False)
+    log_path: Path = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/pulse/ws/"
+
+    def post(self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+        request = urllib.request.Request(
+            self.url + path, data=json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json", **(headers or {})},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def token(self, client_id: str = "tester", **kwargs: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self.post("/__test__/token/", {"clientId": client_id, **kwargs})
+        return result
+
+    def publish(self, channel: str, event: str, data: Any = None, **kwargs: Any) -> str:
+        return str(self.post("/__test__/publish/", {"channel": channel, "event": event, "data": data, **kwargs})["id"])
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs (a crash)."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def _command(server: str, port: int, app: str) -> list[str]:
+    if server == "daphne":
+        return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app]
+    if server == "uvicorn":
+        return [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+                "--lifespan", "off", app]
+    if server == "granian":
+        return [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
+                "--log-level", "warning", app]
+    raise ValueError(f"unknown server {server!r}")
+
+
+def migrate(env: dict[str, str]) -> None:
+    subprocess.run([sys.executable, "-m", "django", "migrate", "--noinput", "-v0"], env=env, cwd=ROOT, check=True)
+
+
+@contextlib.contextmanager
+def live_server(
+    *,
+    server: str = "daphne",
+    pulse: dict[str, Any] | None = None,
+    redis_url: str | None = None,
+    redis_prefix: str | None = None,
+    database: str | None = None,
+    port: int | None = None,
+    app: str = ASGI_APP,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[LiveServer]:
+    """Start a server process and stop it afterwards. ``database`` shares another server's SQLite file."""
+    port = port or free_port()
+    tmpdir = tempfile.mkdtemp(prefix="pulse-live-")
+    db = database or os.path.join(tmpdir, "db.sqlite3")
+    settings = dict(pulse or {})
+    if redis_url:
+        settings.setdefault("REDIS_URL", redis_url)
+    if redis_prefix:
+        settings.setdefault("REDIS_PREFIX", redis_prefix)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.live_settings",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        "PULSE_LIVE_DB": db,
+        "PULSE_LIVE_SETTINGS": json.dumps(settings),
+        **(extra_env or {}),
+    }
+    if database is None:
+        migrate(env)
+    log_path = Path(tmpdir) / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(_command(server, port, app), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    live = LiveServer(port=port, proc=proc, database=db, env=env, log_path=log_path)
+    try:
+        wait_for_port(port, proc=proc)
+        yield live
+    finally:
+        live.stop()
