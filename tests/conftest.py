@@ -53,3 +53,13 @@ def pulse_redis(settings: pytest.FixtureRequest, redis_url: str, redis_prefix: s
     """Point PULSE at Redis with a unique prefix for this test."""
     settings.PULSE = {**(settings.PULSE or {}), "REDIS_URL": redis_url, "REDIS_PREFIX": redis_prefix}  # type: ignore[attr-defined]
     return redis_url
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pulse_process_state() -> Iterator[None]:
+    """Each test starts with a new broker and hub (they are per process, and each test has its own loop)."""
+    from django_pulse.broker import reset_broker
+
+    reset_broker()
+    yield
+    reset_broker()
