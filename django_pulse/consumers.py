@@ -24,9 +24,10 @@ from channels.exceptions import StopConsumer
 
 from . import signals
 from .auth import authenticate_token
+from .authorization import Decision, decide, resolve_user
 from .broker import get_broker, message_topic
 from .conf import pulse_settings
-from .exceptions import Forbidden, LimitExceeded, ProtocolViolation, PulseError, TokenError
+from .exceptions import LimitExceeded, ProtocolViolation, PulseError, TokenError
 from .fanout import Outbox, get_hub
 from .protocol import (
     PING_FRAME,
@@ -106,6 +107,8 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self.kb_id = ""
         self.subscriptions: dict[str, str] = {}
         self.outbox: Outbox | None = None
+        self._user: Any = None
+        self._user_loaded = False
         self.limits = _Limits()
         self.closed = False
         self._close_code: int | None = None
@@ -282,6 +285,20 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self.send_frame(PING_FRAME)
         self._heartbeat_timer = loop.call_later(self.limits.heartbeat, self._heartbeat)
 
+    # -- authorization ------------------------------------------------------------------------------
+
+    async def get_user(self) -> Any:
+        """The Django user of this connection's client id (resolved once, on first need)."""
+        if not self._user_loaded:
+            self._user = await database_sync_to_async(resolve_user)(self.client_id)
+            self._user_loaded = True
+        return self._user
+
+    async def authorize(self, channel: str, operation: Operation) -> Decision:
+        """Allow ``operation`` on ``channel`` (capabilities, then authorize hooks) or raise ``Forbidden``."""
+        assert self.claims is not None
+        return await decide(self.claims, channel, operation, self.get_user)
+
     # -- hooks ------------------------------------------------------------------------------------------
 
     async def on_authenticated(self) -> None:
@@ -363,8 +380,7 @@ def handles(action: Action) -> Callable[[Handler], Handler]:
 async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any]:
     channel = request.channel
     assert conn.claims is not None and conn.outbox is not None
-    if not conn.claims.allows(channel, Operation.SUBSCRIBE):
-        raise Forbidden(f"This token may not subscribe to {channel!r}.")
+    await conn.authorize(channel, Operation.SUBSCRIBE)
     broker = get_broker()
     topic = conn.subscriptions.get(channel)
     if topic is None:
@@ -401,9 +417,7 @@ async def publish(conn: PulseConsumer, request: Request) -> dict[str, Any]:
     from .sdk import _apublish_as_client
 
     channel = request.channel
-    assert conn.claims is not None
-    if not conn.claims.allows(channel, Operation.PUBLISH):
-        raise Forbidden(f"This token may not publish to {channel!r}.")
+    await conn.authorize(channel, Operation.PUBLISH)
     if not conn._publishes.allow(time.monotonic()):
         raise LimitExceeded(f"At most {conn.limits.publish_rate:g} publishes per second per connection.",
                             ErrorCode.RATE_LIMITED)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from asgiref.sync import sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
 
+from .authorization import authorize
 from .conf import pulse_settings
 from .exceptions import LimitExceeded, ProtocolViolation
 from .protocol import ErrorCode, dumps, is_valid_channel, message_head, utf8_len
@@ -28,6 +29,7 @@ __all__ = [
     "adisconnect",
     "apublish",
     "apublish_batch",
+    "authorize",
     "close_app_connections",
     "disconnect",
     "endpoint_url",

@@ -63,3 +63,15 @@ def _fresh_pulse_process_state() -> Iterator[None]:
     reset_broker()
     yield
     reset_broker()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_async_db_connections(django_db_setup: None, django_db_blocker: object) -> Iterator[None]:
+    """Close connections opened by async ORM calls in asgiref's executor thread before the test databases are
+    dropped (PostgreSQL refuses to drop a database that is still in use)."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    with django_db_blocker.unblock():  # type: ignore[attr-defined]
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result()

@@ -437,3 +437,30 @@ async def test_origin_check(settings: Any) -> None:
     assert not (await hosts.connect())[0]
 
 
+
+
+async def test_authorize_hooks_decide_subscribe_and_publish() -> None:
+    from django.contrib.auth import get_user_model
+
+    from django_pulse.authorization import authorize, clear_hooks
+
+    user = await get_user_model().objects.acreate(username="owner")
+    calls: list[tuple[Any, str]] = []
+
+    @authorize("orders.{order_id}")
+    def order_channel(who: Any, order_id: str) -> bool:
+        calls.append((who, order_id))
+        return order_id == "1"
+
+    try:
+        client = await connect(str(user.pk))
+        assert (await client.request("subscribe", channel="orders.1"))["action"] == "ok"
+        assert (await client.request("subscribe", channel="orders.2"))["code"] == "forbidden"
+        assert (await client.request("publish", channel="orders.2", name="e"))["code"] == "forbidden"
+        assert (await client.request("subscribe", channel="private-x"))["code"] == "forbidden"
+        assert (await client.request("subscribe", channel="public"))["action"] == "ok"
+        assert [c[1] for c in calls] == ["1", "2", "2"]
+        assert all(c[0].pk == user.pk for c in calls)
+        await client.close()
+    finally:
+        clear_hooks()
