@@ -346,9 +346,11 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         if self.outbox is not None:
             self.outbox.cancel()
         hub = get_hub()
-        for topic in list(self.subscriptions.values()):
-            await hub.unsubscribe(topic, self.outbox)  # type: ignore[arg-type]
+        topics = list(self.subscriptions.values())
         self.subscriptions.clear()
+        if topics and self.outbox is not None:
+            outbox = self.outbox
+            await asyncio.gather(*(hub.unsubscribe(topic, outbox) for topic in topics))
         if self._registered:
             hub.unregister(self)
         try:
