@@ -117,3 +117,34 @@ async def test_two_daphne_processes_share_redis(redis_url: str, redis_prefix: st
             assert [f["serial"] for f in frames] == list(range(1, 12))
         await on_first.close()
         await on_second.close()
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+async def test_discontinuity_reaches_a_client_when_its_server_loses_redis(redis_url: str, redis_prefix: str) -> None:
+    import redis
+
+    with live_server(redis_url=redis_url, redis_prefix=redis_prefix) as server:
+        client = await client_for(server, "a")
+        await client.subscribe("posts")
+        await publish(server, "posts", "before")
+        assert (await client.next_event(5))["serial"] == 1
+
+        def kill() -> int:
+            admin = redis.Redis.from_url(redis_url)
+            try:
+                mine = [c["id"] for c in admin.client_list(_type="pubsub")
+                        if c.get("name", "").startswith(f"{redis_prefix}:sub:")]
+                for client_id in mine:
+                    admin.client_kill_filter(_id=client_id)
+                return len(mine)
+            finally:
+                admin.close()
+
+        assert await asyncio.to_thread(kill) == 1
+        frame = await client.next_event(10)
+        assert frame == {"action": "discontinuity", "channel": "posts", "reason": "broker_unavailable"}
+        await publish(server, "posts", "after")
+        frame = await client.next_event(5)
+        assert (frame["name"], frame["serial"]) == ("after", 2)
+        await client.close()
