@@ -7,6 +7,7 @@ docs/protocol.md is the human-readable form of this module; keep the two in step
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
@@ -27,6 +28,7 @@ __all__ = [
     "connected_frame",
     "discontinuity_frame",
     "dumps",
+    "encode_data",
     "error_frame",
     "is_valid_channel",
     "message_frame",
@@ -39,8 +41,9 @@ __all__ = [
 
 PROTOCOL_VERSION = 1
 
-CHANNEL_RE = re.compile(r"^[A-Za-z0-9_\-.:@=~+]{1,255}$")
-KB_ID_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+# \A and \Z, not ^ and $: "$" also matches before a trailing newline, which let "posts\n" through.
+CHANNEL_RE = re.compile(r"\A[A-Za-z0-9_\-.:@=~+]{1,255}\Z")
+KB_ID_RE = re.compile(r"\A[A-Za-z0-9_\-]{1,64}\Z")
 
 
 class Action(StrEnum):
@@ -169,11 +172,52 @@ _ACTION_BY_VALUE = {action.value: action for action in CLIENT_ACTIONS}
 _CHANNEL_ACTIONS = CLIENT_ACTIONS - {Action.AUTH, Action.PONG}
 MAX_NAME_LENGTH = 255
 MAX_REF_LENGTH = 64
+# Integer refs must survive a round trip through a JavaScript number (2**53 - 1).
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
+class _NotJSON(ValueError):
+    """Raised while decoding a frame for text Python's json module accepts but JSON does not."""
+
+
+def _reject_constant(name: str) -> Any:
+    # json.loads accepts NaN, Infinity and -Infinity; JSON (and every browser's JSON.parse) does not.
+    raise _NotJSON(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 decodes to inf, which would be re-encoded as Infinity
+        raise _NotJSON(f"{text} is out of range")
+    return value
 
 
 def dumps(value: Any) -> str:
     """The one JSON encoding of frames: compact, UTF-8 (not ``\\u``-escaped)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _encodable(value: Any) -> bool:
+    try:
+        dumps(value).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    except (ValueError, RecursionError):
+        return True  # not about surrogates; whoever encodes it next reports it
+    return True
+
+
+def encode_data(value: Any, member: str = "data") -> str:
+    """``value`` (a member of a parsed frame) as JSON, for relaying; ``bad_request`` when it cannot be encoded.
+
+    ``parse_frame`` decodes nesting up to the interpreter's recursion limit at the depth it is called; encoding
+    the same value deeper in the stack may pass that limit.
+    """
+    try:
+        return dumps(value)
+    except (ValueError, RecursionError):
+        raise _exceptions.ProtocolViolation(f"The member {member!r} is nested too deeply.",
+                                            ErrorCode.BAD_REQUEST) from None
 
 
 def utf8_len(text: str) -> int:
@@ -229,17 +273,24 @@ def parse_frame(text: str, max_size: int) -> Request:
     if len(text) > max_size or (len(text) * 4 > max_size and utf8_len(text) > max_size):
         raise _exceptions.LimitExceeded(f"The frame is larger than {max_size} bytes.", ErrorCode.MESSAGE_TOO_LARGE)
     try:
-        members = json.loads(text)
+        members = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError):
         raise _violation("The frame is not valid JSON.", ErrorCode.INVALID_JSON) from None
     if not isinstance(members, dict):
         raise _violation("The frame must be a JSON object.", ErrorCode.INVALID_JSON)
+    if "\\u" in text and not _encodable(members):
+        # A \uD800-\uDFFF escape without its pair decodes to a lone surrogate, which cannot be sent as UTF-8:
+        # relayed to subscribers it would break every socket it reaches.
+        raise _violation("The frame contains an unpaired surrogate escape (\\uD800-\\uDFFF).", ErrorCode.INVALID_JSON)
     ref = members.get("ref")
     if ref is not None and (
-        isinstance(ref, bool) or not isinstance(ref, str | int) or (isinstance(ref, str) and len(ref) > MAX_REF_LENGTH)
+        isinstance(ref, bool)
+        or not isinstance(ref, str | int)
+        or (isinstance(ref, str) and len(ref) > MAX_REF_LENGTH)
+        or (isinstance(ref, int) and abs(ref) > MAX_SAFE_INTEGER)
     ):
-        raise _violation(f"The member 'ref' must be a string of at most {MAX_REF_LENGTH} characters or an integer.",
-                         ErrorCode.BAD_REQUEST)
+        raise _violation(f"The member 'ref' must be a string of at most {MAX_REF_LENGTH} characters or an integer "
+                         f"of at most {MAX_SAFE_INTEGER} in magnitude.", ErrorCode.BAD_REQUEST)
     raw_action = members.get("action")
     if not isinstance(raw_action, str):
         raise _violation("The member 'action' is missing or not a string.", ErrorCode.BAD_REQUEST, ref)

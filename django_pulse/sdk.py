@@ -129,6 +129,14 @@ def _build(channel: Any, event: Any, data: Any, *, id: Any, client_id: str | Non
         channel=channel, name=event, data_json=_encode_data(data) if data_json is None else data_json, id=id,
         timestamp=int(time.time() * 1000), client_id=client_id,
     )
+    if not head.isascii():
+        try:
+            head.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate (e.g. from "\\ud800" in decoded JSON) cannot be sent as UTF-8 text: it would fail
+            # the send to every subscriber's socket.
+            raise ValueError("The message contains an unpaired surrogate (U+D800-U+DFFF); it cannot be encoded as "
+                             "UTF-8.") from None
     limit = pulse_settings.MAX_MESSAGE_SIZE
     if utf8_len(head) + _SERIAL_ROOM > limit:
         raise LimitExceeded(f"The message is larger than MAX_MESSAGE_SIZE ({limit} bytes).",
