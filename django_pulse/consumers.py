@@ -12,9 +12,12 @@ Extension points (presence): ``PulseConsumer.handlers`` maps an ``Action`` to an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
+import sys
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
@@ -39,14 +42,14 @@ from .protocol import (
     Request,
     close_code_for,
     connected_frame,
-    dumps,
+    encode_data,
     error_frame,
     ok_frame,
     parse_frame,
 )
 from .tokens import Claims
 
-__all__ = ["Handler", "PulseConsumer"]
+__all__ = ["Handler", "PulseConsumer", "install_daphne_shutdown", "shutdown"]
 
 logger = logging.getLogger("django_pulse.consumers")
 
@@ -86,6 +89,9 @@ class _Limits:
 
 _authenticate = database_sync_to_async(authenticate_token)
 
+# Every consumer running in this process (for shutdown()).
+_live: weakref.WeakSet[PulseConsumer] = weakref.WeakSet()
+
 
 class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
     """One WebSocket connection speaking the Pulse protocol.
@@ -118,6 +124,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self._last_seen = now
         self._inbound = RateLimiter(self.limits.rate, self.limits.rate_burst, now)
         self._publishes = RateLimiter(self.limits.publish_rate, max(self.limits.publish_rate, 1.0), now)
+        self._task: asyncio.Task[Any] | None = None
         self._auth_timer: asyncio.TimerHandle | None = None
         self._heartbeat_timer: asyncio.TimerHandle | None = None
         self._expiry_timer: asyncio.TimerHandle | None = None
@@ -130,11 +137,30 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self.scope = scope
         self.channel_layer = None
         self.base_send = send
+        self._task = asyncio.current_task()
+        _live.add(self)
         try:
             while True:
                 await self.dispatch(await receive())
         except StopConsumer:
             pass
+        except asyncio.CancelledError:
+            # The server cancels applications when it shuts down (daphne on SIGTERM, when its own shutdown
+            # trigger works; see shutdown()): tell the client to reconnect (1001 going_away) and clean up (a
+            # clean close: presence members leave at once) before letting the cancellation through.
+            await self.go_away()
+            raise
+        finally:
+            _live.discard(self)
+
+    async def go_away(self, code: int = CloseCode.GOING_AWAY, timeout: float = 1.0) -> None:
+        """Close with ``code`` (1001: reconnect elsewhere), wait up to ``timeout`` s until the close frame has
+        left the server's buffer, then end this connection's subscriptions and presence."""
+        if not self.closed:
+            self.close(code)
+            if self.outbox is not None:
+                await self.outbox.flush(timeout)
+        await self._finish(code)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels' dispatch hops to a thread (aclose_old_connections) before every message; this consumer
@@ -153,6 +179,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
             await handler(message)
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
+        install_daphne_shutdown()
         self.outbox = Outbox(self.base_send, self.limits.outbound_limit, self._outbox_closed)
         self.outbox.push({"type": "websocket.accept"}, 0)
         loop = asyncio.get_running_loop()
@@ -438,6 +465,65 @@ async def publish(conn: PulseConsumer, request: Request) -> dict[str, Any]:
     members = request.members
     message_id, serial = await _apublish_as_client(
         kb_id=conn.kb_id, client_id=conn.client_id, channel=channel, event=members["name"],
-        data_json=dumps(members.get("data")), id=members.get("id"),
+        data_json=encode_data(members.get("data")), id=members.get("id"),
     )
     return {"id": message_id, "serial": serial}
+
+
+# -- graceful shutdown ---------------------------------------------------------------------------------------
+
+
+async def shutdown(code: int = CloseCode.GOING_AWAY, timeout: float = 2.0) -> int:
+    """Close every Pulse connection of this process with ``code`` (1001 going_away: clients reconnect, to another
+    process behind the load balancer), clean up their subscriptions and presence, and end their tasks.
+
+    Returns the number of connections closed. Under daphne this runs by itself on SIGTERM
+    (``install_daphne_shutdown``); under other servers call it from the ASGI lifespan shutdown.
+    """
+    conns = list(_live)
+    if not conns:
+        return 0
+    await asyncio.wait([asyncio.ensure_future(conn.go_away(code, timeout / 2)) for conn in conns], timeout=timeout)
+    current = asyncio.current_task()
+    tasks = [conn._task for conn in conns if conn._task is not None and conn._task is not current]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout / 2)
+    return len(conns)
+
+
+_daphne_hooked = False
+
+
+def install_daphne_shutdown() -> None:
+    """Under daphne, run ``shutdown()`` in the reactor's "before shutdown" phase (SIGTERM, SIGINT), once.
+
+    daphne 4.2 on SIGTERM runs its own trigger that cancels every application, but that trigger raises
+    ``KeyError`` as soon as any HTTP connection it served is still open or was upgraded within the last second
+    (its bookkeeping entry has no ``application_instance``); Twisted then stops without waiting, and clients see
+    the TCP connection drop (1006). Even when it works, the close frames an application sends while being
+    cancelled are still in Twisted's buffer when the reactor disconnects everything. This trigger is independent
+    of daphne's and makes the reactor wait until the close frames are out.
+    """
+    global _daphne_hooked
+    if _daphne_hooked or "daphne.server" not in sys.modules or "twisted.internet.reactor" not in sys.modules:
+        return
+    _daphne_hooked = True
+    from twisted.internet import defer
+    from twisted.internet import reactor as twisted_reactor
+
+    reactor: Any = twisted_reactor  # the installed reactor (daphne installs the asyncio one)
+    if not getattr(reactor, "running", False) or not hasattr(reactor, "_asyncioEventloop"):
+        return
+
+    def before_shutdown() -> Any:
+        return defer.Deferred.fromFuture(asyncio.ensure_future(_logged_shutdown()))
+
+    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
+
+
+async def _logged_shutdown() -> None:
+    with contextlib.suppress(Exception):
+        count = await shutdown()
+        logger.info("Server shutting down: closed %d Pulse connections with 1001 going_away", count)

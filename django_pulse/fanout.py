@@ -53,6 +53,36 @@ class ControlTarget(Protocol):
 # -- server-specific peeking ---------------------------------------------------------------------------
 
 
+def _daphne_protocol(send: Any) -> Any:
+    """daphne's WebSocket protocol object behind an ASGI ``send``, or None for any other server."""
+    if not isinstance(send, functools.partial) or not send.args:
+        return None
+    func = send.func
+    if getattr(func, "__qualname__", "") != "Server.handle_reply" or not getattr(func, "__module__", "").startswith(
+        "daphne."
+    ):
+        return None
+    return send.args[0]
+
+
+def _daphne_close_going_away(protocol: Any) -> bool:
+    """Send close code 1001 on a daphne WebSocket; True when it was sent.
+
+    daphne passes ``websocket.close`` codes to autobahn's ``sendClose``, which accepts only 1000 and 3000-4999
+    from applications (1001 raises); its lower-level ``sendCloseFrame`` sends any code, as RFC 6455 lets a server
+    that is going away do.
+    """
+    send_close_frame = getattr(protocol, "sendCloseFrame", None)
+    if send_close_frame is None:
+        return False
+    try:
+        send_close_frame(code=int(CloseCode.GOING_AWAY), isReply=False)
+    except Exception:
+        logger.debug("daphne refused a 1001 close frame", exc_info=True)
+        return False
+    return True
+
+
 def server_buffer_probe(send: Any) -> Callable[[], int] | None:
     """A function returning the bytes the ASGI server holds unsent for this socket, or None when unknown.
 
@@ -61,14 +91,9 @@ def server_buffer_probe(send: Any) -> Callable[[], int] | None:
     and the transport buffer is the only place a slow reader's backlog shows. Everything here degrades to 0
     if daphne's or Twisted's internals change.
     """
-    if not isinstance(send, functools.partial) or not send.args:
+    protocol = _daphne_protocol(send)
+    if protocol is None:
         return None
-    func = send.func
-    if getattr(func, "__qualname__", "") != "Server.handle_reply" or not getattr(func, "__module__", "").startswith(
-        "daphne."
-    ):
-        return None
-    protocol = send.args[0]
 
     def buffered() -> int:
         transport = getattr(protocol, "transport", None)
@@ -164,6 +189,10 @@ class Outbox:
             return
         self.closed = True
         message = {"type": "websocket.close", "code": int(code)}
+        if code == CloseCode.GOING_AWAY and not self._busy and self._probe is not None:
+            protocol = _daphne_protocol(self._send)
+            if protocol is not None and _daphne_close_going_away(protocol):
+                return
         if self._busy:
             self._queue.append((message, 0))
         else:
@@ -215,11 +244,36 @@ class Outbox:
             self._task = None
 
     def _lost(self, exc: BaseException) -> None:
-        # The server refused a send: the socket is gone (its disconnect event follows). Stop writing.
-        logger.debug("A send failed; the connection is gone: %r", exc)
+        # The server refused a send: usually the socket is gone (its disconnect event follows). If it is not
+        # (the frame itself was refused), a connection that silently stops receiving would be a gap nobody
+        # sees: stop writing frames, try to close it with 4500 so the client reconnects, and tell the owner.
+        logger.debug("A send failed; closing the connection: %r", exc)
+        already_closed = self.closed
         self.closed = True
         self._queue.clear()
         self._queued = 0
+        if already_closed:
+            return
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing more to do
+            asyncio.get_running_loop().create_task(self._close_quietly(CloseCode.INTERNAL_ERROR))
+        if self.on_close is not None:
+            self.on_close(CloseCode.INTERNAL_ERROR)
+
+    async def _close_quietly(self, code: int) -> None:
+        with contextlib.suppress(Exception):
+            await self._send({"type": "websocket.close", "code": int(code)})
+
+    async def flush(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until what is queued has been handed to the server and, where the
+        server's buffer can be seen (daphne), until that is written to the socket too."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        task = self._task
+        if task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+        while self._probe is not None and self._probe() > 0 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
 
     def cancel(self) -> None:
         """Drop everything pending (the connection is gone)."""

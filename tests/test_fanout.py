@@ -99,7 +99,27 @@ async def test_exceptions_after_suspension_reach_the_send_and_stop_the_outbox() 
     await settle()
     assert box.closed and sock.texts == []
     box.push(frame("3"), 1)  # ignored, never raises
-    assert sock.calls == 1
+    await settle()
+    # One failed frame, then one attempt to close the socket (4500) in case it is still open; nothing else.
+    assert sock.calls == 2
+
+
+async def test_a_refused_frame_on_a_live_socket_closes_it_4500_and_tells_the_owner() -> None:
+    closed: list[int] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "websocket.send" and message["text"] == "bad":
+            raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+        sent.append(message)
+
+    sent: list[dict[str, Any]] = []
+    box = Outbox(send, limit=1000, on_close=closed.append)
+    box.push(frame("ok"), 2)
+    box.push(frame("bad"), 3)
+    box.push(frame("later"), 5)
+    await settle()
+    assert [m.get("text", m.get("code")) for m in sent] == ["ok", 4500]
+    assert closed == [4500] and box.closed
 
 
 async def test_a_failed_future_is_raised_inside_the_send() -> None:
