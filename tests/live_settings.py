@@ -21,6 +21,8 @@ DATABASES = {
     else DATABASES["default"]
 }
 PULSE = json.loads(os.environ.get("PULSE_LIVE_SETTINGS") or "{}")
+if os.environ.get("PULSE_LIVE_ALLOWED_HOSTS"):
+    ALLOWED_HOSTS = os.environ["PULSE_LIVE_ALLOWED_HOSTS"].split(",")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -32,8 +32,49 @@ def publish(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"id": message_id})
 
 
+@csrf_exempt
+def app(request: HttpRequest) -> JsonResponse:
+    """Create or update an app (``kbId``, ``enabled``); returns its token secret, so tests can forge tokens."""
+    from django_pulse.models import PulseApp
+
+    body: dict[str, Any] = json.loads(request.body or b"{}")
+    pulse_app, _ = PulseApp.objects.ensure(body["kbId"])
+    if "enabled" in body:
+        pulse_app.enabled = bool(body["enabled"])
+        pulse_app.save(update_fields=["enabled"])
+    return JsonResponse({"kbId": pulse_app.kb_id, "secret": pulse_app.token_secret, "enabled": pulse_app.enabled})
+
+
+async def state(request: HttpRequest) -> JsonResponse:
+    """What this process holds, to find leaks: hub topics and connections, live consumers, asyncio tasks, RSS.
+
+    ``gc=1`` collects garbage first (so cycles that are merely uncollected do not count as leaks).
+    """
+    import asyncio
+    import gc
+    import os
+
+    from django_pulse import consumers
+    from django_pulse.fanout import get_hub
+
+    if request.GET.get("gc"):
+        gc.collect()
+    hub = get_hub()
+    with open("/proc/self/statm") as statm:
+        rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return JsonResponse({
+        "topics": hub.local_topics(),
+        "connections": sum(len(conns) for conns in hub.connections.values()),
+        "consumers": len(consumers._live),
+        "tasks": len(asyncio.all_tasks()),
+        "rss": rss,
+    })
+
+
 urlpatterns = [
     *base_urlpatterns,
     path("__test__/token/", token),
     path("__test__/publish/", publish),
+    path("__test__/app/", app),
+    path("__test__/state/", state),
 ]

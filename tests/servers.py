@@ -99,9 +99,9 @@ class LiveServer:
                 self.proc.wait(5)
 
 
-def _command(server: str, port: int, app: str) -> list[str]:
+def _command(server: str, port: int, app: str, args: list[str] | None = None) -> list[str]:
     if server == "daphne":
-        return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app]
+        return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *(args or []), app]
     if server == "uvicorn":
         return [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
                 "--lifespan", "off", app]
@@ -126,8 +126,10 @@ def live_server(
     port: int | None = None,
     app: str = ASGI_APP,
     extra_env: dict[str, str] | None = None,
+    server_args: list[str] | None = None,
 ) -> Iterator[LiveServer]:
-    """Start a server process and stop it afterwards. ``database`` shares another server's SQLite file."""
+    """Start a server process and stop it afterwards. ``database`` shares another server's SQLite file;
+    ``server_args`` are extra command-line options (daphne only)."""
     port = port or free_port()
     tmpdir = tempfile.mkdtemp(prefix="pulse-live-")
     db = database or os.path.join(tmpdir, "db.sqlite3")
@@ -148,7 +150,7 @@ def live_server(
         migrate(env)
     log_path = Path(tmpdir) / "server.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(_command(server, port, app), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(_command(server, port, app, server_args), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     live = LiveServer(port=port, proc=proc, database=db, env=env, log_path=log_path)
     try:
         wait_for_port(port, proc=proc)
