@@ -25,10 +25,14 @@ def token(request: HttpRequest) -> JsonResponse:
 @csrf_exempt
 def publish(request: HttpRequest) -> JsonResponse:
     from django_pulse import pulse
+    from django_pulse.exceptions import PulseError
 
     body: dict[str, Any] = json.loads(request.body or b"{}")
-    publish_fn = getattr(pulse, "publish")  # noqa: B009  (filled in by the fan-out work)
-    message_id = publish_fn(body["channel"], body["event"], body.get("data"), id=body.get("id"))
+    try:
+        message_id = pulse.publish(body["channel"], body["event"], body.get("data"), id=body.get("id"))
+    except PulseError as exc:  # as the HTTP API answers: 503 when the broker is unreachable
+        status = 503 if exc.code == "unavailable" else 400
+        return JsonResponse({"error": {"code": exc.code.value, "message": exc.message}}, status=status)
     return JsonResponse({"id": message_id})
 
 

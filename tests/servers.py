@@ -150,7 +150,8 @@ def live_server(
         migrate(env)
     log_path = Path(tmpdir) / "server.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(_command(server, port, app, server_args), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(_command(server, port, app, server_args), env=env, cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT)
     live = LiveServer(port=port, proc=proc, database=db, env=env, log_path=log_path)
     try:
         wait_for_port(port, proc=proc)

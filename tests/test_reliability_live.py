@@ -108,7 +108,7 @@ async def test_limits_are_rejected_with_their_code_within_a_second(server: LiveS
         await ws.send(json.dumps({"action": "subscribe", "channel": f"ch{i}", "ref": i}))
         if i % 40 == 39:
             await asyncio.sleep(0.9)
-    for i in range(128):
+    for _ in range(128):
         assert (await recv_json(ws))["action"] == "ok"
     reply, took = await timed_error(ws, json.dumps({"action": "subscribe", "channel": "ch128", "ref": "129th"}))
     assert (reply["code"], reply["ref"], took < 1) == ("too_many_subscriptions", "129th", True), reply
@@ -208,7 +208,8 @@ def bad_tokens(secret: str, other_secret: str, disabled_secret: str) -> list[tup
     rs256_hmac = rs256.rsplit(".", 1)[0] + "." + b64(
         hmac.new(secret.encode(), rs256.rsplit(".", 1)[0].encode(), hashlib.sha256).digest())
     return [
-        ("forged signature", forge(claims(), "not-the-secret-but-32-bytes-long!!", kid="default"), "token_invalid", 4001),
+        ("forged signature", forge(claims(), "not-the-secret-but-32-bytes-long!!", kid="default"), "token_invalid",
+         4001),
         ("signature of another token", signing_input + "." + forge(claims(sub="x"), secret, kid="default")
          .rsplit(".", 1)[1], "token_invalid", 4001),
         ("expired", forge(claims(iat=now - 3600, nbf=now - 3600, exp=now - 60), secret, kid="default"),
@@ -221,7 +222,8 @@ def bad_tokens(secret: str, other_secret: str, disabled_secret: str) -> list[tup
          "token_invalid", 4001),
         ("kid and kb disagree", forge(claims("other"), other_secret, kid="default"), "token_invalid", 4001),
         ("a disabled app's", forge(claims("off"), disabled_secret, kid="off"), "app_disabled", 4003),
-        ("an unknown app's", forge(claims("nope"), "whatever-key-of-at-least-32-bytes", kid="nope"), "app_unknown", 4004),
+        ("an unknown app's", forge(claims("nope"), "whatever-key-of-at-least-32-bytes", kid="nope"), "app_unknown",
+         4004),
         ("alg none", raw_jwt({**header, "alg": "none"}, claims()), "token_invalid", 4001),
         ("alg none with a signature", raw_jwt({**header, "alg": "none"}, claims(), b"sig"), "token_invalid", 4001),
         ("alg RS256 signed with the secret as HMAC key", rs256_hmac, "token_invalid", 4001),
@@ -251,7 +253,7 @@ async def test_bad_tokens_are_all_refused_with_distinct_codes_over_a_real_socket
     disabled = (await asyncio.to_thread(server.post, "/__test__/app/", {"kbId": "off", "enabled": False}))["secret"]
     cases = bad_tokens(secret, other, disabled)
     outcomes = []
-    for what, token, code, close in cases:
+    for what, token, _, close in cases:
         ws = await open_ws(server)
         await ws.send(json.dumps({"action": "auth", "token": token, "ref": 1}))
         reply = await recv_json(ws)
@@ -307,7 +309,8 @@ async def handshake_status(server: LiveServer, origin: str | None) -> int:
 @pytest.mark.parametrize(
     ("pulse", "hosts", "allowed", "refused"),
     [
-        (None, "good.example,127.0.0.1", ["http://good.example", "https://good.example:8443"], ["http://evil.example", None]),
+        (None, "good.example,127.0.0.1", ["http://good.example", "https://good.example:8443"],
+         ["http://evil.example", None]),
         (["https://good.example"], "*", ["https://good.example"],
          ["http://good.example", "https://evil.example", "https://good.example.evil.example", "null", None]),
         (["*"], "good.example,127.0.0.1", ["https://evil.example", "null", None], []),
