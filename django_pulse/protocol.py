@@ -6,8 +6,10 @@ docs/protocol.md is the human-readable form of this module; keep the two in step
 
 from __future__ import annotations
 
+import json
 import re
 from enum import IntEnum, StrEnum
+from typing import Any
 
 __all__ = [
     "CHANNEL_RE",
@@ -16,8 +18,11 @@ __all__ = [
     "CloseCode",
     "ErrorCode",
     "Operation",
+    "PresenceEvent",
     "close_code_for",
     "is_valid_channel",
+    "presence_frame",
+    "presence_frame_serial",
 ]
 
 PROTOCOL_VERSION = 1
@@ -128,3 +133,36 @@ def close_code_for(code: ErrorCode) -> CloseCode:
 
 def is_valid_channel(name: object) -> bool:
     return isinstance(name, str) and CHANNEL_RE.match(name) is not None
+
+
+
+# -- presence --------------------------------------------------------------------------------------------------
+
+
+class PresenceEvent(StrEnum):
+    """Values of a ``presence`` frame's ``event`` member."""
+
+    ENTER = "enter"
+    UPDATE = "update"
+    LEAVE = "leave"
+
+
+def presence_frame(*, channel: str, event: str, member: dict[str, Any], serial: int) -> str:
+    """A ``presence`` event (``event`` is enter, update or leave).
+
+    ``member`` is ``{"clientId", "connectionId", "data", "timestamp"}`` in that order; the Redis presence
+    scripts build the same bytes, and ``presence_frame_serial`` reads the serial back from the tail.
+    """
+    return json.dumps({"action": "presence", "channel": channel, "event": event, "member": member, "serial": serial},
+                      separators=(",", ":"), ensure_ascii=False)
+
+
+_SERIAL_TAIL = ',"serial":'
+
+
+def presence_frame_serial(frame: str) -> int:
+    """The serial of a ``presence`` frame, read from its tail; ``ValueError`` if it has none."""
+    at = frame.rfind(_SERIAL_TAIL)
+    if at < 0 or not frame.endswith("}"):
+        raise ValueError("not a presence frame")
+    return int(frame[at + len(_SERIAL_TAIL) : -1])

@@ -13,7 +13,7 @@ from .conf import pulse_settings
 if TYPE_CHECKING:
     from django.http import HttpRequest
 
-__all__ = ["endpoint_url", "get_token"]
+__all__ = ["achannels", "apresence", "channels", "endpoint_url", "get_token", "presence"]
 
 
 def endpoint_url(request: HttpRequest | None = None) -> str:
@@ -65,3 +65,55 @@ def get_token(
         "clientId": client_id,
         "expiresAt": claims.expires_at * 1000,
     }
+
+
+def _app_kb_id(kb_id: str | None) -> str:
+    from .auth import resolve_app
+
+    return resolve_app(kb_id, require_enabled=False).kb_id
+
+
+async def _aapp_kb_id(kb_id: str | None) -> str:
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(_app_kb_id, thread_sensitive=True)(kb_id)
+
+
+def presence(channel: str, *, kb_id: str | None = None) -> dict[str, Any]:
+    """Who is present on ``channel``, across every server process.
+
+    Returns ``{"channel", "count", "clientCount", "members": [{"clientId", "connectionId", "data",
+    "timestamp"}]}``: ``count`` members (one per connection), ``clientCount`` distinct clientIds, members in
+    the order they entered (``timestamp`` = entry time, ms). Raises ``ProtocolViolation`` (``invalid_channel``)
+    for a bad channel name, ``AppError`` for an unknown app, ``Unavailable`` when Redis cannot be reached.
+    """
+    from .presence import get_presence
+
+    return get_presence().snapshot_sync(_app_kb_id(kb_id), channel).to_dict()
+
+
+async def apresence(channel: str, *, kb_id: str | None = None) -> dict[str, Any]:
+    """``presence`` for async code."""
+    from .presence import get_presence
+
+    snapshot = await get_presence().snapshot(await _aapp_kb_id(kb_id), channel)
+    return snapshot.to_dict()
+
+
+def channels(*, kb_id: str | None = None) -> list[dict[str, Any]]:
+    """The active channels of the app: ``[{"name", "subscribers", "presence"}]`` sorted by name.
+
+    A channel is active when some connection subscribes to it (``subscribers``, summed over every live server
+    process) or some member is present on it (``presence``). With Redis the subscriber counts are those the
+    processes reported at their last heartbeat (at most ``PROCESS_HEARTBEAT`` s old).
+    """
+    from .registry import get_registry
+
+    return get_registry().channels_sync(_app_kb_id(kb_id))
+
+
+async def achannels(*, kb_id: str | None = None) -> list[dict[str, Any]]:
+    """``channels`` for async code."""
+    from .registry import get_registry
+
+    return await get_registry().channels(await _aapp_kb_id(kb_id))
