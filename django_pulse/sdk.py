@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .authorization import authorize
 from .conf import pulse_settings
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
 
-__all__ = ["achannels", "apresence", "channels", "endpoint_url", "get_token", "presence"]
+__all__ = ["achannels", "apresence", "authorize", "channels", "endpoint_url", "get_token", "presence"]
 
 
 def endpoint_url(request: HttpRequest | None = None) -> str:
