@@ -24,6 +24,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..broker.base import presence_topic
 from ..conf import pulse_settings
 from ..exceptions import LimitExceeded, ProtocolViolation
 from ..protocol import ErrorCode, PresenceEvent, is_valid_channel
@@ -38,11 +39,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("django_pulse.presence")
-
-
-def presence_topic(kb_id: str, channel: str) -> str:
-    """The topic presence events of ``channel`` of app ``kb_id`` flow on (docs/architecture.md, Topics)."""
-    return f"p:{kb_id}:{channel}"
 
 
 class NotPresent(ProtocolViolation):
