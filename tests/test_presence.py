@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import threading
@@ -302,10 +303,8 @@ def test_many_processes_storm_in_threads(pulse_redis: str, redis_prefix: str) ->
                 with lock:
                     outcome[conn] = True
             else:
-                try:
+                with contextlib.suppress(NotPresent):
                     asyncio.run(backend.leave(KB, "storm", connection_id=conn))
-                except NotPresent:
-                    pass
                 with lock:
                     outcome[conn] = False
 
