@@ -30,10 +30,13 @@ def presence_mode(request: pytest.FixtureRequest, settings: Any) -> str:
 
 @pytest.fixture
 async def backend(presence_mode: str) -> AsyncIterator[PresenceBackend]:
+    from django_pulse.broker import get_broker
+
     instance = get_presence()
     yield instance
     await instance.aclose()
     reset_presence()
+    await get_broker().aclose()
 
 
 class Collector:

@@ -23,11 +23,13 @@ def mode(request: pytest.FixtureRequest, settings: Any) -> str:
 
 @pytest.fixture
 async def cleanup() -> Any:
-    """Stops this test's process registry (Redis mode) so no heartbeat task outlives the test's loop."""
+    """Stops this test's process registry and broker on the test's loop (no task or socket outlives it)."""
     yield
+    from django_pulse.broker import get_broker
     from django_pulse.registry import get_registry
 
     await get_registry().stop()
+    await get_broker().aclose()
 
 
 async def next_presence(client: Client, timeout: float = 3) -> dict[str, Any]:

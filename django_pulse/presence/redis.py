@@ -189,8 +189,7 @@ class RedisPresence(PresenceBackend):
             raise ValueError("RedisPresence needs a Redis URL (PULSE['REDIS_URL'])")
         self.prefix = prefix or pulse_settings.REDIS_PREFIX
         self._process_id = process_id
-        # The broker's pub/sub channel of topic T is bus_prefix + T (broker.redis_channel).
-        self.bus_prefix = bus_prefix or f"{self.prefix}:bus:"
+        self._bus_prefix = bus_prefix
         self.client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
         self._change = self.client.register_script(_CHANGE)
         self._leave_script = self.client.register_script(_LEAVE)
@@ -205,6 +204,15 @@ class RedisPresence(PresenceBackend):
 
             self._process_id = str(get_broker().process_id)
         return self._process_id
+
+    @property
+    def bus_prefix(self) -> str:
+        """The broker's pub/sub channel of topic T is ``bus_prefix + T`` (``broker.redis_channel``)."""
+        if self._bus_prefix is None:
+            from ..broker import get_broker
+
+            self._bus_prefix = get_broker().redis_channel("")
+        return self._bus_prefix
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
