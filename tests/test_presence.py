@@ -15,7 +15,7 @@ import pytest
 from django_pulse import signals
 from django_pulse.exceptions import LimitExceeded, ProtocolViolation
 from django_pulse.presence import NotPresent, PresenceBackend, get_presence, presence_topic, reset_presence
-from django_pulse.protocol import ErrorCode, PresenceEvent, presence_frame_serial
+from django_pulse.protocol import ErrorCode, PresenceEvent, presence_frame, presence_frame_serial
 
 KB = "default"
 
@@ -80,6 +80,10 @@ async def test_enter_lists_the_member_with_its_identity_data_and_entry_time(back
                    "timestamp": change.member.timestamp},
     }
     assert presence_frame_serial(change.frame) == 1
+    # Memory (Python) and Redis (Lua) build byte-identical frames, also for non-ASCII text.
+    uni = await backend.enter(KB, "posts", client_id="zoë", connection_id="c_2", data={"n": "Ünïcode ✓", "q": '"\\'})
+    assert uni.frame == presence_frame(channel="posts", event="enter", member=uni.member.to_dict(), serial=2)
+    assert uni.member.client_id == "zoë" and uni.member.data == {"n": "Ünïcode ✓", "q": '"\\'}
 
 
 async def test_two_tabs_of_one_client_are_two_members_and_one_client(backend: PresenceBackend) -> None:
