@@ -24,9 +24,10 @@ from channels.exceptions import StopConsumer
 
 from . import signals
 from .auth import authenticate_token
+from .authorization import Decision, decide, resolve_user
 from .broker import get_broker, message_topic
 from .conf import pulse_settings
-from .exceptions import Forbidden, LimitExceeded, ProtocolViolation, PulseError, TokenError
+from .exceptions import LimitExceeded, ProtocolViolation, PulseError, TokenError
 from .fanout import Outbox, get_hub
 from .protocol import (
     PING_FRAME,
@@ -106,6 +107,8 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self.kb_id = ""
         self.subscriptions: dict[str, str] = {}
         self.outbox: Outbox | None = None
+        self._user: Any = None
+        self._user_loaded = False
         self.limits = _Limits()
         self.closed = False
         self._close_code: int | None = None
@@ -120,6 +123,18 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self._expiry_timer: asyncio.TimerHandle | None = None
 
     # -- Channels plumbing ------------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # What AsyncConsumer.__call__ does without a channel layer, minus await_many_dispatch's extra task
+        # and asyncio.wait() per message: this consumer has one source of events, the socket.
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels' dispatch hops to a thread (aclose_old_connections) before every message; this consumer
@@ -282,6 +297,20 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self.send_frame(PING_FRAME)
         self._heartbeat_timer = loop.call_later(self.limits.heartbeat, self._heartbeat)
 
+    # -- authorization ------------------------------------------------------------------------------
+
+    async def get_user(self) -> Any:
+        """The Django user of this connection's client id (resolved once, on first need)."""
+        if not self._user_loaded:
+            self._user = await database_sync_to_async(resolve_user)(self.client_id)
+            self._user_loaded = True
+        return self._user
+
+    async def authorize(self, channel: str, operation: Operation) -> Decision:
+        """Allow ``operation`` on ``channel`` (capabilities, then authorize hooks) or raise ``Forbidden``."""
+        assert self.claims is not None
+        return await decide(self.claims, channel, operation, self.get_user)
+
     # -- hooks ------------------------------------------------------------------------------------------
 
     async def on_authenticated(self) -> None:
@@ -338,9 +367,11 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         if self.outbox is not None:
             self.outbox.cancel()
         hub = get_hub()
-        for topic in list(self.subscriptions.values()):
-            await hub.unsubscribe(topic, self.outbox)  # type: ignore[arg-type]
+        topics = list(self.subscriptions.values())
         self.subscriptions.clear()
+        if topics and self.outbox is not None:
+            outbox = self.outbox
+            await asyncio.gather(*(hub.unsubscribe(topic, outbox) for topic in topics))
         if self._registered:
             hub.unregister(self)
         try:
@@ -372,8 +403,7 @@ def handles(action: Action) -> Callable[[Handler], Handler]:
 async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any]:
     channel = request.channel
     assert conn.claims is not None and conn.outbox is not None
-    if not conn.claims.allows(channel, Operation.SUBSCRIBE):
-        raise Forbidden(f"This token may not subscribe to {channel!r}.")
+    await conn.authorize(channel, Operation.SUBSCRIBE)
     broker = get_broker()
     topic = conn.subscriptions.get(channel)
     if topic is None:
@@ -410,9 +440,7 @@ async def publish(conn: PulseConsumer, request: Request) -> dict[str, Any]:
     from .sdk import _apublish_as_client
 
     channel = request.channel
-    assert conn.claims is not None
-    if not conn.claims.allows(channel, Operation.PUBLISH):
-        raise Forbidden(f"This token may not publish to {channel!r}.")
+    await conn.authorize(channel, Operation.PUBLISH)
     if not conn._publishes.allow(time.monotonic()):
         raise LimitExceeded(f"At most {conn.limits.publish_rate:g} publishes per second per connection.",
                             ErrorCode.RATE_LIMITED)

@@ -19,12 +19,15 @@ class Client:
         self.comm = communicator
         self.connected: dict[str, Any] = {}
         self._ref = 0
+        self._early: list[dict[str, Any]] = []  # event frames that arrived while waiting for a reply
 
     async def send(self, frame: dict[str, Any] | str) -> None:
         await self.comm.send_to(text_data=frame if isinstance(frame, str) else json.dumps(frame))
 
     async def recv(self, timeout: float = 2) -> dict[str, Any]:
         """The next frame; skips pings."""
+        if self._early:
+            return self._early.pop(0)
         while True:
             output = await self.comm.receive_output(timeout)
             assert output["type"] == "websocket.send", output
@@ -42,12 +45,20 @@ class Client:
     async def request(self, action: str, **members: Any) -> dict[str, Any]:
         self._ref += 1
         await self.send({"action": action, "ref": self._ref, **members})
-        frame = await self.recv()
-        assert frame.get("ref") == self._ref, frame
-        return frame
+        early = self._early
+        self._early = []
+        try:
+            while True:
+                frame = await self.recv()
+                if frame["action"] in ("ok", "error") and "ref" in frame:
+                    assert frame["ref"] == self._ref, frame
+                    return frame
+                early.append(frame)
+        finally:
+            self._early = early + self._early
 
     async def nothing(self, timeout: float = 0.2) -> bool:
-        return await self.comm.receive_nothing(timeout)
+        return not self._early and await self.comm.receive_nothing(timeout)
 
     async def close(self) -> None:
         await self.comm.disconnect()

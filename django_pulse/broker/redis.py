@@ -139,8 +139,11 @@ class RedisBroker(Broker):
         self._client: redis_async.Redis | None = None
         self._script: Any = None
         self._runner: asyncio.Task[None] | None = None
+        self._guard: asyncio.Task[None] | None = None
         self._conn: _RespConnection | None = None
         self._connected: asyncio.Event | None = None
+        # Set while the last connection attempt failed (so subscribers fail fast during an outage).
+        self._down: asyncio.Event | None = None
         self._closed = False
         # Topics this process wants, futures waiting for (un)subscribe confirmations per Redis channel,
         # and the channels re-subscribed after a reconnect that still owe their subscribers a discontinuity.
@@ -241,9 +244,13 @@ class RedisBroker(Broker):
             self.url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT
         )
         self._script = self._client.register_script(PUBLISH_SCRIPT)
+        # The async client's connections belong to this loop: close them when the loop winds down (its tasks
+        # are cancelled then), so nothing is left for the garbage collector to warn about.
+        self._guard = loop.create_task(_close_on_cancel(self._client), name="django-pulse redis client guard")
         self._conn = None
         self._runner = None
         self._connected = asyncio.Event()
+        self._down = asyncio.Event()
         self._sub_waiters.clear()
         self._unsub_waiters.clear()
         self._resubscribed.clear()
@@ -257,11 +264,16 @@ class RedisBroker(Broker):
 
     async def _wait_connected(self) -> _RespConnection:
         connected = self._ensure_running()
-        if self._conn is None:
+        down = self._down
+        assert down is not None
+        if self._conn is None and not down.is_set():
+            # First use: wait for the first attempt to succeed or fail.
+            waits = [asyncio.ensure_future(connected.wait()), asyncio.ensure_future(down.wait())]
             try:
-                await asyncio.wait_for(connected.wait(), CONNECT_TIMEOUT)
-            except TimeoutError:
-                raise Unavailable("Redis is unreachable; cannot subscribe.") from None
+                await asyncio.wait(waits, timeout=CONNECT_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waits:
+                    waiter.cancel()
         if self._conn is None:
             raise Unavailable("Redis is unreachable; cannot subscribe.")
         return self._conn
@@ -305,12 +317,16 @@ class RedisBroker(Broker):
                 await asyncio.wait_for(conn.call("SET", self._epoch_key, secrets.token_hex(8), "NX"), CONNECT_TIMEOUT)
                 epoch = await asyncio.wait_for(conn.call("GET", self._epoch_key), CONNECT_TIMEOUT)
             except (OSError, ConnectionError, TimeoutError, asyncio.IncompleteReadError, _ReplyError) as exc:
-                if not ever_connected or backoff >= MAX_BACKOFF:
+                assert self._down is not None
+                if not self._down.is_set() or backoff >= MAX_BACKOFF:
                     logger.warning("Redis broker cannot connect to %s: %s; retrying", _safe_url(self.url), exc)
+                self._down.set()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             backoff = 0.1
+            assert self._down is not None
+            self._down.clear()
             self._epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
             channels = [self.redis_channel(topic).encode() for topic in sorted(self._topics)]
             if ever_connected:
@@ -401,21 +417,33 @@ class RedisBroker(Broker):
             runner.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await runner
-        if self._client is not None:
-            await self._client.aclose()
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            guard.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await guard
         if self._sync_client is not None:
             self._sync_client.close()
 
     def close_nowait(self) -> None:
         self._closed = True
-        if self._runner is not None and self._loop is not None and not self._loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._runner.cancel)
+        if self._loop is not None and not self._loop.is_closed():
+            for task in (self._runner, self._guard):
+                if task is not None:
+                    with contextlib.suppress(RuntimeError):
+                        self._loop.call_soon_threadsafe(task.cancel)
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 self._conn.abort()
         if self._sync_client is not None:
             self._sync_client.close()
+
+
+async def _close_on_cancel(client: redis_async.Redis) -> None:
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await client.aclose()
 
 
 def _safe_url(url: str) -> str:
