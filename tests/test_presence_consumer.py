@@ -190,3 +190,24 @@ def test_sync_sdk(mode: str) -> None:
         pulse.presence("no spaces")
     with pytest.raises(AppError):
         pulse.presence("posts", kb_id="nope")
+
+
+async def test_authorize_hook_decides_and_sets_member_data(cleanup: None) -> None:
+    from django_pulse.authorization import clear_hooks
+
+    @pulse.authorize("team.{team}")
+    def team(user: Any, team: str) -> Any:
+        return {"role": "captain"} if team == "red" else False
+
+    try:
+        alice = await connect("alice")
+        reply = await alice.request("presence.enter", channel="team.red", data={"role": "forged"})
+        assert reply["member"]["data"] == {"role": "captain"}
+        reply = await alice.request("presence.update", channel="team.red", data={"role": "forged"})
+        assert reply["member"]["data"] == {"role": "captain"}
+        assert (await alice.request("presence.enter", channel="team.blue"))["code"] == "forbidden"
+        assert (await alice.request("presence.subscribe", channel="team.blue"))["code"] == "forbidden"
+        assert (await alice.request("presence.leave", channel="team.red"))["action"] == "ok"
+        await alice.close()
+    finally:
+        clear_hooks()

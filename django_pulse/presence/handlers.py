@@ -6,7 +6,7 @@ docs/presence.md are the contract:
 - ``presence.enter`` / ``presence.update`` need the ``presence`` operation on the
   channel; ``presence.get`` / ``presence.subscribe`` need ``presence`` or ``subscribe``; else ``forbidden``.
   Allowed means: granted by the token's capabilities and by the channel's authorize hook, if it has one
-  (``django_pulse.authorization.decide``). A hook that returns a dict for ``presence`` sets the member's data
+  (``PulseConsumer.authorize``). A hook that returns a dict for ``presence`` sets the member's data
   (the client's ``data`` is ignored, so it cannot be forged).
 - ``presence.subscribe`` subscribes the topic first, then reads the snapshot (members + serial); events that
   arrive meanwhile are held back until the ``ok`` carrying the snapshot has been queued, and only events with a
@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..authorization import Decision, decide
 from ..exceptions import Forbidden
 from ..fanout import get_hub
 from ..protocol import Action, CloseCode, Operation, Request, ok_frame, presence_frame_serial
@@ -30,6 +29,7 @@ from . import get_presence, presence_topic
 logger = logging.getLogger("django_pulse.presence")
 
 if TYPE_CHECKING:
+    from ..authorization import Decision
     from ..consumers import PulseConsumer
     from ..fanout import Outbox
 
@@ -85,11 +85,10 @@ def _presence_subscriptions(conn: PulseConsumer) -> dict[str, PresenceSink]:
 async def _require(conn: PulseConsumer, channel: str, *operations: Operation) -> Decision:
     """The first of ``operations`` the token's capabilities and the channel's authorize hook allow;
     ``Forbidden`` (the last refusal) when none is."""
-    assert conn.claims is not None
     refusal: Forbidden | None = None
     for operation in operations:
         try:
-            return await decide(conn.claims, channel, operation)
+            return await conn.authorize(channel, operation)
         except Forbidden as exc:
             refusal = exc
     assert refusal is not None
