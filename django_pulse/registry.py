@@ -179,6 +179,9 @@ class RedisRegistry(ProcessRegistry):
             try:
                 await self.beat()
                 await self.sweep()
+                from .presence import get_presence
+
+                await get_presence().retry_failed_leaves()
             except asyncio.CancelledError:
                 raise
             except Exception:

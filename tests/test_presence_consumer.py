@@ -211,3 +211,28 @@ async def test_authorize_hook_decides_and_sets_member_data(cleanup: None) -> Non
         await alice.close()
     finally:
         clear_hooks()
+
+
+@pytest.mark.redis
+async def test_broker_outage_tells_presence_subscribers(pulse_redis: str, cleanup: None) -> None:
+    """The pub/sub connection drops: presence subscribers get a discontinuity, then events flow again and a
+    fresh presence.subscribe gives the true set."""
+    from django_pulse.broker import get_broker
+    from tests.test_broker import kill_subscriber
+
+    watcher = await connect("watcher")
+    await watcher.request("presence.subscribe", channel="room")
+    alice = await connect("alice")
+    await alice.request("presence.enter", channel="room")
+    assert (await next_presence(watcher))["event"] == "enter"
+    await asyncio.to_thread(kill_subscriber, pulse_redis, get_broker().client_name)  # type: ignore[attr-defined]
+    frame = await watcher.recv(10)
+    assert frame == {"action": "discontinuity", "channel": "room", "reason": "broker_unavailable"}
+    bob = await connect("bob")
+    await bob.request("presence.enter", channel="room")
+    event = await next_presence(watcher)
+    assert (event["event"], event["member"]["clientId"]) == ("enter", "bob")
+    reply = await watcher.request("presence.subscribe", channel="room")
+    assert sorted(m["clientId"] for m in reply["members"]) == ["alice", "bob"]
+    for client in (watcher, alice, bob):
+        await client.close()

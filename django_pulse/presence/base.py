@@ -16,7 +16,6 @@ re-asserting members after a false death), and fire the Django signals of ``djan
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -26,7 +25,7 @@ from typing import Any
 
 from ..broker.base import presence_topic
 from ..conf import pulse_settings
-from ..exceptions import LimitExceeded, ProtocolViolation
+from ..exceptions import LimitExceeded, ProtocolViolation, Unavailable
 from ..protocol import ErrorCode, PresenceEvent, is_valid_channel
 
 __all__ = [
@@ -134,6 +133,8 @@ class PresenceBackend(ABC):
         # Pending grace-period leaves of abruptly dropped connections: connectionId -> timer.
         self._pending_leaves: dict[str, asyncio.TimerHandle] = {}
         self._grace_tasks: set[asyncio.Task[list[PresenceChange]]] = set()
+        # Ended connections whose leave failed (the store was unreachable): retried by the registry's loop.
+        self._failed_leaves: set[str] = set()
 
     # --- primitives (subclasses) ---------------------------------------------------------------------------
 
@@ -203,20 +204,40 @@ class PresenceBackend(ABC):
         _check_channel(channel)
         try:
             change = await self._leave(kb_id, channel, str(connection_id))
-        finally:
-            # Whether it left now or was gone already (swept), this process no longer owns it.
-            self._disown(str(connection_id), kb_id, channel)
+        except NotPresent:
+            self._disown(str(connection_id), kb_id, channel)  # gone already (swept): no longer ours
+            raise
+        # (On Unavailable it stays ours: it is still in the store.)
+        self._disown(str(connection_id), kb_id, channel)
         await self._notify(change)
         return change
 
     async def leave_connection(self, connection_id: str) -> list[PresenceChange]:
-        """Leave every channel ``connection_id`` is present on (its clean close, or its grace expired)."""
+        """Leave every channel ``connection_id`` is present on (its clean close, or its grace expired).
+
+        If the store is unreachable the remaining memberships are kept and retried by ``retry_failed_leaves``
+        (the registry's loop calls it), so an ended connection never stays present for good.
+        """
         self.cancel_pending_leave(connection_id)
         changes: list[PresenceChange] = []
         for kb_id, channel in list(self._owned.get(connection_id, {})):
-            with contextlib.suppress(NotPresent):  # swept meanwhile
+            try:
                 changes.append(await self.leave(kb_id, channel, connection_id=connection_id))
-        self._owned.pop(connection_id, None)
+            except NotPresent:  # swept meanwhile
+                pass
+            except Unavailable:
+                self._failed_leaves.add(connection_id)
+                logger.warning("presence: could not leave %s from %r now; will retry", connection_id, channel)
+        if connection_id not in self._failed_leaves:
+            self._owned.pop(connection_id, None)
+        return changes
+
+    async def retry_failed_leaves(self) -> list[PresenceChange]:
+        """Try again to leave the memberships of ended connections whose leave failed."""
+        changes: list[PresenceChange] = []
+        for connection_id in list(self._failed_leaves):
+            self._failed_leaves.discard(connection_id)
+            changes += await self.leave_connection(connection_id)
         return changes
 
     def present_channels(self, connection_id: str) -> list[tuple[str, str]]:
@@ -284,6 +305,8 @@ class PresenceBackend(ABC):
         """Enter again every member this process owns (after it was wrongly swept as dead)."""
         changes: list[PresenceChange] = []
         for connection_id, held in list(self._owned.items()):
+            if connection_id in self._failed_leaves:
+                continue  # ended: to be left, not re-entered
             for (kb_id, channel), member in list(held.items()):
                 try:
                     change = await self._enter(kb_id, channel, member, encode_data(member.data),

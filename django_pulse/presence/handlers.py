@@ -21,9 +21,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ..broker import topic_channel
 from ..exceptions import Forbidden
 from ..fanout import get_hub
-from ..protocol import Action, CloseCode, Operation, Request, ok_frame, presence_frame_serial
+from ..protocol import Action, CloseCode, Operation, Request, discontinuity_frame, ok_frame, presence_frame_serial
 from . import get_presence, presence_topic
 
 logger = logging.getLogger("django_pulse.presence")
@@ -144,6 +145,8 @@ async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any] | N
     sink = PresenceSink(conn.outbox)
     subs[channel] = sink
     hub = get_hub()
+    if _presence_discontinuity not in hub.discontinuity_listeners:
+        hub.discontinuity_listeners.append(_presence_discontinuity)
     try:
         # Active before the snapshot is read: every later change reaches the sink.
         await hub.subscribe(topic, sink)
@@ -162,6 +165,13 @@ async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any] | N
         conn.send_frame(ok_frame(request.ref, result))
     sink.release(snapshot.serial)
     return None
+
+
+def _presence_discontinuity(topic: str, reason: str) -> None:
+    """The broker was away: presence events may have been missed. Presence subscribers get a ``discontinuity``
+    frame for the channel (clients then take a fresh snapshot: ``presence.subscribe`` again)."""
+    if topic.startswith("p:"):
+        get_hub().dispatch(topic, discontinuity_frame(topic_channel(topic), reason))
 
 
 async def unsubscribe(conn: PulseConsumer, request: Request) -> dict[str, Any]:
