@@ -48,7 +48,15 @@ def _message_topics(kb_id: str, topics: dict[str, int]) -> dict[str, int]:
 def _local_topics() -> dict[str, int]:
     from .fanout import get_hub
 
-    return dict(get_hub().local_topics())
+    hub = get_hub()
+    # Sync callers (views) read from another thread than the hub's loop: retry if a subscription changed the
+    # map while it was being copied.
+    for _attempt in range(9):
+        try:
+            return dict(hub.local_topics())
+        except RuntimeError:
+            continue
+    return dict(hub.local_topics())
 
 
 def _channel_list(subscribers: dict[str, int], presence: dict[str, int]) -> list[dict[str, Any]]:
@@ -188,13 +196,13 @@ class RedisRegistry(ProcessRegistry):
                 # Redis may be down for a while; the next round tries again.
                 logger.exception("pulse: process heartbeat/sweep failed")
 
-    def heartbeat_sync(self) -> bool:
+    def heartbeat_sync(self, topics: dict[str, int]) -> bool:
         """Refresh this process's liveness and topic counts; False if its key had expired meanwhile."""
         ttl_ms = int(pulse_settings.PROCESS_TIMEOUT * 1000)
         value = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "connections": self.connections,
                             "startedAt": self.started_at})
         args: list[Any] = [self.process_id, value, ttl_ms]
-        for topic, count in _local_topics().items():
+        for topic, count in topics.items():
             args += [topic, count]
         pid = self.process_id
         existed = self._heartbeat_script(
@@ -202,7 +210,8 @@ class RedisRegistry(ProcessRegistry):
         return bool(existed)
 
     async def beat(self) -> None:
-        existed = await asyncio.to_thread(self.heartbeat_sync)
+        # The hub is read here, on its event loop; only the Redis call goes to a thread.
+        existed = await asyncio.to_thread(self.heartbeat_sync, _local_topics())
         self._beats += 1
         if not existed and self._beats > 1:
             # This process was silent longer than PROCESS_TIMEOUT (a stalled loop?): others may have swept its
