@@ -47,7 +47,7 @@ async def test_enter_get_update_leave(mode: str, cleanup: None) -> None:
     assert member["clientId"] == "alice" and member["connectionId"] == alice.connected["connectionId"]
     assert member["data"] == {"name": "Alice"} and abs(member["timestamp"] - time.time() * 1000) < 10_000
     reply = await alice.request("presence.get", channel="posts")
-    assert reply["channel"] == "posts" and reply["members"] == [member]
+    assert reply.get("channel") == "posts" and reply["members"] == [member], reply
     reply = await alice.request("presence.update", channel="posts", data={"name": "Alice B."})
     assert reply["member"]["data"] == {"name": "Alice B."} and reply["member"]["timestamp"] == member["timestamp"]
     assert (await alice.request("presence.leave", channel="posts")) == {"action": "ok", "ref": 4, "channel": "posts"}
