@@ -36,6 +36,7 @@ class MemoryPresence(PresenceBackend):
 
     def _apply(self, kb_id: str, channel: str, event: PresenceEvent, member: Member,
                members: dict[str, Member]) -> PresenceChange:
+        """Record a change already made to ``members`` (the channel's dict): next serial, and the frame."""
         key = (kb_id, channel)
         serial = self._serials.get(key, 0) + 1
         self._serials[key] = serial
@@ -58,7 +59,8 @@ class MemoryPresence(PresenceBackend):
                 raise full_error(channel, max_members)
             else:
                 event = PresenceEvent.ENTER
-            change = self._apply(kb_id, channel, event, member, {**members, member.connection_id: member})
+            members[member.connection_id] = member  # an update keeps its place (entry order)
+            change = self._apply(kb_id, channel, event, member, members)
         await self._broadcast(change)
         return change
 
@@ -70,13 +72,14 @@ class MemoryPresence(PresenceBackend):
             if current is None:
                 raise not_present_error(channel, connection_id)
             member = Member(current.client_id, connection_id, data, current.timestamp)
-            change = self._apply(kb_id, channel, PresenceEvent.UPDATE, member, {**members, connection_id: member})
+            members[connection_id] = member
+            change = self._apply(kb_id, channel, PresenceEvent.UPDATE, member, members)
         await self._broadcast(change)
         return change
 
     async def _leave(self, kb_id: str, channel: str, connection_id: str) -> PresenceChange:
         with self._lock:
-            members = dict(self._channels.get((kb_id, channel), {}))
+            members = self._channels.get((kb_id, channel), {})
             current = members.pop(connection_id, None)
             if current is None:
                 raise not_present_error(channel, connection_id)
