@@ -22,9 +22,18 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..broker import topic_channel
-from ..exceptions import Forbidden
+from ..exceptions import Forbidden, LimitExceeded
 from ..fanout import get_hub
-from ..protocol import Action, CloseCode, Operation, Request, discontinuity_frame, ok_frame, presence_frame_serial
+from ..protocol import (
+    Action,
+    CloseCode,
+    ErrorCode,
+    Operation,
+    Request,
+    discontinuity_frame,
+    ok_frame,
+    presence_frame_serial,
+)
 from . import get_presence, presence_topic
 
 logger = logging.getLogger("django_pulse.presence")
@@ -136,9 +145,6 @@ async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any] | N
         snapshot = await get_presence().snapshot(conn.kb_id, channel)
         return {"channel": channel, "members": [m.to_dict() for m in snapshot.members]}
     if len(subs) >= conn.limits.max_subscriptions:
-        from ..exceptions import LimitExceeded
-        from ..protocol import ErrorCode
-
         raise LimitExceeded(f"At most {conn.limits.max_subscriptions} presence subscriptions per connection.",
                             ErrorCode.TOO_MANY_SUBSCRIPTIONS)
     topic = presence_topic(conn.kb_id, channel)
