@@ -236,3 +236,29 @@ async def test_broker_outage_tells_presence_subscribers(pulse_redis: str, cleanu
     assert sorted(m["clientId"] for m in reply["members"]) == ["alice", "bob"]
     for client in (watcher, alice, bob):
         await client.close()
+
+
+async def test_heartbeat_timeout_keeps_members_for_the_grace_period(settings: Any, cleanup: None) -> None:
+    settings.PULSE = {**settings.PULSE, "HEARTBEAT_INTERVAL": 0.2, "HEARTBEAT_GRACE": 0.2, "PRESENCE_GRACE": 1.0}
+    alice = await connect("alice")  # never answers pings
+    await alice.request("presence.enter", channel="room")
+    assert await alice.closed(timeout=3) == 4011
+    closed_at = time.monotonic()
+    await alice.comm.disconnect(code=1006)
+    assert (await pulse.apresence("room"))["count"] == 1  # kept: the client may come back
+    deadline = closed_at + 5
+    while (await pulse.apresence("room"))["count"] and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert (await pulse.apresence("room"))["count"] == 0
+    assert time.monotonic() - closed_at >= 0.9
+
+
+async def test_too_many_presence_subscriptions(settings: Any, cleanup: None) -> None:
+    settings.PULSE = {**settings.PULSE, "MAX_SUBSCRIPTIONS": 1}
+    alice = await connect("alice")
+    assert (await alice.request("presence.subscribe", channel="a"))["action"] == "ok"
+    assert (await alice.request("presence.subscribe", channel="a"))["action"] == "ok"  # idempotent
+    assert (await alice.request("presence.subscribe", channel="b"))["code"] == "too_many_subscriptions"
+    await alice.request("presence.unsubscribe", channel="a")
+    assert (await alice.request("presence.subscribe", channel="b"))["action"] == "ok"
+    await alice.close()
