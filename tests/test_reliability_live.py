@@ -112,6 +112,11 @@ async def test_limits_are_rejected_with_their_code_within_a_second(server: LiveS
         assert (await recv_json(ws))["action"] == "ok"
     reply, took = await timed_error(ws, json.dumps({"action": "subscribe", "channel": "ch128", "ref": "129th"}))
     assert (reply["code"], reply["ref"], took < 1) == ("too_many_subscriptions", "129th", True), reply
+    big = {"action": "presence.enter", "channel": "room", "ref": "big", "data": "d" * 2048}  # 2050 bytes encoded
+    reply, took = await timed_error(ws, json.dumps(big))
+    assert (reply["code"], reply["ref"], took < 1) == ("presence_data_too_large", "big", True), reply
+    reply, took = await timed_error(ws, json.dumps({**big, "data": "d" * 2046, "ref": "fits"}))  # exactly 2048
+    assert (reply["action"], took < 1) == ("ok", True), reply
     # Still usable after every refusal.
     await asyncio.to_thread(server.publish, "ch0", "still", 1)
     assert (await recv_json(ws))["name"] == "still"
