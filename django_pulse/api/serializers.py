@@ -53,12 +53,13 @@ class TokenSerializer(serializers.Serializer[Any]):
 
 
 class PublishMessageSerializer(serializers.Serializer[Any]):
-    channel = serializers.CharField(max_length=255, validators=[channel_validator])
-    event = serializers.CharField(max_length=255, help_text="The event name subscribers filter on.")
+    channel = serializers.CharField(max_length=255, trim_whitespace=False, validators=[channel_validator])
+    event = serializers.CharField(max_length=255, trim_whitespace=False,
+                                  help_text="The event name subscribers filter on.")
     data = serializers.JSONField(  # type: ignore[assignment]  # a field, not Serializer.data
         required=False, allow_null=True, default=None, help_text="Any JSON value.")
     id = serializers.CharField(
-        required=False, max_length=255,
+        required=False, max_length=255, trim_whitespace=False,
         help_text="Idempotency key: a publish repeating an id seen on this channel within "
                   "PULSE['IDEMPOTENCY_WINDOW'] seconds is accepted and not delivered again.")
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.urls import include, path
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from drf_spectacular.views import SpectacularJSONAPIView
 from rest_framework import exceptions
 from rest_framework.authentication import SessionAuthentication
@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import __version__, sdk, status
+from ..protocol import CHANNEL_RE
 from . import schema as _schema  # noqa: F401  (registers the auth scheme with drf-spectacular)
 from .authentication import ApiKeyAuthentication, PulseCaller
 from .exceptions import pulse_exception_handler
@@ -156,7 +157,9 @@ class PublishView(PulseAPIView):
         return Response({"id": message_id})
 
 
-@extend_schema(responses={200: PresenceSerializer, **_errors(400, 401, 403, 429, 503)})
+@extend_schema(parameters=[OpenApiParameter("channel", str, OpenApiParameter.PATH, pattern=CHANNEL_RE.pattern,
+                                             description="The channel name (docs/protocol.md#channels).")],
+               responses={200: PresenceSerializer, **_errors(400, 401, 403, 429, 503)})
 class PresenceView(PulseAPIView):
     """The members present on a channel of the key's app."""
 
