@@ -10,7 +10,7 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -49,6 +49,16 @@ def api_key(embedded: LiveServer) -> str:
 async def connect(server: LiveServer, key: str, client_id: str) -> Realtime:
     token = await asyncio.to_thread(PulseClient(server.url + "/pulse/", key).get_token, client_id)
     return await Realtime.connect(token["endpoint"], token["token"])
+
+
+async def eventually(get: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 20.0) -> Any:
+    """Poll ``get`` (in a thread) until ``ok`` holds or ``timeout`` passes; returns the last value."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await asyncio.to_thread(get)
+        if ok(value) or asyncio.get_running_loop().time() > deadline:
+            return value
+        await asyncio.sleep(0.5)
 
 
 # -- the HTTP client -----------------------------------------------------------------------------------------
@@ -172,11 +182,17 @@ async def test_cli_with_redis_counts_both_processes(redis_url: str, redis_prefix
             for rt in (rt_a, rt_b):
                 await rt.subscribe("posts")
                 await rt.request("presence.enter", channel="posts", data={"name": rt.client_id})
-            channels = await asyncio.to_thread(pulse_json, a, "channels")
-            assert channels["channels"] == [{"name": "posts", "subscribers": 2, "presence": 2}]
-            info = await asyncio.to_thread(pulse_json, a, "status")
+            # Subscriber and connection counts are what each process reported at its last heartbeat
+            # (every PROCESS_HEARTBEAT = 3 s): wait for both processes' reports.
+            expected = [{"name": "posts", "subscribers": 2, "presence": 2}]
+            channels = await eventually(lambda: pulse_json(a, "channels"), lambda c: c["channels"] == expected)
+            assert channels["channels"] == expected
+            info = await eventually(lambda: pulse_json(a, "status"), lambda i: i["connections"] == 2)
             assert info["mode"] == "redis" and info["redis"]["ok"] is True
             assert info["connections"] == 2 and info["channels"] == 1 and info["processes"] == 2
+            table = await asyncio.to_thread(pulse_cmd, b, "status")
+            assert "redis mode" in table.stdout and "connections: 2" in table.stdout
+            assert "processes:   2" in table.stdout
             presence = await asyncio.to_thread(pulse_json, b, "presence", "posts")
             assert sorted(m["clientId"] for m in presence["members"]) == ["on_a", "on_b"]
             done = await asyncio.to_thread(pulse_cmd, a, "publish", "posts", "to both")

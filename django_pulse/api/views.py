@@ -194,8 +194,8 @@ class CloseConnectionsView(PulseAPIView):
     permission_classes = [IsPulseAdmin]
 
     def post(self, request: Request) -> Response:
-        closed = sdk.close_app_connections(self.caller.kb_id)
-        return Response({"kbId": self.caller.kb_id, "closed": closed})
+        sdk.close_app_connections(self.caller.kb_id)
+        return Response({"kbId": self.caller.kb_id, "closing": True})
 
 
 class SchemaView(SpectacularJSONAPIView):

@@ -171,16 +171,15 @@ class Command(BaseCommand):
             app.save(update_fields=["enabled"])
         remote = self._remote(options)
         note = ""
-        closed: Any = None
         if remote is None:
-            closed = sdk.close_app_connections(app.kb_id)
+            sdk.close_app_connections(app.kb_id)
         else:
             try:
-                closed = remote.close_connections().get("closed")
+                remote.close_connections()
             except PulseConnectionError:
                 note = f" No server answers at {self._server_url(options)}, so no connections were open there."
         state = "disabled" if was_enabled else "was already disabled"
-        self._emit({"kbId": app.kb_id, "enabled": False, "closed": closed, "serverAnswered": not note},
+        self._emit({"kbId": app.kb_id, "enabled": False, "serverAnswered": not note},
                    [f"Pulse app {app.kb_id} {state}: new connections and publishes are refused; open connections "
                     f"are being closed.{note}"])
 
@@ -198,9 +197,12 @@ class Command(BaseCommand):
         ]
         if remote is not None:
             lines.append(f"server:      {self._server_url(options)} answers")
-        for key, label in (("processes", "processes:"), ("connections", "connections:")):
-            if info.get(key) is not None:
-                lines.append(f"{label:<12} {info[key]}")
+        if info.get("processes") is not None:
+            where = ", ".join(f"{p.get('host', '?')}:{p.get('pid', '?')} ({p.get('connections', 0)})"
+                              for p in info.get("processList", []))
+            lines.append(f"processes:   {info['processes']}" + (f"  [{where}]" if where else ""))
+        if info.get("connections") is not None:
+            lines.append(f"connections: {info['connections']}")
         lines.append(f"channels:    {info['channels']}")
         lines.append("")
         lines += self._table(["APP", "ENABLED", "KEYS", "CHANNELS"],
