@@ -339,3 +339,98 @@ def test_api_settings_checks(settings: Any, pulse: dict[str, Any], ids: list[str
 
     settings.PULSE = pulse
     assert [m.id for m in check_api_settings()] == ids
+
+
+# -- publish/, presence/, channels/ through the SDK ------------------------------------------------------------
+
+
+@pytest.fixture
+def published() -> Iterator[list[dict[str, Any]]]:
+    """Every message the SDK actually broadcast (``message_published``), in order."""
+    from django_pulse.signals import message_published
+
+    seen: list[dict[str, Any]] = []
+
+    def receiver(sender: Any, **kwargs: Any) -> None:
+        seen.append(kwargs)
+
+    message_published.connect(receiver)
+    yield seen
+    message_published.disconnect(receiver)
+
+
+def test_publish_one_and_a_batch_in_order(key: str, published: list[dict[str, Any]]) -> None:
+    client = client_with(key)
+    response = client.post("/pulse/publish/", {"channel": "posts", "event": "new_post", "data": {"n": 1}},
+                           format="json")
+    assert response.status_code == 200, response.content
+    first = response.json()["id"]
+    batch = [{"channel": "posts", "event": "new_post", "data": {"n": n}} for n in (2, 3, 4)]
+    response = client.post("/pulse/publish/", {"messages": batch}, format="json")
+    assert response.status_code == 200, response.content
+    ids = response.json()["ids"]
+    assert len(ids) == 3 and len({first, *ids}) == 4
+    assert [p["id"] for p in published] == [first, *ids]
+    assert [p["serial"] for p in published] == [1, 2, 3, 4]
+
+
+def test_publish_with_a_seen_id_is_accepted_and_not_delivered_twice(key: str,
+                                                                   published: list[dict[str, Any]]) -> None:
+    client = client_with(key)
+    body = {"channel": "posts", "event": "new_post", "data": {"n": 1}, "id": "order-42"}
+    for _ in range(3):
+        response = client.post("/pulse/publish/", body, format="json")
+        assert response.status_code == 200 and response.json() == {"id": "order-42"}
+    other_channel = client.post("/pulse/publish/", {**body, "channel": "audit"}, format="json")
+    assert other_channel.status_code == 200
+    response = client.post("/pulse/publish/", {"messages": [body, {**body, "id": "order-43"}, {**body, "id":
+                                                                                             "order-43"}]},
+                           format="json")
+    assert response.json() == {"ids": ["order-42", "order-43", "order-43"]}
+    assert [(p["channel"], p["id"]) for p in published] == [("posts", "order-42"), ("audit", "order-42"),
+                                                            ("posts", "order-43")]
+
+
+def test_idempotency_window_is_read_live(settings: Any, key: str, published: list[dict[str, Any]]) -> None:
+    settings.PULSE = {"IDEMPOTENCY_WINDOW": 0.2}
+    body = {"channel": "posts", "event": "e", "id": "short-lived"}
+    client_with(key).post("/pulse/publish/", body, format="json")
+    time.sleep(0.5)
+    client_with(key).post("/pulse/publish/", body, format="json")
+    assert len(published) == 2
+
+
+def test_publish_too_large_is_413(settings: Any, key: str) -> None:
+    settings.PULSE = {"MAX_MESSAGE_SIZE": 300}
+    response = client_with(key).post("/pulse/publish/", {"channel": "c", "event": "e", "data": "x" * 400},
+                                     format="json")
+    assert response.status_code == 413
+    assert error_of(response)["code"] == "message_too_large"
+
+
+def test_publish_to_a_disabled_app_is_403(app: PulseApp, key: str) -> None:
+    app.enabled = False
+    app.save()
+    response = client_with(key).post("/pulse/publish/", {"channel": "c", "event": "e"}, format="json")
+    assert response.status_code == 403
+    assert error_of(response)["code"] == "app_disabled"
+
+
+def test_presence_and_channels_of_an_empty_app(key: str) -> None:
+    response = client_with(key).get("/pulse/presence/posts/")
+    assert response.status_code == 200
+    assert response.json() == {"channel": "posts", "count": 0, "clientCount": 0, "members": []}
+    response = client_with(key).get("/pulse/channels/")
+    assert response.status_code == 200 and response.json() == {"channels": []}
+
+
+def test_redis_down_is_503(settings: Any, key: str) -> None:
+    from tests.servers import free_port
+
+    settings.PULSE = {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    client = client_with(key)
+    response = client.post("/pulse/publish/", {"channel": "c", "event": "e", "id": "retry-me"}, format="json")
+    assert response.status_code == 503, response.content
+    assert error_of(response)["code"] == "unavailable"
+    response = client.get("/pulse/presence/posts/")
+    assert response.status_code == 503 and error_of(response)["code"] == "unavailable"

@@ -100,6 +100,9 @@ async def test_http_publish_presence_channels_and_idempotency(embedded: LiveServ
             if frame.get("action") == "message":
                 seen.append(frame["data"]["n"])
         assert seen == [1, 2, 4]
+        # A client publish over the WebSocket shares the record: the repeat is acknowledged without a serial.
+        reply = await rt.publish("posts", "new_post", {"n": 5}, id="post-1")
+        assert reply["id"] == "post-1" and reply["serial"] is None
         with pytest.raises(asyncio.TimeoutError):
             extra = await rt.next_event(timeout=0.5)
             assert extra.get("action") != "message", extra  # no second delivery of post-1
