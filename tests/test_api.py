@@ -434,3 +434,28 @@ def test_redis_down_is_503(settings: Any, key: str) -> None:
     assert error_of(response)["code"] == "unavailable"
     response = client.get("/pulse/presence/posts/")
     assert response.status_code == 503 and error_of(response)["code"] == "unavailable"
+
+
+# -- the project's REST_FRAMEWORK settings do not change the Pulse API -----------------------------------------
+
+
+def project_exception_handler(exc: Exception, context: dict[str, Any]) -> Any:
+    raise AssertionError("the project's exception handler must not run for Pulse views")
+
+
+def test_project_drf_settings_do_not_change_the_api(settings: Any, key: str) -> None:
+    settings.REST_FRAMEWORK = {
+        "DEFAULT_AUTHENTICATION_CLASSES": [],
+        "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+        "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle"],
+        "DEFAULT_THROTTLE_RATES": {"anon": "1/day"},
+        "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.BrowsableAPIRenderer"],
+        "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.FormParser"],
+        "EXCEPTION_HANDLER": f"{__name__}.project_exception_handler",
+    }
+    for _ in range(2):
+        response = client_with(key).post("/pulse/token/", {"userId": "u"}, format="json")
+        assert response.status_code == 200 and response["Content-Type"] == "application/json"
+    response = client_with().post("/pulse/token/", {"userId": "u"}, format="json")
+    assert response.status_code == 401 and error_of(response)["code"] == "not_authenticated"
+    assert client_with().get("/pulse/schema/").status_code == 200
