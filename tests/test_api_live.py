@@ -205,6 +205,10 @@ async def test_cli_with_redis_counts_both_processes(redis_url: str, redis_prefix
                 while frame.get("action") != "message":
                     frame = await rt.next_event(timeout=10)
                 assert frame["data"] == "to both"
+            done = await asyncio.to_thread(pulse_cmd, b, "disable")
+            assert done.returncode == 0, done.stderr
+            for rt in (rt_a, rt_b):
+                assert await asyncio.wait_for(rt.wait_closed(), 10) == 4003
         finally:
             await rt_a.close()
             await rt_b.close()
