@@ -124,6 +124,18 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
 
     # -- Channels plumbing ------------------------------------------------------------------------------
 
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # What AsyncConsumer.__call__ does without a channel layer, minus await_many_dispatch's extra task
+        # and asyncio.wait() per message: this consumer has one source of events, the socket.
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels' dispatch hops to a thread (aclose_old_connections) before every message; this consumer
         # touches the database only to check tokens, through database_sync_to_async, so it skips that hop.

@@ -86,8 +86,10 @@ def server_buffer_probe(send: Any) -> Callable[[], int] | None:
 async def _finish(coro: Coroutine[Any, Any, Any], waiter: Any) -> None:
     """Drive a coroutine that was stepped once outside any task and suspended on ``waiter``.
 
-    Python 3.11 has no eager tasks, so ``Outbox.push`` starts a send with ``coro.send(None)``: most sends
-    finish right there, without the cost of a task. When one suspends, it has yielded what a Task would have
+    ``Outbox.push`` starts a send with ``coro.send(None)``: most sends finish right there, without the cost
+    of a task. Python 3.11 has no eager tasks; on 3.12+ ``Task(..., eager_start=True)`` would do the same
+    but still allocate a Task (and its done-callback machinery) for every delivery, so the manual step is used
+    on every version. When one suspends, it has yielded what a Task would have
     waited on: an asyncio future (``await fut``) or None (a bare yield, ``asyncio.sleep(0)``). This coroutine,
     run as a task, does what the Task would: wait until that future is done, then resume the coroutine with
     ``send(None)`` (``Future.__await__`` then returns the result or raises the exception itself), repeatedly.

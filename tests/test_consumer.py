@@ -464,3 +464,14 @@ async def test_authorize_hooks_decide_subscribe_and_publish() -> None:
         await client.close()
     finally:
         clear_hooks()
+
+
+async def test_auth_while_the_broker_is_unreachable_closes_4503(settings: Any) -> None:
+    from django_pulse.broker import get_broker
+    from tests.servers import free_port
+
+    raw = await token("alice")
+    settings.PULSE = {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    frame, code = await auth_fails(raw)
+    assert (frame["code"], code) == ("unavailable", 4503)
+    await get_broker().aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import deque
 
@@ -10,6 +11,8 @@ from ..protocol import message_frame
 from .base import Broker
 
 __all__ = ["MemoryBroker"]
+
+logger = logging.getLogger("django_pulse.broker")
 
 
 class MemoryBroker(Broker):
@@ -27,6 +30,7 @@ class MemoryBroker(Broker):
         self._pending: deque[tuple[str, str]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_scheduled = False
+        self._warned = False
 
     @property
     def epoch(self) -> str:
@@ -37,7 +41,17 @@ class MemoryBroker(Broker):
         # Called with self._lock held.
         loop = self._loop
         if loop is None or loop.is_closed():
-            return  # no server loop in this process has subscribed anything: nobody to deliver to
+            # No connection of this process has subscribed anything: nobody here to deliver to. That is
+            # normal in a server before its first subscriber, and a mistake in a separate process (shell,
+            # worker): say so once.
+            if not self._warned:
+                self._warned = True
+                logger.warning(
+                    "In-memory broker: no WebSocket connection of this process has subscribed yet, so messages "
+                    "published here reach no one. To publish from another process (worker, shell), set "
+                    "PULSE['REDIS_URL'] or use the running server's HTTP API."
+                )
+            return
         self._pending.append((topic, text))
         try:
             running = asyncio.get_running_loop()

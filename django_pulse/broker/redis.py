@@ -139,6 +139,7 @@ class RedisBroker(Broker):
         self._client: redis_async.Redis | None = None
         self._script: Any = None
         self._runner: asyncio.Task[None] | None = None
+        self._guard: asyncio.Task[None] | None = None
         self._conn: _RespConnection | None = None
         self._connected: asyncio.Event | None = None
         # Set while the last connection attempt failed (so subscribers fail fast during an outage).
@@ -243,6 +244,9 @@ class RedisBroker(Broker):
             self.url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT
         )
         self._script = self._client.register_script(PUBLISH_SCRIPT)
+        # The async client's connections belong to this loop: close them when the loop winds down (its tasks
+        # are cancelled then), so nothing is left for the garbage collector to warn about.
+        self._guard = loop.create_task(_close_on_cancel(self._client), name="django-pulse redis client guard")
         self._conn = None
         self._runner = None
         self._connected = asyncio.Event()
@@ -413,21 +417,33 @@ class RedisBroker(Broker):
             runner.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await runner
-        if self._client is not None:
-            await self._client.aclose()
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            guard.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await guard
         if self._sync_client is not None:
             self._sync_client.close()
 
     def close_nowait(self) -> None:
         self._closed = True
-        if self._runner is not None and self._loop is not None and not self._loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._runner.cancel)
+        if self._loop is not None and not self._loop.is_closed():
+            for task in (self._runner, self._guard):
+                if task is not None:
+                    with contextlib.suppress(RuntimeError):
+                        self._loop.call_soon_threadsafe(task.cancel)
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 self._conn.abort()
         if self._sync_client is not None:
             self._sync_client.close()
+
+
+async def _close_on_cancel(client: redis_async.Redis) -> None:
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await client.aclose()
 
 
 def _safe_url(url: str) -> str:
