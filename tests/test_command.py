@@ -121,3 +121,19 @@ def test_not_mounted_urls_is_explained(settings: Any) -> None:
     settings.PULSE = {"SERVER_URL": f"http://127.0.0.1:{free_port()}"}
     with pytest.raises(CommandError, match=r"django_pulse.urls is not in the URLconf"):
         run("channels")
+
+
+@pytest.mark.parametrize("sub", [["status"], ["publish", "posts", "hi"], ["disable"]])
+def test_redis_unreachable_is_one_line_and_non_zero(settings: Any, sub: list[str]) -> None:
+    run("enable")
+    settings.PULSE = {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    out = StringIO()
+    with pytest.raises(CommandError) as info:
+        call_command("pulse", *sub, stdout=out)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "does not answer" in message or "[unavailable]" in message, message
+    if sub == ["disable"]:
+        assert message.startswith("Pulse app default is disabled") and not PulseApp.objects.get().enabled
+    if sub == ["status"]:
+        assert "DOES NOT ANSWER" in out.getvalue()  # the rest of the status is still shown

@@ -172,7 +172,12 @@ class Command(BaseCommand):
         remote = self._remote(options)
         note = ""
         if remote is None:
-            sdk.close_app_connections(app.kb_id)
+            try:
+                sdk.close_app_connections(app.kb_id)
+            except PulseError as exc:
+                raise CommandError(f"Pulse app {app.kb_id} is disabled (new connections and publishes are refused), "
+                                   f"but its open connections could not be closed: {exc.message} "
+                                   f"[{exc.code.value}]") from None
         else:
             try:
                 remote.close_connections()
@@ -209,6 +214,8 @@ class Command(BaseCommand):
                              [[a["kbId"], "yes" if a["enabled"] else "no", a["keys"], a["channels"]]
                               for a in info["apps"]]) if info["apps"] else ["No apps: run 'manage.py pulse enable'."]
         self._emit(info, lines)
+        if redis is not None and not redis["ok"]:
+            raise CommandError(f"Redis at {redis['url']} does not answer: {redis['error']}")
 
     def _channels(self, options: dict[str, Any]) -> None:
         kb_id = self._kb_id(options)
