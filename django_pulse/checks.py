@@ -85,6 +85,8 @@ _RATE_RE = re.compile(r"^\d+/(s|sec|second|m|min|minute|h|hour|d|day)$")
 def check_api_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """The HTTP API's settings: the throttle rate's syntax and the token hook's import path."""
     errors: list[CheckMessage] = []
+    if not isinstance(getattr(settings, "PULSE", None) or {}, dict):
+        return errors  # check_settings reports it (E001)
     rate = pulse_settings.API_THROTTLE_RATE
     if rate is not None and not _RATE_RE.match(rate):
         errors.append(Error(f"PULSE['API_THROTTLE_RATE'] {rate!r} is not a rate.",
