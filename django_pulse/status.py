@@ -44,7 +44,11 @@ def redis_health() -> dict[str, Any] | None:
 
 
 def collect() -> dict[str, Any]:
-    """Version, apps, backends, Redis health, and live channels (and connections) across all processes."""
+    """Version, apps, backends, Redis health, and live processes, connections and channels across all processes.
+
+    ``processes``/``connections`` come from the process registry (``django_pulse.registry``): with Redis,
+    every live server process's last heartbeat; in memory, this process.
+    """
     redis = redis_health()
     apps: list[dict[str, Any]] = []
     for app in PulseApp.objects.all():
@@ -60,6 +64,17 @@ def collect() -> dict[str, Any]:
             except PulseError as exc:
                 entry["error"] = exc.message
         apps.append(entry)
+    live: dict[str, Any] = {"processes": None, "connections": None, "processList": []}
+    if redis is None or redis["ok"]:
+        from .registry import get_registry
+
+        try:
+            registry = get_registry().status_sync()
+        except PulseError as exc:
+            live["error"] = exc.message
+        else:
+            live = {"processes": len(registry["processes"]), "connections": registry["connections"],
+                    "processList": registry["processes"]}
     return {
         "version": __version__,
         "mode": "redis" if pulse_settings.REDIS_URL else "embedded",
@@ -68,4 +83,5 @@ def collect() -> dict[str, Any]:
         "redis": redis,
         "apps": apps,
         "channels": sum(a["channels"] or 0 for a in apps),
+        **live,
     }
