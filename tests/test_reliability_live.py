@@ -473,3 +473,47 @@ async def test_sigterm_tells_clients_to_reconnect(server_name: str, expected: in
             client = await Realtime.connect(again.ws_url, token)
             assert (await client.subscribe("posts"))["action"] == "ok"
             await client.close()
+
+
+# -- API keys in logs -------------------------------------------------------------------------------------------
+
+
+async def test_api_keys_never_reach_the_logs() -> None:
+    """A DEBUG-logging server sees valid, wrong, revoked and malformed API keys, through every endpoint (and
+    a CLI command that reaches it); none of them, nor the tokens it issued, is in its output."""
+    import subprocess
+    import sys
+
+    from django_pulse.http_client import NotAuthenticated, PulseAPIError, PulseClient
+    from tests.servers import ROOT, free_port
+
+    port = free_port()
+    with live_server(port=port, pulse={"SERVER_URL": f"http://127.0.0.1:{port}"},
+                     extra_env={"PULSE_LIVE_LOGLEVEL": "DEBUG"}) as server:
+        def cli(*args: str) -> str:
+            done = subprocess.run([sys.executable, "-m", "django", "pulse", *args], env=server.env, cwd=ROOT,
+                                  capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        key = old_key = json.loads(await asyncio.to_thread(cli, "enable", "--json"))["apiKey"]
+        client = PulseClient(server.url + "/pulse/", key)
+        token = await asyncio.to_thread(client.get_token, "alice")
+        await asyncio.to_thread(client.publish, "posts", "e", {"x": 1})
+        await asyncio.to_thread(client.presence, "posts")
+        await asyncio.to_thread(client.channels)
+        with contextlib.suppress(PulseAPIError):
+            await asyncio.to_thread(client.publish, "bad channel", "e")
+        new_key = json.loads(await asyncio.to_thread(cli, "keys", "--rotate", "--json"))["apiKey"]
+        await asyncio.to_thread(PulseClient(server.url + "/pulse/", new_key).publish, "posts", "e", None)
+        wrong = ["pk_deadbeef_" + "x" * 43, key[:-1] + ("A" if key[-1] != "A" else "B"), "not-a-key", key]
+        for bad in wrong:  # the last one is the revoked old key
+            with pytest.raises(NotAuthenticated):
+                await asyncio.to_thread(PulseClient(server.url + "/pulse/", bad).channels)
+        await asyncio.to_thread(cli, "status")
+        await asyncio.sleep(0.3)
+        log = server.log()
+        assert "/pulse/channels/" in log  # the requests were logged, at DEBUG
+        for needle in [old_key, old_key.rsplit("_", 1)[1], new_key, new_key.rsplit("_", 1)[1], *wrong[:2],
+                       token["token"], token["token"].split(".")[2]]:
+            assert needle not in log

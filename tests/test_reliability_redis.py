@@ -1,6 +1,7 @@
-"""Redis faults, on a redis-server of the test's own (never the shared one): paused (SIGSTOP) or restarted for
-5 s while two daphne processes publish numbered messages. Every subscriber gets all of them in order, or is
-told with a ``discontinuity`` frame: zero silent gaps. Publishing while Redis is down answers 503 unavailable.
+"""Redis faults, on a redis-server of the test's own (never the shared one): paused (SIGSTOP) or restarted
+for 5 s while numbered messages are published through two daphne processes' HTTP API. Every subscriber gets
+all of them in order, or is told with a ``discontinuity`` frame: zero silent gaps. Publishing while Redis is
+down answers 503 unavailable.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ import json
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-import urllib.error
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,8 @@ from typing import Any
 import pytest
 
 from django_pulse.client import Realtime
-from tests.servers import LiveServer, free_port, live_server, wait_for_port
+from django_pulse.http_client import PulseAPIError, PulseClient
+from tests.servers import ROOT, LiveServer, free_port, live_server, wait_for_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -82,9 +84,10 @@ def own_redis() -> Iterator[OwnRedis]:
 
 @dataclass
 class Publisher:
-    """Publishes numbered messages, alternating between servers, and records each outcome."""
+    """Publishes numbered messages through the HTTP API, alternating between servers; records each outcome."""
 
     servers: list[LiveServer]
+    api_key: str
     ok: list[tuple[int, str, float]] = field(default_factory=list)  # (number, id, when)
     failed: list[tuple[int, str, float, float]] = field(default_factory=list)  # (number, code, started, ended)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -95,11 +98,9 @@ class Publisher:
             server = self.servers[number % len(self.servers)]
             started = time.monotonic()
             try:
-                message_id = server.publish("numbers", "n", {"n": number})
-            except urllib.error.HTTPError as exc:
-                body = json.loads(exc.read() or b"{}")
-                self.failed.append((number, f"{exc.code} {body.get('error', {}).get('code')}", started,
-                                    time.monotonic()))
+                message_id = PulseClient(server.url + "/pulse/", self.api_key).publish("numbers", "n", {"n": number})
+            except PulseAPIError as exc:
+                self.failed.append((number, f"{exc.status} {exc.code}", started, time.monotonic()))
             else:
                 self.ok.append((number, message_id, time.monotonic()))
             number += 1
@@ -142,7 +143,9 @@ async def test_redis_down_for_5_s_leaves_no_silent_gap(own_redis: OwnRedis, faul
                 client = await Realtime.connect(server.ws_url, token["token"])
                 await client.subscribe("numbers")
                 subscribers.append(client)
-        publisher = Publisher([first, second])
+        done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "django", "pulse", "enable", "--json"],
+                                       env=first.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        publisher = Publisher([first, second], json.loads(done.stdout)["apiKey"])
         thread = threading.Thread(target=publisher.run, args=(0.05,), daemon=True)
         thread.start()
         await asyncio.sleep(1.5)
