@@ -579,3 +579,26 @@ async def test_api_keys_never_reach_the_logs() -> None:
         for needle in [old_key, old_key.rsplit("_", 1)[1], new_key, new_key.rsplit("_", 1)[1], *wrong[:2],
                        token["token"], token["token"].split(".")[2]]:
             assert needle not in log
+
+
+async def test_binary_frames_and_invalid_utf8_over_a_real_socket(server: LiveServer) -> None:
+    """A binary frame gets ``unsupported_frame`` and the connection stays; a text frame that is not UTF-8 never
+    reaches Pulse: daphne (autobahn) fails the connection (drops it, or closes 1007). Others are unaffected."""
+    bystander = await authed(server, "bystander")
+    await bystander.send(json.dumps({"action": "subscribe", "channel": "calm", "ref": 1}))
+    assert (await recv_json(bystander))["action"] == "ok"
+    ws = await RawWebSocket.open(server.port)
+    ws.send(0x2, b"\x00\xff\xfe binary")
+    frame = await asyncio.wait_for(ws.recv_json(), 5)
+    assert (frame["action"], frame["code"]) == ("error", "unsupported_frame")
+    ws.send(0x1, b'{"action":"pong","x":"\xff\xfe"}')
+    try:
+        opcode, payload = await asyncio.wait_for(ws.recv(), 5)
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass  # autobahn fails the connection by dropping it (failByDrop): the client sees 1006
+    else:
+        assert (opcode, int.from_bytes(payload[:2], "big")) == (0x8, 1007)
+    ws.abort()
+    await asyncio.to_thread(server.publish, "calm", "fine", None)
+    assert (await recv_json(bystander))["name"] == "fine"
+    await bystander.close()
