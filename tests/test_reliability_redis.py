@@ -191,17 +191,20 @@ async def test_redis_down_for_5_s_leaves_no_silent_gap(own_redis: OwnRedis, faul
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_publishing_from_the_sdk_while_redis_is_down_raises_unavailable(own_redis: OwnRedis,
+async def test_publishing_while_redis_is_down_fails_loudly(own_redis: OwnRedis,
                                                                               settings: Any) -> None:
     from asgiref.sync import sync_to_async
 
     from django_pulse import pulse
     from django_pulse.broker import get_broker
     from django_pulse.exceptions import Unavailable
+    from tests.wsutil import connect
 
     settings.PULSE = {"REDIS_URL": own_redis.url, "REDIS_PREFIX": "pulsefault"}
+    client = await connect("alice")
     try:
         assert await pulse.apublish("posts", "e", 1)
+        assert (await client.request("publish", channel="posts", name="e"))["action"] == "ok"
         for fault in ("pause", "stop"):
             own_redis.pause() if fault == "pause" else own_redis.stop()
             started = time.monotonic()
@@ -209,8 +212,14 @@ async def test_publishing_from_the_sdk_while_redis_is_down_raises_unavailable(ow
                 await pulse.apublish("posts", "e", 2)
             with pytest.raises(Unavailable):
                 await sync_to_async(pulse.publish)("posts", "e", 3)
-            assert time.monotonic() - started < 8  # bounded by the 3 s socket timeout
+            # A client's publish over the WebSocket: an error reply, and the connection stays.
+            await client.send({"action": "publish", "channel": "posts", "name": "e", "ref": fault})
+            while (reply := await client.recv(timeout=8)).get("ref") != fault:
+                pass
+            assert (reply["action"], reply["code"]) == ("error", "unavailable"), reply
+            assert time.monotonic() - started < 15  # three publishes, each bounded by the 3 s socket timeout
             if fault == "pause":
                 own_redis.resume()
     finally:
+        await client.close()
         await get_broker().aclose()
