@@ -89,6 +89,9 @@ class _Limits:
 
 _authenticate = database_sync_to_async(authenticate_token)
 
+# Seconds a closed connection waits for the server's websocket.disconnect before it ends itself.
+ABANDON_AFTER = 5.0
+
 # Every consumer running in this process (for shutdown()).
 _live: weakref.WeakSet[PulseConsumer] = weakref.WeakSet()
 
@@ -125,6 +128,8 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self._inbound = RateLimiter(self.limits.rate, self.limits.rate_burst, now)
         self._publishes = RateLimiter(self.limits.publish_rate, max(self.limits.publish_rate, 1.0), now)
         self._task: asyncio.Task[Any] | None = None
+        self._abandoned = False
+        self._abandon_timer: asyncio.TimerHandle | None = None
         self._auth_timer: asyncio.TimerHandle | None = None
         self._heartbeat_timer: asyncio.TimerHandle | None = None
         self._expiry_timer: asyncio.TimerHandle | None = None
@@ -145,6 +150,13 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         except StopConsumer:
             pass
         except asyncio.CancelledError:
+            if self._abandoned:
+                # Our own cancellation (_abandon): the close was sent but the server never confirmed it.
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                await self._finish(self._close_code if self._close_code is not None else CloseCode.GOING_AWAY)
+                return
             # The server cancels applications when it shuts down (daphne on SIGTERM, when its own shutdown
             # trigger works; see shutdown()): tell the client to reconnect (1001 going_away) and clean up (a
             # clean close: presence members leave at once) before letting the cancellation through.
@@ -152,6 +164,8 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
             raise
         finally:
             _live.discard(self)
+            if self._abandon_timer is not None:
+                self._abandon_timer.cancel()
 
     async def go_away(self, code: int = CloseCode.GOING_AWAY, timeout: float = 1.0) -> None:
         """Close with ``code`` (1001: reconnect elsewhere), wait up to ``timeout`` s until the close frame has
@@ -371,6 +385,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self._cancel_timers()
         if self.outbox is not None:
             self.outbox.close(code)
+        self._schedule_abandon()
 
     def _outbox_closed(self, code: int) -> None:
         # The outbox closed the socket itself (slow consumer).
@@ -378,6 +393,25 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
             self.closed = True
             self._close_code = code
             self._cancel_timers()
+            self._schedule_abandon()
+
+    def _schedule_abandon(self) -> None:
+        # A close that the server cannot deliver (uvicorn and granian wait until a peer that stopped reading
+        # makes room in the socket buffer, i.e. forever) would leave this connection subscribed and present
+        # with nobody on the other end. If no websocket.disconnect arrives in ABANDON_AFTER seconds, end it here:
+        # clean up and return from the application (the server then closes the transport).
+        if self._abandon_timer is None and not self._finished:
+            with contextlib.suppress(RuntimeError):
+                self._abandon_timer = asyncio.get_running_loop().call_later(ABANDON_AFTER, self._abandon)
+
+    def _abandon(self) -> None:
+        self._abandon_timer = None
+        if self._finished or self._task is None or self._task.done():
+            return
+        logger.info("Connection %s: the server did not confirm its close (%s) within %.0f s; ending it",
+                    self.connection_id, self._close_code, ABANDON_AFTER)
+        self._abandoned = True
+        self._task.cancel()
 
     def _cancel_timers(self) -> None:
         for timer in (self._auth_timer, self._heartbeat_timer, self._expiry_timer):

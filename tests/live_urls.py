@@ -50,7 +50,8 @@ def app(request: HttpRequest) -> JsonResponse:
 
 
 async def state(request: HttpRequest) -> JsonResponse:
-    """What this process holds, to find leaks: hub topics and connections, live consumers, asyncio tasks, RSS.
+    """What this process holds, to find leaks: hub topics and connections, live consumers (``open``: not closing
+    yet), asyncio tasks, RSS.
 
     ``gc=1`` collects garbage first (so cycles that are merely uncollected do not count as leaks).
     """
@@ -70,6 +71,7 @@ async def state(request: HttpRequest) -> JsonResponse:
         "topics": hub.local_topics(),
         "connections": sum(len(conns) for conns in hub.connections.values()),
         "consumers": len(consumers._live),
+        "open": sum(1 for conn in list(consumers._live) if not conn.closed),
         "tasks": len(asyncio.all_tasks()),
         "rss": rss,
     })

@@ -476,3 +476,18 @@ async def test_auth_while_the_broker_is_unreachable_closes_4503(settings: Any) -
     frame, code = await auth_fails(raw)
     assert (frame["code"], code) == ("unavailable", 4503)
     await get_broker().aclose()
+
+
+async def test_a_close_the_server_never_confirms_ends_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client never answers the close (and the server never sends websocket.disconnect): after
+    ABANDON_AFTER the consumer cleans up and returns, instead of staying subscribed forever."""
+    from django_pulse import consumers
+    from django_pulse.fanout import get_hub
+
+    monkeypatch.setattr(consumers, "ABANDON_AFTER", 0.2)
+    alice = await connect("alice")
+    await alice.request("subscribe", channel="posts")
+    await sync_to_async(pulse.disconnect)("alice")
+    assert await alice.closed() == 4005
+    await asyncio.wait_for(asyncio.shield(alice.comm.future), 2)
+    assert "m:default:posts" not in get_hub().local_topics() and not get_hub().connections
