@@ -172,7 +172,7 @@ class RedisBroker(Broker):
             client.set(self._epoch_key, secrets.token_hex(8), nx=True)
             value = client.get(self._epoch_key)
         except (RedisError, OSError) as exc:
-            raise Unavailable(f"Redis is unreachable: {exc}") from None
+            raise _unavailable("Redis is unreachable.", exc) from None
         return value.decode() if isinstance(value, bytes) else str(value)
 
     # -- publishing -------------------------------------------------------------------------------------
@@ -196,7 +196,7 @@ class RedisBroker(Broker):
         try:
             serial = await script(keys=[self.serial_key(topic), self.redis_channel(topic)], args=[head])
         except (RedisError, OSError) as exc:
-            raise Unavailable(f"Redis is unreachable; the message was not published: {exc}") from None
+            raise _unavailable("Redis is unreachable; the message was not published.", exc) from None
         return int(serial)
 
     def publish_message_sync(self, topic: str, head: str) -> int:
@@ -204,7 +204,7 @@ class RedisBroker(Broker):
         try:
             serial = script(keys=[self.serial_key(topic), self.redis_channel(topic)], args=[head])
         except (RedisError, OSError) as exc:
-            raise Unavailable(f"Redis is unreachable; the message was not published: {exc}") from None
+            raise _unavailable("Redis is unreachable; the message was not published.", exc) from None
         return int(serial)
 
     async def broadcast(self, topic: str, text: str) -> None:
@@ -212,21 +212,21 @@ class RedisBroker(Broker):
         try:
             await client.publish(self.redis_channel(topic), text)
         except (RedisError, OSError) as exc:
-            raise Unavailable(f"Redis is unreachable: {exc}") from None
+            raise _unavailable("Redis is unreachable.", exc) from None
 
     def broadcast_sync(self, topic: str, text: str) -> None:
         client, _ = self._sync()
         try:
             client.publish(self.redis_channel(topic), text)
         except (RedisError, OSError) as exc:
-            raise Unavailable(f"Redis is unreachable: {exc}") from None
+            raise _unavailable("Redis is unreachable.", exc) from None
 
     async def last_serial(self, topic: str) -> int:
         client, _ = self._async()
         try:
             value = await client.get(self.serial_key(topic))
         except (RedisError, OSError) as exc:
-            raise Unavailable(f"Redis is unreachable: {exc}") from None
+            raise _unavailable("Redis is unreachable.", exc) from None
         return int(value or 0)
 
     # -- the subscriber connection ----------------------------------------------------------------------
@@ -444,6 +444,13 @@ async def _close_on_cancel(client: redis_async.Redis) -> None:
         await asyncio.Event().wait()
     finally:
         await client.aclose()
+
+
+def _unavailable(message: str, exc: BaseException) -> Unavailable:
+    """The error callers (and through them HTTP and WebSocket clients) see: no host, port or driver detail,
+    which would tell a client where the infrastructure is; the detail goes to the log."""
+    logger.debug("%s (%r)", message, exc)
+    return Unavailable(message)
 
 
 def _safe_url(url: str) -> str:

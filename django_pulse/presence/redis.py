@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -42,6 +43,8 @@ from .base import (
 )
 
 __all__ = ["RedisPresence"]
+
+logger = logging.getLogger("django_pulse.presence")
 
 T = TypeVar("T")
 
@@ -224,7 +227,9 @@ class RedisPresence(PresenceBackend):
         try:
             return fn()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise Unavailable(f"presence store unreachable: {exc}") from exc
+            # No host or port in what clients see (the detail stays in the chained exception and the log).
+            logger.debug("Presence store unreachable: %r", exc)
+            raise Unavailable("The presence store (Redis) is unreachable.") from exc
 
     def _change_sync(self, kb_id: str, channel: str, member: Member, data_json: str, max_members: int,
                      mode: str) -> PresenceChange:
