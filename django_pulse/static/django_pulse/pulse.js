@@ -607,10 +607,12 @@
       }
       var max = this.limits && this.limits.maxMessageSize;
       // The server cannot tell which request an oversized frame was (it does not parse it), so it could
-      // not reject this promise: refuse it here, with the same code.
-      if (max && byteLength(text) + 32 > max) {
+      // not reject this promise: refuse it here, with the same code. A published message must also leave
+      // room for what the server adds to it (id, timestamp, clientId, serial: about 150 bytes).
+      var size = byteLength(text) + (frame.action === 'publish' ? 160 : 32);
+      if (max && size > max) {
         d.reject(new PulseError('message_too_large', 'the ' + frame.action + ' frame would be about ' +
-          byteLength(text) + ' bytes; the server accepts at most ' + max));
+          size + ' bytes; the server accepts at most ' + max));
         return d.promise;
       }
       var request = { frame: frame, kind: 'oneshot', resolve: d.resolve, reject: d.reject };
