@@ -482,3 +482,37 @@ def test_close_rejects_queued_and_sends_a_normal_close(fake_server: Any) -> None
         time.sleep(0.05)
     assert server.connections[0].close_code == 1000
     assert fake_page.evaluate("() => states()") == ["closed", "connecting", "connected", "closing", "closed"]
+
+
+def test_discontinuity_resyncs_presence_from_a_fresh_snapshot(fake_server: Any) -> None:
+    def member(name: str) -> dict[str, Any]:
+        return {"clientId": name, "connectionId": f"c_{name}", "data": {"name": name}, "timestamp": 1}
+
+    def script(conn: FakeConnection) -> None:
+        conn.accept_auth()
+        frame = conn.recv()
+        assert frame["action"] == "presence.subscribe"
+        conn.send(action="ok", ref=frame["ref"], channel="room", members=[member("bob")])
+        conn.send(action="discontinuity", channel="room", reason="broker_unavailable")
+        frame = conn.recv()
+        assert frame["action"] == "presence.subscribe"  # a fresh snapshot, asked by the SDK itself
+        conn.send(action="ok", ref=frame["ref"], channel="room", members=[member("carol")])
+        conn.serve()
+
+    server, fake_page = fake_server(script)
+    fake_page.evaluate(
+        """(url) => {
+          connect(url);
+          const presence = rt.channels.get('room').presence;
+          window.seen = { lists: [], enters: [], leaves: [], gaps: [] };
+          rt.channels.get('room').on('discontinuity', (d) => seen.gaps.push(d.reason));
+          presence.subscribe((members) => seen.lists.push(members.map((m) => m.data.name)));
+          presence.subscribe(['enter', 'leave'], (m) => (presence.members().some((x) => x.clientId === m.clientId)
+            ? seen.enters : seen.leaves).push(m.clientId));
+        }""",
+        server.url,
+    )
+    fake_page.wait_for_function("() => seen.lists.length === 2")
+    assert fake_page.evaluate("() => seen") == {
+        "lists": [["bob"], ["carol"]], "enters": ["carol"], "leaves": ["bob"], "gaps": ["broker_unavailable"]
+    }

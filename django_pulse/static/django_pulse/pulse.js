@@ -500,7 +500,12 @@
           if (channels._has(frame.channel)) channels.get(frame.channel).presence._onPresence(frame);
           break;
         case 'discontinuity':
-          if (channels._has(frame.channel)) channels.get(frame.channel)._onDiscontinuity(frame.reason || 'unknown', null);
+          if (channels._has(frame.channel)) {
+            var channel = channels.get(frame.channel);
+            channel._onDiscontinuity(frame.reason || 'unknown', null);
+            // Presence events may have been missed too: take a fresh snapshot (the listeners hear the diff).
+            channel.presence._resync();
+          }
           break;
         default:
           // Newer servers may send actions this client does not know; ignoring them is forward compatible.
@@ -1115,6 +1120,14 @@
       } else if (this._wantWatch && this._watching) {
         this._resolveWatchers();
       }
+    }
+
+    /** Ask the server for a fresh snapshot. Events that arrive before its reply are in it, so they are
+     *  skipped (the server sends newer ones after the reply). */
+    _resync() {
+      if (!this._watching || this._watchBusy) return;
+      this._watching = false;
+      this._reconcile();
     }
 
     _resolveWatchers() {
