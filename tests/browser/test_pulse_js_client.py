@@ -496,6 +496,9 @@ def test_discontinuity_resyncs_presence_from_a_fresh_snapshot(fake_server: Any) 
         conn.send(action="discontinuity", channel="room", reason="broker_unavailable")
         frame = conn.recv()
         assert frame["action"] == "presence.subscribe"  # a fresh snapshot, asked by the SDK itself
+        # Events keep flowing on the live subscription: one older than the snapshot, one newer.
+        conn.send(action="presence", channel="room", event="leave", member=member("bob"), serial=8)
+        conn.send(action="presence", channel="room", event="enter", member=member("dave"), serial=10)
         conn.send(action="ok", ref=frame["ref"], channel="room", members=[member("carol")])
         conn.serve()
 
@@ -514,5 +517,6 @@ def test_discontinuity_resyncs_presence_from_a_fresh_snapshot(fake_server: Any) 
     )
     fake_page.wait_for_function("() => seen.lists.length === 2")
     assert fake_page.evaluate("() => seen") == {
-        "lists": [["bob"], ["carol"]], "enters": ["carol"], "leaves": ["bob"], "gaps": ["broker_unavailable"]
+        "lists": [["bob"], ["carol", "dave"]], "enters": ["carol", "dave"], "leaves": ["bob"],
+        "gaps": ["broker_unavailable"],
     }

@@ -850,6 +850,14 @@
     };
   }
 
+  /** Apply one `presence` event frame to a connectionId -> member map; returns the member. */
+  function applyPresenceEvent(members, frame) {
+    var member = toMember(frame.member);
+    if (frame.event === 'leave') members.delete(member.connectionId);
+    else members.set(member.connectionId, member);
+    return member;
+  }
+
   /**
    * The members of one channel. A member is one connection of one client: `{clientId, connectionId,
    * data, timestamp}`. enter/update/leave describe what this client wants; the SDK keeps the server in
@@ -879,6 +887,7 @@
       this._memberBusy = false;
       this._memberWaiters = []; // {version, resolve, reject}
       this._hadSnapshot = false; // a later snapshot is a re-sync: report what changed meanwhile
+      this._buffer = null; // presence events received while a re-sync waits for its snapshot
     }
 
     get _connection() {
@@ -1122,12 +1131,29 @@
       }
     }
 
-    /** Ask the server for a fresh snapshot. Events that arrive before its reply are in it, so they are
-     *  skipped (the server sends newer ones after the reply). */
+    /**
+     * Ask the server for a fresh snapshot on the live subscription (after a `discontinuity`). Events keep
+     * flowing meanwhile, some older and some newer than the snapshot, so they are buffered and replayed on
+     * top of it in order: each event sets one member's state outright, so replaying a run of events that
+     * reaches past the snapshot ends in the right list whichever point the snapshot was taken at.
+     */
     _resync() {
-      if (!this._watching || this._watchBusy) return;
-      this._watching = false;
-      this._reconcile();
+      if (!this._watching || this._watchBusy || this._connection.state !== 'connected') return;
+      var self = this;
+      this._watchBusy = true;
+      this._buffer = [];
+      this._connection._stateRequest({ action: 'presence.subscribe', channel: this.channel.name }).then(function (reply) {
+        self._watchBusy = false;
+        var buffered = self._buffer || [];
+        self._buffer = null;
+        self._applySnapshot(reply.members || [], reply.serial, buffered);
+        self._reconcile();
+      }, function (error) {
+        self._watchBusy = false;
+        self._buffer = null;
+        if (error !== DROPPED) report(self.channel, error, false);
+        self._reconcile();
+      });
     }
 
     _resolveWatchers() {
@@ -1140,7 +1166,7 @@
      * A fresh snapshot (first subscribe, or after a reconnect): replace the list; after a reconnect, tell
      * enter/leave/update listeners what changed while this client was away; then the whole list.
      */
-    _applySnapshot(rawMembers, serial) {
+    _applySnapshot(rawMembers, serial, buffered) {
       var previous = this._members;
       var wasSynced = this._hadSnapshot === true;
       var next = new Map();
@@ -1148,10 +1174,19 @@
         var member = toMember(rawMembers[i]);
         next.set(member.connectionId, member);
       }
+      if (typeof serial === 'number') this.serial = serial;
+      var events = buffered || [];
+      for (var j = 0; j < events.length; j++) {
+        var frame = events[j];
+        if (typeof frame.serial === 'number') {
+          if (typeof serial === 'number' && frame.serial <= serial) continue; // already in the snapshot
+          if (this.serial === null || frame.serial > this.serial) this.serial = frame.serial;
+        }
+        applyPresenceEvent(next, frame);
+      }
       this._members = next;
       this._hadSnapshot = true;
       this.syncComplete = true;
-      if (typeof serial === 'number') this.serial = serial;
       if (wasSynced) {
         var self = this;
         previous.forEach(function (member, key) {
@@ -1167,15 +1202,16 @@
     }
 
     _onPresence(frame) {
-      if (!this._watching) return;
+      if (!this._watching || PRESENCE_EVENTS.indexOf(frame.event) < 0) return;
+      if (this._buffer) {
+        this._buffer.push(frame); // a re-sync is under way: replayed on top of its snapshot
+        return;
+      }
       if (typeof frame.serial === 'number') {
         if (this.serial !== null && frame.serial <= this.serial) return; // already in the snapshot
         this.serial = frame.serial;
       }
-      var member = toMember(frame.member);
-      if (frame.event === 'leave') this._members.delete(member.connectionId);
-      else if (frame.event === 'enter' || frame.event === 'update') this._members.set(member.connectionId, member);
-      else return;
+      var member = applyPresenceEvent(this._members, frame);
       this._events.emit(frame.event, member);
       this._emitList();
     }
@@ -1194,6 +1230,7 @@
     _onDisconnected() {
       this._watching = false;
       this._watchBusy = false;
+      this._buffer = null;
       this._entered = false;
       this._memberBusy = false;
       this.syncComplete = false;
