@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +24,7 @@ from tests.servers import LiveServer, live_server
 pytestmark = pytest.mark.browser
 
 SEED = Path(__file__).resolve().parent / "seed"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def snippet(name: str) -> str:
@@ -283,3 +286,53 @@ def test_es_module_import(server: LiveServer, context: Any) -> None:
         }"""
     )
     assert result == {"same": True, "realtime": "function", "version": "0.1.0"}
+
+
+def test_auth_url_gets_tokens_from_pulse_token_for_the_logged_in_user(context: Any) -> None:
+    with live_server(pulse={"TOKEN_LEEWAY": 0}) as server:
+        created = subprocess.run(
+            [sys.executable, "-m", "django", "shell", "-c",
+             "from django.contrib.auth.models import User; "
+             "print(User.objects.create_superuser('ada', 'ada@example.com', 'pw-ada-123').pk)"],
+            env=server.env, cwd=ROOT, check=True, capture_output=True, text=True,
+        )
+        user_pk = created.stdout.strip().splitlines()[-1]
+        page = context.new_page()
+        # Log in through Django's admin: a session cookie and the csrftoken cookie, as on any Django site.
+        page.goto(server.url + "/admin/login/")
+        page.fill("#id_username", "ada")
+        page.fill("#id_password", "pw-ada-123")
+        page.click("input[type=submit]")
+        page.wait_for_url("**/admin/")
+        page.goto(server.url + "/__test__/page/")
+        page.wait_for_function("() => typeof window.Pulse === 'object'")
+        # No token at all: the SDK POSTs to /pulse/token/ (session + X-CSRFToken from the cookie), connects,
+        # and renews the 2-second tokens on the live connection.
+        page.evaluate(
+            """() => {
+              window.states = [];
+              window.rt = new Pulse.Realtime({ authUrl: '/pulse/token/', authParams: { ttl: 2 } });
+              rt.connection.on((change) => states.push(change.current));
+            }"""
+        )
+        wait_state(page, "connected")
+        assert page.evaluate("() => rt.clientId") == user_pk
+        connection_id = page.evaluate("() => rt.connection.id")
+        first_expiry = page.evaluate("() => rt.connection.expiresAt")
+        time.sleep(3)
+        assert page.evaluate("() => [rt.connection.state, rt.connection.id]") == ["connected", connection_id]
+        assert page.evaluate("() => rt.connection.expiresAt") > first_expiry
+        assert page.evaluate("() => states") == ["connecting", "connected"]
+
+        # Logged out: /pulse/token/ answers 403 and the SDK stops instead of retrying forever.
+        page.evaluate("() => rt.close()")
+        context.clear_cookies()
+        page.evaluate(
+            """() => {
+              window.rt2 = new Pulse.Realtime({ authUrl: '/pulse/token/' });
+              window.failure = new Promise((resolve) => rt2.connection.on('failed', ({ reason }) =>
+                resolve({ code: reason.code, status: reason.statusCode })));
+            }"""
+        )
+        failure = page.evaluate("() => failure")
+        assert failure["status"] in (401, 403), failure

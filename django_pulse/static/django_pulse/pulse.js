@@ -554,7 +554,7 @@
       this._disconnectedAt = null;
       this._tokenFresh = false;
       this.state = 'connected';
-      this._armHeartbeat();
+      this._armHeartbeat(true);
       this._scheduleRenew();
       // Restore channel state first (subscribe, enter, watch presence), then send what was queued.
       this._realtime.channels._onConnected();
@@ -764,16 +764,30 @@
 
     // -- heartbeat and token renewal ----------------------------------------------------------------
 
-    _armHeartbeat() {
-      this._clearTimer('heartbeat');
+    /**
+     * Note traffic from the server. One timer watches the silence: it is not re-created per frame (a busy
+     * channel brings thousands a second); when it fires early it re-arms for the time left.
+     */
+    _armHeartbeat(restart) {
+      this._lastTraffic = Date.now();
+      if (restart) this._clearTimer('heartbeat');
+      if (this._timers.heartbeat !== undefined) return;
       var limits = this.limits || {};
       var interval = typeof limits.heartbeatInterval === 'number' ? limits.heartbeatInterval : this._options.heartbeatInterval;
       var grace = typeof limits.heartbeatGrace === 'number' ? limits.heartbeatGrace : this._options.heartbeatGrace;
+      var timeout = interval + grace;
       var self = this;
-      this._timers.heartbeat = setTimeout(function () {
+      var check = function () {
+        var silent = Date.now() - self._lastTraffic;
+        if (silent < timeout) {
+          self._timers.heartbeat = setTimeout(check, timeout - silent);
+          return;
+        }
+        delete self._timers.heartbeat;
         self._dropSocket(CLIENT_CLOSE.heartbeat, new PulseError('heartbeat_timeout',
-          'nothing from the server for ' + (interval + grace) + ' ms'));
-      }, interval + grace);
+          'nothing from the server for ' + timeout + ' ms'));
+      };
+      this._timers.heartbeat = setTimeout(check, timeout);
     }
 
     /**
