@@ -3,12 +3,13 @@
  *
  *     import Pulse, { Realtime } from '/static/django_pulse/pulse.mjs';
  *
- * pulse.js is the one implementation (a UMD file: <script>, CommonJS, AMD); evaluated as a module it
- * defines globalThis.Pulse, which this file re-exports.
+ * pulse.js is the one implementation (a UMD file: <script>, CommonJS, AMD); this file re-exports it.
  */
-import './pulse.js';
+import * as loaded from './pulse.js';
 
-const Pulse = globalThis.Pulse;
+// In a browser pulse.js runs as a module with no exports and sets globalThis.Pulse; in Node (and bundlers)
+// it is CommonJS and its module.exports arrives as the default export.
+const Pulse = (loaded && loaded.default) || globalThis.Pulse;
 
 export default Pulse;
 export const { Realtime, PulseError, EventEmitter, retryDelay, DEFAULTS, STATES, VERSION, PROTOCOL_VERSION } = Pulse;
