@@ -33,7 +33,8 @@ def snippet(name: str) -> str:
 
 @pytest.fixture
 def server() -> Iterator[LiveServer]:
-    with live_server(pulse={"PRESENCE_GRACE": 2}) as live:
+    # The default PRESENCE_GRACE (15 s): a member that leaves within seconds left cleanly.
+    with live_server() as live:
         yield live
 
 
@@ -124,8 +125,10 @@ def test_seed_complete_example_frontend_in_two_tabs(server: LiveServer, context:
     for tab in (first, second):
         tab.wait_for_function("() => document.getElementById('posts').textContent.includes('from the server')")
 
+    # Closing the tab closes the connection cleanly (pagehide), so the member leaves at once, not after
+    # the 15 s grace period of a dropped connection.
     second.close()
-    first.wait_for_function("() => document.getElementById('online').textContent === 'Online: 1'", timeout=10_000)
+    first.wait_for_function("() => document.getElementById('online').textContent === 'Online: 1'", timeout=5_000)
 
     # A reload lists the earlier posts through the seed's `list` action.
     first.reload()
