@@ -520,3 +520,34 @@ def test_discontinuity_resyncs_presence_from_a_fresh_snapshot(fake_server: Any) 
         "lists": [["bob"], ["carol", "dave"]], "enters": ["carol", "dave"], "leaves": ["bob"],
         "gaps": ["broker_unavailable"],
     }
+
+
+def test_transient_refusals_of_channel_state_are_retried(fake_server: Any) -> None:
+    refused: list[str] = []
+
+    def script(conn: FakeConnection) -> None:
+        conn.accept_auth()
+        while True:
+            frame = conn.recv(timeout=30)
+            if frame["action"] in ("subscribe", "presence.enter") and frame["action"] not in refused:
+                refused.append(frame["action"])
+                conn.send(action="error", ref=frame["ref"], code="unavailable", message="broker away")
+            else:
+                conn.answer(frame)
+
+    server, fake_page = fake_server(script)
+    result = fake_page.evaluate(
+        """async (url) => {
+          connect(url);
+          const channel = rt.channels.get('posts');
+          const errors = [];
+          channel.on('error', (e) => errors.push(e.code));
+          await channel.subscribe(() => {});
+          const member = await channel.presence.enter({ name: 'A' });
+          return { errors, state: channel.state, data: member.data };
+        }""",
+        server.url,
+    )
+    assert result == {"errors": ["unavailable", "unavailable"], "state": "attached", "data": {"name": "A"}}
+    actions = [f["action"] for f in server.connections[0].frames]
+    assert actions.count("subscribe") == 2 and actions.count("presence.enter") == 2

@@ -281,6 +281,21 @@
     }
   }
 
+  // Refusals that mean "not now" rather than "no": channel state requests refused with them are retried.
+  var TRANSIENT_CODES = ['rate_limited', 'unavailable', 'internal_error'];
+
+  /**
+   * After a transient refusal of a state request (subscribe, presence.enter, ...): tell the `error`
+   * listeners and try again on the backoff schedule. Returns false for a final refusal.
+   */
+  function retryLater(owner, emitter, error) {
+    if (TRANSIENT_CODES.indexOf(error.code) < 0) return false;
+    owner._transientRetries = (owner._transientRetries || 0) + 1;
+    emitter.emit('error', error);
+    setTimeout(function () { owner._reconcile(); }, retryDelay(owner._transientRetries));
+    return true;
+  }
+
   /** A promise with its resolve/reject, for requests answered later. */
   function deferred() {
     var d = {};
@@ -1041,6 +1056,7 @@
         this._memberBusy = true;
         connection._stateRequest({ action: action, channel: channel, data: data }).then(function (reply) {
           self._memberBusy = false;
+          self._transientRetries = 0;
           self._entered = true;
           self._enteredVersion = version;
           self._enteredData = data;
@@ -1048,7 +1064,7 @@
           self._reconcile();
         }, function (error) {
           self._memberBusy = false;
-          if (error === DROPPED) return;
+          if (error === DROPPED || retryLater(self, self.channel, error)) return;
           // Do not retry a refused enter/update forever: fall back to what the server has.
           if (self._entered) {
             self._data = self._enteredData;
@@ -1069,7 +1085,7 @@
           self._reconcile();
         }, function (error) {
           self._memberBusy = false;
-          if (error === DROPPED) return;
+          if (error === DROPPED || retryLater(self, self.channel, error)) return;
           if (error.code === 'not_present') {
             self._entered = false;
             self._settleMembers(version);
@@ -1118,7 +1134,7 @@
           self._reconcile();
         }, function (error) {
           self._watchBusy = false;
-          if (error === DROPPED) return;
+          if (error === DROPPED || retryLater(self, self.channel, error)) return;
           self._wantWatch = false;
           var waiters = self._watchWaiters;
           self._watchWaiters = [];
@@ -1367,11 +1383,12 @@
         connection._stateRequest({ action: 'subscribe', channel: this.name }).then(function (reply) {
           self._busy = false;
           self._attached = true;
+          self._transientRetries = 0;
           self._onAttached(reply);
           self._reconcile();
         }, function (error) {
           self._busy = false;
-          if (error === DROPPED) return;
+          if (error === DROPPED || retryLater(self, self, error)) return;
           self._wantAttached = false;
           self.errorReason = error;
           var waiters = self._attachWaiters;
@@ -1391,7 +1408,7 @@
           self._reconcile();
         }, function (error) {
           self._busy = false;
-          if (error === DROPPED) return;
+          if (error === DROPPED || retryLater(self, self, error)) return;
           var waiters = self._detachWaiters;
           self._detachWaiters = [];
           for (var i = 0; i < waiters.length; i++) waiters[i].reject(error);
