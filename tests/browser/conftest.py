@@ -1,4 +1,4 @@
-"""Browser fixtures: one real headless Chromium (/usr/bin/chromium, driven by Playwright) for the session.
+"""Browser fixtures: one real headless Chromium (/usr/bin/chromium, driven by Playwright) for tests/browser/.
 
 Without Chromium the browser tests fail under CI=true and are skipped otherwise. Each test gets a fresh
 browser context (its own cookies and storage); `open_page` opens a page on a live server that has loaded
@@ -54,7 +54,9 @@ def _ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-@pytest.fixture(scope="session")
+# Package scope: one Chromium for all browser tests, and stopped before the rest of the suite runs, because
+# Playwright's sync API keeps an event loop running in this thread that pytest-asyncio's tests cannot share.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
         message = f"Chromium is not installed at {CHROMIUM} (set PULSE_CHROMIUM); browser tests need it."
