@@ -1,0 +1,121 @@
+"""Failover in a real browser: two daphne processes share Redis behind a TCP "load balancer"; the process
+serving five pulse.js clients is killed (SIGKILL). The clients reconnect through the SDK's backoff to the
+survivor, are subscribed and present again; the survivor sweeps their old members; nothing is listed twice."""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.servers import LiveServer, free_port, live_server
+
+pytestmark = [pytest.mark.browser, pytest.mark.reliability, pytest.mark.slow, pytest.mark.redis]
+
+CLIENTS = 5
+
+
+class Balancer:
+    """A loopback TCP forwarder to one backend port at a time (what a load balancer does after its health check
+    marks a backend dead)."""
+
+    def __init__(self, backend: int) -> None:
+        self.backend = backend
+        self.port = free_port()
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._closing = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closing:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
+
+    def _pipe(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.backend), timeout=5)
+        except OSError:
+            client.close()
+            return
+        with client, upstream:
+            pair = {client: upstream, upstream: client}
+            while not self._closing:
+                readable, _, _ = select.select(list(pair), [], [], 0.5)
+                for sock in readable:
+                    try:
+                        data = sock.recv(65536)
+                        if not data:
+                            return
+                        pair[sock].sendall(data)
+                    except OSError:
+                        return
+
+    def close(self) -> None:
+        self._closing = True
+        self._listener.close()
+
+
+@pytest.fixture
+def pair(redis_url: str, redis_prefix: str) -> Iterator[tuple[LiveServer, LiveServer]]:
+    with live_server(redis_url=redis_url, redis_prefix=redis_prefix) as doomed, \
+            live_server(redis_url=redis_url, redis_prefix=redis_prefix, database=doomed.database) as survivor:
+        yield doomed, survivor
+
+
+def test_killed_process_clients_fail_over_to_the_survivor(pair: tuple[LiveServer, LiveServer],
+                                                          open_page: Callable[..., Any]) -> None:
+    doomed, survivor = pair
+    balancer = Balancer(doomed.port)
+    try:
+        page = open_page(survivor)
+        endpoint = f"ws://127.0.0.1:{balancer.port}/pulse/ws/"
+        tokens = [survivor.token(f"u{i}") for i in range(CLIENTS)]
+        watcher = survivor.token("watcher")
+        page.evaluate(
+            """async ([tokens, endpoint, watcher]) => {
+              window.got = tokens.map(() => []);
+              window.rts = tokens.map((t) => new Pulse.Realtime(
+                { kbId: t.kbId, token: t.token, endpoint, clientId: t.clientId, retryInitial: 200, retryMax: 1000 }));
+              await Promise.all(rts.map(async (rt, i) => {
+                const room = rt.channels.get('room');
+                await room.subscribe('n', (m) => got[i].push(m.data));
+                await room.presence.enter({ i });
+              }));
+              // The watcher talks to the survivor directly.
+              window.w = new Pulse.Realtime(
+                { kbId: watcher.kbId, token: watcher.token, endpoint: watcher.endpoint, clientId: 'watcher' });
+              window.members = [];
+              await w.channels.get('room').presence.subscribe((list) => {
+                members = list.map((m) => m.clientId + '/' + m.connectionId).sort();
+              });
+            }""",
+            [tokens, endpoint, watcher],
+        )
+        page.wait_for_function(f"() => members.length === {CLIENTS}")
+        before = set(page.evaluate("() => members"))
+
+        doomed.kill()
+        balancer.backend = survivor.port
+        # Back through the balancer to the survivor, subscribed and present again.
+        page.wait_for_function(
+            "() => rts.every((rt) => rt.connection.state === 'connected' && "
+            "rt.channels.get('room').state === 'attached')", timeout=30_000)
+        # The old members are swept (PROCESS_TIMEOUT + PROCESS_HEARTBEAT, 15 s); the new ones stay; no duplicates.
+        page.wait_for_function(
+            f"""() => members.length === {CLIENTS} &&
+                 rts.every((rt, i) => members.includes('u' + i + '/' + rt.connection.id))""",
+            timeout=30_000)
+        after = set(page.evaluate("() => members"))
+        assert not before & after and sorted(m.split("/")[0] for m in after) == [f"u{i}" for i in range(CLIENTS)]
+        survivor.publish("room", "n", 1)
+        page.wait_for_function("() => got.every((list) => list.length === 1)")
+        page.evaluate("() => { rts.forEach((rt) => rt.close()); w.close(); }")
+    finally:
+        balancer.close()
