@@ -72,6 +72,10 @@ DEFAULTS: dict[str, Any] = {
     "API_THROTTLE_RATE": "6000/min",
     # Idempotency window of message ids, in seconds.
     "IDEMPOTENCY_WINDOW": 120.0,
+    # History of each channel (replay on resume, rewind, the history action): the last HISTORY_SIZE messages
+    # published less than HISTORY_TTL seconds ago are kept. HISTORY_SIZE 0 keeps none (no recovery).
+    "HISTORY_SIZE": 100,
+    "HISTORY_TTL": 120.0,
 }
 
 
@@ -238,6 +242,14 @@ class PulseSettings:
     @property
     def IDEMPOTENCY_WINDOW(self) -> float:
         return float(self._get("IDEMPOTENCY_WINDOW"))
+
+    @property
+    def HISTORY_SIZE(self) -> int:
+        return int(self._get("HISTORY_SIZE"))
+
+    @property
+    def HISTORY_TTL(self) -> float:
+        return float(self._get("HISTORY_TTL"))
 
     def endpoint_from_base(self, base_url: str) -> str:
         """The ws(s) endpoint URL under an http(s) base URL."""

@@ -27,8 +27,9 @@ from .auth import authenticate_token
 from .authorization import Decision, decide, resolve_user
 from .broker import get_broker, message_topic
 from .conf import pulse_settings
-from .exceptions import LimitExceeded, ProtocolViolation, PulseError, TokenError
+from .exceptions import Forbidden, LimitExceeded, ProtocolViolation, PulseError, TokenError
 from .fanout import Outbox, get_hub
+from .history import ReplaySink, plan_subscribe
 from .protocol import (
     PING_FRAME,
     Action,
@@ -41,6 +42,7 @@ from .protocol import (
     connected_frame,
     dumps,
     error_frame,
+    history_ok_frame,
     ok_frame,
     parse_frame,
 )
@@ -52,12 +54,15 @@ logger = logging.getLogger("django_pulse.consumers")
 
 Handler = Callable[["PulseConsumer", Request], Awaitable[dict[str, Any] | None]]
 
+# Messages a history request without ``limit`` returns (at most HISTORY_SIZE).
+DEFAULT_HISTORY_LIMIT = 100
+
 
 class _Limits:
     """The settings a connection needs, read once per connection (the hot path reads no settings)."""
 
-    __slots__ = ("auth_timeout", "grace", "heartbeat", "leeway", "max_message_size", "max_presence_data",
-                 "max_subscriptions", "outbound_limit", "publish_rate", "rate", "rate_burst")
+    __slots__ = ("auth_timeout", "grace", "heartbeat", "history_size", "leeway", "max_message_size",
+                 "max_presence_data", "max_subscriptions", "outbound_limit", "publish_rate", "rate", "rate_burst")
 
     def __init__(self) -> None:
         s = pulse_settings
@@ -72,6 +77,7 @@ class _Limits:
         self.outbound_limit = s.OUTBOUND_BUFFER_LIMIT
         self.max_presence_data = s.PRESENCE_MAX_DATA
         self.leeway = s.TOKEN_LEEWAY
+        self.history_size = s.HISTORY_SIZE
 
     def announce(self) -> dict[str, int]:
         return {
@@ -391,30 +397,98 @@ def handles(action: Action) -> Callable[[Handler], Handler]:
 
 
 @handles(Action.SUBSCRIBE)
-async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any]:
+async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any] | None:
+    """Subscribe; with ``resume`` replay what the client missed, with ``rewind`` the newest retained messages.
+
+    After the ``ok`` the connection receives every message with a serial above the reply's ``serial`` exactly
+    once, in order (docs/history.md; ``history.py`` describes the seam).
+    """
     channel = request.channel
     assert conn.claims is not None and conn.outbox is not None
     await conn.authorize(channel, Operation.SUBSCRIBE)
     broker = get_broker()
+    hub = get_hub()
     topic = conn.subscriptions.get(channel)
-    if topic is None:
-        if len(conn.subscriptions) >= conn.limits.max_subscriptions:
-            raise LimitExceeded(f"At most {conn.limits.max_subscriptions} subscriptions per connection.",
-                                ErrorCode.TOO_MANY_SUBSCRIPTIONS)
-        topic = message_topic(conn.kb_id, channel)
-        conn.subscriptions[channel] = topic
-        try:
-            await get_hub().subscribe(topic, conn.outbox)
-        except BaseException:
-            conn.subscriptions.pop(channel, None)
-            raise
+    if topic is not None:
+        # Already subscribed: the connection has been receiving all along; nothing is replayed.
+        read = await broker.history(topic)
+        return {"channel": channel, "serial": read.serial, "epoch": read.epoch}
+    if len(conn.subscriptions) >= conn.limits.max_subscriptions:
+        raise LimitExceeded(f"At most {conn.limits.max_subscriptions} subscriptions per connection.",
+                            ErrorCode.TOO_MANY_SUBSCRIPTIONS)
+    members = request.members
+    resume: tuple[int, str] | None = None
+    if "resume" in members:
+        resume = (int(members["resume"]["serial"]), str(members["resume"]["epoch"]))
+    rewind = int(members.get("rewind", 0))
+    size = conn.limits.history_size
+    if rewind:
+        await conn.authorize(channel, Operation.HISTORY)
+    elif resume is not None and not await _may_read_history(conn, channel):
+        size = 0  # recovery replays history: without the history operation only an exact resume succeeds
+    topic = message_topic(conn.kb_id, channel)
+    sink = ReplaySink(conn.outbox)
+    conn.subscriptions[channel] = topic
+    try:
+        await hub.subscribe(topic, sink)
+    except BaseException:
+        conn.subscriptions.pop(channel, None)
+        raise
+    try:
         if conn.closed:  # closed while waiting for the broker: _finish may have run already
-            conn.subscriptions.pop(channel, None)
-            await get_hub().unsubscribe(topic, conn.outbox)
-            return {"channel": channel}
-    # Read after the subscription is active: every message with a higher serial reaches this connection.
-    serial = await broker.last_serial(topic)
-    return {"channel": channel, "serial": serial, "epoch": broker.epoch}
+            raise _Gone
+        # Read after the subscription is active: every message newer than the read reaches the sink.
+        if resume is not None:
+            read = await broker.history(topic, after=resume[0], limit=size)
+        else:
+            read = await broker.history(topic, limit=min(rewind, size))
+        if conn.closed:
+            raise _Gone
+    except BaseException as exc:
+        conn.subscriptions.pop(channel, None)
+        await hub.unsubscribe(topic, sink)
+        if isinstance(exc, _Gone):
+            return None
+        raise
+    plan = plan_subscribe(read, resume=resume, rewind=rewind)
+    result: dict[str, Any] = {"channel": channel, "serial": plan.serial, "epoch": read.epoch}
+    if plan.resumed is not None:
+        result["resumed"] = plan.resumed
+    # The reply goes out here, before the replay and the held live frames (the handler returns None).
+    if request.ref is not None:
+        conn.send_frame(ok_frame(request.ref, result))
+    for frame in plan.frames:
+        conn.send_frame(frame)
+    sink.release(read.serial)
+    hub.replace(topic, sink, conn.outbox)
+    return None
+
+
+class _Gone(Exception):
+    """The connection closed while a subscribe was waiting."""
+
+
+async def _may_read_history(conn: PulseConsumer, channel: str) -> bool:
+    try:
+        await conn.authorize(channel, Operation.HISTORY)
+    except Forbidden:
+        return False
+    return True
+
+
+@handles(Action.HISTORY)
+async def history(conn: PulseConsumer, request: Request) -> dict[str, Any] | None:
+    """The newest ``limit`` retained messages (before serial ``before``), oldest first."""
+    channel = request.channel
+    await conn.authorize(channel, Operation.HISTORY)
+    members = request.members
+    limit = min(int(members.get("limit", DEFAULT_HISTORY_LIMIT)), conn.limits.history_size)
+    before = members.get("before")
+    read = await get_broker().history(message_topic(conn.kb_id, channel), before=before, limit=limit)
+    if request.ref is not None and not conn.closed:
+        conn.send_frame(history_ok_frame(request.ref, {"channel": channel, "serial": read.serial,
+                                                        "epoch": read.epoch}, [f for _, f in read.frames]))
+    return None
 
 
 @handles(Action.UNSUBSCRIBE)

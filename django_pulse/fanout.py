@@ -352,6 +352,13 @@ class Hub:
         except Exception:
             logger.warning("Could not unsubscribe topic %r from the broker", topic, exc_info=True)
 
+    def replace(self, topic: str, old: Sink, new: Sink) -> None:
+        """Swap ``old`` for ``new`` among ``topic``'s sinks, at once (no frame can arrive in between)."""
+        sinks = self.topics.get(topic)
+        if sinks is not None and old in sinks:
+            sinks.discard(old)
+            sinks.add(new)
+
     def local_topics(self) -> dict[str, int]:
         """Topic -> number of local sinks, for the topics this process holds."""
         return {topic: len(sinks) for topic, sinks in self.topics.items() if sinks}

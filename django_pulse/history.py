@@ -1,0 +1,97 @@
+"""Recovery and rewind on subscribe: which retained messages a new subscription gets, and a seam without
+gaps or duplicates between them and live delivery.
+
+docs/history.md states the guarantees. The subscribe handler (``consumers.py``) does, in order:
+
+1. subscribe the topic in the hub with a ``ReplaySink`` that holds live frames back;
+2. read the topic's serial, epoch and retained frames in one atomic broker read (``Broker.history``);
+3. decide with ``plan_subscribe`` what to replay and what the reply's ``serial`` is;
+4. queue the ``ok`` reply, then the replayed frames, then ``ReplaySink.release(read.serial)`` forwards the held
+   live frames newer than the read, and the hub swaps the sink for the connection's outbox.
+
+Every message with a serial above the reply's ``serial`` then reaches the connection exactly once, in serial
+order: those up to the read's serial from history, later ones live (the subscription was active before the
+read, so none is missed; held frames at or below the read's serial are dropped, so none is sent twice).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .broker import HistoryRead
+from .protocol import message_frame_serial
+
+if TYPE_CHECKING:
+    from .fanout import Sink
+
+__all__ = ["ReplaySink", "SubscribePlan", "plan_subscribe"]
+
+_HISTORY_LOST = '"reason":"history_lost"'
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribePlan:
+    """What a new subscription gets: the reply's ``serial``, ``resumed`` (None when no resume was asked) and
+    the frames to send after the reply, in serial order."""
+
+    serial: int
+    resumed: bool | None
+    frames: list[str]
+
+
+def plan_subscribe(read: HistoryRead, *, resume: tuple[int, str] | None, rewind: int) -> SubscribePlan:
+    """Decide a subscription's replay from one consistent ``read`` (pure; no I/O).
+
+    ``resume`` is ``(serial, epoch)`` the client saw last: the missed messages ``serial+1 .. read.serial`` are
+    replayed if they are all retained and the epoch is the same (``resumed`` True, reply ``serial`` = the
+    client's), else nothing is (``resumed`` False, reply ``serial`` = ``read.serial``: the client must reload
+    its state). Without ``resume``, ``rewind`` > 0 replays the newest ``rewind`` retained messages; ``read``
+    must have been made with ``after`` = the resume serial (or 0) and a limit covering what is wanted.
+    """
+    if resume is not None:
+        serial, epoch = resume
+        if epoch != read.epoch or serial > read.serial:
+            return SubscribePlan(read.serial, False, [])
+        missed = read.serial - serial
+        frames = [frame for s, frame in read.frames if s > serial]
+        if missed == 0:
+            return SubscribePlan(serial, True, [])
+        if len(frames) == missed and read.frames[0][0] == serial + 1 and read.frames[-1][0] == read.serial:
+            return SubscribePlan(serial, True, frames)
+        return SubscribePlan(read.serial, False, [])
+    if rewind > 0 and read.frames:
+        kept = read.frames[-rewind:]
+        return SubscribePlan(kept[0][0] - 1, None, [frame for _, frame in kept])
+    return SubscribePlan(read.serial, None, [])
+
+
+class ReplaySink:
+    """A hub sink that holds a new subscription's live frames until its replay has been queued.
+
+    ``release(after)`` forwards the held message frames with a serial above ``after`` (older ones are in the
+    replay or before the subscription point) and held notices, except ``history_lost`` (the read that follows a
+    lost counter already reports the new epoch). The caller then swaps this sink for the outbox in the hub
+    (``Hub.replace``) without yielding, so nothing arrives in between.
+    """
+
+    __slots__ = ("held", "target")
+
+    def __init__(self, target: Sink) -> None:
+        self.target = target
+        self.held: list[tuple[dict[str, Any], int]] = []
+
+    def push(self, message: dict[str, Any], nbytes: int) -> None:
+        self.held.append((message, nbytes))
+
+    def release(self, after: int) -> None:
+        held, self.held = self.held, []
+        for message, nbytes in held:
+            text = message.get("text", "")
+            serial = message_frame_serial(text)
+            if serial is None:
+                if _HISTORY_LOST in text:
+                    continue
+            elif serial <= after:
+                continue
+            self.target.push(message, nbytes)
