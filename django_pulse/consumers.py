@@ -28,7 +28,7 @@ from .authorization import Decision, decide, resolve_user
 from .broker import get_broker, message_topic
 from .conf import pulse_settings
 from .exceptions import Forbidden, LimitExceeded, ProtocolViolation, PulseError, TokenError
-from .fanout import Outbox, get_hub
+from .fanout import Outbox, Sink, get_hub
 from .history import ReplaySink, plan_subscribe
 from .protocol import (
     PING_FRAME,
@@ -112,6 +112,8 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self.client_id = ""
         self.kb_id = ""
         self.subscriptions: dict[str, str] = {}
+        # topic -> the sink of a subscription still catching up with live delivery (history.ReplaySink).
+        self.catching_up: dict[str, ReplaySink] = {}
         self.outbox: Outbox | None = None
         self._user: Any = None
         self._user_loaded = False
@@ -325,6 +327,24 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
     async def on_disconnect(self, code: int) -> None:
         """Called once when the connection ends (``code`` is the close code), after its subscriptions ended."""
 
+    # -- subscriptions -------------------------------------------------------------------------------------
+
+    def take_sink(self, topic: str) -> Sink:
+        """The hub sink of this connection's subscription to ``topic``, which is ending."""
+        sink = self.catching_up.pop(topic, None)
+        if sink is not None:
+            return sink
+        assert self.outbox is not None
+        return self.outbox
+
+    def _caught_up(self, sink: ReplaySink) -> None:
+        # The subscription's live delivery has passed its replay: deliver straight to the outbox from now on.
+        for topic, pending in list(self.catching_up.items()):
+            if pending is sink:
+                del self.catching_up[topic]
+                if self.outbox is not None and not self._finished:
+                    get_hub().replace(topic, sink, self.outbox)
+
     # -- output ------------------------------------------------------------------------------------------
 
     def send_frame(self, text: str) -> None:
@@ -367,8 +387,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         topics = list(self.subscriptions.values())
         self.subscriptions.clear()
         if topics and self.outbox is not None:
-            outbox = self.outbox
-            await asyncio.gather(*(hub.unsubscribe(topic, outbox) for topic in topics))
+            await asyncio.gather(*(hub.unsubscribe(topic, self.take_sink(topic)) for topic in topics))
         if self._registered:
             hub.unregister(self)
         try:
@@ -427,12 +446,14 @@ async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any] | N
     elif resume is not None and not await _may_read_history(conn, channel):
         size = 0  # recovery replays history: without the history operation only an exact resume succeeds
     topic = message_topic(conn.kb_id, channel)
-    sink = ReplaySink(conn.outbox)
+    sink = ReplaySink(conn.outbox, conn._caught_up)
     conn.subscriptions[channel] = topic
+    conn.catching_up[topic] = sink
     try:
         await hub.subscribe(topic, sink)
     except BaseException:
         conn.subscriptions.pop(channel, None)
+        conn.catching_up.pop(topic, None)
         raise
     try:
         if conn.closed:  # closed while waiting for the broker: _finish may have run already
@@ -446,6 +467,7 @@ async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any] | N
             raise _Gone
     except BaseException as exc:
         conn.subscriptions.pop(channel, None)
+        conn.catching_up.pop(topic, None)
         await hub.unsubscribe(topic, sink)
         if isinstance(exc, _Gone):
             return None
@@ -460,7 +482,6 @@ async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any] | N
     for frame in plan.frames:
         conn.send_frame(frame)
     sink.release(read.serial)
-    hub.replace(topic, sink, conn.outbox)
     return None
 
 
@@ -496,7 +517,7 @@ async def unsubscribe(conn: PulseConsumer, request: Request) -> dict[str, Any]:
     channel = request.channel
     topic = conn.subscriptions.pop(channel, None)
     if topic is not None:
-        await get_hub().unsubscribe(topic, conn.outbox)  # type: ignore[arg-type]
+        await get_hub().unsubscribe(topic, conn.take_sink(topic))
     return {"channel": channel}
 
 

@@ -7,15 +7,18 @@ docs/history.md states the guarantees. The subscribe handler (``consumers.py``) 
 2. read the topic's serial, epoch and retained frames in one atomic broker read (``Broker.history``);
 3. decide with ``plan_subscribe`` what to replay and what the reply's ``serial`` is;
 4. queue the ``ok`` reply, then the replayed frames, then ``ReplaySink.release(read.serial)`` forwards the held
-   live frames newer than the read, and the hub swaps the sink for the connection's outbox.
+   live frames newer than the read; once live delivery has passed the read, the hub swaps the sink for the
+   connection's outbox.
 
 Every message with a serial above the reply's ``serial`` then reaches the connection exactly once, in serial
 order: those up to the read's serial from history, later ones live (the subscription was active before the
-read, so none is missed; held frames at or below the read's serial are dropped, so none is sent twice).
+read, so none is missed; live frames at or below the read's serial are dropped, so none is sent twice).
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -67,31 +70,54 @@ def plan_subscribe(read: HistoryRead, *, resume: tuple[int, str] | None, rewind:
 
 
 class ReplaySink:
-    """A hub sink that holds a new subscription's live frames until its replay has been queued.
+    """The hub sink of a new subscription until it has caught up with live delivery.
 
-    ``release(after)`` forwards the held message frames with a serial above ``after`` (older ones are in the
-    replay or before the subscription point) and held notices, except ``history_lost`` (the read that follows a
-    lost counter already reports the new epoch). The caller then swaps this sink for the outbox in the hub
-    (``Hub.replace``) without yielding, so nothing arrives in between.
+    1. *Holding* (until ``release``): live frames are kept back while the reply and replay are queued.
+    2. *Filtering* (after ``release(after)``): message frames with a serial at or below ``after`` are dropped:
+       they are in the replay, or before the subscription point. Such frames may still arrive after the read
+       (a publish that ran before the read, still on its way through the pub/sub connection or the memory
+       broker's queue), so the filter stays until a frame above ``after`` shows they have all passed (the broker
+       delivers in serial order), or a ``history_lost`` notice says the counter started again.
+    3. Then ``caught_up(self)`` is scheduled (``loop.call_soon``, not inside the hub's dispatch loop): the caller
+       swaps this sink for the connection's outbox, and delivery costs nothing extra from then on.
+
+    Notices (``discontinuity``) are always forwarded, in order.
     """
 
-    __slots__ = ("held", "target")
+    __slots__ = ("after", "caught_up", "held", "target")
 
-    def __init__(self, target: Sink) -> None:
+    def __init__(self, target: Sink, caught_up: Callable[[ReplaySink], None]) -> None:
         self.target = target
-        self.held: list[tuple[dict[str, Any], int]] = []
+        self.caught_up: Callable[[ReplaySink], None] | None = caught_up
+        self.held: list[tuple[dict[str, Any], int]] | None = []
+        self.after = 0
 
     def push(self, message: dict[str, Any], nbytes: int) -> None:
-        self.held.append((message, nbytes))
+        if self.held is not None:
+            self.held.append((message, nbytes))
+        else:
+            self._forward(message, nbytes)
 
     def release(self, after: int) -> None:
-        held, self.held = self.held, []
+        """The reply and the replay up to serial ``after`` are queued: forward what is newer from now on."""
+        held, self.held = self.held or [], None
+        self.after = after
         for message, nbytes in held:
+            self._forward(message, nbytes)
+
+    def _forward(self, message: dict[str, Any], nbytes: int) -> None:
+        if self.caught_up is not None:
             text = message.get("text", "")
             serial = message_frame_serial(text)
-            if serial is None:
-                if _HISTORY_LOST in text:
-                    continue
-            elif serial <= after:
-                continue
-            self.target.push(message, nbytes)
+            if serial is not None:
+                if serial <= self.after:
+                    return
+                self._done()
+            elif _HISTORY_LOST in text:
+                self._done()
+        self.target.push(message, nbytes)
+
+    def _done(self) -> None:
+        callback, self.caught_up = self.caught_up, None
+        if callback is not None:
+            asyncio.get_running_loop().call_soon(callback, self)
