@@ -28,8 +28,8 @@ from .authorization import Decision, decide, resolve_user
 from .broker import get_broker, message_topic
 from .conf import pulse_settings
 from .exceptions import Forbidden, LimitExceeded, ProtocolViolation, PulseError, TokenError
-from .fanout import Outbox, Sink, get_hub
-from .history import ReplaySink, plan_subscribe
+from .fanout import RECOVERED, Outbox, Sink, get_hub
+from .history import ReplaySink, connection_key, plan_subscribe, recovered_connection_id
 from .protocol import (
     PING_FRAME,
     Action,
@@ -108,6 +108,11 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.connection_id = "c_" + secrets.token_urlsafe(12)
+        # Distinguishes this consumer from an older one of a recovered connection id, across processes.
+        self.instance = secrets.token_urlsafe(6)
+        # Set when a newer connection recovered this one's id (then closed with 4006): its end must not end
+        # what the id holds (presence members).
+        self.superseded = False
         self.claims: Claims | None = None
         self.client_id = ""
         self.kb_id = ""
@@ -251,6 +256,12 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self.claims = claims
         self.client_id = claims.client_id
         self.kb_id = claims.kb_id
+        recovered: bool | None = None
+        if "recover" in request.members:
+            previous = recovered_connection_id(request.members["recover"], claims.kb_id, claims.client_id)
+            recovered = previous is not None
+            if previous is not None:
+                self.connection_id = previous
         if self._auth_timer is not None:
             self._auth_timer.cancel()
             self._auth_timer = None
@@ -264,14 +275,36 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self.send_frame(connected_frame(
             connection_id=self.connection_id, client_id=claims.client_id, kb_id=claims.kb_id,
             expires_at=claims.expires_at * 1000, limits=self.limits.announce(),
+            connection_key=connection_key(claims.kb_id, claims.client_id, self.connection_id), recovered=recovered,
         ))
         loop = asyncio.get_running_loop()
         self._schedule_expiry(loop)
         self._heartbeat_timer = loop.call_later(self.limits.heartbeat, self._heartbeat)
+        if recovered:
+            await self._recovered()
         await self._send_signal(signals.client_connected, kb_id=self.kb_id, client_id=self.client_id,
                                 connection_id=self.connection_id)
         await self.on_authenticated()
         return None
+
+    async def _recovered(self) -> None:
+        """This connection continues ``connection_id``: tell every process (``fanout.RECOVERED``).
+
+        Each process closes its other live connection with this id, if any (4006 superseded: a socket the
+        client abandoned but the server had not noticed yet), and sends ``signals.connection_recovered``, so
+        presence cancels the grace-period leave of the id and keeps its members.
+        """
+        from .broker import CONTROL_TOPIC
+
+        command = {"type": RECOVERED, "kbId": self.kb_id, "clientId": self.client_id,
+                   "connectionId": self.connection_id, "processId": get_broker().process_id,
+                   "instance": self.instance}
+        try:
+            await get_broker().broadcast(CONTROL_TOPIC, dumps(command))
+        except PulseError:
+            # Redis unreachable: this process at least (the control sink does the same locally).
+            logger.warning("Could not announce the recovery of %s to other processes", self.connection_id)
+            get_hub().recovered(command)
 
     async def _refresh(self, token: str) -> dict[str, Any]:
         claims = await _authenticate(token)
@@ -325,7 +358,12 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         """Called once the connection is authenticated and ``connected`` was sent."""
 
     async def on_disconnect(self, code: int) -> None:
-        """Called once when the connection ends (``code`` is the close code), after its subscriptions ended."""
+        """Called once when the connection ends (``code`` is the close code), after its subscriptions ended.
+
+        When ``self.superseded`` is True (code 4006) a newer connection continues this ``connection_id``
+        (``auth`` ``recover``): release this socket's own resources but do not end what the id holds (presence
+        members stay with the id).
+        """
 
     # -- subscriptions -------------------------------------------------------------------------------------
 

@@ -28,9 +28,43 @@ from .protocol import message_frame_serial
 if TYPE_CHECKING:
     from .fanout import Sink
 
-__all__ = ["ReplaySink", "SubscribePlan", "plan_subscribe"]
+__all__ = ["ReplaySink", "SubscribePlan", "connection_key", "plan_subscribe", "recovered_connection_id"]
 
 _HISTORY_LOST = '"reason":"history_lost"'
+
+
+# -- connection recovery -------------------------------------------------------------------------------------
+
+
+def _signer(kb_id: str, client_id: str) -> Any:
+    from django.core.signing import Signer
+
+    # The salt binds a key to its app and client: another client cannot take the connection over.
+    return Signer(salt=f"django_pulse.recover:{kb_id}:{client_id}")
+
+
+def connection_key(kb_id: str, client_id: str, connection_id: str) -> str:
+    """The secret a client presents (``auth`` ``recover``) to continue connection ``connection_id``.
+
+    Signed with the project's ``SECRET_KEY`` (``SECRET_KEY_FALLBACKS`` verify after a rotation), so any server
+    process can check it without shared state. A connection id alone is public (presence members show it).
+    """
+    signed: str = _signer(kb_id, client_id).sign(connection_id)
+    return signed
+
+
+def recovered_connection_id(key: str, kb_id: str, client_id: str) -> str | None:
+    """The connection id ``key`` continues, or None when it was not issued to this client of this app."""
+    from django.core.signing import BadSignature
+
+    try:
+        value: str = _signer(kb_id, client_id).unsign(key)
+    except BadSignature:
+        return None
+    return value if value.startswith("c_") else None
+
+
+# -- subscribe ------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)

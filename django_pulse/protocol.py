@@ -114,6 +114,7 @@ class CloseCode(IntEnum):
     APP_UNKNOWN = 4004
     REVOKED = 4005
     AUTH_TIMEOUT = 4008
+    SUPERSEDED = 4006
     SLOW_CONSUMER = 4010
     HEARTBEAT_TIMEOUT = 4011
     RATE_LIMITED = 4029
@@ -127,7 +128,8 @@ class CloseCode(IntEnum):
 
 
 _GIVE_UP = frozenset(
-    {CloseCode.NORMAL, CloseCode.PROTOCOL_ERROR, CloseCode.APP_DISABLED, CloseCode.APP_UNKNOWN, CloseCode.REVOKED}
+    {CloseCode.NORMAL, CloseCode.PROTOCOL_ERROR, CloseCode.APP_DISABLED, CloseCode.APP_UNKNOWN, CloseCode.REVOKED,
+     CloseCode.SUPERSEDED}
 )
 
 _CLOSE_FOR_ERROR = {
@@ -177,6 +179,7 @@ MAX_REF_LENGTH = 64
 MAX_REWIND = 10_000
 MAX_HISTORY_LIMIT = 1000
 MAX_EPOCH_LENGTH = 64
+MAX_CONNECTION_KEY_LENGTH = 256
 
 
 def dumps(value: Any) -> str:
@@ -264,6 +267,7 @@ def parse_frame(text: str, max_size: int) -> Request:
             )
     if action is Action.AUTH:
         _string_member(members, "token", ref, max_length=8192)
+        _string_member(members, "recover", ref, required=False, max_length=MAX_CONNECTION_KEY_LENGTH)
     elif action is Action.PUBLISH:
         _string_member(members, "name", ref)
         _string_member(members, "id", ref, required=False)
@@ -313,10 +317,19 @@ PING_FRAME = '{"action":"ping"}'
 
 
 def connected_frame(*, connection_id: str, client_id: str, kb_id: str, expires_at: int,
-                    limits: dict[str, int]) -> str:
-    """The reply to a successful first ``auth``; ``expires_at`` in ms since the epoch."""
-    return dumps({"action": "connected", "connectionId": connection_id, "clientId": client_id, "kbId": kb_id,
-                  "expiresAt": expires_at, "limits": limits})
+                    limits: dict[str, int], connection_key: str | None = None, recovered: bool | None = None) -> str:
+    """The reply to a successful first ``auth``; ``expires_at`` in ms since the epoch.
+
+    ``connection_key`` lets a later connection of the same client continue this one (``auth`` ``recover``);
+    ``recovered`` answers an ``auth`` that carried ``recover`` (absent otherwise).
+    """
+    frame: dict[str, Any] = {"action": "connected", "connectionId": connection_id, "clientId": client_id,
+                             "kbId": kb_id, "expiresAt": expires_at, "limits": limits}
+    if connection_key is not None:
+        frame["connectionKey"] = connection_key
+    if recovered is not None:
+        frame["recovered"] = recovered
+    return dumps(frame)
 
 
 def ok_frame(ref: str | int | None, result: dict[str, Any] | None = None) -> str:
@@ -358,7 +371,7 @@ def message_frame(head: str, serial: int) -> str:
     return f"{head}{serial}}}"
 
 
-_SERIAL_TAIL = '"serial":'
+_MESSAGE_SERIAL_TAIL = '"serial":'
 
 
 def message_frame_serial(text: str) -> int | None:
@@ -366,11 +379,11 @@ def message_frame_serial(text: str) -> int | None:
     other frame (a ``discontinuity`` notice). Reads only the frame's tail: no JSON parsing."""
     if not text.startswith('{"action":"message"'):
         return None
-    start = text.rfind(_SERIAL_TAIL)
+    start = text.rfind(_MESSAGE_SERIAL_TAIL)
     if start < 0:
         return None
     try:
-        return int(text[start + len(_SERIAL_TAIL):-1])
+        return int(text[start + len(_MESSAGE_SERIAL_TAIL):-1])
     except ValueError:
         return None
 

@@ -9,6 +9,10 @@ thread, as Django does it). A receiver that raises is logged and never breaks de
   server published).
 - ``client_connected``: ``kb_id, client_id, connection_id``.
 - ``client_disconnected``: ``kb_id, client_id, connection_id, code`` (the close code).
+- ``connection_recovered``: ``kb_id, client_id, connection_id, process_id`` — a new connection continued
+  ``connection_id`` (``auth`` with ``recover``; docs/history.md) on server process ``process_id``. Sent on
+  **every** process (through the control topic), after any older live connection with that id was closed with
+  4006: the process holding the id's grace-period presence leave cancels it here, so the members stay.
 - ``member_entered`` / ``member_updated`` / ``member_left``: ``kb_id, channel, member`` (the member dict:
   ``clientId, connectionId, data, timestamp``).
 - ``channel_occupied`` / ``channel_vacated``: ``kb_id, channel`` — the channel's presence set went from
@@ -26,6 +30,7 @@ __all__ = [
     "channel_vacated",
     "client_connected",
     "client_disconnected",
+    "connection_recovered",
     "member_entered",
     "member_left",
     "member_updated",
@@ -36,6 +41,7 @@ __all__ = [
 message_published = Signal()
 client_connected = Signal()
 client_disconnected = Signal()
+connection_recovered = Signal()
 member_entered = Signal()
 member_updated = Signal()
 member_left = Signal()

@@ -218,3 +218,81 @@ async def test_history_needs_the_history_capability() -> None:
     exact = await bob.request("subscribe", channel="posts", resume={"serial": 3, "epoch": epoch})
     assert exact["resumed"] is True
     await bob.close()
+
+
+# -- continuing a connection (auth recover) ------------------------------------------------------------
+
+
+async def auth_recover(client_id: str, key: Any) -> Client:
+    from tests.wsutil import open_client, token
+
+    client = await open_client()
+    await client.send({"action": "auth", "token": await token(client_id), "recover": key})
+    frame = await client.recv()
+    assert frame["action"] == "connected", frame
+    client.connected = frame
+    return client
+
+
+async def test_a_new_connection_continues_an_earlier_connection_id(backend: str) -> None:
+    from django_pulse import signals
+
+    recovered: list[dict[str, Any]] = []
+
+    async def receiver(**kwargs: Any) -> None:
+        recovered.append(kwargs)
+
+    signals.connection_recovered.connect(receiver)
+    try:
+        first = await connect("alice")
+        key = first.connected["connectionKey"]
+        assert "recovered" not in first.connected
+        # The old socket is still open as far as the server knows (the client abandoned it): it is closed 4006.
+        second = await auth_recover("alice", key)
+        assert second.connected["recovered"] is True
+        assert second.connected["connectionId"] == first.connected["connectionId"]
+        assert second.connected["connectionKey"] == key
+        assert await first.closed() == 4006
+        for _ in range(50):
+            if recovered:
+                break
+            await asyncio.sleep(0.01)
+        assert recovered == [{"signal": signals.connection_recovered, "sender": "django_pulse.fanout",
+                              "kb_id": "default", "client_id": "alice",
+                              "connection_id": first.connected["connectionId"],
+                              "process_id": get_broker().process_id}]
+        # The continued connection works as any other.
+        await second.request("subscribe", channel="posts")
+        await pulse.apublish("posts", "e", 1)
+        assert (await second.recv())["data"] == 1
+        await second.close()
+        await first.close()
+    finally:
+        signals.connection_recovered.disconnect(receiver)
+
+
+@pytest.mark.parametrize("forged", ["other-client", "garbage", "tampered"])
+async def test_a_connection_key_of_another_client_or_forged_is_not_continued(forged: str) -> None:
+    first = await connect("alice")
+    key = first.connected["connectionKey"]
+    if forged == "other-client":
+        client = await auth_recover("mallory", key)
+    elif forged == "garbage":
+        client = await auth_recover("alice", "c_abc:def")
+    else:
+        client = await auth_recover("alice", "c_" + key[2:-1] + ("A" if key[-1] != "A" else "B"))
+    assert client.connected["recovered"] is False
+    assert client.connected["connectionId"] != first.connected["connectionId"]
+    assert await first.nothing()  # nobody was closed
+    await client.close()
+    await first.close()
+
+
+async def test_recover_must_be_a_string() -> None:
+    from tests.wsutil import open_client, token
+
+    client = await open_client()
+    await client.send({"action": "auth", "token": await token("alice"), "recover": 5, "ref": 1})
+    frame = await client.recv()
+    assert (frame["code"], frame["ref"]) == ("bad_request", 1) and "recover" in frame["message"]
+    await client.close()
