@@ -1,0 +1,96 @@
+"""Recovery against real daphne processes with the Python client: a client that dropped reconnects (to the same
+process, or to another one sharing Redis) and receives what it missed, once, in order, then live."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from django_pulse.client import Realtime
+from tests.servers import LiveServer, live_server
+
+
+async def client_for(server: LiveServer, client_id: str = "tester", **kwargs: Any) -> Realtime:
+    token = await asyncio.to_thread(server.token, client_id)
+    return await Realtime.connect(token["endpoint"], token["token"], **kwargs)
+
+
+async def publish_many(server: LiveServer, channel: str, count: int, start: int = 0) -> list[str]:
+    return [await asyncio.to_thread(server.publish, channel, "e", {"i": i}) for i in range(start, start + count)]
+
+
+async def drop(client: Realtime) -> None:
+    """End the connection without a close frame, as a lost network does."""
+    transport = client.ws.transport
+    transport.abort()
+    await client.wait_closed()
+
+
+async def test_reconnect_recovers_what_was_missed_in_memory_mode() -> None:
+    with live_server() as server:
+        alice = await client_for(server, "alice")
+        await alice.subscribe("posts")
+        await alice.subscribe("other")
+        first = await publish_many(server, "posts", 3)
+        assert [(await alice.next_event(5))["id"] for _ in range(3)] == first
+        await drop(alice)
+        missed = await publish_many(server, "posts", 5, start=3)
+        again = await client_for(server, "alice", recover=alice)
+        assert again.connected["recovered"] is True
+        assert again.connection_id == alice.connection_id
+        assert again.resumed == {"posts": True, "other": True}
+        frames = [await again.next_event(5) for _ in range(5)]
+        assert [f["id"] for f in frames] == missed
+        assert [f["serial"] for f in frames] == [4, 5, 6, 7, 8]
+        live = await publish_many(server, "posts", 1, start=8)
+        assert (await again.next_event(5))["id"] == live[0]
+        with pytest.raises(TimeoutError):
+            await again.next_event(0.3)
+        await again.close()
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+async def test_a_client_recovers_on_the_other_process(redis_url: str, redis_prefix: str) -> None:
+    with live_server(redis_url=redis_url, redis_prefix=redis_prefix) as first, live_server(
+        redis_url=redis_url, redis_prefix=redis_prefix, database=first.database
+    ) as second:
+        alice = await client_for(first, "alice")
+        await alice.subscribe("posts")
+        seen = await publish_many(first, "posts", 2)
+        assert [(await alice.next_event(5))["id"] for _ in range(2)] == seen
+        await drop(alice)
+        # Published on both processes while alice is away.
+        missed = await publish_many(first, "posts", 3, start=2) + await publish_many(second, "posts", 3, start=5)
+        again = await client_for(second, "alice", recover=alice)
+        assert again.resumed == {"posts": True}
+        assert again.connection_id == alice.connection_id
+        frames = [await again.next_event(5) for _ in range(6)]
+        assert [f["id"] for f in frames] == missed
+        assert [f["serial"] for f in frames] == [3, 4, 5, 6, 7, 8]
+        live = await publish_many(first, "posts", 1, start=8)
+        assert (await again.next_event(5))["id"] == live[0]
+        with pytest.raises(TimeoutError):
+            await again.next_event(0.3)
+        await again.close()
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+async def test_outside_the_window_the_client_is_told_to_reload(redis_url: str, redis_prefix: str) -> None:
+    with live_server(redis_url=redis_url, redis_prefix=redis_prefix, pulse={"HISTORY_SIZE": 5}) as server:
+        alice = await client_for(server, "alice")
+        await alice.subscribe("posts")
+        await publish_many(server, "posts", 1)
+        await alice.next_event(5)
+        await drop(alice)
+        await publish_many(server, "posts", 8, start=1)
+        again = await client_for(server, "alice", recover=alice)
+        assert again.resumed == {"posts": False}
+        with pytest.raises(TimeoutError):
+            await again.next_event(0.3)  # nothing replayed: the application reloads instead
+        await publish_many(server, "posts", 1, start=9)
+        assert (await again.next_event(5))["serial"] == 10
+        await again.close()
