@@ -257,11 +257,12 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self.client_id = claims.client_id
         self.kb_id = claims.kb_id
         recovered: bool | None = None
+        previous_process = ""
         if "recover" in request.members:
             previous = recovered_connection_id(request.members["recover"], claims.kb_id, claims.client_id)
             recovered = previous is not None
             if previous is not None:
-                self.connection_id = previous
+                self.connection_id, previous_process = previous
         if self._auth_timer is not None:
             self._auth_timer.cancel()
             self._auth_timer = None
@@ -275,30 +276,38 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self.send_frame(connected_frame(
             connection_id=self.connection_id, client_id=claims.client_id, kb_id=claims.kb_id,
             expires_at=claims.expires_at * 1000, limits=self.limits.announce(),
-            connection_key=connection_key(claims.kb_id, claims.client_id, self.connection_id), recovered=recovered,
+            connection_key=connection_key(claims.kb_id, claims.client_id, self.connection_id,
+                                          get_broker().process_id),
+            recovered=recovered,
         ))
         loop = asyncio.get_running_loop()
         self._schedule_expiry(loop)
         self._heartbeat_timer = loop.call_later(self.limits.heartbeat, self._heartbeat)
         if recovered:
-            await self._recovered()
+            await self._recovered(previous_process)
         await self._send_signal(signals.client_connected, kb_id=self.kb_id, client_id=self.client_id,
                                 connection_id=self.connection_id)
         await self.on_authenticated()
         return None
 
-    async def _recovered(self) -> None:
-        """This connection continues ``connection_id``: tell every process (``fanout.RECOVERED``).
+    async def _recovered(self, previous_process: str) -> None:
+        """This connection continues ``connection_id``, last held by ``previous_process``.
 
-        Each process closes its other live connection with this id, if any (4006 superseded: a socket the
-        client abandoned but the server had not noticed yet), and sends ``signals.connection_recovered``, so
-        presence cancels the grace-period leave of the id and keeps its members.
+        Presence keeps the id's members, now held by this process (``connection_continued``: no leave, no
+        enter). Then every process is told (``fanout.RECOVERED``): each closes its other live connection with
+        this id, if any (4006 superseded: a socket the client abandoned but the server had not noticed yet),
+        and sends ``signals.connection_recovered`` (presence elsewhere forgets the id without leaving).
         """
         from .broker import CONTROL_TOPIC
+        from .presence.handlers import connection_continued
 
+        try:
+            await connection_continued(self, previous_process)
+        except PulseError:
+            logger.warning("Could not keep the presence of recovered connection %s", self.connection_id)
         command = {"type": RECOVERED, "kbId": self.kb_id, "clientId": self.client_id,
                    "connectionId": self.connection_id, "processId": get_broker().process_id,
-                   "instance": self.instance}
+                   "previousProcessId": previous_process, "instance": self.instance}
         try:
             await get_broker().broadcast(CONTROL_TOPIC, dumps(command))
         except PulseError:

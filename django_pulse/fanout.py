@@ -320,7 +320,7 @@ class Hub:
                 conn.superseded = True
                 conn.close(CloseCode.SUPERSEDED)
         kwargs = {"kb_id": command.get("kbId"), "client_id": command.get("clientId"), "connection_id": connection_id,
-                  "process_id": command.get("processId")}
+                  "process_id": command.get("processId"), "previous_process_id": command.get("previousProcessId")}
         task = asyncio.get_running_loop().create_task(signals.connection_recovered.asend_robust(
             sender=__name__, **kwargs))
         self._signal_tasks.add(task)

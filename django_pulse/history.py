@@ -43,25 +43,28 @@ def _signer(kb_id: str, client_id: str) -> Any:
     return Signer(salt=f"django_pulse.recover:{kb_id}:{client_id}")
 
 
-def connection_key(kb_id: str, client_id: str, connection_id: str) -> str:
-    """The secret a client presents (``auth`` ``recover``) to continue connection ``connection_id``.
+def connection_key(kb_id: str, client_id: str, connection_id: str, process_id: str) -> str:
+    """The secret a client presents (``auth`` ``recover``) to continue connection ``connection_id``, held by
+    server process ``process_id``.
 
     Signed with the project's ``SECRET_KEY`` (``SECRET_KEY_FALLBACKS`` verify after a rotation), so any server
     process can check it without shared state. A connection id alone is public (presence members show it).
     """
-    signed: str = _signer(kb_id, client_id).sign(connection_id)
+    signed: str = _signer(kb_id, client_id).sign(f"{connection_id}/{process_id}")
     return signed
 
 
-def recovered_connection_id(key: str, kb_id: str, client_id: str) -> str | None:
-    """The connection id ``key`` continues, or None when it was not issued to this client of this app."""
+def recovered_connection_id(key: str, kb_id: str, client_id: str) -> tuple[str, str] | None:
+    """``(connection id, process id)`` that ``key`` continues, or None when it was not issued to this client of
+    this app."""
     from django.core.signing import BadSignature
 
     try:
         value: str = _signer(kb_id, client_id).unsign(key)
     except BadSignature:
         return None
-    return value if value.startswith("c_") else None
+    connection_id, _, process_id = value.partition("/")
+    return (connection_id, process_id) if connection_id.startswith("c_") else None
 
 
 # -- subscribe ------------------------------------------------------------------------------------------------

@@ -9,10 +9,11 @@ thread, as Django does it). A receiver that raises is logged and never breaks de
   server published).
 - ``client_connected``: ``kb_id, client_id, connection_id``.
 - ``client_disconnected``: ``kb_id, client_id, connection_id, code`` (the close code).
-- ``connection_recovered``: ``kb_id, client_id, connection_id, process_id`` — a new connection continued
-  ``connection_id`` (``auth`` with ``recover``; docs/history.md) on server process ``process_id``. Sent on
-  **every** process (through the control topic), after any older live connection with that id was closed with
-  4006: the process holding the id's grace-period presence leave cancels it here, so the members stay.
+- ``connection_recovered``: ``kb_id, client_id, connection_id, process_id, previous_process_id`` — a new
+  connection on server process ``process_id`` continued ``connection_id``, last held by
+  ``previous_process_id`` (``auth`` with ``recover``; docs/history.md). Sent on **every** process (through the
+  control topic), after that process closed any older live connection with that id (4006). Presence uses it:
+  the id's members stay, held by the new process, with no leave or enter event.
 - ``member_entered`` / ``member_updated`` / ``member_left``: ``kb_id, channel, member`` (the member dict:
   ``clientId, connectionId, data, timestamp``).
 - ``channel_occupied`` / ``channel_vacated``: ``kb_id, channel`` — the channel's presence set went from

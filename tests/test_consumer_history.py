@@ -24,6 +24,9 @@ async def backend(request: pytest.FixtureRequest, settings: Any) -> AsyncIterato
     if request.param == "redis":
         request.getfixturevalue("pulse_redis")
     yield str(request.param)
+    from django_pulse.registry import get_registry
+
+    await get_registry().stop()
     await get_broker().aclose()
 
 
@@ -260,7 +263,8 @@ async def test_a_new_connection_continues_an_earlier_connection_id(backend: str)
         assert recovered == [{"signal": signals.connection_recovered, "sender": "django_pulse.fanout",
                               "kb_id": "default", "client_id": "alice",
                               "connection_id": first.connected["connectionId"],
-                              "process_id": get_broker().process_id}]
+                              "process_id": get_broker().process_id,
+                              "previous_process_id": get_broker().process_id}]
         # The continued connection works as any other.
         await second.request("subscribe", channel="posts")
         await pulse.apublish("posts", "e", 1)
@@ -296,3 +300,66 @@ async def test_recover_must_be_a_string() -> None:
     frame = await client.recv()
     assert (frame["code"], frame["ref"]) == ("bad_request", 1) and "recover" in frame["message"]
     await client.close()
+
+
+# -- presence continuity ---------------------------------------------------------------------------------
+
+
+async def next_presence(client: Client, timeout: float = 3) -> dict[str, Any]:
+    while True:
+        frame = await client.recv(timeout)
+        if frame["action"] == "presence":
+            return frame
+
+
+async def test_a_recovered_connection_keeps_its_presence_without_leave_or_enter(backend: str, settings: Any) -> None:
+    settings.PULSE = {**settings.PULSE, "PRESENCE_GRACE": 0.5}
+    watcher = await connect("watcher")
+    await watcher.request("presence.subscribe", channel="room")
+    alice = await connect("alice")
+    entered = await alice.request("presence.enter", channel="room", data={"name": "Alice"})
+    assert (await next_presence(watcher))["event"] == "enter"
+    await alice.comm.disconnect(code=1006)  # the network went away: members kept for the grace period
+    again = await auth_recover("alice", alice.connected["connectionKey"])
+    assert again.connected["recovered"] is True
+    assert await watcher.nothing(1.0)  # past the grace period: no leave, no enter
+    members = (await pulse.apresence("room"))["members"]
+    assert members == [entered["member"]]
+    # The member belongs to the new socket: it updates it, and its clean close leaves.
+    await again.request("presence.update", channel="room", data={"name": "Alice 2"})
+    assert (await next_presence(watcher))["event"] == "update"
+    await again.comm.disconnect(code=1000)
+    event = await next_presence(watcher)
+    assert (event["event"], event["member"]["connectionId"]) == ("leave", alice.connected["connectionId"])
+    await watcher.close()
+
+
+async def test_an_unnoticed_old_socket_is_superseded_without_leaving(backend: str) -> None:
+    watcher = await connect("watcher")
+    await watcher.request("presence.subscribe", channel="room")
+    alice = await connect("alice")
+    await alice.request("presence.enter", channel="room")
+    await next_presence(watcher)
+    again = await auth_recover("alice", alice.connected["connectionKey"])
+    assert await alice.closed() == 4006
+    await alice.comm.disconnect(code=4006)
+    assert await watcher.nothing(0.5)
+    assert (await pulse.apresence("room"))["count"] == 1
+    await again.request("presence.leave", channel="room")
+    assert (await next_presence(watcher))["event"] == "leave"
+    await again.close()
+    await watcher.close()
+
+
+async def test_without_recovery_the_member_leaves_after_the_grace_period(backend: str, settings: Any) -> None:
+    settings.PULSE = {**settings.PULSE, "PRESENCE_GRACE": 0.3}
+    watcher = await connect("watcher")
+    await watcher.request("presence.subscribe", channel="room")
+    alice = await connect("alice")
+    await alice.request("presence.enter", channel="room")
+    await next_presence(watcher)
+    await alice.comm.disconnect(code=1006)
+    fresh = await connect("alice")  # reconnects without recover: a new member, the old one leaves
+    assert (await next_presence(watcher, timeout=3))["event"] == "leave"
+    await fresh.close()
+    await watcher.close()

@@ -94,3 +94,37 @@ async def test_outside_the_window_the_client_is_told_to_reload(redis_url: str, r
         await publish_many(server, "posts", 1, start=9)
         assert (await again.next_event(5))["serial"] == 10
         await again.close()
+
+
+async def next_presence(client: Realtime, timeout: float = 5) -> dict[str, Any]:
+    while True:
+        frame = await client.next_event(timeout)
+        if frame["action"] == "presence":
+            return frame
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+async def test_presence_follows_a_connection_recovered_on_the_other_process(redis_url: str,
+                                                                           redis_prefix: str) -> None:
+    settings = {"PRESENCE_GRACE": 1.5}
+    with live_server(redis_url=redis_url, redis_prefix=redis_prefix, pulse=settings) as first, live_server(
+        redis_url=redis_url, redis_prefix=redis_prefix, database=first.database, pulse=settings
+    ) as second:
+        watcher = await client_for(second, "watcher")
+        await watcher.request("presence.subscribe", channel="room")
+        alice = await client_for(first, "alice")
+        await alice.request("presence.enter", channel="room", data={"name": "Alice"})
+        assert (await next_presence(watcher))["event"] == "enter"
+        await drop(alice)
+        again = await client_for(second, "alice", recover=alice)
+        assert again.connected["recovered"] is True
+        with pytest.raises(TimeoutError):
+            await next_presence(watcher, timeout=3)  # the first process's grace period passed: no leave
+        members = (await watcher.request("presence.get", channel="room"))["members"]
+        assert [(m["clientId"], m["connectionId"]) for m in members] == [("alice", alice.connection_id)]
+        # The second process holds the member now: the recovered socket's clean close leaves it at once.
+        await again.close()
+        event = await next_presence(watcher)
+        assert (event["event"], event["member"]["clientId"]) == ("leave", "alice")
+        await watcher.close()
