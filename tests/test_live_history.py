@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from websockets.exceptions import InvalidHandshake
 
 from django_pulse.client import Realtime
 from tests.servers import LiveServer, live_server
@@ -127,4 +128,34 @@ async def test_presence_follows_a_connection_recovered_on_the_other_process(redi
         await again.close()
         event = await next_presence(watcher)
         assert (event["event"], event["member"]["clientId"]) == ("leave", "alice")
+        await watcher.close()
+
+
+async def test_a_network_cut_is_recovered_through_a_proxy() -> None:
+    """The connection dies in the network (a TCP reset between client and server), not by the client's hand."""
+    from tests.tcpproxy import CuttableProxy
+
+    with live_server(pulse={"PRESENCE_GRACE": 5}) as server, CuttableProxy(server.port) as proxy:
+        token = await asyncio.to_thread(server.token, "alice")
+        endpoint = f"ws://127.0.0.1:{proxy.port}/pulse/ws/"
+        alice = await Realtime.connect(endpoint, token["token"])
+        await alice.subscribe("posts")
+        await alice.request("presence.enter", channel="posts", data={"name": "Alice"})
+        watcher = await client_for(server, "watcher")
+        await watcher.request("presence.subscribe", channel="posts")
+        proxy.cut()
+        assert await alice.wait_closed() == 1006
+        missed = await publish_many(server, "posts", 20)
+        with pytest.raises((OSError, InvalidHandshake)):
+            await Realtime.connect(endpoint, token["token"], open_timeout=2)  # still cut
+        proxy.restore()
+        again = await Realtime.connect(endpoint, token["token"], recover=alice)
+        assert again.resumed == {"posts": True}
+        frames = [await again.next_event(5) for _ in range(20)]
+        assert [f["id"] for f in frames] == missed
+        members = (await watcher.request("presence.get", channel="posts"))["members"]
+        assert [m["connectionId"] for m in members] == [alice.connection_id]
+        with pytest.raises(TimeoutError):  # no leave, no enter
+            await watcher.next_event(0.5)
+        await again.close()
         await watcher.close()
