@@ -159,3 +159,36 @@ async def test_a_network_cut_is_recovered_through_a_proxy() -> None:
             await watcher.next_event(0.5)
         await again.close()
         await watcher.close()
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+async def test_redis_flushed_while_away_means_a_new_epoch_and_resumed_false(redis_url: str,
+                                                                            redis_prefix: str) -> None:
+    import redis
+
+    with live_server(redis_url=redis_url, redis_prefix=redis_prefix) as server:
+        alice = await client_for(server, "alice")
+        reply = await alice.subscribe("posts")
+        await publish_many(server, "posts", 3)
+        for _ in range(3):
+            await alice.next_event(5)
+        await drop(alice)
+
+        def flush() -> int:  # FLUSHDB, restricted to this test's keys (the Redis is shared)
+            admin = redis.Redis.from_url(redis_url)
+            try:
+                keys = list(admin.scan_iter(f"{redis_prefix}:*"))
+                return int(admin.delete(*keys)) if keys else 0
+            finally:
+                admin.close()
+
+        assert await asyncio.to_thread(flush) > 0
+        await publish_many(server, "posts", 2, start=3)
+        again = await client_for(server, "alice", recover=alice)
+        assert again.resumed == {"posts": False}
+        assert again.positions["posts"][1] != reply["epoch"]  # a new epoch
+        assert again.positions["posts"][0] == 2  # the counter started again
+        with pytest.raises(TimeoutError):
+            await again.next_event(0.3)
+        await again.close()
