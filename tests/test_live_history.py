@@ -192,3 +192,23 @@ async def test_redis_flushed_while_away_means_a_new_epoch_and_resumed_false(redi
         with pytest.raises(TimeoutError):
             await again.next_event(0.3)
         await again.close()
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+async def test_the_same_id_published_on_two_processes_three_times_is_delivered_once(
+        redis_url: str, redis_prefix: str) -> None:
+    with live_server(redis_url=redis_url, redis_prefix=redis_prefix) as first, live_server(
+        redis_url=redis_url, redis_prefix=redis_prefix, database=first.database
+    ) as second:
+        alice = await client_for(second, "alice")
+        await alice.subscribe("posts")
+        for server in (first, second, first):  # a publisher retrying, its retries landing anywhere
+            assert await asyncio.to_thread(server.publish, "posts", "e", {"n": 1}, id="retry-me") == "retry-me"
+        await asyncio.to_thread(first.publish, "posts", "e", "after")
+        frames = [await alice.next_event(5) for _ in range(2)]
+        assert [(f["id"], f["serial"]) for f in frames] == [("retry-me", 1), (frames[1]["id"], 2)]
+        with pytest.raises(TimeoutError):
+            await alice.next_event(0.3)
+        assert [m["id"] for m in await alice.history("posts")] == ["retry-me", frames[1]["id"]]
+        await alice.close()
