@@ -260,9 +260,14 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         previous_process = ""
         if "recover" in request.members:
             previous = recovered_connection_id(request.members["recover"], claims.kb_id, claims.client_id)
-            recovered = previous is not None
-            if previous is not None:
+            # Without shared state (the in-memory broker) only this process can continue its own connections:
+            # a key from another process means the server restarted and the connection's state is gone.
+            broker = get_broker()
+            if previous is not None and (broker.shared or previous[1] == broker.process_id):
                 self.connection_id, previous_process = previous
+                recovered = True
+            else:
+                recovered = False
         if self._auth_timer is not None:
             self._auth_timer.cancel()
             self._auth_timer = None

@@ -392,3 +392,19 @@ async def test_the_same_id_published_three_times_is_delivered_and_kept_once(back
     assert await again.nothing()
     for client in (alice, bob, again):
         await client.close()
+
+
+async def test_a_connection_of_a_restarted_process_is_continued_only_with_shared_state(backend: str) -> None:
+    from django_pulse.broker import reset_broker
+
+    alice = await connect("alice")
+    key = alice.connected["connectionKey"]
+    await alice.comm.disconnect(code=1006)
+    old = get_broker()
+    reset_broker()  # this process now has a new broker: as if the server had restarted
+    await old.aclose()
+    again = await auth_recover("alice", key)
+    # Memory: the old process's state is gone, so this is a new connection. Redis: the state is shared.
+    assert again.connected["recovered"] is (backend == "redis")
+    assert (again.connected["connectionId"] == alice.connected["connectionId"]) is (backend == "redis")
+    await again.close()

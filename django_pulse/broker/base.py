@@ -64,6 +64,10 @@ class Broker(abc.ABC):
     will reach this process.
     """
 
+    # True when the broker's state (serials, history, presence) is shared by several server processes (Redis):
+    # then a connection held by another process can be continued here.
+    shared = False
+
     def __init__(self) -> None:
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 

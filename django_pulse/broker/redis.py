@@ -168,6 +168,8 @@ class _RespConnection:
 class RedisBroker(Broker):
     """The broker for several server processes sharing Redis (``PULSE["REDIS_URL"]``)."""
 
+    shared = True
+
     def __init__(self, url: str | None = None, prefix: str | None = None) -> None:
         from ..conf import pulse_settings
 
