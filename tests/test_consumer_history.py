@@ -369,26 +369,29 @@ async def test_without_recovery_the_member_leaves_after_the_grace_period(backend
 
 
 async def test_the_same_id_published_three_times_is_delivered_and_kept_once(backend: str) -> None:
+    import secrets
+
     from asgiref.sync import sync_to_async
 
+    oid = f"order-{secrets.token_hex(4)}"  # the in-memory id record is per process, shared by every test
     alice = await connect("alice")
     reply = await alice.request("subscribe", channel="posts")
     bob = await connect("bob")
-    assert await pulse.apublish("posts", "e", {"try": 1}, id="order-42") == "order-42"
-    assert await sync_to_async(pulse.publish)("posts", "e", {"try": 2}, id="order-42") == "order-42"
-    repeat = await bob.request("publish", channel="posts", name="e", data={"try": 3}, id="order-42")
-    assert repeat["id"] == "order-42"
+    assert await pulse.apublish("posts", "e", {"try": 1}, id=oid) == oid
+    assert await sync_to_async(pulse.publish)("posts", "e", {"try": 2}, id=oid) == oid
+    repeat = await bob.request("publish", channel="posts", name="e", data={"try": 3}, id=oid)
+    assert repeat["id"] == oid
     await pulse.apublish("posts", "e", "next")
     frames = await messages(alice, 2)
-    assert [(f["id"], f["data"], f["serial"]) for f in frames] == [("order-42", {"try": 1}, 1),
+    assert [(f["id"], f["data"], f["serial"]) for f in frames] == [(oid, {"try": 1}, 1),
                                                                    (frames[1]["id"], "next", 2)]
     assert await alice.nothing()
-    assert [m["id"] for m in await pulse.ahistory("posts")] == ["order-42", frames[1]["id"]]
+    assert [m["id"] for m in await pulse.ahistory("posts")] == [oid, frames[1]["id"]]
     # A client that resumes from before the first try gets it once too.
     again = await connect("alice")
     resumed = await again.request("subscribe", channel="posts", resume={"serial": 0, "epoch": reply["epoch"]})
     assert resumed["resumed"] is True
-    assert [f["id"] for f in await messages(again, 2)] == ["order-42", frames[1]["id"]]
+    assert [f["id"] for f in await messages(again, 2)] == [oid, frames[1]["id"]]
     assert await again.nothing()
     for client in (alice, bob, again):
         await client.close()
