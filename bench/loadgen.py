@@ -20,6 +20,7 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import threading
 import time
 import traceback
 from array import array
@@ -267,33 +268,37 @@ class Worker:
         self.clients: list[Subscriber] = []
         self.observer: Subscriber | None = None
         self.ref = 0
-        self.tasks: set[asyncio.Future[None]] = set()
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
         self.done: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(self.conn.fileno(), self._readable)
+        # Commands are read and answered by a thread with the pipe left blocking: an event loop reader would
+        # make the fd non-blocking (uvloop does), and a large reply would then fail with EAGAIN.
+        threading.Thread(target=self._pump, args=(loop,), daemon=True).start()
         await self.done
-        loop.remove_reader(self.conn.fileno())
 
-    def _readable(self) -> None:
-        while self.conn.poll():
+    def _pump(self, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
             try:
                 name, args = self.conn.recv()
-            except EOFError:
-                if not self.done.done():
-                    self.done.set_result(None)
+            except (EOFError, OSError):
+                loop.call_soon_threadsafe(self._finish)
                 return
-            task = asyncio.ensure_future(self._run(name, args))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            reply = asyncio.run_coroutine_threadsafe(self._run(name, args), loop).result()
+            self.conn.send(reply)
+            if name == "stop":
+                loop.call_soon_threadsafe(self._finish)
+                return
 
-    async def _run(self, name: str, args: dict[str, Any]) -> None:
+    def _finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    async def _run(self, name: str, args: dict[str, Any]) -> tuple[str, Any]:
         try:
-            reply: tuple[str, Any] = ("ok", await getattr(self, f"cmd_{name}")(**args))
+            return ("ok", await getattr(self, f"cmd_{name}")(**args))
         except Exception as exc:
-            reply = ("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
-        self.conn.send(reply)
+            return ("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
 
     def _next_ref(self) -> int:
         self.ref += 1
@@ -419,7 +424,6 @@ class Worker:
 
     async def cmd_stop(self) -> None:
         await self.cmd_close()
-        self.done.set_result(None)
 
 
 def worker_main(conn: Connection, cpus: list[int] | None) -> None:

@@ -1,9 +1,10 @@
 """Each ASGI server's own ceiling: a bare ASGI app, no Django, no Channels.
 
 A WebSocket is accepted, answered ``{"action": "ready"}`` and kept in a set; a publish encodes the frame
-once and awaits every connection's ASGI ``send`` with the same message dict, one after another (on daphne,
-uvicorn and granian a send that has room in the socket's buffer completes without suspending, so nothing
-is gained by gathering; ``BENCH_BARE_SEND=gather`` tries it anyway).
+once and calls every connection's ASGI ``send`` with the same message dict. ``BENCH_BARE_SEND`` picks how:
+``seq`` awaits them one after another (fastest on daphne and uvicorn, where a send with room in the socket
+buffer completes without suspending), ``gather`` runs them concurrently (fastest on granian, whose send
+always suspends); ``bench.servers`` sets the faster one for each server, so this is each server's ceiling.
 """
 
 from __future__ import annotations
