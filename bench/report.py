@@ -235,6 +235,8 @@ def render(results: dict[str, Any]) -> str:
         if "error" in server:
             notes.append(f"{name}: failed ({server['error']})")
         for c, run in server["runs"].items():
+            if "error" in run:
+                notes.append(f"{name} C={c}: failed ({run['error']}); later C's ran on a fresh server process")
             connect = run.get("connect", {})
             ramp = run.get("ramp")
             sat = "-"

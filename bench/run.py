@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import os
 import platform
+import signal
 import socket
 import sys
 import tempfile
@@ -254,90 +255,110 @@ class Bench:
 
     # -- one server ------------------------------------------------------------------------------------------
     def run_server(self, spec: ServerSpec) -> dict[str, Any]:
+        """Every C on one server process; a C that fails (e.g. a publish request starved past its timeout) is
+        recorded and the next C gets a fresh process, so one collapse does not cost the other figures."""
         result: dict[str, Any] = {"label": spec.label, "family": spec.family, "server": spec.server,
                                   "layer": spec.layer, "processes": spec.processes, "runs": {}, "notes": []}
         if spec.layer == "redis" and not self.redis_url:
             result["skipped"] = f"Redis is not reachable at {self.args.redis_url}"
             return result
         started = time.monotonic()
+        server: RunningServer | None = None
+        seq, estimate, tokens = 0, 10_000.0, []
         try:
-            server = start_server(spec, workdir=self.workdir, database=self.database, redis_url=self.redis_url,
-                                  pin=self.server_cpus)
-        except (RuntimeError, TimeoutError) as exc:
-            result["skipped"] = f"did not start: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}"
-            result["log"] = str(exc)[-3000:]
-            return result
-        result["start_s"] = time.monotonic() - started
-        try:
-            self._measure(spec, server, result)
-        except Exception as exc:  # one broken server must not lose the other servers' results
-            result["error"] = f"{type(exc).__name__}: {exc}"
-            result["log"] = server.log_tail(30)
-            _say(f"  ! {spec.name}: {result['error']}")
-            with contextlib.suppress(Exception):
-                self.loadgen.call("close", timeout=60)
+            for subs in self.plan.cs:
+                if server is None:
+                    try:
+                        server = start_server(spec, workdir=self.workdir, database=self.database,
+                                              redis_url=self.redis_url, pin=self.server_cpus)
+                    except (RuntimeError, TimeoutError) as exc:
+                        text = str(exc).strip()
+                        result["skipped"] = f"did not start: {text.splitlines()[-1] if text else exc}"
+                        result["log"] = text[-3000:]
+                        return result
+                    result.setdefault("start_s", time.monotonic() - started)
+                    result.setdefault("redis_prefixes", []).append(server.redis_prefix)
+                    tokens = server.tokens(min(max(self.plan.cs), 1000)) if spec.mode == "pulse" else []
+                    seq, estimate = self._warmup(spec, server, tokens, seq, result)
+                try:
+                    seq, estimate = self._measure(spec, server, tokens, subs, seq, estimate, result)
+                except Exception as exc:  # recorded; the next C starts over on a fresh process
+                    run = result["runs"].setdefault(str(subs), {})
+                    run["error"] = f"{type(exc).__name__}: {exc}"
+                    run["log"] = server.log_tail(20)
+                    _say(f"  ! C={subs}: {run['error']} (the next C gets a fresh server process)")
+                    with contextlib.suppress(Exception):
+                        self.loadgen.call("close", timeout=120)
+                    server.stop()
+                    server = None
         finally:
-            server.stop()
+            if server is not None:
+                server.stop()
+        result["redis_prefix"] = next((p for p in result.get("redis_prefixes", []) if p), None)
         result["seconds"] = time.monotonic() - started
         return result
 
-    def _measure(self, spec: ServerSpec, server: RunningServer, result: dict[str, Any]) -> None:
+    def _warmup(self, spec: ServerSpec, server: RunningServer, tokens: list[str], seq: int,
+                result: dict[str, Any]) -> tuple[int, float]:
+        """First-use imports and caches must not count as per-connection memory; the warm-up's CPU per
+        delivery gives the first ramp its starting rate."""
         plan = self.plan
         targets = [Target("127.0.0.1", port, spec.ws_path) for port in server.ports]
-        tokens = server.tokens(min(max(plan.cs), 1000)) if spec.mode == "pulse" else []
-        seq = 0
-        # Warm-up: first-use imports and caches must not count as per-connection memory, and its CPU per
-        # delivery gives the first ramp its starting rate.
         self.loadgen.connect(targets, plan.warmup_subs, spec.mode, tokens, CHANNEL, plan.warmup_subs,
                              plan.connect_timeout)
         warm = self.fixed_phase(server, plan.warmup_subs, 200, plan.warmup_messages / 200, seq)
-        seq += warm["messages"]
         estimate = 1e6 / warm["cpu_us_per_delivery"] if warm["cpu_us_per_delivery"] else 10_000.0
         result["warmup"] = {k: warm[k] for k in ("received", "expected", "cpu_us_per_delivery", "p50_ms")}
         self.loadgen.call("close")
         self.quiesce(server)
-        for subs_wanted in plan.cs:
-            self.loadgen.call("reset")
-            run: dict[str, Any] = {"fixed": []}
-            time.sleep(0.2)
-            rss0 = server.rss_bytes()
-            connect = self.loadgen.connect(targets, subs_wanted, spec.mode, tokens, CHANNEL,
-                                           plan.connect_concurrency, plan.connect_timeout)
-            subs = connect["opened"]
-            connect["per_s"] = subs / connect["seconds"] if connect["seconds"] else None
-            run["connect"] = connect
-            result["runs"][str(subs_wanted)] = run
-            _say(f"  C={subs_wanted}: {subs} open in {connect['seconds']:.1f} s"
-                 + (f", {connect['failed']} failed {connect['failures']}" if connect["failed"] else ""))
-            if not subs:
-                run["skipped"] = "no subscriber could connect"
-                continue
-            time.sleep(plan.settle_s)
-            rss1 = server.rss_bytes()
-            run["rss_before"], run["rss_after"] = rss0, rss1
-            run["rss_per_conn_bytes"] = (rss1 - rss0) / subs
-            for rate, seconds in plan.fixed[subs_wanted]:
-                phase = self.fixed_phase(server, subs, rate, seconds, seq)
-                seq += phase["messages"]
-                run["fixed"].append(phase)
-                _say(f"    {rate:g} msg/s x {subs}: delivered {100 - phase['loss_pct']:.1f} %, "
-                     f"p50 {report.fmt_ms(phase['p50_ms'])} p99 {report.fmt_ms(phase['p99_ms'])}, "
-                     f"{report.fmt_num(phase['cpu_us_per_delivery'])} µs CPU/delivery")
-            if spec.family == "pulse" and subs_wanted == plan.presence_c:
-                run["presence"] = self.presence_storm(subs)
-                _say(f"    presence storm: {report.presence_summary(run['presence'])}")
-            costs = [p["cpu_us_per_delivery"] for p in run["fixed"] if p["cpu_us_per_delivery"] and p["loss"] <= 0]
-            if costs:
-                estimate = 1e6 / min(costs)
-            run["ramp"], seq = self.ramp(server, subs, estimate, seq)
-            _say(f"    ramp: max {report.fmt_num(run['ramp']['max_delivered_per_s'])} deliveries/s "
-                 f"({'saturated' if run['ramp']['saturated'] else 'not saturated: a lower bound'})")
-            run["info"] = self.loadgen.info()
-            run["silent_at_end"] = self.loadgen.stats([], [])["silent"]
-            if not server.alive():
-                raise RuntimeError(f"server process died:\n{server.log_tail()}")
-            self.loadgen.call("close")
-            run["quiesce_s"] = self.quiesce(server)
+        return seq + warm["messages"], estimate
+
+    def _measure(self, spec: ServerSpec, server: RunningServer, tokens: list[str], subs_wanted: int, seq: int,
+                 estimate: float, result: dict[str, Any]) -> tuple[int, float]:
+        plan = self.plan
+        targets = [Target("127.0.0.1", port, spec.ws_path) for port in server.ports]
+        self.loadgen.call("reset")
+        run: dict[str, Any] = {"fixed": []}
+        result["runs"][str(subs_wanted)] = run
+        time.sleep(0.2)
+        rss0 = server.rss_bytes()
+        connect = self.loadgen.connect(targets, subs_wanted, spec.mode, tokens, CHANNEL,
+                                       plan.connect_concurrency, plan.connect_timeout)
+        subs = connect["opened"]
+        connect["per_s"] = subs / connect["seconds"] if connect["seconds"] else None
+        run["connect"] = connect
+        _say(f"  C={subs_wanted}: {subs} open in {connect['seconds']:.1f} s"
+             + (f", {connect['failed']} failed {connect['failures']}" if connect["failed"] else ""))
+        if not subs:
+            run["skipped"] = "no subscriber could connect"
+            return seq, estimate
+        time.sleep(plan.settle_s)
+        rss1 = server.rss_bytes()
+        run["rss_before"], run["rss_after"] = rss0, rss1
+        run["rss_per_conn_bytes"] = (rss1 - rss0) / subs
+        for rate, seconds in plan.fixed[subs_wanted]:
+            phase = self.fixed_phase(server, subs, rate, seconds, seq)
+            seq += phase["messages"]
+            run["fixed"].append(phase)
+            _say(f"    {rate:g} msg/s x {subs}: delivered {100 - phase['loss_pct']:.1f} %, "
+                 f"p50 {report.fmt_ms(phase['p50_ms'])} p99 {report.fmt_ms(phase['p99_ms'])}, "
+                 f"{report.fmt_num(phase['cpu_us_per_delivery'])} µs CPU/delivery")
+        if spec.family == "pulse" and subs_wanted == plan.presence_c:
+            run["presence"] = self.presence_storm(subs)
+            _say(f"    presence storm: {report.presence_summary(run['presence'])}")
+        costs = [p["cpu_us_per_delivery"] for p in run["fixed"] if p["cpu_us_per_delivery"] and p["loss"] <= 0]
+        if costs:
+            estimate = 1e6 / min(costs)
+        run["ramp"], seq = self.ramp(server, subs, estimate, seq)
+        _say(f"    ramp: max {report.fmt_num(run['ramp']['max_delivered_per_s'])} deliveries/s "
+             f"({'saturated' if run['ramp']['saturated'] else 'not saturated: a lower bound'})")
+        run["info"] = self.loadgen.info()
+        run["silent_at_end"] = self.loadgen.stats([], [])["silent"]
+        if not server.alive():
+            raise RuntimeError(f"server process died:\n{server.log_tail()}")
+        self.loadgen.call("close")
+        run["quiesce_s"] = self.quiesce(server)
+        return seq, estimate
 
     # -- the whole run ---------------------------------------------------------------------------------------
     def run(self, specs: list[ServerSpec]) -> dict[str, Any]:
@@ -435,10 +456,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"))
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and load to separate cores")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
+    parser.add_argument("--profile", help="instead of the bench: py-spy profile of these servers (comma-separated)")
+    parser.add_argument("--profile-rate", type=float, default=20.0, help="msg/s on the channel while profiling")
+    parser.add_argument("--profile-seconds", type=float, default=12.0)
     return parser.parse_args(argv)
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop the server processes
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     args = parse_args(argv)
     plan = QUICK if args.quick else FULL
     if args.cs:
@@ -446,11 +475,23 @@ def main(argv: list[str] | None = None) -> int:
         default_phases = plan.fixed[plan.cs[0]]
         plan = Plan(**{**plan.__dict__, "cs": cs, "fixed": {c: plan.fixed.get(c, default_phases) for c in cs},
                        "presence_c": 1000 if 1000 in cs else cs[0]})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.profile:
+        from bench import profile
+
+        bench = Bench(plan, args)
+        subs = int(args.cs.split(",")[0]) if args.cs else 1000
+        try:
+            for spec in _select(args.profile):
+                print(profile.render(profile.profile_server(bench, spec, subs, args.profile_rate,
+                                                            args.profile_seconds, out)), flush=True)
+        finally:
+            bench.loadgen.stop()
+        return 0
     specs = _select(args.servers)
     bench = Bench(plan, args)
     results = bench.run(specs)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     base = out / f"bench-{results['meta']['mode']}-{stamp}"
     json_path = report.write_json(results, base.with_suffix(".json"))
