@@ -67,10 +67,17 @@ def _run(results: dict[str, Any], server: str, subs: int) -> dict[str, Any] | No
 
 
 def _saturation(results: dict[str, Any], server: str, subs: int) -> tuple[float | None, bool]:
-    """(max deliveries/s, whether it is only a lower bound because the ramp never saturated the server)."""
+    """(max deliveries/s, whether it is only a lower bound because the ramp never saturated the server).
+
+    Without a ramp (the C failed before it, e.g. the hand-written consumer collapsing), the fixed phases'
+    delivered rates stand in: they are overloaded then, so they are the server's rate too.
+    """
     run = _run(results, server, subs)
-    if not run or "ramp" not in run:
+    if not run:
         return None, False
+    if "ramp" not in run:
+        rates = [p["delivered_per_s"] for p in run.get("fixed", []) if p.get("delivered_per_s")]
+        return (max(rates), False) if rates else (None, False)
     ramp = run["ramp"]
     return float(ramp["max_delivered_per_s"]), not ramp["saturated"] or ramp["load_saturated"]
 
@@ -78,9 +85,12 @@ def _saturation(results: dict[str, Any], server: str, subs: int) -> tuple[float 
 def _per_core(results: dict[str, Any], server: str, subs: int) -> float | None:
     """Deliveries per server CPU-second at the ramp's highest delivered rate (1e6 / µs per delivery)."""
     run = _run(results, server, subs)
-    if not run or "ramp" not in run or not run["ramp"].get("per_core_s"):
+    if not run:
         return None
-    return float(run["ramp"]["per_core_s"])
+    if "ramp" not in run:  # see _saturation
+        costs = [p["cpu_us_per_delivery"] for p in run.get("fixed", []) if p.get("cpu_us_per_delivery")]
+        return 1e6 / min(costs) if costs else None
+    return float(run["ramp"]["per_core_s"]) if run["ramp"].get("per_core_s") else None
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

@@ -162,6 +162,7 @@ class Bench:
         phase = {
             "rate": rate, "seconds": seconds, "messages": count, "subscribers": subs,
             "offered_per_s": rate * subs, "expected": count * subs, "received": received,
+            "delivered_per_s": received / wall if wall else None,
             "loss": count * subs - received, "loss_pct": 100.0 * (count * subs - received) / (count * subs),
             **report.percentiles(lats, count * subs),
             "server_cpu_s": cpu, "server_cpu_util": sum(cpu) / wall,
@@ -456,6 +457,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"))
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and load to separate cores")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
+    parser.add_argument("--report", metavar="JSON", help="re-print the table, targets and plot of an earlier run")
     parser.add_argument("--profile", help="instead of the bench: py-spy profile of these servers (comma-separated)")
     parser.add_argument("--profile-rate", type=float, default=20.0, help="msg/s on the channel while profiling")
     parser.add_argument("--profile-seconds", type=float, default=12.0)
@@ -477,6 +479,16 @@ def main(argv: list[str] | None = None) -> int:
                        "presence_c": 1000 if 1000 in cs else cs[0]})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.report:
+        import json
+
+        source = Path(args.report)
+        earlier: dict[str, Any] = json.loads(source.read_text())
+        earlier["targets"] = report.evaluate_targets(earlier)
+        print(report.render(earlier))
+        if not args.no_plot:
+            print(f"plot: {report.plot(earlier, source.with_suffix('.png'))}")
+        return 0
     if args.profile:
         from bench import profile
 
