@@ -404,7 +404,7 @@ class Worker:
     async def cmd_presence_events(self) -> dict[str, int]:
         return dict(self.observer.presence) if self.observer else {}
 
-    async def cmd_presence_storm(self, action: str, channel: str, timeout: float) -> dict[str, Any]:
+    async def cmd_presence_storm(self, action: str, channel: str, wait_s: float) -> dict[str, Any]:
         """Every client sends ``presence.<action>`` at once; returns when all replied (time, error codes)."""
         futures = []
         for index, client in enumerate(self.clients):
@@ -413,7 +413,7 @@ class Worker:
             if action == "enter":
                 request["data"] = {"i": index}
             futures.append(client.request_reply(request, ref))
-        results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), timeout)
+        results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), wait_s)
         codes: Counter[str] = Counter()
         for result in results:
             if isinstance(result, BaseException):

@@ -335,7 +335,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
         core = [(c, r["ramp"]["per_core_s"]) for c, r in runs if "ramp" in r and r["ramp"].get("per_core_s")]
         if core:
             ax_tp.plot([x for x, _ in core], [y for _, y in core], "--", color=color, alpha=0.6)
-        for key, style in (("p50_ms", ":"), ("p95_ms", "--"), ("p99_ms", "-")):
+        for key, style in (("p50_ms", ":"), ("p99_ms", "-")):
             points = []
             for c, r in runs:
                 phase = next((p for p in r.get("fixed", []) if p["offered_per_s"] == 10_000), None)
@@ -347,7 +347,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     ax_tp.set(xscale="log", yscale="log", xlabel="subscribers (C)", ylabel="deliveries/s",
               title="Throughput at saturation: measured (solid), per whole core (dashed)")
     ax_lat.set(xscale="log", yscale="log", xlabel="subscribers (C)", ylabel="publish -> deliver latency (ms)",
-               title="Latency at 10,000 deliveries/s (C x msg/s): p50 dotted, p95 dashed, p99 solid")
+               title="Latency at 10,000 deliveries/s (C x msg/s): p50 dotted, p99 solid")
     for ax in (ax_tp, ax_lat):
         ax.grid(True, which="both", alpha=0.3)
     if ax_lat.get_legend_handles_labels()[0]:
@@ -360,3 +360,47 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     latest = path.parent / f"latest-{meta['mode']}.png"
     latest.write_bytes(path.read_bytes())
     return path
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The tables of docs/performance.md, from one run's results."""
+    cs = sorted(results["meta"]["plan"]["cs"], reverse=True)
+    out = ["| server | " + " | ".join(f"C={c}: deliveries/s measured / per core-s" for c in cs)
+           + f" | µs CPU/delivery (C={_ref_c(results)}) | RSS KB/conn (C={max(cs)}) | set-up conn/s (C={max(cs)}) |",
+           "|---|" + "--:|" * (len(cs) + 3)]
+    for name, server in results["servers"].items():
+        if "skipped" in server:
+            out.append(f"| {name} | skipped: {server['skipped']} |" + " |" * (len(cs) + 2))
+            continue
+        cells = []
+        for c in cs:
+            measured, lower = _saturation(results, name, c)
+            run = _run(results, name, c) or {}
+            if measured is None:
+                cells.append("failed" if "error" in run else "-")
+                continue
+            mark = "" if "ramp" in run else "*"
+            cells.append(f"{'≥' if lower else ''}{fmt_num(measured)}{mark} / {fmt_num(_per_core(results, name, c))}")
+        ref = _per_core(results, name, _ref_c(results))
+        big = _run(results, name, max(cs)) or {}
+        rss = big.get("rss_per_conn_bytes")
+        rate = (big.get("connect") or {}).get("per_s")
+        out.append(f"| {name} | " + " | ".join(cells) + f" | {fmt_num(1e6 / ref) if ref else '-'} | "
+                   f"{'-' if rss is None else f'{rss / 1024:.1f}'} | {fmt_num(rate)} |")
+    out.append("")
+    out.append("| server | C x msg/s | delivered | p50 ms | p95 ms | p99 ms | max ms | µs CPU/deliv | pub lag ms |")
+    out.append("|---|---|--:|--:|--:|--:|--:|--:|--:|")
+    for name, server in results["servers"].items():
+        for c, run in server.get("runs", {}).items():
+            for p in run.get("fixed", []):
+                out.append(f"| {name} | {c} x {p['rate']:g} | {100 - p['loss_pct']:.1f} % | {fmt_ms(p['p50_ms'])} | "
+                           f"{fmt_ms(p['p95_ms'])} | {fmt_ms(p['p99_ms'])} | {fmt_ms(p['max_ms'])} | "
+                           f"{fmt_num(p['cpu_us_per_delivery'])} | {p['publisher'].get('max_lag_ms', 0):.0f} |")
+    out.append("")
+    out.append("| target | measured | status |")
+    out.append("|---|---|---|")
+    for t in results.get("targets", []):
+        measured = "-" if t["measured"] is None else f"{t['measured']:.2f}{'' if t['unit'] == 'x' else ' '}{t['unit']}"
+        short = f", short by {100 * t['short_by']:.0f} %" if t.get("short_by") else ""
+        out.append(f"| {t['target']} | {measured} ({t['detail']}) | **{t['status']}**{short} |")
+    return "\n".join(out)

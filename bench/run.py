@@ -236,7 +236,8 @@ class Bench:
         out: dict[str, Any] = {"members": subs}
         for action in ("enter", "leave"):
             t0 = time.monotonic()
-            replies = self.loadgen.call("presence_storm", action=action, channel=PRESENCE_CHANNEL, timeout=60)
+            replies = self.loadgen.call("presence_storm", action=action, channel=PRESENCE_CHANNEL, wait_s=60,
+                                        timeout=90)
             replied_s = max(r["done_at"] for r in replies) - t0
             errors: dict[str, int] = {}
             for r in replies:
@@ -458,6 +459,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and load to separate cores")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
     parser.add_argument("--report", metavar="JSON", help="re-print the table, targets and plot of an earlier run")
+    parser.add_argument("--markdown", action="store_true", help="with --report: the tables as Markdown")
     parser.add_argument("--profile", help="instead of the bench: py-spy profile of these servers (comma-separated)")
     parser.add_argument("--profile-rate", type=float, default=20.0, help="msg/s on the channel while profiling")
     parser.add_argument("--profile-seconds", type=float, default=12.0)
@@ -485,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         source = Path(args.report)
         earlier: dict[str, Any] = json.loads(source.read_text())
         earlier["targets"] = report.evaluate_targets(earlier)
-        print(report.render(earlier))
+        print(report.markdown(earlier) if args.markdown else report.render(earlier))
         if not args.no_plot:
             print(f"plot: {report.plot(earlier, source.with_suffix('.png'))}")
         return 0
