@@ -56,9 +56,11 @@ def summarise(raw: str, top: int = 25) -> dict[str, Any]:
         for frame in set(frames):
             inclusive[frame] += count
         leaf[frames[-1]] += count
+    # The trunk every stack shares (process start-up, the event loop's run_forever) says nothing: skip it.
+    branches = [(f, n) for f, n in inclusive.most_common() if n < 0.9 * total]
     return {
         "samples": total,
-        "inclusive": [(f, n, round(100 * n / total, 1)) for f, n in inclusive.most_common(top)] if total else [],
+        "inclusive": [(f, n, round(100 * n / total, 1)) for f, n in branches[:top]] if total else [],
         "leaf": [(f, n, round(100 * n / total, 1)) for f, n in leaf.most_common(top)] if total else [],
     }
 
@@ -67,11 +69,13 @@ def profile_server(bench: Any, spec: Any, subs: int, rate: float, seconds: float
     """Run ``spec`` at ``subs`` x ``rate`` msg/s for ``seconds`` under py-spy; returns the summary."""
     from bench.loadgen import Target
     from bench.run import CHANNEL
-    from bench.servers import start_server
+    from bench.servers import migrate_database, start_server
 
     py_spy = _py_spy()
     if py_spy is None:
         raise SystemExit("py-spy is not installed: .venv/bin/pip install py-spy")
+    if not Path(bench.database).exists():
+        migrate_database(bench.database)
     server = start_server(spec, workdir=bench.workdir, database=bench.database, redis_url=bench.redis_url,
                           pin=bench.server_cpus)
     try:

@@ -325,7 +325,8 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, (ax_tp, ax_lat) = plt.subplots(1, 2, figsize=(15, 6))
-    colors = plt.get_cmap("tab20").colors
+    cmap = plt.get_cmap("tab20")
+    colors = [cmap(i) for i in range(20)]
     for index, (name, server) in enumerate(results["servers"].items()):
         runs = sorted(((int(c), r) for c, r in server.get("runs", {}).items()), key=lambda x: x[0])
         color = colors[index % len(colors)]
@@ -400,7 +401,7 @@ def markdown(results: dict[str, Any]) -> str:
     out.append("| target | measured | status |")
     out.append("|---|---|---|")
     for t in results.get("targets", []):
-        measured = "-" if t["measured"] is None else f"{t['measured']:.2f}{'' if t['unit'] == 'x' else ' '}{t['unit']}"
+        value = "-" if t["measured"] is None else f"{t['measured']:.2f}{'' if t['unit'] == 'x' else ' '}{t['unit']}"
         short = f", short by {100 * t['short_by']:.0f} %" if t.get("short_by") else ""
-        out.append(f"| {t['target']} | {measured} ({t['detail']}) | **{t['status']}**{short} |")
+        out.append(f"| {t['target']} | {value} ({t['detail']}) | **{t['status']}**{short} |")
     return "\n".join(out)

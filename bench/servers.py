@@ -232,7 +232,7 @@ def start_server(spec: ServerSpec, *, workdir: Path, database: str, redis_url: s
     for index in range(spec.processes):
         port = free_port()
         log = workdir / f"{spec.name}-{index}.log"
-        with open(log, "wb") as out:
+        with open(log, "ab") as out:  # a restarted server (a collapsed C) appends to its log
             procs.append(subprocess.Popen([*taskset, *_command(spec, port)], env=env, cwd=ROOT, stdout=out,
                                           stderr=subprocess.STDOUT, start_new_session=True))
         ports.append(port)
