@@ -100,12 +100,15 @@ return {event, serial, f, redis.call('HLEN', KEYS[1]), value}
 """
 
 # KEYS: pres, pserial, pchans
-# ARGV: connectionId, connectionId-JSON, channel, bus channel, procmembers entry, key prefix
+# ARGV: connectionId, connectionId-JSON, channel, bus channel, procmembers entry, key prefix, calling process id
 # -> {"leave", serial, frame, count, stored value} | {"absent"}
 _LEAVE = _LUA_COMMON + r"""
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if not current then return {'absent'} end
 local member, owner = member_json(ARGV[2], current)
+-- Only the owning process leaves a member: a late grace-period leave from a process the connection has
+-- just moved away from (recovery adopted the member) must not remove it.
+if owner ~= ARGV[7] then return {'absent'} end
 redis.call('HDEL', KEYS[1], ARGV[1])
 local count = redis.call('HLEN', KEYS[1])
 if count == 0 then redis.call('HDEL', KEYS[3], ARGV[3]) else redis.call('HINCRBY', KEYS[3], ARGV[3], -1) end
@@ -289,7 +292,7 @@ class RedisPresence(PresenceBackend):
         result = self._call(lambda: self._leave_script(
             keys=[self.key("pres", kb_id, channel), self.key("pserial", kb_id, channel), self.key("pchans", kb_id)],
             args=[connection_id, encode_json(connection_id), channel, self.bus_prefix + presence_topic(kb_id, channel),
-                  _entry(kb_id, channel, connection_id), self.prefix],
+                  _entry(kb_id, channel, connection_id), self.prefix, self.process_id],
         ))
         if result[0] == "absent":
             raise not_present_error(channel, connection_id)
