@@ -256,6 +256,9 @@ class _ControlSink:
             return
         targets = list(self.hub.connections.get(kb_id, ()))
         if kind == "app_disabled":
+            from .auth import forget_app
+
+            forget_app(kb_id)  # publishes from this process check the database again
             for conn in targets:
                 conn.close(CloseCode.APP_DISABLED)
         elif kind == "disconnect":
