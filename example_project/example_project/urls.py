@@ -5,5 +5,6 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("pulse/", include("django_pulse.urls")),
     path("", include("posts.urls")),
 ]
