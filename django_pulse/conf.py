@@ -31,6 +31,11 @@ DEFAULTS: dict[str, Any] = {
     "TOKEN_LEEWAY": 10,
     # Default capabilities of a token: channel pattern -> operations.
     "DEFAULT_CAPABILITIES": {"*": ["subscribe", "publish", "presence", "history"]},
+    # Channel names starting with one of these need an authorize hook or an explicit (non-"*") capability.
+    "PRIVATE_PREFIXES": ["private-"],
+    # Dotted path of a callable(client_id) -> Django user or None, used by authorize hooks. None: look the
+    # client id up as the primary key of the user model.
+    "USER_RESOLVER": None,
     # Redis URL for the broker, presence and history. None: taken from a channels_redis default channel
     # layer if there is one, else everything stays in process memory (one server process).
     "REDIS_URL": None,
@@ -109,6 +114,15 @@ class PulseSettings:
     @property
     def DEFAULT_CAPABILITIES(self) -> dict[str, list[str]]:
         return {str(k): list(v) for k, v in dict(self._get("DEFAULT_CAPABILITIES")).items()}
+
+    @property
+    def PRIVATE_PREFIXES(self) -> list[str]:
+        return [str(p) for p in self._get("PRIVATE_PREFIXES")]
+
+    @property
+    def USER_RESOLVER(self) -> str | None:
+        value = self._get("USER_RESOLVER")
+        return None if value is None else str(value)
 
     @property
     def REDIS_URL(self) -> str | None:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .authorization import authorize
 from .conf import pulse_settings
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
 
-__all__ = ["endpoint_url", "get_token"]
+__all__ = ["authorize", "endpoint_url", "get_token"]
 
 
 def endpoint_url(request: HttpRequest | None = None) -> str:

@@ -53,3 +53,15 @@ def pulse_redis(settings: pytest.FixtureRequest, redis_url: str, redis_prefix: s
     """Point PULSE at Redis with a unique prefix for this test."""
     settings.PULSE = {**(settings.PULSE or {}), "REDIS_URL": redis_url, "REDIS_PREFIX": redis_prefix}  # type: ignore[attr-defined]
     return redis_url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_async_db_connections(django_db_setup: None, django_db_blocker: object) -> Iterator[None]:
+    """Close connections opened by async ORM calls in asgiref's executor thread before the test databases are
+    dropped (PostgreSQL refuses to drop a database that is still in use)."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    with django_db_blocker.unblock():  # type: ignore[attr-defined]
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result()

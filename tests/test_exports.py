@@ -12,7 +12,7 @@ def test_top_level_exports() -> None:
 def test_pulse_facade_has_documented_functions() -> None:
     from django_pulse import pulse
 
-    for name in ("get_token",):
+    for name in ("get_token", "authorize"):
         assert callable(getattr(pulse, name)), name
 
 

@@ -42,6 +42,7 @@ def test_revoke_and_rotate() -> None:
     assert ApiKey.objects.authenticate(raw2) is None
 
 
+@pytest.mark.django_db(transaction=True)
 async def test_async_authenticate() -> None:
     from asgiref.sync import sync_to_async
 

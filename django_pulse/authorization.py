@@ -1,0 +1,179 @@
+"""Channel authorization: authorize hooks (the Django way, like Laravel's ``Broadcast::channel``) on top of
+token capabilities.
+
+    from django_pulse import pulse
+
+    @pulse.authorize("orders.{order_id}")
+    def order_channel(user, order_id):
+        return Order.objects.filter(pk=order_id, owner=user).exists()
+
+    @pulse.authorize("team.{team}")
+    async def team_channel(user, team):          # async hooks are awaited
+        member = await Membership.objects.filter(user=user, team__slug=team).afirst()
+        return {"role": member.role} if member else False    # a dict: allowed, and the member's presence data
+
+A decision for (connection, channel, operation):
+
+1. The token's capabilities must grant the operation on the channel (``forbidden`` otherwise).
+2. If a hook's pattern matches the channel, the hook decides: falsy -> ``forbidden``; ``True`` -> allowed;
+   a dict -> allowed, and the dict is the presence data the member is entered with (it replaces what the
+   client sent, so a client cannot forge it).
+3. A channel whose name starts with one of ``PULSE["PRIVATE_PREFIXES"]`` (default ``["private-"]``) needs
+   more than the default "everything" capability: a matching hook that allows it, or a capability pattern
+   other than the bare ``*`` (e.g. ``private-chat.*`` issued by your token view).
+
+Patterns: literal text with ``{name}`` placeholders; a placeholder matches one or more characters other
+than ``.`` and ``:`` (one "segment"); the whole channel name must match. Hooks receive the connection's Django
+user (resolved lazily from the token's client id by ``PULSE["USER_RESOLVER"]``; ``AnonymousUser`` when
+none) and the placeholders as keyword arguments. Sync hooks run in a thread (they may use the ORM).
+The first registered pattern that matches wins; registering the same pattern twice is an error.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.core.exceptions import ValidationError
+from django.utils.module_loading import import_string
+
+from .conf import pulse_settings
+from .exceptions import Forbidden
+from .protocol import ErrorCode, Operation
+from .tokens import Claims, capability_allows
+
+__all__ = ["Decision", "authorize", "clear_hooks", "decide", "find_hook", "resolve_user"]
+
+Hook = Callable[..., Any]
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class _Registered:
+    pattern: str
+    regex: re.Pattern[str]
+    func: Hook
+
+
+_hooks: list[_Registered] = []
+
+
+@dataclass(frozen=True)
+class Decision:
+    """An allowed operation; ``presence_data`` is set when a hook returned a dict."""
+
+    presence_data: dict[str, Any] | None = None
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    if not isinstance(pattern, str) or not pattern:
+        raise ValueError("an authorize pattern must be a non-empty string like 'orders.{order_id}'")
+    names = _PLACEHOLDER.findall(pattern)
+    if len(names) != len(set(names)):
+        raise ValueError(f"authorize pattern {pattern!r} repeats a placeholder name")
+    out, pos = [], 0
+    for match in _PLACEHOLDER.finditer(pattern):
+        out.append(re.escape(pattern[pos:match.start()]))
+        out.append(f"(?P<{match.group(1)}>[^.:]+)")
+        pos = match.end()
+    out.append(re.escape(pattern[pos:]))
+    literal = _PLACEHOLDER.sub("", pattern)
+    if "{" in literal or "}" in literal:
+        raise ValueError(f"authorize pattern {pattern!r} has a malformed placeholder (use {{name}})")
+    return re.compile("".join(out) + r"\Z")
+
+
+def authorize(pattern: str) -> Callable[[Hook], Hook]:
+    """Register ``func(user, **placeholders) -> bool | dict`` (sync or async) for channels matching ``pattern``."""
+    regex = _compile(pattern)
+
+    def register(func: Hook) -> Hook:
+        if any(h.pattern == pattern for h in _hooks):
+            raise ValueError(f"an authorize hook for {pattern!r} is already registered")
+        _hooks.append(_Registered(pattern, regex, func))
+        return func
+
+    return register
+
+
+def clear_hooks() -> None:
+    """Forget every registered hook (for tests)."""
+    _hooks.clear()
+
+
+def find_hook(channel: str) -> tuple[Hook, dict[str, str]] | None:
+    for hook in _hooks:
+        match = hook.regex.match(channel)
+        if match:
+            return hook.func, match.groupdict()
+    return None
+
+
+def _default_user_resolver(client_id: str) -> Any:
+    from django.contrib.auth import get_user_model
+
+    user_model = get_user_model()
+    try:
+        return user_model._default_manager.filter(pk=client_id).first()
+    except (ValueError, TypeError, ValidationError):  # a client id that is not a valid primary key
+        return None
+
+
+def resolve_user(client_id: str) -> Any:
+    """The Django user a token's client id stands for (``PULSE["USER_RESOLVER"]``), or ``AnonymousUser``."""
+    from django.contrib.auth.models import AnonymousUser
+
+    path = pulse_settings.USER_RESOLVER
+    resolver: Callable[[str], Any] = import_string(path) if path else _default_user_resolver
+    user = resolver(client_id)
+    return user if user is not None else AnonymousUser()
+
+
+def _is_private(channel: str) -> bool:
+    return any(channel.startswith(prefix) for prefix in pulse_settings.PRIVATE_PREFIXES)
+
+
+def _explicitly_granted(claims: Claims, channel: str, operation: Operation) -> bool:
+    specific = {p: ops for p, ops in claims.capabilities.items() if p != "*"}
+    return capability_allows(specific, channel, operation)
+
+
+async def decide(
+    claims: Claims,
+    channel: str,
+    operation: Operation,
+    user_loader: Callable[[], Awaitable[Any]] | None = None,
+) -> Decision:
+    """Allow ``operation`` on ``channel`` for the holder of ``claims`` or raise ``Forbidden``.
+
+    ``user_loader`` returns the connection's Django user (cached by the caller); by default it is resolved
+    from ``claims.client_id``.
+    """
+    if not claims.allows(channel, operation):
+        raise Forbidden(f"The token does not allow {operation.value!r} on channel {channel!r}.", ErrorCode.FORBIDDEN)
+    found = find_hook(channel)
+    if found is None:
+        if _is_private(channel) and not _explicitly_granted(claims, channel, operation):
+            raise Forbidden(
+                f"Channel {channel!r} is private: it needs an authorize hook or an explicit capability.",
+                ErrorCode.FORBIDDEN,
+            )
+        return Decision()
+    func, kwargs = found
+    if user_loader is not None:
+        user = await user_loader()
+    else:
+        user = await sync_to_async(resolve_user, thread_sensitive=True)(claims.client_id)
+    if inspect.iscoroutinefunction(func):
+        result = await func(user, **kwargs)
+    else:
+        result = await sync_to_async(func, thread_sensitive=True)(user, **kwargs)
+    if isinstance(result, dict):
+        return Decision(presence_data=result)
+    if result:
+        return Decision()
+    raise Forbidden(f"Not authorized for channel {channel!r}.", ErrorCode.FORBIDDEN)
