@@ -82,7 +82,8 @@ def instance_data(
         if (fields is not None and not names & set(fields)) or names & set(exclude):
             continue
         data[f.attname] = _json_value(f.value_from_object(instance))
-    return data
+    result: dict[str, Any] = _json_safe(data)
+    return result
 
 
 def _json_value(value: Any) -> Any:
