@@ -155,3 +155,36 @@ def live_server(
         yield live
     finally:
         live.stop()
+
+
+EXAMPLE_DIR = ROOT / "example_project"
+
+
+@contextlib.contextmanager
+def example_server(
+    *,
+    database_url: str | None = None,
+    redis_url: str | None = None,
+    redis_prefix: str | None = None,
+    migrate_db: bool = True,
+    server: str = "daphne",
+) -> Iterator[LiveServer]:
+    """The example project served as ``make demo`` serves it (its own settings and asgi.py, daphne).
+
+    Its database is ``database_url``, else ``DATABASE_URL`` (CI: PostgreSQL), else a new SQLite file; pass
+    ``database_url=other.env["DATABASE_URL"], migrate_db=False`` to share another example server's database.
+    ``redis_url`` + ``redis_prefix`` are the example's ``REDIS_URL`` / ``PULSE_REDIS_PREFIX`` switches.
+    """
+    url = database_url or os.environ.get("DATABASE_URL") or (
+        "sqlite:///" + os.path.join(tempfile.mkdtemp(prefix="pulse-example-"), "db.sqlite3"))
+    env = {
+        "DJANGO_SETTINGS_MODULE": "example_project.settings",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(EXAMPLE_DIR), os.environ.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep),
+        "DATABASE_URL": url,
+        "REDIS_URL": redis_url or "",
+        "PULSE_REDIS_PREFIX": redis_prefix or "pulse",
+    }
+    with live_server(server=server, app="example_project.asgi:application", extra_env=env,
+                     database=None if migrate_db else url) as live:
+        yield live
