@@ -59,7 +59,11 @@
   async function init() {
     // Subscribe first, then load the list: a post created in between is not missed (ids dedupe it).
     const { token, endpoint, kbId } = await api({ action: 'getPulseToken', userId });
-    realtime = new Pulse.Realtime({ kbId, token, endpoint, clientId: userId });
+    realtime = new Pulse.Realtime({
+      kbId, token, endpoint, clientId: userId,
+      // Tokens expire (an hour by default): pulse.js asks for a new one here when it needs to.
+      authCallback: () => api({ action: 'getPulseToken', userId }),
+    });
     realtime.connection.on('connected', () => setStatus('connected'));
     realtime.connection.on('disconnected', () => setStatus('disconnected'));
 

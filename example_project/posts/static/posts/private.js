@@ -67,7 +67,10 @@
     $('chat').hidden = false;
     $('me').textContent = me.name;
     const { token, endpoint, kbId } = await api({ action: 'getPulseToken' });
-    realtime = new Pulse.Realtime({ kbId, token, endpoint, clientId: 'member-' + me.id });
+    realtime = new Pulse.Realtime({
+      kbId, token, endpoint, clientId: 'member-' + me.id,
+      authCallback: () => api({ action: 'getPulseToken' }),  // a fresh token when this one expires
+    });
     realtime.connection.on('connected', () => setStatus('connected'));
     realtime.connection.on('disconnected', () => setStatus('disconnected'));
 
