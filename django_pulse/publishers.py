@@ -291,12 +291,9 @@ def unregister(model: type[models.Model], publisher: ModelPublisher | None = Non
 
 
 def publishers_for(model: type[models.Model]) -> list[ModelPublisher]:
-    """The registrations of ``model`` (and of its concrete parent for a proxy model)."""
-    found = list(_registry.get(model, []))
-    concrete = model._meta.concrete_model
-    if concrete is not None and concrete is not model:
-        found += _registry.get(concrete, [])
-    return found
+    """The registrations of exactly ``model``: like Django's model signals, a registration of a model does not
+    cover its proxies or subclasses (their saves are sent with their own class as the sender)."""
+    return list(_registry.get(model, []))
 
 
 def publish_instances(instances: Iterable[models.Model], action: Action, *, using: str | None = None) -> int:
