@@ -36,6 +36,8 @@ class PulseError(Exception):
         super().__init__(message)
         self.message = message
         self.code = code or self.default_code
+        # The ``ref`` of the request that caused it, when known (protocol.parse_frame sets it).
+        self.ref: str | int | None = None
 
     def __str__(self) -> str:
         return f"{self.message} [{self.code.value}]"

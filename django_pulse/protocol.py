@@ -6,18 +6,35 @@ docs/protocol.md is the human-readable form of this module; keep the two in step
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass
 from enum import IntEnum, StrEnum
+from typing import Any
 
 __all__ = [
     "CHANNEL_RE",
+    "CLIENT_ACTIONS",
+    "PING_FRAME",
     "PROTOCOL_VERSION",
     "Action",
     "CloseCode",
     "ErrorCode",
     "Operation",
+    "RateLimiter",
+    "Request",
     "close_code_for",
+    "connected_frame",
+    "discontinuity_frame",
+    "dumps",
+    "error_frame",
     "is_valid_channel",
+    "message_frame",
+    "message_head",
+    "ok_frame",
+    "parse_frame",
+    "presence_frame",
+    "utf8_len",
 ]
 
 PROTOCOL_VERSION = 1
@@ -128,3 +145,217 @@ def close_code_for(code: ErrorCode) -> CloseCode:
 
 def is_valid_channel(name: object) -> bool:
     return isinstance(name, str) and CHANNEL_RE.match(name) is not None
+
+
+# exceptions.py imports ErrorCode from here: import the module (not names), so either may be imported first.
+from . import exceptions as _exceptions  # noqa: E402
+
+CLIENT_ACTIONS = frozenset(
+    {
+        Action.AUTH,
+        Action.SUBSCRIBE,
+        Action.UNSUBSCRIBE,
+        Action.PUBLISH,
+        Action.PRESENCE_ENTER,
+        Action.PRESENCE_UPDATE,
+        Action.PRESENCE_LEAVE,
+        Action.PRESENCE_GET,
+        Action.PRESENCE_SUBSCRIBE,
+        Action.PRESENCE_UNSUBSCRIBE,
+        Action.PONG,
+    }
+)
+_ACTION_BY_VALUE = {action.value: action for action in CLIENT_ACTIONS}
+_CHANNEL_ACTIONS = CLIENT_ACTIONS - {Action.AUTH, Action.PONG}
+MAX_NAME_LENGTH = 255
+MAX_REF_LENGTH = 64
+
+
+def dumps(value: Any) -> str:
+    """The one JSON encoding of frames: compact, UTF-8 (not ``\\u``-escaped)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def utf8_len(text: str) -> int:
+    """Size of ``text`` in UTF-8 bytes (cheap for ASCII, which most frames are)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A validated client frame: its action, its ``ref`` (None when absent) and all its members.
+
+    Members named in docs/protocol.md for the action are present with the right types: ``channel`` is a
+    valid channel name, ``token``/``name`` are strings, ``id`` is absent or a string.
+    """
+
+    action: Action
+    ref: str | int | None
+    members: dict[str, Any]
+
+    @property
+    def channel(self) -> str:
+        """The ``channel`` member (validated by ``parse_frame`` for every action that has one)."""
+        return str(self.members["channel"])
+
+
+def _violation(message: str, code: ErrorCode, ref: str | int | None = None) -> _exceptions.ProtocolViolation:
+    exc = _exceptions.ProtocolViolation(message, code)
+    exc.ref = ref
+    return exc
+
+
+def _string_member(members: dict[str, Any], name: str, ref: str | int | None, *, required: bool = True,
+                   max_length: int = MAX_NAME_LENGTH) -> None:
+    if name not in members:
+        if required:
+            raise _violation(f"The member {name!r} is missing.", ErrorCode.BAD_REQUEST, ref)
+        return
+    value = members[name]
+    if not isinstance(value, str) or not 1 <= len(value) <= max_length:
+        raise _violation(f"The member {name!r} must be a string of 1-{max_length} characters.",
+                         ErrorCode.BAD_REQUEST, ref)
+
+
+def parse_frame(text: str, max_size: int) -> Request:
+    """Parse and validate one client text frame.
+
+    Raises ``LimitExceeded(message_too_large)`` when ``text`` is over ``max_size`` UTF-8 bytes (not parsed),
+    ``ProtocolViolation`` with ``invalid_json`` (not a JSON object), ``bad_request`` (a member missing or of
+    the wrong type; the message names it), ``unknown_action`` or ``invalid_channel``. The exception's ``ref``
+    is the frame's ``ref`` when it could be read, so the error can be sent as the request's one reply.
+    """
+    # Characters <= bytes <= 4 * characters: most frames are decided without encoding.
+    if len(text) > max_size or (len(text) * 4 > max_size and utf8_len(text) > max_size):
+        raise _exceptions.LimitExceeded(f"The frame is larger than {max_size} bytes.", ErrorCode.MESSAGE_TOO_LARGE)
+    try:
+        members = json.loads(text)
+    except (ValueError, RecursionError):
+        raise _violation("The frame is not valid JSON.", ErrorCode.INVALID_JSON) from None
+    if not isinstance(members, dict):
+        raise _violation("The frame must be a JSON object.", ErrorCode.INVALID_JSON)
+    ref = members.get("ref")
+    if ref is not None and (
+        isinstance(ref, bool) or not isinstance(ref, str | int) or (isinstance(ref, str) and len(ref) > MAX_REF_LENGTH)
+    ):
+        raise _violation(f"The member 'ref' must be a string of at most {MAX_REF_LENGTH} characters or an integer.",
+                         ErrorCode.BAD_REQUEST)
+    raw_action = members.get("action")
+    if not isinstance(raw_action, str):
+        raise _violation("The member 'action' is missing or not a string.", ErrorCode.BAD_REQUEST, ref)
+    action = _ACTION_BY_VALUE.get(raw_action)
+    if action is None:
+        raise _violation(f"Unknown action {raw_action[:64]!r}.", ErrorCode.UNKNOWN_ACTION, ref)
+    if action in _CHANNEL_ACTIONS:
+        channel = members.get("channel")
+        if not isinstance(channel, str):
+            raise _violation("The member 'channel' is missing or not a string.", ErrorCode.BAD_REQUEST, ref)
+        if CHANNEL_RE.match(channel) is None:
+            raise _violation(
+                "A channel name is 1-255 characters of A-Z a-z 0-9 _ - . : @ = ~ +.", ErrorCode.INVALID_CHANNEL, ref
+            )
+    if action is Action.AUTH:
+        _string_member(members, "token", ref, max_length=8192)
+    elif action is Action.PUBLISH:
+        _string_member(members, "name", ref)
+        _string_member(members, "id", ref, required=False)
+    return Request(action, ref, members)
+
+
+# -- frame builders ------------------------------------------------------------------------------------------
+
+PING_FRAME = '{"action":"ping"}'
+
+
+def connected_frame(*, connection_id: str, client_id: str, kb_id: str, expires_at: int,
+                    limits: dict[str, int]) -> str:
+    """The reply to a successful first ``auth``; ``expires_at`` in ms since the epoch."""
+    return dumps({"action": "connected", "connectionId": connection_id, "clientId": client_id, "kbId": kb_id,
+                  "expiresAt": expires_at, "limits": limits})
+
+
+def ok_frame(ref: str | int | None, result: dict[str, Any] | None = None) -> str:
+    """The success reply to the request ``ref``, with the action's result members."""
+    return dumps({"action": "ok", "ref": ref, **(result or {})})
+
+
+def error_frame(code: ErrorCode, message: str, ref: str | int | None = None) -> str:
+    """An error: the reply to request ``ref``, or asynchronous when ``ref`` is None (no ``ref`` member)."""
+    frame: dict[str, Any] = {"action": "error"}
+    if ref is not None:
+        frame["ref"] = ref
+    frame["code"] = code.value
+    frame["message"] = message
+    return dumps(frame)
+
+
+def discontinuity_frame(channel: str, reason: str) -> str:
+    return dumps({"action": "discontinuity", "channel": channel, "reason": reason})
+
+
+def message_head(*, channel: str, name: str, data_json: str, id: str, timestamp: int,
+                 client_id: str | None = None) -> str:
+    """A ``message`` frame without its serial, ending in ``"serial":`` (the broker appends ``n}``).
+
+    ``data_json`` is the data already encoded as JSON (the publisher chooses the encoder).
+    """
+    head = (
+        f'{{"action":"message","channel":{dumps(channel)},"name":{dumps(name)},"data":{data_json},'
+        f'"id":{dumps(id)},"timestamp":{timestamp},'
+    )
+    if client_id is not None:
+        head += f'"clientId":{dumps(client_id)},'
+    return head + '"serial":'
+
+
+def message_frame(head: str, serial: int) -> str:
+    """The complete ``message`` frame: ``head`` from ``message_head`` plus its serial."""
+    return f"{head}{serial}}}"
+
+
+def presence_frame(*, channel: str, event: str, member: dict[str, Any], serial: int) -> str:
+    """A ``presence`` event (``event`` is enter, update or leave)."""
+    return dumps({"action": "presence", "channel": channel, "event": event, "member": member, "serial": serial})
+
+
+# -- rate limiting ---------------------------------------------------------------------------------------
+
+FLOOD_DECAY = 0.1
+
+
+class RateLimiter:
+    """A token bucket: ``rate`` tokens per second, at most ``burst``; one token per frame.
+
+    ``allow(now)`` takes a token when there is one. Each refused frame adds one to a *debt* that is paid back
+    at ``rate * FLOOD_DECAY`` per second; ``flooding`` is true once the debt passes ``burst``, i.e. the peer
+    kept sending well above the rate (about 2x the rate for ~2 s with the defaults): the caller closes it.
+    A ``rate`` of 0 or less means unlimited. ``now`` is any monotonic clock in seconds.
+    """
+
+    __slots__ = ("_stamp", "burst", "debt", "rate", "tokens")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = float(rate)
+        self.burst = max(float(burst), 1.0)
+        self.tokens = self.burst
+        self.debt = 0.0
+        self._stamp = now
+
+    def allow(self, now: float) -> bool:
+        if self.rate <= 0:
+            return True
+        elapsed = now - self._stamp
+        if elapsed > 0:
+            self._stamp = now
+            self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
+            if self.debt:
+                self.debt = max(0.0, self.debt - elapsed * self.rate * FLOOD_DECAY)
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        self.debt += 1.0
+        return False
+
+    @property
+    def flooding(self) -> bool:
+        return self.debt > self.burst

@@ -6,15 +6,39 @@ Every function takes ``kb_id=None`` meaning the project's default app (``PULSE["
 
 from __future__ import annotations
 
+import json
+import logging
+import secrets
+import time
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import sync_to_async
+from django.core.serializers.json import DjangoJSONEncoder
 
 from .authorization import authorize
 from .conf import pulse_settings
+from .exceptions import LimitExceeded, ProtocolViolation
+from .protocol import ErrorCode, dumps, is_valid_channel, message_head, utf8_len
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
 
-__all__ = ["authorize", "endpoint_url", "get_token"]
+__all__ = [
+    "aclose_app_connections",
+    "adisconnect",
+    "apublish",
+    "apublish_batch",
+    "authorize",
+    "close_app_connections",
+    "disconnect",
+    "endpoint_url",
+    "get_token",
+    "publish",
+    "publish_batch",
+]
+
+logger = logging.getLogger("django_pulse")
 
 
 def endpoint_url(request: HttpRequest | None = None) -> str:
@@ -66,3 +90,219 @@ def get_token(
         "clientId": client_id,
         "expiresAt": claims.expires_at * 1000,
     }
+
+
+# -- publishing ------------------------------------------------------------------------------------------
+
+# Room for the serial (at most 20 digits) and the closing brace the broker appends to a message head.
+_SERIAL_ROOM = 21
+
+
+def _encode_data(data: Any) -> str:
+    try:
+        return json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except TypeError as exc:
+        raise TypeError(f"The message data must be JSON-serialisable: {exc}") from None
+    except ValueError as exc:  # NaN/Infinity or a circular reference
+        raise ValueError(f"The message data must be JSON-serialisable: {exc}") from None
+
+
+def _build(channel: Any, event: Any, data: Any, *, id: Any, client_id: str | None,
+           data_json: str | None = None) -> tuple[str, str]:
+    """Validate one message and encode its frame head once; returns ``(head, message id)``.
+
+    Raises ``ProtocolViolation`` (``invalid_channel`` / ``bad_request``), ``TypeError`` for data that is not
+    JSON-serialisable, ``LimitExceeded`` (``message_too_large``) when the frame would pass MAX_MESSAGE_SIZE.
+    """
+    if not is_valid_channel(channel):
+        raise ProtocolViolation(
+            f"Invalid channel name {channel!r}: 1-255 characters of A-Z a-z 0-9 _ - . : @ = ~ +.",
+            ErrorCode.INVALID_CHANNEL,
+        )
+    if not isinstance(event, str) or not 1 <= len(event) <= 255:
+        raise ProtocolViolation("The event name must be a string of 1-255 characters.", ErrorCode.BAD_REQUEST)
+    if id is None:
+        id = "m_" + secrets.token_urlsafe(12)
+    elif not isinstance(id, str) or not 1 <= len(id) <= 255:
+        raise ProtocolViolation("A message id must be a string of 1-255 characters.", ErrorCode.BAD_REQUEST)
+    head = message_head(
+        channel=channel, name=event, data_json=_encode_data(data) if data_json is None else data_json, id=id,
+        timestamp=int(time.time() * 1000), client_id=client_id,
+    )
+    limit = pulse_settings.MAX_MESSAGE_SIZE
+    if utf8_len(head) + _SERIAL_ROOM > limit:
+        raise LimitExceeded(f"The message is larger than MAX_MESSAGE_SIZE ({limit} bytes).",
+                            ErrorCode.MESSAGE_TOO_LARGE)
+    return head, id
+
+
+def _published_kwargs(kb_id: str, channel: str, event: str, id: str, serial: int,
+                      client_id: str | None) -> dict[str, Any]:
+    return {"kb_id": kb_id, "channel": channel, "event": event, "id": id, "serial": serial, "client_id": client_id}
+
+
+def _log_receiver_errors(results: list[tuple[Any, Any]]) -> None:
+    for receiver, outcome in results:
+        if isinstance(outcome, BaseException):
+            logger.error("A receiver of a django_pulse signal failed: %r", receiver, exc_info=outcome)
+
+
+def _send_published(**kwargs: Any) -> None:
+    from . import signals
+
+    _log_receiver_errors(signals.message_published.send_robust(sender=__name__, **kwargs))
+
+
+async def _asend_published(**kwargs: Any) -> None:
+    from . import signals
+
+    _log_receiver_errors(await signals.message_published.asend_robust(sender=__name__, **kwargs))
+
+
+def _resolve_kb(kb_id: str | None) -> str:
+    from .auth import resolve_app
+
+    return resolve_app(kb_id).kb_id
+
+
+def publish(channel: str, event: str, data: Any = None, *, kb_id: str | None = None, id: str | None = None) -> str:
+    """Publish ``event`` with ``data`` on ``channel`` of app ``kb_id``; returns the message id.
+
+    Subscribers on every server process receive it in publish order with the channel's next serial. ``data``
+    is encoded once with ``DjangoJSONEncoder`` (dates, decimals, UUIDs work). Raises ``TypeError`` for data
+    that is not JSON-serialisable (naming the type), ``ProtocolViolation`` for a bad channel/event/id,
+    ``LimitExceeded`` over MAX_MESSAGE_SIZE, ``AppError`` for an unknown or disabled app, ``Unavailable`` when
+    the broker (Redis) cannot be reached. For synchronous code; use ``apublish`` in async code.
+    """
+    from .broker import get_broker, message_topic
+
+    head, message_id = _build(channel, event, data, id=id, client_id=None)
+    kb = _resolve_kb(kb_id)
+    serial = get_broker().publish_message_sync(message_topic(kb, channel), head)
+    _send_published(**_published_kwargs(kb, channel, event, message_id, serial, None))
+    return message_id
+
+
+async def apublish(channel: str, event: str, data: Any = None, *, kb_id: str | None = None,
+                   id: str | None = None) -> str:
+    """``publish`` for async code."""
+    from .broker import get_broker, message_topic
+
+    head, message_id = _build(channel, event, data, id=id, client_id=None)
+    kb = await sync_to_async(_resolve_kb, thread_sensitive=True)(kb_id)
+    serial = await get_broker().publish_message(message_topic(kb, channel), head)
+    await _asend_published(**_published_kwargs(kb, channel, event, message_id, serial, None))
+    return message_id
+
+
+async def _apublish_as_client(*, kb_id: str, client_id: str, channel: str, event: str, data_json: str,
+                              id: str | None) -> tuple[str, int]:
+    """A client's publish over the WebSocket (the consumer checked the app and capabilities already)."""
+    from .broker import get_broker, message_topic
+
+    head, message_id = _build(channel, event, None, id=id, client_id=client_id, data_json=data_json)
+    serial = await get_broker().publish_message(message_topic(kb_id, channel), head)
+    await _asend_published(**_published_kwargs(kb_id, channel, event, message_id, serial, client_id))
+    return message_id, serial
+
+
+def _build_batch(messages: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str, str]]:
+    items = list(messages)
+    if len(items) > pulse_settings.MAX_BATCH:
+        raise ProtocolViolation(f"A batch holds at most MAX_BATCH ({pulse_settings.MAX_BATCH}) messages.",
+                                ErrorCode.BAD_REQUEST)
+    built = []
+    for index, message in enumerate(items):
+        if not isinstance(message, Mapping):
+            raise ProtocolViolation(f"messages[{index}] must be an object.", ErrorCode.BAD_REQUEST)
+        unknown = set(message) - {"channel", "event", "data", "id"}
+        if unknown:
+            raise ProtocolViolation(f"messages[{index}] has unknown members {sorted(unknown)}.",
+                                    ErrorCode.BAD_REQUEST)
+        try:
+            head, message_id = _build(message.get("channel"), message.get("event"), message.get("data"),
+                                      id=message.get("id"), client_id=None)
+        except (ProtocolViolation, LimitExceeded) as exc:
+            raise type(exc)(f"messages[{index}]: {exc.message}", exc.code) from None
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"messages[{index}]: {exc}") from None
+        built.append((str(message["channel"]), str(message["event"]), head, message_id))
+    return built
+
+
+def publish_batch(messages: Iterable[Mapping[str, Any]], *, kb_id: str | None = None) -> list[str]:
+    """Publish several ``{"channel", "event", "data"?, "id"?}`` messages in order; returns their ids.
+
+    Every message is validated before any is published (all or nothing for bad input).
+    """
+    from .broker import get_broker, message_topic
+
+    built = _build_batch(messages)
+    kb = _resolve_kb(kb_id)
+    broker = get_broker()
+    ids = []
+    for channel, event, head, message_id in built:
+        serial = broker.publish_message_sync(message_topic(kb, channel), head)
+        _send_published(**_published_kwargs(kb, channel, event, message_id, serial, None))
+        ids.append(message_id)
+    return ids
+
+
+async def apublish_batch(messages: Iterable[Mapping[str, Any]], *, kb_id: str | None = None) -> list[str]:
+    """``publish_batch`` for async code."""
+    from .broker import get_broker, message_topic
+
+    built = _build_batch(messages)
+    kb = await sync_to_async(_resolve_kb, thread_sensitive=True)(kb_id)
+    broker = get_broker()
+    ids = []
+    for channel, event, head, message_id in built:
+        serial = await broker.publish_message(message_topic(kb, channel), head)
+        await _asend_published(**_published_kwargs(kb, channel, event, message_id, serial, None))
+        ids.append(message_id)
+    return ids
+
+
+# -- control ---------------------------------------------------------------------------------------------
+
+
+def _control_kb(kb_id: str | None) -> str:
+    from .auth import resolve_app
+
+    return resolve_app(kb_id, require_enabled=False).kb_id
+
+
+def disconnect(client_id: str, *, kb_id: str | None = None) -> None:
+    """Close every connection of ``client_id`` in app ``kb_id``, on every server process (close 4005)."""
+    from .broker import CONTROL_TOPIC, get_broker
+
+    if not isinstance(client_id, str) or not client_id:
+        raise ValueError("client_id must be a non-empty string")
+    text = dumps({"type": "disconnect", "kbId": _control_kb(kb_id), "clientId": client_id})
+    get_broker().broadcast_sync(CONTROL_TOPIC, text)
+
+
+async def adisconnect(client_id: str, *, kb_id: str | None = None) -> None:
+    """``disconnect`` for async code."""
+    from .broker import CONTROL_TOPIC, get_broker
+
+    if not isinstance(client_id, str) or not client_id:
+        raise ValueError("client_id must be a non-empty string")
+    kb = await sync_to_async(_control_kb, thread_sensitive=True)(kb_id)
+    await get_broker().broadcast(CONTROL_TOPIC, dumps({"type": "disconnect", "kbId": kb, "clientId": client_id}))
+
+
+def close_app_connections(kb_id: str | None = None) -> None:
+    """Close every connection of app ``kb_id`` on every server process (close 4003 app_disabled)."""
+    from .broker import CONTROL_TOPIC, get_broker
+
+    text = dumps({"type": "app_disabled", "kbId": _control_kb(kb_id)})
+    get_broker().broadcast_sync(CONTROL_TOPIC, text)
+
+
+async def aclose_app_connections(kb_id: str | None = None) -> None:
+    """``close_app_connections`` for async code."""
+    from .broker import CONTROL_TOPIC, get_broker
+
+    kb = await sync_to_async(_control_kb, thread_sensitive=True)(kb_id)
+    await get_broker().broadcast(CONTROL_TOPIC, dumps({"type": "app_disabled", "kbId": kb}))

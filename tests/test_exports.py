@@ -12,8 +12,10 @@ def test_top_level_exports() -> None:
 def test_pulse_facade_has_documented_functions() -> None:
     from django_pulse import pulse
 
-    for name in ("get_token", "authorize"):
+    for name in ("get_token", "authorize", "publish", "apublish", "publish_batch", "apublish_batch", "disconnect",
+                 "adisconnect", "close_app_connections", "aclose_app_connections"):
         assert callable(getattr(pulse, name)), name
+        assert name in pulse.__all__, name
 
 
 def test_unknown_attribute_raises() -> None:

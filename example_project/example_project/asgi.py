@@ -16,6 +16,7 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
 from django_pulse.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter({

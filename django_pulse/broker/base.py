@@ -1,0 +1,88 @@
+"""The broker interface: moves frames between server processes and assigns per-topic serials.
+
+A *topic* is a string (``message_topic``, ``presence_topic``, ``CONTROL_TOPIC``; docs/architecture.md).
+Every frame a broker receives for a topic is handed to this process's hub (``fanout.get_hub()``), which
+writes it to the local connections subscribed to the topic.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import secrets
+import socket
+
+__all__ = ["CONTROL_TOPIC", "Broker", "message_topic", "presence_topic", "topic_channel"]
+
+CONTROL_TOPIC = "ctl"
+
+
+def message_topic(kb_id: str, channel: str) -> str:
+    """The topic of messages published on ``channel`` of app ``kb_id``."""
+    return f"m:{kb_id}:{channel}"
+
+
+def presence_topic(kb_id: str, channel: str) -> str:
+    """The topic of presence events of ``channel`` of app ``kb_id``."""
+    return f"p:{kb_id}:{channel}"
+
+
+def topic_channel(topic: str) -> str:
+    """The channel name of a message or presence topic (a kbId never contains ``:``)."""
+    return topic.split(":", 2)[2]
+
+
+class Broker(abc.ABC):
+    """One per server process (``django_pulse.broker.get_broker()``).
+
+    ``publish_message`` assigns the topic's next serial ``n`` and broadcasts ``head + str(n) + "}"``
+    atomically, so serial order is delivery order in every process. ``broadcast`` carries a complete frame
+    without a serial. Publishing raises ``exceptions.Unavailable`` when the broker cannot be reached: never a
+    silent success. ``subscribe`` returns once frames published afterwards will reach this process.
+    """
+
+    def __init__(self) -> None:
+        self.process_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+    @property
+    @abc.abstractmethod
+    def epoch(self) -> str:
+        """Identifies the lifetime of the serial counters: serials compare only within one epoch."""
+
+    @abc.abstractmethod
+    async def publish_message(self, topic: str, head: str) -> int:
+        """Assign the next serial of ``topic``, broadcast the finished frame; returns the serial."""
+
+    @abc.abstractmethod
+    def publish_message_sync(self, topic: str, head: str) -> int:
+        """``publish_message`` for synchronous callers (views in threads, commands, signals)."""
+
+    @abc.abstractmethod
+    async def broadcast(self, topic: str, text: str) -> None:
+        """Deliver a complete frame to every process subscribed to ``topic``."""
+
+    @abc.abstractmethod
+    def broadcast_sync(self, topic: str, text: str) -> None:
+        """``broadcast`` for synchronous callers."""
+
+    @abc.abstractmethod
+    async def last_serial(self, topic: str) -> int:
+        """The serial of the last message published on ``topic`` (0 if none)."""
+
+    @abc.abstractmethod
+    async def subscribe(self, topic: str) -> None:
+        """Start receiving ``topic`` in this process; returns once the subscription is active."""
+
+    @abc.abstractmethod
+    async def unsubscribe(self, topic: str) -> None:
+        """Stop receiving ``topic`` in this process."""
+
+    def redis_channel(self, topic: str) -> str:
+        """The Redis pub/sub channel of ``topic`` (Redis brokers only)."""
+        raise NotImplementedError(f"{type(self).__name__} has no Redis channels")
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and tasks (process shutdown, tests)."""
+
+    def close_nowait(self) -> None:  # noqa: B027 - optional hook
+        """Best-effort release from synchronous code (the broker is being replaced)."""

@@ -1,0 +1,127 @@
+"""The in-memory broker: one server process, serials in a dict, delivery straight to the hub."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+
+from ..protocol import message_frame
+from .base import Broker
+
+__all__ = ["MemoryBroker"]
+
+logger = logging.getLogger("django_pulse.broker")
+
+
+class MemoryBroker(Broker):
+    """Serials and delivery inside one process.
+
+    Every delivery goes through one FIFO (``_pending``) drained on the server's event loop, under the same
+    lock that assigns the serial: a publish from a view's thread (``call_soon_threadsafe``) and one from async
+    code on the loop can never overtake each other, so delivery order is serial order.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._serials: dict[str, int] = {}
+        self._pending: deque[tuple[str, str]] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_scheduled = False
+        self._warned = False
+
+    @property
+    def epoch(self) -> str:
+        # Counters live as long as this process.
+        return self.process_id
+
+    def _enqueue(self, topic: str, text: str) -> None:
+        # Called with self._lock held.
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            # No connection of this process has subscribed anything: nobody here to deliver to. That is
+            # normal in a server before its first subscriber, and a mistake in a separate process (shell,
+            # worker): say so once.
+            if not self._warned:
+                self._warned = True
+                logger.warning(
+                    "In-memory broker: no WebSocket connection of this process has subscribed yet, so messages "
+                    "published here reach no one. To publish from another process (worker, shell), set "
+                    "PULSE['REDIS_URL'] or use the running server's HTTP API."
+                )
+            return
+        self._pending.append((topic, text))
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            return  # the caller drains right after releasing the lock
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        from ..fanout import get_hub
+
+        hub = get_hub()
+        pending = self._pending
+        with self._lock:
+            self._drain_scheduled = False
+        while True:
+            with self._lock:
+                if not pending:
+                    return
+                topic, text = pending.popleft()
+            hub.dispatch(topic, text)
+
+    def _publish(self, topic: str, head: str) -> int:
+        with self._lock:
+            serial = self._serials.get(topic, 0) + 1
+            self._serials[topic] = serial
+            self._enqueue(topic, message_frame(head, serial))
+        self._drain_if_on_loop()
+        return serial
+
+    def _broadcast(self, topic: str, text: str) -> None:
+        with self._lock:
+            self._enqueue(topic, text)
+        self._drain_if_on_loop()
+
+    def _drain_if_on_loop(self) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if running is self._loop:
+            self._drain()
+
+    async def publish_message(self, topic: str, head: str) -> int:
+        return self._publish(topic, head)
+
+    def publish_message_sync(self, topic: str, head: str) -> int:
+        return self._publish(topic, head)
+
+    async def broadcast(self, topic: str, text: str) -> None:
+        self._broadcast(topic, text)
+
+    def broadcast_sync(self, topic: str, text: str) -> None:
+        self._broadcast(topic, text)
+
+    async def last_serial(self, topic: str) -> int:
+        with self._lock:
+            return self._serials.get(topic, 0)
+
+    async def subscribe(self, topic: str) -> None:
+        # The hub filters by topic; the broker only needs to know which loop serves the connections.
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            with self._lock:
+                self._loop = loop
+                self._pending.clear()
+                self._drain_scheduled = False
+
+    async def unsubscribe(self, topic: str) -> None:
+        return None

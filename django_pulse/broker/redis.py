@@ -1,0 +1,455 @@
+"""The Redis broker: serials and broadcast in one Lua script, one pub/sub connection per process.
+
+- Publishing runs ``INCR {prefix}:serial:{topic}`` and ``PUBLISH {prefix}:bus:{topic} head..n.."}"`` in one
+  script: Redis runs scripts one at a time, so serial order is delivery order in every process.
+- Receiving: one pub/sub connection per process (named ``{prefix}:sub:{process_id}`` with CLIENT SETNAME),
+  read by one task with a minimal RESP reader, so the broker controls reconnection itself: it reconnects
+  with backoff, re-subscribes every topic and, once Redis confirms each, sends its local subscribers a
+  ``discontinuity`` frame (messages may have been published while this process was deaf).
+- While Redis is unreachable, publishing raises ``Unavailable`` and so does subscribing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import ssl
+import time
+from collections import deque
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis as redis_sync
+import redis.asyncio as redis_async
+from redis.exceptions import RedisError
+
+from ..exceptions import Unavailable
+from .base import Broker
+
+__all__ = ["RedisBroker"]
+
+logger = logging.getLogger("django_pulse.broker")
+
+PUBLISH_SCRIPT = """
+local n = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', KEYS[2], ARGV[1] .. n .. '}')
+return n
+"""
+
+CONNECT_TIMEOUT = 3.0
+# The subscriber connection sends PING after this many idle seconds and is declared dead (and reconnected)
+# after three times as long without any byte from Redis.
+HEALTH_INTERVAL = 5.0
+MAX_BACKOFF = 5.0
+SUBSCRIBE_BATCH = 500
+
+
+class _ReplyError(Exception):
+    pass
+
+
+class _RespConnection:
+    """A bare RESP2 connection for pub/sub: write commands, read replies and pushes. Not thread-safe."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.last_rx = time.monotonic()
+
+    @classmethod
+    async def open(cls, url: str, timeout: float) -> _RespConnection:
+        parts = urlsplit(url)
+        context = ssl.create_default_context() if parts.scheme == "rediss" else None
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(parts.hostname or "127.0.0.1", parts.port or 6379, ssl=context), timeout
+        )
+        conn = cls(reader, writer)
+        if parts.password:
+            args = [unquote(parts.username), unquote(parts.password)] if parts.username else [unquote(parts.password)]
+            await asyncio.wait_for(conn.call("AUTH", *args), timeout)
+        return conn
+
+    def write(self, *args: str | bytes) -> None:
+        out = [b"*%d\r\n" % len(args)]
+        for arg in args:
+            data = arg.encode() if isinstance(arg, str) else arg
+            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        self.writer.write(b"".join(out))
+
+    async def call(self, *args: str | bytes) -> Any:
+        """One command and its reply (only before subscribing)."""
+        self.write(*args)
+        reply = await self.read()
+        if isinstance(reply, _ReplyError):
+            raise reply
+        return reply
+
+    async def read(self) -> Any:
+        value = await self._read_value()
+        self.last_rx = time.monotonic()
+        return value
+
+    async def _read_value(self) -> Any:
+        line = await self.reader.readline()
+        if not line.endswith(b"\r\n"):
+            raise ConnectionError("Redis closed the connection")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"*":
+            count = int(rest)
+            return None if count < 0 else [await self._read_value() for _ in range(count)]
+        if kind == b"$":
+            size = int(rest)
+            if size < 0:
+                return None
+            return (await self.reader.readexactly(size + 2))[:-2]
+        if kind == b":":
+            return int(rest)
+        if kind == b"+":
+            return rest
+        if kind == b"-":
+            return _ReplyError(rest.decode(errors="replace"))
+        raise ConnectionError(f"unexpected RESP type {kind!r}")
+
+    def abort(self) -> None:
+        transport = self.writer.transport
+        if transport is not None:
+            transport.abort()
+
+
+class RedisBroker(Broker):
+    """The broker for several server processes sharing Redis (``PULSE["REDIS_URL"]``)."""
+
+    def __init__(self, url: str | None = None, prefix: str | None = None) -> None:
+        from ..conf import pulse_settings
+
+        super().__init__()
+        self.url = url or pulse_settings.REDIS_URL or "redis://127.0.0.1:6379/0"
+        self.prefix = prefix if prefix is not None else pulse_settings.REDIS_PREFIX
+        self._bus = f"{self.prefix}:bus:"
+        self._bus_bytes = self._bus.encode()
+        self.client_name = f"{self.prefix}:sub:{self.process_id}".replace(" ", "_")
+        self._epoch_key = f"{self.prefix}:epoch"
+        self._epoch = ""
+        self._sync_client: redis_sync.Redis | None = None
+        self._sync_script: Any = None
+        # Per event loop state (rebuilt if the broker is used from another loop).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: redis_async.Redis | None = None
+        self._script: Any = None
+        self._runner: asyncio.Task[None] | None = None
+        self._guard: asyncio.Task[None] | None = None
+        self._conn: _RespConnection | None = None
+        self._connected: asyncio.Event | None = None
+        # Set while the last connection attempt failed (so subscribers fail fast during an outage).
+        self._down: asyncio.Event | None = None
+        self._closed = False
+        # Topics this process wants, futures waiting for (un)subscribe confirmations per Redis channel,
+        # and the channels re-subscribed after a reconnect that still owe their subscribers a discontinuity.
+        self._topics: set[str] = set()
+        self._sub_waiters: dict[bytes, deque[asyncio.Future[None]]] = {}
+        self._unsub_waiters: dict[bytes, deque[asyncio.Future[None]]] = {}
+        self._resubscribed: set[bytes] = set()
+
+    # -- names ------------------------------------------------------------------------------------------
+
+    def redis_channel(self, topic: str) -> str:
+        return self._bus + topic
+
+    def serial_key(self, topic: str) -> str:
+        return f"{self.prefix}:serial:{topic}"
+
+    @property
+    def epoch(self) -> str:
+        if not self._epoch:
+            self._epoch = self._read_epoch_sync()
+        return self._epoch
+
+    def _read_epoch_sync(self) -> str:
+        client = self._sync()[0]
+        try:
+            client.set(self._epoch_key, secrets.token_hex(8), nx=True)
+            value = client.get(self._epoch_key)
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"Redis is unreachable: {exc}") from None
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    # -- publishing -------------------------------------------------------------------------------------
+
+    def _sync(self) -> tuple[redis_sync.Redis, Any]:
+        if self._sync_client is None:
+            self._sync_client = redis_sync.Redis.from_url(
+                self.url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT,
+                health_check_interval=30,
+            )
+            self._sync_script = self._sync_client.register_script(PUBLISH_SCRIPT)
+        return self._sync_client, self._sync_script
+
+    def _async(self) -> tuple[redis_async.Redis, Any]:
+        self._bind_loop()
+        assert self._client is not None
+        return self._client, self._script
+
+    async def publish_message(self, topic: str, head: str) -> int:
+        _, script = self._async()
+        try:
+            serial = await script(keys=[self.serial_key(topic), self.redis_channel(topic)], args=[head])
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"Redis is unreachable; the message was not published: {exc}") from None
+        return int(serial)
+
+    def publish_message_sync(self, topic: str, head: str) -> int:
+        _, script = self._sync()
+        try:
+            serial = script(keys=[self.serial_key(topic), self.redis_channel(topic)], args=[head])
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"Redis is unreachable; the message was not published: {exc}") from None
+        return int(serial)
+
+    async def broadcast(self, topic: str, text: str) -> None:
+        client, _ = self._async()
+        try:
+            await client.publish(self.redis_channel(topic), text)
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"Redis is unreachable: {exc}") from None
+
+    def broadcast_sync(self, topic: str, text: str) -> None:
+        client, _ = self._sync()
+        try:
+            client.publish(self.redis_channel(topic), text)
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"Redis is unreachable: {exc}") from None
+
+    async def last_serial(self, topic: str) -> int:
+        client, _ = self._async()
+        try:
+            value = await client.get(self.serial_key(topic))
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"Redis is unreachable: {exc}") from None
+        return int(value or 0)
+
+    # -- the subscriber connection ----------------------------------------------------------------------
+
+    def _bind_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
+            return
+        # First use, or a new event loop (tests): state bound to the old loop is dropped, not awaited.
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.abort()
+        self._loop = loop
+        self._client = redis_async.Redis.from_url(
+            self.url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT
+        )
+        self._script = self._client.register_script(PUBLISH_SCRIPT)
+        # The async client's connections belong to this loop: close them when the loop winds down (its tasks
+        # are cancelled then), so nothing is left for the garbage collector to warn about.
+        self._guard = loop.create_task(_close_on_cancel(self._client), name="django-pulse redis client guard")
+        self._conn = None
+        self._runner = None
+        self._connected = asyncio.Event()
+        self._down = asyncio.Event()
+        self._sub_waiters.clear()
+        self._unsub_waiters.clear()
+        self._resubscribed.clear()
+
+    def _ensure_running(self) -> asyncio.Event:
+        self._bind_loop()
+        assert self._connected is not None
+        if self._runner is None and not self._closed:
+            self._runner = asyncio.get_running_loop().create_task(self._run(), name="django-pulse redis subscriber")
+        return self._connected
+
+    async def _wait_connected(self) -> _RespConnection:
+        connected = self._ensure_running()
+        down = self._down
+        assert down is not None
+        if self._conn is None and not down.is_set():
+            # First use: wait for the first attempt to succeed or fail.
+            waits = [asyncio.ensure_future(connected.wait()), asyncio.ensure_future(down.wait())]
+            try:
+                await asyncio.wait(waits, timeout=CONNECT_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waits:
+                    waiter.cancel()
+        if self._conn is None:
+            raise Unavailable("Redis is unreachable; cannot subscribe.")
+        return self._conn
+
+    async def subscribe(self, topic: str) -> None:
+        conn = await self._wait_connected()
+        channel = self.redis_channel(topic).encode()
+        self._topics.add(topic)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sub_waiters.setdefault(channel, deque()).append(future)
+        conn.write(b"SUBSCRIBE", channel)
+        try:
+            await asyncio.wait_for(asyncio.shield(future), CONNECT_TIMEOUT)
+        except BaseException as exc:
+            self._topics.discard(topic)
+            if self._conn is conn:
+                conn.write(b"UNSUBSCRIBE", channel)
+            if isinstance(exc, TimeoutError):
+                raise Unavailable("Redis did not confirm a subscription in time.") from None
+            raise
+
+    async def unsubscribe(self, topic: str) -> None:
+        self._topics.discard(topic)
+        conn = self._conn
+        if conn is None or self._loop is not asyncio.get_running_loop():
+            return  # not subscribed anywhere now; a reconnect subscribes only the topics still wanted
+        channel = self.redis_channel(topic).encode()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._unsub_waiters.setdefault(channel, deque()).append(future)
+        conn.write(b"UNSUBSCRIBE", channel)
+        with contextlib.suppress(TimeoutError, Unavailable):
+            await asyncio.wait_for(asyncio.shield(future), CONNECT_TIMEOUT)
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        ever_connected = False
+        while not self._closed:
+            try:
+                conn = await _RespConnection.open(self.url, CONNECT_TIMEOUT)
+                await asyncio.wait_for(conn.call("CLIENT", "SETNAME", self.client_name), CONNECT_TIMEOUT)
+                await asyncio.wait_for(conn.call("SET", self._epoch_key, secrets.token_hex(8), "NX"), CONNECT_TIMEOUT)
+                epoch = await asyncio.wait_for(conn.call("GET", self._epoch_key), CONNECT_TIMEOUT)
+            except (OSError, ConnectionError, TimeoutError, asyncio.IncompleteReadError, _ReplyError) as exc:
+                assert self._down is not None
+                if not self._down.is_set() or backoff >= MAX_BACKOFF:
+                    logger.warning("Redis broker cannot connect to %s: %s; retrying", _safe_url(self.url), exc)
+                self._down.set()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            backoff = 0.1
+            assert self._down is not None
+            self._down.clear()
+            self._epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+            channels = [self.redis_channel(topic).encode() for topic in sorted(self._topics)]
+            if ever_connected:
+                logger.warning("Redis broker reconnected; re-subscribing %d topics", len(channels))
+                self._resubscribed = set(channels)
+            for start in range(0, len(channels), SUBSCRIBE_BATCH):
+                conn.write(b"SUBSCRIBE", *channels[start:start + SUBSCRIBE_BATCH])
+            ever_connected = True
+            self._conn = conn
+            assert self._connected is not None
+            self._connected.set()
+            health = asyncio.get_running_loop().create_task(self._health(conn))
+            try:
+                await self._read_loop(conn)
+            except (OSError, ConnectionError, asyncio.IncompleteReadError) as exc:
+                if not self._closed:
+                    logger.warning("Redis broker lost its subscriber connection: %s", exc)
+            finally:
+                health.cancel()
+                self._conn = None
+                self._connected.clear()
+                conn.abort()
+                self._fail_waiters()
+
+    async def _read_loop(self, conn: _RespConnection) -> None:
+        from ..fanout import get_hub
+
+        hub = get_hub()
+        bus, bus_len = self._bus_bytes, len(self._bus_bytes)
+        while True:
+            reply = await conn.read()
+            if not isinstance(reply, list) or not reply:
+                if isinstance(reply, _ReplyError):
+                    logger.error("Redis refused a pub/sub command: %s", reply)
+                continue
+            kind = reply[0]
+            if kind == b"message" and len(reply) == 3:
+                channel, data = reply[1], reply[2]
+                if channel.startswith(bus):
+                    hub.dispatch(channel[bus_len:].decode(), data.decode())
+            elif kind == b"subscribe":
+                channel = reply[1]
+                waiters = self._sub_waiters.get(channel)
+                if waiters:
+                    waiter = waiters.popleft()
+                    if not waiters:
+                        del self._sub_waiters[channel]
+                    if not waiter.done():
+                        waiter.set_result(None)
+                elif channel in self._resubscribed:
+                    self._resubscribed.discard(channel)
+                    hub.discontinuity(channel[bus_len:].decode(), "broker_unavailable")
+            elif kind == b"unsubscribe":
+                waiters = self._unsub_waiters.get(reply[1])
+                if waiters:
+                    waiter = waiters.popleft()
+                    if not waiters:
+                        del self._unsub_waiters[reply[1]]
+                    if not waiter.done():
+                        waiter.set_result(None)
+
+    async def _health(self, conn: _RespConnection) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_INTERVAL)
+            idle = time.monotonic() - conn.last_rx
+            if idle > 3 * HEALTH_INTERVAL:
+                logger.warning("Redis broker: no reply for %.0f s; reconnecting", idle)
+                conn.abort()
+                return
+            if idle > HEALTH_INTERVAL:
+                conn.write(b"PING")
+
+    def _fail_waiters(self) -> None:
+        for table in (self._sub_waiters, self._unsub_waiters):
+            for waiters in table.values():
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(Unavailable("Redis connection lost."))
+                        waiter.exception()
+            table.clear()
+
+    # -- shutdown ---------------------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        self._closed = True
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await runner
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            guard.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await guard
+        if self._sync_client is not None:
+            self._sync_client.close()
+
+    def close_nowait(self) -> None:
+        self._closed = True
+        if self._loop is not None and not self._loop.is_closed():
+            for task in (self._runner, self._guard):
+                if task is not None:
+                    with contextlib.suppress(RuntimeError):
+                        self._loop.call_soon_threadsafe(task.cancel)
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.abort()
+        if self._sync_client is not None:
+            self._sync_client.close()
+
+
+async def _close_on_cancel(client: redis_async.Redis) -> None:
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await client.aclose()
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password (never log credentials)."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username or ''}:***@{parts.hostname}:{parts.port or 6379}"
+        return parts._replace(netloc=netloc).geturl()
+    return url

@@ -1,0 +1,404 @@
+"""Per-process delivery: the hub (topic -> local connections) and each connection's outbox.
+
+docs/architecture.md describes the design. Per message and per process the broker work and the encoding
+happen once; the hub builds ONE ASGI message dict and hands it to every local subscriber's outbox, which
+writes it to the server's ASGI ``send`` inline when it can. No channel layer, thread pool or per-socket
+task sits on the delivery path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
+
+from .protocol import CloseCode, discontinuity_frame, utf8_len
+
+__all__ = [
+    "Hub",
+    "Outbox",
+    "Sink",
+    "get_hub",
+    "reset_hub",
+    "server_buffer_probe",
+]
+
+logger = logging.getLogger("django_pulse.fanout")
+
+ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Sink(Protocol):
+    """What the hub delivers to: an ``Outbox``, or a wrapper that filters (e.g. presence events)."""
+
+    def push(self, message: dict[str, Any], nbytes: int) -> None:
+        """Queue ``message`` (an ASGI send message) of ``nbytes`` UTF-8 bytes; never blocks, never raises."""
+
+
+class ControlTarget(Protocol):
+    """A registered connection, as the control topic sees it."""
+
+    kb_id: str
+    client_id: str
+
+    def close(self, code: int) -> None: ...
+
+
+# -- server-specific peeking ---------------------------------------------------------------------------
+
+
+def server_buffer_probe(send: Any) -> Callable[[], int] | None:
+    """A function returning the bytes the ASGI server holds unsent for this socket, or None when unknown.
+
+    Only daphne is recognised: its ASGI ``send`` is ``functools.partial(Server.handle_reply, protocol)``, its
+    sends complete at once (the bytes go to the Twisted transport's buffer), so the outbox queue never grows
+    and the transport buffer is the only place a slow reader's backlog shows. Everything here degrades to 0
+    if daphne's or Twisted's internals change.
+    """
+    if not isinstance(send, functools.partial) or not send.args:
+        return None
+    func = send.func
+    if getattr(func, "__qualname__", "") != "Server.handle_reply" or not getattr(func, "__module__", "").startswith(
+        "daphne."
+    ):
+        return None
+    protocol = send.args[0]
+
+    def buffered() -> int:
+        transport = getattr(protocol, "transport", None)
+        try:
+            return len(transport.dataBuffer) - int(transport.offset) + int(transport._tempDataLen)  # type: ignore[union-attr]
+        except (AttributeError, TypeError):
+            return 0
+
+    return buffered
+
+
+# -- the outbox --------------------------------------------------------------------------------------------
+
+
+async def _finish(coro: Coroutine[Any, Any, Any], waiter: Any) -> None:
+    """Drive a coroutine that was stepped once outside any task and suspended on ``waiter``.
+
+    ``Outbox.push`` starts a send with ``coro.send(None)``: most sends finish right there, without the cost
+    of a task. Python 3.11 has no eager tasks; on 3.12+ ``Task(..., eager_start=True)`` would do the same
+    but still allocate a Task (and its done-callback machinery) for every delivery, so the manual step is used
+    on every version. When one suspends, it has yielded what a Task would have
+    waited on: an asyncio future (``await fut``) or None (a bare yield, ``asyncio.sleep(0)``). This coroutine,
+    run as a task, does what the Task would: wait until that future is done, then resume the coroutine with
+    ``send(None)`` (``Future.__await__`` then returns the result or raises the exception itself), repeatedly.
+    If this task is cancelled while waiting, ``await waiter`` cancels the waiter, and resuming the coroutine
+    raises ``CancelledError`` inside it, exactly as for a task.
+    """
+    while True:
+        if waiter is None:
+            await asyncio.sleep(0)
+        elif asyncio.isfuture(waiter):
+            waiter._asyncio_future_blocking = False
+            # Only wait here: the coroutine gets the outcome itself from waiter.result() when resumed.
+            with contextlib.suppress(BaseException):
+                await waiter
+        else:
+            waiter = coro.throw(RuntimeError(f"a send yielded {waiter!r}, not a future"))
+            continue
+        try:
+            waiter = coro.send(None)
+        except StopIteration:
+            return
+
+
+class Outbox:
+    """The outbound side of one connection: order-preserving, inline-first writes to the ASGI ``send``.
+
+    ``push`` never blocks and never raises. While a send is in flight (the connection is *busy*) later
+    messages wait in a FIFO. When queued bytes plus the server's own buffer pass ``limit``, the queue is
+    dropped and the connection is closed with 4010 ``slow_consumer``; nobody else waits for it.
+    """
+
+    __slots__ = ("_busy", "_probe", "_queue", "_queued", "_send", "_task", "closed", "limit", "on_close")
+
+    def __init__(self, send: ASGISend, limit: int, on_close: Callable[[int], None] | None = None) -> None:
+        self._send = send
+        self._probe = server_buffer_probe(send)
+        self._queue: deque[tuple[dict[str, Any], int]] = deque()
+        self._queued = 0
+        self._busy = False
+        self._task: asyncio.Task[None] | None = None
+        self.limit = limit
+        self.closed = False
+        # Called once, with the close code, when the outbox closes the connection itself (slow consumer).
+        self.on_close = on_close
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes queued here plus bytes the server holds unsent (when it can be seen)."""
+        return self._queued + (self._probe() if self._probe is not None else 0)
+
+    def push(self, message: dict[str, Any], nbytes: int) -> None:
+        if self.closed:
+            return
+        if self._busy:
+            self._queue.append((message, nbytes))
+            self._queued += nbytes
+            if self._queued + (self._probe() if self._probe is not None else 0) > self.limit:
+                self._overflow()
+            return
+        if self._probe is not None and self._probe() + nbytes > self.limit:
+            self._overflow()
+            return
+        self._start(message)
+
+    def send_text(self, text: str) -> None:
+        """Push one text frame (replies and events of this connection only)."""
+        self.push({"type": "websocket.send", "text": text}, utf8_len(text))
+
+    def close(self, code: int) -> None:
+        """Send a close after what is already queued; nothing is pushed afterwards."""
+        if self.closed:
+            return
+        self.closed = True
+        message = {"type": "websocket.close", "code": int(code)}
+        if self._busy:
+            self._queue.append((message, 0))
+        else:
+            self._start(message)
+
+    def _overflow(self) -> None:
+        logger.info("Closing a slow consumer: %d bytes pending over the limit of %d", self.pending_bytes, self.limit)
+        self._queue.clear()
+        self._queued = 0
+        self.close(CloseCode.SLOW_CONSUMER)
+        if self.on_close is not None:
+            self.on_close(CloseCode.SLOW_CONSUMER)
+
+    def _start(self, message: dict[str, Any]) -> None:
+        # Step the send once inline (see _finish); most complete here without suspending.
+        coro = self._send(message)
+        if not asyncio.iscoroutine(coro):  # an awaitable that is not a coroutine: give it to a task
+            self._busy = True
+            self._task = asyncio.ensure_future(self._run(None, None, coro))
+            return
+        try:
+            waiter = coro.send(None)
+        except StopIteration:
+            return
+        except Exception as exc:
+            self._lost(exc)
+            return
+        self._busy = True
+        self._task = asyncio.get_running_loop().create_task(self._run(coro, waiter))
+
+    async def _run(self, coro: Coroutine[Any, Any, Any] | None, waiter: Any,
+                   awaitable: Awaitable[Any] | None = None) -> None:
+        try:
+            if coro is not None:
+                await _finish(coro, waiter)
+            elif awaitable is not None:
+                await awaitable
+            queue = self._queue
+            while queue:
+                message, nbytes = queue.popleft()
+                self._queued -= nbytes
+                await self._send(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._lost(exc)
+        finally:
+            self._busy = False
+            self._task = None
+
+    def _lost(self, exc: BaseException) -> None:
+        # The server refused a send: the socket is gone (its disconnect event follows). Stop writing.
+        logger.debug("A send failed; the connection is gone: %r", exc)
+        self.closed = True
+        self._queue.clear()
+        self._queued = 0
+
+    def cancel(self) -> None:
+        """Drop everything pending (the connection is gone)."""
+        self.closed = True
+        self._queue.clear()
+        self._queued = 0
+        if self._task is not None:
+            self._task.cancel()
+
+
+# -- the hub ----------------------------------------------------------------------------------------------
+
+
+class _ControlSink:
+    """Receives the control topic: closes this process's connections of a disabled app or a revoked client."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def push(self, message: dict[str, Any], nbytes: int) -> None:
+        try:
+            command = json.loads(message["text"])
+            kind, kb_id = command["type"], command["kbId"]
+        except (ValueError, KeyError, TypeError):
+            logger.warning("Ignoring a malformed control message")
+            return
+        targets = list(self.hub.connections.get(kb_id, ()))
+        if kind == "app_disabled":
+            for conn in targets:
+                conn.close(CloseCode.APP_DISABLED)
+        elif kind == "disconnect":
+            client_id = command.get("clientId")
+            for conn in targets:
+                if conn.client_id == client_id:
+                    conn.close(CloseCode.REVOKED)
+        else:
+            logger.warning("Ignoring an unknown control message type %r", kind)
+
+
+class Hub:
+    """This process's topic -> local sinks map; one broker subscription per topic.
+
+    The first sink of a topic subscribes the broker (every concurrent subscriber of that topic waits for the
+    same confirmation); the last one leaving unsubscribes it.
+    """
+
+    def __init__(self) -> None:
+        self.topics: dict[str, set[Sink]] = {}
+        self._subscribing: dict[str, asyncio.Future[None]] = {}
+        # kbId -> authenticated connections (for control messages and counts).
+        self.connections: dict[str, set[ControlTarget]] = {}
+        self._control: _ControlSink | None = None
+        self.discontinuity_listeners: list[Callable[[str, str], None]] = []
+
+    # delivery -------------------------------------------------------------------------------------
+
+    def dispatch(self, topic: str, text: str) -> None:
+        """Deliver one frame to every local sink of ``topic``, in call order. O(1) work + one push per sink."""
+        sinks = self.topics.get(topic)
+        if not sinks:
+            return
+        message = {"type": "websocket.send", "text": text}
+        nbytes = utf8_len(text)
+        for sink in sinks:
+            sink.push(message, nbytes)
+
+    def discontinuity(self, topic: str, reason: str) -> None:
+        """Tell the local subscribers of ``topic`` that frames may have been missed (the broker was away)."""
+        if topic.startswith("m:"):
+            from .broker import topic_channel
+
+            self.dispatch(topic, discontinuity_frame(topic_channel(topic), reason))
+        for listener in self.discontinuity_listeners:
+            try:
+                listener(topic, reason)
+            except Exception:
+                logger.exception("A discontinuity listener failed")
+
+    # subscriptions ---------------------------------------------------------------------------------
+
+    async def subscribe(self, topic: str, sink: Sink) -> None:
+        """Add ``sink`` to ``topic``; returns once frames published afterwards reach it.
+
+        Raises ``Unavailable`` (and leaves nothing behind) when the broker cannot subscribe.
+        """
+        from .broker import get_broker
+
+        sinks = self.topics.get(topic)
+        if sinks is None:
+            sinks = self.topics[topic] = {sink}
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._subscribing[topic] = future
+            try:
+                await get_broker().subscribe(topic)
+            except BaseException as exc:
+                self._subscribing.pop(topic, None)
+                if self.topics.get(topic) is sinks:
+                    del self.topics[topic]
+                if isinstance(exc, Exception):
+                    future.set_exception(exc)
+                    future.exception()  # retrieved: waiters re-raise it, nobody logs "never retrieved"
+                else:
+                    future.cancel()
+                raise
+            self._subscribing.pop(topic, None)
+            future.set_result(None)
+            return
+        sinks.add(sink)
+        pending = self._subscribing.get(topic)
+        if pending is not None:
+            try:
+                await asyncio.shield(pending)
+            except BaseException:
+                sinks.discard(sink)
+                raise
+
+    async def unsubscribe(self, topic: str, sink: Sink) -> None:
+        """Remove ``sink`` from ``topic``; the last one out unsubscribes the broker."""
+        from .broker import get_broker
+
+        sinks = self.topics.get(topic)
+        if sinks is None or sink not in sinks:
+            return
+        sinks.discard(sink)
+        if sinks or topic in self._subscribing:
+            return
+        del self.topics[topic]
+        try:
+            await get_broker().unsubscribe(topic)
+        except Exception:
+            logger.warning("Could not unsubscribe topic %r from the broker", topic, exc_info=True)
+
+    def local_topics(self) -> dict[str, int]:
+        """Topic -> number of local sinks, for the topics this process holds."""
+        return {topic: len(sinks) for topic, sinks in self.topics.items() if sinks}
+
+    # connections -----------------------------------------------------------------------------------
+
+    async def register(self, conn: ControlTarget) -> None:
+        """Track an authenticated connection (control messages reach it from then on)."""
+        from .broker import CONTROL_TOPIC
+
+        self.connections.setdefault(conn.kb_id, set()).add(conn)
+        if self._control is None:
+            control = _ControlSink(self)
+            self._control = control
+            try:
+                await self.subscribe(CONTROL_TOPIC, control)
+            except BaseException:
+                self._control = None
+                raise
+
+    def unregister(self, conn: ControlTarget) -> None:
+        conns = self.connections.get(conn.kb_id)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self.connections[conn.kb_id]
+
+
+_hub: Hub | None = None
+_hub_lock = threading.Lock()
+
+
+def get_hub() -> Hub:
+    """This process's hub."""
+    global _hub
+    hub = _hub
+    if hub is None:
+        with _hub_lock:
+            if _hub is None:
+                _hub = Hub()
+            hub = _hub
+    return hub
+
+
+def reset_hub() -> None:
+    """Forget the hub (with the broker: settings changed). Existing connections keep their own state."""
+    global _hub
+    with _hub_lock:
+        _hub = None
+

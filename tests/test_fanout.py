@@ -1,0 +1,209 @@
+"""The hub and the outbox: inline-first sends, FIFO when a send suspends, slow consumers closed alone."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+import pytest
+
+from django_pulse.fanout import Hub, Outbox, server_buffer_probe
+
+
+class Socket:
+    """An ASGI ``send`` whose writes complete at once unless ``gate`` is closed (then they suspend)."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.gate: asyncio.Future[None] | None = None
+        self.fail = False
+        self.calls = 0
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.calls += 1
+        if self.gate is not None and not self.gate.done():
+            await self.gate
+        if self.fail:
+            raise OSError("socket gone")
+        self.sent.append(message)
+
+    def block(self) -> None:
+        self.gate = asyncio.get_running_loop().create_future()
+
+    def release(self) -> None:
+        assert self.gate is not None
+        self.gate.set_result(None)
+
+    @property
+    def texts(self) -> list[str]:
+        return [m.get("text", f"<{m['type']}:{m.get('code')}>") for m in self.sent]
+
+
+def frame(text: str) -> dict[str, Any]:
+    return {"type": "websocket.send", "text": text}
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_send_that_does_not_suspend_completes_inline_without_a_task() -> None:
+    sock = Socket()
+    box = Outbox(sock.send, limit=1000)
+    box.push(frame("a"), 1)
+    assert sock.texts == ["a"]  # done before push returned: no task, no loop iteration
+    box.push(frame("b"), 1)
+    assert sock.texts == ["a", "b"] and box._task is None
+
+
+async def test_a_suspended_send_queues_later_frames_in_order() -> None:
+    sock = Socket()
+    box = Outbox(sock.send, limit=1000)
+    sock.block()
+    box.push(frame("1"), 1)
+    box.push(frame("2"), 1)
+    box.push(frame("3"), 1)
+    assert sock.texts == [] and sock.calls == 1 and box.pending_bytes == 2
+    sock.release()
+    await settle()
+    assert sock.texts == ["1", "2", "3"] and box.pending_bytes == 0
+    assert box._task is None and not box._busy
+    box.push(frame("4"), 1)  # idle again: inline
+    assert sock.texts[-1] == "4"
+
+
+async def test_a_send_suspending_on_sleep0_is_finished_too() -> None:
+    sent: list[str] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        await asyncio.sleep(0)  # a bare yield (no future)
+        sent.append(message["text"])
+
+    box = Outbox(send, limit=1000)
+    box.push(frame("x"), 1)
+    box.push(frame("y"), 1)
+    await settle()
+    assert sent == ["x", "y"]
+
+
+async def test_exceptions_after_suspension_reach_the_send_and_stop_the_outbox() -> None:
+    sock = Socket()
+    box = Outbox(sock.send, limit=1000)
+    sock.block()
+    box.push(frame("1"), 1)
+    box.push(frame("2"), 1)
+    sock.fail = True
+    sock.release()
+    await settle()
+    assert box.closed and sock.texts == []
+    box.push(frame("3"), 1)  # ignored, never raises
+    assert sock.calls == 1
+
+
+async def test_a_failed_future_is_raised_inside_the_send() -> None:
+    seen: list[str] = []
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def send(message: dict[str, Any]) -> None:
+        try:
+            await gate
+        except ValueError as exc:
+            seen.append(str(exc))
+
+    box = Outbox(send, limit=10)
+    box.push(frame("1"), 1)
+    gate.set_exception(ValueError("inside"))
+    await settle()
+    assert seen == ["inside"] and not box.closed
+
+
+async def test_cancel_reaches_the_suspended_send() -> None:
+    seen: list[str] = []
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def send(message: dict[str, Any]) -> None:
+        try:
+            await gate
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    box = Outbox(send, limit=10)
+    box.push(frame("1"), 1)
+    await settle()
+    box.cancel()
+    await settle()
+    assert seen == ["cancelled"] and gate.cancelled()
+
+
+async def test_slow_consumer_is_closed_4010_and_others_are_not_held_back() -> None:
+    slow, fast = Socket(), Socket()
+    closed: list[int] = []
+    hub = Hub()
+    slow_box = Outbox(slow.send, limit=10, on_close=closed.append)
+    fast_box = Outbox(fast.send, limit=10)
+    hub.topics["t"] = {slow_box, fast_box}
+    slow.block()
+    for i in range(6):
+        hub.dispatch("t", f"m{i}xx")  # 4 bytes each: the 4th queued frame passes 10 bytes
+    assert fast.texts == [f"m{i}xx" for i in range(6)]
+    assert closed == [4010] and slow_box.closed
+    slow.release()
+    await settle()
+    # The in-flight frame, then the close; the queued backlog was dropped.
+    assert slow.texts == ["m0xx", "<websocket.close:4010>"]
+
+
+async def test_close_is_sent_after_queued_frames() -> None:
+    sock = Socket()
+    box = Outbox(sock.send, limit=100)
+    sock.block()
+    box.push(frame("a"), 1)
+    box.push(frame("b"), 1)
+    box.close(4003)
+    box.push(frame("c"), 1)
+    sock.release()
+    await settle()
+    assert sock.texts == ["a", "b", "<websocket.close:4003>"]
+
+
+def test_server_buffer_probe_recognises_only_daphne() -> None:
+    async def plain(message: dict[str, Any]) -> None:
+        return None
+
+    assert server_buffer_probe(plain) is None
+    assert server_buffer_probe(functools.partial(plain)) is None
+    from daphne.server import Server
+
+    class Transport:
+        dataBuffer = b"x" * 100
+        offset = 30
+        _tempDataLen = 5
+
+    class Protocol:
+        transport = Transport()
+
+    server = object.__new__(Server)
+    bound = functools.partial(server.handle_reply, Protocol())
+    probe = server_buffer_probe(bound)
+    assert probe is not None and probe() == 75
+
+    class Gone:
+        transport = None
+
+    gone = server_buffer_probe(functools.partial(server.handle_reply, Gone()))
+    assert gone is not None and gone() == 0
+
+
+@pytest.mark.parametrize("count", [1, 3])
+async def test_hub_subscribe_unsubscribe_counts(count: int, settings: Any) -> None:
+    settings.PULSE = {}
+    hub = Hub()
+    boxes = [Outbox(Socket().send, limit=10) for _ in range(count)]
+    await asyncio.gather(*(hub.subscribe("m:default:a", box) for box in boxes))
+    assert hub.local_topics() == {"m:default:a": count}
+    for box in boxes:
+        await hub.unsubscribe("m:default:a", box)
+    assert hub.local_topics() == {}
