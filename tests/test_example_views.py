@@ -9,11 +9,13 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.test import Client
 from posts.models import Member, Post
 
 from django_pulse.models import PulseApp
 from django_pulse.tokens import Claims, verify_token
+from tests.wsutil import connect
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("posts.urls")]
 
@@ -70,6 +72,26 @@ def test_create_stores_and_returns_the_row(client: Client) -> None:
     assert stored.content == "hello <b>world</b>"
     assert datetime.fromisoformat(post["created_at"].replace("Z", "+00:00")) == stored.created_at.replace(
         microsecond=stored.created_at.microsecond // 1000 * 1000)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_create_publishes_new_post_through_publish_on_save() -> None:
+    watcher = await connect("watcher")
+    assert (await watcher.request("subscribe", channel="posts"))["action"] == "ok"
+    status, body, _ = await sync_to_async(call)(Client(), {"action": "create", "userName": "ada", "content": "live"})
+    assert status == 200
+    frame = await watcher.recv()
+    assert (frame["action"], frame["channel"], frame["name"]) == ("message", "posts", "new_post")
+    assert frame["data"] == {"post": body["post"]}  # the seed's {post}, the same row the answer carries
+    assert "clientId" not in frame  # published by the server
+    assert await watcher.nothing()
+    await watcher.close()
+
+
+def test_presence_is_the_sdks_answer_for_posts(client: Client) -> None:
+    status, body, _ = call(client, {"action": "presence"})
+    assert status == 200
+    assert body == {"channel": "posts", "count": 0, "clientCount": 0, "members": []}
 
 
 @pytest.mark.parametrize(("body", "message"), [
