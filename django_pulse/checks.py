@@ -46,6 +46,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         errors.append(Error(f"PULSE['DEFAULT_CAPABILITIES'] is invalid: {exc}.",
                             hint="Map channel patterns to lists of subscribe/publish/presence/history.",
                             id="django_pulse.E004"))
+    heartbeat = (raw or {}).get("PROCESS_HEARTBEAT", DEFAULTS["PROCESS_HEARTBEAT"])
+    timeout = (raw or {}).get("PROCESS_TIMEOUT", DEFAULTS["PROCESS_TIMEOUT"])
+    if (isinstance(heartbeat, int | float) and isinstance(timeout, int | float) and heartbeat > 0
+            and timeout < 2 * heartbeat):
+        errors.append(Warning(
+            f"PULSE['PROCESS_TIMEOUT'] ({timeout!r}) is less than twice PULSE['PROCESS_HEARTBEAT'] ({heartbeat!r}): "
+            "one late heartbeat would get a live server process's presence members swept.",
+            hint="Keep PROCESS_TIMEOUT several heartbeats long (defaults: 12 and 3 seconds).", id="django_pulse.W010"))
     if pulse_settings.REDIS_URL and importlib.util.find_spec("redis") is None:
         errors.append(Error("Pulse is configured for Redis but the 'redis' package is not installed.",
                             hint="pip install 'django-pulse[redis]'.", id="django_pulse.E005"))

@@ -314,10 +314,19 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
     # -- hooks ------------------------------------------------------------------------------------------
 
     async def on_authenticated(self) -> None:
-        """Called once the connection is authenticated and ``connected`` was sent."""
+        """Called once the connection is authenticated and ``connected`` was sent (subclasses: call super)."""
+        from .presence.handlers import connection_started
+
+        await connection_started(self)
 
     async def on_disconnect(self, code: int) -> None:
-        """Called once when the connection ends (``code`` is the close code), after its subscriptions ended."""
+        """Called once when the connection ends (``code`` is the close code), after its subscriptions ended.
+
+        Presence leaves here: at once after a clean close, after ``PRESENCE_GRACE`` after an abrupt one.
+        """
+        from .presence.handlers import connection_ended
+
+        await connection_ended(self, code)
 
     # -- output ------------------------------------------------------------------------------------------
 
@@ -441,3 +450,9 @@ async def publish(conn: PulseConsumer, request: Request) -> dict[str, Any]:
         data_json=dumps(members.get("data")), id=members.get("id"),
     )
     return {"id": message_id, "serial": serial}
+
+
+# The presence actions (presence/handlers.py) register here, once the consumer exists.
+from .presence.handlers import HANDLERS as _PRESENCE_HANDLERS  # noqa: E402
+
+PulseConsumer.handlers.update(_PRESENCE_HANDLERS)

@@ -21,6 +21,7 @@ __all__ = [
     "CloseCode",
     "ErrorCode",
     "Operation",
+    "PresenceEvent",
     "RateLimiter",
     "Request",
     "close_code_for",
@@ -34,6 +35,7 @@ __all__ = [
     "ok_frame",
     "parse_frame",
     "presence_frame",
+    "presence_frame_serial",
     "utf8_len",
 ]
 
@@ -313,9 +315,32 @@ def message_frame(head: str, serial: int) -> str:
     return f"{head}{serial}}}"
 
 
+class PresenceEvent(StrEnum):
+    """Values of a ``presence`` frame's ``event`` member."""
+
+    ENTER = "enter"
+    UPDATE = "update"
+    LEAVE = "leave"
+
+
 def presence_frame(*, channel: str, event: str, member: dict[str, Any], serial: int) -> str:
-    """A ``presence`` event (``event`` is enter, update or leave)."""
+    """A ``presence`` event (``event`` is enter, update or leave).
+
+    ``member`` is ``{"clientId", "connectionId", "data", "timestamp"}`` in that order: the Redis presence
+    scripts (presence/redis.py) build the same bytes, and ``presence_frame_serial`` reads the serial back.
+    """
     return dumps({"action": "presence", "channel": channel, "event": event, "member": member, "serial": serial})
+
+
+_SERIAL_TAIL = ',"serial":'
+
+
+def presence_frame_serial(frame: str) -> int:
+    """The serial of a ``presence`` frame, read from its tail (no decoding); ``ValueError`` if it has none."""
+    at = frame.rfind(_SERIAL_TAIL)
+    if at < 0 or not frame.endswith("}"):
+        raise ValueError("not a presence frame")
+    return int(frame[at + len(_SERIAL_TAIL) : -1])
 
 
 # -- rate limiting ---------------------------------------------------------------------------------------

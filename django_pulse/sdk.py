@@ -25,15 +25,19 @@ if TYPE_CHECKING:
     from django.http import HttpRequest
 
 __all__ = [
+    "achannels",
     "aclose_app_connections",
     "adisconnect",
+    "apresence",
     "apublish",
     "apublish_batch",
     "authorize",
+    "channels",
     "close_app_connections",
     "disconnect",
     "endpoint_url",
     "get_token",
+    "presence",
     "publish",
     "publish_batch",
 ]
@@ -306,3 +310,50 @@ async def aclose_app_connections(kb_id: str | None = None) -> None:
 
     kb = await sync_to_async(_control_kb, thread_sensitive=True)(kb_id)
     await get_broker().broadcast(CONTROL_TOPIC, dumps({"type": "app_disabled", "kbId": kb}))
+
+
+# -- presence and channels --------------------------------------------------------------------------
+
+
+async def _acontrol_kb(kb_id: str | None) -> str:
+    return await sync_to_async(_control_kb, thread_sensitive=True)(kb_id)
+
+
+def presence(channel: str, *, kb_id: str | None = None) -> dict[str, Any]:
+    """Who is present on ``channel``, across every server process.
+
+    Returns ``{"channel", "count", "clientCount", "members": [{"clientId", "connectionId", "data",
+    "timestamp"}]}``: ``count`` members (one per connection), ``clientCount`` distinct clientIds, members in
+    the order they entered (``timestamp`` = entry time, ms). Raises ``ProtocolViolation`` (``invalid_channel``)
+    for a bad channel name, ``AppError`` for an unknown app, ``Unavailable`` when Redis cannot be reached.
+    """
+    from .presence import get_presence
+
+    return get_presence().snapshot_sync(_control_kb(kb_id), channel).to_dict()
+
+
+async def apresence(channel: str, *, kb_id: str | None = None) -> dict[str, Any]:
+    """``presence`` for async code."""
+    from .presence import get_presence
+
+    snapshot = await get_presence().snapshot(await _acontrol_kb(kb_id), channel)
+    return snapshot.to_dict()
+
+
+def channels(*, kb_id: str | None = None) -> list[dict[str, Any]]:
+    """The active channels of the app: ``[{"name", "subscribers", "presence"}]`` sorted by name.
+
+    A channel is active when some connection subscribes to it (``subscribers``, summed over every live server
+    process) or some member is present on it (``presence``). With Redis the subscriber counts are those the
+    processes reported at their last heartbeat (at most ``PROCESS_HEARTBEAT`` s old).
+    """
+    from .registry import get_registry
+
+    return get_registry().channels_sync(_control_kb(kb_id))
+
+
+async def achannels(*, kb_id: str | None = None) -> list[dict[str, Any]]:
+    """``channels`` for async code."""
+    from .registry import get_registry
+
+    return await get_registry().channels(await _acontrol_kb(kb_id))

@@ -55,16 +55,6 @@ def pulse_redis(settings: pytest.FixtureRequest, redis_url: str, redis_prefix: s
     return redis_url
 
 
-@pytest.fixture(autouse=True)
-def _fresh_pulse_process_state() -> Iterator[None]:
-    """Each test starts with a new broker and hub (they are per process, and each test has its own loop)."""
-    from django_pulse.broker import reset_broker
-
-    reset_broker()
-    yield
-    reset_broker()
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _close_async_db_connections(django_db_setup: None, django_db_blocker: object) -> Iterator[None]:
     """Close connections opened by async ORM calls in asgiref's executor thread before the test databases are
@@ -75,3 +65,18 @@ def _close_async_db_connections(django_db_setup: None, django_db_blocker: object
 
     with django_db_blocker.unblock():  # type: ignore[attr-defined]
         SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pulse_process_state() -> Iterator[None]:
+    """Each test starts with a new broker, hub, presence backend and process registry (they are per process,
+    and each test has its own loop)."""
+    from django_pulse.broker import reset_broker
+    from django_pulse.presence import reset_presence
+    from django_pulse.registry import reset_registry
+
+    for reset in (reset_broker, reset_presence, reset_registry):
+        reset()
+    yield
+    for reset in (reset_broker, reset_presence, reset_registry):
+        reset()

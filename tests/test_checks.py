@@ -56,3 +56,10 @@ def test_redis_url_from_channel_layer() -> None:
         assert pulse_settings.REDIS_URL == "redis://h:1/2"
         assert pulse_settings.BROKER_BACKEND.endswith("RedisBroker")
     assert pulse_settings.REDIS_URL is None
+
+
+def test_process_timeout_shorter_than_two_heartbeats_warns() -> None:
+    with override_settings(PULSE={"PROCESS_HEARTBEAT": 3, "PROCESS_TIMEOUT": 5}):
+        assert "django_pulse.W010" in _ids()
+    with override_settings(PULSE={"PROCESS_HEARTBEAT": 0.5, "PROCESS_TIMEOUT": 2}):
+        assert "django_pulse.W010" not in _ids()

@@ -236,7 +236,7 @@ async def test_every_malformed_frame_gets_its_error_and_others_are_unaffected() 
         (json.dumps({"action": "dance", "ref": 2}), "unknown_action"),
         (json.dumps({"action": "subscribe", "channel": "bad channel", "ref": 3}), "invalid_channel"),
         (json.dumps({"action": "publish", "channel": "a", "ref": 4}), "bad_request"),
-        (json.dumps({"action": "presence.enter", "channel": "a", "ref": 5}), "unknown_action"),
+        (json.dumps({"action": "presence.update", "channel": "a", "ref": 5}), "not_present"),
         (json.dumps({"action": "pong", "big": "x" * 70000}), "message_too_large"),
     ]
     for text, code in cases:
@@ -340,6 +340,7 @@ async def test_handler_crash_is_internal_error_and_connection_lives(caplog: pyte
     async def broken(conn: PulseConsumer, request: Request) -> dict[str, Any]:
         raise RuntimeError("boom")
 
+    original = PulseConsumer.handlers[Action.PRESENCE_GET]
     PulseConsumer.handlers[Action.PRESENCE_GET] = broken
     try:
         client, other = await connect(), await connect("o")
@@ -351,7 +352,7 @@ async def test_handler_crash_is_internal_error_and_connection_lives(caplog: pyte
         await pulse.apublish("posts", "e", 1)
         assert (await other.recv())["data"] == 1
     finally:
-        del PulseConsumer.handlers[Action.PRESENCE_GET]
+        PulseConsumer.handlers[Action.PRESENCE_GET] = original
     await client.close()
     await other.close()
 

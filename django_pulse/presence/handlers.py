@@ -1,0 +1,230 @@
+"""The presence actions of the WebSocket protocol, and what a connection's start and end mean for presence.
+
+Registered on ``PulseConsumer.handlers`` when ``django_pulse.consumers`` is imported. docs/protocol.md and
+docs/presence.md are the contract:
+
+- ``presence.enter`` / ``presence.update`` need the ``presence`` operation on the
+  channel; ``presence.get`` / ``presence.subscribe`` need ``presence`` or ``subscribe``; else ``forbidden``.
+  Allowed means: granted by the token's capabilities and by the channel's authorize hook, if it has one
+  (``PulseConsumer.authorize``). A hook that returns a dict for ``presence`` sets the member's data
+  (the client's ``data`` is ignored, so it cannot be forged).
+- ``presence.subscribe`` subscribes the topic first, then reads the snapshot (members + serial); events that
+  arrive meanwhile are held back until the ``ok`` carrying the snapshot has been queued, and only events with a
+  serial above the snapshot's are forwarded: no gap, no duplicate.
+- A clean end (close 1000/1001, or any close the server decided) leaves at once; an abrupt one (1006: no close
+  frame; 4011: heartbeat timeout) keeps the members ``PRESENCE_GRACE`` s, so a resuming connection can cancel
+  the leave (``get_presence().cancel_pending_leave(connection_id)``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..broker import topic_channel
+from ..exceptions import Forbidden, LimitExceeded
+from ..fanout import get_hub
+from ..protocol import (
+    Action,
+    CloseCode,
+    ErrorCode,
+    Operation,
+    Request,
+    discontinuity_frame,
+    ok_frame,
+    presence_frame_serial,
+)
+from . import get_presence, presence_topic
+
+logger = logging.getLogger("django_pulse.presence")
+
+if TYPE_CHECKING:
+    from ..authorization import Decision
+    from ..consumers import PulseConsumer
+    from ..fanout import Outbox
+
+__all__ = ["ABRUPT_CLOSE_CODES", "PresenceSink", "connection_ended", "connection_started"]
+
+# Close codes after which a connection's members are kept for the grace period (the client may come back).
+ABRUPT_CLOSE_CODES = frozenset({1006, int(CloseCode.HEARTBEAT_TIMEOUT)})
+
+
+class PresenceSink:
+    """The hub sink of one connection's ``presence.subscribe`` on one channel.
+
+    Until ``release(serial)`` it holds events back; afterwards it forwards to the connection's outbox only
+    events whose serial is above ``serial`` (those at or below it are in the snapshot the client got).
+    """
+
+    __slots__ = ("after", "held", "outbox")
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.held: list[tuple[dict[str, Any], int]] | None = []
+        self.after = 0
+
+    def push(self, message: dict[str, Any], nbytes: int) -> None:
+        if self.held is not None:
+            self.held.append((message, nbytes))
+        elif self._newer(message):
+            self.outbox.push(message, nbytes)
+
+    def _newer(self, message: dict[str, Any]) -> bool:
+        try:
+            return presence_frame_serial(message["text"]) > self.after
+        except (KeyError, ValueError):
+            return True  # not a presence event (e.g. a discontinuity notice): always forwarded
+
+    def release(self, serial: int) -> None:
+        """The snapshot at ``serial`` has been queued: forward what is newer, from now on directly."""
+        held, self.held = self.held or [], None
+        self.after = serial
+        for message, nbytes in held:
+            if self._newer(message):
+                self.outbox.push(message, nbytes)
+
+
+def _presence_subscriptions(conn: PulseConsumer) -> dict[str, PresenceSink]:
+    subs: dict[str, PresenceSink] | None = getattr(conn, "presence_subscriptions", None)
+    if subs is None:
+        subs = {}
+        conn.presence_subscriptions = subs
+    return subs
+
+
+async def _require(conn: PulseConsumer, channel: str, *operations: Operation) -> Decision:
+    """The first of ``operations`` the token's capabilities and the channel's authorize hook allow;
+    ``Forbidden`` (the last refusal) when none is."""
+    refusal: Forbidden | None = None
+    for operation in operations:
+        try:
+            return await conn.authorize(channel, operation)
+        except Forbidden as exc:
+            refusal = exc
+    assert refusal is not None
+    raise refusal
+
+
+async def enter(conn: PulseConsumer, request: Request) -> dict[str, Any]:
+    channel = request.channel
+    decision = await _require(conn, channel, Operation.PRESENCE)
+    data = request.members.get("data") if decision.presence_data is None else decision.presence_data
+    change = await get_presence().enter(conn.kb_id, channel, client_id=conn.client_id,
+                                        connection_id=conn.connection_id, data=data)
+    return {"member": change.member.to_dict()}
+
+
+async def update(conn: PulseConsumer, request: Request) -> dict[str, Any]:
+    channel = request.channel
+    decision = await _require(conn, channel, Operation.PRESENCE)
+    data = request.members.get("data") if decision.presence_data is None else decision.presence_data
+    change = await get_presence().update(conn.kb_id, channel, connection_id=conn.connection_id, data=data)
+    return {"member": change.member.to_dict()}
+
+
+async def leave(conn: PulseConsumer, request: Request) -> dict[str, Any]:
+    channel = request.channel
+    # Leaving one's own membership needs no permission (the enter was checked).
+    await get_presence().leave(conn.kb_id, channel, connection_id=conn.connection_id)
+    return {"channel": channel}
+
+
+async def get(conn: PulseConsumer, request: Request) -> dict[str, Any]:
+    channel = request.channel
+    await _require(conn, channel, Operation.PRESENCE, Operation.SUBSCRIBE)
+    snapshot = await get_presence().snapshot(conn.kb_id, channel)
+    return {"channel": channel, "members": [m.to_dict() for m in snapshot.members]}
+
+
+async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any] | None:
+    channel = request.channel
+    await _require(conn, channel, Operation.PRESENCE, Operation.SUBSCRIBE)
+    assert conn.outbox is not None
+    subs = _presence_subscriptions(conn)
+    if channel in subs:  # idempotent: a fresh snapshot, events keep flowing once
+        snapshot = await get_presence().snapshot(conn.kb_id, channel)
+        return {"channel": channel, "members": [m.to_dict() for m in snapshot.members]}
+    if len(subs) >= conn.limits.max_subscriptions:
+        raise LimitExceeded(f"At most {conn.limits.max_subscriptions} presence subscriptions per connection.",
+                            ErrorCode.TOO_MANY_SUBSCRIPTIONS)
+    topic = presence_topic(conn.kb_id, channel)
+    sink = PresenceSink(conn.outbox)
+    subs[channel] = sink
+    hub = get_hub()
+    if _presence_discontinuity not in hub.discontinuity_listeners:
+        hub.discontinuity_listeners.append(_presence_discontinuity)
+    try:
+        # Active before the snapshot is read: every later change reaches the sink.
+        await hub.subscribe(topic, sink)
+        snapshot = await get_presence().snapshot(conn.kb_id, channel)
+    except BaseException:
+        subs.pop(channel, None)
+        await hub.unsubscribe(topic, sink)
+        raise
+    if conn.closed:
+        subs.pop(channel, None)
+        await hub.unsubscribe(topic, sink)
+        return None
+    result = {"channel": channel, "members": [m.to_dict() for m in snapshot.members]}
+    # The reply goes out here (not by the consumer after we return) so that held-back events follow it.
+    if request.ref is not None:
+        conn.send_frame(ok_frame(request.ref, result))
+    sink.release(snapshot.serial)
+    return None
+
+
+def _presence_discontinuity(topic: str, reason: str) -> None:
+    """The broker was away: presence events may have been missed. Presence subscribers get a ``discontinuity``
+    frame for the channel (clients then take a fresh snapshot: ``presence.subscribe`` again)."""
+    if topic.startswith("p:"):
+        get_hub().dispatch(topic, discontinuity_frame(topic_channel(topic), reason))
+
+
+async def unsubscribe(conn: PulseConsumer, request: Request) -> dict[str, Any]:
+    channel = request.channel
+    sink = _presence_subscriptions(conn).pop(channel, None)
+    if sink is not None:
+        await get_hub().unsubscribe(presence_topic(conn.kb_id, channel), sink)
+    return {"channel": channel}
+
+
+HANDLERS = {
+    Action.PRESENCE_ENTER: enter,
+    Action.PRESENCE_UPDATE: update,
+    Action.PRESENCE_LEAVE: leave,
+    Action.PRESENCE_GET: get,
+    Action.PRESENCE_SUBSCRIBE: subscribe,
+    Action.PRESENCE_UNSUBSCRIBE: unsubscribe,
+}
+
+
+async def connection_started(conn: PulseConsumer) -> None:
+    """An authenticated connection: count it, and make sure this process is registered and sweeping."""
+    from ..registry import get_registry
+
+    registry = get_registry()
+    registry.connection_opened()
+    try:
+        await registry.ensure_started()
+    except Exception:
+        # Redis unreachable: the connection still works; the registry loop starts with a later connection.
+        logger.warning("pulse: could not register this server process", exc_info=True)
+
+
+async def connection_ended(conn: PulseConsumer, code: int) -> None:
+    """The connection is gone: stop its presence subscriptions, and leave now or after the grace period."""
+    from ..registry import get_registry
+
+    hub = get_hub()
+    subs = _presence_subscriptions(conn)
+    for channel, sink in list(subs.items()):
+        await hub.unsubscribe(presence_topic(conn.kb_id, channel), sink)
+    subs.clear()
+    if conn.claims is None:
+        return
+    get_registry().connection_closed()
+    presence = get_presence()
+    if code in ABRUPT_CLOSE_CODES:
+        presence.leave_connection_later(conn.connection_id)
+    else:
+        await presence.leave_connection(conn.connection_id)

@@ -1,0 +1,342 @@
+"""Which server processes are alive, what they hold, and the sweep that clears up after dead ones.
+
+With Redis, every server process (one that serves WebSocket connections) runs a small loop:
+
+- every ``PROCESS_HEARTBEAT`` s it sets ``P:proc:{processId}`` with an expiry of ``PROCESS_TIMEOUT`` s (its
+  value: host, OS pid, connection count, start time), adds itself to the set ``P:procs``, and replaces the
+  hash ``P:proctopics:{processId}`` (topic -> local subscriber count, from the hub, same expiry);
+- then it sweeps: every process in ``P:procs`` whose key has expired is dead; its members (recorded in
+  ``P:procmembers:{processId}`` by the presence scripts) are removed, each with its ``leave`` event, by an
+  atomic script (``RedisPresence.sweep_process``), so two sweepers never remove one member twice; when none
+  is left the process is forgotten.
+
+So a ``kill -9``'d process's members leave at most ``PROCESS_TIMEOUT + PROCESS_HEARTBEAT`` s after its last
+heartbeat (15 s with the defaults 12 + 3). ``pulse.channels()`` and the ``status`` command read the live
+processes' topic hashes. Without Redis, the one process's hub and presence backend answer directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from abc import ABC, abstractmethod
+from typing import Any, cast
+
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from .conf import pulse_settings
+
+__all__ = ["MemoryRegistry", "ProcessRegistry", "RedisRegistry", "get_registry", "reset_registry"]
+
+logger = logging.getLogger("django_pulse.registry")
+
+MESSAGE_TOPIC_PREFIX = "m:"
+
+
+def _message_topics(kb_id: str, topics: dict[str, int]) -> dict[str, int]:
+    """Channel -> subscribers from a topic -> count map, for app ``kb_id``."""
+    head = f"{MESSAGE_TOPIC_PREFIX}{kb_id}:"
+    return {topic[len(head):]: count for topic, count in topics.items() if topic.startswith(head) and count > 0}
+
+
+def _local_topics() -> dict[str, int]:
+    from .fanout import get_hub
+
+    hub = get_hub()
+    # Sync callers (views) read from another thread than the hub's loop: retry if a subscription changed the
+    # map while it was being copied.
+    for _attempt in range(9):
+        try:
+            return dict(hub.local_topics())
+        except RuntimeError:
+            continue
+    return dict(hub.local_topics())
+
+
+def _channel_list(subscribers: dict[str, int], presence: dict[str, int]) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "subscribers": subscribers.get(name, 0), "presence": presence.get(name, 0)}
+        for name in sorted(subscribers.keys() | presence.keys())
+    ]
+
+
+class ProcessRegistry(ABC):
+    """This process's view of all server processes. One instance per process (``get_registry()``)."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.started_at = int(time.time() * 1000)
+
+    def connection_opened(self) -> None:
+        self.connections += 1
+
+    def connection_closed(self) -> None:
+        self.connections = max(0, self.connections - 1)
+
+    async def ensure_started(self) -> None:  # noqa: B027 - nothing to run without Redis
+        """Start the heartbeat/sweep loop on the running event loop if it is not running there."""
+
+    async def stop(self) -> None:  # noqa: B027
+        """Stop the loop (and, with Redis, unregister this process)."""
+
+    @abstractmethod
+    def channels_sync(self, kb_id: str) -> list[dict[str, Any]]:
+        """``[{"name", "subscribers", "presence"}]`` of app ``kb_id``, across every live process, by name."""
+
+    async def channels(self, kb_id: str) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.channels_sync, kb_id)
+
+    @abstractmethod
+    def status_sync(self) -> dict[str, Any]:
+        """``{"backend", "processes": [...], "connections", "topics"}`` across every live process."""
+
+
+class MemoryRegistry(ProcessRegistry):
+    """One process: the local hub and presence backend are the whole truth."""
+
+    def channels_sync(self, kb_id: str) -> list[dict[str, Any]]:
+        from .presence import get_presence
+
+        return _channel_list(_message_topics(kb_id, _local_topics()), get_presence().channel_counts_sync(kb_id))
+
+    async def channels(self, kb_id: str) -> list[dict[str, Any]]:
+        return self.channels_sync(kb_id)
+
+    def status_sync(self) -> dict[str, Any]:
+        topics = _local_topics()
+        return {
+            "backend": "memory",
+            "processes": [self._describe("local", self.connections, self.started_at)],
+            "connections": self.connections,
+            "topics": sum(1 for t in topics if t.startswith(MESSAGE_TOPIC_PREFIX)),
+        }
+
+    @staticmethod
+    def _describe(process_id: str, connections: int, started_at: int) -> dict[str, Any]:
+        return {"id": process_id, "host": socket.gethostname(), "pid": os.getpid(), "connections": connections,
+                "startedAt": started_at}
+
+
+# KEYS: proc key, procs set, proctopics hash. ARGV: process id, value, ttl ms, topic1, count1, ...
+# -> 1 if the process key still existed (0: it had expired, so this process may have been swept)
+_HEARTBEAT = r"""
+local existed = redis.call('EXISTS', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[3])
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+return existed
+"""
+
+
+class RedisRegistry(ProcessRegistry):
+    """Liveness keys in Redis, swept by every live process."""
+
+    def __init__(self, *, url: str | None = None, prefix: str | None = None, process_id: str | None = None) -> None:
+        import redis
+
+        super().__init__()
+        url = url or pulse_settings.REDIS_URL
+        if not url:
+            raise ValueError("RedisRegistry needs a Redis URL (PULSE['REDIS_URL'])")
+        self.prefix = prefix or pulse_settings.REDIS_PREFIX
+        self._process_id = process_id
+        self.client = redis.Redis.from_url(url, decode_responses=True)
+        self._heartbeat_script = self.client.register_script(_HEARTBEAT)
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._beats = 0
+        self._start_lock: asyncio.Lock | None = None
+
+    @property
+    def process_id(self) -> str:
+        if self._process_id is None:
+            from .broker import get_broker
+
+            self._process_id = str(get_broker().process_id)
+        return self._process_id
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    # --- the loop --------------------------------------------------------------------------------------------
+
+    async def ensure_started(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._task is not None and not self._task.done() and self._loop is loop:
+            return
+        if self._start_lock is None or self._loop is not loop:
+            self._start_lock, self._loop = asyncio.Lock(), loop
+        async with self._start_lock:
+            if self._task is not None and not self._task.done() and self._loop is loop:
+                return
+            # The first heartbeat is awaited: members entered afterwards belong to a registered process.
+            await self.beat()
+            self._task = loop.create_task(self._run(), name="pulse-process-registry")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(pulse_settings.PROCESS_HEARTBEAT)
+            try:
+                await self.beat()
+                await self.sweep()
+                from .presence import get_presence
+
+                await get_presence().retry_failed_leaves()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Redis may be down for a while; the next round tries again.
+                logger.exception("pulse: process heartbeat/sweep failed")
+
+    def heartbeat_sync(self, topics: dict[str, int]) -> bool:
+        """Refresh this process's liveness and topic counts; False if its key had expired meanwhile."""
+        ttl_ms = int(pulse_settings.PROCESS_TIMEOUT * 1000)
+        value = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "connections": self.connections,
+                            "startedAt": self.started_at})
+        args: list[Any] = [self.process_id, value, ttl_ms]
+        for topic, count in topics.items():
+            args += [topic, count]
+        pid = self.process_id
+        existed = self._heartbeat_script(
+            keys=[self.key("proc", pid), self.key("procs"), self.key("proctopics", pid)], args=args)
+        return bool(existed)
+
+    async def beat(self) -> None:
+        # The hub is read here, on its event loop; only the Redis call goes to a thread.
+        existed = await asyncio.to_thread(self.heartbeat_sync, _local_topics())
+        self._beats += 1
+        if not existed and self._beats > 1:
+            # This process was silent longer than PROCESS_TIMEOUT (a stalled loop?): others may have swept its
+            # members. Enter them again so the shared state matches the connections it still serves.
+            logger.warning("pulse: process %s missed its heartbeat deadline; re-entering its members",
+                           self.process_id)
+            from .presence import get_presence
+
+            await get_presence().reassert()
+
+    def _process_ids_sync(self) -> list[str]:
+        return sorted(str(p) for p in cast("set[Any]", self.client.smembers(self.key("procs"))))
+
+    def dead_processes_sync(self) -> list[str]:
+        pids = self._process_ids_sync()
+        others = [p for p in pids if p != self.process_id]
+        if not others:
+            return []
+        with self.client.pipeline(transaction=False) as pipe:
+            for p in others:
+                pipe.exists(self.key("proc", p))
+            alive = pipe.execute()
+        return [p for p, up in zip(others, alive, strict=True) if not up]
+
+    async def sweep(self) -> int:
+        """Remove the members of every dead process; the number of members this call removed."""
+        from .presence import get_presence
+        from .presence.redis import RedisPresence
+
+        removed = 0
+        for dead in await asyncio.to_thread(self.dead_processes_sync):
+            presence = get_presence()
+            if isinstance(presence, RedisPresence):
+                changes = await presence.sweep_process(dead)
+                if changes:
+                    removed += len(changes)
+                    logger.info("pulse: swept %d member(s) of dead process %s", len(changes), dead)
+        return removed
+
+    async def stop(self) -> None:
+        """Stop the loop; this process's members leave and its registration is dropped."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        from .presence import get_presence
+
+        presence = get_presence()
+        for connection_id in list(presence._owned):
+            await presence.leave_connection(connection_id)
+        pid = self.process_id
+        await asyncio.to_thread(self._unregister_sync, pid)
+
+    def _unregister_sync(self, pid: str) -> None:
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(self.key("proc", pid), self.key("proctopics", pid))
+            pipe.srem(self.key("procs"), pid)
+            pipe.execute()
+
+    def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            with contextlib.suppress(RuntimeError):  # its loop may be closed already
+                self._task.cancel()
+        self.client.close()
+
+    # --- reading ---------------------------------------------------------------------------------------------
+
+    def _live_topics_sync(self) -> dict[str, tuple[dict[str, Any], dict[str, int]]]:
+        """process id -> (its liveness value, its topic counts), for every live process."""
+        pids = self._process_ids_sync()
+        if not pids:
+            return {}
+        with self.client.pipeline(transaction=False) as pipe:
+            for p in pids:
+                pipe.get(self.key("proc", p))
+                pipe.hgetall(self.key("proctopics", p))
+            raw = pipe.execute()
+        live: dict[str, tuple[dict[str, Any], dict[str, int]]] = {}
+        for i, p in enumerate(pids):
+            value, topics = raw[2 * i], raw[2 * i + 1]
+            if value is not None:
+                live[p] = (json.loads(value), {t: int(c) for t, c in topics.items()})
+        return live
+
+    def channels_sync(self, kb_id: str) -> list[dict[str, Any]]:
+        from .presence import get_presence
+
+        subscribers: dict[str, int] = {}
+        for _info, topics in self._live_topics_sync().values():
+            for name, count in _message_topics(kb_id, topics).items():
+                subscribers[name] = subscribers.get(name, 0) + count
+        return _channel_list(subscribers, get_presence().channel_counts_sync(kb_id))
+
+    def status_sync(self) -> dict[str, Any]:
+        live = self._live_topics_sync()
+        processes = [{"id": p, **info} for p, (info, _topics) in live.items()]
+        topics = {t for _info, ts in live.values() for t in ts if t.startswith(MESSAGE_TOPIC_PREFIX)}
+        return {
+            "backend": "redis",
+            "processes": processes,
+            "connections": sum(int(p.get("connections", 0)) for p in processes),
+            "topics": len(topics),
+        }
+
+
+_registry: ProcessRegistry | None = None
+
+
+def get_registry() -> ProcessRegistry:
+    """This process's registry: Redis when ``REDIS_URL`` is configured, else the in-memory one."""
+    global _registry
+    if _registry is None:
+        _registry = RedisRegistry() if pulse_settings.REDIS_URL else MemoryRegistry()
+    return _registry
+
+
+def reset_registry() -> None:
+    global _registry
+    registry, _registry = _registry, None
+    if isinstance(registry, RedisRegistry):
+        registry.close()
+
+
+@receiver(setting_changed)
+def _settings_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("PULSE", "CHANNEL_LAYERS"):
+        reset_registry()
