@@ -5,6 +5,6 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("pulse/", include("django_pulse.urls")),
+    path("pulse/", include("django_pulse.urls")),  # the HTTP API; manage.py pulse reaches the server through it
     path("", include("posts.urls")),
 ]
