@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.utils.module_loading import import_string
 
 from .conf import DEFAULTS, pulse_settings
 from .protocol import KB_ID_RE
@@ -82,3 +84,33 @@ def check_installation(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
         messages.append(Warning("'daphne' comes after 'django.contrib.staticfiles' in INSTALLED_APPS, so "
                                 "runserver is not daphne's.", hint="Move 'daphne' before it.", id="django_pulse.W002"))
     return messages
+
+
+_RATE_RE = re.compile(r"^\d+/(s|sec|second|m|min|minute|h|hour|d|day)$")
+
+
+@register(Tags.compatibility)
+def check_api_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The HTTP API's settings: the throttle rate's syntax and the token hook's import path."""
+    errors: list[CheckMessage] = []
+    if not isinstance(getattr(settings, "PULSE", None) or {}, dict):
+        return errors  # check_settings reports it (E001)
+    rate = pulse_settings.API_THROTTLE_RATE
+    if rate is not None and not _RATE_RE.match(rate):
+        errors.append(Error(f"PULSE['API_THROTTLE_RATE'] {rate!r} is not a rate.",
+                            hint="Use DRF's syntax, e.g. '100/s' or '6000/min', or None to turn throttling off.",
+                            id="django_pulse.E020"))
+    hook = pulse_settings.TOKEN_PERMISSION
+    if hook is not None:
+        try:
+            target = import_string(hook)
+        except ImportError as exc:
+            errors.append(Error(f"PULSE['TOKEN_PERMISSION'] {hook!r} cannot be imported: {exc}.",
+                                hint="Give the dotted path of a callable (request, user_id) -> dict | None.",
+                                id="django_pulse.E021"))
+        else:
+            if not callable(target):
+                errors.append(Error(f"PULSE['TOKEN_PERMISSION'] {hook!r} is not callable.",
+                                    hint="Point it at a function (request, user_id) -> dict | None.",
+                                    id="django_pulse.E021"))
+    return errors

@@ -72,6 +72,10 @@ DEFAULTS: dict[str, Any] = {
     "API_THROTTLE_RATE": "6000/min",
     # Idempotency window of message ids, in seconds.
     "IDEMPOTENCY_WINDOW": 120.0,
+    # HTTP API: dotted path of a callable (request, user_id) -> capabilities dict | None deciding who gets a
+    # token from POST token/ and with which capabilities (None: DEFAULT_CAPABILITIES); it refuses by raising
+    # PermissionDenied or returning False. None: every logged-in user and API key gets default tokens.
+    "TOKEN_PERMISSION": None,
 }
 
 
@@ -238,6 +242,11 @@ class PulseSettings:
     @property
     def IDEMPOTENCY_WINDOW(self) -> float:
         return float(self._get("IDEMPOTENCY_WINDOW"))
+
+    @property
+    def TOKEN_PERMISSION(self) -> str | None:
+        value = self._get("TOKEN_PERMISSION")
+        return None if value is None else str(value)
 
     def endpoint_from_base(self, base_url: str) -> str:
         """The ws(s) endpoint URL under an http(s) base URL."""

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from asgiref.sync import sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
 
+from . import idempotency
 from .authorization import authorize
 from .conf import pulse_settings
 from .exceptions import LimitExceeded, ProtocolViolation
@@ -177,37 +178,75 @@ def publish(channel: str, event: str, data: Any = None, *, kb_id: str | None = N
     that is not JSON-serialisable (naming the type), ``ProtocolViolation`` for a bad channel/event/id,
     ``LimitExceeded`` over MAX_MESSAGE_SIZE, ``AppError`` for an unknown or disabled app, ``Unavailable`` when
     the broker (Redis) cannot be reached. For synchronous code; use ``apublish`` in async code.
-    """
-    from .broker import get_broker, message_topic
 
+    Idempotent with an ``id``: a publish repeating an ``id`` published on this channel of this app within
+    ``IDEMPOTENCY_WINDOW`` seconds returns that id and is not delivered again (shared with the HTTP API and
+    client publishes; across processes with Redis).
+    """
     head, message_id = _build(channel, event, data, id=id, client_id=None)
     kb = _resolve_kb(kb_id)
-    serial = get_broker().publish_message_sync(message_topic(kb, channel), head)
-    _send_published(**_published_kwargs(kb, channel, event, message_id, serial, None))
+    _broadcast_once_sync(kb, channel, event, head, message_id, explicit_id=id is not None, client_id=None)
     return message_id
 
 
 async def apublish(channel: str, event: str, data: Any = None, *, kb_id: str | None = None,
                    id: str | None = None) -> str:
     """``publish`` for async code."""
-    from .broker import get_broker, message_topic
-
     head, message_id = _build(channel, event, data, id=id, client_id=None)
     kb = await sync_to_async(_resolve_kb, thread_sensitive=True)(kb_id)
-    serial = await get_broker().publish_message(message_topic(kb, channel), head)
-    await _asend_published(**_published_kwargs(kb, channel, event, message_id, serial, None))
+    await _broadcast_once(kb, channel, event, head, message_id, explicit_id=id is not None, client_id=None)
     return message_id
 
 
 async def _apublish_as_client(*, kb_id: str, client_id: str, channel: str, event: str, data_json: str,
-                              id: str | None) -> tuple[str, int]:
-    """A client's publish over the WebSocket (the consumer checked the app and capabilities already)."""
+                              id: str | None) -> tuple[str, int | None]:
+    """A client's publish over the WebSocket (the consumer checked the app and capabilities already).
+
+    Returns ``(id, serial)``; ``serial`` is None when ``id`` repeats one published within the idempotency window.
+    """
+    head, message_id = _build(channel, event, None, id=id, client_id=client_id, data_json=data_json)
+    serial = await _broadcast_once(kb_id, channel, event, head, message_id, explicit_id=id is not None,
+                                   client_id=client_id)
+    return message_id, serial
+
+
+def _broadcast_once_sync(kb: str, channel: str, event: str, head: str, message_id: str, *, explicit_id: bool,
+                         client_id: str | None) -> int | None:
+    """Broadcast a built message and send ``message_published``; returns its serial.
+
+    A message whose publisher chose its id is claimed first (``idempotency``): a repeat within
+    ``IDEMPOTENCY_WINDOW`` is not broadcast (returns None), and a broadcast that fails releases the claim so
+    the publisher's retry goes through.
+    """
     from .broker import get_broker, message_topic
 
-    head, message_id = _build(channel, event, None, id=id, client_id=client_id, data_json=data_json)
-    serial = await get_broker().publish_message(message_topic(kb_id, channel), head)
-    await _asend_published(**_published_kwargs(kb_id, channel, event, message_id, serial, client_id))
-    return message_id, serial
+    if explicit_id and not idempotency.claim(kb, channel, message_id):
+        return None
+    try:
+        serial = get_broker().publish_message_sync(message_topic(kb, channel), head)
+    except BaseException:
+        if explicit_id:
+            idempotency.release(kb, channel, message_id)
+        raise
+    _send_published(**_published_kwargs(kb, channel, event, message_id, serial, client_id))
+    return serial
+
+
+async def _broadcast_once(kb: str, channel: str, event: str, head: str, message_id: str, *, explicit_id: bool,
+                          client_id: str | None) -> int | None:
+    """``_broadcast_once_sync`` for async code."""
+    from .broker import get_broker, message_topic
+
+    if explicit_id and not await idempotency.aclaim(kb, channel, message_id):
+        return None
+    try:
+        serial = await get_broker().publish_message(message_topic(kb, channel), head)
+    except BaseException:
+        if explicit_id:
+            await idempotency.arelease(kb, channel, message_id)
+        raise
+    await _asend_published(**_published_kwargs(kb, channel, event, message_id, serial, client_id))
+    return serial
 
 
 def _build_batch(messages: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str, str]]:
@@ -237,34 +276,28 @@ def _build_batch(messages: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, 
 def publish_batch(messages: Iterable[Mapping[str, Any]], *, kb_id: str | None = None) -> list[str]:
     """Publish several ``{"channel", "event", "data"?, "id"?}`` messages in order; returns their ids.
 
-    Every message is validated before any is published (all or nothing for bad input).
+    Every message is validated before any is published (all or nothing for bad input). A message repeating an
+    ``id`` published within ``IDEMPOTENCY_WINDOW`` (also earlier in the same batch) is skipped; its id is
+    still returned.
     """
-    from .broker import get_broker, message_topic
-
-    built = _build_batch(messages)
+    items = list(messages)
+    built = _build_batch(items)
     kb = _resolve_kb(kb_id)
-    broker = get_broker()
-    ids = []
-    for channel, event, head, message_id in built:
-        serial = broker.publish_message_sync(message_topic(kb, channel), head)
-        _send_published(**_published_kwargs(kb, channel, event, message_id, serial, None))
-        ids.append(message_id)
-    return ids
+    for item, (channel, event, head, message_id) in zip(items, built, strict=True):
+        _broadcast_once_sync(kb, channel, event, head, message_id, explicit_id=item.get("id") is not None,
+                             client_id=None)
+    return [message_id for _, _, _, message_id in built]
 
 
 async def apublish_batch(messages: Iterable[Mapping[str, Any]], *, kb_id: str | None = None) -> list[str]:
     """``publish_batch`` for async code."""
-    from .broker import get_broker, message_topic
-
-    built = _build_batch(messages)
+    items = list(messages)
+    built = _build_batch(items)
     kb = await sync_to_async(_resolve_kb, thread_sensitive=True)(kb_id)
-    broker = get_broker()
-    ids = []
-    for channel, event, head, message_id in built:
-        serial = await broker.publish_message(message_topic(kb, channel), head)
-        await _asend_published(**_published_kwargs(kb, channel, event, message_id, serial, None))
-        ids.append(message_id)
-    return ids
+    for item, (channel, event, head, message_id) in zip(items, built, strict=True):
+        await _broadcast_once(kb, channel, event, head, message_id, explicit_id=item.get("id") is not None,
+                              client_id=None)
+    return [message_id for _, _, _, message_id in built]
 
 
 # -- control ---------------------------------------------------------------------------------------------

@@ -1,0 +1,87 @@
+"""``pulse status``: one dict describing the installation, built the same way by the command and the API.
+
+With Redis the command builds it itself (the registry in Redis sees every process); with the embedded
+in-memory default it asks the running server (``GET status/``), whose memory holds the state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from . import __version__, sdk
+from .conf import pulse_settings
+from .exceptions import PulseError
+from .models import PulseApp
+
+__all__ = ["collect", "redis_health"]
+
+
+def _mask(url: str) -> str:
+    """The URL without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def redis_health() -> dict[str, Any] | None:
+    """None without Redis; else ``{"url", "ok", "error"}`` after a PING (2 s timeout)."""
+    url = pulse_settings.REDIS_URL
+    if not url:
+        return None
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return {"url": _mask(url), "ok": False, "error": str(exc)}
+    finally:
+        client.close()
+    return {"url": _mask(url), "ok": True, "error": None}
+
+
+def collect() -> dict[str, Any]:
+    """Version, apps, backends, Redis health, and live processes, connections and channels across all processes.
+
+    ``processes``/``connections`` come from the process registry (``django_pulse.registry``): with Redis,
+    every live server process's last heartbeat; in memory, this process.
+    """
+    redis = redis_health()
+    apps: list[dict[str, Any]] = []
+    for app in PulseApp.objects.all():
+        entry: dict[str, Any] = {
+            "kbId": app.kb_id,
+            "enabled": app.enabled,
+            "keys": app.api_keys.filter(revoked_at__isnull=True).count(),
+            "channels": None,
+        }
+        if app.enabled and (redis is None or redis["ok"]):
+            try:
+                entry["channels"] = len(sdk.channels(kb_id=app.kb_id))
+            except PulseError as exc:
+                entry["error"] = exc.message
+        apps.append(entry)
+    live: dict[str, Any] = {"processes": None, "connections": None, "processList": []}
+    if redis is None or redis["ok"]:
+        from .registry import get_registry
+
+        try:
+            registry = get_registry().status_sync()
+        except PulseError as exc:
+            live["error"] = exc.message
+        else:
+            live = {"processes": len(registry["processes"]), "connections": registry["connections"],
+                    "processList": registry["processes"]}
+    return {
+        "version": __version__,
+        "mode": "redis" if pulse_settings.REDIS_URL else "embedded",
+        "broker": pulse_settings.BROKER_BACKEND,
+        "presence": pulse_settings.PRESENCE_BACKEND,
+        "redis": redis,
+        "apps": apps,
+        "channels": sum(a["channels"] or 0 for a in apps),
+        **live,
+    }
