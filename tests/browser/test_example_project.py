@@ -207,8 +207,7 @@ def test_private_messages_reach_only_the_addressee(server: LiveServer, new_conte
 @pytest.mark.redis
 def test_two_servers_cooperate_over_redis(redis_url: str, redis_prefix: str, context: Any) -> None:
     with example_server(redis_url=redis_url, redis_prefix=redis_prefix) as a, example_server(
-            redis_url=redis_url, redis_prefix=redis_prefix, database_url=a.env["DATABASE_URL"],
-            migrate_db=False) as b:
+            redis_url=redis_url, redis_prefix=redis_prefix, database_url=a.env["DATABASE_URL"]) as b:
         on_a = open_live_posts(context, a)
         on_b = open_live_posts(context, b)
         wait_online(on_a, 2)
