@@ -1,5 +1,5 @@
-"""Settings of server processes started by tests (tests/servers.py): the test settings plus a shared file
-database (PULSE_LIVE_DB, or DATABASE_URL) and PULSE overrides from PULSE_LIVE_SETTINGS (JSON)."""
+"""Settings of server processes started by tests (tests/servers.py): the test settings, a SQLite file
+(PULSE_LIVE_DB, shared only by the processes of one test) and PULSE overrides from PULSE_LIVE_SETTINGS (JSON)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,13 @@ import os
 import dj_database_url
 
 from tests.settings import *  # noqa: F403
-from tests.settings import DATABASES
 
 ROOT_URLCONF = "tests.live_urls"
+# Always a file of its own (never DATABASE_URL): server processes of different tests must not share state.
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL") or f"sqlite:///{os.environ.get('PULSE_LIVE_DB', '/tmp/pulse-live.sqlite3')}",
-        conn_max_age=0,
+        f"sqlite:///{os.environ.get('PULSE_LIVE_DB', '/tmp/pulse-live.sqlite3')}", conn_max_age=0
     )
-    if os.environ.get("DATABASE_URL") or os.environ.get("PULSE_LIVE_DB")
-    else DATABASES["default"]
 }
 PULSE = json.loads(os.environ.get("PULSE_LIVE_SETTINGS") or "{}")
 LOGGING = {

@@ -144,6 +144,10 @@ def live_server(
         "PULSE_LIVE_SETTINGS": json.dumps(settings),
         **(extra_env or {}),
     }
+    # A server process gets a database of its own unless the test passes one: CI's DATABASE_URL names one
+    # shared PostgreSQL database, and state left there by one test (a disabled app) would leak into the next.
+    if "DATABASE_URL" not in (extra_env or {}):
+        env.pop("DATABASE_URL", None)
     if database is None:
         migrate(env)
     log_path = Path(tmpdir) / "server.log"

@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 import schemathesis
 from django.core.cache import cache
+from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections
 from hypothesis import HealthCheck, given, settings
 from rest_framework.test import APIClient
 from schemathesis.specs.openapi.checks import status_code_conformance
@@ -49,9 +51,21 @@ def test_fuzz_the_api_against_its_schema() -> None:
     cache.clear()
     app, _ = PulseApp.objects.ensure("default")
     api_key = app.create_key("fuzz")[1]
-    schema = schemathesis.openapi.from_wsgi(SCHEMA_URL, get_wsgi_application())
-    operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 6
+    # Calling the WSGI app directly sends request_started/finished, whose close_old_connections would close the
+    # test's database connection inside its transaction (PostgreSQL); Django's test client disconnects it too.
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        schema = schemathesis.openapi.from_wsgi(SCHEMA_URL, get_wsgi_application())
+        operations = [result.ok() for result in schema.get_all_operations()]
+        assert len(operations) == 6
+        _fuzz(operations, api_key)
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
+
+
+def _fuzz(operations: list[Any], api_key: str) -> None:
     for operation in operations:
 
         @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,

@@ -1,0 +1,1642 @@
+/*!
+ * pulse.js: the django-pulse browser SDK, speaking wire protocol v1 (docs/protocol.md).
+ *
+ * One readable file, no dependencies, no build step. Load it with a <script> tag (it defines the global
+ * `Pulse`), require() it (CommonJS), or import it as an ES module through pulse.mjs beside it.
+ *
+ *     const realtime = new Pulse.Realtime({ kbId, token, endpoint, clientId: 'user123' });
+ *     realtime.connection.on('connected', () => console.log('Connected!'));
+ *     const channel = realtime.channels.get('posts');
+ *     channel.subscribe('new_post', (message) => console.log(message.data));
+ *     channel.presence.enter({ name: 'Alice' });
+ *
+ * Reference: docs/js-sdk.md. TypeScript types: pulse.d.ts.
+ *
+ * How it is built, in one paragraph: the Connection owns the WebSocket, the state machine (initialized,
+ * connecting, connected, disconnected, suspended, closing, closed, failed), reconnection with backoff, the
+ * heartbeat watchdog, token renewal and request/reply matching by `ref`. Channels and their Presence keep
+ * a *desired* state (subscribed? present with which data? watching presence?) next to the state the server
+ * has acknowledged on the current socket, and `_reconcile()` sends whatever request closes the gap. A new
+ * socket starts with nothing acknowledged, so resubscribing and re-entering after a reconnect is the same
+ * code path as the first subscribe. One-shot requests (publish, presence.get) wait in a queue while the
+ * connection is down and are sent, in order, once it is up.
+ */
+(function (root, factory) {
+  'use strict';
+  /* global define */
+  if (typeof define === 'function' && define.amd) {
+    define([], factory);
+  } else if (typeof module === 'object' && module.exports) {
+    module.exports = factory();
+  } else {
+    root.Pulse = factory();
+  }
+})(typeof globalThis !== 'undefined' ? globalThis : typeof self !== 'undefined' ? self : this, function () {
+  'use strict';
+
+  var VERSION = '0.1.0';
+  var PROTOCOL_VERSION = 1;
+
+  /** Tunables (milliseconds unless said otherwise); every one can be overridden in the Realtime options. */
+  var DEFAULTS = Object.freeze({
+    autoConnect: true, // connect as soon as the Realtime is constructed
+    closeOnUnload: true, // close cleanly on `pagehide`, so others see this client leave at once
+    queueMessages: true, // queue publish/presence.get while not connected instead of rejecting them
+    retryInitial: 500, // first reconnect delay before jitter
+    retryMax: 30000, // reconnect delays double from retryInitial up to this cap
+    suspendedAfter: 120000, // after this long without a connection: state `suspended`
+    suspendedRetry: 60000, // base retry delay while suspended (jittered like the others)
+    connectTimeout: 15000, // from opening a socket to the server's `connected` frame
+    requestTimeout: 15000, // a sent publish/presence.get/auth without a reply by then is rejected
+    heartbeatInterval: 15000, // used until the server announces its own in `connected.limits`
+    heartbeatGrace: 10000,
+    authMethod: 'POST',
+    authCredentials: 'same-origin'
+  });
+
+  var STATES = ['initialized', 'connecting', 'connected', 'disconnected', 'suspended', 'closing', 'closed', 'failed'];
+  var CHANNEL_RE = /^[A-Za-z0-9_\-.:@=~+]{1,255}$/;
+  var PRESENCE_EVENTS = ['enter', 'leave', 'update'];
+
+  // Close codes (docs/protocol.md): the names, and which ones mean "do not reconnect".
+  var CLOSE_NAMES = {
+    1000: 'normal', 1001: 'going_away', 1006: 'connection_lost', 4000: 'protocol_error', 4001: 'token_invalid',
+    4002: 'token_expired', 4003: 'app_disabled', 4004: 'app_unknown', 4005: 'revoked', 4008: 'auth_timeout',
+    4010: 'slow_consumer', 4011: 'heartbeat_timeout', 4029: 'rate_limited', 4500: 'internal_error',
+    4503: 'unavailable'
+  };
+  var GIVE_UP_CODES = [4000, 4003, 4004, 4005];
+  var TOKEN_CODES = [4001, 4002];
+  // The codes this client closes with: 1000 for close(), 4011 when it drops a silent server, 4008 when
+  // the server did not answer `auth` in time.
+  var CLIENT_CLOSE = { normal: 1000, heartbeat: 4011, connectTimeout: 4008 };
+
+  // ---------------------------------------------------------------------------------------------------
+  // Errors
+
+  /**
+   * Every error the SDK hands to the application: `code` is the server's error code (docs/protocol.md)
+   * or one of the client's own (`connection_closed`, `connection_suspended`, `connection_failed`,
+   * `timeout`, `auth_failed`, `bad_request`, `message_too_large`); `message` is a human sentence;
+   * `closeCode` is set when a WebSocket close caused it, `statusCode` when an HTTP answer (authUrl) did.
+   */
+  class PulseError extends Error {
+    constructor(code, message, extra) {
+      super(message || code);
+      this.name = 'PulseError';
+      this.code = code;
+      if (extra) {
+        for (var key in extra) {
+          if (Object.prototype.hasOwnProperty.call(extra, key) && extra[key] !== undefined) this[key] = extra[key];
+        }
+      }
+    }
+
+    toJSON() {
+      var out = { code: this.code, message: this.message };
+      if (this.closeCode !== undefined) out.closeCode = this.closeCode;
+      if (this.statusCode !== undefined) out.statusCode = this.statusCode;
+      return out;
+    }
+  }
+
+  // Internal: rejects requests whose socket went away; channels re-send their state on the next socket,
+  // so this one is never shown to the application.
+  var DROPPED = new PulseError('disconnected', 'the connection dropped before the reply arrived');
+
+  function closeError(code, reason) {
+    var name = CLOSE_NAMES[code] || 'connection_lost';
+    return new PulseError(name, reason || 'connection closed (' + name + ', code ' + code + ')', { closeCode: code });
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // Small helpers
+
+  /** Throw `error` on a fresh stack: a broken listener is reported (console, window.onerror) but
+   *  cannot break the SDK's own bookkeeping or the other listeners. */
+  function rethrowLater(error) {
+    setTimeout(function () { throw error; }, 0);
+  }
+
+  function isFunction(value) {
+    return typeof value === 'function';
+  }
+
+  function byteLength(text) {
+    if (typeof TextEncoder !== 'undefined') return new TextEncoder().encode(text).length;
+    return unescape(encodeURIComponent(text)).length;
+  }
+
+  function randomId(length) {
+    var alphabet = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789';
+    var out = '';
+    var bytes = null;
+    if (typeof crypto !== 'undefined' && crypto.getRandomValues) bytes = crypto.getRandomValues(new Uint8Array(length));
+    for (var i = 0; i < length; i++) {
+      var n = bytes ? bytes[i] : Math.floor(Math.random() * 256);
+      out += alphabet[n % alphabet.length];
+    }
+    return out;
+  }
+
+  /** The claims of a JWT, without verifying it (the server does that); null when it is not one. */
+  function jwtClaims(token) {
+    try {
+      var part = String(token).split('.')[1];
+      var base64 = part.replace(/-/g, '+').replace(/_/g, '/');
+      while (base64.length % 4) base64 += '=';
+      var text = typeof atob === 'function' ? atob(base64) : Buffer.from(base64, 'base64').toString('binary');
+      return JSON.parse(decodeURIComponent(escape(text)));
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function readCookie(name) {
+    if (typeof document === 'undefined' || !document.cookie) return null;
+    var parts = document.cookie.split(';');
+    for (var i = 0; i < parts.length; i++) {
+      var pair = parts[i].trim();
+      if (pair.slice(0, name.length + 1) === name + '=') return decodeURIComponent(pair.slice(name.length + 1));
+    }
+    return null;
+  }
+
+  function sameOrigin(url) {
+    if (typeof location === 'undefined') return false;
+    try {
+      return new URL(url, location.href).origin === location.origin;
+    } catch (e) {
+      return false;
+    }
+  }
+
+  /**
+   * The reconnect delay before attempt `attempt` (1 = the first retry after a drop):
+   * base = min(retryMax, retryInitial * 2^(attempt-1)), i.e. 0.5, 1, 2, 4, 8, 16, 30, 30, ... s, and the
+   * delay is drawn uniformly from [base/2, base] ("equal jitter"): never above the cap, never a stampede
+   * of clients retrying in the same millisecond after a server restart. `random` (0..1) is for tests.
+   */
+  function retryDelay(attempt, options, random) {
+    var o = Object.assign({}, DEFAULTS, options || {});
+    var n = Math.max(1, Math.floor(attempt) || 1);
+    var base = Math.min(o.retryMax, o.retryInitial * Math.pow(2, n - 1));
+    var r = random === undefined || random === null ? Math.random() : random;
+    return Math.round(base * (0.5 + 0.5 * r));
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // Events
+
+  /**
+   * on(event, listener), on([events], listener), on(listener) for every event; once(...); off(...) with
+   * the same shapes (no arguments removes everything). A listener that throws is reported, not swallowed.
+   */
+  class EventEmitter {
+    constructor() {
+      this._eventListeners = Object.create(null);
+      this._anyListeners = [];
+    }
+
+    on(event, listener) {
+      if (isFunction(event) && listener === undefined) {
+        this._anyListeners.push(event);
+        return this;
+      }
+      if (!isFunction(listener)) throw new TypeError('a listener function is required');
+      var events = Array.isArray(event) ? event : [event];
+      for (var i = 0; i < events.length; i++) {
+        if (typeof events[i] !== 'string') throw new TypeError('an event name must be a string');
+        (this._eventListeners[events[i]] = this._eventListeners[events[i]] || []).push(listener);
+      }
+      return this;
+    }
+
+    once(event, listener) {
+      var self = this;
+      if (isFunction(event) && listener === undefined) {
+        var onceAny = function () { self.off(onceAny); return event.apply(this, arguments); };
+        return this.on(onceAny);
+      }
+      if (!isFunction(listener)) throw new TypeError('a listener function is required');
+      var wrapper = function () { self.off(event, wrapper); return listener.apply(this, arguments); };
+      return this.on(event, wrapper);
+    }
+
+    off(event, listener) {
+      if (event === undefined) {
+        this._eventListeners = Object.create(null);
+        this._anyListeners = [];
+        return this;
+      }
+      if (isFunction(event) && listener === undefined) {
+        listener = event;
+        this._anyListeners = this._anyListeners.filter(function (l) { return l !== listener; });
+        for (var name in this._eventListeners) this._removeListener(name, listener);
+        return this;
+      }
+      var events = Array.isArray(event) ? event : [event];
+      for (var i = 0; i < events.length; i++) {
+        if (listener === undefined) delete this._eventListeners[events[i]];
+        else this._removeListener(events[i], listener);
+      }
+      return this;
+    }
+
+    _removeListener(name, listener) {
+      var list = (this._eventListeners[name] || []).filter(function (l) { return l !== listener; });
+      if (list.length) this._eventListeners[name] = list;
+      else delete this._eventListeners[name];
+    }
+
+    /** Listeners of `event` (with no argument: of every event, counting each "all events" listener once). */
+    listenerCount(event) {
+      if (event === undefined) {
+        var total = this._anyListeners.length;
+        for (var name in this._eventListeners) total += this._eventListeners[name].length;
+        return total;
+      }
+      return (this._eventListeners[event] || []).length + this._anyListeners.length;
+    }
+
+    emit(event) {
+      var args = Array.prototype.slice.call(arguments, 1);
+      var listeners = (this._eventListeners[event] || []).concat(this._anyListeners);
+      for (var i = 0; i < listeners.length; i++) {
+        try {
+          listeners[i].apply(this, args);
+        } catch (error) {
+          rethrowLater(error);
+        }
+      }
+    }
+  }
+
+  /** Emit `error` on `emitter`; when nobody listens and no rejected promise carries it, log it. */
+  function report(emitter, error, handled) {
+    emitter.emit('error', error);
+    if (!handled && !(emitter._eventListeners.error || []).length && !emitter._anyListeners.length &&
+        typeof console !== 'undefined') {
+      console.error('[pulse]', error.code + ':', error.message);
+    }
+  }
+
+  // Refusals that mean "not now" rather than "no": channel state requests refused with them are retried.
+  var TRANSIENT_CODES = ['rate_limited', 'unavailable', 'internal_error'];
+
+  /**
+   * After a transient refusal of a state request (subscribe, presence.enter, ...): tell the `error`
+   * listeners and try again on the backoff schedule. Returns false for a final refusal.
+   */
+  function retryLater(owner, emitter, error) {
+    if (TRANSIENT_CODES.indexOf(error.code) < 0) return false;
+    owner._transientRetries = (owner._transientRetries || 0) + 1;
+    emitter.emit('error', error);
+    setTimeout(function () { owner._reconcile(); }, retryDelay(owner._transientRetries));
+    return true;
+  }
+
+  /** A promise with its resolve/reject, for requests answered later. */
+  function deferred() {
+    var d = {};
+    d.promise = new Promise(function (resolve, reject) { d.resolve = resolve; d.reject = reject; });
+    return d;
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // Connection
+
+  /**
+   * The WebSocket, its state machine and the request/reply bookkeeping. Events: one per state name
+   * (listeners get `{previous, current, reason, retryIn}`), and `error` (a PulseError) for errors that
+   * belong to no request: an `error` frame without `ref`, a failed token renewal, a broken frame.
+   */
+  class Connection extends EventEmitter {
+    constructor(realtime) {
+      super();
+      this._realtime = realtime;
+      this._options = realtime.options;
+      this.state = 'initialized';
+      this.id = null; // the server's connectionId while connected
+      this.clientId = realtime.options.clientId == null ? null : String(realtime.options.clientId);
+      this.kbId = realtime.options.kbId == null ? null : String(realtime.options.kbId);
+      this.expiresAt = null; // ms since the epoch, from `connected` / token refresh
+      this.limits = null; // the server's limits from `connected`
+      this.errorReason = null; // the PulseError behind the last disconnected/suspended/failed state
+      this._ws = null;
+      this._generation = 0; // bumped whenever a connection attempt is abandoned
+      this._ref = 0;
+      this._pending = new Map(); // ref -> request sent on the current socket
+      this._queue = []; // one-shot requests waiting for a connection
+      this._token = realtime._initialToken;
+      this._tokenFresh = false; // the token was fetched after the last successful connect
+      this._tokenPromise = null;
+      this._attempt = 0;
+      this._disconnectedAt = null;
+      this._closeErrorFrame = null;
+      this._timers = {};
+    }
+
+    get _canRenew() {
+      return Boolean(this._options.authUrl || this._options.authCallback);
+    }
+
+    /** Open the connection (done automatically unless `autoConnect: false`); also after close() or failed. */
+    connect() {
+      if (this.state === 'connecting' || this.state === 'connected' || this.state === 'closing') return;
+      this._clearTimer('retry');
+      if (this.state === 'closed' || this.state === 'failed') {
+        this._attempt = 0;
+        this._disconnectedAt = null;
+      }
+      this._transition('connecting', { reason: this.errorReason || undefined });
+      this._open();
+    }
+
+    /** Close for good: presence members leave at once, queued requests are rejected (`connection_closed`). */
+    close() {
+      if (this.state === 'closed' || this.state === 'closing') return;
+      this._generation++;
+      this._clearTimer('retry');
+      this._clearTimer('renew');
+      this._clearTimer('heartbeat');
+      this._clearTimer('connect');
+      this._rejectQueue(new PulseError('connection_closed', 'the connection was closed by the application'));
+      var ws = this._ws;
+      if (ws && (ws.readyState === 0 || ws.readyState === 1)) {
+        this._transition('closing');
+        try {
+          ws.close(CLIENT_CLOSE.normal);
+        } catch (e) { /* already closing */ }
+        var self = this;
+        // A socket whose peer vanished may never report its close: do not wait forever.
+        this._timers.close = setTimeout(function () { self._socketClosed(ws, CLIENT_CLOSE.normal, ''); }, 3000);
+      } else {
+        this._ws = null;
+        this._finishClose();
+      }
+    }
+
+    // -- opening ------------------------------------------------------------------------------------
+
+    async _open() {
+      var generation = ++this._generation;
+      var token;
+      try {
+        token = await this._getToken();
+      } catch (error) {
+        if (generation !== this._generation || this.state !== 'connecting') return;
+        var fatal = error.statusCode === 401 || error.statusCode === 403;
+        report(this, error, false);
+        if (fatal) this._fail(error);
+        else this._scheduleRetry(error, false);
+        return;
+      }
+      if (generation !== this._generation || this.state !== 'connecting') return;
+      var ws;
+      try {
+        ws = new this._realtime._WebSocket(this._realtime.endpoint);
+      } catch (error) {
+        this._fail(new PulseError('bad_request', 'cannot open a WebSocket to ' + this._realtime.endpoint + ': ' +
+          error.message));
+        return;
+      }
+      var self = this;
+      this._ws = ws;
+      this._closeErrorFrame = null;
+      ws.onopen = function () {
+        if (ws === self._ws) self._sendRaw({ action: 'auth', token: token });
+      };
+      ws.onmessage = function (event) {
+        if (ws === self._ws) self._onFrame(event.data);
+      };
+      ws.onclose = function (event) {
+        self._socketClosed(ws, event.code, event.reason);
+      };
+      ws.onerror = function () { /* a close event follows, with the code */ };
+      this._timers.connect = setTimeout(function () {
+        self._dropSocket(CLIENT_CLOSE.connectTimeout, new PulseError('timeout',
+          'no `connected` from the server within ' + self._options.connectTimeout + ' ms'));
+      }, this._options.connectTimeout);
+    }
+
+    _getToken() {
+      if (this._token) return Promise.resolve(this._token);
+      if (!this._canRenew) {
+        return Promise.reject(new PulseError('auth_failed', 'no token, and neither authUrl nor authCallback to get one'));
+      }
+      return this._renewToken();
+    }
+
+    /** Fetch a new token through authCallback or authUrl (one fetch at a time). */
+    _renewToken() {
+      var self = this;
+      if (!this._tokenPromise) {
+        this._tokenPromise = this._requestToken().then(function (token) {
+          self._token = token;
+          self._tokenFresh = true;
+          self._tokenPromise = null;
+          return token;
+        }, function (error) {
+          self._tokenPromise = null;
+          throw error;
+        });
+      }
+      return this._tokenPromise;
+    }
+
+    async _requestToken() {
+      var o = this._options;
+      var params = Object.assign({ clientId: this.clientId }, o.authParams || {});
+      var result;
+      try {
+        if (o.authCallback) {
+          result = await o.authCallback(params);
+        } else {
+          var headers = Object.assign({ 'Content-Type': 'application/json', Accept: 'application/json' },
+            o.authHeaders || {});
+          var csrf = readCookie('csrftoken'); // Django's CSRF cookie, for session-authenticated token views
+          if (csrf && sameOrigin(o.authUrl) && !headers['X-CSRFToken']) headers['X-CSRFToken'] = csrf;
+          var response = await fetch(o.authUrl, {
+            method: o.authMethod, headers: headers, credentials: o.authCredentials, body: JSON.stringify(params)
+          });
+          var body = null;
+          try {
+            body = await response.json();
+          } catch (e) { /* not JSON: reported below */ }
+          if (!response.ok) {
+            var detail = body && body.error && typeof body.error === 'object' ? body.error : {};
+            throw new PulseError(detail.code || 'auth_failed',
+              detail.message || 'authUrl ' + o.authUrl + ' answered HTTP ' + response.status,
+              { statusCode: response.status });
+          }
+          result = body;
+        }
+      } catch (error) {
+        if (error instanceof PulseError) throw error;
+        throw new PulseError('auth_failed', 'getting a token failed: ' + (error && error.message || error),
+          { cause: error });
+      }
+      var token = typeof result === 'string' ? result : result && typeof result.token === 'string' ? result.token : null;
+      if (!token) throw new PulseError('auth_failed', 'authUrl/authCallback must give a token string or {token: "..."}');
+      return token;
+    }
+
+    // -- frames in ----------------------------------------------------------------------------------
+
+    _onFrame(text) {
+      var frame;
+      try {
+        frame = JSON.parse(text);
+      } catch (e) {
+        frame = null;
+      }
+      if (!frame || typeof frame !== 'object' || typeof frame.action !== 'string') {
+        report(this, new PulseError('invalid_json', 'the server sent a frame that is not a JSON object with an action'));
+        return;
+      }
+      if (this.state === 'connected') this._armHeartbeat();
+      var channels = this._realtime.channels;
+      switch (frame.action) {
+        case 'connected':
+          this._onConnected(frame);
+          break;
+        case 'ping':
+          this._sendRaw({ action: 'pong' });
+          break;
+        case 'ok':
+        case 'error':
+          this._onReply(frame);
+          break;
+        case 'message':
+          if (channels._has(frame.channel)) channels.get(frame.channel)._onMessage(frame);
+          break;
+        case 'presence':
+          if (channels._has(frame.channel)) channels.get(frame.channel).presence._onPresence(frame);
+          break;
+        case 'discontinuity':
+          if (channels._has(frame.channel)) {
+            var channel = channels.get(frame.channel);
+            channel._onDiscontinuity(frame.reason || 'unknown', null);
+            // Presence events may have been missed too: take a fresh snapshot (the listeners hear the diff).
+            channel.presence._resync();
+          }
+          break;
+        default:
+          // Newer servers may send actions this client does not know; ignoring them is forward compatible.
+          break;
+      }
+    }
+
+    _onReply(frame) {
+      var request = frame.ref === undefined || frame.ref === null ? undefined : this._pending.get(frame.ref);
+      if (!request) {
+        if (frame.action === 'error') this._onAsyncError(frame);
+        return;
+      }
+      this._pending.delete(frame.ref);
+      clearTimeout(request.timer);
+      if (frame.action === 'ok') request.resolve(frame);
+      else request.reject(new PulseError(frame.code || 'internal_error', frame.message || 'request failed'));
+    }
+
+    _onAsyncError(frame) {
+      var error = new PulseError(frame.code || 'internal_error', frame.message || 'the server reported an error');
+      if (this.state === 'connecting') {
+        // `auth` failed: the close that follows carries this error as its reason.
+        this._closeErrorFrame = error;
+        return;
+      }
+      report(this, error, false);
+    }
+
+    _onConnected(frame) {
+      this._clearTimer('connect');
+      var previous = this.state;
+      this.id = frame.connectionId || null;
+      if (frame.clientId != null) {
+        if (this.clientId != null && String(frame.clientId) !== this.clientId) {
+          report(this, new PulseError('client_id_mismatch', 'the token is for client ' + frame.clientId +
+            ', not ' + this.clientId + ' as given in the options'));
+        }
+        this.clientId = String(frame.clientId);
+      }
+      if (frame.kbId != null) this.kbId = String(frame.kbId);
+      this.expiresAt = typeof frame.expiresAt === 'number' ? frame.expiresAt : null;
+      this.limits = frame.limits && typeof frame.limits === 'object' ? frame.limits : {};
+      this.errorReason = null;
+      this._attempt = 0;
+      this._disconnectedAt = null;
+      this._tokenFresh = false;
+      this.state = 'connected';
+      this._armHeartbeat(true);
+      this._scheduleRenew();
+      // Restore channel state first (subscribe, enter, watch presence), then send what was queued.
+      this._realtime.channels._onConnected();
+      var queue = this._queue;
+      this._queue = [];
+      for (var i = 0; i < queue.length; i++) this._sendRequest(queue[i]);
+      this._emitState(previous, 'connected', {});
+    }
+
+    // -- frames out ---------------------------------------------------------------------------------
+
+    _sendRaw(frame) {
+      this._ws.send(JSON.stringify(frame));
+    }
+
+    _sendRequest(request) {
+      var ref = ++this._ref;
+      var frame = Object.assign({ action: request.frame.action, ref: ref }, request.frame);
+      this._pending.set(ref, request);
+      if (request.kind === 'oneshot') {
+        var self = this;
+        request.timer = setTimeout(function () {
+          if (self._pending.get(ref) !== request) return;
+          self._pending.delete(ref);
+          request.reject(new PulseError('timeout', 'no reply to ' + frame.action + ' within ' +
+            self._options.requestTimeout + ' ms'));
+        }, this._options.requestTimeout);
+      }
+      this._sendRaw(frame);
+    }
+
+    /**
+     * A request that belongs to the current socket only (subscribe, presence.enter, auth refresh, ...).
+     * If the socket drops first it is rejected with DROPPED, and the channel re-sends its state later.
+     */
+    _stateRequest(frame) {
+      var d = deferred();
+      if (this.state !== 'connected') d.reject(DROPPED);
+      else this._sendRequest({ frame: frame, kind: 'state', resolve: d.resolve, reject: d.reject });
+      return d.promise;
+    }
+
+    /**
+     * A request that must be answered once (publish, presence.get): sent now when connected, queued while
+     * the connection is coming up or down, re-sent after a reconnect if its socket dropped before the reply.
+     */
+    _oneshot(frame) {
+      var d = deferred();
+      var text;
+      try {
+        text = JSON.stringify(frame);
+      } catch (error) {
+        d.reject(new PulseError('bad_request', 'the data cannot be encoded as JSON: ' + error.message));
+        return d.promise;
+      }
+      var max = this.limits && this.limits.maxMessageSize;
+      // The server cannot tell which request an oversized frame was (it does not parse it), so it could
+      // not reject this promise: refuse it here, with the same code. A published message must also leave
+      // room for what the server adds to it (id, timestamp, clientId, serial: about 150 bytes).
+      var size = byteLength(text) + (frame.action === 'publish' ? 160 : 32);
+      if (max && size > max) {
+        d.reject(new PulseError('message_too_large', 'the ' + frame.action + ' frame would be about ' +
+          size + ' bytes; the server accepts at most ' + max));
+        return d.promise;
+      }
+      var request = { frame: frame, kind: 'oneshot', resolve: d.resolve, reject: d.reject };
+      if (this.state === 'connected') this._sendRequest(request);
+      else if (this.state === 'failed') d.reject(this.errorReason || new PulseError('connection_failed', 'the connection failed'));
+      else if (this.state === 'closing' || this.state === 'closed') {
+        d.reject(new PulseError('connection_closed', 'the connection is closed; call connect() first'));
+      } else if (this.state === 'suspended') {
+        d.reject(new PulseError('connection_suspended', 'no connection to the server for a while; retrying',
+          { cause: this.errorReason }));
+      } else if (!this._options.queueMessages) {
+        d.reject(new PulseError('disconnected', 'not connected, and queueMessages is false'));
+      } else this._queue.push(request);
+      return d.promise;
+    }
+
+    _rejectQueue(error) {
+      var queue = this._queue;
+      this._queue = [];
+      for (var i = 0; i < queue.length; i++) queue[i].reject(error);
+    }
+
+    // -- closing, dropping, retrying ----------------------------------------------------------------
+
+    /** Drop the current socket without waiting for the peer (dead server, no `connected` in time). */
+    _dropSocket(code, error) {
+      var ws = this._ws;
+      if (!ws) return;
+      try {
+        ws.close(code, error.code);
+      } catch (e) { /* already closed */ }
+      this._socketClosed(ws, code, error.message, error);
+    }
+
+    _socketClosed(ws, code, reason, error) {
+      if (ws !== this._ws) return;
+      this._ws = null;
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      this._clearTimer('connect');
+      this._clearTimer('heartbeat');
+      this._clearTimer('renew');
+      this._clearTimer('close');
+      // Requests on the dead socket: channel state is restored on the next one; one-shots go back to the
+      // head of the queue, in their original order.
+      var requeue = [];
+      var pending = this._pending;
+      this._pending = new Map();
+      pending.forEach(function (request) {
+        clearTimeout(request.timer);
+        if (request.kind === 'oneshot') requeue.push(request);
+        else request.reject(DROPPED);
+      });
+      this._queue = requeue.concat(this._queue);
+      this.id = null;
+      this._realtime.channels._onDisconnected();
+
+      if (this.state === 'closing' || this.state === 'closed') {
+        this._finishClose();
+        return;
+      }
+      var cause = error || this._closeErrorFrame || closeError(code, reason);
+      if (cause.closeCode === undefined) cause.closeCode = code;
+      this._closeErrorFrame = null;
+      if (code === 1000) {
+        // The server ended the connection normally: nothing to retry.
+        this.errorReason = cause;
+        this._rejectQueue(new PulseError('connection_closed', 'the server closed the connection', { cause: cause }));
+        this._realtime.channels._onEnded(cause);
+        this._transition('closed', { reason: cause });
+      } else if (GIVE_UP_CODES.indexOf(code) >= 0) {
+        this._fail(cause);
+      } else if (TOKEN_CODES.indexOf(code) >= 0) {
+        if (!this._canRenew) {
+          this._fail(cause);
+        } else if (this._tokenFresh && code === 4001) {
+          // A token fetched a moment ago was refused outright: fetching another will not help.
+          this._fail(cause);
+        } else {
+          var immediately = !this._tokenFresh;
+          this._token = null;
+          this._scheduleRetry(cause, immediately);
+        }
+      } else {
+        this._scheduleRetry(cause, false);
+      }
+    }
+
+    _scheduleRetry(reason, immediately) {
+      var o = this._options;
+      var now = Date.now();
+      if (this._disconnectedAt === null) this._disconnectedAt = now;
+      var suspended = now - this._disconnectedAt >= o.suspendedAfter;
+      var delay;
+      if (immediately) {
+        delay = 0;
+      } else {
+        this._attempt += 1;
+        delay = suspended ? Math.round(o.suspendedRetry * (0.5 + 0.5 * Math.random())) : retryDelay(this._attempt, o);
+      }
+      this.errorReason = reason;
+      if (suspended) {
+        this._rejectQueue(new PulseError('connection_suspended', 'no connection to the server for ' +
+          Math.round((now - this._disconnectedAt) / 1000) + ' s; still retrying', { cause: reason }));
+      }
+      var self = this;
+      this._clearTimer('retry');
+      this._timers.retry = setTimeout(function () {
+        delete self._timers.retry;
+        if (self.state === 'disconnected' || self.state === 'suspended') self.connect();
+      }, delay);
+      this._transition(suspended ? 'suspended' : 'disconnected', { reason: reason, retryIn: delay });
+    }
+
+    /** Retry now, skipping the rest of the backoff (used when the browser comes back online). */
+    _retryNow() {
+      if (this.state !== 'disconnected' && this.state !== 'suspended') return;
+      this._clearTimer('retry');
+      this.connect();
+    }
+
+    _fail(error) {
+      this._generation++;
+      this._clearTimer('retry');
+      this._clearTimer('renew');
+      this.errorReason = error;
+      var ws = this._ws;
+      if (ws) {
+        this._ws = null;
+        ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+        try { ws.close(CLIENT_CLOSE.normal); } catch (e) { /* already closed */ }
+      }
+      this._rejectQueue(error);
+      this._realtime.channels._onEnded(error);
+      this._transition('failed', { reason: error });
+      report(this, error, false);
+    }
+
+    _finishClose() {
+      this._clearTimer('close');
+      this._rejectQueue(new PulseError('connection_closed', 'the connection was closed by the application'));
+      this._realtime.channels._onEnded(new PulseError('connection_closed', 'the connection was closed by the application'));
+      this._transition('closed', {});
+    }
+
+    // -- heartbeat and token renewal ----------------------------------------------------------------
+
+    /**
+     * Note traffic from the server. One timer watches the silence: it is not re-created per frame (a busy
+     * channel brings thousands a second); when it fires early it re-arms for the time left.
+     */
+    _armHeartbeat(restart) {
+      this._lastTraffic = Date.now();
+      if (restart) this._clearTimer('heartbeat');
+      if (this._timers.heartbeat !== undefined) return;
+      var limits = this.limits || {};
+      var interval = typeof limits.heartbeatInterval === 'number' ? limits.heartbeatInterval : this._options.heartbeatInterval;
+      var grace = typeof limits.heartbeatGrace === 'number' ? limits.heartbeatGrace : this._options.heartbeatGrace;
+      var timeout = interval + grace;
+      var self = this;
+      var check = function () {
+        var silent = Date.now() - self._lastTraffic;
+        if (silent < timeout) {
+          self._timers.heartbeat = setTimeout(check, timeout - silent);
+          return;
+        }
+        delete self._timers.heartbeat;
+        self._dropSocket(CLIENT_CLOSE.heartbeat, new PulseError('heartbeat_timeout',
+          'nothing from the server for ' + timeout + ' ms'));
+      };
+      this._timers.heartbeat = setTimeout(check, timeout);
+    }
+
+    /**
+     * Renew the token on the live connection shortly before it expires: at 80 % of its remaining life,
+     * at most 60 s early, and (against a badly set client clock) never sooner than half the token's own
+     * lifetime after it was obtained.
+     */
+    _scheduleRenew() {
+      this._clearTimer('renew');
+      if (!this._canRenew || typeof this.expiresAt !== 'number') return;
+      var remaining = this.expiresAt - Date.now();
+      var lead = Math.min(60000, Math.max(500, remaining * 0.2));
+      var delay = remaining - lead;
+      var claims = jwtClaims(this._token);
+      var lifetime = claims && typeof claims.exp === 'number' && typeof claims.iat === 'number' ? (claims.exp - claims.iat) * 1000 : 0;
+      delay = Math.max(delay, lifetime / 2, 500);
+      var self = this;
+      this._timers.renew = setTimeout(function () { self._renewOnline(); }, delay);
+    }
+
+    async _renewOnline() {
+      var ws = this._ws;
+      var token;
+      try {
+        this._token = null;
+        token = await this._renewToken();
+      } catch (error) {
+        // Reported; the server closes with 4002 at expiry and the reconnect fetches a token again.
+        report(this, error, false);
+        return;
+      }
+      if (this.state !== 'connected' || this._ws !== ws) return; // the next connect uses the new token
+      try {
+        var reply = await this._stateRequest({ action: 'auth', token: token });
+        if (typeof reply.expiresAt === 'number') this.expiresAt = reply.expiresAt;
+        this._tokenFresh = false;
+        this._scheduleRenew();
+      } catch (error) {
+        if (error !== DROPPED) report(this, error, false);
+      }
+    }
+
+    // -- state --------------------------------------------------------------------------------------
+
+    _transition(state, change) {
+      var previous = this.state;
+      this.state = state;
+      this._emitState(previous, state, change || {});
+    }
+
+    _emitState(previous, current, change) {
+      var event = { previous: previous, current: current, reason: change.reason, retryIn: change.retryIn };
+      this.emit(current, event);
+    }
+
+    _clearTimer(name) {
+      if (this._timers[name] !== undefined) {
+        clearTimeout(this._timers[name]);
+        delete this._timers[name];
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // Presence
+
+  function toMember(raw) {
+    var m = raw && typeof raw === 'object' ? raw : {};
+    return {
+      clientId: m.clientId === undefined ? null : m.clientId,
+      connectionId: m.connectionId === undefined ? null : m.connectionId,
+      data: m.data === undefined ? null : m.data,
+      timestamp: m.timestamp === undefined ? null : m.timestamp
+    };
+  }
+
+  /** Apply one `presence` event frame to a connectionId -> member map; returns the member. */
+  function applyPresenceEvent(members, frame) {
+    var member = toMember(frame.member);
+    if (frame.event === 'leave') members.delete(member.connectionId);
+    else members.set(member.connectionId, member);
+    return member;
+  }
+
+  /**
+   * The members of one channel. A member is one connection of one client: `{clientId, connectionId,
+   * data, timestamp}`. enter/update/leave describe what this client wants; the SDK keeps the server in
+   * step, also across reconnects. subscribe() keeps a live member list, synced from the server.
+   */
+  class Presence {
+    constructor(channel) {
+      this.channel = channel;
+      this.serial = null; // the channel's last presence serial seen
+      this.syncComplete = false; // the member list matches the server's (after presence.subscribe)
+      this._members = new Map(); // connectionId -> member
+      this._events = new EventEmitter(); // enter / leave / update listeners
+      this._listListeners = []; // subscribe(cb): the whole list after each change
+      // Watching presence: desired and acknowledged on this socket.
+      this._wantWatch = false;
+      this._watching = false;
+      this._watchBusy = false;
+      this._watchWaiters = [];
+      // Being present: desired (with data and a version) and acknowledged on this socket.
+      this._wantPresent = false;
+      this._data = null;
+      this._version = 0;
+      this._entered = false;
+      this._enteredVersion = 0;
+      this._enteredData = null;
+      this._doneVersion = 0; // every enter/update/leave up to this version is settled
+      this._memberBusy = false;
+      this._memberWaiters = []; // {version, resolve, reject}
+      this._hadSnapshot = false; // a later snapshot is a re-sync: report what changed meanwhile
+      this._buffer = null; // presence events received while a re-sync waits for its snapshot
+    }
+
+    get _connection() {
+      return this.channel._realtime.connection;
+    }
+
+    /** Enter with `data` (any JSON). Resolves with the member once the server has it. Re-entered after a reconnect. */
+    enter(data) {
+      return this._want(true, data === undefined ? null : data);
+    }
+
+    /** Change this client's data (entering if it is not present yet). */
+    update(data) {
+      return this._want(true, data === undefined ? null : data);
+    }
+
+    /** Leave. Resolves once the server has removed the member (at once when not connected: nothing to remove). */
+    leave() {
+      return this._want(false, null);
+    }
+
+    _want(present, data) {
+      var gate = this._usable();
+      if (gate) return Promise.reject(gate);
+      this._wantPresent = present;
+      if (present) this._data = data;
+      var d = deferred();
+      this._memberWaiters.push({ version: ++this._version, resolve: d.resolve, reject: d.reject });
+      this._reconcile();
+      return d.promise;
+    }
+
+    _usable() {
+      var state = this._connection.state;
+      if (state === 'failed') return this._connection.errorReason || new PulseError('connection_failed', 'the connection failed');
+      if (state === 'closed' || state === 'closing') return new PulseError('connection_closed', 'the connection is closed; call connect() first');
+      return null;
+    }
+
+    /**
+     * The current members, from the server: `get(cb)` calls cb(members) and the returned Promise
+     * resolves with the same array.
+     */
+    get(callback) {
+      if (callback !== undefined && !isFunction(callback)) throw new TypeError('presence.get(callback): callback must be a function');
+      return this._connection._oneshot({ action: 'presence.get', channel: this.channel.name }).then(function (reply) {
+        var members = (reply.members || []).map(toMember);
+        if (callback) {
+          try {
+            callback(members);
+          } catch (error) {
+            rethrowLater(error);
+          }
+        }
+        return members;
+      });
+    }
+
+    /**
+     * subscribe(cb): cb(members) with the whole list, once when the list is first synced and after every
+     * change. subscribe('enter' | 'leave' | 'update' | [...], cb): cb(member) for that change.
+     * Resolves once the member list is synced.
+     */
+    subscribe(event, listener) {
+      if (isFunction(event) && listener === undefined) {
+        this._listListeners.push(event);
+        if (this.syncComplete) {
+          var members = this.members();
+          var newListener = event;
+          Promise.resolve().then(function () { newListener(members); }).catch(rethrowLater);
+        }
+      } else {
+        var events = Array.isArray(event) ? event : [event];
+        for (var i = 0; i < events.length; i++) {
+          if (PRESENCE_EVENTS.indexOf(events[i]) < 0) {
+            throw new TypeError('presence.subscribe: event must be one of enter, leave, update (got ' + events[i] + ')');
+          }
+        }
+        this._events.on(event, listener);
+      }
+      var gate = this._usable();
+      if (gate) return Promise.reject(gate);
+      this._wantWatch = true;
+      var d = deferred();
+      this._watchWaiters.push(d);
+      this._reconcile();
+      return d.promise;
+    }
+
+    /** unsubscribe(), unsubscribe(cb), unsubscribe(event), unsubscribe(event, cb). */
+    unsubscribe(event, listener) {
+      if (event === undefined) {
+        this._events.off();
+        this._listListeners = [];
+      } else if (isFunction(event) && listener === undefined) {
+        this._events.off(event);
+        this._listListeners = this._listListeners.filter(function (l) { return l !== event; });
+      } else {
+        this._events.off(event, listener);
+      }
+      if (this._events.listenerCount() === 0 && this._listListeners.length === 0) {
+        this._wantWatch = false;
+        this._reconcile();
+      }
+    }
+
+    /** The synced member list (empty until presence.subscribe has synced). */
+    members() {
+      return Array.from(this._members.values());
+    }
+
+    // -- keeping the server in step -----------------------------------------------------------------
+
+    _reconcile() {
+      var connection = this._connection;
+      if (connection.state !== 'connected') {
+        this._settleOffline();
+        return;
+      }
+      this._reconcileMember(connection);
+      this._reconcileWatch(connection);
+    }
+
+    /** While disconnected: a wish to be absent is already true (the old connection is gone). */
+    _settleOffline() {
+      if (!this._wantPresent && !this._entered && !this._memberBusy) this._settleMembers(this._version);
+    }
+
+    _reconcileMember(connection) {
+      if (this._memberBusy) return;
+      var self = this;
+      var version = this._version;
+      var channel = this.channel.name;
+      if (this._wantPresent && (!this._entered || this._enteredVersion !== version)) {
+        var action = this._entered ? 'presence.update' : 'presence.enter';
+        var data = this._data;
+        this._memberBusy = true;
+        connection._stateRequest({ action: action, channel: channel, data: data }).then(function (reply) {
+          self._memberBusy = false;
+          self._transientRetries = 0;
+          self._entered = true;
+          self._enteredVersion = version;
+          self._enteredData = data;
+          self._settleMembers(version, reply.member ? toMember(reply.member) : undefined);
+          self._reconcile();
+        }, function (error) {
+          self._memberBusy = false;
+          if (error === DROPPED || retryLater(self, self.channel, error)) return;
+          // Do not retry a refused enter/update forever: fall back to what the server has.
+          if (self._entered) {
+            self._data = self._enteredData;
+            self._enteredVersion = self._version;
+          } else {
+            self._wantPresent = false;
+          }
+          var handled = self._rejectMembers(error);
+          report(self.channel, error, handled);
+          self._reconcile();
+        });
+      } else if (!this._wantPresent && this._entered) {
+        this._memberBusy = true;
+        connection._stateRequest({ action: 'presence.leave', channel: channel }).then(function () {
+          self._memberBusy = false;
+          self._entered = false;
+          self._settleMembers(version);
+          self._reconcile();
+        }, function (error) {
+          self._memberBusy = false;
+          if (error === DROPPED || retryLater(self, self.channel, error)) return;
+          if (error.code === 'not_present') {
+            self._entered = false;
+            self._settleMembers(version);
+          } else {
+            var handled = self._rejectMembers(error);
+            report(self.channel, error, handled);
+          }
+          self._reconcile();
+        });
+      } else {
+        this._settleMembers(version);
+      }
+    }
+
+    _settleMembers(version, member) {
+      if (version > this._doneVersion) this._doneVersion = version;
+      var done = this._doneVersion;
+      var keep = [];
+      for (var i = 0; i < this._memberWaiters.length; i++) {
+        var waiter = this._memberWaiters[i];
+        if (waiter.version <= done) waiter.resolve(member);
+        else keep.push(waiter);
+      }
+      this._memberWaiters = keep;
+    }
+
+    _rejectMembers(error) {
+      var waiters = this._memberWaiters;
+      this._memberWaiters = [];
+      this._doneVersion = this._version;
+      for (var i = 0; i < waiters.length; i++) waiters[i].reject(error);
+      return waiters.length > 0;
+    }
+
+    _reconcileWatch(connection) {
+      if (this._watchBusy) return;
+      var self = this;
+      var channel = this.channel.name;
+      if (this._wantWatch && !this._watching) {
+        this._watchBusy = true;
+        connection._stateRequest({ action: 'presence.subscribe', channel: channel }).then(function (reply) {
+          self._watchBusy = false;
+          self._watching = true;
+          self._applySnapshot(reply.members || [], reply.serial);
+          self._resolveWatchers();
+          self._reconcile();
+        }, function (error) {
+          self._watchBusy = false;
+          if (error === DROPPED || retryLater(self, self.channel, error)) return;
+          self._wantWatch = false;
+          var waiters = self._watchWaiters;
+          self._watchWaiters = [];
+          for (var i = 0; i < waiters.length; i++) waiters[i].reject(error);
+          report(self.channel, error, waiters.length > 0);
+          self._reconcile();
+        });
+      } else if (!this._wantWatch && this._watching) {
+        this._watchBusy = true;
+        connection._stateRequest({ action: 'presence.unsubscribe', channel: channel }).then(function () {
+          self._watchBusy = false;
+          self._watching = false;
+          self._members.clear();
+          self._hadSnapshot = false;
+          self.syncComplete = false;
+          self._reconcile();
+        }, function (error) {
+          self._watchBusy = false;
+          if (error !== DROPPED) report(self.channel, error, false);
+          self._reconcile();
+        });
+      } else if (this._wantWatch && this._watching) {
+        this._resolveWatchers();
+      }
+    }
+
+    /**
+     * Ask the server for a fresh snapshot on the live subscription (after a `discontinuity`). Events keep
+     * flowing meanwhile, some older and some newer than the snapshot, so they are buffered and replayed on
+     * top of it in order: each event sets one member's state outright, so replaying a run of events that
+     * reaches past the snapshot ends in the right list whichever point the snapshot was taken at.
+     */
+    _resync() {
+      if (!this._watching || this._watchBusy || this._connection.state !== 'connected') return;
+      var self = this;
+      this._watchBusy = true;
+      this._buffer = [];
+      this._connection._stateRequest({ action: 'presence.subscribe', channel: this.channel.name }).then(function (reply) {
+        self._watchBusy = false;
+        var buffered = self._buffer || [];
+        self._buffer = null;
+        self._applySnapshot(reply.members || [], reply.serial, buffered);
+        self._reconcile();
+      }, function (error) {
+        self._watchBusy = false;
+        self._buffer = null;
+        if (error !== DROPPED) report(self.channel, error, false);
+        self._reconcile();
+      });
+    }
+
+    _resolveWatchers() {
+      var waiters = this._watchWaiters;
+      this._watchWaiters = [];
+      for (var i = 0; i < waiters.length; i++) waiters[i].resolve(this.members());
+    }
+
+    /**
+     * A fresh snapshot (first subscribe, or after a reconnect): replace the list; after a reconnect, tell
+     * enter/leave/update listeners what changed while this client was away; then the whole list.
+     */
+    _applySnapshot(rawMembers, serial, buffered) {
+      var previous = this._members;
+      var wasSynced = this._hadSnapshot === true;
+      var next = new Map();
+      for (var i = 0; i < rawMembers.length; i++) {
+        var member = toMember(rawMembers[i]);
+        next.set(member.connectionId, member);
+      }
+      if (typeof serial === 'number') this.serial = serial;
+      var events = buffered || [];
+      for (var j = 0; j < events.length; j++) {
+        var frame = events[j];
+        if (typeof frame.serial === 'number') {
+          if (typeof serial === 'number' && frame.serial <= serial) continue; // already in the snapshot
+          if (this.serial === null || frame.serial > this.serial) this.serial = frame.serial;
+        }
+        applyPresenceEvent(next, frame);
+      }
+      this._members = next;
+      this._hadSnapshot = true;
+      this.syncComplete = true;
+      if (wasSynced) {
+        var self = this;
+        previous.forEach(function (member, key) {
+          if (!next.has(key)) self._events.emit('leave', member);
+        });
+        next.forEach(function (member, key) {
+          var old = previous.get(key);
+          if (!old) self._events.emit('enter', member);
+          else if (JSON.stringify(old.data) !== JSON.stringify(member.data)) self._events.emit('update', member);
+        });
+      }
+      this._emitList();
+    }
+
+    _onPresence(frame) {
+      if (!this._watching || PRESENCE_EVENTS.indexOf(frame.event) < 0) return;
+      if (this._buffer) {
+        this._buffer.push(frame); // a re-sync is under way: replayed on top of its snapshot
+        return;
+      }
+      if (typeof frame.serial === 'number') {
+        if (this.serial !== null && frame.serial <= this.serial) return; // already in the snapshot
+        this.serial = frame.serial;
+      }
+      var member = applyPresenceEvent(this._members, frame);
+      this._events.emit(frame.event, member);
+      this._emitList();
+    }
+
+    _emitList() {
+      var listeners = this._listListeners.slice();
+      for (var i = 0; i < listeners.length; i++) {
+        try {
+          listeners[i](this.members());
+        } catch (error) {
+          rethrowLater(error);
+        }
+      }
+    }
+
+    _onDisconnected() {
+      this._watching = false;
+      this._watchBusy = false;
+      this._buffer = null;
+      this._entered = false;
+      this._memberBusy = false;
+      this.syncComplete = false;
+      this.serial = null;
+    }
+
+    _onEnded(error) {
+      this._onDisconnected();
+      var waiters = this._watchWaiters.concat(this._memberWaiters);
+      this._watchWaiters = [];
+      this._memberWaiters = [];
+      this._doneVersion = this._version;
+      for (var i = 0; i < waiters.length; i++) waiters[i].reject(error);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // Channels
+
+  /**
+   * One named channel. subscribe/unsubscribe deliver messages `{name, data, id, timestamp, clientId,
+   * serial, channel}`; publish sends one. Channel events (channel.on): the states `attaching`,
+   * `attached`, `detaching`, `detached`, `failed` (listeners get `{previous, current, reason}`),
+   * `discontinuity` (`{channel, reason, lastSerial, serial}`: messages may have been missed, reload
+   * state) and `error` (a PulseError).
+   */
+  class Channel extends EventEmitter {
+    constructor(realtime, name) {
+      super();
+      this._realtime = realtime;
+      this.name = name;
+      this.state = 'initialized';
+      this.errorReason = null;
+      this.serial = null; // the last message serial seen on this channel (for gap detection / recovery)
+      this.epoch = null; // the serial's epoch, from the subscribe reply
+      this._messages = new EventEmitter();
+      this._wantAttached = false;
+      this._attached = false;
+      this._busy = false;
+      this._attachWaiters = [];
+      this._detachWaiters = [];
+      this.presence = new Presence(this);
+    }
+
+    get _connection() {
+      return this._realtime.connection;
+    }
+
+    /**
+     * subscribe(event, cb), subscribe([events], cb) or subscribe(cb) for every event. Resolves once the
+     * server confirms the subscription (every message published after that reaches cb).
+     */
+    subscribe(event, listener) {
+      if (isFunction(event) && listener === undefined) this._messages.on(event);
+      else this._messages.on(event, listener);
+      return this.attach();
+    }
+
+    /** unsubscribe(), unsubscribe(cb), unsubscribe(event), unsubscribe(event, cb); the last one detaches. */
+    unsubscribe(event, listener) {
+      this._messages.off(event, listener);
+      if (this._messages.listenerCount() === 0 && this._wantAttached) {
+        this.detach().catch(function () { /* reported as a channel error */ });
+      }
+    }
+
+    /** Publish `data` (any JSON) as event `name`. Resolves with `{id, serial}`; rejects with the server's error. */
+    publish(name, data, options) {
+      if (name && typeof name === 'object' && data === undefined) {
+        options = { id: name.id };
+        data = name.data;
+        name = name.name;
+      }
+      if (typeof name !== 'string' || !name) {
+        return Promise.reject(new PulseError('bad_request', 'publish(name, data): name must be a non-empty string'));
+      }
+      var id = options && options.id != null ? String(options.id) : this._realtime._nextMessageId();
+      var frame = { action: 'publish', channel: this.name, name: name, data: data === undefined ? null : data, id: id };
+      return this._connection._oneshot(frame).then(function (reply) {
+        return { id: reply.id === undefined ? id : reply.id, serial: reply.serial === undefined ? null : reply.serial };
+      });
+    }
+
+    /** Subscribe on the server without a listener (messages still update `serial`). */
+    attach() {
+      var gate = this.presence._usable();
+      if (gate) return Promise.reject(gate);
+      this._wantAttached = true;
+      if (this._attached && this._connection.state === 'connected') return Promise.resolve();
+      var d = deferred();
+      this._attachWaiters.push(d);
+      this._reconcile();
+      return d.promise;
+    }
+
+    /** Unsubscribe on the server (listeners are kept, but get nothing until the next attach/subscribe). */
+    detach() {
+      this._wantAttached = false;
+      // Whoever waited for the attach no longer needs it.
+      var waiters = this._attachWaiters;
+      this._attachWaiters = [];
+      for (var i = 0; i < waiters.length; i++) waiters[i].resolve();
+      if (!this._attached) {
+        if (this.state !== 'detached' && this.state !== 'initialized') this._setState('detached');
+        return Promise.resolve();
+      }
+      var d = deferred();
+      this._detachWaiters.push(d);
+      this._reconcile();
+      return d.promise;
+    }
+
+    _reconcile() {
+      var connection = this._connection;
+      if (connection.state !== 'connected' || this._busy) return;
+      var self = this;
+      if (this._wantAttached && !this._attached) {
+        this._busy = true;
+        if (this.state !== 'attaching') this._setState('attaching');
+        connection._stateRequest({ action: 'subscribe', channel: this.name }).then(function (reply) {
+          self._busy = false;
+          self._attached = true;
+          self._transientRetries = 0;
+          self._onAttached(reply);
+          self._reconcile();
+        }, function (error) {
+          self._busy = false;
+          if (error === DROPPED || retryLater(self, self, error)) return;
+          self._wantAttached = false;
+          self.errorReason = error;
+          var waiters = self._attachWaiters;
+          self._attachWaiters = [];
+          for (var i = 0; i < waiters.length; i++) waiters[i].reject(error);
+          self._setState('failed', error);
+          report(self, error, waiters.length > 0);
+        });
+      } else if (!this._wantAttached && this._attached) {
+        this._busy = true;
+        this._setState('detaching');
+        connection._stateRequest({ action: 'unsubscribe', channel: this.name }).then(function () {
+          self._busy = false;
+          self._attached = false;
+          self._setState('detached');
+          self._settleDetach();
+          self._reconcile();
+        }, function (error) {
+          self._busy = false;
+          if (error === DROPPED || retryLater(self, self, error)) return;
+          var waiters = self._detachWaiters;
+          self._detachWaiters = [];
+          for (var i = 0; i < waiters.length; i++) waiters[i].reject(error);
+          report(self, error, waiters.length > 0);
+        });
+      } else if (this._wantAttached) {
+        var attachWaiters = this._attachWaiters;
+        this._attachWaiters = [];
+        for (var j = 0; j < attachWaiters.length; j++) attachWaiters[j].resolve();
+      } else {
+        this._settleDetach();
+      }
+    }
+
+    _settleDetach() {
+      var waiters = this._detachWaiters;
+      this._detachWaiters = [];
+      for (var i = 0; i < waiters.length; i++) waiters[i].resolve();
+    }
+
+    _onAttached(reply) {
+      var serial = typeof reply.serial === 'number' ? reply.serial : null;
+      var epoch = reply.epoch === undefined ? null : reply.epoch;
+      var lastSerial = this.serial;
+      // Re-attached after a reconnect: messages published meanwhile were not delivered to this client.
+      var missed = lastSerial !== null && serial !== null &&
+        (serial > lastSerial || (epoch !== null && this.epoch !== null && epoch !== this.epoch));
+      this.serial = serial;
+      this.epoch = epoch;
+      this.errorReason = null;
+      this._setState('attached');
+      if (missed) this._onDiscontinuity('reconnected', lastSerial);
+    }
+
+    _onDiscontinuity(reason, lastSerial) {
+      this.emit('discontinuity', {
+        channel: this.name, reason: reason, lastSerial: lastSerial === null ? this.serial : lastSerial, serial: this.serial
+      });
+    }
+
+    _onMessage(frame) {
+      if (typeof frame.serial === 'number') this.serial = frame.serial;
+      var message = {
+        name: frame.name,
+        data: frame.data === undefined ? null : frame.data,
+        id: frame.id === undefined ? null : frame.id,
+        timestamp: frame.timestamp === undefined ? null : frame.timestamp,
+        clientId: frame.clientId === undefined ? null : frame.clientId,
+        serial: frame.serial === undefined ? null : frame.serial,
+        channel: this.name
+      };
+      this._messages.emit(typeof frame.name === 'string' ? frame.name : '', message);
+    }
+
+    _onConnected() {
+      this._reconcile();
+      this.presence._reconcile();
+    }
+
+    _onDisconnected() {
+      this._attached = false;
+      this._busy = false;
+      if (this._wantAttached && this.state !== 'attaching') this._setState('attaching');
+      this.presence._onDisconnected();
+    }
+
+    _onEnded(error) {
+      this._onDisconnected();
+      var waiters = this._attachWaiters.concat(this._detachWaiters);
+      this._attachWaiters = [];
+      this._detachWaiters = [];
+      for (var i = 0; i < waiters.length; i++) waiters[i].reject(error);
+      if (this.state !== 'initialized') this._setState(this._connection.state === 'failed' ? 'failed' : 'detached', error);
+      this.presence._onEnded(error);
+    }
+
+    _setState(state, reason) {
+      var previous = this.state;
+      this.state = state;
+      this.emit(state, { previous: previous, current: state, reason: reason });
+    }
+  }
+
+  class Channels {
+    constructor(realtime) {
+      this._realtime = realtime;
+      this._all = new Map();
+    }
+
+    /** The channel called `name`: the same object every time. Throws on an invalid name. */
+    get(name) {
+      var existing = this._all.get(name);
+      if (existing) return existing;
+      if (typeof name !== 'string' || !CHANNEL_RE.test(name)) {
+        throw new PulseError('invalid_channel', 'channel names are 1-255 characters from A-Z a-z 0-9 _ - . : @ = ~ + (got ' +
+          JSON.stringify(name) + ')');
+      }
+      var channel = new Channel(this._realtime, name);
+      this._all.set(name, channel);
+      return channel;
+    }
+
+    _has(name) {
+      return this._all.has(name);
+    }
+
+    /** Every channel obtained with get(). */
+    all() {
+      return Array.from(this._all.values());
+    }
+
+    _onConnected() {
+      this._all.forEach(function (channel) { channel._onConnected(); });
+    }
+
+    _onDisconnected() {
+      this._all.forEach(function (channel) { channel._onDisconnected(); });
+    }
+
+    _onEnded(error) {
+      this._all.forEach(function (channel) { channel._onEnded(error); });
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // Realtime
+
+  function defaultEndpoint() {
+    if (typeof location === 'undefined' || !location.host) return null;
+    return (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/pulse/ws/';
+  }
+
+  function absoluteEndpoint(endpoint) {
+    if (/^wss?:\/\//i.test(endpoint) || typeof location === 'undefined') return endpoint;
+    var url = new URL(endpoint, location.href); // a path such as "/pulse/ws/" on this page's host
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    return url.href;
+  }
+
+  /**
+   * new Pulse.Realtime({kbId, token, endpoint, clientId, authUrl?, authCallback?, ...}).
+   *
+   * token: from `pulse.get_token()` (the string, or the whole dict). authUrl / authCallback: how to get a
+   * new one when it expires or is refused (see docs/js-sdk.md). endpoint: the ws(s):// URL (default: this
+   * page's host, path /pulse/ws/).
+   */
+  class Realtime {
+    constructor(options) {
+      if (!options || typeof options !== 'object') throw new TypeError('new Pulse.Realtime(options): options must be an object');
+      var token = options.token && typeof options.token === 'object' ? options.token.token : options.token;
+      if (token !== undefined && token !== null && typeof token !== 'string') throw new TypeError('Pulse.Realtime: token must be a string');
+      if (options.authCallback !== undefined && !isFunction(options.authCallback)) {
+        throw new TypeError('Pulse.Realtime: authCallback must be a function');
+      }
+      if (!token && !options.authUrl && !options.authCallback) {
+        throw new TypeError('Pulse.Realtime: give a token, an authUrl or an authCallback');
+      }
+      this.options = Object.assign({}, DEFAULTS, options);
+      var endpoint = options.endpoint || (options.token && options.token.endpoint) || defaultEndpoint();
+      if (!endpoint) throw new TypeError('Pulse.Realtime: endpoint is required outside a web page');
+      this.endpoint = absoluteEndpoint(endpoint);
+      this._initialToken = token || null;
+      this._WebSocket = options.WebSocket || (typeof WebSocket !== 'undefined' ? WebSocket : null);
+      if (!this._WebSocket) throw new TypeError('Pulse.Realtime: no WebSocket here; pass options.WebSocket');
+      this._idPrefix = randomId(12);
+      this._idCounter = 0;
+      this.connection = new Connection(this);
+      this.channels = new Channels(this);
+      this._listenToPage();
+      if (this.options.autoConnect) {
+        var connection = this.connection;
+        // On the next microtask, so listeners added right after the constructor see `connecting`.
+        Promise.resolve().then(function () {
+          if (connection.state === 'initialized') connection.connect();
+        });
+      }
+    }
+
+    /** The client id (from the token once connected). */
+    get clientId() {
+      return this.connection.clientId;
+    }
+
+    connect() {
+      this.connection.connect();
+    }
+
+    /** Close the connection: presence members leave at once, nothing reconnects until connect(). */
+    close() {
+      this.connection.close();
+    }
+
+    _nextMessageId() {
+      return this._idPrefix + '-' + (++this._idCounter);
+    }
+
+    _listenToPage() {
+      if (typeof window === 'undefined' || !window.addEventListener) return;
+      var connection = this.connection;
+      var self = this;
+      // Back online: skip the rest of the backoff.
+      window.addEventListener('online', function () { connection._retryNow(); });
+      if (this.options.closeOnUnload) {
+        // A clean close on leaving the page, so other clients see this one leave at once.
+        window.addEventListener('pagehide', function () {
+          if (connection.state !== 'closed' && connection.state !== 'failed') {
+            self._closedByUnload = true;
+            connection.close();
+          }
+        });
+        window.addEventListener('pageshow', function (event) {
+          if (event.persisted && self._closedByUnload) {
+            self._closedByUnload = false;
+            connection.connect();
+          }
+        });
+      }
+    }
+  }
+
+  return {
+    Realtime: Realtime,
+    PulseError: PulseError,
+    EventEmitter: EventEmitter,
+    retryDelay: retryDelay,
+    DEFAULTS: DEFAULTS,
+    STATES: STATES.slice(),
+    VERSION: VERSION,
+    PROTOCOL_VERSION: PROTOCOL_VERSION
+  };
+});
