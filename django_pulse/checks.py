@@ -20,6 +20,7 @@ _POSITIVE_NUMBERS = (
     "TOKEN_TTL", "MAX_MESSAGE_SIZE", "MAX_SUBSCRIPTIONS", "AUTH_TIMEOUT", "HEARTBEAT_INTERVAL", "HEARTBEAT_GRACE",
     "RATE_LIMIT", "RATE_BURST", "PUBLISH_RATE", "OUTBOUND_BUFFER_LIMIT", "PRESENCE_GRACE", "PRESENCE_MAX_DATA",
     "PRESENCE_MAX_MEMBERS", "PROCESS_HEARTBEAT", "PROCESS_TIMEOUT", "MAX_BATCH", "IDEMPOTENCY_WINDOW",
+    "HISTORY_TTL",
 )
 
 
@@ -39,6 +40,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             errors.append(Error(f"PULSE[{key!r}] must be a positive number, not {value!r}.",
                                 hint=f"Remove it to use the default ({DEFAULTS[key]!r}).", id="django_pulse.E002"))
+    history_size = (raw or {}).get("HISTORY_SIZE", DEFAULTS["HISTORY_SIZE"])
+    if isinstance(history_size, bool) or not isinstance(history_size, int) or not 0 <= history_size <= 100_000:
+        errors.append(Error(f"PULSE['HISTORY_SIZE'] must be a whole number from 0 to 100000, not {history_size!r}.",
+                            hint="0 keeps no history; remove it to use the default (100).", id="django_pulse.E030"))
     if not KB_ID_RE.match(str(pulse_settings.DEFAULT_KB_ID)):
         errors.append(Error(f"PULSE['DEFAULT_KB_ID'] {pulse_settings.DEFAULT_KB_ID!r} is not a valid kbId.",
                             hint="Use 1-64 characters of A-Z a-z 0-9 _ -.", id="django_pulse.E003"))

@@ -76,6 +76,10 @@ DEFAULTS: dict[str, Any] = {
     # token from POST token/ and with which capabilities (None: DEFAULT_CAPABILITIES); it refuses by raising
     # PermissionDenied or returning False. None: every logged-in user and API key gets default tokens.
     "TOKEN_PERMISSION": None,
+    # History of each channel (replay on resume, rewind, the history action): the last HISTORY_SIZE messages
+    # published less than HISTORY_TTL seconds ago are kept. HISTORY_SIZE 0 keeps none (no recovery).
+    "HISTORY_SIZE": 100,
+    "HISTORY_TTL": 120.0,
 }
 
 
@@ -242,6 +246,14 @@ class PulseSettings:
     @property
     def IDEMPOTENCY_WINDOW(self) -> float:
         return float(self._get("IDEMPOTENCY_WINDOW"))
+
+    @property
+    def HISTORY_SIZE(self) -> int:
+        return int(self._get("HISTORY_SIZE"))
+
+    @property
+    def HISTORY_TTL(self) -> float:
+        return float(self._get("HISTORY_TTL"))
 
     @property
     def TOKEN_PERMISSION(self) -> str | None:

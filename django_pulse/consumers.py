@@ -27,8 +27,9 @@ from .auth import authenticate_token
 from .authorization import Decision, decide, resolve_user
 from .broker import get_broker, message_topic
 from .conf import pulse_settings
-from .exceptions import LimitExceeded, ProtocolViolation, PulseError, TokenError
-from .fanout import Outbox, get_hub
+from .exceptions import Forbidden, LimitExceeded, ProtocolViolation, PulseError, TokenError
+from .fanout import RECOVERED, Outbox, Sink, get_hub
+from .history import ReplaySink, connection_key, plan_subscribe, recovered_connection_id
 from .protocol import (
     PING_FRAME,
     Action,
@@ -41,6 +42,7 @@ from .protocol import (
     connected_frame,
     dumps,
     error_frame,
+    history_ok_frame,
     ok_frame,
     parse_frame,
 )
@@ -52,12 +54,15 @@ logger = logging.getLogger("django_pulse.consumers")
 
 Handler = Callable[["PulseConsumer", Request], Awaitable[dict[str, Any] | None]]
 
+# Messages a history request without ``limit`` returns (at most HISTORY_SIZE).
+DEFAULT_HISTORY_LIMIT = 100
+
 
 class _Limits:
     """The settings a connection needs, read once per connection (the hot path reads no settings)."""
 
-    __slots__ = ("auth_timeout", "grace", "heartbeat", "leeway", "max_message_size", "max_presence_data",
-                 "max_subscriptions", "outbound_limit", "publish_rate", "rate", "rate_burst")
+    __slots__ = ("auth_timeout", "grace", "heartbeat", "history_size", "leeway", "max_message_size",
+                 "max_presence_data", "max_subscriptions", "outbound_limit", "publish_rate", "rate", "rate_burst")
 
     def __init__(self) -> None:
         s = pulse_settings
@@ -72,6 +77,7 @@ class _Limits:
         self.outbound_limit = s.OUTBOUND_BUFFER_LIMIT
         self.max_presence_data = s.PRESENCE_MAX_DATA
         self.leeway = s.TOKEN_LEEWAY
+        self.history_size = s.HISTORY_SIZE
 
     def announce(self) -> dict[str, int]:
         return {
@@ -102,10 +108,17 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.connection_id = "c_" + secrets.token_urlsafe(12)
+        # Distinguishes this consumer from an older one of a recovered connection id, across processes.
+        self.instance = secrets.token_urlsafe(6)
+        # Set when a newer connection recovered this one's id (then closed with 4006): its end must not end
+        # what the id holds (presence members).
+        self.superseded = False
         self.claims: Claims | None = None
         self.client_id = ""
         self.kb_id = ""
         self.subscriptions: dict[str, str] = {}
+        # topic -> the sink of a subscription still catching up with live delivery (history.ReplaySink).
+        self.catching_up: dict[str, ReplaySink] = {}
         self.outbox: Outbox | None = None
         self._user: Any = None
         self._user_loaded = False
@@ -243,6 +256,18 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self.claims = claims
         self.client_id = claims.client_id
         self.kb_id = claims.kb_id
+        recovered: bool | None = None
+        previous_process = ""
+        if "recover" in request.members:
+            previous = recovered_connection_id(request.members["recover"], claims.kb_id, claims.client_id)
+            # Without shared state (the in-memory broker) only this process can continue its own connections:
+            # a key from another process means the server restarted and the connection's state is gone.
+            broker = get_broker()
+            if previous is not None and (broker.shared or previous[1] == broker.process_id):
+                self.connection_id, previous_process = previous
+                recovered = True
+            else:
+                recovered = False
         if self._auth_timer is not None:
             self._auth_timer.cancel()
             self._auth_timer = None
@@ -256,14 +281,44 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self.send_frame(connected_frame(
             connection_id=self.connection_id, client_id=claims.client_id, kb_id=claims.kb_id,
             expires_at=claims.expires_at * 1000, limits=self.limits.announce(),
+            connection_key=connection_key(claims.kb_id, claims.client_id, self.connection_id,
+                                          get_broker().process_id),
+            recovered=recovered,
         ))
         loop = asyncio.get_running_loop()
         self._schedule_expiry(loop)
         self._heartbeat_timer = loop.call_later(self.limits.heartbeat, self._heartbeat)
+        if recovered:
+            await self._recovered(previous_process)
         await self._send_signal(signals.client_connected, kb_id=self.kb_id, client_id=self.client_id,
                                 connection_id=self.connection_id)
         await self.on_authenticated()
         return None
+
+    async def _recovered(self, previous_process: str) -> None:
+        """This connection continues ``connection_id``, last held by ``previous_process``.
+
+        Presence keeps the id's members, now held by this process (``connection_continued``: no leave, no
+        enter). Then every process is told (``fanout.RECOVERED``): each closes its other live connection with
+        this id, if any (4006 superseded: a socket the client abandoned but the server had not noticed yet),
+        and sends ``signals.connection_recovered`` (presence elsewhere forgets the id without leaving).
+        """
+        from .broker import CONTROL_TOPIC
+        from .presence.handlers import connection_continued
+
+        try:
+            await connection_continued(self, previous_process)
+        except PulseError:
+            logger.warning("Could not keep the presence of recovered connection %s", self.connection_id)
+        command = {"type": RECOVERED, "kbId": self.kb_id, "clientId": self.client_id,
+                   "connectionId": self.connection_id, "processId": get_broker().process_id,
+                   "previousProcessId": previous_process, "instance": self.instance}
+        try:
+            await get_broker().broadcast(CONTROL_TOPIC, dumps(command))
+        except PulseError:
+            # Redis unreachable: this process at least (the control sink does the same locally).
+            logger.warning("Could not announce the recovery of %s to other processes", self.connection_id)
+            get_hub().recovered(command)
 
     async def _refresh(self, token: str) -> dict[str, Any]:
         claims = await _authenticate(token)
@@ -323,10 +378,32 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         """Called once when the connection ends (``code`` is the close code), after its subscriptions ended.
 
         Presence leaves here: at once after a clean close, after ``PRESENCE_GRACE`` after an abrupt one.
+
+        When ``self.superseded`` is True (code 4006) a newer connection continues this ``connection_id``
+        (``auth`` ``recover``): release this socket's own resources but do not end what the id holds (presence
+        members stay with the id).
         """
         from .presence.handlers import connection_ended
 
         await connection_ended(self, code)
+
+    # -- subscriptions -------------------------------------------------------------------------------------
+
+    def take_sink(self, topic: str) -> Sink:
+        """The hub sink of this connection's subscription to ``topic``, which is ending."""
+        sink = self.catching_up.pop(topic, None)
+        if sink is not None:
+            return sink
+        assert self.outbox is not None
+        return self.outbox
+
+    def _caught_up(self, sink: ReplaySink) -> None:
+        # The subscription's live delivery has passed its replay: deliver straight to the outbox from now on.
+        for topic, pending in list(self.catching_up.items()):
+            if pending is sink:
+                del self.catching_up[topic]
+                if self.outbox is not None and not self._finished:
+                    get_hub().replace(topic, sink, self.outbox)
 
     # -- output ------------------------------------------------------------------------------------------
 
@@ -370,8 +447,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         topics = list(self.subscriptions.values())
         self.subscriptions.clear()
         if topics and self.outbox is not None:
-            outbox = self.outbox
-            await asyncio.gather(*(hub.unsubscribe(topic, outbox) for topic in topics))
+            await asyncio.gather(*(hub.unsubscribe(topic, self.take_sink(topic)) for topic in topics))
         if self._registered:
             hub.unregister(self)
         try:
@@ -400,30 +476,100 @@ def handles(action: Action) -> Callable[[Handler], Handler]:
 
 
 @handles(Action.SUBSCRIBE)
-async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any]:
+async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any] | None:
+    """Subscribe; with ``resume`` replay what the client missed, with ``rewind`` the newest retained messages.
+
+    After the ``ok`` the connection receives every message with a serial above the reply's ``serial`` exactly
+    once, in order (docs/history.md; ``history.py`` describes the seam).
+    """
     channel = request.channel
     assert conn.claims is not None and conn.outbox is not None
     await conn.authorize(channel, Operation.SUBSCRIBE)
     broker = get_broker()
+    hub = get_hub()
     topic = conn.subscriptions.get(channel)
-    if topic is None:
-        if len(conn.subscriptions) >= conn.limits.max_subscriptions:
-            raise LimitExceeded(f"At most {conn.limits.max_subscriptions} subscriptions per connection.",
-                                ErrorCode.TOO_MANY_SUBSCRIPTIONS)
-        topic = message_topic(conn.kb_id, channel)
-        conn.subscriptions[channel] = topic
-        try:
-            await get_hub().subscribe(topic, conn.outbox)
-        except BaseException:
-            conn.subscriptions.pop(channel, None)
-            raise
+    if topic is not None:
+        # Already subscribed: the connection has been receiving all along; nothing is replayed.
+        read = await broker.history(topic)
+        return {"channel": channel, "serial": read.serial, "epoch": read.epoch}
+    if len(conn.subscriptions) >= conn.limits.max_subscriptions:
+        raise LimitExceeded(f"At most {conn.limits.max_subscriptions} subscriptions per connection.",
+                            ErrorCode.TOO_MANY_SUBSCRIPTIONS)
+    members = request.members
+    resume: tuple[int, str] | None = None
+    if "resume" in members:
+        resume = (int(members["resume"]["serial"]), str(members["resume"]["epoch"]))
+    rewind = int(members.get("rewind", 0))
+    size = conn.limits.history_size
+    if rewind:
+        await conn.authorize(channel, Operation.HISTORY)
+    elif resume is not None and not await _may_read_history(conn, channel):
+        size = 0  # recovery replays history: without the history operation only an exact resume succeeds
+    topic = message_topic(conn.kb_id, channel)
+    sink = ReplaySink(conn.outbox, conn._caught_up)
+    conn.subscriptions[channel] = topic
+    conn.catching_up[topic] = sink
+    try:
+        await hub.subscribe(topic, sink)
+    except BaseException:
+        conn.subscriptions.pop(channel, None)
+        conn.catching_up.pop(topic, None)
+        raise
+    try:
         if conn.closed:  # closed while waiting for the broker: _finish may have run already
-            conn.subscriptions.pop(channel, None)
-            await get_hub().unsubscribe(topic, conn.outbox)
-            return {"channel": channel}
-    # Read after the subscription is active: every message with a higher serial reaches this connection.
-    serial = await broker.last_serial(topic)
-    return {"channel": channel, "serial": serial, "epoch": broker.epoch}
+            raise _Gone
+        # Read after the subscription is active: every message newer than the read reaches the sink.
+        if resume is not None:
+            read = await broker.history(topic, after=resume[0], limit=size)
+        else:
+            read = await broker.history(topic, limit=min(rewind, size))
+        if conn.closed:
+            raise _Gone
+    except BaseException as exc:
+        conn.subscriptions.pop(channel, None)
+        conn.catching_up.pop(topic, None)
+        await hub.unsubscribe(topic, sink)
+        if isinstance(exc, _Gone):
+            return None
+        raise
+    plan = plan_subscribe(read, resume=resume, rewind=rewind)
+    result: dict[str, Any] = {"channel": channel, "serial": plan.serial, "epoch": read.epoch}
+    if plan.resumed is not None:
+        result["resumed"] = plan.resumed
+    # The reply goes out here, before the replay and the held live frames (the handler returns None).
+    if request.ref is not None:
+        conn.send_frame(ok_frame(request.ref, result))
+    for frame in plan.frames:
+        conn.send_frame(frame)
+    sink.release(read.serial)
+    return None
+
+
+class _Gone(Exception):
+    """The connection closed while a subscribe was waiting."""
+
+
+async def _may_read_history(conn: PulseConsumer, channel: str) -> bool:
+    try:
+        await conn.authorize(channel, Operation.HISTORY)
+    except Forbidden:
+        return False
+    return True
+
+
+@handles(Action.HISTORY)
+async def history(conn: PulseConsumer, request: Request) -> dict[str, Any] | None:
+    """The newest ``limit`` retained messages (before serial ``before``), oldest first."""
+    channel = request.channel
+    await conn.authorize(channel, Operation.HISTORY)
+    members = request.members
+    limit = min(int(members.get("limit", DEFAULT_HISTORY_LIMIT)), conn.limits.history_size)
+    before = members.get("before")
+    read = await get_broker().history(message_topic(conn.kb_id, channel), before=before, limit=limit)
+    if request.ref is not None and not conn.closed:
+        conn.send_frame(history_ok_frame(request.ref, {"channel": channel, "serial": read.serial,
+                                                        "epoch": read.epoch}, [f for _, f in read.frames]))
+    return None
 
 
 @handles(Action.UNSUBSCRIBE)
@@ -431,7 +577,7 @@ async def unsubscribe(conn: PulseConsumer, request: Request) -> dict[str, Any]:
     channel = request.channel
     topic = conn.subscriptions.pop(channel, None)
     if topic is not None:
-        await get_hub().unsubscribe(topic, conn.outbox)  # type: ignore[arg-type]
+        await get_hub().unsubscribe(topic, conn.take_sink(topic))
     return {"channel": channel}
 
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from .protocol import CloseCode, discontinuity_frame, utf8_len
 
 __all__ = [
+    "RECOVERED",
     "Hub",
     "Outbox",
     "Sink",
@@ -41,11 +42,18 @@ class Sink(Protocol):
         """Queue ``message`` (an ASGI send message) of ``nbytes`` UTF-8 bytes; never blocks, never raises."""
 
 
+# Control message type: a connection continued an earlier connection's id (``auth`` ``recover``).
+RECOVERED = "recovered"
+
+
 class ControlTarget(Protocol):
     """A registered connection, as the control topic sees it."""
 
     kb_id: str
     client_id: str
+    connection_id: str
+    instance: str
+    superseded: bool
 
     def close(self, code: int) -> None: ...
 
@@ -255,6 +263,8 @@ class _ControlSink:
             for conn in targets:
                 if conn.client_id == client_id:
                     conn.close(CloseCode.REVOKED)
+        elif kind == RECOVERED:
+            self.hub.recovered(command)
         else:
             logger.warning("Ignoring an unknown control message type %r", kind)
 
@@ -273,6 +283,7 @@ class Hub:
         self.connections: dict[str, set[ControlTarget]] = {}
         self._control: _ControlSink | None = None
         self.discontinuity_listeners: list[Callable[[str, str], None]] = []
+        self._signal_tasks: set[asyncio.Task[list[tuple[Any, Any]]]] = set()
 
     # delivery -------------------------------------------------------------------------------------
 
@@ -297,6 +308,30 @@ class Hub:
                 listener(topic, reason)
             except Exception:
                 logger.exception("A discontinuity listener failed")
+
+    def recovered(self, command: dict[str, Any]) -> None:
+        """A connection (``command["instance"]``) continued ``command["connectionId"]``: close this process's
+        other connection with that id (4006), and send ``signals.connection_recovered`` here."""
+        from . import signals
+
+        connection_id = command.get("connectionId")
+        for conn in list(self.connections.get(command.get("kbId", ""), ())):
+            if conn.connection_id == connection_id and conn.instance != command.get("instance"):
+                conn.superseded = True
+                conn.close(CloseCode.SUPERSEDED)
+        kwargs = {"kb_id": command.get("kbId"), "client_id": command.get("clientId"), "connection_id": connection_id,
+                  "process_id": command.get("processId"), "previous_process_id": command.get("previousProcessId")}
+        task = asyncio.get_running_loop().create_task(signals.connection_recovered.asend_robust(
+            sender=__name__, **kwargs))
+        self._signal_tasks.add(task)
+        task.add_done_callback(self._signal_sent)
+
+    def _signal_sent(self, task: asyncio.Task[list[tuple[Any, Any]]]) -> None:
+        self._signal_tasks.discard(task)
+        if not task.cancelled():
+            for receiver, outcome in task.result():
+                if isinstance(outcome, BaseException):
+                    logger.error("A receiver of connection_recovered failed: %r", receiver, exc_info=outcome)
 
     # subscriptions ---------------------------------------------------------------------------------
 
@@ -351,6 +386,13 @@ class Hub:
             await get_broker().unsubscribe(topic)
         except Exception:
             logger.warning("Could not unsubscribe topic %r from the broker", topic, exc_info=True)
+
+    def replace(self, topic: str, old: Sink, new: Sink) -> None:
+        """Swap ``old`` for ``new`` among ``topic``'s sinks, at once (no frame can arrive in between)."""
+        sinks = self.topics.get(topic)
+        if sinks is not None and old in sinks:
+            sinks.discard(old)
+            sinks.add(new)
 
     def local_topics(self) -> dict[str, int]:
         """Topic -> number of local sinks, for the topics this process holds."""

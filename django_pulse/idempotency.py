@@ -23,7 +23,7 @@ from .conf import pulse_settings
 from .exceptions import Unavailable
 from .protocol import ErrorCode
 
-__all__ = ["aclaim", "arelease", "claim", "release"]
+__all__ = ["aclaim", "arelease", "claim", "release", "reset_memory"]
 
 _lock = threading.Lock()
 _seen: OrderedDict[str, float] = OrderedDict()  # key -> expiry (monotonic), oldest first
@@ -57,6 +57,12 @@ def _memory_claim(key: str, window: float) -> bool:
 def _memory_release(key: str) -> None:
     with _lock:
         _seen.pop(key, None)
+
+
+def reset_memory() -> None:
+    """Forget every id recorded in this process (tests: each starts with a fresh process state)."""
+    with _lock:
+        _seen.clear()
 
 
 def _unavailable(exc: Exception) -> Unavailable:

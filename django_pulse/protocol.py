@@ -29,8 +29,10 @@ __all__ = [
     "discontinuity_frame",
     "dumps",
     "error_frame",
+    "history_ok_frame",
     "is_valid_channel",
     "message_frame",
+    "message_frame_serial",
     "message_head",
     "ok_frame",
     "parse_frame",
@@ -59,6 +61,7 @@ class Action(StrEnum):
     PRESENCE_GET = "presence.get"
     PRESENCE_SUBSCRIBE = "presence.subscribe"
     PRESENCE_UNSUBSCRIBE = "presence.unsubscribe"
+    HISTORY = "history"
     PONG = "pong"
     # server -> client
     CONNECTED = "connected"
@@ -113,6 +116,7 @@ class CloseCode(IntEnum):
     APP_UNKNOWN = 4004
     REVOKED = 4005
     AUTH_TIMEOUT = 4008
+    SUPERSEDED = 4006
     SLOW_CONSUMER = 4010
     HEARTBEAT_TIMEOUT = 4011
     RATE_LIMITED = 4029
@@ -126,7 +130,8 @@ class CloseCode(IntEnum):
 
 
 _GIVE_UP = frozenset(
-    {CloseCode.NORMAL, CloseCode.PROTOCOL_ERROR, CloseCode.APP_DISABLED, CloseCode.APP_UNKNOWN, CloseCode.REVOKED}
+    {CloseCode.NORMAL, CloseCode.PROTOCOL_ERROR, CloseCode.APP_DISABLED, CloseCode.APP_UNKNOWN, CloseCode.REVOKED,
+     CloseCode.SUPERSEDED}
 )
 
 _CLOSE_FOR_ERROR = {
@@ -164,6 +169,7 @@ CLIENT_ACTIONS = frozenset(
         Action.PRESENCE_GET,
         Action.PRESENCE_SUBSCRIBE,
         Action.PRESENCE_UNSUBSCRIBE,
+        Action.HISTORY,
         Action.PONG,
     }
 )
@@ -171,6 +177,11 @@ _ACTION_BY_VALUE = {action.value: action for action in CLIENT_ACTIONS}
 _CHANNEL_ACTIONS = CLIENT_ACTIONS - {Action.AUTH, Action.PONG}
 MAX_NAME_LENGTH = 255
 MAX_REF_LENGTH = 64
+# Bounds of the history members (the server also caps them at HISTORY_SIZE).
+MAX_REWIND = 10_000
+MAX_HISTORY_LIMIT = 1000
+MAX_EPOCH_LENGTH = 64
+MAX_CONNECTION_KEY_LENGTH = 256
 
 
 def dumps(value: Any) -> str:
@@ -258,10 +269,48 @@ def parse_frame(text: str, max_size: int) -> Request:
             )
     if action is Action.AUTH:
         _string_member(members, "token", ref, max_length=8192)
+        _string_member(members, "recover", ref, required=False, max_length=MAX_CONNECTION_KEY_LENGTH)
     elif action is Action.PUBLISH:
         _string_member(members, "name", ref)
         _string_member(members, "id", ref, required=False)
+    elif action is Action.SUBSCRIBE:
+        _subscribe_members(members, ref)
+    elif action is Action.HISTORY:
+        _int_member(members, "limit", ref, 1, MAX_HISTORY_LIMIT)
+        _int_member(members, "before", ref, 1, None)
     return Request(action, ref, members)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_member(members: dict[str, Any], name: str, ref: str | int | None, low: int, high: int | None) -> None:
+    """An optional integer member within ``[low, high]`` (``high`` None: no upper bound)."""
+    if name not in members:
+        return
+    value = members[name]
+    if not _is_int(value) or value < low or (high is not None and value > high):
+        bound = f"{low}-{high}" if high is not None else f"at least {low}"
+        raise _violation(f"The member {name!r} must be an integer ({bound}).", ErrorCode.BAD_REQUEST, ref)
+
+
+def _subscribe_members(members: dict[str, Any], ref: str | int | None) -> None:
+    """``resume`` ({serial: int >= 0, epoch: string}) and ``rewind`` (int) of a ``subscribe``."""
+    _int_member(members, "rewind", ref, 0, MAX_REWIND)
+    if "resume" not in members:
+        return
+    resume = members["resume"]
+    if (
+        not isinstance(resume, dict)
+        or not _is_int(resume.get("serial"))
+        or resume["serial"] < 0
+        or not isinstance(resume.get("epoch"), str)
+        or not 1 <= len(resume["epoch"]) <= MAX_EPOCH_LENGTH
+    ):
+        raise _violation(
+            "The member 'resume' must be {\"serial\": integer >= 0, \"epoch\": string} from an earlier "
+            "subscribe reply and the messages seen since.", ErrorCode.BAD_REQUEST, ref)
 
 
 # -- frame builders ------------------------------------------------------------------------------------------
@@ -270,10 +319,19 @@ PING_FRAME = '{"action":"ping"}'
 
 
 def connected_frame(*, connection_id: str, client_id: str, kb_id: str, expires_at: int,
-                    limits: dict[str, int]) -> str:
-    """The reply to a successful first ``auth``; ``expires_at`` in ms since the epoch."""
-    return dumps({"action": "connected", "connectionId": connection_id, "clientId": client_id, "kbId": kb_id,
-                  "expiresAt": expires_at, "limits": limits})
+                    limits: dict[str, int], connection_key: str | None = None, recovered: bool | None = None) -> str:
+    """The reply to a successful first ``auth``; ``expires_at`` in ms since the epoch.
+
+    ``connection_key`` lets a later connection of the same client continue this one (``auth`` ``recover``);
+    ``recovered`` answers an ``auth`` that carried ``recover`` (absent otherwise).
+    """
+    frame: dict[str, Any] = {"action": "connected", "connectionId": connection_id, "clientId": client_id,
+                             "kbId": kb_id, "expiresAt": expires_at, "limits": limits}
+    if connection_key is not None:
+        frame["connectionKey"] = connection_key
+    if recovered is not None:
+        frame["recovered"] = recovered
+    return dumps(frame)
 
 
 def ok_frame(ref: str | int | None, result: dict[str, Any] | None = None) -> str:
@@ -313,6 +371,29 @@ def message_head(*, channel: str, name: str, data_json: str, id: str, timestamp:
 def message_frame(head: str, serial: int) -> str:
     """The complete ``message`` frame: ``head`` from ``message_head`` plus its serial."""
     return f"{head}{serial}}}"
+
+
+_MESSAGE_SERIAL_TAIL = '"serial":'
+
+
+def message_frame_serial(text: str) -> int | None:
+    """The serial of a ``message`` frame built by ``message_frame`` (it ends ``"serial":n}``); None for any
+    other frame (a ``discontinuity`` notice). Reads only the frame's tail: no JSON parsing."""
+    if not text.startswith('{"action":"message"'):
+        return None
+    start = text.rfind(_MESSAGE_SERIAL_TAIL)
+    if start < 0:
+        return None
+    try:
+        return int(text[start + len(_MESSAGE_SERIAL_TAIL):-1])
+    except ValueError:
+        return None
+
+
+def history_ok_frame(ref: str | int | None, result: dict[str, Any], frames: list[str]) -> str:
+    """The ``ok`` reply of a ``history`` request: ``result`` plus ``messages``, the retained ``message`` frames
+    embedded as they are (already JSON; nothing is decoded or re-encoded)."""
+    return f'{ok_frame(ref, result)[:-1]},"messages":[{",".join(frames)}]}}'
 
 
 class PresenceEvent(StrEnum):

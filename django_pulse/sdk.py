@@ -29,6 +29,7 @@ __all__ = [
     "achannels",
     "aclose_app_connections",
     "adisconnect",
+    "ahistory",
     "apresence",
     "apublish",
     "apublish_batch",
@@ -38,6 +39,7 @@ __all__ = [
     "disconnect",
     "endpoint_url",
     "get_token",
+    "history",
     "presence",
     "publish",
     "publish_batch",
@@ -298,6 +300,62 @@ async def apublish_batch(messages: Iterable[Mapping[str, Any]], *, kb_id: str | 
         await _broadcast_once(kb, channel, event, head, message_id, explicit_id=item.get("id") is not None,
                               client_id=None)
     return [message_id for _, _, _, message_id in built]
+
+
+# -- history ---------------------------------------------------------------------------------------------
+
+
+def _history_args(channel: Any, limit: Any, before: Any) -> tuple[str, int, int | None]:
+    if not is_valid_channel(channel):
+        raise ProtocolViolation(
+            f"Invalid channel name {channel!r}: 1-255 characters of A-Z a-z 0-9 _ - . : @ = ~ +.",
+            ErrorCode.INVALID_CHANNEL,
+        )
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError("limit must be a positive whole number")
+    if before is not None and (isinstance(before, bool) or not isinstance(before, int) or before < 1):
+        raise ValueError("before must be a serial (a positive whole number) or None")
+    return str(channel), min(limit, pulse_settings.HISTORY_SIZE), before
+
+
+def _messages(frames: list[tuple[int, str]]) -> list[dict[str, Any]]:
+    messages = []
+    for _, frame in frames:
+        message = json.loads(frame)
+        del message["action"]
+        messages.append(message)
+    return messages
+
+
+def history(channel: str, *, kb_id: str | None = None, limit: int = 100,
+            before: int | None = None) -> list[dict[str, Any]]:
+    """The newest ``limit`` retained messages of ``channel`` (with ``before``: those with a lower serial), oldest
+    first, as ``{"channel", "name", "data", "id", "timestamp", "serial", "clientId"?}`` dicts.
+
+    Retained: the last ``HISTORY_SIZE`` messages published less than ``HISTORY_TTL`` seconds ago. Page back with
+    ``before=messages[0]["serial"]``. Raises ``ProtocolViolation`` for a bad channel, ``ValueError`` for a bad
+    ``limit``/``before``, ``AppError`` for an unknown app, ``Unavailable`` when Redis cannot be reached.
+    """
+    from .broker import get_broker, message_topic
+
+    name, count, before = _history_args(channel, limit, before)
+    kb = _resolve_kb(kb_id)
+    if count <= 0:
+        return []
+    return _messages(get_broker().history_sync(message_topic(kb, name), before=before, limit=count).frames)
+
+
+async def ahistory(channel: str, *, kb_id: str | None = None, limit: int = 100,
+                   before: int | None = None) -> list[dict[str, Any]]:
+    """``history`` for async code."""
+    from .broker import get_broker, message_topic
+
+    name, count, before = _history_args(channel, limit, before)
+    kb = await sync_to_async(_resolve_kb, thread_sensitive=True)(kb_id)
+    if count <= 0:
+        return []
+    read = await get_broker().history(message_topic(kb, name), before=before, limit=count)
+    return _messages(read.frames)
 
 
 # -- control ---------------------------------------------------------------------------------------------

@@ -9,6 +9,11 @@ thread, as Django does it). A receiver that raises is logged and never breaks de
   server published).
 - ``client_connected``: ``kb_id, client_id, connection_id``.
 - ``client_disconnected``: ``kb_id, client_id, connection_id, code`` (the close code).
+- ``connection_recovered``: ``kb_id, client_id, connection_id, process_id, previous_process_id`` — a new
+  connection on server process ``process_id`` continued ``connection_id``, last held by
+  ``previous_process_id`` (``auth`` with ``recover``; docs/history.md). Sent on **every** process (through the
+  control topic), after that process closed any older live connection with that id (4006). Presence uses it:
+  the id's members stay, held by the new process, with no leave or enter event.
 - ``member_entered`` / ``member_updated`` / ``member_left``: ``kb_id, channel, member`` (the member dict:
   ``clientId, connectionId, data, timestamp``).
 - ``channel_occupied`` / ``channel_vacated``: ``kb_id, channel`` — the channel's presence set went from
@@ -26,6 +31,7 @@ __all__ = [
     "channel_vacated",
     "client_connected",
     "client_disconnected",
+    "connection_recovered",
     "member_entered",
     "member_left",
     "member_updated",
@@ -36,6 +42,7 @@ __all__ = [
 message_published = Signal()
 client_connected = Signal()
 client_disconnected = Signal()
+connection_recovered = Signal()
 member_entered = Signal()
 member_updated = Signal()
 member_left = Signal()

@@ -41,6 +41,13 @@ class Collect:
         return [json.loads(t) for t in self.texts]
 
 
+async def attach(topic: str, sink: Collect) -> int:
+    """Subscribe ``sink`` as the consumer does: the hub first, then the counter read (which creates the channel's
+    epoch); returns the serial read."""
+    await get_hub().subscribe(topic, sink)
+    return (await get_broker().history(topic)).serial
+
+
 def head(n: int | str, channel: str = "posts") -> str:
     return message_head(channel=channel, name="e", data_json=json.dumps({"n": n}), id=f"m{n}", timestamp=1)
 
@@ -69,21 +76,20 @@ def test_topic_names() -> None:
 async def test_serials_increase_by_one_in_publish_order(broker: Broker) -> None:
     topic = message_topic("default", "posts")
     sink = Collect()
-    await get_hub().subscribe(topic, sink)
-    assert await broker.last_serial(topic) == 0
+    assert await attach(topic, sink) == 0
     serials = [await broker.publish_message(topic, head(i)) for i in range(5)]
     assert serials == [1, 2, 3, 4, 5]
     frames = await sink.wait_for(5)
     assert [f["serial"] for f in frames] == [1, 2, 3, 4, 5]
     assert [f["data"]["n"] for f in frames] == [0, 1, 2, 3, 4]
     assert await broker.last_serial(topic) == 5
-    assert broker.epoch
+    assert (await broker.history(topic)).epoch
 
 
 async def test_sync_publishes_from_threads_keep_serial_order(broker: Broker) -> None:
     topic = message_topic("default", "posts")
     sink = Collect()
-    await get_hub().subscribe(topic, sink)
+    await attach(topic, sink)
 
     def worker(tag: str) -> None:
         for i in range(20):
@@ -107,8 +113,8 @@ async def test_topics_are_isolated_and_unsubscribe_stops_delivery(broker: Broker
     a, b = message_topic("kb1", "posts"), message_topic("kb2", "posts")
     sink_a, sink_b = Collect(), Collect()
     hub = get_hub()
-    await hub.subscribe(a, sink_a)
-    await hub.subscribe(b, sink_b)
+    await attach(a, sink_a)
+    await attach(b, sink_b)
     assert hub.local_topics() == {a: 1, b: 1}
     await broker.publish_message(a, head(1))
     await broker.publish_message(b, head(2))
@@ -140,7 +146,7 @@ async def test_redis_publish_from_another_process_reaches_subscriber(pulse_redis
     topic = message_topic("default", "posts")
     sink = Collect()
     try:
-        await get_hub().subscribe(topic, sink)
+        await attach(topic, sink)
         assert await other.publish_message(topic, head(1)) == 1
         assert await asyncio.to_thread(other.publish_message_sync, topic, head(2)) == 2
         assert [f["serial"] for f in await sink.wait_for(2)] == [1, 2]
@@ -187,7 +193,7 @@ async def test_redis_reconnects_and_signals_discontinuity(pulse_redis: str) -> N
     topic = message_topic("default", "posts")
     sink = Collect()
     try:
-        await get_hub().subscribe(topic, sink)
+        await attach(topic, sink)
         await broker.publish_message(topic, head(1))
         await sink.wait_for(1)
         await asyncio.to_thread(kill_subscriber, pulse_redis, broker.client_name)

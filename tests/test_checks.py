@@ -63,3 +63,13 @@ def test_process_timeout_shorter_than_two_heartbeats_warns() -> None:
         assert "django_pulse.W010" in _ids()
     with override_settings(PULSE={"PROCESS_HEARTBEAT": 0.5, "PROCESS_TIMEOUT": 2}):
         assert "django_pulse.W010" not in _ids()
+
+
+def test_history_settings() -> None:
+    for size in (-1, 1.5, True, 200_000):
+        with override_settings(PULSE={"HISTORY_SIZE": size}):
+            assert "django_pulse.E030" in _ids(), size
+    with override_settings(PULSE={"HISTORY_SIZE": 0, "HISTORY_TTL": 30}):
+        assert _ids() == set()
+    with override_settings(PULSE={"HISTORY_TTL": 0}):
+        assert "django_pulse.E002" in _ids()

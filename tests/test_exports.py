@@ -14,7 +14,7 @@ def test_pulse_facade_has_documented_functions() -> None:
 
     for name in ("get_token", "authorize", "publish", "apublish", "publish_batch", "apublish_batch", "disconnect",
                  "adisconnect", "close_app_connections", "aclose_app_connections", "presence", "apresence",
-                 "channels", "achannels"):
+                 "channels", "achannels", "history", "ahistory"):
         assert callable(getattr(pulse, name)), name
         assert name in pulse.__all__, name
 

@@ -328,6 +328,24 @@ def test_many_processes_storm_in_threads(pulse_redis: str, redis_prefix: str) ->
 
 
 @pytest.mark.redis
+async def test_only_the_owning_process_removes_a_member(pulse_redis: str) -> None:
+    """A late leave from a process the connection moved away from (recovery) leaves the member alone."""
+    from django_pulse.presence.redis import RedisPresence
+
+    owner, former = RedisPresence(process_id="owner"), RedisPresence(process_id="former")
+    try:
+        await owner.enter(KB, "room", client_id="ada", connection_id="c_1", data={"n": 1})
+        with pytest.raises(NotPresent):
+            await former.leave(KB, "room", connection_id="c_1")
+        assert [m.connection_id for m in (await owner.snapshot(KB, "room")).members] == ["c_1"]
+        await owner.leave(KB, "room", connection_id="c_1")
+        assert (await owner.snapshot(KB, "room")).members == []
+    finally:
+        owner.close()
+        former.close()
+
+
+@pytest.mark.redis
 async def test_sweep_removes_a_dead_process_members_exactly_once(pulse_redis: str) -> None:
     import redis
 

@@ -182,6 +182,24 @@ def test_presence_frame() -> None:
         "action": "presence", "channel": "room", "event": "enter", "member": member, "serial": 17}
 
 
+def test_message_frame_serial_reads_the_tail() -> None:
+    from django_pulse.protocol import message_frame, message_frame_serial
+
+    frame = message_frame(message_head(channel="c", name="n", data_json='{"serial":"x"}', id="i", timestamp=1), 42)
+    assert message_frame_serial(frame) == 42
+    assert message_frame_serial('{"action":"discontinuity","channel":"c","reason":"x"}') is None
+
+
+def test_history_ok_frame_embeds_frames_as_they_are() -> None:
+    from django_pulse.protocol import history_ok_frame
+
+    text = history_ok_frame(3, {"channel": "c", "serial": 2}, ['{"action":"message","serial":1}',
+                                                              '{"action":"message","serial":2}'])
+    assert json.loads(text) == {"action": "ok", "ref": 3, "channel": "c", "serial": 2,
+                                "messages": [{"action": "message", "serial": 1}, {"action": "message", "serial": 2}]}
+    assert json.loads(history_ok_frame(None, {}, [])) == {"action": "ok", "ref": None, "messages": []}
+
+
 # -- codes -------------------------------------------------------------------------------------------------
 
 
@@ -193,7 +211,7 @@ def test_close_codes_for_auth_errors_and_retry_rule() -> None:
     assert close_code_for(ErrorCode.BAD_REQUEST) is CloseCode.INTERNAL_ERROR
     give_up = {c for c in CloseCode if not c.retry}
     assert give_up == {CloseCode.NORMAL, CloseCode.PROTOCOL_ERROR, CloseCode.APP_DISABLED, CloseCode.APP_UNKNOWN,
-                       CloseCode.REVOKED}
+                       CloseCode.REVOKED, CloseCode.SUPERSEDED}
 
 
 # -- rate limiting -----------------------------------------------------------------------------------------

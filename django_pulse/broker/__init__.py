@@ -12,10 +12,10 @@ from typing import Any
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
-from .base import CONTROL_TOPIC, Broker, message_topic, presence_topic, topic_channel
+from .base import CONTROL_TOPIC, Broker, HistoryRead, message_topic, presence_topic, topic_channel
 
-__all__ = ["CONTROL_TOPIC", "Broker", "get_broker", "message_topic", "presence_topic", "reset_broker",
-           "topic_channel"]
+__all__ = ["CONTROL_TOPIC", "Broker", "HistoryRead", "get_broker", "message_topic", "presence_topic",
+           "reset_broker", "topic_channel"]
 
 _lock = threading.Lock()
 _broker: Broker | None = None

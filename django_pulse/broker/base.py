@@ -11,8 +11,9 @@ import abc
 import os
 import secrets
 import socket
+from dataclasses import dataclass, field
 
-__all__ = ["CONTROL_TOPIC", "Broker", "message_topic", "presence_topic", "topic_channel"]
+__all__ = ["CONTROL_TOPIC", "Broker", "HistoryRead", "message_topic", "new_epoch", "presence_topic", "topic_channel"]
 
 CONTROL_TOPIC = "ctl"
 
@@ -32,22 +33,43 @@ def topic_channel(topic: str) -> str:
     return topic.split(":", 2)[2]
 
 
+def new_epoch() -> str:
+    """A fresh channel epoch: a random name for one lifetime of a topic's serial counter."""
+    return secrets.token_urlsafe(9)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRead:
+    """One read of a topic's counter and history, consistent at one instant.
+
+    ``serial`` is the topic's last serial at the read (0 if none was ever published in this epoch), ``epoch``
+    the lifetime of its counter (a new value whenever the counter starts again from nothing: a new process
+    with the memory broker, a flushed or evicted key with Redis), ``frames`` the retained ``message`` frames
+    that matched the read, ``(serial, text)`` in increasing serial order.
+    """
+
+    serial: int
+    epoch: str
+    frames: list[tuple[int, str]] = field(default_factory=list)
+
+
 class Broker(abc.ABC):
     """One per server process (``django_pulse.broker.get_broker()``).
 
-    ``publish_message`` assigns the topic's next serial ``n`` and broadcasts ``head + str(n) + "}"``
-    atomically, so serial order is delivery order in every process. ``broadcast`` carries a complete frame
-    without a serial. Publishing raises ``exceptions.Unavailable`` when the broker cannot be reached: never a
-    silent success. ``subscribe`` returns once frames published afterwards will reach this process.
+    ``publish_message`` assigns the topic's next serial ``n``, keeps the finished frame ``head + str(n) + "}"``
+    in the topic's history (``HISTORY_SIZE`` / ``HISTORY_TTL``) and broadcasts it, all atomically, so serial
+    order is delivery order in every process and history never disagrees with what was delivered.
+    ``broadcast`` carries a complete frame without a serial. Publishing raises ``exceptions.Unavailable`` when
+    the broker cannot be reached: never a silent success. ``subscribe`` returns once frames published afterwards
+    will reach this process.
     """
+
+    # True when the broker's state (serials, history, presence) is shared by several server processes (Redis):
+    # then a connection held by another process can be continued here.
+    shared = False
 
     def __init__(self) -> None:
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-
-    @property
-    @abc.abstractmethod
-    def epoch(self) -> str:
-        """Identifies the lifetime of the serial counters: serials compare only within one epoch."""
 
     @abc.abstractmethod
     async def publish_message(self, topic: str, head: str) -> int:
@@ -68,6 +90,19 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def last_serial(self, topic: str) -> int:
         """The serial of the last message published on ``topic`` (0 if none)."""
+
+    @abc.abstractmethod
+    async def history(self, topic: str, *, after: int = 0, before: int | None = None, limit: int = 0) -> HistoryRead:
+        """The topic's serial and epoch, and its newest ``limit`` retained frames with ``after < serial < before``.
+
+        Creates the topic's counter (serial 0, a new epoch) when it has none, so the epoch a subscriber is told
+        is the one its later messages belong to. ``limit=0`` reads only the serial and epoch. Retained means:
+        among the last ``HISTORY_SIZE`` messages and published less than ``HISTORY_TTL`` seconds ago.
+        """
+
+    @abc.abstractmethod
+    def history_sync(self, topic: str, *, after: int = 0, before: int | None = None, limit: int = 0) -> HistoryRead:
+        """``history`` for synchronous callers."""
 
     @abc.abstractmethod
     async def subscribe(self, topic: str) -> None:

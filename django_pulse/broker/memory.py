@@ -1,14 +1,15 @@
-"""The in-memory broker: one server process, serials in a dict, delivery straight to the hub."""
+"""The in-memory broker: one server process, serials and history in dicts, delivery straight to the hub."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
-from collections import deque
+import time
+from collections import OrderedDict, deque
 
 from ..protocol import message_frame
-from .base import Broker
+from .base import Broker, HistoryRead, new_epoch
 
 __all__ = ["MemoryBroker"]
 
@@ -19,23 +20,28 @@ class MemoryBroker(Broker):
     """Serials and delivery inside one process.
 
     Every delivery goes through one FIFO (``_pending``) drained on the server's event loop, under the same
-    lock that assigns the serial: a publish from a view's thread (``call_soon_threadsafe``) and one from async
-    code on the loop can never overtake each other, so delivery order is serial order.
+    lock that assigns the serial and appends the frame to the topic's history: a publish from a view's thread
+    (``call_soon_threadsafe``) and one from async code on the loop can never overtake each other, so delivery
+    order is serial order and history order. Each topic's epoch is chosen when its counter is created, so it
+    lives as long as the process.
     """
 
     def __init__(self) -> None:
+        from ..conf import pulse_settings
+
         super().__init__()
         self._lock = threading.Lock()
         self._serials: dict[str, int] = {}
+        self._epochs: dict[str, str] = {}
+        self.history_size = pulse_settings.HISTORY_SIZE
+        self.history_ttl_ms = int(pulse_settings.HISTORY_TTL * 1000)
+        # topic -> (serial, publish time in ms, frame), the newest HISTORY_SIZE; topics in order of last publish,
+        # so histories idle for longer than HISTORY_TTL are dropped from the front cheaply.
+        self._history: OrderedDict[str, deque[tuple[int, int, str]]] = OrderedDict()
         self._pending: deque[tuple[str, str]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_scheduled = False
         self._warned = False
-
-    @property
-    def epoch(self) -> str:
-        # Counters live as long as this process.
-        return self.process_id
 
     def _enqueue(self, topic: str, text: str) -> None:
         # Called with self._lock held.
@@ -81,9 +87,49 @@ class MemoryBroker(Broker):
         with self._lock:
             serial = self._serials.get(topic, 0) + 1
             self._serials[topic] = serial
-            self._enqueue(topic, message_frame(head, serial))
+            if serial == 1:
+                self._epochs.setdefault(topic, new_epoch())
+            frame = message_frame(head, serial)
+            if self.history_size > 0:
+                self._remember(topic, serial, frame)
+            self._enqueue(topic, frame)
         self._drain_if_on_loop()
         return serial
+
+    def _remember(self, topic: str, serial: int, frame: str) -> None:
+        # Called with self._lock held.
+        now = int(time.time() * 1000)
+        history = self._history.get(topic)
+        if history is None:
+            history = self._history[topic] = deque(maxlen=self.history_size)
+        else:
+            self._history.move_to_end(topic)
+        history.append((serial, now, frame))
+        horizon = now - self.history_ttl_ms
+        while self._history:
+            oldest = next(iter(self._history.values()))
+            if oldest[-1][1] >= horizon:
+                break
+            self._history.popitem(last=False)
+
+    def _read(self, topic: str, after: int, before: int | None, limit: int) -> HistoryRead:
+        with self._lock:
+            serial = self._serials.get(topic, 0)
+            epoch = self._epochs.get(topic)
+            if epoch is None:
+                epoch = self._epochs[topic] = new_epoch()
+            history = self._history.get(topic)
+            if limit <= 0 or not history:
+                return HistoryRead(serial, epoch)
+            horizon = int(time.time() * 1000) - self.history_ttl_ms
+            frames: list[tuple[int, str]] = []
+            for entry_serial, stamp, frame in reversed(history):
+                if entry_serial <= after or stamp < horizon or len(frames) >= limit:
+                    break
+                if before is None or entry_serial < before:
+                    frames.append((entry_serial, frame))
+        frames.reverse()
+        return HistoryRead(serial, epoch, frames)
 
     def _broadcast(self, topic: str, text: str) -> None:
         with self._lock:
@@ -113,6 +159,12 @@ class MemoryBroker(Broker):
     async def last_serial(self, topic: str) -> int:
         with self._lock:
             return self._serials.get(topic, 0)
+
+    async def history(self, topic: str, *, after: int = 0, before: int | None = None, limit: int = 0) -> HistoryRead:
+        return self._read(topic, after, before, limit)
+
+    def history_sync(self, topic: str, *, after: int = 0, before: int | None = None, limit: int = 0) -> HistoryRead:
+        return self._read(topic, after, before, limit)
 
     async def subscribe(self, topic: str) -> None:
         # The hub filters by topic; the broker only needs to know which loop serves the connections.

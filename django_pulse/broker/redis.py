@@ -1,7 +1,13 @@
-"""The Redis broker: serials and broadcast in one Lua script, one pub/sub connection per process.
+"""The Redis broker: serial, history and broadcast in one Lua script, one pub/sub connection per process.
 
-- Publishing runs ``INCR {prefix}:serial:{topic}`` and ``PUBLISH {prefix}:bus:{topic} head..n.."}"`` in one
-  script: Redis runs scripts one at a time, so serial order is delivery order in every process.
+- Publishing runs one script: ``HINCRBY {prefix}:serial:{topic} s 1``, ``XADD {prefix}:hist:{topic}`` of the
+  finished frame ``head..n.."}"`` (trimmed to HISTORY_SIZE, expiring HISTORY_TTL after the last publish) and
+  ``PUBLISH {prefix}:bus:{topic}`` of the same frame. Redis runs scripts one at a time, so serial order is
+  delivery order in every process, and history holds exactly what was delivered.
+- Each topic's counter hash also holds its epoch (field ``e``), chosen when the counter is created: if the key
+  is lost (FLUSHDB, eviction, a new Redis without persistence) the next publish or subscribe starts a new epoch
+  and drops any history left of the old one, and the publish tells subscribers (``discontinuity``,
+  ``history_lost``).
 - Receiving: one pub/sub connection per process (named ``{prefix}:sub:{process_id}`` with CLIENT SETNAME),
   read by one task with a minimal RESP reader, so the broker controls reconnection itself: it reconnects
   with backoff, re-subscribes every topic and, once Redis confirms each, sends its local subscribers a
@@ -14,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import ssl
 import time
 from collections import deque
@@ -26,17 +31,59 @@ import redis.asyncio as redis_async
 from redis.exceptions import RedisError
 
 from ..exceptions import Unavailable
-from .base import Broker
+from .base import Broker, HistoryRead, new_epoch, topic_channel
 
 __all__ = ["RedisBroker"]
 
 logger = logging.getLogger("django_pulse.broker")
 
+# KEYS: counter hash, bus channel, history stream.
+# ARGV: frame head, epoch candidate, now (ms), HISTORY_SIZE, HISTORY_TTL (ms), channel name.
+# A channel name needs no JSON escaping (protocol.CHANNEL_RE), so the notice is built here.
 PUBLISH_SCRIPT = """
-local n = redis.call('INCR', KEYS[1])
-redis.call('PUBLISH', KEYS[2], ARGV[1] .. n .. '}')
+local n = redis.call('HINCRBY', KEYS[1], 's', 1)
+if n == 1 then
+  redis.call('PERSIST', KEYS[1])
+  if redis.call('HSETNX', KEYS[1], 'e', ARGV[2]) == 1 then
+    redis.call('DEL', KEYS[3])
+    redis.call('PUBLISH', KEYS[2],
+      '{"action":"discontinuity","channel":"' .. ARGV[6] .. '","reason":"history_lost"}')
+  end
+end
+local frame = ARGV[1] .. n .. '}'
+local size = tonumber(ARGV[4])
+if size > 0 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', size, n .. '-0', 'f', frame, 't', ARGV[3])
+  redis.call('PEXPIRE', KEYS[3], ARGV[5])
+end
+redis.call('PUBLISH', KEYS[2], frame)
 return n
 """
+
+# KEYS: counter hash, history stream. ARGV: epoch candidate, after, before ('' for none), limit, idle expiry (ms)
+# of a counter created here. A counter created by a read (serial 0) expires if nothing is ever published (the
+# first publish makes it permanent); it starts a new epoch and drops stale history.
+READ_SCRIPT = """
+if redis.call('HSETNX', KEYS[1], 's', 0) == 1 then
+  redis.call('HSET', KEYS[1], 'e', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  redis.call('DEL', KEYS[2])
+elseif redis.call('HSETNX', KEYS[1], 'e', ARGV[1]) == 1 then
+  redis.call('DEL', KEYS[2])
+end
+local state = redis.call('HMGET', KEYS[1], 's', 'e')
+local entries = {}
+local limit = tonumber(ARGV[4])
+if limit > 0 then
+  local max = '+'
+  if ARGV[3] ~= '' then max = '(' .. ARGV[3] .. '-0' end
+  entries = redis.call('XREVRANGE', KEYS[2], max, '(' .. ARGV[2] .. '-0', 'COUNT', limit)
+end
+return {state[1], state[2], entries}
+"""
+
+# A counter created by a read (a subscriber, nothing published yet) is dropped after this long unused.
+IDLE_COUNTER_TTL_MS = 86_400_000
 
 CONNECT_TIMEOUT = 3.0
 # The subscriber connection sends PING after this many idle seconds and is declared dead (and reconnected)
@@ -121,6 +168,8 @@ class _RespConnection:
 class RedisBroker(Broker):
     """The broker for several server processes sharing Redis (``PULSE["REDIS_URL"]``)."""
 
+    shared = True
+
     def __init__(self, url: str | None = None, prefix: str | None = None) -> None:
         from ..conf import pulse_settings
 
@@ -130,14 +179,16 @@ class RedisBroker(Broker):
         self._bus = f"{self.prefix}:bus:"
         self._bus_bytes = self._bus.encode()
         self.client_name = f"{self.prefix}:sub:{self.process_id}".replace(" ", "_")
-        self._epoch_key = f"{self.prefix}:epoch"
-        self._epoch = ""
+        self.history_size = pulse_settings.HISTORY_SIZE
+        self.history_ttl_ms = int(pulse_settings.HISTORY_TTL * 1000)
         self._sync_client: redis_sync.Redis | None = None
         self._sync_script: Any = None
+        self._sync_read: Any = None
         # Per event loop state (rebuilt if the broker is used from another loop).
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: redis_async.Redis | None = None
         self._script: Any = None
+        self._read_script: Any = None
         self._runner: asyncio.Task[None] | None = None
         self._guard: asyncio.Task[None] | None = None
         self._conn: _RespConnection | None = None
@@ -158,22 +209,12 @@ class RedisBroker(Broker):
         return self._bus + topic
 
     def serial_key(self, topic: str) -> str:
+        """The hash holding the topic's last serial (field ``s``) and epoch (field ``e``)."""
         return f"{self.prefix}:serial:{topic}"
 
-    @property
-    def epoch(self) -> str:
-        if not self._epoch:
-            self._epoch = self._read_epoch_sync()
-        return self._epoch
-
-    def _read_epoch_sync(self) -> str:
-        client = self._sync()[0]
-        try:
-            client.set(self._epoch_key, secrets.token_hex(8), nx=True)
-            value = client.get(self._epoch_key)
-        except (RedisError, OSError) as exc:
-            raise Unavailable(f"Redis is unreachable: {exc}") from None
-        return value.decode() if isinstance(value, bytes) else str(value)
+    def history_key(self, topic: str) -> str:
+        """The stream of the topic's retained frames; entry ids are ``{serial}-0``."""
+        return f"{self.prefix}:hist:{topic}"
 
     # -- publishing -------------------------------------------------------------------------------------
 
@@ -184,6 +225,7 @@ class RedisBroker(Broker):
                 health_check_interval=30,
             )
             self._sync_script = self._sync_client.register_script(PUBLISH_SCRIPT)
+            self._sync_read = self._sync_client.register_script(READ_SCRIPT)
         return self._sync_client, self._sync_script
 
     def _async(self) -> tuple[redis_async.Redis, Any]:
@@ -191,21 +233,66 @@ class RedisBroker(Broker):
         assert self._client is not None
         return self._client, self._script
 
+    def _publish_args(self, topic: str, head: str) -> tuple[list[str], list[str | int]]:
+        keys = [self.serial_key(topic), self.redis_channel(topic), self.history_key(topic)]
+        args: list[str | int] = [head, new_epoch(), int(time.time() * 1000), self.history_size,
+                                 self.history_ttl_ms, topic_channel(topic)]
+        return keys, args
+
     async def publish_message(self, topic: str, head: str) -> int:
         _, script = self._async()
+        keys, args = self._publish_args(topic, head)
         try:
-            serial = await script(keys=[self.serial_key(topic), self.redis_channel(topic)], args=[head])
+            serial = await script(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             raise Unavailable(f"Redis is unreachable; the message was not published: {exc}") from None
         return int(serial)
 
     def publish_message_sync(self, topic: str, head: str) -> int:
         _, script = self._sync()
+        keys, args = self._publish_args(topic, head)
         try:
-            serial = script(keys=[self.serial_key(topic), self.redis_channel(topic)], args=[head])
+            serial = script(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             raise Unavailable(f"Redis is unreachable; the message was not published: {exc}") from None
         return int(serial)
+
+    def _read_args(self, topic: str, after: int, before: int | None,
+                   limit: int) -> tuple[list[str], list[str | int]]:
+        keys = [self.serial_key(topic), self.history_key(topic)]
+        args: list[str | int] = [new_epoch(), max(0, int(after)), "" if before is None else max(1, int(before)),
+                                 max(0, int(limit)), IDLE_COUNTER_TTL_MS]
+        return keys, args
+
+    def _history_read(self, reply: Any) -> HistoryRead:
+        serial, epoch, entries = reply
+        horizon = int(time.time() * 1000) - self.history_ttl_ms
+        frames: list[tuple[int, str]] = []
+        for entry_id, fields in entries:  # newest first
+            values = dict(zip(fields[::2], fields[1::2], strict=True))
+            if int(values[b"t"]) < horizon:
+                break
+            frames.append((int(entry_id.split(b"-", 1)[0]), values[b"f"].decode()))
+        frames.reverse()
+        return HistoryRead(int(serial or 0), epoch.decode() if isinstance(epoch, bytes) else str(epoch), frames)
+
+    async def history(self, topic: str, *, after: int = 0, before: int | None = None, limit: int = 0) -> HistoryRead:
+        self._async()
+        keys, args = self._read_args(topic, after, before, limit)
+        try:
+            reply = await self._read_script(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"Redis is unreachable: {exc}") from None
+        return self._history_read(reply)
+
+    def history_sync(self, topic: str, *, after: int = 0, before: int | None = None, limit: int = 0) -> HistoryRead:
+        self._sync()
+        keys, args = self._read_args(topic, after, before, limit)
+        try:
+            reply = self._sync_read(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"Redis is unreachable: {exc}") from None
+        return self._history_read(reply)
 
     async def broadcast(self, topic: str, text: str) -> None:
         client, _ = self._async()
@@ -224,7 +311,7 @@ class RedisBroker(Broker):
     async def last_serial(self, topic: str) -> int:
         client, _ = self._async()
         try:
-            value = await client.get(self.serial_key(topic))
+            value = await client.hget(self.serial_key(topic), "s")
         except (RedisError, OSError) as exc:
             raise Unavailable(f"Redis is unreachable: {exc}") from None
         return int(value or 0)
@@ -244,6 +331,7 @@ class RedisBroker(Broker):
             self.url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT
         )
         self._script = self._client.register_script(PUBLISH_SCRIPT)
+        self._read_script = self._client.register_script(READ_SCRIPT)
         # The async client's connections belong to this loop: close them when the loop winds down (its tasks
         # are cancelled then), so nothing is left for the garbage collector to warn about.
         self._guard = loop.create_task(_close_on_cancel(self._client), name="django-pulse redis client guard")
@@ -314,8 +402,6 @@ class RedisBroker(Broker):
             try:
                 conn = await _RespConnection.open(self.url, CONNECT_TIMEOUT)
                 await asyncio.wait_for(conn.call("CLIENT", "SETNAME", self.client_name), CONNECT_TIMEOUT)
-                await asyncio.wait_for(conn.call("SET", self._epoch_key, secrets.token_hex(8), "NX"), CONNECT_TIMEOUT)
-                epoch = await asyncio.wait_for(conn.call("GET", self._epoch_key), CONNECT_TIMEOUT)
             except (OSError, ConnectionError, TimeoutError, asyncio.IncompleteReadError, _ReplyError) as exc:
                 assert self._down is not None
                 if not self._down.is_set() or backoff >= MAX_BACKOFF:
@@ -327,7 +413,6 @@ class RedisBroker(Broker):
             backoff = 0.1
             assert self._down is not None
             self._down.clear()
-            self._epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
             channels = [self.redis_channel(topic).encode() for topic in sorted(self._topics)]
             if ever_connected:
                 logger.warning("Redis broker reconnected; re-subscribing %d topics", len(channels))

@@ -266,6 +266,30 @@ class PresenceBackend(ABC):
         if not task.cancelled() and task.exception() is not None:
             logger.error("presence: leaving after the grace period failed", exc_info=task.exception())
 
+    async def continue_here(self, connection_id: str, previous_process: str) -> None:
+        """A connection of this process continues ``connection_id`` (``auth`` ``recover``), last held by
+        ``previous_process``: its members stay, now held here, and no event is sent (nobody left or entered).
+
+        Cancels the grace-period leave when it is pending here; takes over members another process held
+        (``_adopt``). Members already left (the grace expired, or their process died and was swept) stay left.
+        """
+        self.cancel_pending_leave(connection_id)
+        if connection_id in self._owned:
+            return
+        for kb_id, channel, member in await self._adopt(connection_id, previous_process):
+            self._owned.setdefault(connection_id, {})[(kb_id, channel)] = member
+
+    def continued_elsewhere(self, connection_id: str) -> None:
+        """Another process continues ``connection_id``: forget its members here without leaving them."""
+        self.cancel_pending_leave(connection_id)
+        self._owned.pop(connection_id, None)
+        self._failed_leaves.discard(connection_id)
+
+    async def _adopt(self, connection_id: str, previous_process: str) -> list[tuple[str, str, Member]]:
+        """Make this process the holder of ``connection_id``'s members held by ``previous_process``; returns
+        them as ``(kbId, channel, member)``. One process (memory): nothing to move."""
+        return []
+
     def cancel_pending_leave(self, connection_id: str) -> bool:
         """Cancel the grace-period leave of ``connection_id``; True if one was pending (its members stay)."""
         handle = self._pending_leaves.pop(connection_id, None)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from .. import signals
 from ..broker import topic_channel
 from ..exceptions import Forbidden, LimitExceeded
 from ..fanout import get_hub
@@ -224,7 +225,27 @@ async def connection_ended(conn: PulseConsumer, code: int) -> None:
         return
     get_registry().connection_closed()
     presence = get_presence()
+    if conn.superseded:
+        return  # a newer connection continues this id (auth recover): its members stay with it
     if code in ABRUPT_CLOSE_CODES:
         presence.leave_connection_later(conn.connection_id)
     else:
         await presence.leave_connection(conn.connection_id)
+
+
+async def connection_continued(conn: PulseConsumer, previous_process: str) -> None:
+    """``conn`` continues the connection id last held by ``previous_process`` (``auth`` ``recover``): the id's
+    members stay, held by this process, with no leave or enter event."""
+    await get_presence().continue_here(conn.connection_id, previous_process)
+
+
+async def _recovered_elsewhere(*, connection_id: str, process_id: str, **kwargs: Any) -> None:
+    """``signals.connection_recovered`` on every process: the processes other than the new holder forget the
+    id's members (without leaving them) and cancel their grace-period leave."""
+    from ..broker import get_broker
+
+    if process_id != get_broker().process_id:
+        get_presence().continued_elsewhere(connection_id)
+
+
+signals.connection_recovered.connect(_recovered_elsewhere, dispatch_uid="django_pulse.presence.recovered")

@@ -100,12 +100,15 @@ return {event, serial, f, redis.call('HLEN', KEYS[1]), value}
 """
 
 # KEYS: pres, pserial, pchans
-# ARGV: connectionId, connectionId-JSON, channel, bus channel, procmembers entry, key prefix
+# ARGV: connectionId, connectionId-JSON, channel, bus channel, procmembers entry, key prefix, calling process id
 # -> {"leave", serial, frame, count, stored value} | {"absent"}
 _LEAVE = _LUA_COMMON + r"""
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if not current then return {'absent'} end
 local member, owner = member_json(ARGV[2], current)
+-- Only the owning process leaves a member: a late grace-period leave from a process the connection has
+-- just moved away from (recovery adopted the member) must not remove it.
+if owner ~= ARGV[7] then return {'absent'} end
 redis.call('HDEL', KEYS[1], ARGV[1])
 local count = redis.call('HLEN', KEYS[1])
 if count == 0 then redis.call('HDEL', KEYS[3], ARGV[3]) else redis.call('HINCRBY', KEYS[3], ARGV[3], -1) end
@@ -168,6 +171,36 @@ return out
 
 SWEEP_BATCH = 200
 
+# Moves the members of connection ARGV[4] from process ARGV[2] to process ARGV[3] (a recovered connection):
+# the owner field of each stored value and the procmembers entries change; no serial, no event.
+# ARGV: key prefix, previous process id, new process id, connectionId -> {kbId1, channel1, value1, ...}
+_ADOPT = r"""
+local P, old, new, conn = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local suffix = '\t' .. conn
+local out = {}
+for _, entry in ipairs(redis.call('SMEMBERS', P .. ':procmembers:' .. old)) do
+  if string.sub(entry, -#suffix) == suffix then
+    local t1 = string.find(entry, '\t', 1, true)
+    local t2 = string.find(entry, '\t', t1 + 1, true)
+    local kb, channel = string.sub(entry, 1, t1 - 1), string.sub(entry, t1 + 1, t2 - 1)
+    local pres = P .. ':pres:' .. kb .. ':' .. channel
+    local current = redis.call('HGET', pres, conn)
+    redis.call('SREM', P .. ':procmembers:' .. old, entry)
+    if current then
+      local tab = string.find(current, '\t', 1, true)
+      local value = new .. string.sub(current, tab)
+      redis.call('HSET', pres, conn, value)
+      redis.call('SADD', P .. ':procmembers:' .. new, entry)
+      table.insert(out, kb)
+      table.insert(out, channel)
+      table.insert(out, value)
+    end
+  end
+end
+if #out > 0 then redis.call('SADD', P .. ':procs', new) end
+return out
+"""
+
 
 def _entry(kb_id: str, channel: str, connection_id: str) -> str:
     return f"{kb_id}\t{channel}\t{connection_id}"
@@ -195,6 +228,7 @@ class RedisPresence(PresenceBackend):
         self._leave_script = self.client.register_script(_LEAVE)
         self._snapshot_script = self.client.register_script(_SNAPSHOT)
         self._sweep = self.client.register_script(_SWEEP)
+        self._adopt_script = self.client.register_script(_ADOPT)
 
     @property
     def process_id(self) -> str:
@@ -258,7 +292,7 @@ class RedisPresence(PresenceBackend):
         result = self._call(lambda: self._leave_script(
             keys=[self.key("pres", kb_id, channel), self.key("pserial", kb_id, channel), self.key("pchans", kb_id)],
             args=[connection_id, encode_json(connection_id), channel, self.bus_prefix + presence_topic(kb_id, channel),
-                  _entry(kb_id, channel, connection_id), self.prefix],
+                  _entry(kb_id, channel, connection_id), self.prefix, self.process_id],
         ))
         if result[0] == "absent":
             raise not_present_error(channel, connection_id)
@@ -286,6 +320,17 @@ class RedisPresence(PresenceBackend):
 
     async def _channel_counts(self, kb_id: str) -> dict[str, int]:
         return await asyncio.to_thread(self._channel_counts_sync, kb_id)
+
+    def _adopt_sync(self, connection_id: str, previous_process: str) -> list[tuple[str, str, Member]]:
+        if not previous_process or previous_process == self.process_id:
+            return []
+        result = self._call(lambda: self._adopt_script(
+            args=[self.prefix, previous_process, self.process_id, connection_id]))
+        return [(result[i], result[i + 1], _parse_value(connection_id, result[i + 2]))
+                for i in range(0, len(result), 3)]
+
+    async def _adopt(self, connection_id: str, previous_process: str) -> list[tuple[str, str, Member]]:
+        return await asyncio.to_thread(self._adopt_sync, connection_id, previous_process)
 
     # --- dead processes (django_pulse.registry) --------------------------------------------------------------
 

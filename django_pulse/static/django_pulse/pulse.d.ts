@@ -147,6 +147,12 @@ export interface Discontinuity {
   serial: number | null;
 }
 
+export interface Resumed {
+  channel: string;
+  /** The last serial this client saw before the drop: the missed messages after it were replayed. */
+  serial: number | null;
+}
+
 export interface PublishResult {
   id: string;
   /** null when the server recognised a repeated id and did not deliver it again. */
@@ -169,13 +175,16 @@ export type ConnectionEvents = { [S in ConnectionState]: [ConnectionStateChange]
 
 export type ChannelEvents = { [S in ChannelState]: [ChannelStateChange] } & {
   discontinuity: [Discontinuity];
+  resumed: [Resumed];
   error: [PulseError];
 };
 
 export class Connection extends EventEmitter<ConnectionEvents> {
   readonly state: ConnectionState;
-  /** The server's connection id while connected. */
+  /** The server's connection id while connected (kept across a reconnect that recovered the connection). */
   readonly id: string | null;
+  /** True when the current socket continued the previous connection (docs/history.md). */
+  readonly recovered: boolean;
   readonly clientId: string | null;
   readonly kbId: string | null;
   /** When the current token expires, ms since the epoch. */
@@ -224,11 +233,13 @@ export class Channel extends EventEmitter<ChannelEvents> {
   publish(message: { name: string; data?: unknown; id?: string }): Promise<PublishResult>;
   attach(): Promise<void>;
   detach(): Promise<void>;
+  /** The newest retained messages, oldest first (needs the `history` capability). */
+  history<T = any>(options?: { limit?: number; before?: number }): Promise<Message<T>[]>;
 }
 
 export class Channels {
   /** The channel called `name`, the same object every time; throws PulseError invalid_channel on a bad name. */
-  get(name: string): Channel;
+  get(name: string, options?: { rewind?: number }): Channel;
   all(): Channel[];
 }
 

@@ -61,11 +61,12 @@
   // Close codes (docs/protocol.md): the names, and which ones mean "do not reconnect".
   var CLOSE_NAMES = {
     1000: 'normal', 1001: 'going_away', 1006: 'connection_lost', 4000: 'protocol_error', 4001: 'token_invalid',
-    4002: 'token_expired', 4003: 'app_disabled', 4004: 'app_unknown', 4005: 'revoked', 4008: 'auth_timeout',
+    4002: 'token_expired', 4003: 'app_disabled', 4004: 'app_unknown', 4005: 'revoked', 4006: 'superseded',
+    4008: 'auth_timeout',
     4010: 'slow_consumer', 4011: 'heartbeat_timeout', 4029: 'rate_limited', 4500: 'internal_error',
     4503: 'unavailable'
   };
-  var GIVE_UP_CODES = [4000, 4003, 4004, 4005];
+  var GIVE_UP_CODES = [4000, 4003, 4004, 4005, 4006];
   var TOKEN_CODES = [4001, 4002];
   // The codes this client closes with: 1000 for close(), 4011 when it drops a silent server, 4008 when
   // the server did not answer `auth` in time.
@@ -318,6 +319,8 @@
       this._options = realtime.options;
       this.state = 'initialized';
       this.id = null; // the server's connectionId while connected
+      this.key = null; // the server's connectionKey: continues this connection after a drop (auth `recover`)
+      this.recovered = false; // the current socket continued the previous connection
       this.clientId = realtime.options.clientId == null ? null : String(realtime.options.clientId);
       this.kbId = realtime.options.kbId == null ? null : String(realtime.options.kbId);
       this.expiresAt = null; // ms since the epoch, from `connected` / token refresh
@@ -405,7 +408,11 @@
       this._ws = ws;
       this._closeErrorFrame = null;
       ws.onopen = function () {
-        if (ws === self._ws) self._sendRaw({ action: 'auth', token: token });
+        if (ws !== self._ws) return;
+        var auth = { action: 'auth', token: token };
+        // Continue the previous connection (its id, and its presence members within the server's grace).
+        if (self.key) auth.recover = self.key;
+        self._sendRaw(auth);
       };
       ws.onmessage = function (event) {
         if (ws === self._ws) self._onFrame(event.data);
@@ -517,6 +524,7 @@
         case 'discontinuity':
           if (channels._has(frame.channel)) {
             var channel = channels.get(frame.channel);
+            if (frame.reason === 'history_lost') channel.epoch = null; // serials start again in a new epoch
             channel._onDiscontinuity(frame.reason || 'unknown', null);
             // Presence events may have been missed too: take a fresh snapshot (the listeners hear the diff).
             channel.presence._resync();
@@ -554,6 +562,8 @@
       this._clearTimer('connect');
       var previous = this.state;
       this.id = frame.connectionId || null;
+      this.key = frame.connectionKey || null; // a secret: `recover` in the next auth continues this connection
+      this.recovered = frame.recovered === true;
       if (frame.clientId != null) {
         if (this.clientId != null && String(frame.clientId) !== this.clientId) {
           report(this, new PulseError('client_id_mismatch', 'the token is for client ' + frame.clientId +
@@ -1285,7 +1295,8 @@
    * serial, channel}`; publish sends one. Channel events (channel.on): the states `attaching`,
    * `attached`, `detaching`, `detached`, `failed` (listeners get `{previous, current, reason}`),
    * `discontinuity` (`{channel, reason, lastSerial, serial}`: messages may have been missed, reload
-   * state) and `error` (a PulseError).
+   * state), `resumed` (`{channel, serial}`: reconnected, and the messages after `serial` were replayed,
+   * once each, in order) and `error` (a PulseError). history() reads the retained messages.
    */
   class Channel extends EventEmitter {
     constructor(realtime, name) {
@@ -1296,6 +1307,7 @@
       this.errorReason = null;
       this.serial = null; // the last message serial seen on this channel (for gap detection / recovery)
       this.epoch = null; // the serial's epoch, from the subscribe reply
+      this._rewind = 0; // channels.get(name, {rewind: N}): the newest N retained messages on the first attach
       this._messages = new EventEmitter();
       this._wantAttached = false;
       this._attached = false;
@@ -1344,6 +1356,20 @@
       });
     }
 
+    /**
+     * The newest retained messages of this channel, oldest first, shaped like subscribe's messages.
+     * `options`: `limit` (default 100), `before` (a serial: page back with `before: messages[0].serial`).
+     */
+    history(options) {
+      var frame = { action: 'history', channel: this.name };
+      if (options && options.limit != null) frame.limit = options.limit;
+      if (options && options.before != null) frame.before = options.before;
+      var self = this;
+      return this._connection._oneshot(frame).then(function (reply) {
+        return (reply.messages || []).map(function (m) { return self._message(m); });
+      });
+    }
+
     /** Subscribe on the server without a listener (messages still update `serial`). */
     attach() {
       var gate = this.presence._usable();
@@ -1380,7 +1406,11 @@
       if (this._wantAttached && !this._attached) {
         this._busy = true;
         if (this.state !== 'attaching') this._setState('attaching');
-        connection._stateRequest({ action: 'subscribe', channel: this.name }).then(function (reply) {
+        var subscribe = { action: 'subscribe', channel: this.name };
+        // Resume from the last serial seen (the server replays what was missed), or rewind on the first attach.
+        if (this.serial !== null && this.epoch !== null) subscribe.resume = { serial: this.serial, epoch: this.epoch };
+        else if (this.serial === null && this._rewind > 0) subscribe.rewind = this._rewind;
+        connection._stateRequest(subscribe).then(function (reply) {
           self._busy = false;
           self._attached = true;
           self._transientRetries = 0;
@@ -1433,14 +1463,16 @@
       var serial = typeof reply.serial === 'number' ? reply.serial : null;
       var epoch = reply.epoch === undefined ? null : reply.epoch;
       var lastSerial = this.serial;
-      // Re-attached after a reconnect: messages published meanwhile were not delivered to this client.
-      var missed = lastSerial !== null && serial !== null &&
-        (serial > lastSerial || (epoch !== null && this.epoch !== null && epoch !== this.epoch));
+      // Re-attached after a reconnect: messages published meanwhile were not delivered to this client,
+      // unless the server resumed the channel (they follow the reply, in order, once).
+      var missed = reply.resumed === false || (reply.resumed !== true && lastSerial !== null && serial !== null &&
+        (serial > lastSerial || (epoch !== null && this.epoch !== null && epoch !== this.epoch)));
       this.serial = serial;
       this.epoch = epoch;
       this.errorReason = null;
       this._setState('attached');
       if (missed) this._onDiscontinuity('reconnected', lastSerial);
+      else if (reply.resumed === true) this.emit('resumed', { channel: this.name, serial: serial });
     }
 
     _onDiscontinuity(reason, lastSerial) {
@@ -1451,7 +1483,11 @@
 
     _onMessage(frame) {
       if (typeof frame.serial === 'number') this.serial = frame.serial;
-      var message = {
+      this._messages.emit(typeof frame.name === 'string' ? frame.name : '', this._message(frame));
+    }
+
+    _message(frame) {
+      return {
         name: frame.name,
         data: frame.data === undefined ? null : frame.data,
         id: frame.id === undefined ? null : frame.id,
@@ -1460,7 +1496,6 @@
         serial: frame.serial === undefined ? null : frame.serial,
         channel: this.name
       };
-      this._messages.emit(typeof frame.name === 'string' ? frame.name : '', message);
     }
 
     _onConnected() {
@@ -1498,15 +1533,22 @@
       this._all = new Map();
     }
 
-    /** The channel called `name`: the same object every time. Throws on an invalid name. */
-    get(name) {
+    /**
+     * The channel called `name`: the same object every time. Throws on an invalid name. `options.rewind`:
+     * deliver the newest N retained messages when it first attaches.
+     */
+    get(name, options) {
       var existing = this._all.get(name);
-      if (existing) return existing;
+      if (existing) {
+        if (options && options.rewind > 0 && existing.serial === null) existing._rewind = options.rewind;
+        return existing;
+      }
       if (typeof name !== 'string' || !CHANNEL_RE.test(name)) {
         throw new PulseError('invalid_channel', 'channel names are 1-255 characters from A-Z a-z 0-9 _ - . : @ = ~ + (got ' +
           JSON.stringify(name) + ')');
       }
       var channel = new Channel(this._realtime, name);
+      if (options && options.rewind > 0) channel._rewind = options.rewind;
       this._all.set(name, channel);
       return channel;
     }
