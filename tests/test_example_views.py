@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from django.test import Client
-from posts.models import Member, Post
 
 from django_pulse.models import PulseApp
 from django_pulse.tokens import Claims, verify_token
+from posts.models import Member, Post
 from tests.wsutil import connect
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("posts.urls")]
