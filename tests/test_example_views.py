@@ -198,8 +198,8 @@ def test_join_gives_a_secret_channel_kept_in_the_session(client: Client) -> None
     status, body = private(client, {"action": "join", "name": "Ada"})
     assert status == 200
     me = body["me"]
-    assert me["name"] == "Ada" and len(me["privateChannel"]) == 64
-    int(me["privateChannel"], 16)
+    assert me["name"] == "Ada" and me["privateChannel"].startswith("private-") and len(me["privateChannel"]) == 56
+    int(me["privateChannel"].removeprefix("private-"), 16)  # 24 random bytes in hex
     assert private(client, {"action": "me"}) == (200, {"me": me})
     # Joining again in the same session renames, it does not create another member or channel.
     status, again = private(client, {"action": "join", "name": "Ada L."})
@@ -217,6 +217,7 @@ def test_private_token_allows_only_own_channel_and_lobby(client: Client) -> None
     claims = claims_of(token["token"])
     assert claims.client_id == f"member-{body['me']['id']}"
     mine = body["me"]["privateChannel"]
+    assert mine.startswith("private-")
     assert claims.allows(mine, "subscribe") and not claims.allows(mine, "publish")
     assert claims.allows("lobby", "subscribe") and claims.allows("lobby", "presence")
     assert not claims.allows("lobby", "publish") and not claims.allows("posts", "subscribe")
@@ -261,3 +262,20 @@ def test_private_api_is_csrf_protected() -> None:
     response = strict.post("/private/api", data=json.dumps({"action": "join", "name": "Ada"}),
                            content_type="application/json", headers={"X-CSRFToken": token})
     assert response.status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_private_channel_is_refused_to_everyone_but_its_owner(settings: Any) -> None:
+    """The authorize hook, not the secrecy of the id: Bob's token cannot listen on Ada's channel."""
+    settings.PULSE = {"USER_RESOLVER": "posts.pulse.member_for"}
+    ada, bob = await Member.objects.acreate(name="Ada"), await Member.objects.acreate(name="Bob")
+    caps = {"private-*": ["subscribe"]}
+    as_ada, as_bob = await connect(ada.client_id, capabilities=caps), await connect(bob.client_id, capabilities=caps)
+    assert (await as_ada.request("subscribe", channel=ada.private_channel))["action"] == "ok"
+    refused = await as_bob.request("subscribe", channel=ada.private_channel)
+    assert refused["code"] == "forbidden"
+    assert (await as_bob.request("subscribe", channel=bob.private_channel))["action"] == "ok"
+    stranger = await connect("user_abc", capabilities=caps)
+    assert (await stranger.request("subscribe", channel=ada.private_channel))["code"] == "forbidden"
+    for client in (as_ada, as_bob, stranger):
+        await client.close()

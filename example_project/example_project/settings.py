@@ -78,6 +78,8 @@ PULSE = {
     # Keys in a shared Redis start with this (two demos with the same prefix share channels and presence).
     "REDIS_PREFIX": os.environ.get("PULSE_REDIS_PREFIX", "pulse"),
     "SERVER_URL": f"http://{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}",
+    # Authorize hooks get the Member a token was issued for (posts/pulse.py).
+    "USER_RESOLVER": "posts.pulse.member_for",
 }
 
 # Pulse logs a publish that failed after a save (django_pulse.publishers) at ERROR: show it on the console.

@@ -7,3 +7,6 @@ class PostsConfig(AppConfig):
     name = "posts"
     verbose_name = "Live Posts"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import pulse  # noqa: F401  (registers the private channels' authorize hook)

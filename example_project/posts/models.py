@@ -35,8 +35,9 @@ class Post(models.Model):
 
 
 def new_private_channel() -> str:
-    """The seed's secret channel id: 32 random bytes as hex (unguessable, so only its owner subscribes)."""
-    return secrets.token_hex(32)
+    """A secret channel id as in the seed (24 random bytes in hex), under the ``private-`` prefix, so Pulse
+    requires the authorize hook in ``posts/pulse.py`` (only its owner may subscribe) on top of the secrecy."""
+    return "private-" + secrets.token_hex(24)
 
 
 class Member(models.Model):

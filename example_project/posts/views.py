@@ -173,9 +173,10 @@ def _private_action(request: HttpRequest, action: Any, data: dict[str, Any]) -> 
     if member is None:
         raise BadRequest("Join first (action 'join' with a name).", status=403)
     if action == "getPulseToken":
-        # Only this member may subscribe to its private channel; nobody may publish on private channels.
+        # Private channels may be subscribed to (the authorize hook in posts/pulse.py lets only their owner
+        # in); nobody may publish on them: only the server does.
         return dict(_pulse_call(pulse.get_token, member.client_id, request=request, capabilities={
-            member.private_channel: ["subscribe"],
+            "private-*": ["subscribe"],
             LOBBY_CHANNEL: ["subscribe", "presence"],
         }))
     if action == "send":
