@@ -5,6 +5,8 @@ PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export PYTHONDONTWRITEBYTECODE := 1
+# The example's settings read HOST/PORT (PULSE SERVER_URL: where its manage.py commands find the server).
+export HOST PORT
 
 .PHONY: demo test lint bench bench-quick clean venv
 
@@ -28,6 +30,7 @@ demo: $(VENV)/.demo-installed
 	cd example_project && ../$(PY) manage.py pulse enable --quiet-if-enabled
 	@echo ""
 	@echo "  Live Posts is at  http://$(HOST):$(PORT)/   (Ctrl-C to stop)"
+	@echo "  Private messages: http://$(HOST):$(PORT)/private/    The seed's own page: http://$(HOST):$(PORT)/seed/"
 	@echo ""
 	cd example_project && exec ../$(PY) -m daphne -b $(HOST) -p $(PORT) example_project.asgi:application
 

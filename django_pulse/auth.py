@@ -5,7 +5,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from typing import Any
+
 from asgiref.sync import sync_to_async
+from django.db.models.signals import post_delete, post_save
 
 from .conf import pulse_settings
 from .exceptions import AppError
@@ -13,7 +18,15 @@ from .models import PulseApp
 from .protocol import ErrorCode
 from .tokens import Claims, peek_kb_id, verify_token
 
-__all__ = ["aauthenticate_token", "authenticate_token", "resolve_app"]
+__all__ = ["aauthenticate_token", "aenabled_kb", "authenticate_token", "enabled_kb", "forget_app", "resolve_app"]
+
+# Publishing must not cost a database query per message: the kbIds of apps seen enabled are remembered for
+# ENABLED_APP_TTL seconds. The entry is dropped at once when the app is saved or deleted in this process and
+# when an ``app_disabled`` control message arrives (``pulse disable`` sends one to every process), so the TTL
+# only bounds changes made some other way (e.g. the Django admin of another process).
+ENABLED_APP_TTL = 2.0
+_enabled: dict[str, float] = {}  # kbId -> monotonic expiry
+_enabled_lock = threading.Lock()
 
 
 def resolve_app(kb_id: str | None, *, require_enabled: bool = True) -> PulseApp:
@@ -35,6 +48,45 @@ def resolve_app(kb_id: str | None, *, require_enabled: bool = True) -> PulseApp:
         raise AppError(f"The Pulse app {kb!r} is disabled; enable it with 'manage.py pulse enable'.",
                        ErrorCode.APP_DISABLED)
     return app
+
+
+def enabled_kb(kb_id: str | None) -> str:
+    """The kbId of app ``kb_id`` (None: the default app) after checking it is enabled, cached per process.
+
+    Raises ``AppError`` (``app_unknown`` / ``app_disabled``) as ``resolve_app`` does.
+    """
+    kb = kb_id or pulse_settings.DEFAULT_KB_ID
+    if _enabled.get(kb, 0.0) > time.monotonic():
+        return kb
+    app = resolve_app(kb)
+    with _enabled_lock:
+        _enabled[app.kb_id] = time.monotonic() + ENABLED_APP_TTL
+    return app.kb_id
+
+
+async def aenabled_kb(kb_id: str | None) -> str:
+    """``enabled_kb`` for async code: no thread hop when the answer is cached."""
+    kb = kb_id or pulse_settings.DEFAULT_KB_ID
+    if _enabled.get(kb, 0.0) > time.monotonic():
+        return kb
+    return await sync_to_async(enabled_kb, thread_sensitive=True)(kb)
+
+
+def forget_app(kb_id: str | None = None) -> None:
+    """Drop the cached state of app ``kb_id`` (None: of every app)."""
+    with _enabled_lock:
+        if kb_id is None:
+            _enabled.clear()
+        else:
+            _enabled.pop(kb_id, None)
+
+
+def _on_app_changed(sender: Any, instance: PulseApp, **kwargs: Any) -> None:
+    forget_app(instance.kb_id)
+
+
+post_save.connect(_on_app_changed, sender=PulseApp, dispatch_uid="django_pulse.auth.app_saved")
+post_delete.connect(_on_app_changed, sender=PulseApp, dispatch_uid="django_pulse.auth.app_deleted")
 
 
 def authenticate_token(token: object) -> Claims:

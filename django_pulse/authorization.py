@@ -46,7 +46,7 @@ from .exceptions import Forbidden
 from .protocol import ErrorCode, Operation
 from .tokens import Claims, capability_allows
 
-__all__ = ["Decision", "authorize", "clear_hooks", "decide", "find_hook", "resolve_user"]
+__all__ = ["Decision", "authorize", "clear_hooks", "decide", "find_hook", "resolve_user", "unregister"]
 
 Hook = Callable[..., Any]
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -98,6 +98,11 @@ def authorize(pattern: str) -> Callable[[Hook], Hook]:
         return func
 
     return register
+
+
+def unregister(pattern: str) -> None:
+    """Forget the hook registered for ``pattern`` (no error when there is none)."""
+    _hooks[:] = [h for h in _hooks if h.pattern != pattern]
 
 
 def clear_hooks() -> None:

@@ -16,6 +16,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
+from enum import Enum
 from typing import Any, Protocol
 
 from .protocol import CloseCode, discontinuity_frame, utf8_len
@@ -146,6 +147,25 @@ async def _finish(coro: Coroutine[Any, Any, Any], waiter: Any) -> None:
             return
 
 
+class _SendKind(Enum):
+    COROUTINE = 1
+    FUTURE = 2
+    OTHER = 3
+
+
+# What the ASGI server's send() returns, by type: decided once per type, not per delivery (asyncio.iscoroutine
+# is slow for types it does not know).
+_send_kinds: dict[type, _SendKind] = {}
+
+
+def _kind_of(result: Any) -> _SendKind:
+    if asyncio.iscoroutine(result):
+        return _SendKind.COROUTINE
+    if asyncio.isfuture(result) and hasattr(result, "add_done_callback"):
+        return _SendKind.FUTURE
+    return _SendKind.OTHER
+
+
 class Outbox:
     """The outbound side of one connection: order-preserving, inline-first writes to the ASGI ``send``.
 
@@ -215,21 +235,55 @@ class Outbox:
             self.on_close(CloseCode.SLOW_CONSUMER)
 
     def _start(self, message: dict[str, Any]) -> None:
-        # Step the send once inline (see _finish); most complete here without suspending.
-        coro = self._send(message)
-        if not asyncio.iscoroutine(coro):  # an awaitable that is not a coroutine: give it to a task
-            self._busy = True
-            self._task = asyncio.ensure_future(self._run(None, None, coro))
+        result: Any = self._send(message)
+        kind = _send_kinds.get(type(result))
+        if kind is None:
+            kind = _send_kinds[type(result)] = _kind_of(result)
+        if kind is _SendKind.FUTURE:
+            # granian: send() returns a future-like object and the write is already under way; a done
+            # callback takes the next queued frame, so no task and no coroutine exist per send.
+            if result.done():
+                self._future_failed(result)
+            else:
+                self._busy = True
+                result.add_done_callback(self._future_done)
             return
+        if kind is _SendKind.OTHER:  # an awaitable we cannot step: a task awaits it
+            self._busy = True
+            self._task = asyncio.ensure_future(self._run(None, None, result))
+            return
+        # A coroutine (daphne, uvicorn): step it once inline (see _finish); most complete without suspending.
         try:
-            waiter = coro.send(None)
+            waiter = result.send(None)
         except StopIteration:
             return
         except Exception as exc:
             self._lost(exc)
             return
         self._busy = True
-        self._task = asyncio.get_running_loop().create_task(self._run(coro, waiter))
+        self._task = asyncio.get_running_loop().create_task(self._run(result, waiter))
+
+    def _future_failed(self, future: Any) -> bool:
+        """True (and the connection is treated as gone) when a finished send failed."""
+        if future.cancelled():
+            self._lost(asyncio.CancelledError())
+            return True
+        exc = future.exception()
+        if exc is not None:
+            self._lost(exc)
+            return True
+        return False
+
+    def _future_done(self, future: Any) -> None:
+        self._busy = False
+        if self._future_failed(future):
+            return
+        # Send what queued up meanwhile, one frame at a time, until a send is pending again.
+        queue = self._queue
+        while queue and not self._busy:
+            message, nbytes = queue.popleft()
+            self._queued -= nbytes
+            self._start(message)
 
     async def _run(self, coro: Coroutine[Any, Any, Any] | None, waiter: Any,
                    awaitable: Awaitable[Any] | None = None) -> None:
@@ -310,6 +364,9 @@ class _ControlSink:
             return
         targets = list(self.hub.connections.get(kb_id, ()))
         if kind == "app_disabled":
+            from .auth import forget_app
+
+            forget_app(kb_id)  # publishes from this process check the database again
             for conn in targets:
                 conn.close(CloseCode.APP_DISABLED)
         elif kind == "disconnect":

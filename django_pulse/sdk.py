@@ -175,9 +175,15 @@ async def _asend_published(**kwargs: Any) -> None:
 
 
 def _resolve_kb(kb_id: str | None) -> str:
-    from .auth import resolve_app
+    from .auth import enabled_kb
 
-    return resolve_app(kb_id).kb_id
+    return enabled_kb(kb_id)
+
+
+async def _aresolve_kb(kb_id: str | None) -> str:
+    from .auth import aenabled_kb
+
+    return await aenabled_kb(kb_id)
 
 
 def publish(channel: str, event: str, data: Any = None, *, kb_id: str | None = None, id: str | None = None) -> str:
@@ -203,7 +209,7 @@ async def apublish(channel: str, event: str, data: Any = None, *, kb_id: str | N
                    id: str | None = None) -> str:
     """``publish`` for async code."""
     head, message_id = _build(channel, event, data, id=id, client_id=None)
-    kb = await sync_to_async(_resolve_kb, thread_sensitive=True)(kb_id)
+    kb = await _aresolve_kb(kb_id)
     await _broadcast_once(kb, channel, event, head, message_id, explicit_id=id is not None, client_id=None)
     return message_id
 
@@ -303,7 +309,7 @@ async def apublish_batch(messages: Iterable[Mapping[str, Any]], *, kb_id: str | 
     """``publish_batch`` for async code."""
     items = list(messages)
     built = _build_batch(items)
-    kb = await sync_to_async(_resolve_kb, thread_sensitive=True)(kb_id)
+    kb = await _aresolve_kb(kb_id)
     for item, (channel, event, head, message_id) in zip(items, built, strict=True):
         await _broadcast_once(kb, channel, event, head, message_id, explicit_id=item.get("id") is not None,
                               client_id=None)
@@ -359,7 +365,7 @@ async def ahistory(channel: str, *, kb_id: str | None = None, limit: int = 100,
     from .broker import get_broker, message_topic
 
     name, count, before = _history_args(channel, limit, before)
-    kb = await sync_to_async(_resolve_kb, thread_sensitive=True)(kb_id)
+    kb = await _aresolve_kb(kb_id)
     if count <= 0:
         return []
     read = await get_broker().history(message_topic(kb, name), before=before, limit=count)

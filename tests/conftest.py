@@ -69,14 +69,15 @@ def _close_async_db_connections(django_db_setup: None, django_db_blocker: object
 
 @pytest.fixture(autouse=True)
 def _fresh_pulse_process_state() -> Iterator[None]:
-    """Each test starts with a new broker, hub, presence backend, process registry and idempotency record
-    (they are per process, and each test has its own loop)."""
+    """Each test starts with a new broker, hub, presence backend, process registry, idempotency record and app
+    cache (they are per process, each test has its own loop, and rolled-back rows send no signals)."""
+    from django_pulse.auth import forget_app
     from django_pulse.broker import reset_broker
     from django_pulse.idempotency import reset_memory
     from django_pulse.presence import reset_presence
     from django_pulse.registry import reset_registry
 
-    resets = (reset_broker, reset_presence, reset_registry, reset_memory)
+    resets = (reset_broker, reset_presence, reset_registry, reset_memory, forget_app)
     for reset in resets:
         reset()
     yield

@@ -162,3 +162,59 @@ def live_server(
         yield live
     finally:
         live.stop()
+
+
+EXAMPLE_DIR = ROOT / "example_project"
+
+
+@contextlib.contextmanager
+def scratch_database() -> Iterator[str]:
+    """The URL of a new, empty database, removed afterwards: on the PostgreSQL server of ``DATABASE_URL``
+    when it names one (CI), else a SQLite file."""
+    base = os.environ.get("DATABASE_URL", "")
+    if not base.startswith(("postgres://", "postgresql://")):
+        yield "sqlite:///" + os.path.join(tempfile.mkdtemp(prefix="pulse-example-"), "db.sqlite3")
+        return
+    import dj_database_url
+    import psycopg
+
+    config = dj_database_url.parse(base)
+    name = f"pulse_example_{os.getpid()}_{free_port()}"
+    admin = {"dbname": "postgres", "user": config.get("USER") or None, "password": config.get("PASSWORD") or None,
+             "host": config.get("HOST") or None, "port": config.get("PORT") or None}
+    with psycopg.connect(**admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield base.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(**admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def example_server(
+    *,
+    database_url: str | None = None,
+    redis_url: str | None = None,
+    redis_prefix: str | None = None,
+    server: str = "daphne",
+) -> Iterator[LiveServer]:
+    """The example project served as ``make demo`` serves it (its own settings and asgi.py, daphne).
+
+    Its database is a new one (``scratch_database()``: PostgreSQL under CI's ``DATABASE_URL``, else SQLite),
+    migrated; pass ``database_url=other.env["DATABASE_URL"]`` to share another example server's database.
+    ``redis_url`` + ``redis_prefix`` are the example's ``REDIS_URL`` / ``PULSE_REDIS_PREFIX`` switches.
+    """
+    with contextlib.ExitStack() as stack:
+        url = database_url or stack.enter_context(scratch_database())
+        env = {
+            "DJANGO_SETTINGS_MODULE": "example_project.settings",
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(EXAMPLE_DIR), os.environ.get("PYTHONPATH", "")]).rstrip(
+                os.pathsep),
+            "DATABASE_URL": url,
+            "REDIS_URL": redis_url or "",
+            "PULSE_REDIS_PREFIX": redis_prefix or "pulse",
+        }
+        live = stack.enter_context(live_server(server=server, app="example_project.asgi:application",
+                                               extra_env=env, database=url if database_url else None))
+        yield live

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import dj_database_url
+
+# The example project's app (example_project/posts) is tested here too, with the test client.
+sys.path.append(str(Path(__file__).resolve().parent.parent / "example_project"))
 
 SECRET_KEY = "django-pulse-tests-not-secret"
 DEBUG = False
@@ -22,6 +27,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_pulse",
     "tests.testapp",
+    "posts",
 ]
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -25,9 +25,13 @@ def claims(client_id: str = "1", caps: dict[str, list[str]] | None = None) -> Cl
 
 @pytest.fixture(autouse=True)
 def _no_hooks() -> Iterator[None]:
+    """Each test starts with no hooks; the project's own (the example's) are back afterwards."""
+    from django_pulse import authorization
+
+    saved = list(authorization._hooks)
     clear_hooks()
     yield
-    clear_hooks()
+    authorization._hooks[:] = saved
 
 
 def test_pattern_matching() -> None:

@@ -443,7 +443,7 @@ async def test_origin_check(settings: Any) -> None:
 async def test_authorize_hooks_decide_subscribe_and_publish() -> None:
     from django.contrib.auth import get_user_model
 
-    from django_pulse.authorization import authorize, clear_hooks
+    from django_pulse.authorization import authorize, unregister
 
     user = await get_user_model().objects.acreate(username="owner")
     calls: list[tuple[Any, str]] = []
@@ -464,7 +464,7 @@ async def test_authorize_hooks_decide_subscribe_and_publish() -> None:
         assert all(c[0].pk == user.pk for c in calls)
         await client.close()
     finally:
-        clear_hooks()
+        unregister("orders.{order_id}")
 
 
 async def test_auth_while_the_broker_is_unreachable_closes_4503(settings: Any) -> None:

@@ -158,6 +158,61 @@ async def test_cancel_reaches_the_suspended_send() -> None:
     assert seen == ["cancelled"] and gate.cancelled()
 
 
+class FutureSocket:
+    """An ASGI ``send`` like granian's: it starts the write and returns a future that completes later."""
+
+    def __init__(self, *, done_at_once: bool = False) -> None:
+        self.sent: list[str] = []
+        self.pending: list[asyncio.Future[None]] = []
+        self.done_at_once = done_at_once
+        self.fail = False
+
+    def send(self, message: dict[str, Any]) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.sent.append(message.get("text", message["type"]))
+        if self.fail:
+            future.set_exception(OSError("socket gone"))
+        elif self.done_at_once:
+            future.set_result(None)
+        else:
+            self.pending.append(future)
+        return future
+
+    def complete_all(self) -> None:
+        while self.pending:
+            self.pending.pop(0).set_result(None)
+
+
+async def test_future_sends_go_one_at_a_time_in_order_without_tasks() -> None:
+    sock = FutureSocket()
+    box = Outbox(sock.send, limit=1000)
+    tasks_before = len(asyncio.all_tasks())
+    for text in "123":
+        box.push(frame(text), 1)
+    assert sock.sent == ["1"] and box.pending_bytes == 2  # one write in flight, the rest queued
+    assert len(asyncio.all_tasks()) == tasks_before  # a done callback, not a task, takes the next frame
+    for expected in (["1", "2"], ["1", "2", "3"]):
+        sock.complete_all()
+        await settle()
+        assert sock.sent == expected
+    sock.complete_all()
+    await settle()
+    assert not box._busy and box.pending_bytes == 0
+
+
+async def test_future_sends_done_at_once_and_failures() -> None:
+    sock = FutureSocket(done_at_once=True)
+    box = Outbox(sock.send, limit=1000)
+    for text in "ab":
+        box.push(frame(text), 1)
+    assert sock.sent == ["a", "b"] and not box._busy
+    sock.fail = True
+    box.push(frame("c"), 1)
+    assert box.closed  # the server refused the write: the connection is gone, nothing more is written
+    box.push(frame("d"), 1)
+    assert sock.sent == ["a", "b", "c"]
+
+
 async def test_slow_consumer_is_closed_4010_and_others_are_not_held_back() -> None:
     slow, fast = Socket(), Socket()
     closed: list[int] = []

@@ -193,7 +193,7 @@ def test_sync_sdk(mode: str) -> None:
 
 
 async def test_authorize_hook_decides_and_sets_member_data(cleanup: None) -> None:
-    from django_pulse.authorization import clear_hooks
+    from django_pulse.authorization import unregister
 
     @pulse.authorize("team.{team}")
     def team(user: Any, team: str) -> Any:
@@ -210,7 +210,7 @@ async def test_authorize_hook_decides_and_sets_member_data(cleanup: None) -> Non
         assert (await alice.request("presence.leave", channel="team.red"))["action"] == "ok"
         await alice.close()
     finally:
-        clear_hooks()
+        unregister("team.{team}")
 
 
 @pytest.mark.redis

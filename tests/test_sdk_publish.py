@@ -128,3 +128,18 @@ def test_control_calls_validate() -> None:
         pulse.disconnect("")
     with pytest.raises(AppError):
         pulse.close_app_connections("nope")
+
+
+@pytest.mark.django_db
+def test_publish_checks_the_app_once_then_follows_changes(django_assert_num_queries: Any) -> None:
+    """Publishing costs no query per message, and a disabled app is refused at once (no stale cache)."""
+    pulse.publish("posts", "warm", {})
+    with django_assert_num_queries(0):
+        for n in range(20):
+            pulse.publish("posts", "tick", {"n": n})
+    app = PulseApp.objects.get(kb_id="default")
+    app.enabled = False
+    app.save()
+    with pytest.raises(AppError) as info:
+        pulse.publish("posts", "tick", {})
+    assert info.value.code is ErrorCode.APP_DISABLED

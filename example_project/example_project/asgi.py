@@ -1,4 +1,9 @@
-"""ASGI entry point: Django for HTTP, the Pulse consumer for WebSockets at /pulse/ws/."""
+"""ASGI entry point, wired as a user wires django-pulse: Django for HTTP, the Pulse consumer for WebSockets.
+
+``make demo`` runs this under plain daphne (not runserver), so static files (``pulse.js``, the page's CSS and
+JS) are served here by staticfiles' ``ASGIStaticFilesHandler``. In production, serve them with your web
+server or whitenoise after ``collectstatic`` instead.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from django_pulse.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": URLRouter(websocket_urlpatterns)})
+application = ProtocolTypeRouter({
+    "http": ASGIStaticFilesHandler(django_asgi_app),
+    "websocket": URLRouter(websocket_urlpatterns),  # /pulse/ws/
+})

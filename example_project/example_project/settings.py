@@ -18,6 +18,7 @@ SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-project-insecure-key-c
 DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
 ALLOWED_HOSTS = ["*"]
 USE_TZ = True
+TIME_ZONE = "UTC"
 
 INSTALLED_APPS = [
     "daphne",
@@ -74,5 +75,17 @@ else:
 
 PULSE = {
     "REDIS_URL": REDIS_URL,
+    # Keys in a shared Redis start with this (two demos with the same prefix share channels and presence).
+    "REDIS_PREFIX": os.environ.get("PULSE_REDIS_PREFIX", "pulse"),
     "SERVER_URL": f"http://{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}",
+    # Authorize hooks get the Member a token was issued for (posts/pulse.py).
+    "USER_RESOLVER": "posts.pulse.member_for",
+}
+
+# Pulse logs a publish that failed after a save (django_pulse.publishers) at ERROR: show it on the console.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_pulse": {"handlers": ["console"], "level": os.environ.get("PULSE_LOG_LEVEL", "INFO")}},
 }

@@ -1,8 +1,190 @@
+"""Live Posts: the seed's ``POST /posts`` handler, its safe page, the seed's page verbatim, and private
+messages.
+
+``POST /posts`` takes ``{"action": ..., ...}`` exactly like the seed's Lambda (``getPulseToken``, ``list``,
+``create``, ``presence``), answers ``OPTIONS`` with 200, puts the CORS headers on every answer, and answers
+anything else with 400 ``{"error": "..."}``. ``create`` does not publish: the ``Post`` model is registered
+with publish-on-save (models.py), which publishes ``new_post`` once the insert has committed.
+"""
+
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+import json
+from pathlib import Path
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
+
+from django_pulse import pulse
+from django_pulse.exceptions import PulseError
+
+from .models import Member, Post, post_data
+
+POSTS_CHANNEL = "posts"
+LOBBY_CHANNEL = "lobby"
+LIST_LIMIT = 50
+MAX_CONTENT = 2000
+MAX_NAME = 100
+SEED_PAGE = Path(__file__).resolve().parent / "seed" / "index.html"
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Headers": "Content-Type",
+    "Access-Control-Allow-Methods": "POST, OPTIONS",
+}
+
+
+class BadRequest(Exception):
+    """A request the handler refuses; the message is shown to the client as ``{"error": message}``."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
 
 
 def index(request: HttpRequest) -> HttpResponse:
+    """The Live Posts page (user content is only ever inserted as text)."""
     return render(request, "posts/index.html")
+
+
+def seed_page(request: HttpRequest) -> HttpResponse:
+    """The seed's own frontend, byte for byte but for the pulse.js ``<script src>``."""
+    return HttpResponse(SEED_PAGE.read_bytes(), content_type="text/html; charset=utf-8")
+
+
+def _answer(body: Any, status: int = 200) -> JsonResponse:
+    response = JsonResponse(body, status=status, safe=False)
+    for name, value in CORS_HEADERS.items():
+        response[name] = value
+    return response
+
+
+def _json_body(request: HttpRequest) -> dict[str, Any]:
+    """The request's JSON object; an empty body is ``{}`` as in the seed (``event.body || '{}'``)."""
+    if not request.body:
+        return {}
+    try:
+        body = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object with an 'action'.")
+    return body
+
+
+def _text(data: dict[str, Any], key: str, limit: int) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(f"'{key}' must be a non-empty string.")
+    if len(value) > limit:
+        raise BadRequest(f"'{key}' must be at most {limit} characters.")
+    return value
+
+
+def _pulse_call(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call the server SDK, turning its refusals into client errors."""
+    try:
+        return call(*args, **kwargs)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    except PulseError as exc:
+        raise BadRequest(exc.message, status=503 if exc.code == "unavailable" else 403) from None
+
+
+@csrf_exempt
+def posts_api(request: HttpRequest) -> HttpResponse:
+    if request.method == "OPTIONS":
+        response = HttpResponse(b"", status=200)
+        for name, value in CORS_HEADERS.items():
+            response[name] = value
+        return response
+    if request.method != "POST":
+        answer = _answer({"error": "Use POST with a JSON body {\"action\": ...}."}, status=405)
+        answer["Allow"] = "POST, OPTIONS"
+        return answer
+    try:
+        data = _json_body(request)
+        return _answer(_posts_action(request, data.pop("action", None), data))
+    except BadRequest as exc:
+        return _answer({"error": exc.message}, status=exc.status)
+
+
+def _posts_action(request: HttpRequest, action: Any, data: dict[str, Any]) -> dict[str, Any]:
+    if action == "getPulseToken":
+        # Live Posts clients may read 'posts' and be present on it; only the server publishes there.
+        token = _pulse_call(pulse.get_token, data.get("userId"), request=request,
+                            capabilities={POSTS_CHANNEL: ["subscribe", "presence"]})
+        return {**token, "kbId": token["kbId"]}  # the seed: {...tokenData, kbId}
+    if action == "list":
+        return {"posts": [post_data(post) for post in Post.objects.order_by("-created_at", "-id")[:LIST_LIMIT]]}
+    if action == "create":
+        post = Post.objects.create(user_name=_text(data, "userName", MAX_NAME),
+                                   content=_text(data, "content", MAX_CONTENT))
+        return {"post": post_data(post)}
+    if action == "presence":
+        result: dict[str, Any] = _pulse_call(pulse.presence, POSTS_CHANNEL)
+        return result
+    raise BadRequest("Unknown action")
+
+
+# Private messages (the seed's "Private Channels") ---------------------------------------------------------
+# Each member (one per browser session) has a secret random channel that only they subscribe to; the server
+# publishes a message on the addressee's channel. Everyone is present on 'lobby' to be found.
+
+@ensure_csrf_cookie
+def private_page(request: HttpRequest) -> HttpResponse:
+    return render(request, "posts/private.html")
+
+
+def _session_member(request: HttpRequest) -> Member | None:
+    member_id = request.session.get("member_id")
+    return Member.objects.filter(pk=member_id).first() if member_id else None
+
+
+def private_api(request: HttpRequest) -> HttpResponse:
+    """``POST /private/api`` (session + CSRF protected): ``join``, ``me``, ``getPulseToken``, ``send``."""
+    if request.method != "POST":
+        answer = JsonResponse({"error": "Use POST with a JSON body {\"action\": ...}."}, status=405)
+        answer["Allow"] = "POST"
+        return answer
+    try:
+        data = _json_body(request)
+        return JsonResponse(_private_action(request, data.pop("action", None), data))
+    except BadRequest as exc:
+        return JsonResponse({"error": exc.message}, status=exc.status)
+
+
+def _private_action(request: HttpRequest, action: Any, data: dict[str, Any]) -> dict[str, Any]:
+    member = _session_member(request)
+    if action == "join":
+        name = _text(data, "name", 40).strip()
+        if member is None:
+            member = Member.objects.create(name=name)
+            request.session["member_id"] = member.pk
+        elif member.name != name:
+            member.name = name
+            member.save(update_fields=["name"])
+        return {"me": {**member.public(), "privateChannel": member.private_channel}}
+    if action == "me":
+        return {"me": None if member is None else {**member.public(), "privateChannel": member.private_channel}}
+    if member is None:
+        raise BadRequest("Join first (action 'join' with a name).", status=403)
+    if action == "getPulseToken":
+        # Private channels may be subscribed to (the authorize hook in posts/pulse.py lets only their owner
+        # in); nobody may publish on them: only the server does.
+        return dict(_pulse_call(pulse.get_token, member.client_id, request=request, capabilities={
+            "private-*": ["subscribe"],
+            LOBBY_CHANNEL: ["subscribe", "presence"],
+        }))
+    if action == "send":
+        to = data.get("to")
+        recipient = Member.objects.filter(pk=to).first() if isinstance(to, int) and not isinstance(to, bool) else None
+        if recipient is None:
+            raise BadRequest(f"No member with id {to!r}.", status=404)
+        message = {"from": member.public(), "to": recipient.public(), "text": _text(data, "text", MAX_CONTENT)}
+        _pulse_call(pulse.publish, recipient.private_channel, "message", message)
+        return {"sent": message}
+    raise BadRequest("Unknown action")

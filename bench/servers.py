@@ -1,0 +1,263 @@
+"""The servers compared, and their processes: start (pinned with ``taskset``), publish, measure, stop.
+
+CPU time and RSS are read from ``/proc`` for the whole process tree (granian runs the app in a child
+process), so every figure covers everything the server spent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+__all__ = ["SERVERS", "RunningServer", "ServerSpec", "free_port", "process_cpu_seconds", "start_server"]
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One server configuration. ``family``: pulse | handwritten | bare | websockets."""
+
+    name: str
+    family: str
+    server: str
+    layer: str = "memory"
+    processes: int = 1
+    label: str = ""
+
+    @property
+    def mode(self) -> str:
+        """The subscriber handshake: Pulse's auth + subscribe, or wait for the baselines' ``ready`` frame."""
+        return "pulse" if self.family == "pulse" else "ready"
+
+    @property
+    def ws_path(self) -> str:
+        return {"pulse": "/pulse/ws/", "handwritten": "/ws/bench/", "bare": "/ws", "websockets": "/ws"}[self.family]
+
+    @property
+    def asgi_app(self) -> str:
+        return {"pulse": "bench.apps.pulse_app:application", "handwritten": "bench.apps.handwritten:application",
+                "bare": "bench.apps.bare:app"}[self.family]
+
+
+SERVERS: list[ServerSpec] = [
+    ServerSpec("websockets", "websockets", "websockets", label="plain websockets server, broadcast()"),
+    ServerSpec("bare-granian", "bare", "granian", label="bare ASGI app under granian"),
+    ServerSpec("bare-uvicorn", "bare", "uvicorn", label="bare ASGI app under uvicorn"),
+    ServerSpec("bare-daphne", "bare", "daphne", label="bare ASGI app under daphne"),
+    ServerSpec("pulse-granian", "pulse", "granian", label="django_pulse under granian, in-memory"),
+    ServerSpec("pulse-uvicorn", "pulse", "uvicorn", label="django_pulse under uvicorn, in-memory"),
+    ServerSpec("pulse-daphne", "pulse", "daphne", label="django_pulse under daphne, in-memory"),
+    ServerSpec("pulse-daphne-redis", "pulse", "daphne", "redis", label="django_pulse, 1 daphne process, Redis"),
+    ServerSpec("pulse-daphne-redis-x2", "pulse", "daphne", "redis", 2, label="django_pulse, 2 daphne processes, Redis"),
+    ServerSpec("handwritten-daphne", "handwritten", "daphne",
+               label="hand-written Channels consumer, daphne, InMemoryChannelLayer"),
+    ServerSpec("handwritten-daphne-redis", "handwritten", "daphne", "redis",
+               label="hand-written Channels consumer, daphne, RedisChannelLayer"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (from /proc/<pid>/task/*/children)."""
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{current}/task"):
+                with contextlib.suppress(OSError), open(f"/proc/{current}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+    return pids
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (all its threads), in seconds; 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * PAGE
+    except OSError:
+        return 0
+
+
+@dataclass
+class RunningServer:
+    spec: ServerSpec
+    ports: list[int]
+    procs: list[subprocess.Popen[bytes]]
+    logs: list[Path]
+    redis_url: str | None = None
+    redis_prefix: str | None = None
+    pids: list[int] = field(default_factory=list)
+
+    def get(self, path: str, timeout: float = 600, index: int = 0) -> Any:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[index]}{path}", timeout=timeout) as response:
+            return json.loads(response.read())
+
+    def publish(self, rate: float, count: int, seq0: int) -> dict[str, Any]:
+        """Publish ``count`` messages at ``rate``/s inside the (first) server process; returns when done."""
+        result: dict[str, Any] = self.get(f"/__bench__/publish?rate={rate}&count={count}&seq0={seq0}",
+                                          timeout=count / rate + 15)  # a starved server is recorded, not waited for
+        return result
+
+    def tokens(self, n: int) -> list[str]:
+        return list(self.get(f"/__bench__/tokens?n={n}", timeout=120)["tokens"])
+
+    def tree(self) -> list[int]:
+        return [pid for proc in self.procs for pid in _tree(proc.pid)]
+
+    def cpu_seconds(self) -> list[float]:
+        """CPU seconds of each server process (with its descendants)."""
+        return [sum(process_cpu_seconds(p) for p in _tree(proc.pid)) for proc in self.procs]
+
+    def rss_bytes(self) -> int:
+        return sum(_rss_bytes(p) for p in self.tree())
+
+    def alive(self) -> bool:
+        return all(proc.poll() is None for proc in self.procs)
+
+    def log_tail(self, lines: int = 15) -> str:
+        out = []
+        for path in self.logs:
+            with contextlib.suppress(OSError):
+                out.extend(path.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if self.redis_url and self.redis_prefix:
+            delete_redis_keys(self.redis_url, self.redis_prefix)
+
+
+def delete_redis_keys(url: str, prefix: str) -> int:
+    """Delete this run's keys (never FLUSHALL: the Redis is shared)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(f"{prefix}*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+        return len(keys)
+    finally:
+        client.close()
+
+
+def _command(spec: ServerSpec, port: int) -> list[str]:
+    py = sys.executable
+    if spec.server == "websockets":
+        return [py, "-m", "bench.apps.ws_server", "--port", str(port)]
+    if spec.server == "daphne":
+        return [py, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), spec.asgi_app]
+    if spec.server == "uvicorn":
+        return [py, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+                "--lifespan", "off", "--log-level", "warning", "--backlog", "4096", spec.asgi_app]
+    if spec.server == "granian":
+        # --backpressure: granian's default (backlog/workers = 1,024) caps concurrent connections, and an open
+        # WebSocket counts as one: without it a 5,000-subscriber run would stall at 1,024.
+        return [py, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
+                "--log-level", "warning", "--backlog", "4096", "--backpressure", "20000", spec.asgi_app]
+    raise ValueError(f"unknown server {spec.server!r}")
+
+
+def migrate_database(path: str) -> None:
+    """Create the run's SQLite database (Pulse apps, sessions) once; every Django server shares it."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.apps.settings", "BENCH_KIND": "pulse", "BENCH_DB": path,
+           "PYTHONPATH": _pythonpath()}
+    subprocess.run([sys.executable, "-m", "django", "migrate", "--noinput", "-v0", "--skip-checks"], env=env, cwd=ROOT,
+                   check=True)
+
+
+def _pythonpath() -> str:
+    return os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+
+
+def start_server(spec: ServerSpec, *, workdir: Path, database: str, redis_url: str | None, pin: list[int] | None,
+                 timeout: float = 60) -> RunningServer:
+    """Start ``spec.processes`` processes and wait until each answers ``/__bench__/ping``."""
+    prefix = f"pulsebench-{secrets.token_hex(4)}" if spec.layer == "redis" else None
+    env = {
+        **os.environ,
+        "PYTHONPATH": _pythonpath(),
+        "DJANGO_SETTINGS_MODULE": "bench.apps.settings",
+        "BENCH_KIND": spec.family,
+        "BENCH_DB": database,
+        "BENCH_LAYER": spec.layer,
+        "PYTHONUNBUFFERED": "1",
+        # The bare app's fastest way to write to every socket on each server, measured: granian's send always
+        # suspends (a Rust future), so gathering wins (~13 µs vs ~45 µs per delivery); on daphne and uvicorn a
+        # send with room in the buffer completes inline and one-by-one awaits win (gather costs them 30-50 %).
+        "BENCH_BARE_SEND": "gather" if spec.server == "granian" else "seq",
+    }
+    if redis_url and prefix:
+        env.update(BENCH_REDIS_URL=redis_url, BENCH_REDIS_PREFIX=prefix)
+    taskset = ["taskset", "-c", ",".join(map(str, pin))] if pin else []
+    ports, procs, logs = [], [], []
+    for index in range(spec.processes):
+        port = free_port()
+        log = workdir / f"{spec.name}-{index}.log"
+        with open(log, "ab") as out:  # a restarted server (a collapsed C) appends to its log
+            procs.append(subprocess.Popen([*taskset, *_command(spec, port)], env=env, cwd=ROOT, stdout=out,
+                                          stderr=subprocess.STDOUT, start_new_session=True))
+        ports.append(port)
+        logs.append(log)
+    server = RunningServer(spec, ports, procs, logs, redis_url if prefix else None, prefix)
+    deadline = time.monotonic() + timeout
+    try:
+        for index in range(spec.processes):
+            while True:
+                if procs[index].poll() is not None:
+                    raise RuntimeError(f"{spec.name} exited with {procs[index].returncode}:\n{server.log_tail()}")
+                try:
+                    server.get("/__bench__/ping", timeout=5, index=index)
+                    break
+                except OSError as exc:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{spec.name} did not answer within {timeout} s:\n{server.log_tail()}"
+                                           ) from exc
+                    time.sleep(0.1)
+    except BaseException:
+        server.stop()
+        raise
+    server.pids = [proc.pid for proc in procs]
+    return server
+
+
+def taskset_available() -> bool:
+    return shutil.which("taskset") is not None

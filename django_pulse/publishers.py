@@ -1,0 +1,354 @@
+"""Publish on model save: declare once that a model's changes are broadcast on a channel.
+
+    from django_pulse.publishers import instance_data, publishes
+
+    @publishes(channel="posts", created="new_post", updated=None, deleted=None,
+               data=lambda post: {"post": instance_data(post)})
+    class Post(models.Model): ...
+
+    register(Order, channel=lambda order: f"orders.{order.pk}")   # the same without a decorator
+
+Contract (docs/signals.md):
+
+- A save (``post_save``) publishes the ``created`` or ``updated`` event, a delete (``pre_delete``) the
+  ``deleted`` event; an event name of None skips that kind of change. Saves with ``raw=True`` (``loaddata``)
+  publish nothing.
+- Channel and data are computed when the change happens (so a delete publishes the object as it was before
+  it was deleted) and the message is published only after the transaction commits
+  (``transaction.on_commit`` on the database the change went to): a rolled-back change publishes nothing.
+- Data is a DRF serializer class (``Serializer(instance).data``), a callable of the instance, or by default
+  ``instance_data(instance)`` (every concrete field by column name, foreign keys as ``<name>_id``); whatever
+  it returns is made JSON-safe with ``DjangoJSONEncoder`` (dates, decimals, UUIDs, lazy strings).
+- A failure (in the channel callable, the data, or the publish itself) never reaches the code that saved:
+  it is logged on the ``django_pulse.publishers`` logger and sent as ``signals.publish_failed``.
+- ``QuerySet.update()`` and ``bulk_create()`` send no model signals, so nothing is published for them:
+  call ``publish_instances(objs, "created" | "updated" | "deleted")`` after them (one batch publish).
+
+Everything is published through ``django_pulse.sdk.publish`` / ``publish_batch``: the one publish path.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models, router, transaction
+from django.db.models.fields.files import FieldFile
+from django.db.models.signals import post_save, pre_delete
+from rest_framework.serializers import BaseSerializer
+
+from . import signals
+
+__all__ = [
+    "ModelPublisher",
+    "instance_data",
+    "publish_instances",
+    "publishers_for",
+    "publishes",
+    "register",
+    "unregister",
+]
+
+logger = logging.getLogger("django_pulse.publishers")
+
+Action = Literal["created", "updated", "deleted"]
+ChannelSpec = str | Callable[[Any], str]
+DataSpec = Callable[[Any], Any] | type[Any] | None
+M = TypeVar("M", bound=type[models.Model])
+
+_ACTIONS: tuple[Action, ...] = ("created", "updated", "deleted")
+
+
+def instance_data(
+    instance: models.Model, *, fields: Sequence[str] | None = None, exclude: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The default data of an instance: its concrete fields by column name, as JSON-safe values.
+
+    Like a database row: ``{"id": 1, "author_id": 7, "created_at": "2026-01-02T03:04:05.678Z", ...}``.
+    Foreign keys give the related primary key under ``<name>_id`` (no query); many-to-many fields are left
+    out (they are saved after the instance). Dates and times are ISO 8601, decimals and UUIDs strings, files
+    their name, binary data base64. ``fields`` / ``exclude`` name fields (by name or column name).
+    """
+    data: dict[str, Any] = {}
+    for f in instance._meta.concrete_fields:
+        names = {f.name, f.attname}
+        if (fields is not None and not names & set(fields)) or names & set(exclude):
+            continue
+        data[f.attname] = _json_value(f.value_from_object(instance))
+    result: dict[str, Any] = _json_safe(data)
+    return result
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, FieldFile):
+        return value.name or None
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    return value
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` as plain JSON types (dict/list/str/int/float/bool/None); TypeError when it cannot be."""
+    return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+
+
+@dataclass(eq=False)
+class ModelPublisher:
+    """One registration: which model's changes go to which channel, under which event names, as what data."""
+
+    model: type[models.Model]
+    channel: ChannelSpec
+    created: str | None = "created"
+    updated: str | None = "updated"
+    deleted: str | None = "deleted"
+    data: DataSpec = None
+    fields: Sequence[str] | None = None
+    exclude: Sequence[str] = ()
+    kb_id: str | None = None
+    _uid: str = field(default="", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.model, type) and issubclass(self.model, models.Model)):
+            raise ImproperlyConfigured(f"publish-on-save needs a model class, not {self.model!r}.")
+        if not (isinstance(self.channel, str) and self.channel) and not callable(self.channel):
+            raise ImproperlyConfigured(
+                f"{self.model.__name__}: channel must be a non-empty string or a callable of the instance."
+            )
+        for action in _ACTIONS:
+            event = getattr(self, action)
+            if event is not None and not (isinstance(event, str) and event):
+                raise ImproperlyConfigured(
+                    f"{self.model.__name__}: {action} must be an event name (a non-empty string) or None."
+                )
+        if self.data is not None and not callable(self.data):
+            raise ImproperlyConfigured(
+                f"{self.model.__name__}: data must be a DRF serializer class, a callable of the instance, or None."
+            )
+        if self.data is not None and (self.fields is not None or self.exclude):
+            raise ImproperlyConfigured(f"{self.model.__name__}: fields/exclude apply only to the default data.")
+
+    def event_for(self, action: Action) -> str | None:
+        event: str | None = getattr(self, action)
+        return event
+
+    def channel_for(self, instance: models.Model) -> str:
+        if isinstance(self.channel, str):
+            return self.channel
+        channel = self.channel(instance)
+        if not isinstance(channel, str) or not channel:
+            raise TypeError(f"the channel callable returned {channel!r}, not a channel name")
+        return channel
+
+    def data_for(self, instance: models.Model) -> Any:
+        spec: Any = self.data
+        if spec is None:
+            value: Any = instance_data(instance, fields=self.fields, exclude=self.exclude)
+        elif isinstance(spec, type) and issubclass(spec, BaseSerializer):
+            value = spec(instance).data
+        else:
+            value = spec(instance)
+        return _json_safe(value)
+
+    def message_for(self, instance: models.Model, action: Action) -> dict[str, Any] | None:
+        """``{"channel", "event", "data"}`` for this change, or None when the action is not published.
+
+        Raises whatever the channel callable or the data raise.
+        """
+        event = self.event_for(action)
+        if event is None:
+            return None
+        return {"channel": self.channel_for(instance), "event": event, "data": self.data_for(instance)}
+
+    # Signal receivers -------------------------------------------------------------------------------------
+
+    def _on_save(self, sender: type[models.Model], instance: models.Model, created: bool = False,
+                 raw: bool = False, using: str | None = None, **kwargs: Any) -> None:
+        if raw:
+            return
+        self._schedule(instance, "created" if created else "updated", using)
+
+    def _on_delete(self, sender: type[models.Model], instance: models.Model, using: str | None = None,
+                   **kwargs: Any) -> None:
+        # pre_delete runs inside the deletion's own atomic block, so this on_commit callback is dropped
+        # when the deletion fails, and the instance (and what it points to) is still intact here.
+        self._schedule(instance, "deleted", using)
+
+    def _schedule(self, instance: models.Model, action: Action, using: str | None) -> None:
+        event = self.event_for(action)
+        if event is None:
+            return
+        channel: str | None = None
+        try:
+            channel = self.channel_for(instance)
+            data = self.data_for(instance)
+        except Exception as exc:
+            _report(self.model, instance, channel, event, exc)
+            return
+        kb_id = self.kb_id
+
+        def publish() -> None:
+            from . import sdk
+
+            try:
+                sdk.publish(channel, event, data, kb_id=kb_id)
+            except Exception as exc:
+                _report(self.model, instance, channel, event, exc)
+
+        transaction.on_commit(publish, using=using or router.db_for_write(self.model))
+
+    def connect(self) -> None:
+        self._uid = f"django_pulse.publishers:{id(self)}"
+        post_save.connect(self._on_save, sender=self.model, weak=False, dispatch_uid=self._uid)
+        pre_delete.connect(self._on_delete, sender=self.model, weak=False, dispatch_uid=self._uid)
+
+    def disconnect(self) -> None:
+        post_save.disconnect(sender=self.model, dispatch_uid=self._uid)
+        pre_delete.disconnect(sender=self.model, dispatch_uid=self._uid)
+
+
+def _report(model: type[models.Model], instance: models.Model, channel: str | None, event: str,
+            exc: BaseException) -> None:
+    logger.error("Could not publish %s of %s %r on channel %r: %s", event, model.__name__, instance.pk, channel, exc,
+                 exc_info=(type(exc), exc, exc.__traceback__))
+    # send_robust: a receiver that raises is logged too, never raised into the save.
+    for receiver, result in signals.publish_failed.send_robust(
+        sender=model, instance=instance, channel=channel, event=event, exception=exc
+    ):
+        if isinstance(result, Exception):
+            logger.error("publish_failed receiver %r raised: %s", receiver, result,
+                         exc_info=(type(result), result, result.__traceback__))
+
+
+_registry: dict[type[models.Model], list[ModelPublisher]] = {}
+_lock = threading.Lock()
+
+
+def register(
+    model: type[models.Model],
+    *,
+    channel: ChannelSpec,
+    created: str | None = "created",
+    updated: str | None = "updated",
+    deleted: str | None = "deleted",
+    data: DataSpec = None,
+    fields: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+    kb_id: str | None = None,
+) -> ModelPublisher:
+    """Publish ``model``'s changes on ``channel`` (a name, or a callable of the instance returning one).
+
+    ``created`` / ``updated`` / ``deleted`` are the event names (None: that change is not published);
+    ``data`` a DRF serializer class, a callable of the instance, or None for ``instance_data`` restricted by
+    ``fields`` / ``exclude``; ``kb_id`` the app (None: the default app). A model may be registered several
+    times (e.g. on a list channel and on a per-object channel); each registration publishes. Raises
+    ``ImproperlyConfigured`` for a bad argument.
+    """
+    publisher = ModelPublisher(model=model, channel=channel, created=created, updated=updated, deleted=deleted,
+                               data=data, fields=fields, exclude=exclude, kb_id=kb_id)
+    with _lock:
+        publisher.connect()
+        _registry.setdefault(model, []).append(publisher)
+    return publisher
+
+
+def publishes(
+    *,
+    channel: ChannelSpec,
+    created: str | None = "created",
+    updated: str | None = "updated",
+    deleted: str | None = "deleted",
+    data: DataSpec = None,
+    fields: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+    kb_id: str | None = None,
+) -> Callable[[M], M]:
+    """Class decorator form of ``register`` (same arguments)."""
+
+    def decorate(model: M) -> M:
+        register(model, channel=channel, created=created, updated=updated, deleted=deleted, data=data,
+                 fields=fields, exclude=exclude, kb_id=kb_id)
+        return model
+
+    return decorate
+
+
+def unregister(model: type[models.Model], publisher: ModelPublisher | None = None) -> None:
+    """Stop publishing ``model``'s changes: every registration, or just ``publisher``."""
+    with _lock:
+        current = _registry.get(model, [])
+        for p in [p for p in current if publisher is None or p is publisher]:
+            p.disconnect()
+            current.remove(p)
+        if not current:
+            _registry.pop(model, None)
+
+
+def publishers_for(model: type[models.Model]) -> list[ModelPublisher]:
+    """The registrations of exactly ``model``: like Django's model signals, a registration of a model does not
+    cover its proxies or subclasses (their saves are sent with their own class as the sender)."""
+    return list(_registry.get(model, []))
+
+
+def publish_instances(instances: Iterable[models.Model], action: Action, *, using: str | None = None) -> int:
+    """Publish ``action`` for each instance through its model's registrations, in batches, after commit.
+
+    For the changes that send no model signals: ``bulk_create`` (pass the created objects; on backends that
+    do not set primary keys on them they have none) and ``QuerySet.update()`` (pass the objects re-read after
+    it). ``QuerySet.delete()`` needs no help: it sends ``pre_delete`` for every object of a registered model.
+    Channel and data are computed now; the messages go out
+    with ``sdk.publish_batch`` (``PULSE["MAX_BATCH"]`` per call) when the transaction of ``using`` commits.
+    Returns the number of messages scheduled. Failures are reported like a save's: logged and sent as
+    ``signals.publish_failed``, never raised. Raises ``ValueError`` for an unknown action and
+    ``ImproperlyConfigured`` for an instance of a model that is not registered.
+    """
+    if action not in _ACTIONS:
+        raise ValueError(f"action must be one of {', '.join(_ACTIONS)}, not {action!r}")
+    # (kb_id, message, instance, publisher) per message, grouped by app when published.
+    pending: list[tuple[str | None, dict[str, Any], models.Model, ModelPublisher]] = []
+    alias = using
+    for instance in instances:
+        model = type(instance)
+        found = publishers_for(model)
+        if not found:
+            raise ImproperlyConfigured(f"{model.__name__} is not registered for publishing (publishers.register).")
+        alias = alias or router.db_for_write(model)
+        for publisher in found:
+            event = publisher.event_for(action)
+            if event is None:
+                continue
+            try:
+                message = publisher.message_for(instance, action)
+            except Exception as exc:
+                _report(model, instance, None, event, exc)
+                continue
+            if message is not None:
+                pending.append((publisher.kb_id, message, instance, publisher))
+    if not pending:
+        return 0
+
+    def publish() -> None:
+        from . import sdk
+        from .conf import pulse_settings
+
+        by_app: dict[str | None, list[tuple[dict[str, Any], models.Model, ModelPublisher]]] = {}
+        for kb_id, message, instance, publisher in pending:
+            by_app.setdefault(kb_id, []).append((message, instance, publisher))
+        size = max(1, pulse_settings.MAX_BATCH)
+        for kb_id, items in by_app.items():
+            for start in range(0, len(items), size):
+                chunk = items[start:start + size]
+                try:
+                    sdk.publish_batch([message for message, _, _ in chunk], kb_id=kb_id)
+                except Exception as exc:
+                    for message, instance, publisher in chunk:
+                        _report(publisher.model, instance, message["channel"], message["event"], exc)
+
+    transaction.on_commit(publish, using=alias)
+    return len(pending)

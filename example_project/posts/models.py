@@ -1,0 +1,59 @@
+"""The seed's ``posts`` table, and the members of the private-messages page.
+
+``Post`` is published through django-pulse's publish-on-save: every created post goes out on channel
+``posts`` as event ``new_post`` with ``{"post": {id, user_name, content, created_at}}`` once the transaction
+commits, with no publish call in the views.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from django.db import models
+
+from django_pulse.publishers import instance_data, publishes
+
+
+def post_data(post: Post) -> dict[str, Any]:
+    """A post as the seed's database row: ``{id, user_name, content, created_at}`` (ISO 8601 time)."""
+    return instance_data(post)
+
+
+@publishes(channel="posts", created="new_post", updated=None, deleted=None,
+           data=lambda post: {"post": post_data(post)})
+class Post(models.Model):
+    user_name = models.CharField(max_length=100)
+    content = models.TextField(max_length=2000)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.user_name}: {self.content[:40]}"
+
+
+def new_private_channel() -> str:
+    """A secret channel id as in the seed (24 random bytes in hex), under the ``private-`` prefix, so Pulse
+    requires the authorize hook in ``posts/pulse.py`` (only its owner may subscribe) on top of the secrecy."""
+    return "private-" + secrets.token_hex(24)
+
+
+class Member(models.Model):
+    """A user of the private-messages page (one per browser session), with a secret private channel."""
+
+    name = models.CharField(max_length=40)
+    private_channel = models.CharField(max_length=64, unique=True, default=new_private_channel, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def client_id(self) -> str:
+        return f"member-{self.pk}"
+
+    def public(self) -> dict[str, Any]:
+        """What other users may know about this member (never the private channel)."""
+        return {"id": self.pk, "name": self.name}
