@@ -686,6 +686,14 @@ async def shutdown(code: int = CloseCode.GOING_AWAY, timeout: float = 2.0) -> in
         task.cancel()
     if tasks:
         await asyncio.wait(tasks, timeout=timeout / 2)
+    # Members whose connection did not finish leaving in time leave now, in batches, before the process exits.
+    from .registry import get_registry
+
+    try:
+        await asyncio.wait_for(get_registry().stop(), timeout)
+    except Exception:
+        logger.warning("Could not remove this process's presence members at shutdown; the live processes' "
+                       "sweep will", exc_info=True)
     return len(conns)
 
 

@@ -252,19 +252,23 @@ class RedisRegistry(ProcessRegistry):
         return removed
 
     async def stop(self) -> None:
-        """Stop the loop; this process's members leave and its registration is dropped."""
+        """Stop the loop, drop this process's registration, and remove every member it still owns, with their
+        ``leave`` events, in batches (one script per 200 members: a shutdown that runs out of time for each
+        connection's own leave does not leave its members to the survivors' sweep)."""
         task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         from .presence import get_presence
+        from .presence.redis import RedisPresence
 
-        presence = get_presence()
-        for connection_id in list(presence._owned):
-            await presence.leave_connection(connection_id)
         pid = self.process_id
         await asyncio.to_thread(self._unregister_sync, pid)
+        presence = get_presence()
+        if isinstance(presence, RedisPresence):
+            # The liveness key is gone, so the sweep script treats this process as dead and takes its members.
+            await presence.sweep_process(pid)
 
     def _unregister_sync(self, pid: str) -> None:
         with self.client.pipeline(transaction=True) as pipe:
