@@ -81,6 +81,8 @@ async def state(request: HttpRequest) -> JsonResponse:
 
 
 SEED_DIR = Path(__file__).resolve().parent / "browser" / "seed"
+# The seed's "Complete Example" frontend: the one copy the example project serves at /seed/.
+SEED_FRONTEND = Path(__file__).resolve().parent.parent / "example_project" / "posts" / "seed" / "index.html"
 PAGE = """<!DOCTYPE html>
 <html><head><title>pulse.js test page</title><script src="/static/django_pulse/pulse.js"></script></head>
 <body></body></html>"""
@@ -93,7 +95,7 @@ def page(request: HttpRequest) -> HttpResponse:
 
 def seed_page(request: HttpRequest) -> HttpResponse:
     """The seed's "Complete Example" frontend, verbatim but for its <script src>."""
-    return HttpResponse((SEED_DIR / "live_posts.html").read_text())
+    return HttpResponse(SEED_FRONTEND.read_text())
 
 
 # The seed's backend handler (posts/index.mjs) for its frontend and snippets, posts kept in memory.

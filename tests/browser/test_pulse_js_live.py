@@ -1,7 +1,8 @@
 """pulse.js in real headless Chromium against a real django-pulse server (daphne, tests/servers.py).
 
-The seed's "Client SDK" snippets and its "Complete Example" frontend run as written (tests/browser/seed/);
-a server restart, an expired token and a frozen server are survived without the page doing anything.
+The seed's "Client SDK" snippets (tests/browser/seed/) and its "Complete Example" frontend (the example
+project's copy) run as written; a server restart, an expired token and a frozen server are survived without
+the page doing anything.
 """
 
 from __future__ import annotations
