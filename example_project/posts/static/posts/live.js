@@ -11,27 +11,8 @@
   const userId = nameInput.value;
   let realtime;
 
-  function api(body) {
-    return fetch('/posts', {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify(body),
-    }).then(async (r) => {
-      const answer = await r.json();
-      if (!r.ok) throw new Error(answer.error || ('HTTP ' + r.status));
-      return answer;
-    });
-  }
-
-  function showError(err) {
-    $('error').hidden = !err;
-    $('error').textContent = err ? String(err.message || err) : '';
-  }
-
-  function setStatus(state) {
-    $('status').dataset.state = state;
-    $('status').textContent = state;
-  }
+  const { showError, setStatus } = window.examplePage;
+  const api = (body) => window.examplePage.postJSON('/posts', body);
 
   function postElement(post) {
     const li = document.createElement('li');

@@ -8,28 +8,8 @@
   let me = null;
   let realtime = null;
 
-  function api(body) {
-    return fetch('/private/api', {
-      method: 'POST',
-      credentials: 'same-origin',
-      headers: { 'Content-Type': 'application/json', 'X-CSRFToken': decodeURIComponent(csrf) },
-      body: JSON.stringify(body),
-    }).then(async (r) => {
-      const answer = await r.json();
-      if (!r.ok) throw new Error(answer.error || ('HTTP ' + r.status));
-      return answer;
-    });
-  }
-
-  function showError(err) {
-    $('error').hidden = !err;
-    $('error').textContent = err ? String(err.message || err) : '';
-  }
-
-  function setStatus(state) {
-    $('status').dataset.state = state;
-    $('status').textContent = state;
-  }
+  const { showError, setStatus } = window.examplePage;
+  const api = (body) => window.examplePage.postJSON('/private/api', body, { 'X-CSRFToken': decodeURIComponent(csrf) });
 
   function addMessage(kind, other, text) {
     const li = document.createElement('li');
