@@ -38,6 +38,8 @@ class ServerSpec:
     layer: str = "memory"
     processes: int = 1
     label: str = ""
+    # PULSE settings of this configuration (BENCH_PULSE), e.g. to measure with a fast path turned off.
+    pulse: tuple[tuple[str, Any], ...] = ()
 
     @property
     def mode(self) -> str:
@@ -62,6 +64,8 @@ SERVERS: list[ServerSpec] = [
     ServerSpec("pulse-granian", "pulse", "granian", label="django_pulse under granian, in-memory"),
     ServerSpec("pulse-uvicorn", "pulse", "uvicorn", label="django_pulse under uvicorn, in-memory"),
     ServerSpec("pulse-daphne", "pulse", "daphne", label="django_pulse under daphne, in-memory"),
+    ServerSpec("pulse-daphne-asgi", "pulse", "daphne", label="django_pulse under daphne, DAPHNE_DIRECT_WRITE off",
+               pulse=(("DAPHNE_DIRECT_WRITE", False),)),
     ServerSpec("pulse-daphne-redis", "pulse", "daphne", "redis", label="django_pulse, 1 daphne process, Redis"),
     ServerSpec("pulse-daphne-redis-x2", "pulse", "daphne", "redis", 2, label="django_pulse, 2 daphne processes, Redis"),
     ServerSpec("handwritten-daphne", "handwritten", "daphne",
@@ -227,6 +231,8 @@ def start_server(spec: ServerSpec, *, workdir: Path, database: str, redis_url: s
     }
     if redis_url and prefix:
         env.update(BENCH_REDIS_URL=redis_url, BENCH_REDIS_PREFIX=prefix)
+    if spec.pulse:
+        env["BENCH_PULSE"] = json.dumps(dict(spec.pulse))
     taskset = ["taskset", "-c", ",".join(map(str, pin))] if pin else []
     ports, procs, logs = [], [], []
     for index in range(spec.processes):

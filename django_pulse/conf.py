@@ -80,6 +80,9 @@ DEFAULTS: dict[str, Any] = {
     # published less than HISTORY_TTL seconds ago are kept. HISTORY_SIZE 0 keeps none (no recovery).
     "HISTORY_SIZE": 100,
     "HISTORY_TTL": 120.0,
+    # Under daphne (plain TCP), write each fanned-out frame to the socket directly, built once per message,
+    # instead of through daphne's ASGI send (docs/architecture.md, "The daphne fast path"). False: ASGI only.
+    "DAPHNE_DIRECT_WRITE": True,
 }
 
 
@@ -254,6 +257,10 @@ class PulseSettings:
     @property
     def HISTORY_TTL(self) -> float:
         return float(self._get("HISTORY_TTL"))
+
+    @property
+    def DAPHNE_DIRECT_WRITE(self) -> bool:
+        return bool(self._get("DAPHNE_DIRECT_WRITE"))
 
     @property
     def TOKEN_PERMISSION(self) -> str | None:

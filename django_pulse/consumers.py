@@ -65,7 +65,7 @@ DEFAULT_HISTORY_LIMIT = 100
 class _Limits:
     """The settings a connection needs, read once per connection (the hot path reads no settings)."""
 
-    __slots__ = ("auth_timeout", "grace", "heartbeat", "history_size", "leeway", "max_message_size",
+    __slots__ = ("auth_timeout", "direct_write", "grace", "heartbeat", "history_size", "leeway", "max_message_size",
                  "max_presence_data", "max_subscriptions", "outbound_limit", "publish_rate", "rate", "rate_burst")
 
     def __init__(self) -> None:
@@ -79,6 +79,7 @@ class _Limits:
         self.rate_burst = s.RATE_BURST
         self.publish_rate = s.PUBLISH_RATE
         self.outbound_limit = s.OUTBOUND_BUFFER_LIMIT
+        self.direct_write = s.DAPHNE_DIRECT_WRITE
         self.max_presence_data = s.PRESENCE_MAX_DATA
         self.leeway = s.TOKEN_LEEWAY
         self.history_size = s.HISTORY_SIZE
@@ -208,7 +209,8 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         install_daphne_shutdown()
-        self.outbox = Outbox(self.base_send, self.limits.outbound_limit, self._outbox_closed)
+        self.outbox = Outbox(self.base_send, self.limits.outbound_limit, self._outbox_closed,
+                             direct_write=self.limits.direct_write)
         self.outbox.push({"type": "websocket.accept"}, 0)
         loop = asyncio.get_running_loop()
         self._auth_timer = loop.call_later(self.limits.auth_timeout, self._auth_timed_out)

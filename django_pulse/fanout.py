@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import threading
@@ -19,6 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from enum import Enum
 from typing import Any, Protocol
 
+from .daphne_io import buffer_probe, close_going_away, daphne_protocol, direct_writer
 from .protocol import CloseCode, discontinuity_frame, utf8_len
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
     "Sink",
     "get_hub",
     "reset_hub",
-    "server_buffer_probe",
 ]
 
 logger = logging.getLogger("django_pulse.fanout")
@@ -57,61 +56,6 @@ class ControlTarget(Protocol):
     superseded: bool
 
     def close(self, code: int) -> None: ...
-
-
-# -- server-specific peeking ---------------------------------------------------------------------------
-
-
-def _daphne_protocol(send: Any) -> Any:
-    """daphne's WebSocket protocol object behind an ASGI ``send``, or None for any other server."""
-    if not isinstance(send, functools.partial) or not send.args:
-        return None
-    func = send.func
-    if getattr(func, "__qualname__", "") != "Server.handle_reply" or not getattr(func, "__module__", "").startswith(
-        "daphne."
-    ):
-        return None
-    return send.args[0]
-
-
-def _daphne_close_going_away(protocol: Any) -> bool:
-    """Send close code 1001 on a daphne WebSocket; True when it was sent.
-
-    daphne passes ``websocket.close`` codes to autobahn's ``sendClose``, which accepts only 1000 and 3000-4999
-    from applications (1001 raises); its lower-level ``sendCloseFrame`` sends any code, as RFC 6455 lets a server
-    that is going away do.
-    """
-    send_close_frame = getattr(protocol, "sendCloseFrame", None)
-    if send_close_frame is None:
-        return False
-    try:
-        send_close_frame(code=int(CloseCode.GOING_AWAY), isReply=False)
-    except Exception:
-        logger.debug("daphne refused a 1001 close frame", exc_info=True)
-        return False
-    return True
-
-
-def server_buffer_probe(send: Any) -> Callable[[], int] | None:
-    """A function returning the bytes the ASGI server holds unsent for this socket, or None when unknown.
-
-    Only daphne is recognised: its ASGI ``send`` is ``functools.partial(Server.handle_reply, protocol)``, its
-    sends complete at once (the bytes go to the Twisted transport's buffer), so the outbox queue never grows
-    and the transport buffer is the only place a slow reader's backlog shows. Everything here degrades to 0
-    if daphne's or Twisted's internals change.
-    """
-    protocol = _daphne_protocol(send)
-    if protocol is None:
-        return None
-
-    def buffered() -> int:
-        transport = getattr(protocol, "transport", None)
-        try:
-            return len(transport.dataBuffer) - int(transport.offset) + int(transport._tempDataLen)  # type: ignore[union-attr]
-        except (AttributeError, TypeError):
-            return 0
-
-    return buffered
 
 
 # -- the outbox --------------------------------------------------------------------------------------------
@@ -174,11 +118,14 @@ class Outbox:
     dropped and the connection is closed with 4010 ``slow_consumer``; nobody else waits for it.
     """
 
-    __slots__ = ("_busy", "_probe", "_queue", "_queued", "_send", "_task", "closed", "limit", "on_close")
+    __slots__ = ("_busy", "_direct", "_probe", "_queue", "_queued", "_send", "_task", "closed", "limit", "on_close")
 
-    def __init__(self, send: ASGISend, limit: int, on_close: Callable[[int], None] | None = None) -> None:
+    def __init__(self, send: ASGISend, limit: int, on_close: Callable[[int], None] | None = None, *,
+                 direct_write: bool = True) -> None:
         self._send = send
-        self._probe = server_buffer_probe(send)
+        self._probe = buffer_probe(send)
+        # daphne over TCP: frames go to the socket directly (daphne_io); None elsewhere.
+        self._direct = direct_writer(send) if direct_write else None
         self._queue: deque[tuple[dict[str, Any], int]] = deque()
         self._queued = 0
         self._busy = False
@@ -205,6 +152,8 @@ class Outbox:
         if self._probe is not None and self._probe() + nbytes > self.limit:
             self._overflow()
             return
+        if self._direct is not None and self._direct(message):
+            return
         self._start(message)
 
     def send_text(self, text: str) -> None:
@@ -218,8 +167,8 @@ class Outbox:
         self.closed = True
         message = {"type": "websocket.close", "code": int(code)}
         if code == CloseCode.GOING_AWAY and not self._busy and self._probe is not None:
-            protocol = _daphne_protocol(self._send)
-            if protocol is not None and _daphne_close_going_away(protocol):
+            protocol = daphne_protocol(self._send)
+            if protocol is not None and close_going_away(protocol, code):
                 return
         if self._busy:
             self._queue.append((message, 0))

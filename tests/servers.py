@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -71,8 +72,14 @@ class LiveServer:
             self.url + path, data=json.dumps(body).encode(), method="POST",
             headers={"Content-Type": "application/json", **(headers or {})},
         )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:
+                raise
+            # A server error: its traceback is in the server's log, not in the response.
+            raise AssertionError(f"POST {path} -> {exc.code}; the server's log ends:\n{self.log()[-3000:]}") from exc
 
     def token(self, client_id: str = "tester", **kwargs: Any) -> dict[str, Any]:
         result: dict[str, Any] = self.post("/__test__/token/", {"clientId": client_id, **kwargs})

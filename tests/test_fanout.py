@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 from typing import Any
 
 import pytest
 
-from django_pulse.fanout import Hub, Outbox, server_buffer_probe
+from django_pulse.fanout import Hub, Outbox
 
 
 class Socket:
@@ -242,34 +241,6 @@ async def test_close_is_sent_after_queued_frames() -> None:
     sock.release()
     await settle()
     assert sock.texts == ["a", "b", "<websocket.close:4003>"]
-
-
-def test_server_buffer_probe_recognises_only_daphne() -> None:
-    async def plain(message: dict[str, Any]) -> None:
-        return None
-
-    assert server_buffer_probe(plain) is None
-    assert server_buffer_probe(functools.partial(plain)) is None
-    from daphne.server import Server
-
-    class Transport:
-        dataBuffer = b"x" * 100
-        offset = 30
-        _tempDataLen = 5
-
-    class Protocol:
-        transport = Transport()
-
-    server = object.__new__(Server)
-    bound = functools.partial(server.handle_reply, Protocol())
-    probe = server_buffer_probe(bound)
-    assert probe is not None and probe() == 75
-
-    class Gone:
-        transport = None
-
-    gone = server_buffer_probe(functools.partial(server.handle_reply, Gone()))
-    assert gone is not None and gone() == 0
 
 
 @pytest.mark.parametrize("count", [1, 3])

@@ -1,0 +1,132 @@
+"""daphne's fast path (django_pulse.daphne_io): the frames it writes are autobahn's, byte for byte, and a real
+daphne delivers every frame intact and in order through it, including while the kernel refuses bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from typing import Any
+
+import pytest
+
+from django_pulse.daphne_io import buffer_probe, direct_writer, text_frame
+from tests.servers import live_server
+from tests.test_reliability_live import RawWebSocket
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 200_000])
+def test_text_frame_is_the_frame_autobahn_sends(size: int) -> None:
+    from autobahn.twisted.websocket import WebSocketServerFactory
+
+    payload = ("é" * size).encode()[:size]
+    prepared = WebSocketServerFactory().prepareMessage(payload)
+    assert text_frame(payload) == prepared.payloadHybi
+
+
+def daphne_send(protocol: Any) -> Any:
+    from daphne.server import Server
+
+    return functools.partial(object.__new__(Server).handle_reply, protocol)
+
+
+def test_buffer_probe_recognises_only_daphne() -> None:
+    async def plain(message: dict[str, Any]) -> None:
+        return None
+
+    assert buffer_probe(plain) is None
+    assert buffer_probe(functools.partial(plain)) is None
+
+    class Transport:
+        dataBuffer = b"x" * 100
+        offset = 30
+        _tempDataLen = 5
+
+    class Protocol:
+        transport = Transport()
+
+    probe = buffer_probe(daphne_send(Protocol()))
+    assert probe is not None and probe() == 75
+
+    class Gone:
+        transport = None
+
+    gone = buffer_probe(daphne_send(Gone()))
+    assert gone is not None and gone() == 0
+
+
+def test_direct_writer_is_only_for_daphne_over_tcp() -> None:
+    async def plain(message: dict[str, Any]) -> None:
+        return None
+
+    assert direct_writer(plain) is None
+
+    class NotAutobahn:  # daphne's send, but a protocol whose internals are not the expected ones
+        transport = object()
+        state = 1
+
+    assert direct_writer(daphne_send(NotAutobahn())) is None
+
+
+async def read_until(ws: RawWebSocket, count: int, timeout: float = 30) -> list[dict[str, Any]]:
+    frames: list[dict[str, Any]] = []
+    while len(frames) < count:
+        frames.append(await asyncio.wait_for(ws.recv_json(), timeout))
+    return frames
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "asgi"])
+async def test_a_reader_that_stalls_gets_every_frame_intact_and_in_order(direct: bool) -> None:
+    """Frames of 10 B to 150 KB (one-, two- and eight-byte lengths) while the client reads nothing and has a
+    4 KB receive buffer: once the kernel's buffers are full it takes part of a frame or nothing (partial sends,
+    EAGAIN) and Twisted buffers the rest; when the client reads again every message and every reply arrives
+    whole, each kind in order."""
+    limits = {"MAX_MESSAGE_SIZE": 200_000, "OUTBOUND_BUFFER_LIMIT": 16 * 1024 * 1024, "HISTORY_SIZE": 0}
+    with live_server(pulse={"DAPHNE_DIRECT_WRITE": direct, **limits},
+                     extra_env={"PULSE_LIVE_LOGLEVEL": "DEBUG"}) as server:
+        ws = await RawWebSocket.open(server.port, rcvbuf=4096)
+        token = await asyncio.to_thread(server.token, "stalled")
+        ws.send_json({"action": "auth", "token": token["token"]})
+        assert (await asyncio.wait_for(ws.recv_json(), 5))["action"] == "connected"
+        ws.send_json({"action": "subscribe", "channel": "stall", "ref": 0})
+        assert (await asyncio.wait_for(ws.recv_json(), 5))["action"] == "ok"
+        ws.writer.transport.pause_reading()
+        sizes = [10, 300, 60_000, 150_000] * 24  # 96 messages, 5 MB: more than the kernel's buffers take
+        for i, size in enumerate(sizes, start=1):
+            await asyncio.to_thread(server.publish, "stall", "blob", {"i": i, "pad": "é" * (size // 2)})
+            ws.send_json({"action": "history", "channel": "stall", "ref": i})
+        await asyncio.sleep(0.5)
+        ws.writer.transport.resume_reading()
+        frames = await read_until(ws, 2 * len(sizes))
+        messages = [f for f in frames if f["action"] == "message"]
+        replies = [f for f in frames if f["action"] in ("ok", "error")]
+        assert [m["data"]["i"] for m in messages] == list(range(1, len(sizes) + 1))
+        assert [m["serial"] for m in messages] == list(range(messages[0]["serial"], messages[0]["serial"] + len(sizes)))
+        assert all(m["data"]["pad"] == "é" * (size // 2) for m, size in zip(messages, sizes, strict=True))
+        assert [r["ref"] for r in replies] == list(range(1, len(sizes) + 1))
+        await ws.close()
+    log = server.log()
+    assert ("daphne fast path on" in log) is direct, log[-2000:]
+
+
+@pytest.mark.slow
+async def test_many_subscribers_get_the_same_frames_through_the_fast_path() -> None:
+    """One frame built once, written to 50 sockets: every one receives every message, in publish order."""
+    with live_server(pulse={"HISTORY_SIZE": 0}) as server:
+        clients = []
+        for i in range(50):
+            ws = await RawWebSocket.open(server.port)
+            token = await asyncio.to_thread(server.token, f"sub{i}")
+            ws.send_json({"action": "auth", "token": token["token"]})
+            assert (await asyncio.wait_for(ws.recv_json(), 5))["action"] == "connected"
+            ws.send_json({"action": "subscribe", "channel": "many", "ref": 1})
+            assert (await asyncio.wait_for(ws.recv_json(), 5))["action"] == "ok"
+            clients.append(ws)
+        for i in range(20):
+            await asyncio.to_thread(server.publish, "many", "tick", {"i": i, "text": "ü" * i})
+        for ws in clients:
+            frames = await read_until(ws, 20)
+            assert [(f["data"]["i"], f["data"]["text"]) for f in frames] == [(i, "ü" * i) for i in range(20)]
+            assert len({json.dumps(f["serial"]) for f in frames}) == 20
+            ws.abort()
