@@ -80,9 +80,10 @@ DEFAULTS: dict[str, Any] = {
     # published less than HISTORY_TTL seconds ago are kept. HISTORY_SIZE 0 keeps none (no recovery).
     "HISTORY_SIZE": 100,
     "HISTORY_TTL": 120.0,
-    # Under daphne (plain TCP), write each fanned-out frame to the socket directly, built once per message,
-    # instead of through daphne's ASGI send (docs/architecture.md, "The daphne fast path"). False: ASGI only.
-    "DAPHNE_DIRECT_WRITE": True,
+    # Under daphne and uvicorn, write each fanned-out frame to the sockets directly, built once per message,
+    # instead of through the server's ASGI send (docs/architecture.md, "The direct-write fast path").
+    # False: everything through ASGI.
+    "DIRECT_WRITE": True,
 }
 
 
@@ -259,8 +260,8 @@ class PulseSettings:
         return float(self._get("HISTORY_TTL"))
 
     @property
-    def DAPHNE_DIRECT_WRITE(self) -> bool:
-        return bool(self._get("DAPHNE_DIRECT_WRITE"))
+    def DIRECT_WRITE(self) -> bool:
+        return bool(self._get("DIRECT_WRITE"))
 
     @property
     def TOKEN_PERMISSION(self) -> str | None:

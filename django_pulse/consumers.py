@@ -79,7 +79,7 @@ class _Limits:
         self.rate_burst = s.RATE_BURST
         self.publish_rate = s.PUBLISH_RATE
         self.outbound_limit = s.OUTBOUND_BUFFER_LIMIT
-        self.direct_write = s.DAPHNE_DIRECT_WRITE
+        self.direct_write = s.DIRECT_WRITE
         self.max_presence_data = s.PRESENCE_MAX_DATA
         self.leeway = s.TOKEN_LEEWAY
         self.history_size = s.HISTORY_SIZE

@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from enum import Enum
 from typing import Any, Protocol
 
-from .daphne_io import buffer_probe, close_going_away, daphne_protocol, direct_writer
 from .protocol import CloseCode, discontinuity_frame, utf8_len
+from .server_io import buffer_probe, close_going_away, daphne_protocol, direct_writer
 
 __all__ = [
     "RECOVERED",
@@ -124,7 +124,7 @@ class Outbox:
                  direct_write: bool = True) -> None:
         self._send = send
         self._probe = buffer_probe(send)
-        # daphne over TCP: frames go to the socket directly (daphne_io); None elsewhere.
+        # daphne and uvicorn: frames go to the socket directly when they can (server_io); None elsewhere.
         self._direct = direct_writer(send) if direct_write else None
         self._queue: deque[tuple[dict[str, Any], int]] = deque()
         self._queued = 0

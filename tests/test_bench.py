@@ -133,8 +133,8 @@ def test_quick_mode_runs_every_server_end_to_end(tmp_path: Path) -> None:
     assert next(tmp_path.glob("bench-quick-*.png")).stat().st_size > 10_000
     redis_up = _redis_reachable(REDIS_URL)
     expected = {"websockets", "bare-granian", "bare-uvicorn", "bare-daphne", "pulse-granian", "pulse-uvicorn",
-                "pulse-daphne", "pulse-daphne-asgi", "pulse-daphne-redis", "pulse-daphne-redis-x2", "handwritten-daphne",
-                "handwritten-daphne-redis"}
+                "pulse-uvicorn-asgi", "pulse-daphne", "pulse-daphne-asgi", "pulse-daphne-redis",
+                "pulse-daphne-redis-x2", "handwritten-daphne", "handwritten-daphne-redis"}
     assert set(results["servers"]) == expected
     for name, server in results["servers"].items():
         if server["layer"] == "redis" and not redis_up:

@@ -1,5 +1,6 @@
-"""daphne's fast path (django_pulse.daphne_io): the frames it writes are autobahn's, byte for byte, and a real
-daphne delivers every frame intact and in order through it, including while the kernel refuses bytes."""
+"""The direct-write fast path (django_pulse.server_io): the frames it writes are the servers' own, byte for byte,
+and real daphne and uvicorn processes deliver every frame intact and in order through it, including while the
+kernel refuses bytes, and keep the ASGI path where it cannot apply (permessage-deflate)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,19 @@ from typing import Any
 
 import pytest
 
-from django_pulse.daphne_io import buffer_probe, direct_writer, text_frame
+from django_pulse.server_io import buffer_probe, direct_writer, text_frame
 from tests.servers import live_server
 from tests.test_reliability_live import RawWebSocket
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 200_000])
-def test_text_frame_is_the_frame_autobahn_sends(size: int) -> None:
+def test_text_frame_is_the_frame_autobahn_and_websockets_send(size: int) -> None:
     from autobahn.twisted.websocket import WebSocketServerFactory
+    from websockets.frames import Frame, Opcode
 
     payload = ("é" * size).encode()[:size]
-    prepared = WebSocketServerFactory().prepareMessage(payload)
-    assert text_frame(payload) == prepared.payloadHybi
+    assert text_frame(payload) == WebSocketServerFactory().prepareMessage(payload).payloadHybi
+    assert text_frame(payload) == Frame(Opcode.TEXT, payload).serialize(mask=False)
 
 
 def daphne_send(protocol: Any) -> Any:
@@ -55,7 +57,7 @@ def test_buffer_probe_recognises_only_daphne() -> None:
     assert gone is not None and gone() == 0
 
 
-def test_direct_writer_is_only_for_daphne_over_tcp() -> None:
+def test_direct_writer_is_only_for_servers_it_knows() -> None:
     async def plain(message: dict[str, Any]) -> None:
         return None
 
@@ -76,14 +78,15 @@ async def read_until(ws: RawWebSocket, count: int, timeout: float = 30) -> list[
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("server_name", ["daphne", "uvicorn"])
 @pytest.mark.parametrize("direct", [True, False], ids=["direct", "asgi"])
-async def test_a_reader_that_stalls_gets_every_frame_intact_and_in_order(direct: bool) -> None:
+async def test_a_reader_that_stalls_gets_every_frame_intact_and_in_order(server_name: str, direct: bool) -> None:
     """Frames of 10 B to 150 KB (one-, two- and eight-byte lengths) while the client reads nothing and has a
     4 KB receive buffer: once the kernel's buffers are full it takes part of a frame or nothing (partial sends,
     EAGAIN) and Twisted buffers the rest; when the client reads again every message and every reply arrives
     whole, each kind in order."""
     limits = {"MAX_MESSAGE_SIZE": 200_000, "OUTBOUND_BUFFER_LIMIT": 16 * 1024 * 1024, "HISTORY_SIZE": 0}
-    with live_server(pulse={"DAPHNE_DIRECT_WRITE": direct, **limits},
+    with live_server(server=server_name, pulse={"DIRECT_WRITE": direct, **limits},
                      extra_env={"PULSE_LIVE_LOGLEVEL": "DEBUG"}) as server:
         ws = await RawWebSocket.open(server.port, rcvbuf=4096)
         token = await asyncio.to_thread(server.token, "stalled")
@@ -107,13 +110,14 @@ async def test_a_reader_that_stalls_gets_every_frame_intact_and_in_order(direct:
         assert [r["ref"] for r in replies] == list(range(1, len(sizes) + 1))
         await ws.close()
     log = server.log()
-    assert ("daphne fast path on" in log) is direct, log[-2000:]
+    assert (f"{server_name} fast path on" in log) is direct, log[-2000:]
 
 
 @pytest.mark.slow
-async def test_many_subscribers_get_the_same_frames_through_the_fast_path() -> None:
+@pytest.mark.parametrize("server_name", ["daphne", "uvicorn"])
+async def test_many_subscribers_get_the_same_frames_through_the_fast_path(server_name: str) -> None:
     """One frame built once, written to 50 sockets: every one receives every message, in publish order."""
-    with live_server(pulse={"HISTORY_SIZE": 0}) as server:
+    with live_server(server=server_name, pulse={"HISTORY_SIZE": 0}) as server:
         clients = []
         for i in range(50):
             ws = await RawWebSocket.open(server.port)
@@ -130,3 +134,34 @@ async def test_many_subscribers_get_the_same_frames_through_the_fast_path() -> N
             assert [(f["data"]["i"], f["data"]["text"]) for f in frames] == [(i, "ü" * i) for i in range(20)]
             assert len({json.dumps(f["serial"]) for f in frames}) == 20
             ws.abort()
+
+
+@pytest.mark.slow
+async def test_a_compressed_connection_keeps_the_asgi_path_under_uvicorn() -> None:
+    """A client that negotiates permessage-deflate (browsers do) gets frames compressed by uvicorn, beside a
+    client without it on the fast path, on the same channel."""
+    import websockets
+
+    with live_server(server="uvicorn", pulse={"HISTORY_SIZE": 0}) as server:
+        clients = {}
+        for compression in ("deflate", None):
+            ws = await websockets.connect(server.ws_url, compression=compression, max_size=None)
+            token = await asyncio.to_thread(server.token, f"c-{compression}")
+            await ws.send(json.dumps({"action": "auth", "token": token["token"]}))
+            assert json.loads(await ws.recv())["action"] == "connected"
+            await ws.send(json.dumps({"action": "subscribe", "channel": "z", "ref": 1}))
+            assert json.loads(await ws.recv())["action"] == "ok"
+            assert bool(ws.protocol.extensions) is (compression == "deflate")
+            clients[compression] = ws
+        text = "compressible " * 2000
+        for i in range(10):
+            await asyncio.to_thread(server.publish, "z", "e", {"i": i, "text": text})
+        for ws in clients.values():
+            got = []
+            while len(got) < 10:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                if frame["action"] == "message":
+                    got.append(frame["data"])
+            assert got == [{"i": i, "text": text} for i in range(10)]
+        for ws in clients.values():
+            await ws.close()
