@@ -9,7 +9,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
 import signal
 import socket
 import time
@@ -24,6 +23,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from django_pulse.client import Realtime
+from tests.rawws import RawWebSocket
 from tests.servers import LiveServer, live_server
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
@@ -351,12 +351,7 @@ async def test_a_slow_consumer_of_10_mb_is_closed_alone_and_memory_stays_bounded
             await client.subscribe("firehose")
         # A client that stops reading, with a small socket receive buffer so the backlog shows up on the server
         # side quickly instead of in the kernel's loopback buffers.
-        slow = await RawWebSocket.open(server.port, rcvbuf=16384)
-        token = await asyncio.to_thread(server.token, "slow")
-        slow.send_json({"action": "auth", "token": token["token"]})
-        assert (await asyncio.wait_for(slow.recv_json(), 5))["action"] == "connected"
-        slow.send_json({"action": "subscribe", "channel": "firehose", "ref": 1})
-        assert (await asyncio.wait_for(slow.recv_json(), 5))["action"] == "ok"
+        slow = await RawWebSocket.subscriber(server, "slow", "firehose", rcvbuf=16384)
         slow.writer.transport.pause_reading()
         before = (await astate(server, gc=True))["rss"]
         blob = "x" * 60_000
@@ -401,71 +396,6 @@ async def test_a_slow_consumer_of_10_mb_is_closed_alone_and_memory_stays_bounded
 
 
 # -- bursts of connections --------------------------------------------------------------------------------------
-
-
-class RawWebSocket:
-    """A minimal WebSocket client (handshake, masked text frames, unmasked server frames): cheap enough to open
-    thousands of connections on a 2-core machine without the client eating the server's CPU."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def open(cls, port: int, *, rcvbuf: int | None = None) -> RawWebSocket:
-        sock = socket.socket()
-        if rcvbuf is not None:  # before connect, so the kernel does not grow it
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-        reader, writer = await asyncio.open_connection(sock=sock)
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write((f"GET /pulse/ws/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                      f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
-                     .encode())
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
-        assert head.startswith(b"HTTP/1.1 101"), head
-        return cls(reader, writer)
-
-    def send(self, opcode: int, payload: bytes) -> None:
-        mask = os.urandom(4)
-        size = len(payload)
-        length = bytes([0x80 | size]) if size < 126 else bytes([0xFE]) + size.to_bytes(2, "big")
-        header = bytes([0x80 | opcode]) + length
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.writer.write(header + mask + masked)
-
-    def send_json(self, frame: dict[str, Any]) -> None:
-        self.send(0x1, json.dumps(frame).encode())
-
-    async def recv(self) -> tuple[int, bytes]:
-        first, second = await self.reader.readexactly(2)
-        size = second & 0x7F
-        if size == 126:
-            size = int.from_bytes(await self.reader.readexactly(2), "big")
-        elif size == 127:
-            size = int.from_bytes(await self.reader.readexactly(8), "big")
-        return first & 0x0F, await self.reader.readexactly(size)
-
-    async def recv_json(self) -> dict[str, Any]:
-        while True:
-            opcode, payload = await self.recv()
-            assert opcode == 0x1, (opcode, payload)
-            frame: dict[str, Any] = json.loads(payload)
-            if frame["action"] != "ping":
-                return frame
-
-    async def close(self) -> None:
-        """A clean close: send a close frame, wait for the server's."""
-        self.send(0x8, (1000).to_bytes(2, "big"))
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-            while (await asyncio.wait_for(self.recv(), 10))[0] != 0x8:
-                pass
-        self.writer.close()
-
-    def abort(self) -> None:
-        """Drop the TCP connection without a close frame."""
-        self.writer.transport.abort()
 
 
 async def burst_round(server: LiveServer, token: str, n: int) -> None:

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from django_pulse.server_io import buffer_probe, direct_writer, text_frame
+from tests.rawws import RawWebSocket
 from tests.servers import live_server
-from tests.test_reliability_live import RawWebSocket
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 200_000])
@@ -88,12 +88,7 @@ async def test_a_reader_that_stalls_gets_every_frame_intact_and_in_order(server_
     limits = {"MAX_MESSAGE_SIZE": 200_000, "OUTBOUND_BUFFER_LIMIT": 16 * 1024 * 1024, "HISTORY_SIZE": 0}
     with live_server(server=server_name, pulse={"DIRECT_WRITE": direct, **limits},
                      extra_env={"PULSE_LIVE_LOGLEVEL": "DEBUG"}) as server:
-        ws = await RawWebSocket.open(server.port, rcvbuf=4096)
-        token = await asyncio.to_thread(server.token, "stalled")
-        ws.send_json({"action": "auth", "token": token["token"]})
-        assert (await asyncio.wait_for(ws.recv_json(), 5))["action"] == "connected"
-        ws.send_json({"action": "subscribe", "channel": "stall", "ref": 0})
-        assert (await asyncio.wait_for(ws.recv_json(), 5))["action"] == "ok"
+        ws = await RawWebSocket.subscriber(server, "stalled", "stall", rcvbuf=4096)
         ws.writer.transport.pause_reading()
         sizes = [10, 300, 60_000, 150_000] * 24  # 96 messages, 5 MB: more than the kernel's buffers take
         for i, size in enumerate(sizes, start=1):
@@ -118,15 +113,7 @@ async def test_a_reader_that_stalls_gets_every_frame_intact_and_in_order(server_
 async def test_many_subscribers_get_the_same_frames_through_the_fast_path(server_name: str) -> None:
     """One frame built once, written to 50 sockets: every one receives every message, in publish order."""
     with live_server(server=server_name, pulse={"HISTORY_SIZE": 0}) as server:
-        clients = []
-        for i in range(50):
-            ws = await RawWebSocket.open(server.port)
-            token = await asyncio.to_thread(server.token, f"sub{i}")
-            ws.send_json({"action": "auth", "token": token["token"]})
-            assert (await asyncio.wait_for(ws.recv_json(), 5))["action"] == "connected"
-            ws.send_json({"action": "subscribe", "channel": "many", "ref": 1})
-            assert (await asyncio.wait_for(ws.recv_json(), 5))["action"] == "ok"
-            clients.append(ws)
+        clients = [await RawWebSocket.subscriber(server, f"sub{i}", "many") for i in range(50)]
         for i in range(20):
             await asyncio.to_thread(server.publish, "many", "tick", {"i": i, "text": "ü" * i})
         for ws in clients:
