@@ -65,8 +65,10 @@ def summarise(raw: str, top: int = 25) -> dict[str, Any]:
     }
 
 
-def profile_server(bench: Any, spec: Any, subs: int, rate: float, seconds: float, out: Path) -> dict[str, Any]:
-    """Run ``spec`` at ``subs`` x ``rate`` msg/s for ``seconds`` under py-spy; returns the summary."""
+def profile_server(bench: Any, spec: Any, subs: int, rate: float, seconds: float, out: Path, *,
+                   native: bool = False) -> dict[str, Any]:
+    """Run ``spec`` at ``subs`` x ``rate`` msg/s for ``seconds`` under py-spy (``native``: with C/Rust frames);
+    returns the summary."""
     from bench.loadgen import Target
     from bench.run import CHANNEL
     from bench.servers import migrate_database, start_server
@@ -83,8 +85,12 @@ def profile_server(bench: Any, spec: Any, subs: int, rate: float, seconds: float
         tokens = server.tokens(min(subs, 1000)) if spec.mode == "pulse" else []
         connect = bench.loadgen.connect(targets, subs, spec.mode, tokens, CHANNEL, 200, 60)
         raw_path = out / f"profile-{spec.name}.txt"
+        raw_path.unlink(missing_ok=True)  # never summarise an earlier run's stacks if py-spy writes nothing
         cmd = [py_spy, "record", "--pid", str(server.pids[0]), "--subprocesses", "--format", "raw", "--rate", "250",
                "--duration", str(int(seconds)), "--nonblocking", "--output", str(raw_path)]
+        if native:  # py-spy must stop the process to unwind native stacks: CPU per delivery reads higher
+            cmd.remove("--nonblocking")
+            cmd.append("--native")
         spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(1.0)
         result: dict[str, Any] = {}

@@ -463,6 +463,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", help="instead of the bench: py-spy profile of these servers (comma-separated)")
     parser.add_argument("--profile-rate", type=float, default=20.0, help="msg/s on the channel while profiling")
     parser.add_argument("--profile-seconds", type=float, default=12.0)
+    parser.add_argument("--profile-native", action="store_true",
+                        help="with --profile: include native frames (C, Rust) in the stacks")
     return parser.parse_args(argv)
 
 
@@ -499,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for spec in _select(args.profile):
                 print(profile.render(profile.profile_server(bench, spec, subs, args.profile_rate,
-                                                            args.profile_seconds, out)), flush=True)
+                                                            args.profile_seconds, out,
+                                                            native=args.profile_native)), flush=True)
         finally:
             bench.loadgen.stop()
         return 0
