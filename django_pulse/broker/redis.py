@@ -531,10 +531,22 @@ async def _close_on_cancel(client: redis_async.Redis) -> None:
         await client.aclose()
 
 
+_unavailable_logged = {"at": -1e9, "suppressed": 0}
+UNAVAILABLE_LOG_INTERVAL = 5.0
+
+
 def _unavailable(message: str, exc: BaseException) -> Unavailable:
     """The error callers (and through them HTTP and WebSocket clients) see: no host, port or driver detail,
-    which would tell a client where the infrastructure is; the detail goes to the log."""
-    logger.debug("%s (%r)", message, exc)
+    which would tell a client where the infrastructure is. The detail goes to the log as a warning, at most
+    once per UNAVAILABLE_LOG_INTERVAL seconds (an outage fails every call), with the count of those not shown."""
+    now = time.monotonic()
+    state = _unavailable_logged
+    if now - state["at"] >= UNAVAILABLE_LOG_INTERVAL:
+        logger.warning("%s (%r)%s", message, exc,
+                       f"; {state['suppressed']} more since the last report" if state["suppressed"] else "")
+        state["at"], state["suppressed"] = now, 0
+    else:
+        state["suppressed"] += 1
     return Unavailable(message)
 
 
