@@ -4,9 +4,8 @@
         token = server.token("alice")              # minted inside the server process
         server.publish("posts", "new_post", {...})
 
-    with live_server(redis_url=url, redis_prefix=p) as a, live_server(redis_url=url, redis_prefix=p,
-                                                                        database=a.database) as b:
-        ...                                        # two cooperating processes
+    with live_pair(redis_url=url, redis_prefix=p) as (a, b):
+        ...                                        # two cooperating processes: one Redis, one database
 
 Processes are started with ``PYTHONPATH`` at the repository root, so a test always runs the code of the
 checkout it lives in.
@@ -169,6 +168,14 @@ def live_server(
         yield live
     finally:
         live.stop()
+
+
+@contextlib.contextmanager
+def live_pair(**options: Any) -> Iterator[tuple[LiveServer, LiveServer]]:
+    """Two server processes started with the same ``live_server`` options, sharing the first one's database
+    (and, with ``redis_url`` and ``redis_prefix``, one Redis): a deployment of two processes."""
+    with live_server(**options) as first, live_server(**options, database=first.database) as second:
+        yield first, second
 
 
 EXAMPLE_DIR = ROOT / "example_project"

@@ -17,7 +17,7 @@ import pytest
 
 from django_pulse.client import Realtime
 from django_pulse.http_client import BadRequest, NotAuthenticated, PulseClient, PulseConnectionError
-from tests.servers import ROOT, LiveServer, free_port, live_server
+from tests.servers import ROOT, LiveServer, free_port, live_pair, live_server
 
 pytestmark = pytest.mark.slow
 
@@ -176,8 +176,7 @@ def test_cli_without_a_server_says_so(embedded: LiveServer) -> None:
 
 @pytest.mark.redis
 async def test_cli_with_redis_counts_both_processes(redis_url: str, redis_prefix: str) -> None:
-    with live_server(redis_url=redis_url, redis_prefix=redis_prefix) as a, \
-            live_server(redis_url=redis_url, redis_prefix=redis_prefix, database=a.database) as b:
+    with live_pair(redis_url=redis_url, redis_prefix=redis_prefix) as (a, b):
         key = str(pulse_json(a, "enable")["apiKey"])
         rt_a = await connect(a, key, "on_a")
         rt_b = await connect(b, key, "on_b")

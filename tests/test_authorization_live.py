@@ -10,7 +10,7 @@ import pytest
 from django_pulse import pulse
 from django_pulse.client import Realtime
 from django_pulse.protocol import CloseCode
-from tests.servers import LiveServer, live_server
+from tests.servers import LiveServer, live_pair
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -23,8 +23,7 @@ async def connect(server: LiveServer, client_id: str) -> Realtime:
 
 
 async def test_disconnect_reaches_every_process_within_a_second(pulse_redis: str, redis_prefix: str) -> None:
-    with live_server(redis_url=pulse_redis, redis_prefix=redis_prefix) as a, \
-            live_server(redis_url=pulse_redis, redis_prefix=redis_prefix, database=a.database) as b:
+    with live_pair(redis_url=pulse_redis, redis_prefix=redis_prefix) as (a, b):
         alice_a, alice_b, bob_b = await connect(a, "alice"), await connect(b, "alice"), await connect(b, "bob")
         started = time.monotonic()
         await pulse.adisconnect("alice")  # from this process, through Redis: no server is asked directly

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from django_pulse.client import PulseClientError, Realtime
-from tests.servers import LiveServer, live_server
+from tests.servers import LiveServer, live_pair, live_server
 
 
 async def publish(server: LiveServer, channel: str, event: str, data: Any = None) -> str:
@@ -98,9 +98,7 @@ async def test_slow_consumer_is_closed_and_others_keep_receiving() -> None:
 @pytest.mark.slow
 @pytest.mark.redis
 async def test_two_daphne_processes_share_redis(redis_url: str, redis_prefix: str) -> None:
-    with live_server(redis_url=redis_url, redis_prefix=redis_prefix) as first, live_server(
-        redis_url=redis_url, redis_prefix=redis_prefix, database=first.database
-    ) as second:
+    with live_pair(redis_url=redis_url, redis_prefix=redis_prefix) as (first, second):
         on_first = await client_for(first, "a")
         on_second = await client_for(second, "b")
         await on_first.subscribe("posts")

@@ -10,7 +10,7 @@ import pytest
 from websockets.exceptions import InvalidHandshake
 
 from django_pulse.client import Realtime
-from tests.servers import LiveServer, live_server
+from tests.servers import LiveServer, live_pair, live_server
 
 
 async def client_for(server: LiveServer, client_id: str = "tester", **kwargs: Any) -> Realtime:
@@ -61,9 +61,7 @@ async def test_reconnect_recovers_what_was_missed_in_memory_mode() -> None:
 @pytest.mark.slow
 @pytest.mark.redis
 async def test_a_client_recovers_on_the_other_process(redis_url: str, redis_prefix: str) -> None:
-    with live_server(redis_url=redis_url, redis_prefix=redis_prefix) as first, live_server(
-        redis_url=redis_url, redis_prefix=redis_prefix, database=first.database
-    ) as second:
+    with live_pair(redis_url=redis_url, redis_prefix=redis_prefix) as (first, second):
         alice = await client_for(first, "alice")
         await alice.subscribe("posts")
         seen = await publish_many(first, "posts", 2)
@@ -108,9 +106,7 @@ async def next_presence(client: Realtime, timeout: float = 5) -> dict[str, Any]:
 async def test_presence_follows_a_connection_recovered_on_the_other_process(redis_url: str,
                                                                            redis_prefix: str) -> None:
     settings = {"PRESENCE_GRACE": 1.5}
-    with live_server(redis_url=redis_url, redis_prefix=redis_prefix, pulse=settings) as first, live_server(
-        redis_url=redis_url, redis_prefix=redis_prefix, database=first.database, pulse=settings
-    ) as second:
+    with live_pair(redis_url=redis_url, redis_prefix=redis_prefix, pulse=settings) as (first, second):
         watcher = await client_for(second, "watcher")
         await watcher.request("presence.subscribe", channel="room")
         alice = await client_for(first, "alice")
@@ -197,9 +193,7 @@ async def test_redis_flushed_while_away_means_a_new_epoch_and_resumed_false(redi
 @pytest.mark.redis
 async def test_the_same_id_published_on_two_processes_three_times_is_delivered_once(
         redis_url: str, redis_prefix: str) -> None:
-    with live_server(redis_url=redis_url, redis_prefix=redis_prefix) as first, live_server(
-        redis_url=redis_url, redis_prefix=redis_prefix, database=first.database
-    ) as second:
+    with live_pair(redis_url=redis_url, redis_prefix=redis_prefix) as (first, second):
         alice = await client_for(second, "alice")
         await alice.subscribe("posts")
         for server in (first, second, first):  # a publisher retrying, its retries landing anywhere

@@ -10,7 +10,7 @@ import pytest
 
 from django_pulse import pulse
 from django_pulse.client import Realtime
-from tests.servers import LiveServer, live_server
+from tests.servers import LiveServer, live_pair
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -40,8 +40,7 @@ async def test_members_on_two_processes_and_a_killed_process_leaves(
     pulse_redis: str, redis_prefix: str, settings: Any
 ) -> None:
     settings.PULSE = {**settings.PULSE, **FAST}
-    with live_server(redis_url=pulse_redis, redis_prefix=redis_prefix, pulse=FAST) as a, \
-            live_server(redis_url=pulse_redis, redis_prefix=redis_prefix, pulse=FAST, database=a.database) as b:
+    with live_pair(redis_url=pulse_redis, redis_prefix=redis_prefix, pulse=FAST) as (a, b):
         watcher = await client(b, "watcher")
         await watcher.request("presence.subscribe", channel="posts")
         alice, alice2 = await client(a, "alice"), await client(a, "alice")  # two tabs on process A

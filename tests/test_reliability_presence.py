@@ -13,7 +13,7 @@ import pytest
 
 from django_pulse import pulse
 from django_pulse.client import Realtime
-from tests.servers import LiveServer, live_server
+from tests.servers import LiveServer, live_pair
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -65,8 +65,7 @@ async def setup_room(doomed: LiveServer, survivor: LiveServer) -> tuple[list[Rea
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 async def test_a_dead_process_s_100_members_leave_and_come_back(pulse_redis: str, redis_prefix: str, settings: Any,
                                                                 how: str) -> None:
-    with live_server(redis_url=pulse_redis, redis_prefix=redis_prefix) as doomed, \
-            live_server(redis_url=pulse_redis, redis_prefix=redis_prefix, database=doomed.database) as survivor:
+    with live_pair(redis_url=pulse_redis, redis_prefix=redis_prefix) as (doomed, survivor):
         watchers, members, survivors = await setup_room(doomed, survivor)
         assert (await pulse.apresence("room"))["count"] == MEMBERS + 10
         doomed_ids = {rt.connection_id for rt in members}

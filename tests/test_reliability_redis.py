@@ -23,7 +23,7 @@ import pytest
 
 from django_pulse.client import Realtime
 from django_pulse.http_client import PulseAPIError, PulseClient
-from tests.servers import ROOT, LiveServer, free_port, live_server, wait_for_port
+from tests.servers import ROOT, LiveServer, free_port, live_pair, wait_for_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -133,9 +133,7 @@ def check_no_silent_gap(frames: list[dict[str, Any]], published: dict[str, int])
 @pytest.mark.parametrize("fault", ["pause", "restart"])
 async def test_redis_down_for_5_s_leaves_no_silent_gap(own_redis: OwnRedis, fault: str) -> None:
     prefix = "pulsefault"
-    with live_server(redis_url=own_redis.url, redis_prefix=prefix) as first, live_server(
-        redis_url=own_redis.url, redis_prefix=prefix, database=first.database
-    ) as second:
+    with live_pair(redis_url=own_redis.url, redis_prefix=prefix) as (first, second):
         subscribers = []
         for server in (first, second):
             for i in range(2):

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import LiveServer, free_port, live_server
+from tests.servers import LiveServer, free_port, live_pair
 
 pytestmark = [pytest.mark.browser, pytest.mark.reliability, pytest.mark.slow, pytest.mark.redis]
 
@@ -66,8 +66,7 @@ class Balancer:
 
 @pytest.fixture
 def pair(redis_url: str, redis_prefix: str) -> Iterator[tuple[LiveServer, LiveServer]]:
-    with live_server(redis_url=redis_url, redis_prefix=redis_prefix) as doomed, \
-            live_server(redis_url=redis_url, redis_prefix=redis_prefix, database=doomed.database) as survivor:
+    with live_pair(redis_url=redis_url, redis_prefix=redis_prefix) as (doomed, survivor):
         yield doomed, survivor
 
 
