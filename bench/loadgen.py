@@ -329,8 +329,15 @@ class Worker:
         return client
 
     async def cmd_connect(
-        self, targets: list[Target], start_index: int, count: int, mode: str, tokens: list[str],
-        channel: str, concurrency: int, timeout: float,
+        self,
+        targets: list[Target],
+        start_index: int,
+        count: int,
+        mode: str,
+        tokens: list[str],
+        channel: str,
+        concurrency: int,
+        timeout: float,
     ) -> dict[str, Any]:
         """Open ``count`` subscribers (``concurrency`` handshakes in flight); returns timings and failures."""
         semaphore = asyncio.Semaphore(max(1, concurrency))
@@ -350,8 +357,12 @@ class Worker:
 
         await asyncio.gather(*(one(start_index + i) for i in range(count)))
         self.clients.extend(opened)
-        return {"opened": len(opened), "failed": sum(failures.values()), "failures": dict(failures),
-                "seconds": time.monotonic() - started}
+        return {
+            "opened": len(opened),
+            "failed": sum(failures.values()),
+            "failures": dict(failures),
+            "seconds": time.monotonic() - started,
+        }
 
     async def cmd_received(self) -> int:
         return len(self.rec.seqs)
@@ -374,9 +385,13 @@ class Worker:
         }
 
     async def cmd_info(self) -> dict[str, Any]:
-        return {"clients": sum(1 for c in self.clients if not c.closing), "lost": self.rec.lost,
-                "closes": dict(self.rec.closes), "errors": dict(self.rec.errors),
-                "discontinuities": self.rec.discontinuities}
+        return {
+            "clients": sum(1 for c in self.clients if not c.closing),
+            "lost": self.rec.lost,
+            "closes": dict(self.rec.closes),
+            "errors": dict(self.rec.errors),
+            "discontinuities": self.rec.discontinuities,
+        }
 
     async def cmd_reset(self) -> None:
         self.rec.reset()
@@ -457,8 +472,9 @@ class LoadGen:
     def pids(self) -> list[int]:
         return [int(p.pid) for p in self.procs]
 
-    def call(self, name: str, per_worker: Sequence[dict[str, Any]] | None = None, timeout: float = 600,
-             **args: Any) -> list[Any]:
+    def call(
+        self, name: str, per_worker: Sequence[dict[str, Any]] | None = None, timeout: float = 600, **args: Any
+    ) -> list[Any]:
         """Send a command to every worker (same ``args``, or one dict each) and gather the replies."""
         arguments = list(per_worker) if per_worker is not None else [args] * len(self.conns)
         for conn, a in zip(self.conns, arguments, strict=True):
@@ -483,14 +499,30 @@ class LoadGen:
             raise RuntimeError(f"load worker failed in {name!r}: {value}")
         return value
 
-    def connect(self, targets: list[Target], count: int, mode: str, tokens: list[str], channel: str,
-                concurrency: int, timeout: float) -> dict[str, Any]:
+    def connect(
+        self,
+        targets: list[Target],
+        count: int,
+        mode: str,
+        tokens: list[str],
+        channel: str,
+        concurrency: int,
+        timeout: float,
+    ) -> dict[str, Any]:
         workers = len(self.conns)
         shares = [count // workers + (1 if i < count % workers else 0) for i in range(workers)]
         starts = [sum(shares[:i]) for i in range(workers)]
         args = [
-            {"targets": targets, "start_index": starts[i], "count": shares[i], "mode": mode, "tokens": tokens,
-             "channel": channel, "concurrency": max(1, concurrency // workers), "timeout": timeout}
+            {
+                "targets": targets,
+                "start_index": starts[i],
+                "count": shares[i],
+                "mode": mode,
+                "tokens": tokens,
+                "channel": channel,
+                "concurrency": max(1, concurrency // workers),
+                "timeout": timeout,
+            }
             for i in range(workers)
         ]
         started = time.monotonic()
@@ -498,8 +530,12 @@ class LoadGen:
         failures: Counter[str] = Counter()
         for reply in replies:
             failures.update(reply["failures"])
-        return {"opened": sum(r["opened"] for r in replies), "failed": sum(r["failed"] for r in replies),
-                "failures": dict(failures), "seconds": time.monotonic() - started}
+        return {
+            "opened": sum(r["opened"] for r in replies),
+            "failed": sum(r["failed"] for r in replies),
+            "failures": dict(failures),
+            "seconds": time.monotonic() - started,
+        }
 
     def received(self) -> int:
         return sum(self.call("received"))
@@ -525,9 +561,13 @@ class LoadGen:
         for r in replies:
             closes.update(r["closes"])
             errors.update(r["errors"])
-        return {"clients": sum(r["clients"] for r in replies), "lost": sum(r["lost"] for r in replies),
-                "closes": {str(k): v for k, v in closes.items()}, "errors": dict(errors),
-                "discontinuities": sum(r["discontinuities"] for r in replies)}
+        return {
+            "clients": sum(r["clients"] for r in replies),
+            "lost": sum(r["lost"] for r in replies),
+            "closes": {str(k): v for k, v in closes.items()},
+            "errors": dict(errors),
+            "discontinuities": sum(r["discontinuities"] for r in replies),
+        }
 
     def stop(self) -> None:
         for conn in self.conns:

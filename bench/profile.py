@@ -65,8 +65,9 @@ def summarise(raw: str, top: int = 25) -> dict[str, Any]:
     }
 
 
-def profile_server(bench: Any, spec: Any, subs: int, rate: float, seconds: float, out: Path, *,
-                   native: bool = False) -> dict[str, Any]:
+def profile_server(
+    bench: Any, spec: Any, subs: int, rate: float, seconds: float, out: Path, *, native: bool = False
+) -> dict[str, Any]:
     """Run ``spec`` at ``subs`` x ``rate`` msg/s for ``seconds`` under py-spy (``native``: with C/Rust frames);
     returns the summary."""
     from bench.loadgen import Target
@@ -78,16 +79,31 @@ def profile_server(bench: Any, spec: Any, subs: int, rate: float, seconds: float
         raise SystemExit("py-spy is not installed: .venv/bin/pip install py-spy")
     if not Path(bench.database).exists():
         migrate_database(bench.database)
-    server = start_server(spec, workdir=bench.workdir, database=bench.database, redis_url=bench.redis_url,
-                          pin=bench.server_cpus)
+    server = start_server(
+        spec, workdir=bench.workdir, database=bench.database, redis_url=bench.redis_url, pin=bench.server_cpus
+    )
     try:
         targets = [Target("127.0.0.1", port, spec.ws_path) for port in server.ports]
         tokens = server.tokens(min(subs, 1000)) if spec.mode == "pulse" else []
         connect = bench.loadgen.connect(targets, subs, spec.mode, tokens, CHANNEL, 200, 60)
         raw_path = out / f"profile-{spec.name}.txt"
         raw_path.unlink(missing_ok=True)  # never summarise an earlier run's stacks if py-spy writes nothing
-        cmd = [py_spy, "record", "--pid", str(server.pids[0]), "--subprocesses", "--format", "raw", "--rate", "250",
-               "--duration", str(int(seconds)), "--nonblocking", "--output", str(raw_path)]
+        cmd = [
+            py_spy,
+            "record",
+            "--pid",
+            str(server.pids[0]),
+            "--subprocesses",
+            "--format",
+            "raw",
+            "--rate",
+            "250",
+            "--duration",
+            str(int(seconds)),
+            "--nonblocking",
+            "--output",
+            str(raw_path),
+        ]
         if native:  # py-spy must stop the process to unwind native stacks: CPU per delivery reads higher
             cmd.remove("--nonblocking")
             cmd.append("--native")
@@ -106,9 +122,15 @@ def profile_server(bench: Any, spec: Any, subs: int, rate: float, seconds: float
         if not raw_path.exists():
             raise RuntimeError(f"py-spy wrote nothing: {err.decode(errors='replace')[-500:]}")
         summary = summarise(raw_path.read_text())
-        summary.update(server=spec.name, subscribers=connect["opened"], rate=rate, received=received,
-                       cpu_us_per_delivery=cpu * 1e6 / received if received else None, raw=str(raw_path),
-                       publisher=result)
+        summary.update(
+            server=spec.name,
+            subscribers=connect["opened"],
+            rate=rate,
+            received=received,
+            cpu_us_per_delivery=cpu * 1e6 / received if received else None,
+            raw=str(raw_path),
+            publisher=result,
+        )
         bench.loadgen.call("close")
         return summary
     finally:
@@ -116,10 +138,12 @@ def profile_server(bench: Any, spec: Any, subs: int, rate: float, seconds: float
 
 
 def render(summary: dict[str, Any], top: int = 15) -> str:
-    lines = [f"{summary['server']}: {summary['subscribers']} subscribers x {summary['rate']:g} msg/s, "
-             f"{summary['received']} deliveries, {summary['cpu_us_per_delivery'] or 0:.1f} µs CPU each; "
-             f"{summary['samples']} samples (raw stacks: {summary['raw']})",
-             "  inclusive (on the stack):"]
+    lines = [
+        f"{summary['server']}: {summary['subscribers']} subscribers x {summary['rate']:g} msg/s, "
+        f"{summary['received']} deliveries, {summary['cpu_us_per_delivery'] or 0:.1f} µs CPU each; "
+        f"{summary['samples']} samples (raw stacks: {summary['raw']})",
+        "  inclusive (on the stack):",
+    ]
     lines += [f"    {pct:5.1f} %  {frame}" for frame, _, pct in summary["inclusive"][:top]]
     lines.append("  leaf (running):")
     lines += [f"    {pct:5.1f} %  {frame}" for frame, _, pct in summary["leaf"][:top]]

@@ -9,8 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["evaluate_targets", "fmt_ms", "fmt_num", "percentiles", "plot", "presence_summary", "render",
-           "write_json"]
+__all__ = ["evaluate_targets", "fmt_ms", "fmt_num", "percentiles", "plot", "presence_summary", "render", "write_json"]
 
 ASGI_SERVERS = ("daphne", "uvicorn", "granian")
 
@@ -111,8 +110,16 @@ def _ref_c(results: dict[str, Any]) -> int:
 
 
 # -- targets -----------------------------------------------------------------------------------------------------
-def _target(tid: str, text: str, measured: float | None, threshold: float, *, higher_is_better: bool = True,
-            detail: str = "", unit: str = "x") -> dict[str, Any]:
+def _target(
+    tid: str,
+    text: str,
+    measured: float | None,
+    threshold: float,
+    *,
+    higher_is_better: bool = True,
+    detail: str = "",
+    unit: str = "x",
+) -> dict[str, Any]:
     if measured is None:
         status = "n/a"
     elif higher_is_better:
@@ -122,8 +129,16 @@ def _target(tid: str, text: str, measured: float | None, threshold: float, *, hi
     short_by = None
     if status == "short" and measured is not None:
         short_by = (threshold - measured) / threshold if higher_is_better else (measured - threshold) / threshold
-    return {"id": tid, "target": text, "threshold": threshold, "measured": measured, "unit": unit, "status": status,
-            "short_by": short_by, "detail": detail}
+    return {
+        "id": tid,
+        "target": text,
+        "threshold": threshold,
+        "measured": measured,
+        "unit": unit,
+        "status": status,
+        "short_by": short_by,
+        "detail": detail,
+    }
 
 
 def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -138,37 +153,55 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         bounds = ", ".join(n for n, lb in (("pulse", pulse_lb), ("bare", bare_lb)) if lb)
         pulse_core, bare_core = _per_core(results, f"pulse-{server}", c), _per_core(results, f"bare-{server}", c)
         measured = _ratio(pulse, bare)
-        targets.append(_target(
-            f"ceiling-{server}", f"pulse >= 0.8 x bare ASGI under {server} (C={c})", _ratio(pulse_core, bare_core), 0.8,
-            detail=f"per core-s {fmt_num(pulse_core)} vs {fmt_num(bare_core)}; measured {fmt_num(pulse)} vs "
-                   f"{fmt_num(bare)}/s = {_fmt_ratio(measured)}" + (f" (lower bound: {bounds})" if bounds else ""),
-        ))
+        targets.append(
+            _target(
+                f"ceiling-{server}",
+                f"pulse >= 0.8 x bare ASGI under {server} (C={c})",
+                _ratio(pulse_core, bare_core),
+                0.8,
+                detail=f"per core-s {fmt_num(pulse_core)} vs {fmt_num(bare_core)}; measured {fmt_num(pulse)} vs "
+                f"{fmt_num(bare)}/s = {_fmt_ratio(measured)}" + (f" (lower bound: {bounds})" if bounds else ""),
+            )
+        )
 
-    hands = {name: (_per_core(results, name, c), _saturation(results, name, c)[0])
-             for name in ("handwritten-daphne", "handwritten-daphne-redis")}
+    hands = {
+        name: (_per_core(results, name, c), _saturation(results, name, c)[0])
+        for name in ("handwritten-daphne", "handwritten-daphne-redis")
+    }
     hand_core = max((v[0] for v in hands.values() if v[0]), default=None)
     hand_measured = max((v[1] for v in hands.values() if v[1]), default=None)
     for server, factor in (("daphne", 4.0), ("granian", 10.0)):
         pulse, pulse_lb = _saturation(results, f"pulse-{server}", c)
         pulse_core = _per_core(results, f"pulse-{server}", c)
-        targets.append(_target(
-            f"handwritten-{server}",
-            f"pulse under {server} >= {factor:g} x the hand-written consumer (daphne, better layer) (C={c})",
-            _ratio(pulse_core, hand_core), factor,
-            detail=f"per core-s {fmt_num(pulse_core)} vs {fmt_num(hand_core)}; measured {fmt_num(pulse)} vs "
-                   f"{fmt_num(hand_measured)}/s = {_fmt_ratio(_ratio(pulse, hand_measured))}"
-                   + (" (pulse a lower bound)" if pulse_lb else ""),
-        ))
+        targets.append(
+            _target(
+                f"handwritten-{server}",
+                f"pulse under {server} >= {factor:g} x the hand-written consumer (daphne, better layer) (C={c})",
+                _ratio(pulse_core, hand_core),
+                factor,
+                detail=f"per core-s {fmt_num(pulse_core)} vs {fmt_num(hand_core)}; measured {fmt_num(pulse)} vs "
+                f"{fmt_num(hand_measured)}/s = {_fmt_ratio(_ratio(pulse, hand_measured))}"
+                + (" (pulse a lower bound)" if pulse_lb else ""),
+            )
+        )
 
     for server, rate, limit in (("daphne", 10.0, 100.0), ("granian", 20.0, 50.0)):
         phase = _fixed(results, f"pulse-{server}", c, rate)
         p99 = phase["p99_ms"] if phase else None
         detail = ""
         if phase:
-            detail = (f"p50 {fmt_ms(phase['p50_ms'])} ms, delivered {100 - phase['loss_pct']:.2f} %"
-                      + (" (more than 1 % lost: no p99)" if p99 is None else ""))
-        t = _target(f"p99-{server}", f"p99 <= {limit:g} ms at {c} x {rate:g} msg/s under {server}",
-                    p99, limit, higher_is_better=False, detail=detail, unit="ms")
+            detail = f"p50 {fmt_ms(phase['p50_ms'])} ms, delivered {100 - phase['loss_pct']:.2f} %" + (
+                " (more than 1 % lost: no p99)" if p99 is None else ""
+            )
+        t = _target(
+            f"p99-{server}",
+            f"p99 <= {limit:g} ms at {c} x {rate:g} msg/s under {server}",
+            p99,
+            limit,
+            higher_is_better=False,
+            detail=detail,
+            unit="ms",
+        )
         if phase and p99 is None:
             t["status"] = "short"
         targets.append(t)
@@ -178,11 +211,16 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         pulse_rss = pulse_run.get("rss_per_conn_bytes") if pulse_run else None
         bare_rss = bare_run.get("rss_per_conn_bytes") if bare_run else None
         ratio = pulse_rss / bare_rss if pulse_rss is not None and bare_rss else None
-        targets.append(_target(
-            f"rss-{server}", f"RSS per idle connection at C={max_c} <= 1.5 x bare ASGI under {server}",
-            ratio, 1.5, higher_is_better=False,
-            detail=f"{_kb(pulse_rss)} vs {_kb(bare_rss)} KB per connection",
-        ))
+        targets.append(
+            _target(
+                f"rss-{server}",
+                f"RSS per idle connection at C={max_c} <= 1.5 x bare ASGI under {server}",
+                ratio,
+                1.5,
+                higher_is_better=False,
+                detail=f"{_kb(pulse_rss)} vs {_kb(bare_rss)} KB per connection",
+            )
+        )
 
     targets.append(_scaling_target(results, c))
     return targets
@@ -214,21 +252,25 @@ def _scaling_target(results: dict[str, Any], c: int) -> dict[str, Any]:
     best2 = max(two["ramp"]["steps"], key=lambda s: s["delivered_per_s"])
     cap1, cap2 = _projected_capacity(best1), _projected_capacity(best2)
     ratio = cap2 / cap1 if cap1 and cap2 else None
-    detail = (f"projected {fmt_num(cap2)} vs {fmt_num(cap1)}/s from CPU per delivery (both processes share the "
-              f"server core here, so measured side by side: {fmt_num(best2['delivered_per_s'])} vs "
-              f"{fmt_num(best1['delivered_per_s'])}/s)")
+    detail = (
+        f"projected {fmt_num(cap2)} vs {fmt_num(cap1)}/s from CPU per delivery (both processes share the "
+        f"server core here, so measured side by side: {fmt_num(best2['delivered_per_s'])} vs "
+        f"{fmt_num(best1['delivered_per_s'])}/s)"
+    )
     return _target("redis-scaling", text, ratio, 1.6, detail=detail)
 
 
 # -- rendering ---------------------------------------------------------------------------------------------------
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths,
-                                                                                             strict=True)))]
+    lines = [
+        "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths, strict=True)))
+    ]
     lines.append("  ".join("-" * w for w in widths))
     for row in rows:
-        lines.append("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths,
-                                                                                                   strict=True))))
+        lines.append(
+            "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True)))
+        )
     return "\n".join(lines)
 
 
@@ -253,45 +295,86 @@ def render(results: dict[str, Any]) -> str:
             if ramp:
                 sat = ("" if ramp["saturated"] else ">=") + fmt_num(ramp["max_delivered_per_s"])
                 if ramp["load_saturated"]:
-                    notes.append(f"{name} C={c}: the load generator's core was saturated during the ramp; "
-                                 "the server may deliver more")
+                    notes.append(
+                        f"{name} C={c}: the load generator's core was saturated during the ramp; "
+                        "the server may deliver more"
+                    )
             rss = run.get("rss_per_conn_bytes")
-            capacity_rows.append([
-                name, c, fmt_num(connect.get("per_s")), str(connect.get("failed", "-")),
-                "-" if rss is None else f"{rss / 1024:.1f}",
-                sat, fmt_num(ramp["cpu_us_per_delivery_at_max"]) if ramp else "-",
-                fmt_num(ramp.get("per_core_s")) if ramp else "-",
-                f"{100 * ramp['server_cpu_util_at_max']:.0f}" if ramp else "-",
-            ])
+            capacity_rows.append(
+                [
+                    name,
+                    c,
+                    fmt_num(connect.get("per_s")),
+                    str(connect.get("failed", "-")),
+                    "-" if rss is None else f"{rss / 1024:.1f}",
+                    sat,
+                    fmt_num(ramp["cpu_us_per_delivery_at_max"]) if ramp else "-",
+                    fmt_num(ramp.get("per_core_s")) if ramp else "-",
+                    f"{100 * ramp['server_cpu_util_at_max']:.0f}" if ramp else "-",
+                ]
+            )
             for phase in run.get("fixed", []):
-                latency_rows.append([
-                    name, c, f"{phase['rate']:g}", fmt_num(phase["offered_per_s"]),
-                    f"{100 - phase['loss_pct']:.1f}", fmt_ms(phase["p50_ms"]), fmt_ms(phase["p95_ms"]),
-                    fmt_ms(phase["p99_ms"]), fmt_ms(phase["max_ms"]), fmt_num(phase["cpu_us_per_delivery"]),
-                    f"{100 * phase['server_cpu_util']:.0f}", f"{100 * phase['load_cpu_util']:.0f}"
-                    + ("!" if phase["load_saturated"] else ""),
-                ])
+                latency_rows.append(
+                    [
+                        name,
+                        c,
+                        f"{phase['rate']:g}",
+                        fmt_num(phase["offered_per_s"]),
+                        f"{100 - phase['loss_pct']:.1f}",
+                        fmt_ms(phase["p50_ms"]),
+                        fmt_ms(phase["p95_ms"]),
+                        fmt_ms(phase["p99_ms"]),
+                        fmt_ms(phase["max_ms"]),
+                        fmt_num(phase["cpu_us_per_delivery"]),
+                        f"{100 * phase['server_cpu_util']:.0f}",
+                        f"{100 * phase['load_cpu_util']:.0f}" + ("!" if phase["load_saturated"] else ""),
+                    ]
+                )
                 if phase["out_of_order"]:
                     notes.append(f"{name} C={c} {phase['rate']:g}/s: {phase['out_of_order']} deliveries out of order")
             if "presence" in run:
                 presence_rows.append(f"  {name} C={c}: {presence_summary(run['presence'])}")
             info = run.get("info", {})
             if info.get("closes") or info.get("lost") or info.get("errors"):
-                notes.append(f"{name} C={c}: server closes {info.get('closes')}, dropped sockets {info.get('lost')}, "
-                             f"error frames {info.get('errors')}")
+                notes.append(
+                    f"{name} C={c}: server closes {info.get('closes')}, dropped sockets {info.get('lost')}, "
+                    f"error frames {info.get('errors')}"
+                )
             if connect.get("failed"):
                 notes.append(f"{name} C={c}: {connect['failed']} subscribers failed to connect: {connect['failures']}")
     out.append("")
-    out.append("Capacity: 'sat deliv/s' = the ramp's highest delivered rate ('>=': never saturated); 'per core-s' ="
-               " 1e6 / µs CPU per delivery there,\nwhat a whole core would give (the server's share of its shared "
-               "core is 'srv CPU%'); the ratios compare 'per core-s'")
-    out.append(_table(["server", "C", "conn/s", "failed", "RSS KB/conn", "sat deliv/s", "µs CPU/deliv", "per core-s",
-                       "srv CPU%"],
-                      [[str(v) for v in r] for r in capacity_rows]))
+    out.append(
+        "Capacity: 'sat deliv/s' = the ramp's highest delivered rate ('>=': never saturated); 'per core-s' ="
+        " 1e6 / µs CPU per delivery there,\nwhat a whole core would give (the server's share of its shared "
+        "core is 'srv CPU%'); the ratios compare 'per core-s'"
+    )
+    out.append(
+        _table(
+            ["server", "C", "conn/s", "failed", "RSS KB/conn", "sat deliv/s", "µs CPU/deliv", "per core-s", "srv CPU%"],
+            [[str(v) for v in r] for r in capacity_rows],
+        )
+    )
     out.append("")
     out.append("Latency at fixed rates (publish -> deliver, ms; 'lost': that percentile was never delivered)")
-    out.append(_table(["server", "C", "msg/s", "offered/s", "deliv %", "p50", "p95", "p99", "max", "µs CPU/deliv",
-                       "srv CPU%", "load CPU%"], [[str(v) for v in r] for r in latency_rows]))
+    out.append(
+        _table(
+            [
+                "server",
+                "C",
+                "msg/s",
+                "offered/s",
+                "deliv %",
+                "p50",
+                "p95",
+                "p99",
+                "max",
+                "µs CPU/deliv",
+                "srv CPU%",
+                "load CPU%",
+            ],
+            [[str(v) for v in r] for r in latency_rows],
+        )
+    )
     if presence_rows:
         out.append("")
         out.append("Presence storms (every subscriber enters, then leaves; one observer counts the events)")
@@ -343,12 +426,29 @@ def plot(results: dict[str, Any], path: Path) -> Path:
                 if phase and phase[key] is not None:
                     points.append((c, phase[key]))
             if points:
-                ax_lat.plot([x for x, _ in points], [y for _, y in points], style, marker="o", markersize=3,
-                            color=color, label=name if key == "p99_ms" else None)
-    ax_tp.set(xscale="log", yscale="log", xlabel="subscribers (C)", ylabel="deliveries/s",
-              title="Throughput at saturation: measured (solid), per whole core (dashed)")
-    ax_lat.set(xscale="log", yscale="log", xlabel="subscribers (C)", ylabel="publish -> deliver latency (ms)",
-               title="Latency at 10,000 deliveries/s (C x msg/s): p50 dotted, p99 solid")
+                ax_lat.plot(
+                    [x for x, _ in points],
+                    [y for _, y in points],
+                    style,
+                    marker="o",
+                    markersize=3,
+                    color=color,
+                    label=name if key == "p99_ms" else None,
+                )
+    ax_tp.set(
+        xscale="log",
+        yscale="log",
+        xlabel="subscribers (C)",
+        ylabel="deliveries/s",
+        title="Throughput at saturation: measured (solid), per whole core (dashed)",
+    )
+    ax_lat.set(
+        xscale="log",
+        yscale="log",
+        xlabel="subscribers (C)",
+        ylabel="publish -> deliver latency (ms)",
+        title="Latency at 10,000 deliveries/s (C x msg/s): p50 dotted, p99 solid",
+    )
     for ax in (ax_tp, ax_lat):
         ax.grid(True, which="both", alpha=0.3)
     if ax_lat.get_legend_handles_labels()[0]:
@@ -366,9 +466,12 @@ def plot(results: dict[str, Any], path: Path) -> Path:
 def markdown(results: dict[str, Any]) -> str:
     """The tables of docs/performance.md, from one run's results."""
     cs = sorted(results["meta"]["plan"]["cs"], reverse=True)
-    out = ["| server | " + " | ".join(f"C={c}: deliveries/s measured / per core-s" for c in cs)
-           + f" | µs CPU/delivery (C={_ref_c(results)}) | RSS KB/conn (C={max(cs)}) | set-up conn/s (C={max(cs)}) |",
-           "|---|" + "--:|" * (len(cs) + 3)]
+    out = [
+        "| server | "
+        + " | ".join(f"C={c}: deliveries/s measured / per core-s" for c in cs)
+        + f" | µs CPU/delivery (C={_ref_c(results)}) | RSS KB/conn (C={max(cs)}) | set-up conn/s (C={max(cs)}) |",
+        "|---|" + "--:|" * (len(cs) + 3),
+    ]
     for name, server in results["servers"].items():
         if "skipped" in server:
             out.append(f"| {name} | skipped: {server['skipped']} |" + " |" * (len(cs) + 2))
@@ -386,17 +489,21 @@ def markdown(results: dict[str, Any]) -> str:
         big = _run(results, name, max(cs)) or {}
         rss = big.get("rss_per_conn_bytes")
         rate = (big.get("connect") or {}).get("per_s")
-        out.append(f"| {name} | " + " | ".join(cells) + f" | {fmt_num(1e6 / ref) if ref else '-'} | "
-                   f"{'-' if rss is None else f'{rss / 1024:.1f}'} | {fmt_num(rate)} |")
+        out.append(
+            f"| {name} | " + " | ".join(cells) + f" | {fmt_num(1e6 / ref) if ref else '-'} | "
+            f"{'-' if rss is None else f'{rss / 1024:.1f}'} | {fmt_num(rate)} |"
+        )
     out.append("")
     out.append("| server | C x msg/s | delivered | p50 ms | p95 ms | p99 ms | max ms | µs CPU/deliv | pub lag ms |")
     out.append("|---|---|--:|--:|--:|--:|--:|--:|--:|")
     for name, server in results["servers"].items():
         for c, run in server.get("runs", {}).items():
             for p in run.get("fixed", []):
-                out.append(f"| {name} | {c} x {p['rate']:g} | {100 - p['loss_pct']:.1f} % | {fmt_ms(p['p50_ms'])} | "
-                           f"{fmt_ms(p['p95_ms'])} | {fmt_ms(p['p99_ms'])} | {fmt_ms(p['max_ms'])} | "
-                           f"{fmt_num(p['cpu_us_per_delivery'])} | {p['publisher'].get('max_lag_ms', 0):.0f} |")
+                out.append(
+                    f"| {name} | {c} x {p['rate']:g} | {100 - p['loss_pct']:.1f} % | {fmt_ms(p['p50_ms'])} | "
+                    f"{fmt_ms(p['p95_ms'])} | {fmt_ms(p['p99_ms'])} | {fmt_ms(p['max_ms'])} | "
+                    f"{fmt_num(p['cpu_us_per_delivery'])} | {p['publisher'].get('max_lag_ms', 0):.0f} |"
+                )
     out.append("")
     out.append("| target | measured | status |")
     out.append("|---|---|---|")

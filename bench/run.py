@@ -107,8 +107,10 @@ class Bench:
             self.server_cpus = self.load_cpus = None
         else:
             self.server_cpus, self.load_cpus = cpus[:1], cpus[1:]
-            self.pinning = (f"server pinned to core {self.server_cpus[0]} (taskset), load generator and controller "
-                            f"to core(s) {','.join(map(str, self.load_cpus))}")
+            self.pinning = (
+                f"server pinned to core {self.server_cpus[0]} (taskset), load generator and controller "
+                f"to core(s) {','.join(map(str, self.load_cpus))}"
+            )
         if self.load_cpus:
             os.sched_setaffinity(0, self.load_cpus)
         self.load_cores = len(self.load_cpus) if self.load_cpus else len(cpus)
@@ -147,8 +149,7 @@ class Bench:
                 break
         return time.monotonic() - started
 
-    def fixed_phase(self, server: RunningServer, subs: int, rate: float, seconds: float, seq0: int
-                    ) -> dict[str, Any]:
+    def fixed_phase(self, server: RunningServer, subs: int, rate: float, seconds: float, seq0: int) -> dict[str, Any]:
         count = max(1, round(rate * seconds))
         before = self.loadgen.received()
         cpu0, load0, t0 = server.cpu_seconds(), self.load_cpu(), mono_us()
@@ -160,15 +161,25 @@ class Bench:
         wall = (t1 - t0) / 1e6
         cpu = [b - a for a, b in zip(cpu0, cpu1, strict=True)]
         phase = {
-            "rate": rate, "seconds": seconds, "messages": count, "subscribers": subs,
-            "offered_per_s": rate * subs, "expected": count * subs, "received": received,
+            "rate": rate,
+            "seconds": seconds,
+            "messages": count,
+            "subscribers": subs,
+            "offered_per_s": rate * subs,
+            "expected": count * subs,
+            "received": received,
             "delivered_per_s": received / wall if wall else None,
-            "loss": count * subs - received, "loss_pct": 100.0 * (count * subs - received) / (count * subs),
+            "loss": count * subs - received,
+            "loss_pct": 100.0 * (count * subs - received) / (count * subs),
             **report.percentiles(lats, count * subs),
-            "server_cpu_s": cpu, "server_cpu_util": sum(cpu) / wall,
+            "server_cpu_s": cpu,
+            "server_cpu_util": sum(cpu) / wall,
             "cpu_us_per_delivery": (sum(cpu) * 1e6 / received) if received else None,
-            "load_cpu_util": (load1 - load0) / wall, "load_saturated": (load1 - load0) / wall > 0.9 * self.load_cores,
-            "silent_subscribers": stats["silent"], "out_of_order": stats["out_of_order"], "publisher": publisher,
+            "load_cpu_util": (load1 - load0) / wall,
+            "load_saturated": (load1 - load0) / wall > 0.9 * self.load_cores,
+            "silent_subscribers": stats["silent"],
+            "out_of_order": stats["out_of_order"],
+            "publisher": publisher,
         }
         return phase
 
@@ -190,8 +201,12 @@ class Bench:
             wall = (t1 - t0) / 1e6
             cpu = [b - a for a, b in zip(cpu0, cpu1, strict=True)]
             step = {
-                "rate": round(rate, 3), "messages": count, "offered_per_s": rate * subs,
-                "delivered_per_s": window / wall, "seconds": wall, "server_cpu_s": cpu,
+                "rate": round(rate, 3),
+                "messages": count,
+                "offered_per_s": rate * subs,
+                "delivered_per_s": window / wall,
+                "seconds": wall,
+                "server_cpu_s": cpu,
                 "server_cpu_util": sum(cpu) / wall,
                 "cpu_us_per_delivery": (sum(cpu) * 1e6 / window) if window else None,
                 "load_cpu_util": (load1 - load0) / wall,
@@ -231,13 +246,16 @@ class Bench:
         except (RuntimeError, TimeoutError) as exc:
             return {"skipped": f"presence.subscribe failed: {str(exc).splitlines()[0]}"}
         if reply.get("action") != "ok":
-            return {"skipped": f"the server does not support presence yet: presence.subscribe answered "
-                               f"{reply.get('code')} ({reply.get('message')})"}
+            return {
+                "skipped": f"the server does not support presence yet: presence.subscribe answered "
+                f"{reply.get('code')} ({reply.get('message')})"
+            }
         out: dict[str, Any] = {"members": subs}
         for action in ("enter", "leave"):
             t0 = time.monotonic()
-            replies = self.loadgen.call("presence_storm", action=action, channel=PRESENCE_CHANNEL, wait_s=60,
-                                        timeout=90)
+            replies = self.loadgen.call(
+                "presence_storm", action=action, channel=PRESENCE_CHANNEL, wait_s=60, timeout=90
+            )
             replied_s = max(r["done_at"] for r in replies) - t0
             errors: dict[str, int] = {}
             for r in replies:
@@ -250,8 +268,11 @@ class Bench:
                     break
                 time.sleep(0.02)
             out[action] = {
-                "ok": sum(r["ok"] for r in replies), "errors": errors, "all_replied_s": replied_s,
-                "events_seen": events, "all_events_s": (time.monotonic() - t0) if events >= subs else None,
+                "ok": sum(r["ok"] for r in replies),
+                "errors": errors,
+                "all_replied_s": replied_s,
+                "events_seen": events,
+                "all_events_s": (time.monotonic() - t0) if events >= subs else None,
             }
         return out
 
@@ -259,8 +280,15 @@ class Bench:
     def run_server(self, spec: ServerSpec) -> dict[str, Any]:
         """Every C on one server process; a C that fails (e.g. a publish request starved past its timeout) is
         recorded and the next C gets a fresh process, so one collapse does not cost the other figures."""
-        result: dict[str, Any] = {"label": spec.label, "family": spec.family, "server": spec.server,
-                                  "layer": spec.layer, "processes": spec.processes, "runs": {}, "notes": []}
+        result: dict[str, Any] = {
+            "label": spec.label,
+            "family": spec.family,
+            "server": spec.server,
+            "layer": spec.layer,
+            "processes": spec.processes,
+            "runs": {},
+            "notes": [],
+        }
         if spec.layer == "redis" and not self.redis_url:
             result["skipped"] = f"Redis is not reachable at {self.args.redis_url}"
             return result
@@ -271,8 +299,13 @@ class Bench:
             for subs in self.plan.cs:
                 if server is None:
                     try:
-                        server = start_server(spec, workdir=self.workdir, database=self.database,
-                                              redis_url=self.redis_url, pin=self.server_cpus)
+                        server = start_server(
+                            spec,
+                            workdir=self.workdir,
+                            database=self.database,
+                            redis_url=self.redis_url,
+                            pin=self.server_cpus,
+                        )
                     except (RuntimeError, TimeoutError) as exc:
                         text = str(exc).strip()
                         result["skipped"] = f"did not start: {text.splitlines()[-1] if text else exc}"
@@ -300,14 +333,16 @@ class Bench:
         result["seconds"] = time.monotonic() - started
         return result
 
-    def _warmup(self, spec: ServerSpec, server: RunningServer, tokens: list[str], seq: int,
-                result: dict[str, Any]) -> tuple[int, float]:
+    def _warmup(
+        self, spec: ServerSpec, server: RunningServer, tokens: list[str], seq: int, result: dict[str, Any]
+    ) -> tuple[int, float]:
         """First-use imports and caches must not count as per-connection memory; the warm-up's CPU per
         delivery gives the first ramp its starting rate."""
         plan = self.plan
         targets = [Target("127.0.0.1", port, spec.ws_path) for port in server.ports]
-        self.loadgen.connect(targets, plan.warmup_subs, spec.mode, tokens, CHANNEL, plan.warmup_subs,
-                             plan.connect_timeout)
+        self.loadgen.connect(
+            targets, plan.warmup_subs, spec.mode, tokens, CHANNEL, plan.warmup_subs, plan.connect_timeout
+        )
         warm = self.fixed_phase(server, plan.warmup_subs, 200, plan.warmup_messages / 200, seq)
         estimate = 1e6 / warm["cpu_us_per_delivery"] if warm["cpu_us_per_delivery"] else 10_000.0
         result["warmup"] = {k: warm[k] for k in ("received", "expected", "cpu_us_per_delivery", "p50_ms")}
@@ -315,8 +350,16 @@ class Bench:
         self.quiesce(server)
         return seq + warm["messages"], estimate
 
-    def _measure(self, spec: ServerSpec, server: RunningServer, tokens: list[str], subs_wanted: int, seq: int,
-                 estimate: float, result: dict[str, Any]) -> tuple[int, float]:
+    def _measure(
+        self,
+        spec: ServerSpec,
+        server: RunningServer,
+        tokens: list[str],
+        subs_wanted: int,
+        seq: int,
+        estimate: float,
+        result: dict[str, Any],
+    ) -> tuple[int, float]:
         plan = self.plan
         targets = [Target("127.0.0.1", port, spec.ws_path) for port in server.ports]
         self.loadgen.call("reset")
@@ -324,13 +367,16 @@ class Bench:
         result["runs"][str(subs_wanted)] = run
         time.sleep(0.2)
         rss0 = server.rss_bytes()
-        connect = self.loadgen.connect(targets, subs_wanted, spec.mode, tokens, CHANNEL,
-                                       plan.connect_concurrency, plan.connect_timeout)
+        connect = self.loadgen.connect(
+            targets, subs_wanted, spec.mode, tokens, CHANNEL, plan.connect_concurrency, plan.connect_timeout
+        )
         subs = connect["opened"]
         connect["per_s"] = subs / connect["seconds"] if connect["seconds"] else None
         run["connect"] = connect
-        _say(f"  C={subs_wanted}: {subs} open in {connect['seconds']:.1f} s"
-             + (f", {connect['failed']} failed {connect['failures']}" if connect["failed"] else ""))
+        _say(
+            f"  C={subs_wanted}: {subs} open in {connect['seconds']:.1f} s"
+            + (f", {connect['failed']} failed {connect['failures']}" if connect["failed"] else "")
+        )
         if not subs:
             run["skipped"] = "no subscriber could connect"
             return seq, estimate
@@ -342,9 +388,11 @@ class Bench:
             phase = self.fixed_phase(server, subs, rate, seconds, seq)
             seq += phase["messages"]
             run["fixed"].append(phase)
-            _say(f"    {rate:g} msg/s x {subs}: delivered {100 - phase['loss_pct']:.1f} %, "
-                 f"p50 {report.fmt_ms(phase['p50_ms'])} p99 {report.fmt_ms(phase['p99_ms'])}, "
-                 f"{report.fmt_num(phase['cpu_us_per_delivery'])} µs CPU/delivery")
+            _say(
+                f"    {rate:g} msg/s x {subs}: delivered {100 - phase['loss_pct']:.1f} %, "
+                f"p50 {report.fmt_ms(phase['p50_ms'])} p99 {report.fmt_ms(phase['p99_ms'])}, "
+                f"{report.fmt_num(phase['cpu_us_per_delivery'])} µs CPU/delivery"
+            )
         if spec.family == "pulse" and subs_wanted == plan.presence_c:
             run["presence"] = self.presence_storm(subs)
             _say(f"    presence storm: {report.presence_summary(run['presence'])}")
@@ -352,8 +400,10 @@ class Bench:
         if costs:
             estimate = 1e6 / min(costs)
         run["ramp"], seq = self.ramp(server, subs, estimate, seq)
-        _say(f"    ramp: max {report.fmt_num(run['ramp']['max_delivered_per_s'])} deliveries/s "
-             f"({'saturated' if run['ramp']['saturated'] else 'not saturated: a lower bound'})")
+        _say(
+            f"    ramp: max {report.fmt_num(run['ramp']['max_delivered_per_s'])} deliveries/s "
+            f"({'saturated' if run['ramp']['saturated'] else 'not saturated: a lower bound'})"
+        )
         run["info"] = self.loadgen.info()
         run["silent_at_end"] = self.loadgen.stats([], [])["silent"]
         if not server.alive():
@@ -366,8 +416,10 @@ class Bench:
     def run(self, specs: list[ServerSpec]) -> dict[str, Any]:
         started = time.monotonic()
         redis = self.redis_url or "unreachable, Redis cases skipped"
-        _say(f"django-pulse bench ({'quick' if self.quick else 'full'}): {self.pinning}; "
-             f"{len(self.loadgen.pids)} load process(es); Redis: {redis}")
+        _say(
+            f"django-pulse bench ({'quick' if self.quick else 'full'}): {self.pinning}; "
+            f"{len(self.loadgen.pids)} load process(es); Redis: {redis}"
+        )
         results: dict[str, Any] = {
             "meta": self.meta(),
             "servers": {},
@@ -390,8 +442,18 @@ class Bench:
 
     def meta(self) -> dict[str, Any]:
         versions = {}
-        for dist in ("django", "channels", "channels-redis", "daphne", "uvicorn", "granian", "websockets", "uvloop",
-                     "redis", "twisted"):
+        for dist in (
+            "django",
+            "channels",
+            "channels-redis",
+            "daphne",
+            "uvicorn",
+            "granian",
+            "websockets",
+            "uvloop",
+            "redis",
+            "twisted",
+        ):
             with contextlib.suppress(metadata.PackageNotFoundError):
                 versions[dist] = metadata.version(dist)
         return {
@@ -406,8 +468,12 @@ class Bench:
             "load_processes": len(self.loadgen.pids),
             "versions": versions,
             "redis": self.redis_url,
-            "plan": {"cs": self.plan.cs, "fixed": {str(k): v for k, v in self.plan.fixed.items()},
-                     "presence_members": self.plan.presence_c, "ramp_factor": self.plan.ramp_factor},
+            "plan": {
+                "cs": self.plan.cs,
+                "fixed": {str(k): v for k, v in self.plan.fixed.items()},
+                "presence_members": self.plan.presence_c,
+                "ramp_factor": self.plan.ramp_factor,
+            },
             "git": _git_describe(),
         }
 
@@ -425,8 +491,9 @@ def _git_describe() -> str:
     import subprocess
 
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return ""
 
@@ -439,10 +506,10 @@ def _select(names: str | None) -> list[ServerSpec]:
     if not names:
         return list(SERVERS)
     wanted = [n.strip() for n in names.split(",") if n.strip()]
-    chosen = [s for s in SERVERS if any(w == s.name or (w.endswith("*") and s.name.startswith(w[:-1]))
-                                        for w in wanted)]
-    unknown = [w for w in wanted if not any(w == s.name or (w.endswith("*") and s.name.startswith(w[:-1]))
-                                            for s in SERVERS)]
+    chosen = [s for s in SERVERS if any(w == s.name or (w.endswith("*") and s.name.startswith(w[:-1])) for w in wanted)]
+    unknown = [
+        w for w in wanted if not any(w == s.name or (w.endswith("*") and s.name.startswith(w[:-1])) for s in SERVERS)
+    ]
     if unknown:
         raise SystemExit(f"unknown server(s) {', '.join(unknown)}; known: {', '.join(s.name for s in SERVERS)}")
     return chosen
@@ -463,8 +530,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", help="instead of the bench: py-spy profile of these servers (comma-separated)")
     parser.add_argument("--profile-rate", type=float, default=20.0, help="msg/s on the channel while profiling")
     parser.add_argument("--profile-seconds", type=float, default=12.0)
-    parser.add_argument("--profile-native", action="store_true",
-                        help="with --profile: include native frames (C, Rust) in the stacks")
+    parser.add_argument(
+        "--profile-native", action="store_true", help="with --profile: include native frames (C, Rust) in the stacks"
+    )
     return parser.parse_args(argv)
 
 
@@ -479,8 +547,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.cs:
         cs = sorted((int(c) for c in args.cs.split(",")), reverse=True)
         default_phases = plan.fixed[plan.cs[0]]
-        plan = Plan(**{**plan.__dict__, "cs": cs, "fixed": {c: plan.fixed.get(c, default_phases) for c in cs},
-                       "presence_c": 1000 if 1000 in cs else cs[0]})
+        plan = Plan(
+            **{
+                **plan.__dict__,
+                "cs": cs,
+                "fixed": {c: plan.fixed.get(c, default_phases) for c in cs},
+                "presence_c": 1000 if 1000 in cs else cs[0],
+            }
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.report:
@@ -500,9 +574,14 @@ def main(argv: list[str] | None = None) -> int:
         subs = int(args.cs.split(",")[0]) if args.cs else 1000
         try:
             for spec in _select(args.profile):
-                print(profile.render(profile.profile_server(bench, spec, subs, args.profile_rate,
-                                                            args.profile_seconds, out,
-                                                            native=args.profile_native)), flush=True)
+                print(
+                    profile.render(
+                        profile.profile_server(
+                            bench, spec, subs, args.profile_rate, args.profile_seconds, out, native=args.profile_native
+                        )
+                    ),
+                    flush=True,
+                )
         finally:
             bench.loadgen.stop()
         return 0
@@ -520,4 +599,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plot: {png}")
     print(f"({results['meta']['seconds']:.0f} s; the machine is shared and noisy: compare ratios within one run)")
     return 0 if all("error" not in s for s in results["servers"].values()) else 1
-

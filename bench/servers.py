@@ -52,8 +52,11 @@ class ServerSpec:
 
     @property
     def asgi_app(self) -> str:
-        return {"pulse": "bench.apps.pulse_app:application", "handwritten": "bench.apps.handwritten:application",
-                "bare": "bench.apps.bare:app"}[self.family]
+        return {
+            "pulse": "bench.apps.pulse_app:application",
+            "handwritten": "bench.apps.handwritten:application",
+            "bare": "bench.apps.bare:app",
+        }[self.family]
 
 
 SERVERS: list[ServerSpec] = [
@@ -63,17 +66,36 @@ SERVERS: list[ServerSpec] = [
     ServerSpec("bare-daphne", "bare", "daphne", label="bare ASGI app under daphne"),
     ServerSpec("pulse-granian", "pulse", "granian", label="django_pulse under granian, in-memory"),
     ServerSpec("pulse-uvicorn", "pulse", "uvicorn", label="django_pulse under uvicorn, in-memory"),
-    ServerSpec("pulse-uvicorn-asgi", "pulse", "uvicorn", label="django_pulse under uvicorn, DIRECT_WRITE off",
-               pulse=(("DIRECT_WRITE", False),)),
+    ServerSpec(
+        "pulse-uvicorn-asgi",
+        "pulse",
+        "uvicorn",
+        label="django_pulse under uvicorn, DIRECT_WRITE off",
+        pulse=(("DIRECT_WRITE", False),),
+    ),
     ServerSpec("pulse-daphne", "pulse", "daphne", label="django_pulse under daphne, in-memory"),
-    ServerSpec("pulse-daphne-asgi", "pulse", "daphne", label="django_pulse under daphne, DIRECT_WRITE off",
-               pulse=(("DIRECT_WRITE", False),)),
+    ServerSpec(
+        "pulse-daphne-asgi",
+        "pulse",
+        "daphne",
+        label="django_pulse under daphne, DIRECT_WRITE off",
+        pulse=(("DIRECT_WRITE", False),),
+    ),
     ServerSpec("pulse-daphne-redis", "pulse", "daphne", "redis", label="django_pulse, 1 daphne process, Redis"),
     ServerSpec("pulse-daphne-redis-x2", "pulse", "daphne", "redis", 2, label="django_pulse, 2 daphne processes, Redis"),
-    ServerSpec("handwritten-daphne", "handwritten", "daphne",
-               label="hand-written Channels consumer, daphne, InMemoryChannelLayer"),
-    ServerSpec("handwritten-daphne-redis", "handwritten", "daphne", "redis",
-               label="hand-written Channels consumer, daphne, RedisChannelLayer"),
+    ServerSpec(
+        "handwritten-daphne",
+        "handwritten",
+        "daphne",
+        label="hand-written Channels consumer, daphne, InMemoryChannelLayer",
+    ),
+    ServerSpec(
+        "handwritten-daphne-redis",
+        "handwritten",
+        "daphne",
+        "redis",
+        label="hand-written Channels consumer, daphne, RedisChannelLayer",
+    ),
 ]
 
 
@@ -130,8 +152,9 @@ class RunningServer:
 
     def publish(self, rate: float, count: int, seq0: int) -> dict[str, Any]:
         """Publish ``count`` messages at ``rate``/s inside the (first) server process; returns when done."""
-        result: dict[str, Any] = self.get(f"/__bench__/publish?rate={rate}&count={count}&seq0={seq0}",
-                                          timeout=count / rate + 15)  # a starved server is recorded, not waited for
+        result: dict[str, Any] = self.get(
+            f"/__bench__/publish?rate={rate}&count={count}&seq0={seq0}", timeout=count / rate + 15
+        )  # a starved server is recorded, not waited for
         return result
 
     def tokens(self, n: int) -> list[str]:
@@ -192,30 +215,68 @@ def _command(spec: ServerSpec, port: int) -> list[str]:
     if spec.server == "daphne":
         return [py, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), spec.asgi_app]
     if spec.server == "uvicorn":
-        return [py, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-                "--lifespan", "off", "--log-level", "warning", "--backlog", "4096", spec.asgi_app]
+        return [
+            py,
+            "-m",
+            "uvicorn",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--lifespan",
+            "off",
+            "--log-level",
+            "warning",
+            "--backlog",
+            "4096",
+            spec.asgi_app,
+        ]
     if spec.server == "granian":
         # --backpressure: granian's default (backlog/workers = 1,024) caps concurrent connections, and an open
         # WebSocket counts as one: without it a 5,000-subscriber run would stall at 1,024.
-        return [py, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
-                "--log-level", "warning", "--backlog", "4096", "--backpressure", "20000", spec.asgi_app]
+        return [
+            py,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--backlog",
+            "4096",
+            "--backpressure",
+            "20000",
+            spec.asgi_app,
+        ]
     raise ValueError(f"unknown server {spec.server!r}")
 
 
 def migrate_database(path: str) -> None:
     """Create the run's SQLite database (Pulse apps, sessions) once; every Django server shares it."""
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.apps.settings", "BENCH_KIND": "pulse", "BENCH_DB": path,
-           "PYTHONPATH": _pythonpath()}
-    subprocess.run([sys.executable, "-m", "django", "migrate", "--noinput", "-v0", "--skip-checks"], env=env, cwd=ROOT,
-                   check=True)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "bench.apps.settings",
+        "BENCH_KIND": "pulse",
+        "BENCH_DB": path,
+        "PYTHONPATH": _pythonpath(),
+    }
+    subprocess.run(
+        [sys.executable, "-m", "django", "migrate", "--noinput", "-v0", "--skip-checks"], env=env, cwd=ROOT, check=True
+    )
 
 
 def _pythonpath() -> str:
     return os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
 
 
-def start_server(spec: ServerSpec, *, workdir: Path, database: str, redis_url: str | None, pin: list[int] | None,
-                 timeout: float = 60) -> RunningServer:
+def start_server(
+    spec: ServerSpec, *, workdir: Path, database: str, redis_url: str | None, pin: list[int] | None, timeout: float = 60
+) -> RunningServer:
     """Start ``spec.processes`` processes and wait until each answers ``/__bench__/ping``."""
     prefix = f"pulsebench-{secrets.token_hex(4)}" if spec.layer == "redis" else None
     env = {
@@ -241,8 +302,16 @@ def start_server(spec: ServerSpec, *, workdir: Path, database: str, redis_url: s
         port = free_port()
         log = workdir / f"{spec.name}-{index}.log"
         with open(log, "ab") as out:  # a restarted server (a collapsed C) appends to its log
-            procs.append(subprocess.Popen([*taskset, *_command(spec, port)], env=env, cwd=ROOT, stdout=out,
-                                          stderr=subprocess.STDOUT, start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    [*taskset, *_command(spec, port)],
+                    env=env,
+                    cwd=ROOT,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
         ports.append(port)
         logs.append(log)
     server = RunningServer(spec, ports, procs, logs, redis_url if prefix else None, prefix)
@@ -257,8 +326,9 @@ def start_server(spec: ServerSpec, *, workdir: Path, database: str, redis_url: s
                     break
                 except OSError as exc:
                     if time.monotonic() > deadline:
-                        raise TimeoutError(f"{spec.name} did not answer within {timeout} s:\n{server.log_tail()}"
-                                           ) from exc
+                        raise TimeoutError(
+                            f"{spec.name} did not answer within {timeout} s:\n{server.log_tail()}"
+                        ) from exc
                     time.sleep(0.1)
     except BaseException:
         server.stop()

@@ -41,12 +41,15 @@ def resolve_app(kb_id: str | None, *, require_enabled: bool = True) -> PulseApp:
     else:
         found = PulseApp.objects.filter(kb_id=kb).first()
         if found is None:
-            raise AppError(f"No Pulse app has kbId {kb!r}; create it with 'manage.py pulse enable --kb-id {kb}'.",
-                           ErrorCode.APP_UNKNOWN)
+            raise AppError(
+                f"No Pulse app has kbId {kb!r}; create it with 'manage.py pulse enable --kb-id {kb}'.",
+                ErrorCode.APP_UNKNOWN,
+            )
         app = found
     if require_enabled and not app.enabled:
-        raise AppError(f"The Pulse app {kb!r} is disabled; enable it with 'manage.py pulse enable'.",
-                       ErrorCode.APP_DISABLED)
+        raise AppError(
+            f"The Pulse app {kb!r} is disabled; enable it with 'manage.py pulse enable'.", ErrorCode.APP_DISABLED
+        )
     return app
 
 

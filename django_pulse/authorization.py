@@ -77,7 +77,7 @@ def _compile(pattern: str) -> re.Pattern[str]:
         raise ValueError(f"authorize pattern {pattern!r} repeats a placeholder name")
     out, pos = [], 0
     for match in _PLACEHOLDER.finditer(pattern):
-        out.append(re.escape(pattern[pos:match.start()]))
+        out.append(re.escape(pattern[pos : match.start()]))
         out.append(f"(?P<{match.group(1)}>[^.:]+)")
         pos = match.end()
     out.append(re.escape(pattern[pos:]))

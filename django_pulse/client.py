@@ -67,8 +67,15 @@ class Realtime:
         self.resumed: dict[str, bool] = {}
 
     @classmethod
-    async def connect(cls, endpoint: str, token: str, *, origin: str | None = None, open_timeout: float = 10,
-                      recover: Realtime | Mapping[str, Any] | None = None) -> Realtime:
+    async def connect(
+        cls,
+        endpoint: str,
+        token: str,
+        *,
+        origin: str | None = None,
+        open_timeout: float = 10,
+        recover: Realtime | Mapping[str, Any] | None = None,
+    ) -> Realtime:
         """Open the WebSocket at ``endpoint``, authenticate with ``token`` and wait for ``connected``.
 
         With ``recover`` (an earlier ``Realtime`` of the same client, or its ``recovery()``), continue that
@@ -79,8 +86,13 @@ class Realtime:
         auth: dict[str, Any] = {"action": "auth", "token": token}
         if state and state.get("connectionKey"):
             auth["recover"] = state["connectionKey"]
-        ws = await ws_connect(endpoint, origin=origin, open_timeout=open_timeout,  # type: ignore[arg-type]
-                              max_size=None, ping_interval=None)
+        ws = await ws_connect(
+            endpoint,
+            origin=origin,
+            open_timeout=open_timeout,  # type: ignore[arg-type]
+            max_size=None,
+            ping_interval=None,
+        )
         client = cls(ws)
         try:
             await ws.send(json.dumps(auth))
@@ -108,8 +120,9 @@ class Realtime:
         subscribed channel's last serial and epoch."""
         return {
             "connectionKey": self.connected.get("connectionKey"),
-            "channels": {channel: {"serial": serial, "epoch": epoch}
-                         for channel, (serial, epoch) in self.positions.items()},
+            "channels": {
+                channel: {"serial": serial, "epoch": epoch} for channel, (serial, epoch) in self.positions.items()
+            },
         }
 
     @property
@@ -183,8 +196,9 @@ class Realtime:
             raise PulseClientError(reply["code"], reply["message"])
         return reply
 
-    async def subscribe(self, channel: str, *, rewind: int | None = None,
-                        resume: tuple[int, str] | None = None) -> dict[str, Any]:
+    async def subscribe(
+        self, channel: str, *, rewind: int | None = None, resume: tuple[int, str] | None = None
+    ) -> dict[str, Any]:
         """Subscribe; returns the ``ok`` reply: every message with a serial above its ``serial`` follows.
 
         ``rewind=N`` first delivers the newest N retained messages; ``resume=(serial, epoch)`` the messages after
@@ -201,8 +215,9 @@ class Realtime:
         self.positions.pop(channel, None)
         return await self.request("unsubscribe", channel=channel)
 
-    async def history(self, channel: str, *, limit: int | None = None,
-                      before: int | None = None) -> list[dict[str, Any]]:
+    async def history(
+        self, channel: str, *, limit: int | None = None, before: int | None = None
+    ) -> list[dict[str, Any]]:
         """The newest retained messages of ``channel`` (needs the ``history`` capability), oldest first."""
         members: dict[str, Any] = {"channel": channel}
         if limit is not None:

@@ -65,8 +65,21 @@ DEFAULT_HISTORY_LIMIT = 100
 class _Limits:
     """The settings a connection needs, read once per connection (the hot path reads no settings)."""
 
-    __slots__ = ("auth_timeout", "direct_write", "grace", "heartbeat", "history_size", "leeway", "max_message_size",
-                 "max_presence_data", "max_subscriptions", "outbound_limit", "publish_rate", "rate", "rate_burst")
+    __slots__ = (
+        "auth_timeout",
+        "direct_write",
+        "grace",
+        "heartbeat",
+        "history_size",
+        "leeway",
+        "max_message_size",
+        "max_presence_data",
+        "max_subscriptions",
+        "outbound_limit",
+        "publish_rate",
+        "rate",
+        "rate_burst",
+    )
 
     def __init__(self) -> None:
         s = pulse_settings
@@ -209,8 +222,9 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         install_daphne_shutdown()
-        self.outbox = Outbox(self.base_send, self.limits.outbound_limit, self._outbox_closed,
-                             direct_write=self.limits.direct_write)
+        self.outbox = Outbox(
+            self.base_send, self.limits.outbound_limit, self._outbox_closed, direct_write=self.limits.direct_write
+        )
         self.outbox.push({"type": "websocket.accept"}, 0)
         loop = asyncio.get_running_loop()
         self._auth_timer = loop.call_later(self.limits.auth_timeout, self._auth_timed_out)
@@ -266,8 +280,9 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
             else:
                 handler = self.handlers.get(request.action)
                 if handler is None:
-                    raise ProtocolViolation(f"Action {request.action.value!r} is not available on this server.",
-                                            ErrorCode.UNKNOWN_ACTION)
+                    raise ProtocolViolation(
+                        f"Action {request.action.value!r} is not available on this server.", ErrorCode.UNKNOWN_ACTION
+                    )
                 result = await handler(self, request)
         except PulseError as exc:
             if not self.closed:
@@ -276,8 +291,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         except Exception:
             logger.exception("Handler for %r failed on connection %s", request.action.value, self.connection_id)
             if not self.closed:
-                self.send_frame(error_frame(ErrorCode.INTERNAL_ERROR, "The server failed; the error is logged.",
-                                            ref))
+                self.send_frame(error_frame(ErrorCode.INTERNAL_ERROR, "The server failed; the error is logged.", ref))
             return
         if ref is not None and result is not None and not self.closed:
             self.send_frame(ok_frame(ref, result))
@@ -322,20 +336,27 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
             self.send_frame(error_frame(exc.code, exc.message, request.ref))
             self.close(CloseCode.UNAVAILABLE)
             return None
-        self.send_frame(connected_frame(
-            connection_id=self.connection_id, client_id=claims.client_id, kb_id=claims.kb_id,
-            expires_at=claims.expires_at * 1000, limits=self.limits.announce(),
-            connection_key=connection_key(claims.kb_id, claims.client_id, self.connection_id,
-                                          get_broker().process_id),
-            recovered=recovered,
-        ))
+        self.send_frame(
+            connected_frame(
+                connection_id=self.connection_id,
+                client_id=claims.client_id,
+                kb_id=claims.kb_id,
+                expires_at=claims.expires_at * 1000,
+                limits=self.limits.announce(),
+                connection_key=connection_key(
+                    claims.kb_id, claims.client_id, self.connection_id, get_broker().process_id
+                ),
+                recovered=recovered,
+            )
+        )
         loop = asyncio.get_running_loop()
         self._schedule_expiry(loop)
         self._heartbeat_timer = loop.call_later(self.limits.heartbeat, self._heartbeat)
         if recovered:
             await self._recovered(previous_process)
-        await self._send_signal(signals.client_connected, kb_id=self.kb_id, client_id=self.client_id,
-                                connection_id=self.connection_id)
+        await self._send_signal(
+            signals.client_connected, kb_id=self.kb_id, client_id=self.client_id, connection_id=self.connection_id
+        )
         await self.on_authenticated()
         return None
 
@@ -354,9 +375,15 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
             await connection_continued(self, previous_process)
         except PulseError:
             logger.warning("Could not keep the presence of recovered connection %s", self.connection_id)
-        command = {"type": RECOVERED, "kbId": self.kb_id, "clientId": self.client_id,
-                   "connectionId": self.connection_id, "processId": get_broker().process_id,
-                   "previousProcessId": previous_process, "instance": self.instance}
+        command = {
+            "type": RECOVERED,
+            "kbId": self.kb_id,
+            "clientId": self.client_id,
+            "connectionId": self.connection_id,
+            "processId": get_broker().process_id,
+            "previousProcessId": previous_process,
+            "instance": self.instance,
+        }
         try:
             await get_broker().broadcast(CONTROL_TOPIC, dumps(command))
         except PulseError:
@@ -488,8 +515,12 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self._abandon_timer = None
         if self._finished or self._task is None or self._task.done():
             return
-        logger.info("Connection %s: the server did not confirm its close (%s) within %.0f s; ending it",
-                    self.connection_id, self._close_code, ABANDON_AFTER)
+        logger.info(
+            "Connection %s: the server did not confirm its close (%s) within %.0f s; ending it",
+            self.connection_id,
+            self._close_code,
+            ABANDON_AFTER,
+        )
         self._abandoned = True
         self._task.cancel()
 
@@ -519,8 +550,13 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         except Exception:
             logger.exception("on_disconnect failed on connection %s", self.connection_id)
         if self.claims is not None:
-            await self._send_signal(signals.client_disconnected, kb_id=self.kb_id, client_id=self.client_id,
-                                    connection_id=self.connection_id, code=code)
+            await self._send_signal(
+                signals.client_disconnected,
+                kb_id=self.kb_id,
+                client_id=self.client_id,
+                connection_id=self.connection_id,
+                code=code,
+            )
 
     @staticmethod
     async def _send_signal(signal: Any, **kwargs: Any) -> None:
@@ -557,8 +593,9 @@ async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any] | N
         read = await broker.history(topic)
         return {"channel": channel, "serial": read.serial, "epoch": read.epoch}
     if len(conn.subscriptions) >= conn.limits.max_subscriptions:
-        raise LimitExceeded(f"At most {conn.limits.max_subscriptions} subscriptions per connection.",
-                            ErrorCode.TOO_MANY_SUBSCRIPTIONS)
+        raise LimitExceeded(
+            f"At most {conn.limits.max_subscriptions} subscriptions per connection.", ErrorCode.TOO_MANY_SUBSCRIPTIONS
+        )
     members = request.members
     resume: tuple[int, str] | None = None
     if "resume" in members:
@@ -631,8 +668,13 @@ async def history(conn: PulseConsumer, request: Request) -> dict[str, Any] | Non
     before = members.get("before")
     read = await get_broker().history(message_topic(conn.kb_id, channel), before=before, limit=limit)
     if request.ref is not None and not conn.closed:
-        conn.send_frame(history_ok_frame(request.ref, {"channel": channel, "serial": read.serial,
-                                                        "epoch": read.epoch}, [f for _, f in read.frames]))
+        conn.send_frame(
+            history_ok_frame(
+                request.ref,
+                {"channel": channel, "serial": read.serial, "epoch": read.epoch},
+                [f for _, f in read.frames],
+            )
+        )
     return None
 
 
@@ -652,12 +694,17 @@ async def publish(conn: PulseConsumer, request: Request) -> dict[str, Any]:
     channel = request.channel
     await conn.authorize(channel, Operation.PUBLISH)
     if not conn._publishes.allow(time.monotonic()):
-        raise LimitExceeded(f"At most {conn.limits.publish_rate:g} publishes per second per connection.",
-                            ErrorCode.RATE_LIMITED)
+        raise LimitExceeded(
+            f"At most {conn.limits.publish_rate:g} publishes per second per connection.", ErrorCode.RATE_LIMITED
+        )
     members = request.members
     message_id, serial = await _apublish_as_client(
-        kb_id=conn.kb_id, client_id=conn.client_id, channel=channel, event=members["name"],
-        data_json=encode_data(members.get("data")), id=members.get("id"),
+        kb_id=conn.kb_id,
+        client_id=conn.client_id,
+        channel=channel,
+        event=members["name"],
+        data_json=encode_data(members.get("data")),
+        id=members.get("id"),
     )
     return {"id": message_id, "serial": serial}
 
@@ -694,8 +741,10 @@ async def shutdown(code: int = CloseCode.GOING_AWAY, timeout: float = 2.0) -> in
     try:
         await asyncio.wait_for(get_registry().stop(), timeout)
     except Exception:
-        logger.warning("Could not remove this process's presence members at shutdown; the live processes' "
-                       "sweep will", exc_info=True)
+        logger.warning(
+            "Could not remove this process's presence members at shutdown; the live processes' sweep will",
+            exc_info=True,
+        )
     return len(conns)
 
 

@@ -118,11 +118,23 @@ class Outbox:
     dropped and the connection is closed with 4010 ``slow_consumer``; nobody else waits for it.
     """
 
-    __slots__ = ("_busy", "_direct", "_on_future_done", "_probe", "_queue", "_queued", "_send", "_task", "closed",
-                 "limit", "on_close")
+    __slots__ = (
+        "_busy",
+        "_direct",
+        "_on_future_done",
+        "_probe",
+        "_queue",
+        "_queued",
+        "_send",
+        "_task",
+        "closed",
+        "limit",
+        "on_close",
+    )
 
-    def __init__(self, send: ASGISend, limit: int, on_close: Callable[[int], None] | None = None, *,
-                 direct_write: bool = True) -> None:
+    def __init__(
+        self, send: ASGISend, limit: int, on_close: Callable[[int], None] | None = None, *, direct_write: bool = True
+    ) -> None:
         self._send = send
         self._probe = buffer_probe(send)
         # daphne and uvicorn: frames go to the socket directly when they can (server_io); None elsewhere.
@@ -238,8 +250,9 @@ class Outbox:
             self._queued -= nbytes
             self._start(message)
 
-    async def _run(self, coro: Coroutine[Any, Any, Any] | None, waiter: Any,
-                   awaitable: Awaitable[Any] | None = None) -> None:
+    async def _run(
+        self, coro: Coroutine[Any, Any, Any] | None, waiter: Any, awaitable: Awaitable[Any] | None = None
+    ) -> None:
         try:
             if coro is not None:
                 await _finish(coro, waiter)
@@ -384,10 +397,16 @@ class Hub:
             if conn.connection_id == connection_id and conn.instance != command.get("instance"):
                 conn.superseded = True
                 conn.close(CloseCode.SUPERSEDED)
-        kwargs = {"kb_id": command.get("kbId"), "client_id": command.get("clientId"), "connection_id": connection_id,
-                  "process_id": command.get("processId"), "previous_process_id": command.get("previousProcessId")}
-        task = asyncio.get_running_loop().create_task(signals.connection_recovered.asend_robust(
-            sender=__name__, **kwargs))
+        kwargs = {
+            "kb_id": command.get("kbId"),
+            "client_id": command.get("clientId"),
+            "connection_id": connection_id,
+            "process_id": command.get("processId"),
+            "previous_process_id": command.get("previousProcessId"),
+        }
+        task = asyncio.get_running_loop().create_task(
+            signals.connection_recovered.asend_robust(sender=__name__, **kwargs)
+        )
         self._signal_tasks.add(task)
         task.add_done_callback(self._signal_sent)
 
@@ -508,4 +527,3 @@ def reset_hub() -> None:
     global _hub
     with _hub_lock:
         _hub = None
-

@@ -92,8 +92,13 @@ class ServiceUnavailable(PulseAPIError):
 
 
 _BY_STATUS: dict[int, type[PulseAPIError]] = {
-    400: BadRequest, 401: NotAuthenticated, 403: PermissionDenied, 404: NotFound, 413: PayloadTooLarge,
-    429: Throttled, 503: ServiceUnavailable,
+    400: BadRequest,
+    401: NotAuthenticated,
+    403: PermissionDenied,
+    404: NotFound,
+    413: PayloadTooLarge,
+    429: Throttled,
+    503: ServiceUnavailable,
 }
 
 
@@ -105,8 +110,9 @@ class PulseClient:
         self.api_key = api_key
         self.timeout = timeout
 
-    def get_token(self, user_id: str | int, *, capabilities: dict[str, list[str]] | None = None,
-                  ttl: int | None = None) -> dict[str, Any]:
+    def get_token(
+        self, user_id: str | int, *, capabilities: dict[str, list[str]] | None = None, ttl: int | None = None
+    ) -> dict[str, Any]:
         """A token for client ``user_id`` of the key's app: ``{"token", "endpoint", "kbId", "clientId", ...}``."""
         body: dict[str, Any] = {"userId": str(user_id)}
         if capabilities is not None:

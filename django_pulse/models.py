@@ -102,7 +102,7 @@ class ApiKeyManager(models.Manager["ApiKey"]):
 def _prefix_of(raw: Any) -> str | None:
     if not isinstance(raw, str) or not raw.startswith(KEY_PREFIX) or len(raw) > 256:
         return None
-    prefix, sep, _ = raw[len(KEY_PREFIX):].partition("_")
+    prefix, sep, _ = raw[len(KEY_PREFIX) :].partition("_")
     return prefix if sep and len(prefix) == 8 else None
 
 

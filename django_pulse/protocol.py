@@ -133,8 +133,14 @@ class CloseCode(IntEnum):
 
 
 _GIVE_UP = frozenset(
-    {CloseCode.NORMAL, CloseCode.PROTOCOL_ERROR, CloseCode.APP_DISABLED, CloseCode.APP_UNKNOWN, CloseCode.REVOKED,
-     CloseCode.SUPERSEDED}
+    {
+        CloseCode.NORMAL,
+        CloseCode.PROTOCOL_ERROR,
+        CloseCode.APP_DISABLED,
+        CloseCode.APP_UNKNOWN,
+        CloseCode.REVOKED,
+        CloseCode.SUPERSEDED,
+    }
 )
 
 _CLOSE_FOR_ERROR = {
@@ -231,8 +237,9 @@ def encode_data(value: Any, member: str = "data") -> str:
     try:
         return dumps(value)
     except (ValueError, RecursionError):
-        raise _exceptions.ProtocolViolation(f"The member {member!r} is nested too deeply.",
-                                            ErrorCode.BAD_REQUEST) from None
+        raise _exceptions.ProtocolViolation(
+            f"The member {member!r} is nested too deeply.", ErrorCode.BAD_REQUEST
+        ) from None
 
 
 def utf8_len(text: str) -> int:
@@ -264,16 +271,23 @@ def _violation(message: str, code: ErrorCode, ref: str | int | None = None) -> _
     return exc
 
 
-def _string_member(members: dict[str, Any], name: str, ref: str | int | None, *, required: bool = True,
-                   max_length: int = MAX_NAME_LENGTH) -> None:
+def _string_member(
+    members: dict[str, Any],
+    name: str,
+    ref: str | int | None,
+    *,
+    required: bool = True,
+    max_length: int = MAX_NAME_LENGTH,
+) -> None:
     if name not in members:
         if required:
             raise _violation(f"The member {name!r} is missing.", ErrorCode.BAD_REQUEST, ref)
         return
     value = members[name]
     if not isinstance(value, str) or not 1 <= len(value) <= max_length:
-        raise _violation(f"The member {name!r} must be a string of 1-{max_length} characters.",
-                         ErrorCode.BAD_REQUEST, ref)
+        raise _violation(
+            f"The member {name!r} must be a string of 1-{max_length} characters.", ErrorCode.BAD_REQUEST, ref
+        )
 
 
 def parse_frame(text: str, max_size: int) -> Request:
@@ -304,8 +318,11 @@ def parse_frame(text: str, max_size: int) -> Request:
         or (isinstance(ref, str) and len(ref) > MAX_REF_LENGTH)
         or (isinstance(ref, int) and abs(ref) > MAX_SAFE_INTEGER)
     ):
-        raise _violation(f"The member 'ref' must be a string of at most {MAX_REF_LENGTH} characters or an integer "
-                         f"of at most {MAX_SAFE_INTEGER} in magnitude.", ErrorCode.BAD_REQUEST)
+        raise _violation(
+            f"The member 'ref' must be a string of at most {MAX_REF_LENGTH} characters or an integer "
+            f"of at most {MAX_SAFE_INTEGER} in magnitude.",
+            ErrorCode.BAD_REQUEST,
+        )
     raw_action = members.get("action")
     if not isinstance(raw_action, str):
         raise _violation("The member 'action' is missing or not a string.", ErrorCode.BAD_REQUEST, ref)
@@ -362,8 +379,11 @@ def _subscribe_members(members: dict[str, Any], ref: str | int | None) -> None:
         or not 1 <= len(resume["epoch"]) <= MAX_EPOCH_LENGTH
     ):
         raise _violation(
-            "The member 'resume' must be {\"serial\": integer >= 0, \"epoch\": string} from an earlier "
-            "subscribe reply and the messages seen since.", ErrorCode.BAD_REQUEST, ref)
+            'The member \'resume\' must be {"serial": integer >= 0, "epoch": string} from an earlier '
+            "subscribe reply and the messages seen since.",
+            ErrorCode.BAD_REQUEST,
+            ref,
+        )
 
 
 # -- frame builders ------------------------------------------------------------------------------------------
@@ -371,15 +391,29 @@ def _subscribe_members(members: dict[str, Any], ref: str | int | None) -> None:
 PING_FRAME = '{"action":"ping"}'
 
 
-def connected_frame(*, connection_id: str, client_id: str, kb_id: str, expires_at: int,
-                    limits: dict[str, int], connection_key: str | None = None, recovered: bool | None = None) -> str:
+def connected_frame(
+    *,
+    connection_id: str,
+    client_id: str,
+    kb_id: str,
+    expires_at: int,
+    limits: dict[str, int],
+    connection_key: str | None = None,
+    recovered: bool | None = None,
+) -> str:
     """The reply to a successful first ``auth``; ``expires_at`` in ms since the epoch.
 
     ``connection_key`` lets a later connection of the same client continue this one (``auth`` ``recover``);
     ``recovered`` answers an ``auth`` that carried ``recover`` (absent otherwise).
     """
-    frame: dict[str, Any] = {"action": "connected", "connectionId": connection_id, "clientId": client_id,
-                             "kbId": kb_id, "expiresAt": expires_at, "limits": limits}
+    frame: dict[str, Any] = {
+        "action": "connected",
+        "connectionId": connection_id,
+        "clientId": client_id,
+        "kbId": kb_id,
+        "expiresAt": expires_at,
+        "limits": limits,
+    }
     if connection_key is not None:
         frame["connectionKey"] = connection_key
     if recovered is not None:
@@ -406,8 +440,9 @@ def discontinuity_frame(channel: str, reason: str) -> str:
     return dumps({"action": "discontinuity", "channel": channel, "reason": reason})
 
 
-def message_head(*, channel: str, name: str, data_json: str, id: str, timestamp: int,
-                 client_id: str | None = None) -> str:
+def message_head(
+    *, channel: str, name: str, data_json: str, id: str, timestamp: int, client_id: str | None = None
+) -> str:
     """A ``message`` frame without its serial, ending in ``"serial":`` (the broker appends ``n}``).
 
     ``data_json`` is the data already encoded as JSON (the publisher chooses the encoder).
@@ -438,7 +473,7 @@ def message_frame_serial(text: str) -> int | None:
     if start < 0:
         return None
     try:
-        return int(text[start + len(_MESSAGE_SERIAL_TAIL):-1])
+        return int(text[start + len(_MESSAGE_SERIAL_TAIL) : -1])
     except ValueError:
         return None
 

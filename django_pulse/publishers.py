@@ -168,14 +168,22 @@ class ModelPublisher:
 
     # Signal receivers -------------------------------------------------------------------------------------
 
-    def _on_save(self, sender: type[models.Model], instance: models.Model, created: bool = False,
-                 raw: bool = False, using: str | None = None, **kwargs: Any) -> None:
+    def _on_save(
+        self,
+        sender: type[models.Model],
+        instance: models.Model,
+        created: bool = False,
+        raw: bool = False,
+        using: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         if raw:
             return
         self._schedule(instance, "created" if created else "updated", using)
 
-    def _on_delete(self, sender: type[models.Model], instance: models.Model, using: str | None = None,
-                   **kwargs: Any) -> None:
+    def _on_delete(
+        self, sender: type[models.Model], instance: models.Model, using: str | None = None, **kwargs: Any
+    ) -> None:
         # pre_delete runs inside the deletion's own atomic block, so this on_commit callback is dropped
         # when the deletion fails, and the instance (and what it points to) is still intact here.
         self._schedule(instance, "deleted", using)
@@ -213,17 +221,29 @@ class ModelPublisher:
         pre_delete.disconnect(sender=self.model, dispatch_uid=self._uid)
 
 
-def _report(model: type[models.Model], instance: models.Model, channel: str | None, event: str,
-            exc: BaseException) -> None:
-    logger.error("Could not publish %s of %s %r on channel %r: %s", event, model.__name__, instance.pk, channel, exc,
-                 exc_info=(type(exc), exc, exc.__traceback__))
+def _report(
+    model: type[models.Model], instance: models.Model, channel: str | None, event: str, exc: BaseException
+) -> None:
+    logger.error(
+        "Could not publish %s of %s %r on channel %r: %s",
+        event,
+        model.__name__,
+        instance.pk,
+        channel,
+        exc,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
     # send_robust: a receiver that raises is logged too, never raised into the save.
     for receiver, result in signals.publish_failed.send_robust(
         sender=model, instance=instance, channel=channel, event=event, exception=exc
     ):
         if isinstance(result, Exception):
-            logger.error("publish_failed receiver %r raised: %s", receiver, result,
-                         exc_info=(type(result), result, result.__traceback__))
+            logger.error(
+                "publish_failed receiver %r raised: %s",
+                receiver,
+                result,
+                exc_info=(type(result), result, result.__traceback__),
+            )
 
 
 _registry: dict[type[models.Model], list[ModelPublisher]] = {}
@@ -250,8 +270,17 @@ def register(
     times (e.g. on a list channel and on a per-object channel); each registration publishes. Raises
     ``ImproperlyConfigured`` for a bad argument.
     """
-    publisher = ModelPublisher(model=model, channel=channel, created=created, updated=updated, deleted=deleted,
-                               data=data, fields=fields, exclude=exclude, kb_id=kb_id)
+    publisher = ModelPublisher(
+        model=model,
+        channel=channel,
+        created=created,
+        updated=updated,
+        deleted=deleted,
+        data=data,
+        fields=fields,
+        exclude=exclude,
+        kb_id=kb_id,
+    )
     with _lock:
         publisher.connect()
         _registry.setdefault(model, []).append(publisher)
@@ -272,8 +301,17 @@ def publishes(
     """Class decorator form of ``register`` (same arguments)."""
 
     def decorate(model: M) -> M:
-        register(model, channel=channel, created=created, updated=updated, deleted=deleted, data=data,
-                 fields=fields, exclude=exclude, kb_id=kb_id)
+        register(
+            model,
+            channel=channel,
+            created=created,
+            updated=updated,
+            deleted=deleted,
+            data=data,
+            fields=fields,
+            exclude=exclude,
+            kb_id=kb_id,
+        )
         return model
 
     return decorate
@@ -343,7 +381,7 @@ def publish_instances(instances: Iterable[models.Model], action: Action, *, usin
         size = max(1, pulse_settings.MAX_BATCH)
         for kb_id, items in by_app.items():
             for start in range(0, len(items), size):
-                chunk = items[start:start + size]
+                chunk = items[start : start + size]
                 try:
                     sdk.publish_batch([message for message, _, _ in chunk], kb_id=kb_id)
                 except Exception as exc:

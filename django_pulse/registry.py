@@ -42,7 +42,7 @@ MESSAGE_TOPIC_PREFIX = "m:"
 def _message_topics(kb_id: str, topics: dict[str, int]) -> dict[str, int]:
     """Channel -> subscribers from a topic -> count map, for app ``kb_id``."""
     head = f"{MESSAGE_TOPIC_PREFIX}{kb_id}:"
-    return {topic[len(head):]: count for topic, count in topics.items() if topic.startswith(head) and count > 0}
+    return {topic[len(head) :]: count for topic, count in topics.items() if topic.startswith(head) and count > 0}
 
 
 def _local_topics() -> dict[str, int]:
@@ -119,8 +119,13 @@ class MemoryRegistry(ProcessRegistry):
 
     @staticmethod
     def _describe(process_id: str, connections: int, started_at: int) -> dict[str, Any]:
-        return {"id": process_id, "host": socket.gethostname(), "pid": os.getpid(), "connections": connections,
-                "startedAt": started_at}
+        return {
+            "id": process_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "connections": connections,
+            "startedAt": started_at,
+        }
 
 
 # KEYS: proc key, procs set, proctopics hash. ARGV: process id, value, ttl ms, topic1, count1, ...
@@ -199,14 +204,21 @@ class RedisRegistry(ProcessRegistry):
     def heartbeat_sync(self, topics: dict[str, int]) -> bool:
         """Refresh this process's liveness and topic counts; False if its key had expired meanwhile."""
         ttl_ms = int(pulse_settings.PROCESS_TIMEOUT * 1000)
-        value = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "connections": self.connections,
-                            "startedAt": self.started_at})
+        value = json.dumps(
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "connections": self.connections,
+                "startedAt": self.started_at,
+            }
+        )
         args: list[Any] = [self.process_id, value, ttl_ms]
         for topic, count in topics.items():
             args += [topic, count]
         pid = self.process_id
         existed = self._heartbeat_script(
-            keys=[self.key("proc", pid), self.key("procs"), self.key("proctopics", pid)], args=args)
+            keys=[self.key("proc", pid), self.key("procs"), self.key("proctopics", pid)], args=args
+        )
         return bool(existed)
 
     async def beat(self) -> None:
@@ -216,8 +228,7 @@ class RedisRegistry(ProcessRegistry):
         if not existed and self._beats > 1:
             # This process was silent longer than PROCESS_TIMEOUT (a stalled loop?): others may have swept its
             # members. Enter them again so the shared state matches the connections it still serves.
-            logger.warning("pulse: process %s missed its heartbeat deadline; re-entering its members",
-                           self.process_id)
+            logger.warning("pulse: process %s missed its heartbeat deadline; re-entering its members", self.process_id)
             from .presence import get_presence
 
             await get_presence().reassert()

@@ -114,8 +114,9 @@ def _encode_data(data: Any) -> str:
         raise ValueError(f"The message data must be JSON-serialisable: {exc}") from None
 
 
-def _build(channel: Any, event: Any, data: Any, *, id: Any, client_id: str | None,
-           data_json: str | None = None) -> tuple[str, str]:
+def _build(
+    channel: Any, event: Any, data: Any, *, id: Any, client_id: str | None, data_json: str | None = None
+) -> tuple[str, str]:
     """Validate one message and encode its frame head once; returns ``(head, message id)``.
 
     Raises ``ProtocolViolation`` (``invalid_channel`` / ``bad_request``), ``TypeError`` for data that is not
@@ -133,8 +134,12 @@ def _build(channel: Any, event: Any, data: Any, *, id: Any, client_id: str | Non
     elif not isinstance(id, str) or not 1 <= len(id) <= 255:
         raise ProtocolViolation("A message id must be a string of 1-255 characters.", ErrorCode.BAD_REQUEST)
     head = message_head(
-        channel=channel, name=event, data_json=_encode_data(data) if data_json is None else data_json, id=id,
-        timestamp=int(time.time() * 1000), client_id=client_id,
+        channel=channel,
+        name=event,
+        data_json=_encode_data(data) if data_json is None else data_json,
+        id=id,
+        timestamp=int(time.time() * 1000),
+        client_id=client_id,
     )
     if not head.isascii():
         try:
@@ -142,17 +147,20 @@ def _build(channel: Any, event: Any, data: Any, *, id: Any, client_id: str | Non
         except UnicodeEncodeError:
             # A lone surrogate (e.g. from "\\ud800" in decoded JSON) cannot be sent as UTF-8 text: it would fail
             # the send to every subscriber's socket.
-            raise ValueError("The message contains an unpaired surrogate (U+D800-U+DFFF); it cannot be encoded as "
-                             "UTF-8.") from None
+            raise ValueError(
+                "The message contains an unpaired surrogate (U+D800-U+DFFF); it cannot be encoded as UTF-8."
+            ) from None
     limit = pulse_settings.MAX_MESSAGE_SIZE
     if utf8_len(head) + _SERIAL_ROOM > limit:
-        raise LimitExceeded(f"The message is larger than MAX_MESSAGE_SIZE ({limit} bytes).",
-                            ErrorCode.MESSAGE_TOO_LARGE)
+        raise LimitExceeded(
+            f"The message is larger than MAX_MESSAGE_SIZE ({limit} bytes).", ErrorCode.MESSAGE_TOO_LARGE
+        )
     return head, id
 
 
-def _published_kwargs(kb_id: str, channel: str, event: str, id: str, serial: int,
-                      client_id: str | None) -> dict[str, Any]:
+def _published_kwargs(
+    kb_id: str, channel: str, event: str, id: str, serial: int, client_id: str | None
+) -> dict[str, Any]:
     return {"kb_id": kb_id, "channel": channel, "event": event, "id": id, "serial": serial, "client_id": client_id}
 
 
@@ -205,8 +213,9 @@ def publish(channel: str, event: str, data: Any = None, *, kb_id: str | None = N
     return message_id
 
 
-async def apublish(channel: str, event: str, data: Any = None, *, kb_id: str | None = None,
-                   id: str | None = None) -> str:
+async def apublish(
+    channel: str, event: str, data: Any = None, *, kb_id: str | None = None, id: str | None = None
+) -> str:
     """``publish`` for async code."""
     head, message_id = _build(channel, event, data, id=id, client_id=None)
     kb = await _aresolve_kb(kb_id)
@@ -214,20 +223,23 @@ async def apublish(channel: str, event: str, data: Any = None, *, kb_id: str | N
     return message_id
 
 
-async def _apublish_as_client(*, kb_id: str, client_id: str, channel: str, event: str, data_json: str,
-                              id: str | None) -> tuple[str, int | None]:
+async def _apublish_as_client(
+    *, kb_id: str, client_id: str, channel: str, event: str, data_json: str, id: str | None
+) -> tuple[str, int | None]:
     """A client's publish over the WebSocket (the consumer checked the app and capabilities already).
 
     Returns ``(id, serial)``; ``serial`` is None when ``id`` repeats one published within the idempotency window.
     """
     head, message_id = _build(channel, event, None, id=id, client_id=client_id, data_json=data_json)
-    serial = await _broadcast_once(kb_id, channel, event, head, message_id, explicit_id=id is not None,
-                                   client_id=client_id)
+    serial = await _broadcast_once(
+        kb_id, channel, event, head, message_id, explicit_id=id is not None, client_id=client_id
+    )
     return message_id, serial
 
 
-def _broadcast_once_sync(kb: str, channel: str, event: str, head: str, message_id: str, *, explicit_id: bool,
-                         client_id: str | None) -> int | None:
+def _broadcast_once_sync(
+    kb: str, channel: str, event: str, head: str, message_id: str, *, explicit_id: bool, client_id: str | None
+) -> int | None:
     """Broadcast a built message and send ``message_published``; returns its serial.
 
     A message whose publisher chose its id is claimed first (``idempotency``): a repeat within
@@ -248,8 +260,9 @@ def _broadcast_once_sync(kb: str, channel: str, event: str, head: str, message_i
     return serial
 
 
-async def _broadcast_once(kb: str, channel: str, event: str, head: str, message_id: str, *, explicit_id: bool,
-                          client_id: str | None) -> int | None:
+async def _broadcast_once(
+    kb: str, channel: str, event: str, head: str, message_id: str, *, explicit_id: bool, client_id: str | None
+) -> int | None:
     """``_broadcast_once_sync`` for async code."""
     from .broker import get_broker, message_topic
 
@@ -268,19 +281,20 @@ async def _broadcast_once(kb: str, channel: str, event: str, head: str, message_
 def _build_batch(messages: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str, str]]:
     items = list(messages)
     if len(items) > pulse_settings.MAX_BATCH:
-        raise ProtocolViolation(f"A batch holds at most MAX_BATCH ({pulse_settings.MAX_BATCH}) messages.",
-                                ErrorCode.BAD_REQUEST)
+        raise ProtocolViolation(
+            f"A batch holds at most MAX_BATCH ({pulse_settings.MAX_BATCH}) messages.", ErrorCode.BAD_REQUEST
+        )
     built = []
     for index, message in enumerate(items):
         if not isinstance(message, Mapping):
             raise ProtocolViolation(f"messages[{index}] must be an object.", ErrorCode.BAD_REQUEST)
         unknown = set(message) - {"channel", "event", "data", "id"}
         if unknown:
-            raise ProtocolViolation(f"messages[{index}] has unknown members {sorted(unknown)}.",
-                                    ErrorCode.BAD_REQUEST)
+            raise ProtocolViolation(f"messages[{index}] has unknown members {sorted(unknown)}.", ErrorCode.BAD_REQUEST)
         try:
-            head, message_id = _build(message.get("channel"), message.get("event"), message.get("data"),
-                                      id=message.get("id"), client_id=None)
+            head, message_id = _build(
+                message.get("channel"), message.get("event"), message.get("data"), id=message.get("id"), client_id=None
+            )
         except (ProtocolViolation, LimitExceeded) as exc:
             raise type(exc)(f"messages[{index}]: {exc.message}", exc.code) from None
         except (TypeError, ValueError) as exc:
@@ -300,8 +314,9 @@ def publish_batch(messages: Iterable[Mapping[str, Any]], *, kb_id: str | None = 
     built = _build_batch(items)
     kb = _resolve_kb(kb_id)
     for item, (channel, event, head, message_id) in zip(items, built, strict=True):
-        _broadcast_once_sync(kb, channel, event, head, message_id, explicit_id=item.get("id") is not None,
-                             client_id=None)
+        _broadcast_once_sync(
+            kb, channel, event, head, message_id, explicit_id=item.get("id") is not None, client_id=None
+        )
     return [message_id for _, _, _, message_id in built]
 
 
@@ -311,8 +326,9 @@ async def apublish_batch(messages: Iterable[Mapping[str, Any]], *, kb_id: str | 
     built = _build_batch(items)
     kb = await _aresolve_kb(kb_id)
     for item, (channel, event, head, message_id) in zip(items, built, strict=True):
-        await _broadcast_once(kb, channel, event, head, message_id, explicit_id=item.get("id") is not None,
-                              client_id=None)
+        await _broadcast_once(
+            kb, channel, event, head, message_id, explicit_id=item.get("id") is not None, client_id=None
+        )
     return [message_id for _, _, _, message_id in built]
 
 
@@ -341,8 +357,9 @@ def _messages(frames: list[tuple[int, str]]) -> list[dict[str, Any]]:
     return messages
 
 
-def history(channel: str, *, kb_id: str | None = None, limit: int = 100,
-            before: int | None = None) -> list[dict[str, Any]]:
+def history(
+    channel: str, *, kb_id: str | None = None, limit: int = 100, before: int | None = None
+) -> list[dict[str, Any]]:
     """The newest ``limit`` retained messages of ``channel`` (with ``before``: those with a lower serial), oldest
     first, as ``{"channel", "name", "data", "id", "timestamp", "serial", "clientId"?}`` dicts.
 
@@ -359,8 +376,9 @@ def history(channel: str, *, kb_id: str | None = None, limit: int = 100,
     return _messages(get_broker().history_sync(message_topic(kb, name), before=before, limit=count).frames)
 
 
-async def ahistory(channel: str, *, kb_id: str | None = None, limit: int = 100,
-                   before: int | None = None) -> list[dict[str, Any]]:
+async def ahistory(
+    channel: str, *, kb_id: str | None = None, limit: int = 100, before: int | None = None
+) -> list[dict[str, Any]]:
     """``history`` for async code."""
     from .broker import get_broker, message_topic
 

@@ -150,8 +150,18 @@ def _daphne_writer(protocol: Any) -> DirectWriter | None:
         and isinstance(transport, Connection)
         and isinstance(state_open, int)
         and all(hasattr(protocol, name) for name in ("state", "send_queue", "_perMessageCompress"))
-        and all(hasattr(transport, name) for name in ("socket", "dataBuffer", "offset", "_tempDataLen", "connected",
-                                                      "disconnecting", "_writeDisconnected"))
+        and all(
+            hasattr(transport, name)
+            for name in (
+                "socket",
+                "dataBuffer",
+                "offset",
+                "_tempDataLen",
+                "connected",
+                "disconnecting",
+                "_writeDisconnected",
+            )
+        )
     ):
         return None
     tcp: Any = transport  # Twisted's tcp.Connection (untyped)
@@ -213,9 +223,12 @@ def _uvicorn_writer(protocol: Any) -> DirectWriter | None:
     transport = getattr(protocol, "transport", None)
     writable = getattr(protocol, "writable", None)
     if not (
-        conn is not None and transport is not None and writable is not None
-        and all(hasattr(protocol, name) for name in ("handshake_complete", "close_sent", "initial_response",
-                                                     "disconnected"))
+        conn is not None
+        and transport is not None
+        and writable is not None
+        and all(
+            hasattr(protocol, name) for name in ("handshake_complete", "close_sent", "initial_response", "disconnected")
+        )
         and all(hasattr(conn, name) for name in ("state", "extensions", "expect_continuation_frame", "writes"))
     ):
         return None
@@ -257,9 +270,12 @@ def _announce(server: str, on: bool, protocol: Any) -> None:
     if on:
         logger.debug("%s fast path on: fanned-out frames are written to the sockets directly", server)
     else:
-        logger.info("%s fast path off: %s over %s is not what django_pulse.server_io expects; frames go through "
-                    "the ASGI send", server, type(protocol).__name__,
-                    type(getattr(protocol, "transport", None)).__name__)
+        logger.info(
+            "%s fast path off: %s over %s is not what django_pulse.server_io expects; frames go through the ASGI send",
+            server,
+            type(protocol).__name__,
+            type(getattr(protocol, "transport", None)).__name__,
+        )
 
 
 def direct_writer(send: Any) -> DirectWriter | None:

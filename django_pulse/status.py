@@ -73,8 +73,11 @@ def collect() -> dict[str, Any]:
         except PulseError as exc:
             live["error"] = exc.message
         else:
-            live = {"processes": len(registry["processes"]), "connections": registry["connections"],
-                    "processList": registry["processes"]}
+            live = {
+                "processes": len(registry["processes"]),
+                "connections": registry["connections"],
+                "processList": registry["processes"],
+            }
     return {
         "version": __version__,
         "mode": "redis" if pulse_settings.REDIS_URL else "embedded",

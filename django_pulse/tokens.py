@@ -18,8 +18,15 @@ import jwt
 from .exceptions import TokenError
 from .protocol import ErrorCode, Operation
 
-__all__ = ["ALGORITHM", "Claims", "capability_allows", "issue_token", "normalize_capabilities", "peek_kb_id",
-           "verify_token"]
+__all__ = [
+    "ALGORITHM",
+    "Claims",
+    "capability_allows",
+    "issue_token",
+    "normalize_capabilities",
+    "peek_kb_id",
+    "verify_token",
+]
 
 ALGORITHM = "HS256"
 ISSUER = "django-pulse"
@@ -142,8 +149,12 @@ def verify_token(token: str, *, secret: str, kb_id: str, leeway: int, now: float
             secret,
             algorithms=[ALGORITHM],
             issuer=ISSUER,
-            options={"require": ["exp", "iat", "sub", "jti", "kb"], "verify_exp": False, "verify_nbf": False,
-                     "verify_iat": False},
+            options={
+                "require": ["exp", "iat", "sub", "jti", "kb"],
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+            },
         )
     except jwt.InvalidSignatureError:
         raise TokenError("The token's signature does not match this app's secret.", ErrorCode.TOKEN_INVALID) from None

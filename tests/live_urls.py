@@ -70,14 +70,16 @@ async def state(request: HttpRequest) -> JsonResponse:
     hub = get_hub()
     with open("/proc/self/statm") as statm:
         rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    return JsonResponse({
-        "topics": hub.local_topics(),
-        "connections": sum(len(conns) for conns in hub.connections.values()),
-        "consumers": len(consumers._live),
-        "open": sum(1 for conn in list(consumers._live) if not conn.closed),
-        "tasks": len(asyncio.all_tasks()),
-        "rss": rss,
-    })
+    return JsonResponse(
+        {
+            "topics": hub.local_topics(),
+            "connections": sum(len(conns) for conns in hub.connections.values()),
+            "consumers": len(consumers._live),
+            "open": sum(1 for conn in list(consumers._live) if not conn.closed),
+            "tasks": len(asyncio.all_tasks()),
+            "rss": rss,
+        }
+    )
 
 
 SEED_DIR = Path(__file__).resolve().parent / "browser" / "seed"

@@ -31,16 +31,20 @@ class RawWebSocket:
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
         reader, writer = await asyncio.open_connection(sock=sock)
         key = base64.b64encode(os.urandom(16)).decode()
-        writer.write((f"GET /pulse/ws/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                      f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
-                     .encode())
+        writer.write(
+            (
+                f"GET /pulse/ws/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
         assert head.startswith(b"HTTP/1.1 101"), head
         return cls(reader, writer)
 
     @classmethod
-    async def subscriber(cls, server: LiveServer, client_id: str, channel: str, *,
-                         rcvbuf: int | None = None) -> RawWebSocket:
+    async def subscriber(
+        cls, server: LiveServer, client_id: str, channel: str, *, rcvbuf: int | None = None
+    ) -> RawWebSocket:
         """Opened, authenticated as ``client_id`` (a token minted by ``server``) and subscribed to ``channel``."""
         ws = await cls.open(server.port, rcvbuf=rcvbuf)
         token = await asyncio.to_thread(server.token, client_id)

@@ -68,7 +68,9 @@ class LiveServer:
 
     def post(self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
         request = urllib.request.Request(
-            self.url + path, data=json.dumps(body).encode(), method="POST",
+            self.url + path,
+            data=json.dumps(body).encode(),
+            method="POST",
             headers={"Content-Type": "application/json", **(headers or {})},
         )
         try:
@@ -109,11 +111,34 @@ def _command(server: str, port: int, app: str, args: list[str] | None = None) ->
     if server == "daphne":
         return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *(args or []), app]
     if server == "uvicorn":
-        return [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-                "--lifespan", "off", app]
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--lifespan",
+            "off",
+            app,
+        ]
     if server == "granian":
-        return [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
-                "--log-level", "warning", app]
+        return [
+            sys.executable,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            app,
+        ]
     raise ValueError(f"unknown server {server!r}")
 
 
@@ -160,8 +185,9 @@ def live_server(
         migrate(env)
     log_path = Path(tmpdir) / "server.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(_command(server, port, app, server_args), env=env, cwd=ROOT, stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            _command(server, port, app, server_args), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
     live = LiveServer(port=port, proc=proc, database=db, env=env, log_path=log_path)
     try:
         wait_for_port(port, proc=proc)
@@ -194,8 +220,13 @@ def scratch_database() -> Iterator[str]:
 
     config = dj_database_url.parse(base)
     name = f"pulse_example_{os.getpid()}_{free_port()}"
-    admin = {"dbname": "postgres", "user": config.get("USER") or None, "password": config.get("PASSWORD") or None,
-             "host": config.get("HOST") or None, "port": config.get("PORT") or None}
+    admin = {
+        "dbname": "postgres",
+        "user": config.get("USER") or None,
+        "password": config.get("PASSWORD") or None,
+        "host": config.get("HOST") or None,
+        "port": config.get("PORT") or None,
+    }
     with psycopg.connect(**admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
@@ -224,11 +255,18 @@ def example_server(
         env = {
             "DJANGO_SETTINGS_MODULE": "example_project.settings",
             "PYTHONPATH": os.pathsep.join([str(ROOT), str(EXAMPLE_DIR), os.environ.get("PYTHONPATH", "")]).rstrip(
-                os.pathsep),
+                os.pathsep
+            ),
             "DATABASE_URL": url,
             "REDIS_URL": redis_url or "",
             "PULSE_REDIS_PREFIX": redis_prefix or "pulse",
         }
-        live = stack.enter_context(live_server(server=server, app="example_project.asgi:application",
-                                               extra_env=env, database=url if database_url else None))
+        live = stack.enter_context(
+            live_server(
+                server=server,
+                app="example_project.asgi:application",
+                extra_env=env,
+                database=url if database_url else None,
+            )
+        )
         yield live

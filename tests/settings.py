@@ -51,9 +51,7 @@ TEMPLATES = [
 ]
 ROOT_URLCONF = "tests.urls"
 ASGI_APPLICATION = "tests.asgi.application"
-DATABASES = {
-    "default": dj_database_url.parse(os.environ.get("DATABASE_URL") or "sqlite:///:memory:", conn_max_age=0)
-}
+DATABASES = {"default": dj_database_url.parse(os.environ.get("DATABASE_URL") or "sqlite:///:memory:", conn_max_age=0)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "/static/"
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}

@@ -35,11 +35,11 @@ class CuttableProxy:
     def __enter__(self) -> CuttableProxy:
         self._thread.start()
         self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._handle, "127.0.0.1", self.port), self._loop).result(5)
+            asyncio.start_server(self._handle, "127.0.0.1", self.port), self._loop
+        ).result(5)
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         async def shutdown() -> None:
             if self._server is not None:
                 self._server.close()
@@ -56,6 +56,7 @@ class CuttableProxy:
 
     def cut(self) -> None:
         """Reset every open connection (the peers see the TCP connection end) and refuse new ones."""
+
         def do() -> None:
             self._cut = True
             self._abort_all()
@@ -64,6 +65,7 @@ class CuttableProxy:
 
     def restore(self) -> None:
         """Forward new connections again."""
+
         def do() -> None:
             self._cut = False
 

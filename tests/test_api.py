@@ -71,21 +71,25 @@ def test_api_key_gets_a_token_for_user_id(key: str) -> None:
 
 def test_api_key_chooses_capabilities_and_ttl(key: str) -> None:
     response = client_with(key).post(
-        "/pulse/token/", {"userId": "u", "capabilities": {"chat.*": ["subscribe"]}, "ttl": 60}, format="json")
+        "/pulse/token/", {"userId": "u", "capabilities": {"chat.*": ["subscribe"]}, "ttl": 60}, format="json"
+    )
     assert response.status_code == 200, response.content
     claims = authenticate_token(response.json()["token"])
     assert claims.capabilities == {"chat.*": ["subscribe"]}
     assert claims.expires_at - claims.issued_at == 60
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({}, "userId"),
-    ({"userId": ""}, "userId"),
-    ({"userId": "u", "ttl": 0}, "ttl"),
-    ({"userId": "u", "ttl": "soon"}, "ttl"),
-    ({"userId": "u", "capabilities": ["subscribe"]}, "capabilities"),
-    ({"userId": "u", "kbId": "not a kb id"}, "kbId"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "userId"),
+        ({"userId": ""}, "userId"),
+        ({"userId": "u", "ttl": 0}, "ttl"),
+        ({"userId": "u", "ttl": "soon"}, "ttl"),
+        ({"userId": "u", "capabilities": ["subscribe"]}, "capabilities"),
+        ({"userId": "u", "kbId": "not a kb id"}, "kbId"),
+    ],
+)
 def test_token_bad_body_is_400_naming_the_field(key: str, body: dict[str, Any], field: str) -> None:
     response = client_with(key).post("/pulse/token/", body, format="json")
     assert response.status_code == 400, response.content
@@ -97,7 +101,8 @@ def test_token_bad_body_is_400_naming_the_field(key: str, body: dict[str, Any], 
 
 def test_token_capabilities_rejected_by_the_sdk_are_400(key: str) -> None:
     response = client_with(key).post(
-        "/pulse/token/", {"userId": "u", "capabilities": {"chat": ["teleport"]}}, format="json")
+        "/pulse/token/", {"userId": "u", "capabilities": {"chat": ["teleport"]}}, format="json"
+    )
     assert response.status_code == 400
     assert "teleport" in error_of(response)["message"]
 
@@ -217,6 +222,7 @@ def test_session_user_unknown_app_is_404(app: PulseApp, alice: User) -> None:
 
 # -- PULSE["TOKEN_PERMISSION"] --------------------------------------------------------------------------------
 
+
 def only_staff_chat(request: Any, user_id: str) -> dict[str, list[str]] | bool | None:
     """Test hook: 'banned' is refused by exception, 'muted' by False; alice reads chat only."""
     if user_id == "banned":
@@ -237,7 +243,8 @@ def test_token_permission_hook_decides(settings: Any, key: str, alice: User) -> 
         assert error_of(response)["code"] == "forbidden"
     response = api.post("/pulse/token/", {"userId": "worker"}, format="json")
     assert authenticate_token(response.json()["token"]).capabilities == {
-        "*": ["history", "presence", "publish", "subscribe"]}
+        "*": ["history", "presence", "publish", "subscribe"]
+    }
     client, headers = session_client(alice, csrf=True)
     response = client.post("/pulse/token/", {}, format="json", **headers)
     assert authenticate_token(response.json()["token"]).capabilities == {"chat.*": ["presence", "subscribe"]}
@@ -264,16 +271,22 @@ def test_throttle_per_api_key_read_live(settings: Any, app: PulseApp, key: str) 
 # -- publish/ validation (before the SDK is called) ----------------------------------------------------------
 
 
-@pytest.mark.parametrize(("body", "code", "needle"), [
-    ({"event": "e"}, "bad_request", "channel:"),
-    ({"channel": "posts"}, "bad_request", "event:"),
-    ({"channel": "bad channel!", "event": "e"}, "invalid_channel", "channel:"),
-    ({"channel": "x" * 256, "event": "e"}, "invalid_channel", "channel:"),
-    ({"messages": []}, "bad_request", "messages:"),
-    ({"messages": [{"channel": "ok", "event": "e"}, {"channel": "no way", "event": "e"}]}, "invalid_channel",
-     "messages"),
-    ({"messages": "posts"}, "bad_request", "messages:"),
-])
+@pytest.mark.parametrize(
+    ("body", "code", "needle"),
+    [
+        ({"event": "e"}, "bad_request", "channel:"),
+        ({"channel": "posts"}, "bad_request", "event:"),
+        ({"channel": "bad channel!", "event": "e"}, "invalid_channel", "channel:"),
+        ({"channel": "x" * 256, "event": "e"}, "invalid_channel", "channel:"),
+        ({"messages": []}, "bad_request", "messages:"),
+        (
+            {"messages": [{"channel": "ok", "event": "e"}, {"channel": "no way", "event": "e"}]},
+            "invalid_channel",
+            "messages",
+        ),
+        ({"messages": "posts"}, "bad_request", "messages:"),
+    ],
+)
 def test_publish_bad_body_is_400(key: str, body: dict[str, Any], code: str, needle: str) -> None:
     response = client_with(key).post("/pulse/publish/", body, format="json")
     assert response.status_code == 400, response.content
@@ -328,12 +341,15 @@ def test_unknown_path_under_the_mount_is_404() -> None:
 # -- system checks of the API settings -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("pulse", "ids"), [
-    ({"API_THROTTLE_RATE": "lots"}, ["django_pulse.E020"]),
-    ({"API_THROTTLE_RATE": "10/min", "TOKEN_PERMISSION": "no.such.module.hook"}, ["django_pulse.E021"]),
-    ({"TOKEN_PERMISSION": "django_pulse.conf.DEFAULTS"}, ["django_pulse.E021"]),
-    ({"API_THROTTLE_RATE": None, "TOKEN_PERMISSION": f"{__name__}.only_staff_chat"}, []),
-])
+@pytest.mark.parametrize(
+    ("pulse", "ids"),
+    [
+        ({"API_THROTTLE_RATE": "lots"}, ["django_pulse.E020"]),
+        ({"API_THROTTLE_RATE": "10/min", "TOKEN_PERMISSION": "no.such.module.hook"}, ["django_pulse.E021"]),
+        ({"TOKEN_PERMISSION": "django_pulse.conf.DEFAULTS"}, ["django_pulse.E021"]),
+        ({"API_THROTTLE_RATE": None, "TOKEN_PERMISSION": f"{__name__}.only_staff_chat"}, []),
+    ],
+)
 def test_api_settings_checks(settings: Any, pulse: dict[str, Any], ids: list[str]) -> None:
     from django_pulse.checks import check_api_settings
 
@@ -361,8 +377,9 @@ def published() -> Iterator[list[dict[str, Any]]]:
 
 def test_publish_one_and_a_batch_in_order(key: str, published: list[dict[str, Any]]) -> None:
     client = client_with(key)
-    response = client.post("/pulse/publish/", {"channel": "posts", "event": "new_post", "data": {"n": 1}},
-                           format="json")
+    response = client.post(
+        "/pulse/publish/", {"channel": "posts", "event": "new_post", "data": {"n": 1}}, format="json"
+    )
     assert response.status_code == 200, response.content
     first = response.json()["id"]
     batch = [{"channel": "posts", "event": "new_post", "data": {"n": n}} for n in (2, 3, 4)]
@@ -374,8 +391,7 @@ def test_publish_one_and_a_batch_in_order(key: str, published: list[dict[str, An
     assert [p["serial"] for p in published] == [1, 2, 3, 4]
 
 
-def test_publish_with_a_seen_id_is_accepted_and_not_delivered_twice(key: str,
-                                                                   published: list[dict[str, Any]]) -> None:
+def test_publish_with_a_seen_id_is_accepted_and_not_delivered_twice(key: str, published: list[dict[str, Any]]) -> None:
     client = client_with(key)
     body = {"channel": "posts", "event": "new_post", "data": {"n": 1}, "id": "order-42"}
     for _ in range(3):
@@ -383,12 +399,15 @@ def test_publish_with_a_seen_id_is_accepted_and_not_delivered_twice(key: str,
         assert response.status_code == 200 and response.json() == {"id": "order-42"}
     other_channel = client.post("/pulse/publish/", {**body, "channel": "audit"}, format="json")
     assert other_channel.status_code == 200
-    response = client.post("/pulse/publish/", {"messages": [body, {**body, "id": "order-43"}, {**body, "id":
-                                                                                             "order-43"}]},
-                           format="json")
+    response = client.post(
+        "/pulse/publish/", {"messages": [body, {**body, "id": "order-43"}, {**body, "id": "order-43"}]}, format="json"
+    )
     assert response.json() == {"ids": ["order-42", "order-43", "order-43"]}
-    assert [(p["channel"], p["id"]) for p in published] == [("posts", "order-42"), ("audit", "order-42"),
-                                                            ("posts", "order-43")]
+    assert [(p["channel"], p["id"]) for p in published] == [
+        ("posts", "order-42"),
+        ("audit", "order-42"),
+        ("posts", "order-43"),
+    ]
 
 
 def test_idempotency_window_is_read_live(settings: Any, key: str, published: list[dict[str, Any]]) -> None:
@@ -402,8 +421,9 @@ def test_idempotency_window_is_read_live(settings: Any, key: str, published: lis
 
 def test_publish_too_large_is_413(settings: Any, key: str) -> None:
     settings.PULSE = {"MAX_MESSAGE_SIZE": 300}
-    response = client_with(key).post("/pulse/publish/", {"channel": "c", "event": "e", "data": "x" * 400},
-                                     format="json")
+    response = client_with(key).post(
+        "/pulse/publish/", {"channel": "c", "event": "e", "data": "x" * 400}, format="json"
+    )
     assert response.status_code == 413
     assert error_of(response)["code"] == "message_too_large"
 

@@ -24,8 +24,14 @@ pytestmark = pytest.mark.slow
 
 def pulse_cmd(server: LiveServer, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``manage.py pulse ...`` in a fresh process with the server's settings (its database, SERVER_URL)."""
-    return subprocess.run([sys.executable, "-m", "django", "pulse", *args], env=env or server.env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "django", "pulse", *args],
+        env=env or server.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def pulse_json(server: LiveServer, *args: str) -> Any:
@@ -88,11 +94,14 @@ async def test_http_publish_presence_channels_and_idempotency(embedded: LiveServ
         first = await asyncio.to_thread(client.publish, "posts", "new_post", {"n": 1}, id="post-1")
         again = await asyncio.to_thread(client.publish, "posts", "new_post", {"n": 1}, id="post-1")
         assert first == again == "post-1"
-        ids = await asyncio.to_thread(client.publish_batch, [
-            {"channel": "posts", "event": "new_post", "data": {"n": 2}},
-            {"channel": "posts", "event": "new_post", "data": {"n": 3}, "id": "post-1"},  # a repeat: skipped
-            {"channel": "posts", "event": "new_post", "data": {"n": 4}},
-        ])
+        ids = await asyncio.to_thread(
+            client.publish_batch,
+            [
+                {"channel": "posts", "event": "new_post", "data": {"n": 2}},
+                {"channel": "posts", "event": "new_post", "data": {"n": 3}, "id": "post-1"},  # a repeat: skipped
+                {"channel": "posts", "event": "new_post", "data": {"n": 4}},
+            ],
+        )
         assert len(ids) == 3 and ids[1] == "post-1"
         seen = []
         while len(seen) < 3:
@@ -134,8 +143,9 @@ async def test_cli_reaches_the_embedded_server(embedded: LiveServer, api_key: st
         assert published.returncode == 0, published.stderr
         frame = await rt.next_event(timeout=10)
         assert (frame["name"], frame["data"]) == ("message", "Hello from the CLI")
-        published = await asyncio.to_thread(pulse_cmd, embedded, "publish", "posts", "--event", "new_post",
-                                            "--data", '{"post": {"id": 9}}')
+        published = await asyncio.to_thread(
+            pulse_cmd, embedded, "publish", "posts", "--event", "new_post", "--data", '{"post": {"id": 9}}'
+        )
         assert published.returncode == 0, published.stderr
         frame = await rt.next_event(timeout=10)
         assert (frame["name"], frame["data"]) == ("new_post", {"post": {"id": 9}})

@@ -28,11 +28,19 @@ def test_schema_is_served_and_describes_the_api(capsys: pytest.CaptureFixture[st
     schema = response.json()
     assert schema["openapi"].startswith("3.")
     assert schema["info"]["title"] == "django-pulse HTTP API"
-    assert set(schema["paths"]) == {"/pulse/token/", "/pulse/publish/", "/pulse/presence/{channel}/",
-                                    "/pulse/channels/", "/pulse/status/", "/pulse/close-connections/"}
+    assert set(schema["paths"]) == {
+        "/pulse/token/",
+        "/pulse/publish/",
+        "/pulse/presence/{channel}/",
+        "/pulse/channels/",
+        "/pulse/status/",
+        "/pulse/close-connections/",
+    }
     assert schema["components"]["securitySchemes"]["pulseApiKey"] == {
-        "type": "http", "scheme": "bearer", "description": schema["components"]["securitySchemes"]["pulseApiKey"][
-            "description"]}
+        "type": "http",
+        "scheme": "bearer",
+        "description": schema["components"]["securitySchemes"]["pulseApiKey"]["description"],
+    }
     publish = schema["paths"]["/pulse/publish/"]["post"]
     assert {"400", "401", "403", "413", "429", "503"} <= set(publish["responses"])
     channel = schema["components"]["schemas"]["PublishMessageRequest"]["properties"]["channel"]
@@ -68,8 +76,9 @@ def test_fuzz_the_api_against_its_schema() -> None:
 def _fuzz(operations: list[Any], api_key: str) -> None:
     for operation in operations:
 
-        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
-                  database=None)
+        @settings(
+            max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
+        )
         @given(case=operation.as_strategy())
         def run(case: Any) -> None:
             response = case.call(headers={"Authorization": f"Bearer {api_key}"})

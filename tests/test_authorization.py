@@ -19,8 +19,14 @@ ALL = {"*": ["subscribe", "publish", "presence", "history"]}
 
 
 def claims(client_id: str = "1", caps: dict[str, list[str]] | None = None) -> Claims:
-    return Claims(client_id=client_id, kb_id="default", issued_at=0, expires_at=0, token_id="t",
-                  capabilities=normalize_capabilities(caps or ALL))
+    return Claims(
+        client_id=client_id,
+        kb_id="default",
+        issued_at=0,
+        expires_at=0,
+        token_id="t",
+        capabilities=normalize_capabilities(caps or ALL),
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -61,8 +61,15 @@ def unmask(frame: bytes) -> tuple[int, bytes]:
 
 
 def message(seq: int, t_us: int, pad: int = 0) -> bytes:
-    frame = {"action": "message", "channel": "bench", "name": "tick", "data": {"t": t_us, "s": seq},
-             "id": "m_" + "x" * pad, "timestamp": 1, "serial": seq}
+    frame = {
+        "action": "message",
+        "channel": "bench",
+        "name": "tick",
+        "data": {"t": t_us, "s": seq},
+        "id": "m_" + "x" * pad,
+        "timestamp": 1,
+        "serial": seq,
+    }
     return json.dumps(frame).encode()  # default separators, with spaces: the parser must not care
 
 
@@ -125,16 +132,31 @@ def test_percentiles_count_lost_deliveries_as_never_delivered() -> None:
 def test_quick_mode_runs_every_server_end_to_end(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path), "--redis-url", REDIS_URL],
-        cwd=ROOT, capture_output=True, text=True, timeout=560,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=560,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "Targets (ratios within this run)" in proc.stdout
     results: dict[str, Any] = json.loads(next(tmp_path.glob("bench-quick-*.json")).read_text())
     assert next(tmp_path.glob("bench-quick-*.png")).stat().st_size > 10_000
     redis_up = _redis_reachable(REDIS_URL)
-    expected = {"websockets", "bare-granian", "bare-uvicorn", "bare-daphne", "pulse-granian", "pulse-uvicorn",
-                "pulse-uvicorn-asgi", "pulse-daphne", "pulse-daphne-asgi", "pulse-daphne-redis",
-                "pulse-daphne-redis-x2", "handwritten-daphne", "handwritten-daphne-redis"}
+    expected = {
+        "websockets",
+        "bare-granian",
+        "bare-uvicorn",
+        "bare-daphne",
+        "pulse-granian",
+        "pulse-uvicorn",
+        "pulse-uvicorn-asgi",
+        "pulse-daphne",
+        "pulse-daphne-asgi",
+        "pulse-daphne-redis",
+        "pulse-daphne-redis-x2",
+        "handwritten-daphne",
+        "handwritten-daphne-redis",
+    }
     assert set(results["servers"]) == expected
     for name, server in results["servers"].items():
         if server["layer"] == "redis" and not redis_up:
@@ -150,8 +172,13 @@ def test_quick_mode_runs_every_server_end_to_end(tmp_path: Path) -> None:
         if server["family"] == "pulse":
             presence = run["presence"]
             assert "skipped" in presence or presence["enter"]["events_seen"] == 20, (name, presence)
-    assert {t["id"] for t in results["targets"]} >= {"ceiling-daphne", "handwritten-daphne", "p99-daphne",
-                                                     "rss-daphne", "redis-scaling"}
+    assert {t["id"] for t in results["targets"]} >= {
+        "ceiling-daphne",
+        "handwritten-daphne",
+        "p99-daphne",
+        "rss-daphne",
+        "redis-scaling",
+    }
     prefixes = [s["redis_prefix"] for s in results["servers"].values() if s.get("redis_prefix")]
     if redis_up:
         import redis

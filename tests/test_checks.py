@@ -25,8 +25,9 @@ def test_not_a_dict() -> None:
 
 
 def test_bad_numbers_and_kb_id_and_capabilities() -> None:
-    with override_settings(PULSE={"MAX_MESSAGE_SIZE": 0, "DEFAULT_KB_ID": "no spaces",
-                                  "DEFAULT_CAPABILITIES": {"x": ["fly"]}}):
+    with override_settings(
+        PULSE={"MAX_MESSAGE_SIZE": 0, "DEFAULT_KB_ID": "no spaces", "DEFAULT_CAPABILITIES": {"x": ["fly"]}}
+    ):
         assert {"django_pulse.E002", "django_pulse.E003", "django_pulse.E004"} <= _ids()
 
 
@@ -50,8 +51,9 @@ def test_missing_channels() -> None:
 def test_redis_url_from_channel_layer() -> None:
     from django_pulse.conf import pulse_settings
 
-    layer = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-                         "CONFIG": {"hosts": ["redis://h:1/2"]}}}
+    layer = {
+        "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": ["redis://h:1/2"]}}
+    }
     with override_settings(CHANNEL_LAYERS=layer):
         assert pulse_settings.REDIS_URL == "redis://h:1/2"
         assert pulse_settings.BROKER_BACKEND.endswith("RedisBroker")

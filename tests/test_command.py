@@ -106,11 +106,14 @@ def test_embedded_mode_without_a_server_says_so_in_one_line(settings: Any, sub: 
     assert message.startswith(f"No Pulse server answers at {url}") and "\n" not in message
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    (["publish", "posts"], "exactly one"),
-    (["publish", "posts", "hi", "--data", "{}"], "exactly one"),
-    (["publish", "posts", "--data", "{nope"], "--data is not valid JSON"),
-])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["publish", "posts"], "exactly one"),
+        (["publish", "posts", "hi", "--data", "{}"], "exactly one"),
+        (["publish", "posts", "--data", "{nope"], "--data is not valid JSON"),
+    ],
+)
 def test_publish_argument_errors(args: list[str], needle: str) -> None:
     with pytest.raises(CommandError, match=needle):
         run(*args)

@@ -52,8 +52,14 @@ async def test_connected_frame_announces_connection_and_limits() -> None:
     assert frame["clientId"] == "alice" and frame["kbId"] == "default"
     assert frame["connectionId"].startswith("c_")
     assert frame["expiresAt"] > time.time() * 1000
-    assert frame["limits"] == {"maxMessageSize": 65536, "maxSubscriptions": 128, "heartbeatInterval": 15000,
-                               "heartbeatGrace": 10000, "maxPresenceData": 2048, "publishRate": 50}
+    assert frame["limits"] == {
+        "maxMessageSize": 65536,
+        "maxSubscriptions": 128,
+        "heartbeatInterval": 15000,
+        "heartbeatGrace": 10000,
+        "maxPresenceData": 2048,
+        "publishRate": 50,
+    }
     await alice.close()
 
 
@@ -88,16 +94,18 @@ async def test_oversized_token_is_a_bad_request() -> None:
 
 async def test_forged_token_closes_4001() -> None:
     await make_app("default")
-    forged, _ = issue_token(secret="not-the-secret-but-long-enough-for-hs256!", kb_id="default", client_id="eve",
-                            capabilities={}, ttl=60)
+    forged, _ = issue_token(
+        secret="not-the-secret-but-long-enough-for-hs256!", kb_id="default", client_id="eve", capabilities={}, ttl=60
+    )
     frame, code = await auth_fails(forged)
     assert (frame["code"], code) == ("token_invalid", 4001)
 
 
 async def test_expired_token_closes_4002() -> None:
     app = await make_app("default")
-    old, _ = issue_token(secret=app.token_secret, kb_id="default", client_id="u", capabilities={}, ttl=60,
-                         now=time.time() - 3600)
+    old, _ = issue_token(
+        secret=app.token_secret, kb_id="default", client_id="u", capabilities={}, ttl=60, now=time.time() - 3600
+    )
     frame, code = await auth_fails(old)
     assert (frame["code"], code) == ("token_expired", 4002)
 
@@ -384,8 +392,11 @@ async def test_signals_connected_disconnected_published(caplog: pytest.LogCaptur
     def failing(**kwargs: Any) -> None:
         raise ValueError("receiver bug")
 
-    name_of = {signals.client_connected: "connected", signals.client_disconnected: "disconnected",
-               signals.message_published: "published"}
+    name_of = {
+        signals.client_connected: "connected",
+        signals.client_disconnected: "disconnected",
+        signals.message_published: "published",
+    }
     for sig in name_of:
         sig.connect(record)
     signals.message_published.connect(failing)
@@ -436,8 +447,6 @@ async def test_origin_check(settings: Any) -> None:
     settings.ALLOWED_HOSTS = ["good.example"]
     hosts = WebsocketCommunicator(application, "/pulse/ws/", headers=[(b"origin", b"https://evil.example")])
     assert not (await hosts.connect())[0]
-
-
 
 
 async def test_authorize_hooks_decide_subscribe_and_publish() -> None:

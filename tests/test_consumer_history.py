@@ -52,8 +52,14 @@ async def test_resume_replays_the_gap_exactly_once_then_live(backend: str) -> No
     missed = [await pulse.apublish("posts", "e", {"i": i}) for i in range(3, 8)]
     alice = await connect("alice")
     reply = await alice.request("subscribe", channel="posts", resume={"serial": serial, "epoch": epoch})
-    assert reply == {"action": "ok", "ref": reply["ref"], "channel": "posts", "serial": 3, "epoch": epoch,
-                     "resumed": True}
+    assert reply == {
+        "action": "ok",
+        "ref": reply["ref"],
+        "channel": "posts",
+        "serial": 3,
+        "epoch": epoch,
+        "resumed": True,
+    }
     replayed = await messages(alice, 5)
     assert [f["id"] for f in replayed] == missed
     assert [f["serial"] for f in replayed] == [4, 5, 6, 7, 8]
@@ -195,8 +201,10 @@ async def test_history_action(backend: str) -> None:
     await alice.close()
 
 
-@pytest.mark.parametrize("resume", [{"serial": -1, "epoch": "e"}, {"serial": 1}, {"serial": 1, "epoch": ""},
-                                    "1", {"serial": True, "epoch": "e"}])
+@pytest.mark.parametrize(
+    "resume",
+    [{"serial": -1, "epoch": "e"}, {"serial": 1}, {"serial": 1, "epoch": ""}, "1", {"serial": True, "epoch": "e"}],
+)
 async def test_bad_resume_or_rewind_is_a_bad_request(resume: Any) -> None:
     alice = await connect("alice")
     reply = await alice.request("subscribe", channel="posts", resume=resume)
@@ -260,11 +268,17 @@ async def test_a_new_connection_continues_an_earlier_connection_id(backend: str)
             if recovered:
                 break
             await asyncio.sleep(0.01)
-        assert recovered == [{"signal": signals.connection_recovered, "sender": "django_pulse.fanout",
-                              "kb_id": "default", "client_id": "alice",
-                              "connection_id": first.connected["connectionId"],
-                              "process_id": get_broker().process_id,
-                              "previous_process_id": get_broker().process_id}]
+        assert recovered == [
+            {
+                "signal": signals.connection_recovered,
+                "sender": "django_pulse.fanout",
+                "kb_id": "default",
+                "client_id": "alice",
+                "connection_id": first.connected["connectionId"],
+                "process_id": get_broker().process_id,
+                "previous_process_id": get_broker().process_id,
+            }
+        ]
         # The continued connection works as any other.
         await second.request("subscribe", channel="posts")
         await pulse.apublish("posts", "e", 1)
@@ -383,8 +397,7 @@ async def test_the_same_id_published_three_times_is_delivered_and_kept_once(back
     assert repeat["id"] == oid
     await pulse.apublish("posts", "e", "next")
     frames = await messages(alice, 2)
-    assert [(f["id"], f["data"], f["serial"]) for f in frames] == [(oid, {"try": 1}, 1),
-                                                                   (frames[1]["id"], "next", 2)]
+    assert [(f["id"], f["data"], f["serial"]) for f in frames] == [(oid, {"try": 1}, 1), (frames[1]["id"], "next", 2)]
     assert await alice.nothing()
     assert [m["id"] for m in await pulse.ahistory("posts")] == [oid, frames[1]["id"]]
     # A client that resumes from before the first try gets it once too.

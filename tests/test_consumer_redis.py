@@ -50,23 +50,24 @@ async def test_discontinuity_after_the_broker_connection_breaks(redis_broker: Re
     await asyncio.to_thread(kill_subscriber, pulse_redis, redis_broker.client_name)
     frames = [await alice.recv(timeout=10) for _ in range(2)]
     assert sorted(f["channel"] for f in frames) == ["other", "posts"]
-    assert all(f == {"action": "discontinuity", "channel": f["channel"], "reason": "broker_unavailable"}
-               for f in frames)
+    assert all(
+        f == {"action": "discontinuity", "channel": f["channel"], "reason": "broker_unavailable"} for f in frames
+    )
     await pulse.apublish("posts", "e", "live again")
     assert (await alice.recv())["data"] == "live again"
     await alice.close()
 
 
-async def test_control_messages_cross_processes(redis_broker: RedisBroker, pulse_redis: str,
-                                                redis_prefix: str) -> None:
+async def test_control_messages_cross_processes(redis_broker: RedisBroker, pulse_redis: str, redis_prefix: str) -> None:
     """A disable/revoke sent by another process (its own broker) closes this process's connections."""
     alice, bob = await connect("alice"), await connect("bob")
     elsewhere = RedisBroker(pulse_redis, redis_prefix)
     try:
         from django_pulse.broker import CONTROL_TOPIC
 
-        await asyncio.to_thread(elsewhere.broadcast_sync, CONTROL_TOPIC,
-                                '{"type":"disconnect","kbId":"default","clientId":"alice"}')
+        await asyncio.to_thread(
+            elsewhere.broadcast_sync, CONTROL_TOPIC, '{"type":"disconnect","kbId":"default","clientId":"alice"}'
+        )
         assert await alice.closed() == 4005
         assert await bob.nothing()
         await sync_to_async(pulse.close_app_connections)()

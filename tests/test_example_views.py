@@ -30,8 +30,7 @@ def claims_of(token: str) -> Claims:
 
 
 def call(client: Client, body: Any, *, raw: bytes | None = None) -> tuple[int, Any, Any]:
-    response = client.post("/posts", data=raw if raw is not None else json.dumps(body),
-                           content_type="application/json")
+    response = client.post("/posts", data=raw if raw is not None else json.dumps(body), content_type="application/json")
     for name, value in CORS.items():
         assert response[name] == value, name
     assert response["Content-Type"] == "application/json"
@@ -71,7 +70,8 @@ def test_create_stores_and_returns_the_row(client: Client) -> None:
     stored = Post.objects.get(pk=post["id"])
     assert stored.content == "hello <b>world</b>"
     assert datetime.fromisoformat(post["created_at"].replace("Z", "+00:00")) == stored.created_at.replace(
-        microsecond=stored.created_at.microsecond // 1000 * 1000)
+        microsecond=stored.created_at.microsecond // 1000 * 1000
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -94,14 +94,17 @@ def test_presence_is_the_sdks_answer_for_posts(client: Client) -> None:
     assert body == {"channel": "posts", "count": 0, "clientCount": 0, "members": []}
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ({"action": "create", "userName": "ada"}, "'content' must be a non-empty string."),
-    ({"action": "create", "userName": "ada", "content": "   "}, "'content' must be a non-empty string."),
-    ({"action": "create", "userName": "ada", "content": 5}, "'content' must be a non-empty string."),
-    ({"action": "create", "content": "hi"}, "'userName' must be a non-empty string."),
-    ({"action": "create", "userName": "a" * 101, "content": "hi"}, "'userName' must be at most 100 characters."),
-    ({"action": "create", "userName": "ada", "content": "x" * 2001}, "'content' must be at most 2000 characters."),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"action": "create", "userName": "ada"}, "'content' must be a non-empty string."),
+        ({"action": "create", "userName": "ada", "content": "   "}, "'content' must be a non-empty string."),
+        ({"action": "create", "userName": "ada", "content": 5}, "'content' must be a non-empty string."),
+        ({"action": "create", "content": "hi"}, "'userName' must be a non-empty string."),
+        ({"action": "create", "userName": "a" * 101, "content": "hi"}, "'userName' must be at most 100 characters."),
+        ({"action": "create", "userName": "ada", "content": "x" * 2001}, "'content' must be at most 2000 characters."),
+    ],
+)
 def test_create_refuses_bad_posts(client: Client, body: dict[str, Any], message: str) -> None:
     status, answer, _ = call(client, body)
     assert (status, answer) == (400, {"error": message})
@@ -131,12 +134,15 @@ def test_empty_body_is_an_unknown_action_like_the_seed(client: Client) -> None:
     assert call(client, None, raw=b"")[:2] == (400, {"error": "Unknown action"})
 
 
-@pytest.mark.parametrize(("raw", "fragment"), [
-    (b"{not json", "not valid JSON"),
-    (b"\xff\xfe", "not valid JSON"),
-    (b"[1, 2]", "must be a JSON object"),
-    (b'"list"', "must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b'"list"', "must be a JSON object"),
+    ],
+)
 def test_bad_json_is_a_clear_400(client: Client, raw: bytes, fragment: str) -> None:
     status, body, _ = call(client, None, raw=raw)
     assert status == 400
@@ -182,12 +188,15 @@ def test_seed_page_is_the_seeds_frontend_verbatim(client: Client) -> None:
     assert served.status_code == 200
     html = served.content.decode()
     assert html.count('<script src="/static/django_pulse/pulse.js"></script>') == 1
-    original = html.replace('<script src="/static/django_pulse/pulse.js"></script>',
-                            '<script src="https://unpkg.com/openkbs-pulse@2.0.1/pulse.js"></script>')
+    original = html.replace(
+        '<script src="/static/django_pulse/pulse.js"></script>',
+        '<script src="https://unpkg.com/openkbs-pulse@2.0.1/pulse.js"></script>',
+    )
     assert hashlib.sha256(original.encode()).hexdigest() == SEED_FRONTEND_SHA256
 
 
 # Private messages ------------------------------------------------------------------------------------------
+
 
 def private(client: Client, body: Any) -> tuple[int, Any]:
     response = client.post("/private/api", data=json.dumps(body), content_type="application/json")
@@ -235,10 +244,14 @@ def test_send_refuses_unknown_addressees_and_empty_text(client: Client) -> None:
     bob = Client()
     _, b = private(bob, {"action": "join", "name": "Bob"})
     assert private(client, {"action": "send", "to": 99999, "text": "hi"}) == (
-        404, {"error": "No member with id 99999."})
+        404,
+        {"error": "No member with id 99999."},
+    )
     assert private(client, {"action": "send", "to": str(b["me"]["id"]), "text": "hi"})[0] == 404
     assert private(client, {"action": "send", "to": b["me"]["id"], "text": ""}) == (
-        400, {"error": "'text' must be a non-empty string."})
+        400,
+        {"error": "'text' must be a non-empty string."},
+    )
 
 
 def test_send_answers_without_revealing_the_channel(client: Client) -> None:
@@ -247,20 +260,30 @@ def test_send_answers_without_revealing_the_channel(client: Client) -> None:
     _, b = private(bob, {"action": "join", "name": "Bob"})
     status, body = private(client, {"action": "send", "to": b["me"]["id"], "text": "hi <i>Bob</i>"})
     assert status == 200
-    assert body == {"sent": {"from": {"id": a["me"]["id"], "name": "Ada"}, "to": {"id": b["me"]["id"], "name": "Bob"},
-                             "text": "hi <i>Bob</i>"}}
+    assert body == {
+        "sent": {
+            "from": {"id": a["me"]["id"], "name": "Ada"},
+            "to": {"id": b["me"]["id"], "name": "Bob"},
+            "text": "hi <i>Bob</i>",
+        }
+    }
     assert b["me"]["privateChannel"] not in json.dumps(body)
 
 
 def test_private_api_is_csrf_protected() -> None:
     strict = Client(enforce_csrf_checks=True)
-    response = strict.post("/private/api", data=json.dumps({"action": "join", "name": "Eve"}),
-                           content_type="application/json")
+    response = strict.post(
+        "/private/api", data=json.dumps({"action": "join", "name": "Eve"}), content_type="application/json"
+    )
     assert response.status_code == 403
     page = strict.get("/private/")
     token = page.cookies["csrftoken"].value
-    response = strict.post("/private/api", data=json.dumps({"action": "join", "name": "Ada"}),
-                           content_type="application/json", headers={"X-CSRFToken": token})
+    response = strict.post(
+        "/private/api",
+        data=json.dumps({"action": "join", "name": "Ada"}),
+        content_type="application/json",
+        headers={"X-CSRFToken": token},
+    )
     assert response.status_code == 200
 
 

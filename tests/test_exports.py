@@ -12,9 +12,24 @@ def test_top_level_exports() -> None:
 def test_pulse_facade_has_documented_functions() -> None:
     from django_pulse import pulse
 
-    for name in ("get_token", "authorize", "publish", "apublish", "publish_batch", "apublish_batch", "disconnect",
-                 "adisconnect", "close_app_connections", "aclose_app_connections", "presence", "apresence",
-                 "channels", "achannels", "history", "ahistory"):
+    for name in (
+        "get_token",
+        "authorize",
+        "publish",
+        "apublish",
+        "publish_batch",
+        "apublish_batch",
+        "disconnect",
+        "adisconnect",
+        "close_app_connections",
+        "aclose_app_connections",
+        "presence",
+        "apresence",
+        "channels",
+        "achannels",
+        "history",
+        "ahistory",
+    ):
         assert callable(getattr(pulse, name)), name
         assert name in pulse.__all__, name
 
@@ -23,8 +38,14 @@ def test_presence_package_exports() -> None:
     from django_pulse import presence
 
     assert sorted(presence.__all__) == [
-        "Member", "NotPresent", "PresenceBackend", "PresenceChange", "PresenceSnapshot", "get_presence",
-        "presence_topic", "reset_presence",
+        "Member",
+        "NotPresent",
+        "PresenceBackend",
+        "PresenceChange",
+        "PresenceSnapshot",
+        "get_presence",
+        "presence_topic",
+        "reset_presence",
     ]
 
 

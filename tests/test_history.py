@@ -26,8 +26,10 @@ TOPIC = message_topic("default", "posts")
 @pytest.fixture(params=["memory", "redis"])
 async def broker(request: pytest.FixtureRequest, settings: Any) -> AsyncIterator[Broker]:
     if request.param == "redis":
-        settings.PULSE = {"REDIS_URL": request.getfixturevalue("redis_url"),
-                          "REDIS_PREFIX": request.getfixturevalue("redis_prefix")}
+        settings.PULSE = {
+            "REDIS_URL": request.getfixturevalue("redis_url"),
+            "REDIS_PREFIX": request.getfixturevalue("redis_prefix"),
+        }
     else:
         settings.PULSE = {}
     instance = get_broker()
@@ -104,7 +106,8 @@ async def test_each_channel_has_its_own_stable_epoch(broker: Broker) -> None:
 
 @pytest.mark.redis
 async def test_redis_losing_the_counter_starts_a_new_epoch_and_tells_subscribers(
-        pulse_redis: str, redis_prefix: str) -> None:
+    pulse_redis: str, redis_prefix: str
+) -> None:
     broker = get_broker()
     assert isinstance(broker, RedisBroker)
     sink = Collect()
@@ -164,12 +167,15 @@ def test_plan_resume_with_nothing_missed() -> None:
     assert (plan.serial, plan.resumed, plan.frames) == (7, True, [])
 
 
-@pytest.mark.parametrize(("server", "resume"), [
-    (read(9, range(6, 10)), (4, "E")),     # 5 is no longer retained
-    (read(9, range(5, 10), "F"), (4, "E")),  # another epoch
-    (read(3, range(1, 4)), (4, "E")),      # the client is ahead of the counter: it was reset
-    (read(9, range(0)), (4, "E")),         # nothing retained (HISTORY_SIZE 0, or all expired)
-])
+@pytest.mark.parametrize(
+    ("server", "resume"),
+    [
+        (read(9, range(6, 10)), (4, "E")),  # 5 is no longer retained
+        (read(9, range(5, 10), "F"), (4, "E")),  # another epoch
+        (read(3, range(1, 4)), (4, "E")),  # the client is ahead of the counter: it was reset
+        (read(9, range(0)), (4, "E")),  # nothing retained (HISTORY_SIZE 0, or all expired)
+    ],
+)
 def test_plan_resume_fails_when_the_gap_cannot_be_filled(server: HistoryRead, resume: tuple[int, str]) -> None:
     plan = plan_subscribe(server, resume=resume, rewind=0)
     assert (plan.serial, plan.resumed, plan.frames) == (server.serial, False, [])
@@ -194,8 +200,14 @@ async def test_sdk_history(backend: str, request: pytest.FixtureRequest, setting
     await sync_to_async(pulse.publish)("other", "x", 1)
     messages = await pulse.ahistory("posts")
     assert [m["id"] for m in messages] == ids
-    assert messages[0] == {"channel": "posts", "name": "new_post", "data": {"i": 0}, "id": ids[0],
-                           "timestamp": messages[0]["timestamp"], "serial": 1}
+    assert messages[0] == {
+        "channel": "posts",
+        "name": "new_post",
+        "data": {"i": 0},
+        "id": ids[0],
+        "timestamp": messages[0]["timestamp"],
+        "serial": 1,
+    }
     page = await sync_to_async(pulse.history)("posts", limit=2)
     assert [m["serial"] for m in page] == [3, 4]
     older = await sync_to_async(pulse.history)("posts", limit=2, before=page[0]["serial"])
@@ -248,7 +260,7 @@ async def test_replay_sink_filters_late_frames_below_the_read() -> None:
     caught_up: list[ReplaySink] = []
     sink = ReplaySink(out, caught_up.append)
     sink.release(10)
-    sink.push(frame(9), 1)   # published before the read, delivered after it: in the replay already
+    sink.push(frame(9), 1)  # published before the read, delivered after it: in the replay already
     sink.push(frame(10), 1)
     assert out.texts == [] and caught_up == []
     sink.push(frame(11), 1)

@@ -131,8 +131,11 @@ async def test_discontinuity_reaches_a_client_when_its_server_loses_redis(redis_
         def kill() -> int:
             admin = redis.Redis.from_url(redis_url)
             try:
-                mine = [c["id"] for c in admin.client_list(_type="pubsub")
-                        if c.get("name", "").startswith(f"{redis_prefix}:sub:")]
+                mine = [
+                    c["id"]
+                    for c in admin.client_list(_type="pubsub")
+                    if c.get("name", "").startswith(f"{redis_prefix}:sub:")
+                ]
                 for client_id in mine:
                     admin.client_kill_filter(_id=client_id)
                 return len(mine)

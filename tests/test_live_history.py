@@ -103,8 +103,7 @@ async def next_presence(client: Realtime, timeout: float = 5) -> dict[str, Any]:
 
 @pytest.mark.slow
 @pytest.mark.redis
-async def test_presence_follows_a_connection_recovered_on_the_other_process(redis_url: str,
-                                                                           redis_prefix: str) -> None:
+async def test_presence_follows_a_connection_recovered_on_the_other_process(redis_url: str, redis_prefix: str) -> None:
     settings = {"PRESENCE_GRACE": 1.5}
     with live_pair(redis_url=redis_url, redis_prefix=redis_prefix, pulse=settings) as (first, second):
         watcher = await client_for(second, "watcher")
@@ -158,8 +157,7 @@ async def test_a_network_cut_is_recovered_through_a_proxy() -> None:
 
 @pytest.mark.slow
 @pytest.mark.redis
-async def test_redis_flushed_while_away_means_a_new_epoch_and_resumed_false(redis_url: str,
-                                                                            redis_prefix: str) -> None:
+async def test_redis_flushed_while_away_means_a_new_epoch_and_resumed_false(redis_url: str, redis_prefix: str) -> None:
     import redis
 
     with live_server(redis_url=redis_url, redis_prefix=redis_prefix) as server:
@@ -192,7 +190,8 @@ async def test_redis_flushed_while_away_means_a_new_epoch_and_resumed_false(redi
 @pytest.mark.slow
 @pytest.mark.redis
 async def test_the_same_id_published_on_two_processes_three_times_is_delivered_once(
-        redis_url: str, redis_prefix: str) -> None:
+    redis_url: str, redis_prefix: str
+) -> None:
     with live_pair(redis_url=redis_url, redis_prefix=redis_prefix) as (first, second):
         alice = await client_for(second, "alice")
         await alice.subscribe("posts")

@@ -75,9 +75,16 @@ async def test_enter_lists_the_member_with_its_identity_data_and_entry_time(back
         {"clientId": "alice", "connectionId": "c_1", "data": {"name": "Alice"}, "timestamp": change.member.timestamp}
     ]
     assert json.loads(change.frame) == {
-        "action": "presence", "channel": "posts", "event": "enter", "serial": 1,
-        "member": {"clientId": "alice", "connectionId": "c_1", "data": {"name": "Alice"},
-                   "timestamp": change.member.timestamp},
+        "action": "presence",
+        "channel": "posts",
+        "event": "enter",
+        "serial": 1,
+        "member": {
+            "clientId": "alice",
+            "connectionId": "c_1",
+            "data": {"name": "Alice"},
+            "timestamp": change.member.timestamp,
+        },
     }
     assert presence_frame_serial(change.frame) == 1
     # Memory (Python) and Redis (Lua) build byte-identical frames, also for non-ASCII text.
@@ -171,7 +178,10 @@ async def test_events_reach_subscribers_in_serial_order(backend: PresenceBackend
     await backend.leave(KB, "posts", connection_id="c_1")
     frames = await collector.wait_for(4)
     assert [(f["event"], f["member"]["connectionId"], f["serial"]) for f in frames] == [
-        ("enter", "c_1", 1), ("update", "c_1", 2), ("enter", "c_2", 3), ("leave", "c_1", 4)
+        ("enter", "c_1", 1),
+        ("update", "c_1", 2),
+        ("enter", "c_2", 3),
+        ("leave", "c_1", 4),
     ]
     assert frames[3]["member"]["data"] == {"n": 2}
 
@@ -206,10 +216,13 @@ async def test_signals(backend: PresenceBackend) -> None:
     def receiver(name: str) -> Any:
         def receive(sender: Any, **kwargs: Any) -> None:
             seen.append((name, kwargs))
+
         return receive
 
-    receivers = {name: receiver(name) for name in ("member_entered", "member_updated", "member_left",
-                                                   "channel_occupied", "channel_vacated")}
+    receivers = {
+        name: receiver(name)
+        for name in ("member_entered", "member_updated", "member_left", "channel_occupied", "channel_vacated")
+    }
     for name, fn in receivers.items():
         getattr(signals, name).connect(fn)
 
@@ -228,8 +241,13 @@ async def test_signals(backend: PresenceBackend) -> None:
             getattr(signals, name).disconnect(fn)
         signals.member_entered.disconnect(broken)
     assert [(name, kw.get("member", {}).get("connectionId")) for name, kw in seen] == [
-        ("member_entered", "c_1"), ("channel_occupied", None), ("member_entered", "c_2"),
-        ("member_updated", "c_1"), ("member_left", "c_1"), ("member_left", "c_2"), ("channel_vacated", None),
+        ("member_entered", "c_1"),
+        ("channel_occupied", None),
+        ("member_entered", "c_2"),
+        ("member_updated", "c_1"),
+        ("member_left", "c_1"),
+        ("member_left", "c_2"),
+        ("channel_vacated", None),
     ]
     assert all(kw["kb_id"] == KB and kw["channel"] == "posts" for _name, kw in seen)
     assert seen[4][1]["member"]["data"] == 3
@@ -361,8 +379,9 @@ async def test_sweep_removes_a_dead_process_members_exactly_once(pulse_redis: st
             await alive.enter(KB, "ch0", client_id="live", connection_id=f"c_a{i}")
         before = {ch: (await alive.snapshot(KB, ch)).serial for ch in ("ch0", "ch1", "ch2")}
         # "dead" never wrote its liveness key: it counts as dead. Two sweepers race.
-        results = await asyncio.gather(asyncio.to_thread(alive.sweep_process_sync, "dead"),
-                                       asyncio.to_thread(other.sweep_process_sync, "dead"))
+        results = await asyncio.gather(
+            asyncio.to_thread(alive.sweep_process_sync, "dead"), asyncio.to_thread(other.sweep_process_sync, "dead")
+        )
         removed = [c for r in results for c in (r or [])]
         assert len(removed) == 450
         assert len({(c.channel, c.member.connection_id) for c in removed}) == 450

@@ -144,42 +144,73 @@ def test_message_too_large_counts_utf8_bytes() -> None:
 
 def test_connected_frame() -> None:
     limits = {"maxMessageSize": 65536, "maxSubscriptions": 128, "heartbeatInterval": 15000}
-    frame = json.loads(connected_frame(connection_id="c_1", client_id="u", kb_id="default", expires_at=5,
-                                       limits=limits))
-    assert frame == {"action": "connected", "connectionId": "c_1", "clientId": "u", "kbId": "default",
-                     "expiresAt": 5, "limits": limits}
+    frame = json.loads(
+        connected_frame(connection_id="c_1", client_id="u", kb_id="default", expires_at=5, limits=limits)
+    )
+    assert frame == {
+        "action": "connected",
+        "connectionId": "c_1",
+        "clientId": "u",
+        "kbId": "default",
+        "expiresAt": 5,
+        "limits": limits,
+    }
 
 
 def test_ok_and_error_frames() -> None:
-    assert json.loads(ok_frame(7, {"channel": "a", "serial": 0})) == {"action": "ok", "ref": 7, "channel": "a",
-                                                                      "serial": 0}
+    assert json.loads(ok_frame(7, {"channel": "a", "serial": 0})) == {
+        "action": "ok",
+        "ref": 7,
+        "channel": "a",
+        "serial": 0,
+    }
     assert json.loads(ok_frame("r")) == {"action": "ok", "ref": "r"}
     assert json.loads(error_frame(ErrorCode.FORBIDDEN, "No.", 3)) == {
-        "action": "error", "ref": 3, "code": "forbidden", "message": "No."}
+        "action": "error",
+        "ref": 3,
+        "code": "forbidden",
+        "message": "No.",
+    }
     assert "ref" not in json.loads(error_frame(ErrorCode.RATE_LIMITED, "Slow down."))
 
 
 def test_ping_and_discontinuity_frames() -> None:
     assert json.loads(PING_FRAME) == {"action": "ping"}
     assert json.loads(discontinuity_frame("posts", "broker_unavailable")) == {
-        "action": "discontinuity", "channel": "posts", "reason": "broker_unavailable"}
+        "action": "discontinuity",
+        "channel": "posts",
+        "reason": "broker_unavailable",
+    }
 
 
 def test_message_head_plus_serial_is_the_message_frame() -> None:
     head = message_head(channel="posts", name="new_post", data_json='{"t":"é\\"x"}', id="m_1", timestamp=12)
     assert head.endswith('"serial":')
     frame = json.loads(message_frame(head, 42))
-    assert frame == {"action": "message", "channel": "posts", "name": "new_post", "data": {"t": 'é"x'},
-                     "id": "m_1", "timestamp": 12, "serial": 42}
-    with_client = json.loads(message_frame(
-        message_head(channel="a", name="n", data_json="null", id="i", timestamp=1, client_id="u1"), 1))
+    assert frame == {
+        "action": "message",
+        "channel": "posts",
+        "name": "new_post",
+        "data": {"t": 'é"x'},
+        "id": "m_1",
+        "timestamp": 12,
+        "serial": 42,
+    }
+    with_client = json.loads(
+        message_frame(message_head(channel="a", name="n", data_json="null", id="i", timestamp=1, client_id="u1"), 1)
+    )
     assert with_client["clientId"] == "u1" and with_client["data"] is None
 
 
 def test_presence_frame() -> None:
     member = {"clientId": "u", "connectionId": "c", "data": {"n": 1}, "timestamp": 3}
     assert json.loads(presence_frame(channel="room", event="enter", member=member, serial=17)) == {
-        "action": "presence", "channel": "room", "event": "enter", "member": member, "serial": 17}
+        "action": "presence",
+        "channel": "room",
+        "event": "enter",
+        "member": member,
+        "serial": 17,
+    }
 
 
 def test_message_frame_serial_reads_the_tail() -> None:
@@ -193,10 +224,16 @@ def test_message_frame_serial_reads_the_tail() -> None:
 def test_history_ok_frame_embeds_frames_as_they_are() -> None:
     from django_pulse.protocol import history_ok_frame
 
-    text = history_ok_frame(3, {"channel": "c", "serial": 2}, ['{"action":"message","serial":1}',
-                                                              '{"action":"message","serial":2}'])
-    assert json.loads(text) == {"action": "ok", "ref": 3, "channel": "c", "serial": 2,
-                                "messages": [{"action": "message", "serial": 1}, {"action": "message", "serial": 2}]}
+    text = history_ok_frame(
+        3, {"channel": "c", "serial": 2}, ['{"action":"message","serial":1}', '{"action":"message","serial":2}']
+    )
+    assert json.loads(text) == {
+        "action": "ok",
+        "ref": 3,
+        "channel": "c",
+        "serial": 2,
+        "messages": [{"action": "message", "serial": 1}, {"action": "message", "serial": 2}],
+    }
     assert json.loads(history_ok_frame(None, {}, [])) == {"action": "ok", "ref": None, "messages": []}
 
 
@@ -210,8 +247,14 @@ def test_close_codes_for_auth_errors_and_retry_rule() -> None:
     assert close_code_for(ErrorCode.APP_UNKNOWN) is CloseCode.APP_UNKNOWN
     assert close_code_for(ErrorCode.BAD_REQUEST) is CloseCode.INTERNAL_ERROR
     give_up = {c for c in CloseCode if not c.retry}
-    assert give_up == {CloseCode.NORMAL, CloseCode.PROTOCOL_ERROR, CloseCode.APP_DISABLED, CloseCode.APP_UNKNOWN,
-                       CloseCode.REVOKED, CloseCode.SUPERSEDED}
+    assert give_up == {
+        CloseCode.NORMAL,
+        CloseCode.PROTOCOL_ERROR,
+        CloseCode.APP_DISABLED,
+        CloseCode.APP_UNKNOWN,
+        CloseCode.REVOKED,
+        CloseCode.SUPERSEDED,
+    }
 
 
 # -- rate limiting -----------------------------------------------------------------------------------------

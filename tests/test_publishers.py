@@ -65,12 +65,19 @@ def failures() -> Iterator[list[dict[str, Any]]]:
 
 # The default data --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.django_db
 def test_instance_data_is_a_json_safe_row() -> None:
     ada = Customer.objects.create(name="Ada")
     ref = uuid.UUID("12345678-1234-5678-1234-567812345678")
-    order = Order.objects.create(customer=ada, ref=ref, total=decimal.Decimal("12.50"), placed_on=dt.date(2026, 1, 2),
-                                 extra={"gift": True, "tags": ["a"]}, blob=b"\x00\x01hi")
+    order = Order.objects.create(
+        customer=ada,
+        ref=ref,
+        total=decimal.Decimal("12.50"),
+        placed_on=dt.date(2026, 1, 2),
+        extra={"gift": True, "tags": ["a"]},
+        blob=b"\x00\x01hi",
+    )
     order.attachment.name = "notes/note.txt"
     order.created_at = dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
     data = instance_data(order)
@@ -101,14 +108,18 @@ def test_instance_data_fields_and_exclude() -> None:
 
 # Registration --------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"channel": ""}, "channel must be a non-empty string or a callable"),
-    ({"channel": 5}, "channel must be a non-empty string or a callable"),
-    ({"channel": "c", "created": ""}, "created must be an event name"),
-    ({"channel": "c", "deleted": 3}, "deleted must be an event name"),
-    ({"channel": "c", "data": "nope"}, "data must be a DRF serializer class, a callable"),
-    ({"channel": "c", "data": dict, "fields": ["id"]}, "fields/exclude apply only to the default data"),
-])
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"channel": ""}, "channel must be a non-empty string or a callable"),
+        ({"channel": 5}, "channel must be a non-empty string or a callable"),
+        ({"channel": "c", "created": ""}, "created must be an event name"),
+        ({"channel": "c", "deleted": 3}, "deleted must be an event name"),
+        ({"channel": "c", "data": "nope"}, "data must be a DRF serializer class, a callable"),
+        ({"channel": "c", "data": dict, "fields": ["id"]}, "fields/exclude apply only to the default data"),
+    ],
+)
 def test_bad_registrations_are_refused(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ImproperlyConfigured, match=message):
         register(Order, **options)
@@ -134,8 +145,7 @@ def test_decorator_registers_and_unregister_removes(registrations: list[ModelPub
     assert publishers_for(Customer) == []
 
 
-def test_publish_instances_refuses_unregistered_models_and_unknown_actions(
-        registrations: list[ModelPublisher]) -> None:
+def test_publish_instances_refuses_unregistered_models_and_unknown_actions(registrations: list[ModelPublisher]) -> None:
     with pytest.raises(ImproperlyConfigured, match="Customer is not registered"):
         publish_instances([Customer(name="x")], "created")
     reg(registrations, Customer, channel="customers")
@@ -145,9 +155,11 @@ def test_publish_instances_refuses_unregistered_models_and_unknown_actions(
 
 # Failures before publishing never reach the save -------------------------------------------------------------
 
+
 @pytest.mark.django_db(transaction=True)
 def test_failing_channel_callable_is_reported_not_raised(
-        registrations: list[ModelPublisher], failures: list[dict[str, Any]], caplog: pytest.LogCaptureFixture) -> None:
+    registrations: list[ModelPublisher], failures: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
     def broken(customer: Customer) -> str:
         raise RuntimeError("no channel today")
 
@@ -164,7 +176,8 @@ def test_failing_channel_callable_is_reported_not_raised(
 
 @pytest.mark.django_db(transaction=True)
 def test_failing_data_is_reported_not_raised(
-        registrations: list[ModelPublisher], failures: list[dict[str, Any]]) -> None:
+    registrations: list[ModelPublisher], failures: list[dict[str, Any]]
+) -> None:
     reg(registrations, Customer, channel="customers", data=lambda c: {"bad": object()})
     customer = Customer.objects.create(name="Ada")
     customer.name = "Ada L."
@@ -172,12 +185,16 @@ def test_failing_data_is_reported_not_raised(
     customer.delete()
     assert not Customer.objects.exists()
     assert [(f["event"], f["channel"], type(f["exception"])) for f in failures] == [
-        ("created", "customers", TypeError), ("updated", "customers", TypeError), ("deleted", "customers", TypeError)]
+        ("created", "customers", TypeError),
+        ("updated", "customers", TypeError),
+        ("deleted", "customers", TypeError),
+    ]
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_raising_publish_failed_receiver_does_not_break_the_save(
-        registrations: list[ModelPublisher], caplog: pytest.LogCaptureFixture) -> None:
+    registrations: list[ModelPublisher], caplog: pytest.LogCaptureFixture
+) -> None:
     def angry(sender: Any, **kwargs: Any) -> None:
         raise ValueError("receiver exploded")
 
@@ -202,12 +219,17 @@ class OrderSerializer(serializers.ModelSerializer[Order]):
 def test_serializer_and_callable_data() -> None:
     order = Order.objects.create(total=decimal.Decimal("3.10"), status="paid")
     assert ModelPublisher(model=Order, channel="o", data=OrderSerializer).data_for(order) == {
-        "id": order.pk, "status": "paid", "total": "3.10"}
+        "id": order.pk,
+        "status": "paid",
+        "total": "3.10",
+    }
     assert ModelPublisher(model=Order, channel="o", data=lambda o: {"when": dt.date(2026, 1, 2)}).data_for(order) == {
-        "when": "2026-01-02"}
+        "when": "2026-01-02"
+    }
 
 
 # Through the real publish path: a subscribed WebSocket client sees what a browser would ------------------------
+
 
 async def subscribed(*channels: str) -> Client:
     client = await connect("watcher")
@@ -270,7 +292,8 @@ async def test_create_update_delete_publish_the_right_event_and_data(registratio
 
 @live
 async def test_rolled_back_transaction_publishes_nothing(
-        registrations: list[ModelPublisher], published: list[dict[str, Any]]) -> None:
+    registrations: list[ModelPublisher], published: list[dict[str, Any]]
+) -> None:
     reg(registrations, Order, channel="orders")
     watcher = await subscribed("orders")
 
@@ -292,7 +315,10 @@ async def test_rolled_back_transaction_publishes_nothing(
     await sync_to_async(rolled_back)()
     got = await messages(watcher, 3)
     assert [(event, data["status"]) for _, event, data in got] == [
-        ("created", "kept"), ("deleted", "kept"), ("created", "kept 2")]
+        ("created", "kept"),
+        ("deleted", "kept"),
+        ("created", "kept 2"),
+    ]
     assert await watcher.nothing()
     assert [p["event"] for p in published] == ["created", "deleted", "created"]
     assert not await sync_to_async(Order.objects.filter(status__contains="doomed").exists)()
@@ -322,8 +348,8 @@ async def test_callable_channel_routes_each_object_to_its_channel(registrations:
 
 @live
 async def test_failing_publish_does_not_raise_into_the_save(
-        registrations: list[ModelPublisher], failures: list[dict[str, Any]],
-        caplog: pytest.LogCaptureFixture) -> None:
+    registrations: list[ModelPublisher], failures: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
     # Real failures of the SDK: a channel name the protocol refuses, and an app that does not exist.
     reg(registrations, Order, channel=lambda order: f"bad channel {order.pk}")
     reg(registrations, Order, channel="orders", kb_id="no-such-app")
@@ -360,8 +386,15 @@ class CustomerSerializer(serializers.ModelSerializer[Customer]):
 
 @live
 async def test_serializer_data_and_skipped_events(registrations: list[ModelPublisher]) -> None:
-    reg(registrations, Customer, channel="customers", created="customer_joined", updated=None,
-        deleted="customer_left", data=CustomerSerializer)
+    reg(
+        registrations,
+        Customer,
+        channel="customers",
+        created="customer_joined",
+        updated=None,
+        deleted="customer_left",
+        data=CustomerSerializer,
+    )
     watcher = await subscribed("customers")
 
     def story() -> int:
@@ -384,7 +417,8 @@ async def test_serializer_data_and_skipped_events(registrations: list[ModelPubli
 
 @live
 async def test_queryset_delete_publishes_each_object_and_raw_saves_publish_nothing(
-        registrations: list[ModelPublisher]) -> None:
+    registrations: list[ModelPublisher],
+) -> None:
     reg(registrations, Order, channel="orders", created=None)
     watcher = await subscribed("orders")
 
@@ -403,7 +437,8 @@ async def test_queryset_delete_publishes_each_object_and_raw_saves_publish_nothi
 
 @live
 async def test_publish_instances_for_bulk_changes_in_batches_after_commit(
-        registrations: list[ModelPublisher], published: list[dict[str, Any]], settings: Any) -> None:
+    registrations: list[ModelPublisher], published: list[dict[str, Any]], settings: Any
+) -> None:
     settings.PULSE = {"MAX_BATCH": 2}
     reg(registrations, Order, channel="orders")
     reg(registrations, Order, channel=lambda order: f"orders.{order.pk}", created=None, deleted=None)
@@ -425,19 +460,24 @@ async def test_publish_instances_for_bulk_changes_in_batches_after_commit(
     got = await messages(watcher, 7)
     assert [(event, data["id"], data["status"]) for _, event, data in got] == [
         *[("created", o.pk, f"s{i}") for i, o in enumerate(orders)],
-        ("updated", orders[0].pk, "paid"), ("updated", orders[1].pk, "paid"),
+        ("updated", orders[0].pk, "paid"),
+        ("updated", orders[1].pk, "paid"),
     ]
     assert await watcher.nothing()
     assert sorted(p["channel"] for p in published if p["event"] == "updated") == sorted(
-        ["orders", "orders", f"orders.{orders[0].pk}", f"orders.{orders[1].pk}"])
+        ["orders", "orders", f"orders.{orders[0].pk}", f"orders.{orders[1].pk}"]
+    )
     await watcher.close()
 
 
 @live
 async def test_publish_instances_reports_a_failing_batch(
-        registrations: list[ModelPublisher], failures: list[dict[str, Any]]) -> None:
+    registrations: list[ModelPublisher], failures: list[dict[str, Any]]
+) -> None:
     reg(registrations, Order, channel="orders", kb_id="no-such-app")
     orders = await sync_to_async(lambda: Order.objects.bulk_create([Order(), Order()]))()
     assert await sync_to_async(publish_instances)(orders, "created") == 2
     assert [(f["instance"].pk, f["exception"].code.value) for f in failures] == [
-        (orders[0].pk, "app_unknown"), (orders[1].pk, "app_unknown")]
+        (orders[0].pk, "app_unknown"),
+        (orders[1].pk, "app_unknown"),
+    ]

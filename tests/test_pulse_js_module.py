@@ -23,14 +23,25 @@ def node(*args: str) -> str:
 
 @needs_node
 def test_commonjs_require() -> None:
-    out = node("-e", f"""
-      const Pulse = require({json.dumps(str(STATIC / 'pulse.js'))});
+    out = node(
+        "-e",
+        f"""
+      const Pulse = require({json.dumps(str(STATIC / "pulse.js"))});
       console.log(JSON.stringify({{ keys: Object.keys(Pulse).sort(), global: typeof globalThis.Pulse,
                                    delay: Pulse.retryDelay(4, {{}}, 1) }}));
-    """)
+    """,
+    )
     assert json.loads(out) == {
-        "keys": ["DEFAULTS", "EventEmitter", "PROTOCOL_VERSION", "PulseError", "Realtime", "STATES", "VERSION",
-                 "retryDelay"],
+        "keys": [
+            "DEFAULTS",
+            "EventEmitter",
+            "PROTOCOL_VERSION",
+            "PulseError",
+            "Realtime",
+            "STATES",
+            "VERSION",
+            "retryDelay",
+        ],
         "global": "undefined",  # a module system gets exports, not a global
         "delay": 4000,
     }
@@ -38,12 +49,16 @@ def test_commonjs_require() -> None:
 
 @needs_node
 def test_es_module_import() -> None:
-    out = node("--input-type=module", "-e", f"""
-      import Pulse, {{ Realtime, PulseError }} from {json.dumps((STATIC / 'pulse.mjs').as_uri())};
+    out = node(
+        "--input-type=module",
+        "-e",
+        f"""
+      import Pulse, {{ Realtime, PulseError }} from {json.dumps((STATIC / "pulse.mjs").as_uri())};
       const error = new PulseError('forbidden', 'no');
       console.log(JSON.stringify({{ same: Pulse.Realtime === Realtime, error: error.toJSON(),
                                    isError: error instanceof Error }}));
-    """)
+    """,
+    )
     assert json.loads(out) == {"same": True, "error": {"code": "forbidden", "message": "no"}, "isError": True}
 
 

@@ -46,8 +46,9 @@ async def astate(server: LiveServer, *, gc: bool = False) -> dict[str, Any]:
     return await asyncio.to_thread(state, server, gc=gc)
 
 
-async def open_ws(server: LiveServer, *, origin: str | None = None, sock: socket.socket | None = None,
-                  **kwargs: Any) -> ClientConnection:
+async def open_ws(
+    server: LiveServer, *, origin: str | None = None, sock: socket.socket | None = None, **kwargs: Any
+) -> ClientConnection:
     options: dict[str, Any] = {"max_size": None, "ping_interval": None, "open_timeout": 10, **kwargs}
     if origin is not None:
         options["origin"] = origin
@@ -153,8 +154,9 @@ async def test_frames_over_daphnes_own_limit_are_refused_before_they_are_buffere
     """daphne (autobahn) enforces --websocket-max-frame-size / --websocket-max-message-size (1 MiB by default)
     on the frame header, before reading the payload: set them just above MAX_MESSAGE_SIZE and a 10 MB frame
     costs the server nothing."""
-    with live_server(server_args=["--websocket-max-frame-size", "131072",
-                                  "--websocket-max-message-size", "131072"]) as server:
+    with live_server(
+        server_args=["--websocket-max-frame-size", "131072", "--websocket-max-message-size", "131072"]
+    ) as server:
         bystander = await authed(server, "bystander")
         before = (await astate(server, gc=True))["rss"]
         attackers = []
@@ -207,41 +209,83 @@ def bad_tokens(secret: str, other_secret: str, disabled_secret: str) -> list[tup
     now = int(time.time())
 
     def claims(kb: str = "default", **over: Any) -> dict[str, Any]:
-        return {"iss": "django-pulse", "sub": "mallory", "kb": kb, "iat": now, "nbf": now, "exp": now + 600,
-                "jti": "j1", "cap": {"*": ["subscribe", "publish", "presence", "history"]}, **over}
+        return {
+            "iss": "django-pulse",
+            "sub": "mallory",
+            "kb": kb,
+            "iat": now,
+            "nbf": now,
+            "exp": now + 600,
+            "jti": "j1",
+            "cap": {"*": ["subscribe", "publish", "presence", "history"]},
+            **over,
+        }
 
     header = {"alg": "HS256", "typ": "JWT", "kid": "default"}
     good_body = raw_jwt(header, claims())
     signing_input = good_body.rsplit(".", 1)[0]
     rs256 = raw_jwt({**header, "alg": "RS256"}, claims())
-    rs256_hmac = rs256.rsplit(".", 1)[0] + "." + b64(
-        hmac.new(secret.encode(), rs256.rsplit(".", 1)[0].encode(), hashlib.sha256).digest())
+    rs256_hmac = (
+        rs256.rsplit(".", 1)[0]
+        + "."
+        + b64(hmac.new(secret.encode(), rs256.rsplit(".", 1)[0].encode(), hashlib.sha256).digest())
+    )
     return [
-        ("forged signature", forge(claims(), "not-the-secret-but-32-bytes-long!!", kid="default"), "token_invalid",
-         4001),
-        ("signature of another token", signing_input + "." + forge(claims(sub="x"), secret, kid="default")
-         .rsplit(".", 1)[1], "token_invalid", 4001),
-        ("expired", forge(claims(iat=now - 3600, nbf=now - 3600, exp=now - 60), secret, kid="default"),
-         "token_expired", 4002),
-        ("not yet valid", forge(claims(iat=now + 600, nbf=now + 600, exp=now + 1200), secret, kid="default"),
-         "token_not_yet_valid", 4001),
-        ("another app's, signed with this app's secret", forge(claims("other"), secret, kid="other"),
-         "token_invalid", 4001),
-        ("this app's, signed with another app's secret", forge(claims(), other_secret, kid="default"),
-         "token_invalid", 4001),
+        (
+            "forged signature",
+            forge(claims(), "not-the-secret-but-32-bytes-long!!", kid="default"),
+            "token_invalid",
+            4001,
+        ),
+        (
+            "signature of another token",
+            signing_input + "." + forge(claims(sub="x"), secret, kid="default").rsplit(".", 1)[1],
+            "token_invalid",
+            4001,
+        ),
+        (
+            "expired",
+            forge(claims(iat=now - 3600, nbf=now - 3600, exp=now - 60), secret, kid="default"),
+            "token_expired",
+            4002,
+        ),
+        (
+            "not yet valid",
+            forge(claims(iat=now + 600, nbf=now + 600, exp=now + 1200), secret, kid="default"),
+            "token_not_yet_valid",
+            4001,
+        ),
+        (
+            "another app's, signed with this app's secret",
+            forge(claims("other"), secret, kid="other"),
+            "token_invalid",
+            4001,
+        ),
+        (
+            "this app's, signed with another app's secret",
+            forge(claims(), other_secret, kid="default"),
+            "token_invalid",
+            4001,
+        ),
         ("kid and kb disagree", forge(claims("other"), other_secret, kid="default"), "token_invalid", 4001),
         ("a disabled app's", forge(claims("off"), disabled_secret, kid="off"), "app_disabled", 4003),
-        ("an unknown app's", forge(claims("nope"), "whatever-key-of-at-least-32-bytes", kid="nope"), "app_unknown",
-         4004),
+        (
+            "an unknown app's",
+            forge(claims("nope"), "whatever-key-of-at-least-32-bytes", kid="nope"),
+            "app_unknown",
+            4004,
+        ),
         ("alg none", raw_jwt({**header, "alg": "none"}, claims()), "token_invalid", 4001),
         ("alg none with a signature", raw_jwt({**header, "alg": "none"}, claims(), b"sig"), "token_invalid", 4001),
         ("alg RS256 signed with the secret as HMAC key", rs256_hmac, "token_invalid", 4001),
-        ("alg HS512 with the right secret", forge(claims(), secret, alg="HS512", kid="default"), "token_invalid",
-         4001),
-        ("alg HS384 with the right secret", forge(claims(), secret, alg="HS384", kid="default"), "token_invalid",
-         4001),
-        ("no exp", forge({k: v for k, v in claims().items() if k != "exp"}, secret, kid="default"),
-         "token_invalid", 4001),
+        ("alg HS512 with the right secret", forge(claims(), secret, alg="HS512", kid="default"), "token_invalid", 4001),
+        ("alg HS384 with the right secret", forge(claims(), secret, alg="HS384", kid="default"), "token_invalid", 4001),
+        (
+            "no exp",
+            forge({k: v for k, v in claims().items() if k != "exp"}, secret, kid="default"),
+            "token_invalid",
+            4001,
+        ),
         ("exp a string", forge(claims(exp=str(now + 600)), secret, kid="default"), "token_invalid", 4001),
         ("wrong issuer", forge(claims(iss="evil"), secret, kid="default"), "token_invalid", 4001),
         ("capabilities smuggled as a string", forge(claims(cap="*"), secret, kid="default"), "token_invalid", 4001),
@@ -318,10 +362,18 @@ async def handshake_status(server: LiveServer, origin: str | None) -> int:
 @pytest.mark.parametrize(
     ("pulse", "hosts", "allowed", "refused"),
     [
-        (None, "good.example,127.0.0.1", ["http://good.example", "https://good.example:8443"],
-         ["http://evil.example", None]),
-        (["https://good.example"], "*", ["https://good.example"],
-         ["http://good.example", "https://evil.example", "https://good.example.evil.example", "null", None]),
+        (
+            None,
+            "good.example,127.0.0.1",
+            ["http://good.example", "https://good.example:8443"],
+            ["http://evil.example", None],
+        ),
+        (
+            ["https://good.example"],
+            "*",
+            ["https://good.example"],
+            ["http://good.example", "https://evil.example", "https://good.example.evil.example", "null", None],
+        ),
         (["*"], "good.example,127.0.0.1", ["https://evil.example", "null", None], []),
     ],
     ids=["ALLOWED_HOSTS", "list", "star"],
@@ -345,8 +397,10 @@ async def test_a_slow_consumer_of_10_mb_is_closed_alone_and_memory_stays_bounded
     # No history: it keeps the channel's last HISTORY_SIZE messages by design (100 x 60 KB here), which is not
     # what this test measures.
     with live_server(server=server_name, pulse={"HISTORY_SIZE": 0}) as server:
-        fast = [await Realtime.connect(server.ws_url, (await asyncio.to_thread(server.token, f"fast{i}"))["token"])
-                for i in range(3)]
+        fast = [
+            await Realtime.connect(server.ws_url, (await asyncio.to_thread(server.token, f"fast{i}"))["token"])
+            for i in range(3)
+        ]
         for client in fast:
             await client.subscribe("firehose")
         # A client that stops reading, with a small socket receive buffer so the backlog shows up on the server
@@ -391,8 +445,10 @@ async def test_a_slow_consumer_of_10_mb_is_closed_alone_and_memory_stays_bounded
         assert peak - before < 8_000_000, (before, peak)  # 10 MB went to the slow client's subscription
         for client in fast:
             await client.close()
-        print(f"\n{server_name}: slow consumer closed after {slow_closed_at:.2f} s; fast p50 "
-              f"{latencies[len(latencies) // 2]:.0f} ms p99 {p99:.0f} ms; RSS growth {(peak - before) / 1e6:.1f} MB")
+        print(
+            f"\n{server_name}: slow consumer closed after {slow_closed_at:.2f} s; fast p50 "
+            f"{latencies[len(latencies) // 2]:.0f} ms p99 {p99:.0f} ms; RSS growth {(peak - before) / 1e6:.1f} MB"
+        )
 
 
 # -- bursts of connections --------------------------------------------------------------------------------------
@@ -427,8 +483,12 @@ async def settled_state(server: LiveServer, baseline_tasks: int, timeout: float 
     deadline = time.monotonic() + timeout
     while True:
         now = await astate(server, gc=True)
-        if (now["consumers"] == 0 and now["connections"] == 0 and set(now["topics"]) <= {"ctl"}
-                and now["tasks"] <= baseline_tasks) or time.monotonic() > deadline:
+        if (
+            now["consumers"] == 0
+            and now["connections"] == 0
+            and set(now["topics"]) <= {"ctl"}
+            and now["tasks"] <= baseline_tasks
+        ) or time.monotonic() > deadline:
             return now
         await asyncio.sleep(0.2)
 
@@ -450,8 +510,10 @@ async def test_bursts_of_1000_connections_leave_nothing_behind() -> None:
             rss.append(now["rss"])
         took = time.monotonic() - started
         growth = rss[-1] - rss[1]
-        print(f"\n10 x 1000 connections in {took:.1f} s; RSS after each round (MB): "
-              f"{[round(r / 1e6, 1) for r in rss]}; growth after round 1: {growth / 1e6:.1f} MB")
+        print(
+            f"\n10 x 1000 connections in {took:.1f} s; RSS after each round (MB): "
+            f"{[round(r / 1e6, 1) for r in rss]}; growth after round 1: {growth / 1e6:.1f} MB"
+        )
         # 10,000 connections came and went; what stays is allocator slack, not per-connection state
         # (28 KB per connection would be 252 MB for rounds 2-10).
         assert growth < 10_000_000, rss
@@ -503,11 +565,19 @@ async def test_api_keys_never_reach_the_logs() -> None:
     from tests.servers import ROOT, free_port
 
     port = free_port()
-    with live_server(port=port, pulse={"SERVER_URL": f"http://127.0.0.1:{port}"},
-                     extra_env={"PULSE_LIVE_LOGLEVEL": "DEBUG"}) as server:
+    with live_server(
+        port=port, pulse={"SERVER_URL": f"http://127.0.0.1:{port}"}, extra_env={"PULSE_LIVE_LOGLEVEL": "DEBUG"}
+    ) as server:
+
         def cli(*args: str) -> str:
-            done = subprocess.run([sys.executable, "-m", "django", "pulse", *args], env=server.env, cwd=ROOT,
-                                  capture_output=True, text=True, timeout=60)
+            done = subprocess.run(
+                [sys.executable, "-m", "django", "pulse", *args],
+                env=server.env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert done.returncode == 0, done.stderr
             return done.stdout
 
@@ -530,8 +600,15 @@ async def test_api_keys_never_reach_the_logs() -> None:
         while "/pulse/channels/" not in (log := server.log()) and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         assert "/pulse/channels/" in log  # the requests were logged, at DEBUG
-        for needle in [old_key, old_key.rsplit("_", 1)[1], new_key, new_key.rsplit("_", 1)[1], *wrong[:2],
-                       token["token"], token["token"].split(".")[2]]:
+        for needle in [
+            old_key,
+            old_key.rsplit("_", 1)[1],
+            new_key,
+            new_key.rsplit("_", 1)[1],
+            *wrong[:2],
+            token["token"],
+            token["token"].split(".")[2],
+        ]:
             assert needle not in log
 
 

@@ -43,8 +43,7 @@ async def presence_events(rt: Realtime, event: str, count: int, timeout: float) 
     return found
 
 
-async def setup_room(doomed: LiveServer, survivor: LiveServer) -> tuple[list[Realtime], list[Realtime],
-                                                                          list[Realtime]]:
+async def setup_room(doomed: LiveServer, survivor: LiveServer) -> tuple[list[Realtime], list[Realtime], list[Realtime]]:
     watchers = [await connect(survivor, f"watcher{i}") for i in range(3)]
     for rt in watchers:
         await rt.request("presence.subscribe", channel="room")
@@ -63,8 +62,9 @@ async def setup_room(doomed: LiveServer, survivor: LiveServer) -> tuple[list[Rea
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
-async def test_a_dead_process_s_100_members_leave_and_come_back(pulse_redis: str, redis_prefix: str, settings: Any,
-                                                                how: str) -> None:
+async def test_a_dead_process_s_100_members_leave_and_come_back(
+    pulse_redis: str, redis_prefix: str, settings: Any, how: str
+) -> None:
     with live_pair(redis_url=pulse_redis, redis_prefix=redis_prefix) as (doomed, survivor):
         watchers, members, survivors = await setup_room(doomed, survivor)
         assert (await pulse.apresence("room"))["count"] == MEMBERS + 10

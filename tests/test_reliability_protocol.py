@@ -27,10 +27,26 @@ pytestmark = pytest.mark.reliability
 
 MAX = 65536
 # What parse_frame may answer (docs/protocol.md, error codes).
-PARSE_ERRORS = {ErrorCode.BAD_REQUEST, ErrorCode.INVALID_JSON, ErrorCode.UNKNOWN_ACTION, ErrorCode.INVALID_CHANNEL,
-                ErrorCode.MESSAGE_TOO_LARGE}
-ACTIONS = [*sorted(a.value for a in CLIENT_ACTIONS),
-           "connected", "ok", "error", "message", "ping", "", "AUTH", "publish ", "presence.", "__proto__"]
+PARSE_ERRORS = {
+    ErrorCode.BAD_REQUEST,
+    ErrorCode.INVALID_JSON,
+    ErrorCode.UNKNOWN_ACTION,
+    ErrorCode.INVALID_CHANNEL,
+    ErrorCode.MESSAGE_TOO_LARGE,
+}
+ACTIONS = [
+    *sorted(a.value for a in CLIENT_ACTIONS),
+    "connected",
+    "ok",
+    "error",
+    "message",
+    "ping",
+    "",
+    "AUTH",
+    "publish ",
+    "presence.",
+    "__proto__",
+]
 
 # -- strategies ------------------------------------------------------------------------------------------
 
@@ -39,17 +55,31 @@ ACTIONS = [*sorted(a.value for a in CLIENT_ACTIONS),
 chars = st.characters(blacklist_categories=("Cs",))
 text_ = st.text(chars, max_size=20)
 scalars = (
-    st.none() | st.booleans() | st.integers() | st.integers(min_value=-(10**30), max_value=10**30)
-    | st.floats(allow_nan=True, allow_infinity=True) | text_
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | text_
     | st.sampled_from(["\ud800", "\udfff", "a\udc00b", "\x00", "\u2028", "😀", "posts", "a" * 256])
 )
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(text_, inner, max_size=4), max_leaves=8)
-channels = st.one_of(st.sampled_from(["posts", "a", "x" * 255, "x" * 256, "", "bad name", "é", "a/b", "orders.*",
-                                      "posts\n", "\nposts"]),
-                     st.text("abcXYZ019_-.:@=~+", min_size=1, max_size=20), text_, json_values)
-refs = st.one_of(st.integers(), st.text(chars, max_size=70), st.booleans(), st.floats(), st.none(),
-                 st.sampled_from([2**53 - 1, 2**53, -(2**53), 10**100]))
+json_values = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text_, inner, max_size=4), max_leaves=8
+)
+channels = st.one_of(
+    st.sampled_from(["posts", "a", "x" * 255, "x" * 256, "", "bad name", "é", "a/b", "orders.*", "posts\n", "\nposts"]),
+    st.text("abcXYZ019_-.:@=~+", min_size=1, max_size=20),
+    text_,
+    json_values,
+)
+refs = st.one_of(
+    st.integers(),
+    st.text(chars, max_size=70),
+    st.booleans(),
+    st.floats(),
+    st.none(),
+    st.sampled_from([2**53 - 1, 2**53, -(2**53), 10**100]),
+)
 
 
 @st.composite
@@ -58,9 +88,14 @@ def frames(draw: st.DrawFn) -> dict[str, Any]:
     frame: dict[str, Any] = {}
     if draw(st.integers(0, 9)):
         frame["action"] = draw(st.sampled_from(ACTIONS) | json_values)
-    for name, values in (("ref", refs), ("channel", channels), ("name", st.text(chars, max_size=300) | json_values),
-                         ("token", text_ | json_values), ("data", json_values),
-                         ("id", st.text(chars, max_size=300) | json_values)):
+    for name, values in (
+        ("ref", refs),
+        ("channel", channels),
+        ("name", st.text(chars, max_size=300) | json_values),
+        ("token", text_ | json_values),
+        ("data", json_values),
+        ("id", st.text(chars, max_size=300) | json_values),
+    ):
         if draw(st.booleans()):
             frame[name] = draw(values)
     if not draw(st.integers(0, 4)):
@@ -86,9 +121,11 @@ def mutate(text: str, cut: int, junk: str) -> str:
 
 texts = st.one_of(
     frames().map(encode),
-    st.tuples(frames().map(encode), st.integers(0, 1000), st.sampled_from(["", "}", "{", '"', "\\", ",", "]", "\\u",
-                                                                          "\\ud800", "NaN", "1e999", "\x00"]))
-    .map(lambda t: mutate(*t)),
+    st.tuples(
+        frames().map(encode),
+        st.integers(0, 1000),
+        st.sampled_from(["", "}", "{", '"', "\\", ",", "]", "\\u", "\\ud800", "NaN", "1e999", "\x00"]),
+    ).map(lambda t: mutate(*t)),
     st.text(chars, max_size=100),
     json_values.map(encode),
 )
@@ -106,8 +143,11 @@ def check_parse(text: str) -> Request | PulseError:
     if "channel" in request.members and request.action.value not in ("auth", "pong"):
         assert is_valid_channel(request.channel)
     ref = request.ref
-    assert ref is None or (isinstance(ref, str) and len(ref) <= 64) or (
-        isinstance(ref, int) and not isinstance(ref, bool) and abs(ref) < 2**53)
+    assert (
+        ref is None
+        or (isinstance(ref, str) and len(ref) <= 64)
+        or (isinstance(ref, int) and not isinstance(ref, bool) and abs(ref) < 2**53)
+    )
     # Whatever is accepted can be relayed: strict JSON (no NaN/Infinity) that encodes to UTF-8.
     relayed = dumps(request.members)
     relayed.encode("utf-8")
@@ -119,8 +159,12 @@ def check_parse(text: str) -> Request | PulseError:
 
 # 500 examples of 10 frames each per test: 10,000 frames per run (a list per example keeps Hypothesis's
 # per-example overhead small).
-FUZZ = hsettings(max_examples=500, deadline=None, database=None,
-                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = hsettings(
+    max_examples=500,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @FUZZ
@@ -168,8 +212,11 @@ NASTY: list[tuple[str, str, Any]] = [
     ("deep nesting in data", PUB % ("[" * 20000 + "]" * 20000), ErrorCode.INVALID_JSON),
     ("deep object nesting", PUB % ('{"a":' * 5000 + "1" + "}" * 5000), ErrorCode.INVALID_JSON),
     ("lone high surrogate in data", PUB % '"\\ud800"', ErrorCode.INVALID_JSON),
-    ("lone low surrogate in name", '{"action":"publish","channel":"posts","name":"\\udc00","ref":1}',
-     ErrorCode.INVALID_JSON),
+    (
+        "lone low surrogate in name",
+        '{"action":"publish","channel":"posts","name":"\\udc00","ref":1}',
+        ErrorCode.INVALID_JSON,
+    ),
     ("lone surrogate in a key", '{"action":"pong","\\ud800":1}', ErrorCode.INVALID_JSON),
     ("surrogate pair (valid)", PUB % '"\\ud83d\\ude00"', None),
     ("escaped backslash before u", PUB % '"\\\\ud800"', None),
@@ -190,18 +237,27 @@ NASTY: list[tuple[str, str, Any]] = [
     ("channel empty", '{"action":"subscribe","channel":"","ref":1}', ErrorCode.INVALID_CHANNEL),
     ("publish without name", '{"action":"publish","channel":"a","ref":1}', ErrorCode.BAD_REQUEST),
     ("publish name a number", '{"action":"publish","channel":"a","name":1,"ref":1}', ErrorCode.BAD_REQUEST),
-    ("publish name 256 chars", '{"action":"publish","channel":"a","name":"%s","ref":1}' % ("n" * 256),
-     ErrorCode.BAD_REQUEST),
+    (
+        "publish name 256 chars",
+        '{"action":"publish","channel":"a","name":"%s","ref":1}' % ("n" * 256),
+        ErrorCode.BAD_REQUEST,
+    ),
     ("publish id empty", '{"action":"publish","channel":"a","name":"e","id":"","ref":1}', ErrorCode.BAD_REQUEST),
     ("publish id a number", '{"action":"publish","channel":"a","name":"e","id":7,"ref":1}', ErrorCode.BAD_REQUEST),
     ("auth token a number", '{"action":"auth","token":123,"ref":1}', ErrorCode.BAD_REQUEST),
     ("auth token 8193 chars", '{"action":"auth","token":"%s","ref":1}' % ("t" * 8193), ErrorCode.BAD_REQUEST),
     ("duplicate keys (last wins)", '{"action":"explode","action":"subscribe","channel":"a","ref":1}', None),
-    ("duplicate keys to invalid", '{"action":"subscribe","channel":"a","channel":"a b","ref":1}',
-     ErrorCode.INVALID_CHANNEL),
+    (
+        "duplicate keys to invalid",
+        '{"action":"subscribe","channel":"a","channel":"a b","ref":1}',
+        ErrorCode.INVALID_CHANNEL,
+    ),
     ("__proto__ member", '{"action":"subscribe","channel":"a","__proto__":{"x":1},"ref":1}', None),
-    ("64 KiB + 1", '{"action":"pong","pad":"%s"}' % ("p" * (MAX + 1 - len('{"action":"pong","pad":""}'))),
-     ErrorCode.MESSAGE_TOO_LARGE),
+    (
+        "64 KiB + 1",
+        '{"action":"pong","pad":"%s"}' % ("p" * (MAX + 1 - len('{"action":"pong","pad":""}'))),
+        ErrorCode.MESSAGE_TOO_LARGE,
+    ),
     ("64 KiB of multibyte", '{"action":"pong","pad":"%s"}' % ("\u00e9" * (MAX // 2)), ErrorCode.MESSAGE_TOO_LARGE),
     ("huge string", '{"action":"pong","pad":"%s"}' % ("x" * 1_000_000), ErrorCode.MESSAGE_TOO_LARGE),
 ]
@@ -300,9 +356,13 @@ async def fuzz_consumer(texts_to_send: list[str]) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-@hsettings(max_examples=4, deadline=None, database=None, phases=[Phase.generate],
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                 HealthCheck.function_scoped_fixture])
+@hsettings(
+    max_examples=4,
+    deadline=None,
+    database=None,
+    phases=[Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
 @given(batch=st.lists(texts, min_size=75, max_size=75))
 def test_fuzzed_frames_through_a_real_consumer(batch: list[str], settings: Any) -> None:
     settings.PULSE = {"RATE_LIMIT": 0, "PUBLISH_RATE": 0}

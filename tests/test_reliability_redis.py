@@ -44,9 +44,21 @@ class OwnRedis:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                REDIS_SERVER,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port, timeout=10, proc=self.proc)
 
@@ -141,8 +153,15 @@ async def test_redis_down_for_5_s_leaves_no_silent_gap(own_redis: OwnRedis, faul
                 client = await Realtime.connect(server.ws_url, token["token"])
                 await client.subscribe("numbers")
                 subscribers.append(client)
-        done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "django", "pulse", "enable", "--json"],
-                                       env=first.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "django", "pulse", "enable", "--json"],
+            env=first.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         publisher = Publisher([first, second], json.loads(done.stdout)["apiKey"])
         thread = threading.Thread(target=publisher.run, args=(0.05,), daemon=True)
         thread.start()
@@ -184,13 +203,14 @@ async def test_redis_down_for_5_s_leaves_no_silent_gap(own_redis: OwnRedis, faul
     if fault == "restart":
         # Every subscriber connection to Redis broke: every client was told.
         assert all(told), told
-    print(f"\n{fault}: {len(publisher.ok)} published, {len(publisher.failed)} refused with 503, "
-          f"discontinuity told to {sum(told)}/{len(told)} subscribers")
+    print(
+        f"\n{fault}: {len(publisher.ok)} published, {len(publisher.failed)} refused with 503, "
+        f"discontinuity told to {sum(told)}/{len(told)} subscribers"
+    )
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_publishing_while_redis_is_down_fails_loudly(own_redis: OwnRedis,
-                                                                              settings: Any) -> None:
+async def test_publishing_while_redis_is_down_fails_loudly(own_redis: OwnRedis, settings: Any) -> None:
     from asgiref.sync import sync_to_async
 
     from django_pulse import pulse

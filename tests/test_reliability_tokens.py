@@ -25,12 +25,16 @@ async def secret_of(kb_id: str, *, enabled: bool = True) -> str:
     return app.token_secret
 
 
-async def test_bad_tokens_in_process_and_nothing_secret_in_the_logs(caplog: pytest.LogCaptureFixture,
-                                                                    settings: Any) -> None:
+async def test_bad_tokens_in_process_and_nothing_secret_in_the_logs(
+    caplog: pytest.LogCaptureFixture, settings: Any
+) -> None:
     settings.PULSE = {"RATE_LIMIT": 0}
     caplog.set_level(logging.DEBUG)
-    secret, other, disabled = await secret_of("default"), await secret_of("other"), await secret_of("off",
-                                                                                                    enabled=False)
+    secret, other, disabled = (
+        await secret_of("default"),
+        await secret_of("other"),
+        await secret_of("off", enabled=False),
+    )
     cases = bad_tokens(secret, other, disabled)
     for what, token, code, close in cases:
         client = await open_client()
@@ -46,7 +50,12 @@ async def test_bad_tokens_in_process_and_nothing_secret_in_the_logs(caplog: pyte
     assert (await alice.request("auth", token=issued["token"] + "x"))["code"] == "token_invalid"
     await alice.close()
     logged = caplog.text + "".join(repr(record.__dict__) for record in caplog.records)
-    for needle in [issued["token"], issued["token"].split(".")[2], secret, other, disabled,
-                   *(token.split(".")[-1] for _, token, _, _ in cases if token.count(".") == 2 and
-                     len(token.split(".")[-1]) > 20)]:
+    for needle in [
+        issued["token"],
+        issued["token"].split(".")[2],
+        secret,
+        other,
+        disabled,
+        *(token.split(".")[-1] for _, token, _, _ in cases if token.count(".") == 2 and len(token.split(".")[-1]) > 20),
+    ]:
         assert needle not in logged

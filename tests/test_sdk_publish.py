@@ -23,13 +23,23 @@ async def test_publish_encodes_dates_decimals_uuids() -> None:
     alice = await connect()
     await alice.request("subscribe", channel="posts")
     uid = uuid.UUID("12345678-1234-5678-1234-567812345678")
-    data = {"when": datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC), "price": decimal.Decimal("9.90"),
-            "id": uid, "day": datetime.date(2026, 1, 2), "text": "héllo"}
+    data = {
+        "when": datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC),
+        "price": decimal.Decimal("9.90"),
+        "id": uid,
+        "day": datetime.date(2026, 1, 2),
+        "text": "héllo",
+    }
     message_id = await sync_to_async(pulse.publish)("posts", "new_post", data, id="order-1")
     assert message_id == "order-1"
     frame = await alice.recv()
-    assert frame["data"] == {"when": "2026-01-02T03:04:05Z", "price": "9.90", "id": str(uid), "day": "2026-01-02",
-                             "text": "héllo"}
+    assert frame["data"] == {
+        "when": "2026-01-02T03:04:05Z",
+        "price": "9.90",
+        "id": str(uid),
+        "day": "2026-01-02",
+        "text": "héllo",
+    }
     assert frame["id"] == "order-1" and frame["name"] == "new_post"
     assert abs(frame["timestamp"] / 1000 - datetime.datetime.now().timestamp()) < 60
     await alice.close()
@@ -84,8 +94,11 @@ async def test_publish_batch_in_order_and_all_or_nothing() -> None:
     alice = await connect()
     await alice.request("subscribe", channel="a")
     await alice.request("subscribe", channel="b")
-    messages = [{"channel": "a", "event": "e", "data": 1}, {"channel": "b", "event": "e", "data": 2},
-                {"channel": "a", "event": "e", "data": 3, "id": "three"}]
+    messages = [
+        {"channel": "a", "event": "e", "data": 1},
+        {"channel": "b", "event": "e", "data": 2},
+        {"channel": "a", "event": "e", "data": 3, "id": "three"},
+    ]
     ids = await sync_to_async(pulse.publish_batch)(messages)
     assert len(ids) == 3 and ids[2] == "three"
     frames = [await alice.recv() for _ in range(3)]
@@ -120,7 +133,13 @@ def test_message_published_signal() -> None:
         signals.message_published.disconnect(receiver)
     assert len(seen) == 1
     assert {k: seen[0][k] for k in ("kb_id", "channel", "event", "id", "serial", "client_id")} == {
-        "kb_id": "default", "channel": "posts", "event": "e", "id": message_id, "serial": 1, "client_id": None}
+        "kb_id": "default",
+        "channel": "posts",
+        "event": "e",
+        "id": message_id,
+        "serial": 1,
+        "client_id": None,
+    }
 
 
 def test_control_calls_validate() -> None:

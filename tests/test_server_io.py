@@ -86,8 +86,9 @@ async def test_a_reader_that_stalls_gets_every_frame_intact_and_in_order(server_
     EAGAIN) and Twisted buffers the rest; when the client reads again every message and every reply arrives
     whole, each kind in order."""
     limits = {"MAX_MESSAGE_SIZE": 200_000, "OUTBOUND_BUFFER_LIMIT": 16 * 1024 * 1024, "HISTORY_SIZE": 0}
-    with live_server(server=server_name, pulse={"DIRECT_WRITE": direct, **limits},
-                     extra_env={"PULSE_LIVE_LOGLEVEL": "DEBUG"}) as server:
+    with live_server(
+        server=server_name, pulse={"DIRECT_WRITE": direct, **limits}, extra_env={"PULSE_LIVE_LOGLEVEL": "DEBUG"}
+    ) as server:
         ws = await RawWebSocket.subscriber(server, "stalled", "stall", rcvbuf=4096)
         ws.writer.transport.pause_reading()
         sizes = [10, 300, 60_000, 150_000] * 24  # 96 messages, 5 MB: more than the kernel's buffers take

@@ -17,8 +17,14 @@ ALL = {"*": ["subscribe", "publish", "presence", "history"]}
 
 
 def _issue(**kw: object) -> str:
-    args: dict[str, object] = {"secret": SECRET, "kb_id": "kb1", "client_id": "u1", "capabilities": ALL, "ttl": 60,
-                               "now": 1_000_000}
+    args: dict[str, object] = {
+        "secret": SECRET,
+        "kb_id": "kb1",
+        "client_id": "u1",
+        "capabilities": ALL,
+        "ttl": 60,
+        "now": 1_000_000,
+    }
     args.update(kw)
     return issue_token(**args)[0]  # type: ignore[arg-type]
 
@@ -59,10 +65,15 @@ def test_other_app() -> None:
 
 def test_alg_none_is_refused() -> None:
     header = base64.urlsafe_b64encode(json.dumps({"alg": "none", "kid": "kb1"}).encode()).rstrip(b"=").decode()
-    body = base64.urlsafe_b64encode(
-        json.dumps({"sub": "u1", "kb": "kb1", "iat": 1_000_000, "exp": 1_000_060, "jti": "x",
-                    "iss": "django-pulse"}).encode()
-    ).rstrip(b"=").decode()
+    body = (
+        base64.urlsafe_b64encode(
+            json.dumps(
+                {"sub": "u1", "kb": "kb1", "iat": 1_000_000, "exp": 1_000_060, "jti": "x", "iss": "django-pulse"}
+            ).encode()
+        )
+        .rstrip(b"=")
+        .decode()
+    )
     token = f"{header}.{body}."
     with pytest.raises(TokenError) as info:
         peek_kb_id(token)
@@ -71,8 +82,12 @@ def test_alg_none_is_refused() -> None:
 
 
 def test_algorithm_confusion_hs512_refused() -> None:
-    token = jwt.encode({"sub": "u1", "kb": "kb1", "iat": 1_000_000, "exp": 1_000_060, "jti": "x",
-                        "iss": "django-pulse"}, SECRET, algorithm="HS512", headers={"kid": "kb1"})
+    token = jwt.encode(
+        {"sub": "u1", "kb": "kb1", "iat": 1_000_000, "exp": 1_000_060, "jti": "x", "iss": "django-pulse"},
+        SECRET,
+        algorithm="HS512",
+        headers={"kid": "kb1"},
+    )
     assert _code(token) is ErrorCode.TOKEN_INVALID
 
 

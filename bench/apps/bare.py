@@ -64,8 +64,13 @@ async def _http(scope: Scope, receive: Receive, send: Send) -> None:
         body, status = json.dumps({"pid": os.getpid()}).encode(), 200
     else:
         body, status = b'{"error":"not found"}', 404
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

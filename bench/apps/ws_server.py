@@ -46,8 +46,9 @@ async def handler(connection: ServerConnection) -> None:
 
 
 async def main(port: int) -> None:
-    async with serve(handler, "127.0.0.1", port, process_request=process_request, compression=None,
-                     max_queue=None, backlog=4096) as server:
+    async with serve(
+        handler, "127.0.0.1", port, process_request=process_request, compression=None, max_queue=None, backlog=4096
+    ) as server:
         await server.serve_forever()
 
 

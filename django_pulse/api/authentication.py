@@ -60,12 +60,13 @@ def issue_admin_credential(kb_id: str) -> str:
 
 def _verify_admin_credential(raw: str) -> str:
     try:
-        payload = signing.loads(raw[len(ADMIN_PREFIX):], salt=ADMIN_SALT, max_age=ADMIN_CREDENTIAL_MAX_AGE)
+        payload = signing.loads(raw[len(ADMIN_PREFIX) :], salt=ADMIN_SALT, max_age=ADMIN_CREDENTIAL_MAX_AGE)
     except signing.SignatureExpired:
         raise exceptions.AuthenticationFailed("The admin credential has expired; commands mint a new one.") from None
     except signing.BadSignature:
-        raise exceptions.AuthenticationFailed("The admin credential is not valid for this server "
-                                              "(is SECRET_KEY the same?).") from None
+        raise exceptions.AuthenticationFailed(
+            "The admin credential is not valid for this server (is SECRET_KEY the same?)."
+        ) from None
     kb_id = payload.get("kb") if isinstance(payload, dict) else None
     if not isinstance(kb_id, str):
         raise exceptions.AuthenticationFailed("The admin credential names no app.")

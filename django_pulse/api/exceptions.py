@@ -91,8 +91,10 @@ def pulse_exception_handler(exc: Exception, context: dict[str, Any]) -> Response
     if isinstance(exc, PulseError):
         return Response(error_body(exc.code.value, exc.message), status=STATUS_FOR_CODE.get(exc.code.value, 400))
     if isinstance(exc, RequestDataTooBig):
-        return Response(error_body("request_too_large", "The request body is larger than the server accepts."),
-                        status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+        return Response(
+            error_body("request_too_large", "The request body is larger than the server accepts."),
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     response = drf_exception_handler(exc, context)
     if response is None:
         return None  # an unexpected error: DRF re-raises it, Django logs it and answers 500
@@ -100,12 +102,18 @@ def pulse_exception_handler(exc: Exception, context: dict[str, Any]) -> Response
     code: str | None = next((c for cls, c in _DRF_CODES if api_exc is not None and isinstance(api_exc, cls)), None)
     if isinstance(exc, exceptions.ValidationError):
         fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
-        response.data = error_body(_first_code(exc.get_codes()) or ErrorCode.BAD_REQUEST, _first_message(exc.detail),
-                                   fields=fields)
+        response.data = error_body(
+            _first_code(exc.get_codes()) or ErrorCode.BAD_REQUEST, _first_message(exc.detail), fields=fields
+        )
         return response
     if code is None:
-        code = "not_found" if response.status_code == 404 else (
-            ErrorCode.FORBIDDEN if response.status_code == 403 else str(getattr(api_exc, "default_code", "error")))
+        code = (
+            "not_found"
+            if response.status_code == 404
+            else (
+                ErrorCode.FORBIDDEN if response.status_code == 403 else str(getattr(api_exc, "default_code", "error"))
+            )
+        )
     detail = response.data.get("detail", "") if isinstance(response.data, dict) else response.data
     message = str(detail)
     if code == ErrorCode.FORBIDDEN and message.startswith("CSRF Failed"):

@@ -18,5 +18,5 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-c
             "type": "http",
             "scheme": "bearer",
             "description": "`Authorization: Bearer <api key>` (an app's key from `manage.py pulse enable` or "
-                           "`pulse keys --create`).",
+            "`pulse keys --create`).",
         }

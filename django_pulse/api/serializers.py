@@ -30,18 +30,26 @@ kb_id_validator = RegexValidator(KB_ID_RE, "A kbId is 1-64 characters of A-Z a-z
 
 class TokenRequestSerializer(serializers.Serializer[Any]):
     userId = serializers.CharField(
-        required=False, max_length=255, trim_whitespace=False,
+        required=False,
+        max_length=255,
+        trim_whitespace=False,
         help_text="The client id the token is for. Required with an API key; a logged-in user gets a token for "
-                  "their own id (leave it out, or send that id).")
+        "their own id (leave it out, or send that id).",
+    )
     kbId = serializers.CharField(
-        required=False, max_length=64, validators=[kb_id_validator],
-        help_text="The app. With an API key it must be the key's app (or left out); a logged-in user may name one.")
+        required=False,
+        max_length=64,
+        validators=[kb_id_validator],
+        help_text="The app. With an API key it must be the key's app (or left out); a logged-in user may name one.",
+    )
     capabilities = serializers.DictField(
         child=serializers.ListField(child=serializers.CharField(max_length=32), max_length=8),
         required=False,
-        help_text="API key callers only: channel pattern -> operations (subscribe, publish, presence, history, *).")
-    ttl = serializers.IntegerField(required=False, min_value=1, max_value=7 * 86400,
-                                   help_text="Lifetime in seconds (default PULSE['TOKEN_TTL']).")
+        help_text="API key callers only: channel pattern -> operations (subscribe, publish, presence, history, *).",
+    )
+    ttl = serializers.IntegerField(
+        required=False, min_value=1, max_value=7 * 86400, help_text="Lifetime in seconds (default PULSE['TOKEN_TTL'])."
+    )
 
 
 class TokenSerializer(serializers.Serializer[Any]):
@@ -54,14 +62,19 @@ class TokenSerializer(serializers.Serializer[Any]):
 
 class PublishMessageSerializer(serializers.Serializer[Any]):
     channel = serializers.CharField(max_length=255, trim_whitespace=False, validators=[channel_validator])
-    event = serializers.CharField(max_length=255, trim_whitespace=False,
-                                  help_text="The event name subscribers filter on.")
+    event = serializers.CharField(
+        max_length=255, trim_whitespace=False, help_text="The event name subscribers filter on."
+    )
     data = serializers.JSONField(  # type: ignore[assignment]  # a field, not Serializer.data
-        required=False, allow_null=True, default=None, help_text="Any JSON value.")
+        required=False, allow_null=True, default=None, help_text="Any JSON value."
+    )
     id = serializers.CharField(
-        required=False, max_length=255, trim_whitespace=False,
+        required=False,
+        max_length=255,
+        trim_whitespace=False,
         help_text="Idempotency key: a publish repeating an id seen on this channel within "
-                  "PULSE['IDEMPOTENCY_WINDOW'] seconds is accepted and not delivered again.")
+        "PULSE['IDEMPOTENCY_WINDOW'] seconds is accepted and not delivered again.",
+    )
 
 
 class PublishBatchSerializer(serializers.Serializer[Any]):
@@ -70,8 +83,11 @@ class PublishBatchSerializer(serializers.Serializer[Any]):
     def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
         fields = super().get_fields()
         fields["messages"] = serializers.ListField(
-            child=PublishMessageSerializer(), allow_empty=False, max_length=pulse_settings.MAX_BATCH,
-            help_text="Published in this order (PULSE['MAX_BATCH'] at most).")
+            child=PublishMessageSerializer(),
+            allow_empty=False,
+            max_length=pulse_settings.MAX_BATCH,
+            help_text="Published in this order (PULSE['MAX_BATCH'] at most).",
+        )
         return fields
 
 

@@ -40,13 +40,19 @@ from .serializers import (
 )
 from .throttling import ApiKeyThrottle
 
-__all__ = ["ChannelsView", "CloseConnectionsView", "PresenceView", "PublishView", "SchemaView", "StatusView",
-           "TokenView"]
+__all__ = [
+    "ChannelsView",
+    "CloseConnectionsView",
+    "PresenceView",
+    "PublishView",
+    "SchemaView",
+    "StatusView",
+    "TokenView",
+]
 
 
 def _errors(*codes: int) -> dict[int, OpenApiResponse]:
-    return {code: OpenApiResponse(ErrorSerializer, description="`{\"error\": {\"code\", \"message\"}}`")
-            for code in codes}
+    return {code: OpenApiResponse(ErrorSerializer, description='`{"error": {"code", "message"}}`') for code in codes}
 
 
 class PulseAPIView(APIView):
@@ -79,8 +85,8 @@ class PulseAPIView(APIView):
     request=TokenRequestSerializer,
     responses={200: TokenSerializer, **_errors(400, 401, 403, 404, 429)},
     description="With `Authorization: Bearer <api key>`: a token for `userId` in the key's app. "
-                "With a logged-in session (and its CSRF token): a token for that user's id. "
-                "`PULSE['TOKEN_PERMISSION']` may refuse or set the capabilities.",
+    "With a logged-in session (and its CSRF token): a token for that user's id. "
+    "`PULSE['TOKEN_PERMISSION']` may refuse or set the capabilities.",
 )
 class TokenView(PulseAPIView):
     """Issue a token for a client: for the logged-in Django user, or for ``userId`` with an API key."""
@@ -98,34 +104,38 @@ class TokenView(PulseAPIView):
             if not user_id:
                 raise exceptions.ValidationError({"userId": ["This field is required with an API key."]})
             if body.get("kbId", auth.kb_id) != auth.kb_id:
-                raise exceptions.PermissionDenied(f"This API key belongs to app {auth.kb_id!r}, "
-                                                  f"not {body['kbId']!r}.")
+                raise exceptions.PermissionDenied(f"This API key belongs to app {auth.kb_id!r}, not {body['kbId']!r}.")
             kb_id: str | None = auth.kb_id
         else:
             user_id = str(request.user.pk)
             if "userId" in body and body["userId"] != user_id:
                 raise exceptions.PermissionDenied("A logged-in user gets a token for their own id only.")
             if "capabilities" in body:
-                raise exceptions.PermissionDenied("Only API key callers choose capabilities; the project's "
-                                                  "PULSE['TOKEN_PERMISSION'] hook decides them for users.")
+                raise exceptions.PermissionDenied(
+                    "Only API key callers choose capabilities; the project's "
+                    "PULSE['TOKEN_PERMISSION'] hook decides them for users."
+                )
             kb_id = body.get("kbId")
         capabilities = token_capabilities(request, user_id)
         if isinstance(auth, PulseCaller) and "capabilities" in body:
             capabilities = body["capabilities"]
         try:
-            result = sdk.get_token(user_id, kb_id=kb_id, capabilities=capabilities, ttl=body.get("ttl"),
-                                   request=request)
+            result = sdk.get_token(
+                user_id, kb_id=kb_id, capabilities=capabilities, ttl=body.get("ttl"), request=request
+            )
         except ValueError as exc:
             raise exceptions.ValidationError({"non_field_errors": [str(exc)]}) from None
         return Response(result)
 
 
 _PUBLISH_REQUEST = PolymorphicProxySerializer(
-    component_name="PublishRequest", serializers=[PublishMessageSerializer, PublishBatchSerializer],
+    component_name="PublishRequest",
+    serializers=[PublishMessageSerializer, PublishBatchSerializer],
     resource_type_field_name=None,
 )
 _PUBLISH_RESPONSE = PolymorphicProxySerializer(
-    component_name="PublishResult", serializers=[PublishResponseSerializer, PublishBatchResponseSerializer],
+    component_name="PublishResult",
+    serializers=[PublishResponseSerializer, PublishBatchResponseSerializer],
     resource_type_field_name=None,
 )
 
@@ -134,7 +144,7 @@ _PUBLISH_RESPONSE = PolymorphicProxySerializer(
     request=_PUBLISH_REQUEST,
     responses={200: _PUBLISH_RESPONSE, **_errors(400, 401, 403, 413, 429, 503)},
     description="`{channel, event, data, id?}` -> `{id}`, or `{messages: [...]}` (at most "
-                "`PULSE['MAX_BATCH']`, published in order) -> `{ids}`.",
+    "`PULSE['MAX_BATCH']`, published in order) -> `{ids}`.",
 )
 class PublishView(PulseAPIView):
     """Publish one message, or a batch published in order."""
@@ -147,19 +157,30 @@ class PublishView(PulseAPIView):
             messages = batch.validated_data["messages"]
             ids = sdk.publish_batch(
                 [{k: m[k] for k in ("channel", "event", "data", "id") if k in m} for m in messages],
-                kb_id=self.caller.kb_id)
+                kb_id=self.caller.kb_id,
+            )
             return Response({"ids": ids})
         single = PublishMessageSerializer(data=body)
         single.is_valid(raise_exception=True)
         message = single.validated_data
-        message_id = sdk.publish(message["channel"], message["event"], message.get("data"),
-                                 kb_id=self.caller.kb_id, id=message.get("id"))
+        message_id = sdk.publish(
+            message["channel"], message["event"], message.get("data"), kb_id=self.caller.kb_id, id=message.get("id")
+        )
         return Response({"id": message_id})
 
 
-@extend_schema(parameters=[OpenApiParameter("channel", str, OpenApiParameter.PATH, pattern=CHANNEL_RE.pattern,
-                                             description="The channel name (docs/protocol.md#channels).")],
-               responses={200: PresenceSerializer, **_errors(400, 401, 403, 429, 503)})
+@extend_schema(
+    parameters=[
+        OpenApiParameter(
+            "channel",
+            str,
+            OpenApiParameter.PATH,
+            pattern=CHANNEL_RE.pattern,
+            description="The channel name (docs/protocol.md#channels).",
+        )
+    ],
+    responses={200: PresenceSerializer, **_errors(400, 401, 403, 429, 503)},
+)
 class PresenceView(PulseAPIView):
     """The members present on a channel of the key's app."""
 
@@ -175,8 +196,7 @@ class ChannelsView(PulseAPIView):
         return Response({"channels": sdk.channels(kb_id=self.caller.kb_id)})
 
 
-@extend_schema(responses={200: dict, **_errors(401, 403)},
-               description="Admin credential of `manage.py pulse` only.")
+@extend_schema(responses={200: dict, **_errors(401, 403)}, description="Admin credential of `manage.py pulse` only.")
 class StatusView(PulseAPIView):
     """``manage.py pulse status`` against an embedded server: the state as this process sees it."""
 
@@ -186,8 +206,9 @@ class StatusView(PulseAPIView):
         return Response(status.collect())
 
 
-@extend_schema(request=None, responses={200: dict, **_errors(401, 403)},
-               description="Admin credential of `manage.py pulse` only.")
+@extend_schema(
+    request=None, responses={200: dict, **_errors(401, 403)}, description="Admin credential of `manage.py pulse` only."
+)
 class CloseConnectionsView(PulseAPIView):
     """``manage.py pulse disable`` against an embedded server: close the app's open connections."""
 
@@ -208,7 +229,7 @@ class SchemaView(SpectacularJSONAPIView):
     custom_settings = {
         "TITLE": "django-pulse HTTP API",
         "DESCRIPTION": "Tokens, publishing, presence and channels of django-pulse. Authenticate with "
-                       "`Authorization: Bearer <api key>`. Errors are `{\"error\": {\"code\", \"message\"}}`.",
+        '`Authorization: Bearer <api key>`. Errors are `{"error": {"code", "message"}}`.',
         "VERSION": __version__,
         "COMPONENT_SPLIT_REQUEST": True,
     }
@@ -225,4 +246,3 @@ class SchemaView(SpectacularJSONAPIView):
 
     def get_exception_handler(self) -> Any:
         return pulse_exception_handler
-

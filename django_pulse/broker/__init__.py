@@ -14,8 +14,16 @@ from django.utils.module_loading import import_string
 
 from .base import CONTROL_TOPIC, Broker, HistoryRead, message_topic, presence_topic, topic_channel
 
-__all__ = ["CONTROL_TOPIC", "Broker", "HistoryRead", "get_broker", "message_topic", "presence_topic",
-           "reset_broker", "topic_channel"]
+__all__ = [
+    "CONTROL_TOPIC",
+    "Broker",
+    "HistoryRead",
+    "get_broker",
+    "message_topic",
+    "presence_topic",
+    "reset_broker",
+    "topic_channel",
+]
 
 _lock = threading.Lock()
 _broker: Broker | None = None

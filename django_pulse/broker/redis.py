@@ -221,7 +221,9 @@ class RedisBroker(Broker):
     def _sync(self) -> tuple[redis_sync.Redis, Any]:
         if self._sync_client is None:
             self._sync_client = redis_sync.Redis.from_url(
-                self.url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT,
+                self.url,
+                socket_connect_timeout=CONNECT_TIMEOUT,
+                socket_timeout=CONNECT_TIMEOUT,
                 health_check_interval=30,
             )
             self._sync_script = self._sync_client.register_script(PUBLISH_SCRIPT)
@@ -235,8 +237,14 @@ class RedisBroker(Broker):
 
     def _publish_args(self, topic: str, head: str) -> tuple[list[str], list[str | int]]:
         keys = [self.serial_key(topic), self.redis_channel(topic), self.history_key(topic)]
-        args: list[str | int] = [head, new_epoch(), int(time.time() * 1000), self.history_size,
-                                 self.history_ttl_ms, topic_channel(topic)]
+        args: list[str | int] = [
+            head,
+            new_epoch(),
+            int(time.time() * 1000),
+            self.history_size,
+            self.history_ttl_ms,
+            topic_channel(topic),
+        ]
         return keys, args
 
     async def publish_message(self, topic: str, head: str) -> int:
@@ -257,11 +265,15 @@ class RedisBroker(Broker):
             raise _unavailable("Redis is unreachable; the message was not published.", exc) from None
         return int(serial)
 
-    def _read_args(self, topic: str, after: int, before: int | None,
-                   limit: int) -> tuple[list[str], list[str | int]]:
+    def _read_args(self, topic: str, after: int, before: int | None, limit: int) -> tuple[list[str], list[str | int]]:
         keys = [self.serial_key(topic), self.history_key(topic)]
-        args: list[str | int] = [new_epoch(), max(0, int(after)), "" if before is None else max(1, int(before)),
-                                 max(0, int(limit)), IDLE_COUNTER_TTL_MS]
+        args: list[str | int] = [
+            new_epoch(),
+            max(0, int(after)),
+            "" if before is None else max(1, int(before)),
+            max(0, int(limit)),
+            IDLE_COUNTER_TTL_MS,
+        ]
         return keys, args
 
     def _history_read(self, reply: Any) -> HistoryRead:
@@ -418,7 +430,7 @@ class RedisBroker(Broker):
                 logger.warning("Redis broker reconnected; re-subscribing %d topics", len(channels))
                 self._resubscribed = set(channels)
             for start in range(0, len(channels), SUBSCRIBE_BATCH):
-                conn.write(b"SUBSCRIBE", *channels[start:start + SUBSCRIBE_BATCH])
+                conn.write(b"SUBSCRIBE", *channels[start : start + SUBSCRIBE_BATCH])
             ever_connected = True
             self._conn = conn
             assert self._connected is not None
@@ -542,8 +554,12 @@ def _unavailable(message: str, exc: BaseException) -> Unavailable:
     now = time.monotonic()
     state = _unavailable_logged
     if now - state["at"] >= UNAVAILABLE_LOG_INTERVAL:
-        logger.warning("%s (%r)%s", message, exc,
-                       f"; {state['suppressed']} more since the last report" if state["suppressed"] else "")
+        logger.warning(
+            "%s (%r)%s",
+            message,
+            exc,
+            f"; {state['suppressed']} more since the last report" if state["suppressed"] else "",
+        )
         state["at"], state["suppressed"] = now, 0
     else:
         state["suppressed"] += 1

@@ -63,7 +63,6 @@ class Member:
             "timestamp": self.timestamp,
         }
 
-
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> Member:
         return cls(str(value["clientId"]), str(value["connectionId"]), value.get("data"), int(value["timestamp"]))
@@ -139,15 +138,15 @@ class PresenceBackend(ABC):
     # --- primitives (subclasses) ---------------------------------------------------------------------------
 
     @abstractmethod
-    async def _enter(self, kb_id: str, channel: str, member: Member, data_json: str,
-                     max_members: int) -> PresenceChange:
+    async def _enter(
+        self, kb_id: str, channel: str, member: Member, data_json: str, max_members: int
+    ) -> PresenceChange:
         """Add ``member`` (or, if its connection is present already, replace its data keeping its entry time:
         an ``update``), bump the serial and publish the frame, atomically. ``LimitExceeded(presence_full)``
         when a new member would pass ``max_members``."""
 
     @abstractmethod
-    async def _update(self, kb_id: str, channel: str, connection_id: str, data: Any,
-                      data_json: str) -> PresenceChange:
+    async def _update(self, kb_id: str, channel: str, connection_id: str, data: Any, data_json: str) -> PresenceChange:
         """Replace a present member's data; ``NotPresent`` otherwise."""
 
     @abstractmethod
@@ -174,8 +173,9 @@ class PresenceBackend(ABC):
 
     # --- the interface ---------------------------------------------------------------------------------------
 
-    async def enter(self, kb_id: str, channel: str, *, client_id: str, connection_id: str,
-                    data: Any = None) -> PresenceChange:
+    async def enter(
+        self, kb_id: str, channel: str, *, client_id: str, connection_id: str, data: Any = None
+    ) -> PresenceChange:
         """Enter ``connection_id`` of ``client_id`` into ``channel`` with ``data``.
 
         Entering again from the same connection replaces the data (an ``update`` event; entry time kept).
@@ -333,8 +333,9 @@ class PresenceBackend(ABC):
                 continue  # ended: to be left, not re-entered
             for (kb_id, channel), member in list(held.items()):
                 try:
-                    change = await self._enter(kb_id, channel, member, encode_data(member.data),
-                                               pulse_settings.PRESENCE_MAX_MEMBERS)
+                    change = await self._enter(
+                        kb_id, channel, member, encode_data(member.data), pulse_settings.PRESENCE_MAX_MEMBERS
+                    )
                 except LimitExceeded:
                     self._disown(connection_id, kb_id, channel)
                     logger.warning("presence: could not re-enter %s on %s (channel full)", connection_id, channel)
@@ -375,9 +376,7 @@ async def send_signals(change: PresenceChange) -> None:
     if change.vacated:
         sent.append((signals.channel_vacated, {}))
     for signal, extra in sent:
-        results = await signal.asend_robust(
-            sender=PresenceBackend, kb_id=change.kb_id, channel=change.channel, **extra
-        )
+        results = await signal.asend_robust(sender=PresenceBackend, kb_id=change.kb_id, channel=change.channel, **extra)
         for receiver, result in results:
             if isinstance(result, BaseException):
                 logger.error("presence: signal receiver %r raised", receiver, exc_info=result)
@@ -397,8 +396,9 @@ def encode_data(data: Any) -> str:
     limit = pulse_settings.PRESENCE_MAX_DATA
     size = len(text.encode())
     if size > limit:
-        raise LimitExceeded(f"presence data is {size} bytes encoded, over the limit of {limit}",
-                            ErrorCode.PRESENCE_DATA_TOO_LARGE)
+        raise LimitExceeded(
+            f"presence data is {size} bytes encoded, over the limit of {limit}", ErrorCode.PRESENCE_DATA_TOO_LARGE
+        )
     return text
 
 
@@ -408,10 +408,10 @@ def _check_channel(channel: object) -> None:
 
 
 def full_error(channel: str, limit: int) -> LimitExceeded:
-    return LimitExceeded(f"channel {channel!r} has {limit} members already (PRESENCE_MAX_MEMBERS)",
-                         ErrorCode.PRESENCE_FULL)
+    return LimitExceeded(
+        f"channel {channel!r} has {limit} members already (PRESENCE_MAX_MEMBERS)", ErrorCode.PRESENCE_FULL
+    )
 
 
 def not_present_error(channel: str, connection_id: str) -> NotPresent:
     return NotPresent(f"connection {connection_id} is not present on channel {channel!r}")
-

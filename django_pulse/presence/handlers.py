@@ -110,8 +110,9 @@ async def enter(conn: PulseConsumer, request: Request) -> dict[str, Any]:
     channel = request.channel
     decision = await _require(conn, channel, Operation.PRESENCE)
     data = request.members.get("data") if decision.presence_data is None else decision.presence_data
-    change = await get_presence().enter(conn.kb_id, channel, client_id=conn.client_id,
-                                        connection_id=conn.connection_id, data=data)
+    change = await get_presence().enter(
+        conn.kb_id, channel, client_id=conn.client_id, connection_id=conn.connection_id, data=data
+    )
     return {"member": change.member.to_dict()}
 
 
@@ -146,8 +147,10 @@ async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any] | N
         snapshot = await get_presence().snapshot(conn.kb_id, channel)
         return {"channel": channel, "members": [m.to_dict() for m in snapshot.members]}
     if len(subs) >= conn.limits.max_subscriptions:
-        raise LimitExceeded(f"At most {conn.limits.max_subscriptions} presence subscriptions per connection.",
-                            ErrorCode.TOO_MANY_SUBSCRIPTIONS)
+        raise LimitExceeded(
+            f"At most {conn.limits.max_subscriptions} presence subscriptions per connection.",
+            ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+        )
     topic = presence_topic(conn.kb_id, channel)
     sink = PresenceSink(conn.outbox)
     subs[channel] = sink

@@ -34,8 +34,9 @@ class MemoryPresence(PresenceBackend):
         self._channels: dict[tuple[str, str], dict[str, Member]] = {}
         self._serials: dict[tuple[str, str], int] = {}
 
-    def _apply(self, kb_id: str, channel: str, event: PresenceEvent, member: Member,
-               members: dict[str, Member]) -> PresenceChange:
+    def _apply(
+        self, kb_id: str, channel: str, event: PresenceEvent, member: Member, members: dict[str, Member]
+    ) -> PresenceChange:
         """Record a change already made to ``members`` (the channel's dict): next serial, and the frame."""
         key = (kb_id, channel)
         serial = self._serials.get(key, 0) + 1
@@ -47,8 +48,9 @@ class MemoryPresence(PresenceBackend):
         frame = presence_frame(channel=channel, event=event.value, member=member.to_dict(), serial=serial)
         return PresenceChange(kb_id, channel, event, member, serial, frame, len(members))
 
-    async def _enter(self, kb_id: str, channel: str, member: Member, data_json: str,
-                     max_members: int) -> PresenceChange:
+    async def _enter(
+        self, kb_id: str, channel: str, member: Member, data_json: str, max_members: int
+    ) -> PresenceChange:
         with self._lock:
             members = self._channels.get((kb_id, channel), {})
             current = members.get(member.connection_id)
@@ -64,8 +66,7 @@ class MemoryPresence(PresenceBackend):
         await self._broadcast(change)
         return change
 
-    async def _update(self, kb_id: str, channel: str, connection_id: str, data: Any,
-                      data_json: str) -> PresenceChange:
+    async def _update(self, kb_id: str, channel: str, connection_id: str, data: Any, data_json: str) -> PresenceChange:
         with self._lock:
             members = self._channels.get((kb_id, channel), {})
             current = members.get(connection_id)
@@ -98,8 +99,9 @@ class MemoryPresence(PresenceBackend):
     def _snapshot_sync(self, kb_id: str, channel: str) -> PresenceSnapshot:
         with self._lock:
             key = (kb_id, channel)
-            return PresenceSnapshot(kb_id, channel, self._serials.get(key, 0),
-                                    list(self._channels.get(key, {}).values()))
+            return PresenceSnapshot(
+                kb_id, channel, self._serials.get(key, 0), list(self._channels.get(key, {}).values())
+            )
 
     def _channel_counts_sync(self, kb_id: str) -> dict[str, int]:
         with self._lock:

@@ -72,7 +72,9 @@ end
 # ARGV: owner, connectionId, connectionId-JSON, clientId-JSON, data-JSON, timestamp, max members, channel,
 #       bus channel, procmembers entry, mode ("enter" | "update")
 # -> {event, serial, frame, count, stored value} | {"full"} | {"absent"}
-_CHANGE = _LUA_COMMON + r"""
+_CHANGE = (
+    _LUA_COMMON
+    + r"""
 local current = redis.call('HGET', KEYS[1], ARGV[2])
 local event, ts, client = 'enter', ARGV[6], ARGV[4]
 if current then
@@ -101,11 +103,14 @@ local f = frame(ARGV[8], event, member, serial)
 redis.call('PUBLISH', ARGV[9], f)
 return {event, serial, f, redis.call('HLEN', KEYS[1]), value}
 """
+)
 
 # KEYS: pres, pserial, pchans
 # ARGV: connectionId, connectionId-JSON, channel, bus channel, procmembers entry, key prefix, calling process id
 # -> {"leave", serial, frame, count, stored value} | {"absent"}
-_LEAVE = _LUA_COMMON + r"""
+_LEAVE = (
+    _LUA_COMMON
+    + r"""
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if not current then return {'absent'} end
 local member, owner = member_json(ARGV[2], current)
@@ -121,6 +126,7 @@ local f = frame(ARGV[3], 'leave', member, serial)
 redis.call('PUBLISH', ARGV[4], f)
 return {'leave', serial, f, count, current}
 """
+)
 
 # KEYS: pres, pserial
 # -> {serial, values...}
@@ -136,7 +142,9 @@ return out
 # when several live processes sweep the same dead one at the same time.
 # ARGV: key prefix, dead process id, batch size, bus prefix (the broker channel of topic T is bus prefix .. T)
 # -> {remaining, kbId1, frame1, count1, kbId2, ...} | {-1} when the process is alive again
-_SWEEP = _LUA_COMMON + r"""
+_SWEEP = (
+    _LUA_COMMON
+    + r"""
 local P, pid = ARGV[1], ARGV[2]
 if redis.call('EXISTS', P .. ':proc:' .. pid) == 1 then return {-1} end
 local entries = redis.call('SPOP', P .. ':procmembers:' .. pid, tonumber(ARGV[3]))
@@ -171,6 +179,7 @@ end
 out[1] = remaining
 return out
 """
+)
 
 SWEEP_BATCH = 200
 
@@ -217,8 +226,15 @@ def _parse_value(connection_id: str, value: str) -> Member:
 class RedisPresence(PresenceBackend):
     """Presence in Redis. Configured by keyword arguments; ``get_presence()`` passes the settings."""
 
-    def __init__(self, *, url: str | None = None, prefix: str | None = None, process_id: str | None = None,
-                 bus_prefix: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        prefix: str | None = None,
+        process_id: str | None = None,
+        bus_prefix: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__()
         url = url or pulse_settings.REDIS_URL
         if not url:
@@ -265,52 +281,87 @@ class RedisPresence(PresenceBackend):
             logger.debug("Presence store unreachable: %r", exc)
             raise Unavailable("The presence store (Redis) is unreachable.") from exc
 
-    def _change_sync(self, kb_id: str, channel: str, member: Member, data_json: str, max_members: int,
-                     mode: str) -> PresenceChange:
+    def _change_sync(
+        self, kb_id: str, channel: str, member: Member, data_json: str, max_members: int, mode: str
+    ) -> PresenceChange:
         pid = self.process_id
-        result = self._call(lambda: self._change(
-            keys=[self.key("pres", kb_id, channel), self.key("pserial", kb_id, channel), self.key("pchans", kb_id),
-                  self.key("procmembers", pid), self.key("procs")],
-            args=[pid, member.connection_id, encode_json(member.connection_id), encode_json(member.client_id),
-                  data_json, member.timestamp, max_members, channel,
-                  self.bus_prefix + presence_topic(kb_id, channel), _entry(kb_id, channel, member.connection_id),
-                  mode],
-        ))
+        result = self._call(
+            lambda: self._change(
+                keys=[
+                    self.key("pres", kb_id, channel),
+                    self.key("pserial", kb_id, channel),
+                    self.key("pchans", kb_id),
+                    self.key("procmembers", pid),
+                    self.key("procs"),
+                ],
+                args=[
+                    pid,
+                    member.connection_id,
+                    encode_json(member.connection_id),
+                    encode_json(member.client_id),
+                    data_json,
+                    member.timestamp,
+                    max_members,
+                    channel,
+                    self.bus_prefix + presence_topic(kb_id, channel),
+                    _entry(kb_id, channel, member.connection_id),
+                    mode,
+                ],
+            )
+        )
         if result[0] == "full":
             raise full_error(channel, max_members)
         if result[0] == "absent":
             raise not_present_error(channel, member.connection_id)
         event, serial, frame, count, value = result
-        return PresenceChange(kb_id, channel, PresenceEvent(event), _parse_value(member.connection_id, value),
-                              int(serial), frame, int(count))
+        return PresenceChange(
+            kb_id,
+            channel,
+            PresenceEvent(event),
+            _parse_value(member.connection_id, value),
+            int(serial),
+            frame,
+            int(count),
+        )
 
-    async def _enter(self, kb_id: str, channel: str, member: Member, data_json: str,
-                     max_members: int) -> PresenceChange:
+    async def _enter(
+        self, kb_id: str, channel: str, member: Member, data_json: str, max_members: int
+    ) -> PresenceChange:
         return await asyncio.to_thread(self._change_sync, kb_id, channel, member, data_json, max_members, "enter")
 
-    async def _update(self, kb_id: str, channel: str, connection_id: str, data: Any,
-                      data_json: str) -> PresenceChange:
+    async def _update(self, kb_id: str, channel: str, connection_id: str, data: Any, data_json: str) -> PresenceChange:
         member = Member("", connection_id, data, 0)
         return await asyncio.to_thread(self._change_sync, kb_id, channel, member, data_json, 0, "update")
 
     def _leave_sync(self, kb_id: str, channel: str, connection_id: str) -> PresenceChange:
-        result = self._call(lambda: self._leave_script(
-            keys=[self.key("pres", kb_id, channel), self.key("pserial", kb_id, channel), self.key("pchans", kb_id)],
-            args=[connection_id, encode_json(connection_id), channel, self.bus_prefix + presence_topic(kb_id, channel),
-                  _entry(kb_id, channel, connection_id), self.prefix, self.process_id],
-        ))
+        result = self._call(
+            lambda: self._leave_script(
+                keys=[self.key("pres", kb_id, channel), self.key("pserial", kb_id, channel), self.key("pchans", kb_id)],
+                args=[
+                    connection_id,
+                    encode_json(connection_id),
+                    channel,
+                    self.bus_prefix + presence_topic(kb_id, channel),
+                    _entry(kb_id, channel, connection_id),
+                    self.prefix,
+                    self.process_id,
+                ],
+            )
+        )
         if result[0] == "absent":
             raise not_present_error(channel, connection_id)
         _event, serial, frame, count, value = result
-        return PresenceChange(kb_id, channel, PresenceEvent.LEAVE, _parse_value(connection_id, value), int(serial),
-                              frame, int(count))
+        return PresenceChange(
+            kb_id, channel, PresenceEvent.LEAVE, _parse_value(connection_id, value), int(serial), frame, int(count)
+        )
 
     async def _leave(self, kb_id: str, channel: str, connection_id: str) -> PresenceChange:
         return await asyncio.to_thread(self._leave_sync, kb_id, channel, connection_id)
 
     def _snapshot_sync(self, kb_id: str, channel: str) -> PresenceSnapshot:
-        result = self._call(lambda: self._snapshot_script(
-            keys=[self.key("pres", kb_id, channel), self.key("pserial", kb_id, channel)]))
+        result = self._call(
+            lambda: self._snapshot_script(keys=[self.key("pres", kb_id, channel), self.key("pserial", kb_id, channel)])
+        )
         serial, flat = int(result[0]), result[1:]
         members = [_parse_value(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
         members.sort(key=lambda m: (m.timestamp, m.connection_id))
@@ -329,10 +380,12 @@ class RedisPresence(PresenceBackend):
     def _adopt_sync(self, connection_id: str, previous_process: str) -> list[tuple[str, str, Member]]:
         if not previous_process or previous_process == self.process_id:
             return []
-        result = self._call(lambda: self._adopt_script(
-            args=[self.prefix, previous_process, self.process_id, connection_id]))
-        return [(result[i], result[i + 1], _parse_value(connection_id, result[i + 2]))
-                for i in range(0, len(result), 3)]
+        result = self._call(
+            lambda: self._adopt_script(args=[self.prefix, previous_process, self.process_id, connection_id])
+        )
+        return [
+            (result[i], result[i + 1], _parse_value(connection_id, result[i + 2])) for i in range(0, len(result), 3)
+        ]
 
     async def _adopt(self, connection_id: str, previous_process: str) -> list[tuple[str, str, Member]]:
         return await asyncio.to_thread(self._adopt_sync, connection_id, previous_process)
@@ -347,15 +400,23 @@ class RedisPresence(PresenceBackend):
         """
         changes: list[PresenceChange] = []
         while True:
-            result = self._call(lambda: self._sweep(
-                args=[self.prefix, dead_process_id, SWEEP_BATCH, self.bus_prefix]))
+            result = self._call(lambda: self._sweep(args=[self.prefix, dead_process_id, SWEEP_BATCH, self.bus_prefix]))
             if int(result[0]) == -1:
                 return None
             for i in range(1, len(result), 3):
                 kb_id, text, count = result[i], result[i + 1], int(result[i + 2])
                 frame = json.loads(text)
-                changes.append(PresenceChange(kb_id, frame["channel"], PresenceEvent.LEAVE,
-                                              Member.from_dict(frame["member"]), int(frame["serial"]), text, count))
+                changes.append(
+                    PresenceChange(
+                        kb_id,
+                        frame["channel"],
+                        PresenceEvent.LEAVE,
+                        Member.from_dict(frame["member"]),
+                        int(frame["serial"]),
+                        text,
+                        count,
+                    )
+                )
             if int(result[0]) == 0:
                 return changes
 
@@ -371,4 +432,3 @@ class RedisPresence(PresenceBackend):
 
     def close(self) -> None:
         self.client.close()
-

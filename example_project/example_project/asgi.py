@@ -19,7 +19,9 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 
 from django_pulse.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter({
-    "http": ASGIStaticFilesHandler(django_asgi_app),
-    "websocket": URLRouter(websocket_urlpatterns),  # /pulse/ws/
-})
+application = ProtocolTypeRouter(
+    {
+        "http": ASGIStaticFilesHandler(django_asgi_app),
+        "websocket": URLRouter(websocket_urlpatterns),  # /pulse/ws/
+    }
+)

@@ -20,8 +20,7 @@ def post_data(post: Post) -> dict[str, Any]:
     return instance_data(post)
 
 
-@publishes(channel="posts", created="new_post", updated=None, deleted=None,
-           data=lambda post: {"post": post_data(post)})
+@publishes(channel="posts", created="new_post", updated=None, deleted=None, data=lambda post: {"post": post_data(post)})
 class Post(models.Model):
     user_name = models.CharField(max_length=100)
     content = models.TextField(max_length=2000)

@@ -102,7 +102,7 @@ def posts_api(request: HttpRequest) -> HttpResponse:
             response[name] = value
         return response
     if request.method != "POST":
-        answer = _answer({"error": "Use POST with a JSON body {\"action\": ...}."}, status=405)
+        answer = _answer({"error": 'Use POST with a JSON body {"action": ...}.'}, status=405)
         answer["Allow"] = "POST, OPTIONS"
         return answer
     try:
@@ -115,14 +115,19 @@ def posts_api(request: HttpRequest) -> HttpResponse:
 def _posts_action(request: HttpRequest, action: Any, data: dict[str, Any]) -> dict[str, Any]:
     if action == "getPulseToken":
         # Live Posts clients may read 'posts' and be present on it; only the server publishes there.
-        token = _pulse_call(pulse.get_token, data.get("userId"), request=request,
-                            capabilities={POSTS_CHANNEL: ["subscribe", "presence"]})
+        token = _pulse_call(
+            pulse.get_token,
+            data.get("userId"),
+            request=request,
+            capabilities={POSTS_CHANNEL: ["subscribe", "presence"]},
+        )
         return {**token, "kbId": token["kbId"]}  # the seed: {...tokenData, kbId}
     if action == "list":
         return {"posts": [post_data(post) for post in Post.objects.order_by("-created_at", "-id")[:LIST_LIMIT]]}
     if action == "create":
-        post = Post.objects.create(user_name=_text(data, "userName", MAX_NAME),
-                                   content=_text(data, "content", MAX_CONTENT))
+        post = Post.objects.create(
+            user_name=_text(data, "userName", MAX_NAME), content=_text(data, "content", MAX_CONTENT)
+        )
         return {"post": post_data(post)}
     if action == "presence":
         result: dict[str, Any] = _pulse_call(pulse.presence, POSTS_CHANNEL)
@@ -133,6 +138,7 @@ def _posts_action(request: HttpRequest, action: Any, data: dict[str, Any]) -> di
 # Private messages (the seed's "Private Channels") ---------------------------------------------------------
 # Each member (one per browser session) has a secret random channel that only they subscribe to; the server
 # publishes a message on the addressee's channel. Everyone is present on 'lobby' to be found.
+
 
 @ensure_csrf_cookie
 def private_page(request: HttpRequest) -> HttpResponse:
@@ -147,7 +153,7 @@ def _session_member(request: HttpRequest) -> Member | None:
 def private_api(request: HttpRequest) -> HttpResponse:
     """``POST /private/api`` (session + CSRF protected): ``join``, ``me``, ``getPulseToken``, ``send``."""
     if request.method != "POST":
-        answer = JsonResponse({"error": "Use POST with a JSON body {\"action\": ...}."}, status=405)
+        answer = JsonResponse({"error": 'Use POST with a JSON body {"action": ...}.'}, status=405)
         answer["Allow"] = "POST"
         return answer
     try:
@@ -175,10 +181,17 @@ def _private_action(request: HttpRequest, action: Any, data: dict[str, Any]) -> 
     if action == "getPulseToken":
         # Private channels may be subscribed to (the authorize hook in posts/pulse.py lets only their owner
         # in); nobody may publish on them: only the server does.
-        return dict(_pulse_call(pulse.get_token, member.client_id, request=request, capabilities={
-            "private-*": ["subscribe"],
-            LOBBY_CHANNEL: ["subscribe", "presence"],
-        }))
+        return dict(
+            _pulse_call(
+                pulse.get_token,
+                member.client_id,
+                request=request,
+                capabilities={
+                    "private-*": ["subscribe"],
+                    LOBBY_CHANNEL: ["subscribe", "presence"],
+                },
+            )
+        )
     if action == "send":
         to = data.get("to")
         recipient = Member.objects.filter(pk=to).first() if isinstance(to, int) and not isinstance(to, bool) else None

@@ -123,9 +123,7 @@ def logs(page: Any) -> list[str]:
 
 def wait_for_log(page: Any, text: str, timeout: int = TIMEOUT_MS) -> None:
     """Wait until the page has printed a line equal to `text`."""
-    page.wait_for_function(
-        "(text) => window.__logs.some((entry) => entry.text === text)", arg=text, timeout=timeout
-    )
+    page.wait_for_function("(text) => window.__logs.some((entry) => entry.text === text)", arg=text, timeout=timeout)
 
 
 def token_js(server: LiveServer, client_id: str, **kwargs: Any) -> str:

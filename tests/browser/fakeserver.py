@@ -50,13 +50,23 @@ class FakeConnection:
         frame = self.recv()
         assert frame["action"] == "auth", frame
         limits = {
-            "maxMessageSize": 65536, "maxSubscriptions": 128, "heartbeatInterval": 15000,
-            "heartbeatGrace": 10000, "maxPresenceData": 2048, "publishRate": 50,
+            "maxMessageSize": 65536,
+            "maxSubscriptions": 128,
+            "heartbeatInterval": 15000,
+            "heartbeatGrace": 10000,
+            "maxPresenceData": 2048,
+            "publishRate": 50,
             **connected.pop("limits", {}),
         }
-        self.send(action="connected", connectionId=self.connection_id, clientId=connected.pop("clientId", "alice"),
-                  kbId="default", expiresAt=connected.pop("expiresAt", int(time.time() * 1000) + 3_600_000),
-                  limits=limits, **connected)
+        self.send(
+            action="connected",
+            connectionId=self.connection_id,
+            clientId=connected.pop("clientId", "alice"),
+            kbId="default",
+            expiresAt=connected.pop("expiresAt", int(time.time() * 1000) + 3_600_000),
+            limits=limits,
+            **connected,
+        )
         return str(frame["token"])
 
     def reject_auth(self, code: str, close_code: int) -> None:
@@ -88,8 +98,12 @@ class FakeConnection:
             state.serials[channel] = state.serials.get(channel, 0) + 1
             self.send(action="ok", ref=ref, id=frame.get("id") or "m_fake", serial=state.serials[channel])
         elif action in ("presence.enter", "presence.update"):
-            member = {"clientId": "alice", "connectionId": self.connection_id, "data": frame.get("data"),
-                      "timestamp": int(time.time() * 1000)}
+            member = {
+                "clientId": "alice",
+                "connectionId": self.connection_id,
+                "data": frame.get("data"),
+                "timestamp": int(time.time() * 1000),
+            }
             state.members.setdefault(channel, {})[self.connection_id] = member
             self.send(action="ok", ref=ref, member=member)
         elif action == "presence.leave":
@@ -139,8 +153,9 @@ class FakeServer:
             return None
         content_type, body = self.pages[request.path]
         data = body.encode()
-        headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(data))),
-                           ("Cache-Control", "no-store")])
+        headers = Headers(
+            [("Content-Type", content_type), ("Content-Length", str(len(data))), ("Cache-Control", "no-store")]
+        )
         return Response(200, "OK", headers, data)
 
     def _handle(self, ws: ServerConnection) -> None:

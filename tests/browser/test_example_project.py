@@ -190,8 +190,10 @@ def test_private_messages_reach_only_the_addressee(server: LiveServer, new_conte
     carol.wait_for_timeout(500)
     assert carol.locator("#messages .post").count() == 0
     assert [f for f in carol_frames if f.get("action") == "message"] == []
-    received = {name: [f["data"]["text"] for f in frames if f.get("action") == "message"]
-                for name, frames in (("alice", alice_frames), ("bob", bob_frames))}
+    received = {
+        name: [f["data"]["text"] for f in frames if f.get("action") == "message"]
+        for name, frames in (("alice", alice_frames), ("bob", bob_frames))
+    }
     assert received == {"alice": ["hi Alice"], "bob": ["psst, Bob " + XSS]}
     # And the channels stayed secret: no other page ever received Bob's private channel id.
     bob_channel = bob.evaluate("""async () => {
@@ -206,8 +208,10 @@ def test_private_messages_reach_only_the_addressee(server: LiveServer, new_conte
 
 @pytest.mark.redis
 def test_two_servers_cooperate_over_redis(redis_url: str, redis_prefix: str, context: Any) -> None:
-    with example_server(redis_url=redis_url, redis_prefix=redis_prefix) as a, example_server(
-            redis_url=redis_url, redis_prefix=redis_prefix, database_url=a.env["DATABASE_URL"]) as b:
+    with (
+        example_server(redis_url=redis_url, redis_prefix=redis_prefix) as a,
+        example_server(redis_url=redis_url, redis_prefix=redis_prefix, database_url=a.env["DATABASE_URL"]) as b,
+    ):
         on_a = open_live_posts(context, a)
         on_b = open_live_posts(context, b)
         wait_online(on_a, 2)

@@ -113,9 +113,7 @@ def test_retries_follow_the_schedule_then_suspend_then_recover(fake_server: Any)
     suspended = fake_page.evaluate("() => window.events.find((e) => e.state === 'suspended')")
     assert 150 <= suspended["retryIn"] <= 300
     # Publishing while suspended is refused at once, with a code, not queued forever.
-    refused = fake_page.evaluate(
-        "() => rt.channels.get('x').publish('e', 1).then(() => 'sent', (e) => e.code)"
-    )
+    refused = fake_page.evaluate("() => rt.channels.get('x').publish('e', 1).then(() => 'sent', (e) => e.code)")
     assert refused == "connection_suspended"
     # The server comes back: the client finds it by itself and starts the schedule afresh.
     accept["now"] = True
@@ -134,9 +132,7 @@ def test_retries_follow_the_schedule_then_suspend_then_recover(fake_server: Any)
         ("token_expired", 4002, "failed"),
     ],
 )
-def test_give_up_close_codes_stop_retrying(
-    fake_server: Any, error: str, close_code: int, final: str
-) -> None:
+def test_give_up_close_codes_stop_retrying(fake_server: Any, error: str, close_code: int, final: str) -> None:
     server, fake_page = fake_server(lambda conn: conn.reject_auth(error, close_code))
     fake_page.evaluate("(url) => connect(url, {retryInitial: 50})", server.url)
     wait_state(fake_page, final)
@@ -178,7 +174,11 @@ def test_retry_close_codes_reconnect(fake_server: Any, close_code: int) -> None:
     fake_page.evaluate("(url) => connect(url, {retryInitial: 50})", server.url)
     fake_page.wait_for_function("() => states().filter((s) => s === 'connected').length === 2")
     assert fake_page.evaluate("() => states()") == [
-        "connecting", "connected", "disconnected", "connecting", "connected"
+        "connecting",
+        "connected",
+        "disconnected",
+        "connecting",
+        "connected",
     ]
     assert fake_page.evaluate("() => window.events[2].closeCode") == close_code
     assert len(server.connections) == 2
@@ -221,9 +221,14 @@ def test_operations_before_connected_are_queued_and_sent_in_order(fake_server: A
         conn.recv()  # auth
         time.sleep(0.4)  # the page calls everything meanwhile
         conn.frames.clear()
-        conn.send(action="connected", connectionId="c1", clientId="alice", kbId="default",
-                  expiresAt=int(time.time() * 1000) + 3_600_000, limits={"heartbeatInterval": 15000,
-                                                                           "heartbeatGrace": 10000})
+        conn.send(
+            action="connected",
+            connectionId="c1",
+            clientId="alice",
+            kbId="default",
+            expiresAt=int(time.time() * 1000) + 3_600_000,
+            limits={"heartbeatInterval": 15000, "heartbeatGrace": 10000},
+        )
         conn.serve()
 
     server, fake_page = fake_server(script)
@@ -286,8 +291,12 @@ def test_errors_reach_the_application(fake_server: Any) -> None:
         }""",
         server.url,
     )
-    assert result["publish"] == {"code": "forbidden", "message": "no publish on posts", "isError": True,
-                                 "named": "PulseError"}
+    assert result["publish"] == {
+        "code": "forbidden",
+        "message": "no publish on posts",
+        "isError": True,
+        "named": "PulseError",
+    }
     assert result["subscribe"]["code"] == "too_many_subscriptions"
     assert result["enter"]["code"] == "presence_full"
     assert result["channelErrors"] == ["too_many_subscriptions", "presence_full"]
@@ -311,8 +320,12 @@ def test_local_errors_bad_channel_name_and_too_large(fake_server: Any) -> None:
         }""",
         server.url,
     )
-    assert result == {"badName": "invalid_channel", "tooLarge": "message_too_large", "notJson": "bad_request",
-                      "same": True}
+    assert result == {
+        "badName": "invalid_channel",
+        "tooLarge": "message_too_large",
+        "notJson": "bad_request",
+        "same": True,
+    }
     assert [f["action"] for f in server.connections[0].frames] == ["auth"]
 
 
@@ -370,8 +383,9 @@ def test_discontinuity_frame_is_a_channel_event_and_serial_is_tracked(fake_serve
         conn.send(action="ok", ref=conn.frames[-1]["ref"], channel="posts", serial=41, epoch="e1")
         conn.send(action="message", channel="posts", name="a", data={"x": 1}, id="m1", timestamp=5, serial=42)
         conn.send(action="discontinuity", channel="posts", reason="broker_unavailable")
-        conn.send(action="message", channel="posts", name="b", data=None, id="m2", timestamp=6, serial=45,
-                  clientId="bob")
+        conn.send(
+            action="message", channel="posts", name="b", data=None, id="m2", timestamp=6, serial=45, clientId="bob"
+        )
         conn.serve()
 
     server, fake_page = fake_server(script)
@@ -390,10 +404,14 @@ def test_discontinuity_frame_is_a_channel_event_and_serial_is_tracked(fake_serve
         server.url,
     )
     assert result["serial"] == 45
-    assert result["log"][0] == ["message", {"name": "a", "data": {"x": 1}, "id": "m1", "timestamp": 5,
-                                            "clientId": None, "serial": 42, "channel": "posts"}]
-    assert result["log"][1] == ["discontinuity", {"channel": "posts", "reason": "broker_unavailable",
-                                                  "lastSerial": 42, "serial": 42}]
+    assert result["log"][0] == [
+        "message",
+        {"name": "a", "data": {"x": 1}, "id": "m1", "timestamp": 5, "clientId": None, "serial": 42, "channel": "posts"},
+    ]
+    assert result["log"][1] == [
+        "discontinuity",
+        {"channel": "posts", "reason": "broker_unavailable", "lastSerial": 42, "serial": 42},
+    ]
     assert result["log"][2][1]["clientId"] == "bob"
     assert server.connections[0].frames[0]["action"] == "auth"
 
@@ -412,8 +430,14 @@ def test_token_close_renews_through_auth_callback_but_not_in_a_loop(fake_server:
             conn.close(4001, "token_invalid")
 
     def well_behaved_after_auth(conn: FakeConnection) -> None:
-        conn.send(action="connected", connectionId="c2", clientId="alice", kbId="default",
-                  expiresAt=int(time.time() * 1000) + 3_600_000, limits={})
+        conn.send(
+            action="connected",
+            connectionId="c2",
+            clientId="alice",
+            kbId="default",
+            expiresAt=int(time.time() * 1000) + 3_600_000,
+            limits={},
+        )
         conn.serve()
 
     server, fake_page = fake_server(script)
@@ -517,7 +541,9 @@ def test_discontinuity_resyncs_presence_from_a_fresh_snapshot(fake_server: Any) 
     )
     fake_page.wait_for_function("() => seen.lists.length === 2")
     assert fake_page.evaluate("() => seen") == {
-        "lists": [["bob"], ["carol", "dave"]], "enters": ["carol", "dave"], "leaves": ["bob"],
+        "lists": [["bob"], ["carol", "dave"]],
+        "enters": ["carol", "dave"],
+        "leaves": ["bob"],
         "gaps": ["broker_unavailable"],
     }
 

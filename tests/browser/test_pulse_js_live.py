@@ -79,12 +79,13 @@ def test_seed_client_sdk_snippets_as_written(server: LiveServer, open_page: Call
     alice.evaluate(f"() => {{ const realtime = window.realtime;\n{snippet('presence')}\n}}")
     wait_for_log(alice, "Online: 2")
     printed = logs(alice)
-    after = printed[printed.index("Online: 2") + 1:]
+    after = printed[printed.index("Online: 2") + 1 :]
     assert sorted(after[:2]) == ["Alice", "Bob"]  # members.forEach(m => console.log(m.data.name))
     # presence.subscribe(cb) got the whole list; then the snippet's own leave() removed Alice.
     wait_for_log(alice, "Alice left")
-    updates = [json.loads(line[len("Members updated: "):]) for line in logs(alice)
-               if line.startswith("Members updated: ")]
+    updates = [
+        json.loads(line[len("Members updated: ") :]) for line in logs(alice) if line.startswith("Members updated: ")
+    ]
     assert sorted(m["data"]["name"] for m in updates[0]) == ["Alice", "Bob"]
     assert [m["data"]["name"] for m in updates[-1]] == ["Bob"]
     assert set(updates[0][0]) >= {"clientId", "connectionId", "data", "timestamp"}
@@ -118,9 +119,7 @@ def test_seed_complete_example_frontend_in_two_tabs(server: LiveServer, context:
     first.fill("#content", "hello from the first tab")
     first.click("button[type=submit]")
     for tab in (first, second):
-        tab.wait_for_function(
-            "() => document.getElementById('posts').textContent.includes('hello from the first tab')"
-        )
+        tab.wait_for_function("() => document.getElementById('posts').textContent.includes('hello from the first tab')")
     # A post created from outside the pages (the seed's backend `create`) reaches both live.
     server.post("/posts", {"action": "create", "content": "from the server", "userName": "ops"})
     for tab in (first, second):
@@ -203,7 +202,9 @@ def test_expired_token_reconnects_with_a_new_one_from_auth_callback(open_page: C
         wait_state(page, "connected")
         assert page.evaluate("() => asked") == 1
         assert page.evaluate("() => states") == [
-            ["connecting", None], ["disconnected", "token_expired"], ["connecting", "token_expired"],
+            ["connecting", None],
+            ["disconnected", "token_expired"],
+            ["connecting", "token_expired"],
             ["connected", None],
         ]
         page.evaluate("() => rt.channels.get('t').subscribe((m) => (window.got = m.data))")
@@ -217,7 +218,8 @@ def test_short_token_is_renewed_on_the_live_connection(open_page: Callable[..., 
         page = open_page(server)
         page.evaluate(
             connect_js(
-                server, "alice",
+                server,
+                "alice",
                 """{ authUrl: '/__test__/token/', authParams: { ttl: 3 } }""",
                 ttl=2,
             )
@@ -270,9 +272,7 @@ def test_frozen_server_is_detected_by_heartbeat_and_left(open_page: Callable[...
             started = time.monotonic()
             wait_state(page, "disconnected", timeout=10_000)
             assert time.monotonic() - started < 6
-            reason = page.evaluate(
-                "() => rt.connection.errorReason && rt.connection.errorReason.code"
-            )
+            reason = page.evaluate("() => rt.connection.errorReason && rt.connection.errorReason.code")
             assert reason == "heartbeat_timeout"
         finally:
             os.kill(server.proc.pid, signal.SIGCONT)
@@ -295,10 +295,20 @@ def test_es_module_import(server: LiveServer, context: Any) -> None:
 def test_auth_url_gets_tokens_from_pulse_token_for_the_logged_in_user(context: Any) -> None:
     with live_server(pulse={"TOKEN_LEEWAY": 0}) as server:
         created = subprocess.run(
-            [sys.executable, "-m", "django", "shell", "-c",
-             "from django.contrib.auth.models import User; "
-             "print(User.objects.create_superuser('ada', 'ada@example.com', 'pw-ada-123').pk)"],
-            env=server.env, cwd=ROOT, check=True, capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "django",
+                "shell",
+                "-c",
+                "from django.contrib.auth.models import User; "
+                "print(User.objects.create_superuser('ada', 'ada@example.com', 'pw-ada-123').pk)",
+            ],
+            env=server.env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         user_pk = created.stdout.strip().splitlines()[-1]
         page = context.new_page()

@@ -61,7 +61,7 @@ def test_a_cut_connection_gets_every_missed_message_once_in_order(open_page: Cal
     with live_server(pulse={"PRESENCE_GRACE": 30}) as server, CuttableProxy(server.port) as proxy:
         watcher = open_page(server)
         watcher.evaluate(f"""async () => {{
-          const t = {json.dumps(server.token('watcher'))};
+          const t = {json.dumps(server.token("watcher"))};
           window.rt = new Pulse.Realtime({{ kbId: t.kbId, token: t.token, endpoint: t.endpoint, clientId: 'watcher' }});
           window.changes = [];
           const presence = rt.channels.get('feed').presence;
@@ -91,8 +91,10 @@ def test_outside_the_history_window_the_channel_reports_a_discontinuity(open_pag
         cut_while_publishing(server, proxy, page)
         page.wait_for_function("() => events.length === 1")
         event = page.evaluate("() => events[0]")
-        assert event == ["discontinuity", {"channel": "feed", "reason": "reconnected", "lastSerial": 1,
-                                           "serial": COUNT + 1}]
+        assert event == [
+            "discontinuity",
+            {"channel": "feed", "reason": "reconnected", "lastSerial": 1, "serial": COUNT + 1},
+        ]
         assert page.evaluate("() => got.length") == 1  # nothing replayed: the page reloads its state instead
         server.publish("feed", "tick", {"i": "live"})
         page.wait_for_function("() => got.length === 2")

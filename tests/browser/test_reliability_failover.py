@@ -70,8 +70,9 @@ def pair(redis_url: str, redis_prefix: str) -> Iterator[tuple[LiveServer, LiveSe
         yield doomed, survivor
 
 
-def test_killed_process_clients_fail_over_to_the_survivor(pair: tuple[LiveServer, LiveServer],
-                                                          open_page: Callable[..., Any]) -> None:
+def test_killed_process_clients_fail_over_to_the_survivor(
+    pair: tuple[LiveServer, LiveServer], open_page: Callable[..., Any]
+) -> None:
     doomed, survivor = pair
     balancer = Balancer(doomed.port)
     try:
@@ -108,12 +109,15 @@ def test_killed_process_clients_fail_over_to_the_survivor(pair: tuple[LiveServer
         # Back through the balancer to the survivor, subscribed and present again.
         page.wait_for_function(
             "() => rts.every((rt) => rt.connection.state === 'connected' && "
-            "rt.channels.get('room').state === 'attached')", timeout=30_000)
+            "rt.channels.get('room').state === 'attached')",
+            timeout=30_000,
+        )
         # Present on the survivor, each once.
         page.wait_for_function(
             f"""() => members.length === {CLIENTS} &&
                  rts.every((rt, i) => members.includes('u' + i + '/' + rt.connection.id))""",
-            timeout=30_000)
+            timeout=30_000,
+        )
         # Past the sweep of the dead process (15 s): still exactly the five (a resumed connection keeps its
         # connectionId, so the sweep must not remove the member it re-entered on the survivor).
         time.sleep(max(0.0, killed + 18 - time.monotonic()))
