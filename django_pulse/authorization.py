@@ -22,6 +22,11 @@ A decision for (connection, channel, operation):
    more than the default "everything" capability: a matching hook that allows it, or a capability pattern
    other than the bare ``*`` (e.g. ``private-chat.*`` issued by your token view).
 
+A signed stream name (``django_pulse.streams``) that the connection presented for the channel replaces steps 1
+and 3: it grants ``subscribe`` and ``history`` (and ``presence`` when it was signed with presence data, which
+is then the member's data) whatever the token's capabilities say, private prefix or not. A matching hook still
+decides (step 2).
+
 Patterns: literal text with ``{name}`` placeholders; a placeholder matches one or more characters other
 than ``.`` and ``:`` (one "segment"); the whole channel name must match. Hooks receive the connection's Django
 user (resolved lazily from the token's client id by ``PULSE["USER_RESOLVER"]``; ``AnonymousUser`` when
@@ -35,7 +40,7 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ValidationError
@@ -45,6 +50,9 @@ from .conf import pulse_settings
 from .exceptions import Forbidden
 from .protocol import ErrorCode, Operation
 from .tokens import Claims, capability_allows
+
+if TYPE_CHECKING:
+    from .streams import StreamGrant
 
 __all__ = ["Decision", "authorize", "clear_hooks", "decide", "find_hook", "resolve_user", "unregister"]
 
@@ -152,12 +160,18 @@ async def decide(
     channel: str,
     operation: Operation,
     user_loader: Callable[[], Awaitable[Any]] | None = None,
+    grant: StreamGrant | None = None,
 ) -> Decision:
     """Allow ``operation`` on ``channel`` for the holder of ``claims`` or raise ``Forbidden``.
 
     ``user_loader`` returns the connection's Django user (cached by the caller); by default it is resolved
-    from ``claims.client_id``.
+    from ``claims.client_id``. ``grant``: a verified signed stream name the connection presented for this
+    channel (the caller checked its app and channel); when it grants ``operation`` it stands in for the
+    capabilities and the private prefix, and a hook still decides.
     """
+    if grant is not None and grant.channel == channel and _stream_allows(grant, operation):
+        default = Decision(presence_data=grant.presence) if operation is Operation.PRESENCE else Decision()
+        return await _ask_hook(claims, channel, user_loader, default)
     if not claims.allows(channel, operation):
         raise Forbidden(f"The token does not allow {operation.value!r} on channel {channel!r}.", ErrorCode.FORBIDDEN)
     found = find_hook(channel)
@@ -168,6 +182,22 @@ async def decide(
                 ErrorCode.FORBIDDEN,
             )
         return Decision()
+    return await _ask_hook(claims, channel, user_loader, Decision())
+
+
+def _stream_allows(grant: StreamGrant, operation: Operation) -> bool:
+    if operation is Operation.PRESENCE:
+        return grant.presence is not None
+    return operation in (Operation.SUBSCRIBE, Operation.HISTORY)
+
+
+async def _ask_hook(
+    claims: Claims, channel: str, user_loader: Callable[[], Awaitable[Any]] | None, default: Decision
+) -> Decision:
+    """The matching hook's decision (``default`` when it answers a plain yes), or ``default`` without a hook."""
+    found = find_hook(channel)
+    if found is None:
+        return default
     func, kwargs = found
     if user_loader is not None:
         user = await user_loader()
@@ -180,5 +210,5 @@ async def decide(
     if isinstance(result, dict):
         return Decision(presence_data=result)
     if result:
-        return Decision()
+        return default
     raise Forbidden(f"Not authorized for channel {channel!r}.", ErrorCode.FORBIDDEN)

@@ -84,6 +84,12 @@ DEFAULTS: dict[str, Any] = {
     # instead of through the server's ASGI send (docs/architecture.md, "The direct-write fast path").
     # False: everything through ASGI.
     "DIRECT_WRITE": True,
+    # Live templates (docs/live-templates.md): visitors who are not logged in get, from POST token/anonymous/,
+    # a token with no capabilities of its own, which only opens the signed streams of pages rendered for
+    # them. False: that endpoint refuses, and live elements stay static for anonymous visitors.
+    "LIVE_ANONYMOUS": True,
+    # Live templates: the throttle of POST token/anonymous/ per IP address (DRF syntax; None: off).
+    "LIVE_ANONYMOUS_RATE": "60/min",
 }
 
 
@@ -241,6 +247,17 @@ class PulseSettings:
     @property
     def MAX_BATCH(self) -> int:
         return int(self._get("MAX_BATCH"))
+
+    # Live templates ---------------------------------------------------------------------------------------
+
+    @property
+    def LIVE_ANONYMOUS(self) -> bool:
+        return bool(self._get("LIVE_ANONYMOUS"))
+
+    @property
+    def LIVE_ANONYMOUS_RATE(self) -> str | None:
+        value = self._get("LIVE_ANONYMOUS_RATE")
+        return None if value is None else str(value)
 
     @property
     def API_THROTTLE_RATE(self) -> str | None:

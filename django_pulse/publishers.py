@@ -23,6 +23,10 @@ Contract (docs/signals.md):
   it is logged on the ``django_pulse.publishers`` logger and sent as ``signals.publish_failed``.
 - ``QuerySet.update()`` and ``bulk_create()`` send no model signals, so nothing is published for them:
   call ``publish_instances(objs, "created" | "updated" | "deleted")`` after them (one batch publish).
+- With ``template=`` a registration publishes HTML fragments (``django_pulse.live``, docs/live-templates.md)
+  instead of JSON data: a creation renders the template after commit and puts it at ``target`` with
+  ``action`` (``append`` by default), an update renders it and ``replace``s the element ``dom_id``, a delete
+  ``remove``s that element. ``watch_fields`` publishes updates only when one of those fields changed.
 
 Everything is published through ``django_pulse.sdk.publish`` / ``publish_batch``: the one publish path.
 """
@@ -41,7 +45,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, router, transaction
 from django.db.models.fields.files import FieldFile
-from django.db.models.signals import post_save, pre_delete
+from django.db.models.signals import post_init, post_save, pre_delete
 from rest_framework.serializers import BaseSerializer
 
 from . import signals
@@ -60,6 +64,7 @@ logger = logging.getLogger("django_pulse.publishers")
 
 Action = Literal["created", "updated", "deleted"]
 ChannelSpec = str | Callable[[Any], str]
+TargetSpec = str | Callable[[Any], str]
 DataSpec = Callable[[Any], Any] | type[Any] | None
 M = TypeVar("M", bound=type[models.Model])
 
@@ -112,6 +117,11 @@ class ModelPublisher:
     fields: Sequence[str] | None = None
     exclude: Sequence[str] = ()
     kb_id: str | None = None
+    template: str | list[str] | None = None
+    action: str = "append"
+    target: TargetSpec | None = None
+    dom_id: TargetSpec = "{model_name}-{pk}"
+    watch_fields: Sequence[str] | None = None
     _uid: str = field(default="", init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -133,10 +143,106 @@ class ModelPublisher:
             )
         if self.data is not None and (self.fields is not None or self.exclude):
             raise ImproperlyConfigured(f"{self.model.__name__}: fields/exclude apply only to the default data.")
+        self._check_html()
+
+    def _check_html(self) -> None:
+        from .live import ACTIONS
+
+        name = self.model.__name__
+        if self.template is None:
+            if self.target is not None or self.action != "append":
+                raise ImproperlyConfigured(f"{name}: action/target apply only with template= (HTML fragments).")
+        else:
+            if self.data is not None or self.fields is not None or self.exclude:
+                raise ImproperlyConfigured(f"{name}: a template= registration publishes HTML: no data/fields/exclude.")
+            if self.action not in ACTIONS or self.action in ("replace", "update", "remove", "refresh"):
+                raise ImproperlyConfigured(
+                    f"{name}: action (what a creation does) must be append, prepend, before or after, "
+                    f"not {self.action!r}."
+                )
+            if self.target is None:
+                self.target = str(self.model._meta.verbose_name_plural).replace(" ", "-")
+        for spec in (self.target, self.dom_id):
+            if spec is not None and not (isinstance(spec, str) and spec) and not callable(spec):
+                raise ImproperlyConfigured(f"{name}: target/dom_id must be a format string or a callable.")
+        if self.watch_fields is not None:
+            known = {f.name for f in self.model._meta.concrete_fields} | {
+                f.attname for f in self.model._meta.concrete_fields
+            }
+            unknown = [f for f in self.watch_fields if f not in known]
+            if isinstance(self.watch_fields, str) or unknown:
+                raise ImproperlyConfigured(f"{name}: watch_fields must list field names; unknown: {unknown}.")
+
+    @property
+    def html(self) -> bool:
+        """Whether this registration publishes HTML fragments (``template=``) rather than JSON data."""
+        return self.template is not None
 
     def event_for(self, action: Action) -> str | None:
         event: str | None = getattr(self, action)
+        if event is not None and self.html:
+            from .live import FRAGMENT_EVENT
+
+            return FRAGMENT_EVENT
         return event
+
+    def target_for(self, instance: models.Model, spec: TargetSpec) -> str:
+        """``spec`` for ``instance``: a callable of it, or a format string of its attributes (``"post-{pk}"``;
+        ``{model_name}`` is the model's lower-case name)."""
+        value = spec(instance) if callable(spec) else spec.format_map(_Attributes(instance))
+        if not isinstance(value, str) or not value:
+            raise TypeError(f"the target {spec!r} gave {value!r}, not an element id")
+        return value
+
+    def fragment_maker(self, instance: models.Model, action: Action) -> Callable[[], dict[str, Any]]:
+        """What a change publishes, as a function to call after commit (templates render then, once).
+
+        Targets are computed now, from the instance as it is (a deleted instance still has its primary key).
+        """
+        from .live import fragment, render_fragment
+
+        if action == "deleted":
+            removed = fragment("remove", self.target_for(instance, self.dom_id))
+            return lambda: removed
+        if action == "created":
+            assert self.target is not None
+            how, where = self.action, self.target_for(instance, self.target)
+        else:
+            how, where = "replace", self.target_for(instance, self.dom_id)
+        assert self.template is not None
+        template = self.template
+        context = {"object": instance, instance._meta.model_name: instance}
+        return lambda: render_fragment(template, context, action=how, target=where)
+
+    # Publishing only when chosen fields changed --------------------------------------------------------
+
+    def _snapshot(self, instance: models.Model) -> dict[str, Any]:
+        # Only values already loaded: reading a deferred field here would query the database.
+        loaded = instance.__dict__
+        fields = self.watch_fields or ()
+        return {
+            f.attname: loaded[f.attname]
+            for f in instance._meta.concrete_fields
+            if (f.name in fields or f.attname in fields) and f.attname in loaded
+        }
+
+    def _on_init(self, sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
+        instance.__dict__[self._snapshot_key] = self._snapshot(instance)
+
+    @property
+    def _snapshot_key(self) -> str:
+        return f"_pulse_watched_{id(self)}"
+
+    def _changed(self, instance: models.Model) -> bool:
+        """Whether a watched field changed since the instance was loaded or last published (then re-armed)."""
+        if self.watch_fields is None:
+            return True
+        before = instance.__dict__.get(self._snapshot_key)
+        now = self._snapshot(instance)
+        instance.__dict__[self._snapshot_key] = now
+        if before is None:
+            return True
+        return any(attname not in before or before[attname] != value for attname, value in now.items())
 
     def channel_for(self, instance: models.Model) -> str:
         if isinstance(self.channel, str):
@@ -164,7 +270,8 @@ class ModelPublisher:
         event = self.event_for(action)
         if event is None:
             return None
-        return {"channel": self.channel_for(instance), "event": event, "data": self.data_for(instance)}
+        data = self.fragment_maker(instance, action)() if self.html else self.data_for(instance)
+        return {"channel": self.channel_for(instance), "event": event, "data": data}
 
     # Signal receivers -------------------------------------------------------------------------------------
 
@@ -179,6 +286,10 @@ class ModelPublisher:
     ) -> None:
         if raw:
             return
+        if not created and not self._changed(instance):
+            return
+        if created and self.watch_fields is not None:
+            instance.__dict__[self._snapshot_key] = self._snapshot(instance)
         self._schedule(instance, "created" if created else "updated", using)
 
     def _on_delete(
@@ -195,7 +306,11 @@ class ModelPublisher:
         channel: str | None = None
         try:
             channel = self.channel_for(instance)
-            data = self.data_for(instance)
+            if self.html:
+                make_data = self.fragment_maker(instance, action)
+            else:
+                data = self.data_for(instance)
+                make_data = lambda: data  # noqa: E731
         except Exception as exc:
             _report(self.model, instance, channel, event, exc)
             return
@@ -205,7 +320,7 @@ class ModelPublisher:
             from . import sdk
 
             try:
-                sdk.publish(channel, event, data, kb_id=kb_id)
+                sdk.publish(channel, event, make_data(), kb_id=kb_id)
             except Exception as exc:
                 _report(self.model, instance, channel, event, exc)
 
@@ -215,10 +330,26 @@ class ModelPublisher:
         self._uid = f"django_pulse.publishers:{id(self)}"
         post_save.connect(self._on_save, sender=self.model, weak=False, dispatch_uid=self._uid)
         pre_delete.connect(self._on_delete, sender=self.model, weak=False, dispatch_uid=self._uid)
+        if self.watch_fields is not None:
+            post_init.connect(self._on_init, sender=self.model, weak=False, dispatch_uid=self._uid)
 
     def disconnect(self) -> None:
         post_save.disconnect(sender=self.model, dispatch_uid=self._uid)
         pre_delete.disconnect(sender=self.model, dispatch_uid=self._uid)
+        post_init.disconnect(sender=self.model, dispatch_uid=self._uid)
+
+
+class _Attributes(dict[str, Any]):
+    """``str.format_map`` over an instance's attributes (``{pk}``, ``{slug}``, ``{model_name}``)."""
+
+    def __init__(self, instance: models.Model) -> None:
+        super().__init__()
+        self._instance = instance
+
+    def __missing__(self, key: str) -> Any:
+        if key == "model_name":
+            return self._instance._meta.model_name
+        return getattr(self._instance, key)
 
 
 def _report(
@@ -261,6 +392,11 @@ def register(
     fields: Sequence[str] | None = None,
     exclude: Sequence[str] = (),
     kb_id: str | None = None,
+    template: str | list[str] | None = None,
+    action: str = "append",
+    target: TargetSpec | None = None,
+    dom_id: TargetSpec = "{model_name}-{pk}",
+    watch_fields: Sequence[str] | None = None,
 ) -> ModelPublisher:
     """Publish ``model``'s changes on ``channel`` (a name, or a callable of the instance returning one).
 
@@ -269,6 +405,13 @@ def register(
     ``fields`` / ``exclude``; ``kb_id`` the app (None: the default app). A model may be registered several
     times (e.g. on a list channel and on a per-object channel); each registration publishes. Raises
     ``ImproperlyConfigured`` for a bad argument.
+
+    With ``template`` it publishes HTML fragments instead (docs/live-templates.md): a creation renders the
+    template (context ``object`` and ``<model_name>``) after commit and puts it at ``target`` (an element id:
+    a format string of the instance such as ``"thread-{thread_id}"`` or a callable; default the model's
+    plural name) with ``action`` (append, prepend, before, after); an update ``replace``s the element
+    ``dom_id`` (default ``"<model_name>-<pk>"``) with the rendered template; a delete ``remove``s it.
+    ``watch_fields``: an update publishes only when one of these fields changed.
     """
     publisher = ModelPublisher(
         model=model,
@@ -280,6 +423,11 @@ def register(
         fields=fields,
         exclude=exclude,
         kb_id=kb_id,
+        template=template,
+        action=action,
+        target=target,
+        dom_id=dom_id,
+        watch_fields=watch_fields,
     )
     with _lock:
         publisher.connect()
@@ -297,6 +445,11 @@ def publishes(
     fields: Sequence[str] | None = None,
     exclude: Sequence[str] = (),
     kb_id: str | None = None,
+    template: str | list[str] | None = None,
+    action: str = "append",
+    target: TargetSpec | None = None,
+    dom_id: TargetSpec = "{model_name}-{pk}",
+    watch_fields: Sequence[str] | None = None,
 ) -> Callable[[M], M]:
     """Class decorator form of ``register`` (same arguments)."""
 
@@ -311,6 +464,11 @@ def publishes(
             fields=fields,
             exclude=exclude,
             kb_id=kb_id,
+            template=template,
+            action=action,
+            target=target,
+            dom_id=dom_id,
+            watch_fields=watch_fields,
         )
         return model
 

@@ -33,6 +33,7 @@ __all__ = [
     "apresence",
     "apublish",
     "apublish_batch",
+    "apublish_html",
     "authorize",
     "channels",
     "close_app_connections",
@@ -43,6 +44,8 @@ __all__ = [
     "presence",
     "publish",
     "publish_batch",
+    "publish_html",
+    "stream_position",
 ]
 
 logger = logging.getLogger("django_pulse")
@@ -330,6 +333,72 @@ async def apublish_batch(messages: Iterable[Mapping[str, Any]], *, kb_id: str | 
             kb, channel, event, head, message_id, explicit_id=item.get("id") is not None, client_id=None
         )
     return [message_id for _, _, _, message_id in built]
+
+
+# -- live templates --------------------------------------------------------------------------------------
+
+
+def publish_html(
+    channel: str,
+    template_name: str | list[str] | None = None,
+    context: Mapping[str, Any] | None = None,
+    *,
+    action: str,
+    target: str | None = None,
+    kb_id: str | None = None,
+    id: str | None = None,
+) -> str:
+    """Render ``template_name`` with ``context`` once and publish it as a fragment on ``channel``.
+
+    Pages that listen with ``{% pulse_stream_from channel %}`` apply it to the element whose id is ``target``
+    (docs/live-templates.md). ``action``: ``append``, ``prepend``, ``replace``, ``update``, ``before``,
+    ``after`` (these render the template), ``remove`` (no template), ``refresh`` (no template, no target: the
+    page reloads itself, or the stream's region). The fragment is an ordinary message named ``pulse:html``
+    with data ``{"action", "target", "html"}``: same serial, history, resume and size limit. Returns the
+    message id; raises what ``publish`` raises, what rendering raises, and ``ProtocolViolation`` for a bad
+    action or target. For synchronous code; ``apublish_html`` in async code.
+    """
+    from .live import FRAGMENT_EVENT, render_fragment
+
+    data = render_fragment(_template(template_name, action), context, action=action, target=target)
+    return publish(channel, FRAGMENT_EVENT, data, kb_id=kb_id, id=id)
+
+
+async def apublish_html(
+    channel: str,
+    template_name: str | list[str] | None = None,
+    context: Mapping[str, Any] | None = None,
+    *,
+    action: str,
+    target: str | None = None,
+    kb_id: str | None = None,
+    id: str | None = None,
+) -> str:
+    """``publish_html`` for async code (the template renders in a thread: it may query the database)."""
+    from .live import FRAGMENT_EVENT, render_fragment
+
+    data = await sync_to_async(render_fragment, thread_sensitive=True)(
+        _template(template_name, action), context, action=action, target=target
+    )
+    return await apublish(channel, FRAGMENT_EVENT, data, kb_id=kb_id, id=id)
+
+
+def stream_position(channel: str, *, kb_id: str | None = None) -> tuple[int, str]:
+    """``(serial, epoch)`` of ``channel`` now: a subscriber that resumes from it receives every message
+    published after this call (``{% pulse_stream_from %}`` renders it into the page). Raises ``Unavailable``
+    when Redis cannot be reached."""
+    from .broker import get_broker, message_topic
+
+    if not is_valid_channel(channel):
+        raise ProtocolViolation(f"Invalid channel name {channel!r}.", ErrorCode.INVALID_CHANNEL)
+    read = get_broker().history_sync(message_topic(kb_id or pulse_settings.DEFAULT_KB_ID, channel), limit=0)
+    return read.serial, read.epoch
+
+
+def _template(template_name: str | list[str] | None, action: str) -> str | list[str]:
+    if template_name is None and action not in ("remove", "refresh"):
+        raise ValueError(f"The action {action!r} needs a template_name.")
+    return template_name or ""
 
 
 # -- history ---------------------------------------------------------------------------------------------

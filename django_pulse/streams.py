@@ -8,8 +8,10 @@ only a connection authenticated as that client may use it.
 
 The signature is Django's ``signing.dumps`` with its own salt, so it is keyed by ``SECRET_KEY`` (rotating
 ``SECRET_KEY`` or listing the old one in ``SECRET_KEY_FALLBACKS`` behaves as it does for sessions). A signed
-stream grants *subscribe* (listen, history, presence read) to that one channel; it grants no publish and no
-presence enter. Authorize hooks still run for the channel when any are registered.
+stream grants *subscribe* (listen, history, presence read) to that one channel; it grants no publish. It
+grants presence *enter* only when it was signed with ``presence=`` data: the member then enters with exactly
+that data, whatever the client sends (``{% pulse_presence %}``). Authorize hooks still run for the channel when
+any are registered.
 """
 
 from __future__ import annotations
@@ -40,12 +42,20 @@ class StreamGrant:
     kb_id: str
     channel: str
     client_id: str | None
+    presence: dict[str, Any] | None = None
 
 
-def sign_stream(channel: str, *, kb_id: str | None = None, client_id: str | None = None) -> str:
+def sign_stream(
+    channel: str,
+    *,
+    kb_id: str | None = None,
+    client_id: str | None = None,
+    presence: dict[str, Any] | None = None,
+) -> str:
     """Sign ``channel`` of app ``kb_id`` (default: the project's default app) for a page.
 
-    With ``client_id`` the result is valid only for connections authenticated as that client. Raises
+    With ``client_id`` the result is valid only for connections authenticated as that client. With ``presence``
+    (a JSON-able dict) it also lets the connection enter the channel's presence, with exactly that data. Raises
     ``ProtocolViolation`` for an invalid channel name.
     """
     from .conf import pulse_settings
@@ -55,6 +65,8 @@ def sign_stream(channel: str, *, kb_id: str | None = None, client_id: str | None
     payload: dict[str, Any] = {"k": kb_id or pulse_settings.DEFAULT_KB_ID, "c": channel}
     if client_id is not None:
         payload["u"] = str(client_id)
+    if presence is not None:
+        payload["p"] = dict(presence)
     return signing.dumps(payload, salt=SALT, compress=False)
 
 
@@ -75,4 +87,7 @@ def verify_stream(value: object, *, client_id: str | None = None, max_age: float
     bound = payload.get("u")
     if bound is not None and bound != client_id:
         raise InvalidStream("The signed stream name was issued for another client.")
-    return StreamGrant(kb_id=payload["k"], channel=payload["c"], client_id=bound)
+    presence = payload.get("p")
+    if presence is not None and not isinstance(presence, dict):
+        raise InvalidStream("The signed stream name is malformed.")
+    return StreamGrant(kb_id=payload["k"], channel=payload["c"], client_id=bound, presence=presence)

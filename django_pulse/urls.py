@@ -12,6 +12,7 @@ app_name = "django_pulse"
 
 api_urlpatterns: list[URLPattern] = [
     path("token/", views.TokenView.as_view(), name="token"),
+    path("token/anonymous/", views.AnonymousTokenView.as_view(), name="anonymous-token"),
     path("publish/", views.PublishView.as_view(), name="publish"),
     path("presence/<str:channel>/", views.PresenceView.as_view(), name="presence"),
     path("channels/", views.ChannelsView.as_view(), name="channels"),

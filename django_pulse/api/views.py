@@ -6,6 +6,8 @@ the views themselves, so the project's ``REST_FRAMEWORK`` settings neither chang
 
 from __future__ import annotations
 
+import re
+import secrets
 from typing import Any
 
 from django.urls import include, path
@@ -19,9 +21,11 @@ from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from .. import __version__, sdk, status
+from ..conf import pulse_settings
 from ..protocol import CHANNEL_RE
 from . import schema as _schema  # noqa: F401  (registers the auth scheme with drf-spectacular)
 from .authentication import ApiKeyAuthentication, PulseCaller
@@ -41,6 +45,7 @@ from .serializers import (
 from .throttling import ApiKeyThrottle
 
 __all__ = [
+    "AnonymousTokenView",
     "ChannelsView",
     "CloseConnectionsView",
     "PresenceView",
@@ -126,6 +131,50 @@ class TokenView(PulseAPIView):
         except ValueError as exc:
             raise exceptions.ValidationError({"non_field_errors": [str(exc)]}) from None
         return Response(result)
+
+
+class _AnonymousTokenThrottle(SimpleRateThrottle):
+    """``PULSE["LIVE_ANONYMOUS_RATE"]`` per IP address."""
+
+    scope = "pulse-anonymous"
+
+    def get_rate(self) -> str | None:
+        return pulse_settings.LIVE_ANONYMOUS_RATE
+
+    def get_cache_key(self, request: Request, view: APIView) -> str | None:
+        return f"pulse:throttle:anon:{self.get_ident(request)}"
+
+
+_ANONYMOUS_ID = re.compile(r"\Aanon-[A-Za-z0-9_-]{16}\Z")
+
+
+@extend_schema(
+    request=None,
+    responses={200: TokenSerializer, **_errors(403, 429)},
+    description="For live templates (`{% pulse_script %}` on a page seen by a visitor who is not logged in): "
+    "a token with no capabilities for an anonymous client id (`anon-...`; the `clientId` of an earlier one is "
+    "kept). It opens only the signed streams of pages the server rendered. Off with "
+    "`PULSE['LIVE_ANONYMOUS'] = False`.",
+)
+class AnonymousTokenView(PulseAPIView):
+    """A capability-less token for a visitor who is not logged in (live templates)."""
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+    throttle_classes = [_AnonymousTokenThrottle]
+    parser_classes = [JSONParser]
+
+    def post(self, request: Request) -> Response:
+        if not pulse_settings.LIVE_ANONYMOUS:
+            raise exceptions.PermissionDenied("Anonymous live pages are off (PULSE['LIVE_ANONYMOUS']).")
+        try:
+            body = request.data if isinstance(request.data, dict) else {}
+        except exceptions.ParseError:
+            body = {}
+        client_id = body.get("clientId")
+        if not isinstance(client_id, str) or not _ANONYMOUS_ID.match(client_id):
+            client_id = "anon-" + secrets.token_urlsafe(12)
+        return Response(sdk.get_token(client_id, capabilities={}, request=request))
 
 
 _PUBLISH_REQUEST = PolymorphicProxySerializer(
