@@ -598,6 +598,7 @@
     _sendRequest(request) {
       var ref = ++this._ref;
       var frame = Object.assign({ action: request.frame.action, ref: ref }, request.frame);
+      this._realtime.channels._addStream(frame); // live templates: the page's signed stream name, if any
       this._pending.set(ref, request);
       if (request.kind === 'oneshot') {
         var self = this;
@@ -1531,6 +1532,7 @@
     constructor(realtime) {
       this._realtime = realtime;
       this._all = new Map();
+      this._streams = new Map(); // channel name -> {subscribe, presence}: signed stream names (live templates)
     }
 
     /**
@@ -1671,8 +1673,330 @@
     }
   }
 
+  // ---------------------------------------------------------------------------------------------------
+  // Live templates (docs/live-templates.md)
+  //
+  // {% pulse_script %} renders the configuration (a JSON <script id="pulse-live-config">), {% pulse_stream_from %}
+  // a <pulse-stream-source> element and {% pulse_presence %} a <pulse-presence> element. The elements share one
+  // Realtime, subscribe with the signed stream name the server put in the page (`stream` on each request
+  // about that channel), and apply fragments (messages named `pulse:html`, data {action, target, html}) to the
+  // element whose id is `target`: with Turbo loaded as <turbo-stream> elements (Turbo's own actions), with
+  // htmx loaded through htmx.swap (htmx processes the new content and fires its swap events), otherwise with
+  // plain DOM calls. Missed fragments are replayed by the channel's resume; when they cannot be (the
+  // channel's `discontinuity`), the element fetches its region again, or the page reloads.
+
+  var FRAGMENT_EVENT = 'pulse:html';
+  var LIVE_CONFIG_ID = 'pulse-live-config';
+  var HTMX_SWAP = {
+    append: 'beforeend', prepend: 'afterbegin', replace: 'outerHTML', update: 'innerHTML',
+    before: 'beforebegin', after: 'afterend'
+  };
+  var live = {
+    realtime: null, // the Realtime of the live elements, created by the first one that connects
+    refreshDelay: 300, // ms: refresh requests within this window are one refresh
+    reloadGuard: 10000, // ms: an automatic reload does not repeat within this time (no reload loop)
+    sources: new Map() // channel name -> {channel, elements: Set, listener, onGap, buffer}
+  };
+
+  Channels.prototype._setStream = function (name, kind, signed) {
+    var entry = this._streams.get(name) || {};
+    entry[kind] = signed;
+    this._streams.set(name, entry);
+  };
+
+  Channels.prototype._addStream = function (frame) {
+    if (!frame.channel || frame.stream !== undefined || frame.action === 'unsubscribe') return;
+    var entry = this._streams.get(frame.channel);
+    if (!entry) return;
+    var presence = frame.action.indexOf('presence.') === 0;
+    var stream = presence ? entry.presence || entry.subscribe : entry.subscribe || entry.presence;
+    if (stream) frame.stream = stream;
+  };
+
+  function liveConfig() {
+    if (typeof document === 'undefined') return null;
+    var script = document.getElementById(LIVE_CONFIG_ID);
+    if (!script) return null;
+    try {
+      return JSON.parse(script.textContent);
+    } catch (e) {
+      console.error('[pulse] #' + LIVE_CONFIG_ID + ' is not JSON: use {% pulse_script %}');
+      return null;
+    }
+  }
+
+  /** The shared Realtime of the live elements (null when the page has no usable configuration). */
+  function liveRealtime() {
+    if (live.realtime) return live.realtime;
+    var config = liveConfig();
+    if (!config || config.disabled) return null;
+    live.realtime = new Realtime(config);
+    return live.realtime;
+  }
+
+  function turboLoaded() {
+    return typeof window !== 'undefined' && window.Turbo && typeof customElements !== 'undefined' &&
+      customElements.get('turbo-stream');
+  }
+
+  function htmxLoaded() {
+    return typeof window !== 'undefined' && window.htmx && typeof window.htmx.swap === 'function';
+  }
+
+  function parseHTML(html) {
+    var template = document.createElement('template');
+    template.innerHTML = html;
+    return template.content;
+  }
+
+  /** Before an append/prepend, remove the target's children that the new content replaces (same id), as
+   *  Turbo does: a fragment applied twice (replayed after a refresh) shows once. */
+  function removeDuplicates(target, content) {
+    var children = content.children;
+    for (var i = 0; i < children.length; i++) {
+      var id = children[i].id;
+      if (!id) continue;
+      var old = document.getElementById(id);
+      if (old && old.parentNode === target) old.remove();
+    }
+  }
+
+  function emitLive(node, name, detail) {
+    var event = new CustomEvent(name, { bubbles: true, cancelable: true, detail: detail });
+    return (node && node.isConnected ? node : document).dispatchEvent(event);
+  }
+
+  /**
+   * Apply one fragment. Events: `pulse:before-fragment` (cancelable; detail {action, target, html}) on the
+   * target (or the document) before, `pulse:fragment` after. Unknown actions and missing targets are ignored,
+   * as Turbo does.
+   */
+  function applyFragment(data, source) {
+    if (!data || typeof data !== 'object' || typeof data.action !== 'string') return;
+    var action = data.action;
+    if (action === 'refresh') {
+      requestRefresh(source, false);
+      return;
+    }
+    var target = typeof data.target === 'string' ? document.getElementById(data.target) : null;
+    if (!emitLive(target, 'pulse:before-fragment', data)) return;
+    if (turboLoaded()) {
+      var stream = document.createElement('turbo-stream');
+      stream.setAttribute('action', action);
+      stream.setAttribute('target', data.target);
+      var template = document.createElement('template');
+      if (typeof data.html === 'string') template.innerHTML = data.html;
+      stream.appendChild(template);
+      document.body.appendChild(stream); // Turbo renders it and removes it
+      emitLive(target, 'pulse:fragment', data);
+      return;
+    }
+    if (!target) return;
+    if (action === 'remove') {
+      target.remove();
+      emitLive(document, 'pulse:fragment', data);
+      return;
+    }
+    if (!HTMX_SWAP[action] || typeof data.html !== 'string') return;
+    var content = parseHTML(data.html);
+    if (action === 'append' || action === 'prepend') removeDuplicates(target, content);
+    if (htmxLoaded()) {
+      // htmx processes the new content (hx-* attributes work on it) and fires htmx:afterSwap/afterSettle.
+      var holder = document.createElement('div');
+      holder.appendChild(content);
+      window.htmx.swap(target, holder.innerHTML, { swapStyle: HTMX_SWAP[action], swapDelay: 0, settleDelay: 0 });
+    } else if (action === 'append') target.append(content);
+    else if (action === 'prepend') target.prepend(content);
+    else if (action === 'replace') target.replaceWith(content);
+    else if (action === 'update') target.replaceChildren(content);
+    else if (action === 'before') target.before(content);
+    else if (action === 'after') target.after(content);
+    emitLive(action === 'replace' ? document : target, 'pulse:fragment', data);
+  }
+
+  function reloadPage() {
+    var key = 'pulse:reloaded';
+    try {
+      var last = Number(sessionStorage.getItem(key) || 0);
+      if (Date.now() - last < live.reloadGuard) return; // reloaded a moment ago: keep this page
+      sessionStorage.setItem(key, String(Date.now()));
+    } catch (e) { /* no sessionStorage: reload anyway */ }
+    if (turboLoaded() && window.Turbo.visit) window.Turbo.visit(location.href, { action: 'replace' });
+    else location.reload();
+  }
+
+  /**
+   * Bring the content of `source` up to date after fragments were missed (or on a `refresh` fragment):
+   * fetch this page again and swap in its element whose id is the source's `region`; without a region (or
+   * with `wholePage`), reload the page. Debounced; fragments arriving meanwhile are applied after the swap.
+   */
+  function requestRefresh(source, wholePage) {
+    var state = source ? live.sources.get(source.channel.name) : null;
+    var regions = [];
+    if (state && !wholePage) {
+      state.elements.forEach(function (element) {
+        var region = element.getAttribute('region');
+        if (region && regions.indexOf(region) < 0) regions.push(region);
+      });
+    }
+    if (!state || !regions.length) {
+      clearTimeout(live.reloadTimer);
+      live.reloadTimer = setTimeout(reloadPage, live.refreshDelay);
+      return;
+    }
+    if (!state.buffer) state.buffer = [];
+    clearTimeout(state.refreshTimer);
+    state.refreshTimer = setTimeout(function () {
+      fetch(location.href, { credentials: 'same-origin', headers: { 'X-Pulse-Refresh': regions.join(' ') } })
+        .then(function (response) {
+          if (!response.ok) throw new Error('HTTP ' + response.status);
+          return response.text();
+        })
+        .then(function (html) {
+          var page = new DOMParser().parseFromString(html, 'text/html');
+          for (var i = 0; i < regions.length; i++) {
+            var fresh = page.getElementById(regions[i]);
+            var current = document.getElementById(regions[i]);
+            if (!fresh || !current) throw new Error('region #' + regions[i] + ' not found');
+            if (htmxLoaded()) window.htmx.swap(current, fresh.outerHTML, { swapStyle: 'outerHTML', swapDelay: 0, settleDelay: 0 });
+            else current.replaceWith(document.importNode(fresh, true));
+          }
+          var buffered = state.buffer || [];
+          state.buffer = null;
+          for (var j = 0; j < buffered.length; j++) applyFragment(buffered[j], state);
+          emitLive(document, 'pulse:refreshed', { channel: state.channel.name, regions: regions });
+        })
+        .catch(function (error) {
+          state.buffer = null;
+          console.error('[pulse] refreshing ' + regions.join(', ') + ' failed (' + error.message + '): reloading');
+          reloadPage();
+        });
+    }, live.refreshDelay);
+  }
+
+  /** Attach `element` to the page's subscription of its channel (one listener per channel, however many elements). */
+  function joinSource(element, realtime, kind) {
+    var name = element.getAttribute('channel');
+    var signed = element.getAttribute('signed-stream-name');
+    if (!name || !signed) return null;
+    var channel;
+    try {
+      channel = realtime.channels.get(name);
+    } catch (error) {
+      console.error('[pulse] ' + error.message);
+      return null;
+    }
+    realtime.channels._setStream(name, kind, signed);
+    var state = live.sources.get(name);
+    if (!state) {
+      state = { channel: channel, elements: new Set(), buffer: null, refreshTimer: null };
+      state.listener = function (message) {
+        if (state.buffer) state.buffer.push(message.data);
+        else applyFragment(message.data, state);
+      };
+      state.onGap = function () { requestRefresh(state, false); };
+      live.sources.set(name, state);
+    }
+    return state;
+  }
+
+  function startStream(element, state) {
+    var channel = state.channel;
+    var first = state.elements.size === 0;
+    state.elements.add(element);
+    if (!first) return;
+    // A fresh subscription resumes from where the page was rendered: what was published in between follows.
+    var serial = element.getAttribute('serial');
+    var epoch = element.getAttribute('epoch');
+    if (!channel._attached && !channel._wantAttached) {
+      channel.serial = serial !== null && /^\d+$/.test(serial) ? Number(serial) : null;
+      channel.epoch = channel.serial !== null && epoch ? epoch : null;
+    }
+    channel.on('discontinuity', state.onGap);
+    channel.subscribe(FRAGMENT_EVENT, state.listener).catch(function () { /* reported as a channel error */ });
+  }
+
+  function stopStream(element, state) {
+    if (!state.elements.delete(element) || state.elements.size) return;
+    state.channel.off('discontinuity', state.onGap);
+    state.channel.unsubscribe(FRAGMENT_EVENT, state.listener);
+    live.sources.delete(state.channel.name);
+  }
+
+  function renderPresence(element, members) {
+    var count = element.querySelectorAll('[data-pulse-count]');
+    for (var i = 0; i < count.length; i++) count[i].textContent = String(members.length);
+    var list = element.querySelector('[data-pulse-members]');
+    var template = element.querySelector('template[data-pulse-member]');
+    if (!list || !template) return;
+    var items = [];
+    for (var j = 0; j < members.length; j++) {
+      var item = template.content.cloneNode(true);
+      var fields = item.querySelectorAll('[data-pulse-field]');
+      var data = members[j].data && typeof members[j].data === 'object' ? members[j].data : {};
+      for (var k = 0; k < fields.length; k++) {
+        var value = data[fields[k].getAttribute('data-pulse-field')];
+        fields[k].textContent = value === undefined || value === null ? '' : String(value); // text, never HTML
+      }
+      items.push(item);
+    }
+    list.replaceChildren.apply(list, items);
+  }
+
+  function defineLiveElements() {
+    if (typeof window === 'undefined' || typeof customElements === 'undefined' || typeof HTMLElement === 'undefined') return;
+    if (!customElements.get('pulse-stream-source')) {
+      customElements.define('pulse-stream-source', class extends HTMLElement {
+        connectedCallback() {
+          var realtime = liveRealtime();
+          this._state = realtime && joinSource(this, realtime, 'subscribe');
+          if (this._state) startStream(this, this._state);
+        }
+
+        disconnectedCallback() {
+          if (this._state) stopStream(this, this._state);
+          this._state = null;
+        }
+      });
+    }
+    if (!customElements.get('pulse-presence')) {
+      customElements.define('pulse-presence', class extends HTMLElement {
+        connectedCallback() {
+          var realtime = liveRealtime();
+          var state = realtime && joinSource(this, realtime, 'presence');
+          if (!state) return;
+          var element = this;
+          var presence = state.channel.presence;
+          this._presence = presence;
+          this._render = function (members) { renderPresence(element, members); };
+          this._entered = !this.hasAttribute('watch-only');
+          if (this._entered) presence.enter(null).catch(function () { /* reported as a channel error */ });
+          presence.subscribe(this._render).catch(function () { /* reported as a channel error */ });
+        }
+
+        disconnectedCallback() {
+          if (!this._presence) return;
+          this._presence.unsubscribe(this._render);
+          if (this._entered) this._presence.leave().catch(function () { /* the connection is gone */ });
+          this._presence = null;
+        }
+      });
+    }
+  }
+
+  defineLiveElements();
+
+  var Live = {
+    FRAGMENT_EVENT: FRAGMENT_EVENT,
+    applyFragment: function (data) { applyFragment(data, null); },
+    realtime: function () { return liveRealtime(); },
+    options: live
+  };
+
+
   return {
     Realtime: Realtime,
+    Live: Live,
     PulseError: PulseError,
     EventEmitter: EventEmitter,
     retryDelay: retryDelay,
