@@ -12,7 +12,7 @@ from typing import Any
 
 from django.db import models
 
-from django_pulse.publishers import instance_data, publishes
+from django_pulse.publishers import instance_data, publishes, register
 
 
 def post_data(post: Post) -> dict[str, Any]:
@@ -31,6 +31,20 @@ class Post(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_name}: {self.content[:40]}"
+
+
+# The templates-only page (/live/): the same channel carries HTML fragments for it. A new post is rendered
+# once with posts/_post.html and prepended to #live-posts; an edit (admin, shell) replaces #post-<pk>; a
+# delete removes it. Only edits of the shown fields are published.
+register(
+    Post,
+    channel="posts",
+    template="posts/_post.html",
+    action="prepend",
+    target="live-posts",
+    dom_id="post-{pk}",
+    watch_fields=["user_name", "content"],
+)
 
 
 def new_private_channel() -> str:

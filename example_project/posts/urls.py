@@ -10,4 +10,6 @@ urlpatterns = [
     path("seed/", views.seed_page, name="seed"),
     path("private/", views.private_page, name="private"),
     path("private/api", views.private_api, name="private-api"),
+    path("live/", views.live_page, name="live"),
+    path("live/posts", views.live_create, name="live-create"),
 ]

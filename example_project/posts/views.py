@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
+from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 
 from django_pulse import pulse
@@ -201,3 +201,33 @@ def _private_action(request: HttpRequest, action: Any, data: dict[str, Any]) -> 
         _pulse_call(pulse.publish, recipient.private_channel, "message", message)
         return {"sent": message}
     raise BadRequest("Unknown action")
+
+
+# Live Posts with templates only (docs/live-templates.md) ---------------------------------------------------
+# No JavaScript of the project's own: the page renders the posts with a template, {% pulse_stream_from %}
+# keeps them live (Post is registered with a template in models.py: created -> prepend, edited -> replace,
+# deleted -> remove), {% pulse_presence %} shows who is here. The form is a plain POST that redirects back.
+
+
+def live_page(request: HttpRequest, error: str | None = None) -> HttpResponse:
+    # A lazy queryset: it is evaluated below {% pulse_stream_from %} in the template, after the channel's
+    # position was read, so nothing published in between is missed.
+    posts = Post.objects.order_by("-created_at", "-id")[:LIST_LIMIT]
+    name = request.session.get("live_name", "")
+    return render(
+        request, "posts/live.html", {"posts": posts, "name": name, "error": error}, status=400 if error else 200
+    )
+
+
+def live_create(request: HttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    form = request.POST.dict()
+    try:
+        name = _text(form, "user_name", MAX_NAME).strip()
+        content = _text(form, "content", MAX_CONTENT)
+    except BadRequest as exc:
+        return live_page(request, error=exc.message)
+    request.session["live_name"] = name
+    Post.objects.create(user_name=name, content=content)  # published as a fragment after commit (models.py)
+    return redirect("live")
