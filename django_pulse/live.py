@@ -47,8 +47,11 @@ _NO_HTML = ("remove", "refresh")
 MAX_TARGET_LENGTH = 255
 
 
-def fragment(action: str, target: str | None = None, html: str | None = None) -> dict[str, Any]:
-    """The data of a fragment message: ``{"action", "target"?, "html"?}``.
+def fragment(action: str, target: str | None = None, html: str | None = None, *, morph: bool = False) -> dict[str, Any]:
+    """The data of a fragment message: ``{"action", "target"?, "html"?, "method"?}``.
+
+    ``morph`` (``replace`` and ``update`` only) adds ``"method": "morph"``: under Turbo the page morphs the
+    element instead of swapping it (Turbo's ``method="morph"``); elsewhere it is a plain replace/update.
 
     Raises ``ProtocolViolation`` (``bad_request``) for an unknown action, a missing or over-long target
     (every action but ``refresh`` needs one), or ``html`` missing for an action that inserts it.
@@ -70,6 +73,10 @@ def fragment(action: str, target: str | None = None, html: str | None = None) ->
         if not isinstance(html, str):
             raise ProtocolViolation(f"The action {action!r} needs html.", ErrorCode.BAD_REQUEST)
         data["html"] = html
+    if morph:
+        if action not in ("replace", "update"):
+            raise ProtocolViolation("morph applies to replace and update only.", ErrorCode.BAD_REQUEST)
+        data["method"] = "morph"
     return data
 
 
@@ -80,6 +87,7 @@ def render_fragment(
     action: str,
     target: str | None,
     request: HttpRequest | None = None,
+    morph: bool = False,
 ) -> dict[str, Any]:
     """Render ``template_name`` once (Django's engine, autoescaped) and wrap it as a fragment.
 
@@ -87,9 +95,9 @@ def render_fragment(
     and ``ProtocolViolation`` as ``fragment`` does.
     """
     if action in _NO_HTML:
-        return fragment(action, target)
+        return fragment(action, target, morph=morph)
     html = render_to_string(template_name, dict(context or {}), request=request)
-    return fragment(action, target, html.strip())
+    return fragment(action, target, html.strip(), morph=morph)
 
 
 def stream_name(*parts: Any) -> str:

@@ -211,7 +211,7 @@ class ModelPublisher:
             how, where = "replace", self.target_for(instance, self.dom_id)
         assert self.template is not None
         template = self.template
-        context = {"object": instance, instance._meta.model_name: instance}
+        context = {"object": instance, str(instance._meta.model_name): instance}
         return lambda: render_fragment(template, context, action=how, target=where)
 
     # Publishing only when chosen fields changed --------------------------------------------------------

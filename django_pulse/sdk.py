@@ -347,6 +347,7 @@ def publish_html(
     target: str | None = None,
     kb_id: str | None = None,
     id: str | None = None,
+    morph: bool = False,
 ) -> str:
     """Render ``template_name`` with ``context`` once and publish it as a fragment on ``channel``.
 
@@ -354,13 +355,14 @@ def publish_html(
     (docs/live-templates.md). ``action``: ``append``, ``prepend``, ``replace``, ``update``, ``before``,
     ``after`` (these render the template), ``remove`` (no template), ``refresh`` (no template, no target: the
     page reloads itself, or the stream's region). The fragment is an ordinary message named ``pulse:html``
-    with data ``{"action", "target", "html"}``: same serial, history, resume and size limit. Returns the
+    with data ``{"action", "target", "html"}``: same serial, history, resume and size limit. ``morph``
+    (replace/update): Turbo pages morph the element instead of swapping it. Returns the
     message id; raises what ``publish`` raises, what rendering raises, and ``ProtocolViolation`` for a bad
     action or target. For synchronous code; ``apublish_html`` in async code.
     """
     from .live import FRAGMENT_EVENT, render_fragment
 
-    data = render_fragment(_template(template_name, action), context, action=action, target=target)
+    data = render_fragment(_template(template_name, action), context, action=action, target=target, morph=morph)
     return publish(channel, FRAGMENT_EVENT, data, kb_id=kb_id, id=id)
 
 
@@ -373,12 +375,13 @@ async def apublish_html(
     target: str | None = None,
     kb_id: str | None = None,
     id: str | None = None,
+    morph: bool = False,
 ) -> str:
     """``publish_html`` for async code (the template renders in a thread: it may query the database)."""
     from .live import FRAGMENT_EVENT, render_fragment
 
     data = await sync_to_async(render_fragment, thread_sensitive=True)(
-        _template(template_name, action), context, action=action, target=target
+        _template(template_name, action), context, action=action, target=target, morph=morph
     )
     return await apublish(channel, FRAGMENT_EVENT, data, kb_id=kb_id, id=id)
 

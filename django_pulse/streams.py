@@ -24,7 +24,7 @@ from django.core import signing
 from .exceptions import Forbidden, ProtocolViolation
 from .protocol import ErrorCode, is_valid_channel
 
-__all__ = ["InvalidStream", "StreamGrant", "sign_stream", "verify_stream"]
+__all__ = ["InvalidStream", "StreamGrant", "remember_stream", "sign_stream", "verify_stream"]
 
 SALT = "django_pulse.stream"
 
@@ -91,3 +91,22 @@ def verify_stream(value: object, *, client_id: str | None = None, max_age: float
     if presence is not None and not isinstance(presence, dict):
         raise InvalidStream("The signed stream name is malformed.")
     return StreamGrant(kb_id=payload["k"], channel=payload["c"], client_id=bound, presence=presence)
+
+
+def remember_stream(
+    grants: dict[str, StreamGrant], value: object, *, channel: object, kb_id: str, client_id: str
+) -> StreamGrant:
+    """Verify the ``stream`` member of a request about ``channel`` on a connection of ``client_id`` in app
+    ``kb_id``, and record the grant in the connection's ``grants`` (channel -> grant) for later requests.
+
+    A grant with presence data is kept when a later stream of the same channel carries none. Raises
+    ``InvalidStream`` when the value does not verify for this client, or names another app or channel.
+    """
+    grant = verify_stream(value, client_id=client_id)
+    if grant.kb_id != kb_id or grant.channel != channel:
+        raise InvalidStream("The signed stream name is for another channel.")
+    previous = grants.get(grant.channel)
+    if grant.presence is None and previous is not None and previous.presence is not None:
+        grant = previous
+    grants[grant.channel] = grant
+    return grant

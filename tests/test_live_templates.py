@@ -40,6 +40,14 @@ def test_fragment_shape_and_refusals() -> None:
     assert fragment("append", "posts", "<li>x</li>") == {"action": "append", "target": "posts", "html": "<li>x</li>"}
     assert fragment("remove", "post-1") == {"action": "remove", "target": "post-1"}
     assert fragment("refresh") == {"action": "refresh"}
+    assert fragment("replace", "post-1", "<li>", morph=True) == {
+        "action": "replace",
+        "target": "post-1",
+        "html": "<li>",
+        "method": "morph",
+    }
+    with pytest.raises(ProtocolViolation):
+        fragment("append", "posts", "<li>", morph=True)
     for bad in [("explode", "x", ""), ("append", None, "<p>"), ("append", "two words", "<p>"), ("replace", "x", None)]:
         with pytest.raises(ProtocolViolation):
             fragment(*bad)

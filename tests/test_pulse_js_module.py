@@ -35,6 +35,7 @@ def test_commonjs_require() -> None:
         "keys": [
             "DEFAULTS",
             "EventEmitter",
+            "Live",
             "PROTOCOL_VERSION",
             "PulseError",
             "Realtime",

@@ -1,7 +1,8 @@
 """django_pulse wired exactly as docs/installation.md says, plus the benchmark's HTTP endpoints.
 
 ``GET /__bench__/publish?rate&count&seq0`` publishes with ``pulse.apublish`` on the server's event loop;
-``GET /__bench__/tokens?n=N`` mints N tokens (client ids ``bench-0`` ... ``bench-{N-1}``) with ``pulse.get_token``.
+``GET /__bench__/tokens?n=N`` mints N tokens (client ids ``bench-0`` ... ``bench-{N-1}``) with ``pulse.get_token``
+(``&anonymous=1``: without capabilities, as live-template pages of anonymous visitors get them).
 """
 
 from __future__ import annotations
@@ -33,7 +34,11 @@ def tokens_view(request: HttpRequest) -> JsonResponse:
     from django_pulse import pulse
 
     n = int(request.GET.get("n", "1"))
-    return JsonResponse({"tokens": [pulse.get_token(f"bench-{i}")["token"] for i in range(n)]})
+    # anonymous=1: the live-template page's token for visitors (no capabilities; signed streams only).
+    capabilities: dict[str, list[str]] | None = {} if request.GET.get("anonymous") else None
+    return JsonResponse(
+        {"tokens": [pulse.get_token(f"bench-{i}", capabilities=capabilities)["token"] for i in range(n)]}
+    )
 
 
 def ping_view(request: HttpRequest) -> JsonResponse:

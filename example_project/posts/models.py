@@ -33,12 +33,13 @@ class Post(models.Model):
         return f"{self.user_name}: {self.content[:40]}"
 
 
-# The templates-only page (/live/): the same channel carries HTML fragments for it. A new post is rendered
-# once with posts/_post.html and prepended to #live-posts; an edit (admin, shell) replaces #post-<pk>; a
-# delete removes it. Only edits of the shown fields are published.
+# The templates-only page (/live/) listens on its own channel, "posts.live", so the seed's "posts" carries
+# exactly the seed's new_post events. A new post is rendered once with posts/_post.html and prepended to
+# #live-posts; an edit (admin, shell) replaces #post-<pk>; a delete removes it. Only edits of the shown
+# fields are published.
 register(
     Post,
-    channel="posts",
+    channel="posts.live",
     template="posts/_post.html",
     action="prepend",
     target="live-posts",

@@ -11,7 +11,6 @@ copies in tests/browser/vendor/, loaded into the page by the test before the pag
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import subprocess
@@ -42,7 +41,9 @@ ADMIN_PASSWORD = "live-templates-" + secrets.token_hex(4)
 COUNT_EVENTS = """
 (() => {
   window.__events = {};
-  for (const name of ['pulse:fragment', 'pulse:refreshed', 'pulse:discontinuity', 'htmx:afterSwap', 'turbo:before-stream-render']) {
+  const names = ['pulse:fragment', 'pulse:refreshed', 'pulse:discontinuity', 'htmx:afterSwap',
+                 'turbo:before-stream-render'];
+  for (const name of names) {
     document.addEventListener(name, () => { window.__events[name] = (window.__events[name] || 0) + 1; });
   }
 })();
@@ -238,6 +239,14 @@ def test_killed_server_tab_reconnects_and_shows_every_post_once_in_order(
                 "from posts.models import Post; Post.objects.create(user_name='shell', content='from the shell')",
             )
             tab.locator("#live-posts li p", has_text="from the shell").wait_for()
+            tab.evaluate(
+                """() => {
+                  window.__drops = 0; window.__resumed = 0;
+                  const realtime = Pulse.Live.realtime();
+                  realtime.connection.on('disconnected', () => { window.__drops += 1; });
+                  realtime.channels.get('posts.live').on('resumed', () => { window.__resumed += 1; });
+                }"""
+            )
 
             created: list[int] = []
             stop = threading.Event()
@@ -270,6 +279,8 @@ def test_killed_server_tab_reconnects_and_shows_every_post_once_in_order(
             assert shown[: len(expected)] == expected  # every post once, newest first
             assert len(shown) == len(set(shown))
             assert tab.evaluate("() => window.__marker") == "not reloaded"
+            # The socket did drop, and what was missed came back by resume (replayed from history).
+            assert tab.evaluate("() => [window.__drops > 0, window.__resumed > 0]") == [True, True]
             assert tab.locator("#live-posts img").count() == 0 and tab.evaluate("() => window.__xss") is None
             check_library(tab, variant)
             state = tab.evaluate("() => Pulse.Live.realtime().connection.state")

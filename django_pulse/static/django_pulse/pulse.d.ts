@@ -268,3 +268,22 @@ export const DEFAULTS: Readonly<Required<Pick<RealtimeOptions,
 export const STATES: ConnectionState[];
 export const VERSION: string;
 export const PROTOCOL_VERSION: number;
+
+/** Live templates (docs/live-templates.md): the data of a `pulse:html` message. */
+export interface Fragment {
+  action: 'append' | 'prepend' | 'replace' | 'update' | 'remove' | 'before' | 'after' | 'refresh';
+  target?: string;
+  html?: string;
+  method?: 'morph';
+}
+
+/** Live templates: the <pulse-stream-source> / <pulse-presence> elements' shared state. */
+export const Live: {
+  readonly FRAGMENT_EVENT: 'pulse:html';
+  /** Apply one fragment to this document (Turbo, htmx or plain DOM, as for a received one). */
+  applyFragment(data: Fragment): void;
+  /** The Realtime of the live elements, created from #pulse-live-config on first use (null without it). */
+  realtime(): Realtime | null;
+  /** refreshDelay: ms within which refreshes are one; reloadGuard: ms an automatic reload does not repeat. */
+  readonly options: { refreshDelay: number; reloadGuard: number };
+};

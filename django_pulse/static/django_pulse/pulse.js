@@ -1784,6 +1784,7 @@
       var stream = document.createElement('turbo-stream');
       stream.setAttribute('action', action);
       stream.setAttribute('target', data.target);
+      if (data.method === 'morph') stream.setAttribute('method', 'morph');
       var template = document.createElement('template');
       if (typeof data.html === 'string') template.innerHTML = data.html;
       stream.appendChild(template);
@@ -1894,7 +1895,10 @@
         if (state.buffer) state.buffer.push(message.data);
         else applyFragment(message.data, state);
       };
-      state.onGap = function () { requestRefresh(state, false); };
+      state.onGap = function (gap) {
+        emitLive(document, 'pulse:discontinuity', gap);
+        requestRefresh(state, false);
+      };
       live.sources.set(name, state);
     }
     return state;

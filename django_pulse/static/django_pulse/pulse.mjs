@@ -12,4 +12,5 @@ import * as loaded from './pulse.js';
 const Pulse = (loaded && loaded.default) || globalThis.Pulse;
 
 export default Pulse;
-export const { Realtime, PulseError, EventEmitter, retryDelay, DEFAULTS, STATES, VERSION, PROTOCOL_VERSION } = Pulse;
+export const { Realtime, PulseError, EventEmitter, retryDelay, DEFAULTS, STATES, VERSION, PROTOCOL_VERSION, Live } =
+  Pulse;
