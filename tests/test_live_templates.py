@@ -330,3 +330,37 @@ def _claims(token: str) -> dict[str, Any]:
 
     part = token.split(".")[1]
     return dict(json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))))
+
+
+# The snippets of docs/live-templates.md -----------------------------------------------------------------------
+
+
+def doc_blocks(language: str) -> list[str]:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "live-templates.md").read_text()
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
+
+
+@pytest.mark.django_db
+def test_the_docs_page_snippet_renders_a_live_page() -> None:
+    partial, page = doc_blocks("django")[:2]
+    # The page includes the partial by name; inline it (the test project has no posts/_post.html of its own).
+    source = page.replace('{% include "posts/_post.html" %}', partial.strip())
+    html = render(source, posts=[{"pk": 7, "user_name": "ada", "content": XSS}])
+    assert "<pulse-stream-source" in html and 'region="live-posts"' in html
+    assert "<pulse-presence" in html and "pulse-live-config" in html
+    assert '<li id="post-7"><b>ada</b> &lt;img' in html
+
+
+def test_the_docs_python_snippets_name_real_arguments() -> None:
+    import inspect
+
+    blocks = "\n".join(doc_blocks("python"))
+    assert "publish_html(" in blocks and "@publishes(" in blocks
+    html_args = set(inspect.signature(pulse.publish_html).parameters)
+    for name in re.findall(r"publish_html\([^)]*?\b(\w+)=", blocks):
+        assert name in html_args, name
+    publishes_args = set(inspect.signature(register).parameters)
+    for name in re.findall(r"(\w+)=", blocks.split("@publishes(", 1)[1].split(")", 1)[0]):
+        assert name in publishes_args, name
