@@ -44,9 +44,11 @@ lint: $(VENV)/.dev-installed
 
 bench: $(VENV)/.dev-installed
 	$(PY) -m bench $(BENCH_ARGS)
+	$(PY) -m bench.fragments
 
 bench-quick: $(VENV)/.dev-installed
 	$(PY) -m bench --quick $(BENCH_ARGS)
+	$(PY) -m bench.fragments --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

@@ -207,6 +207,19 @@ def test_admin_changes_reach_two_tabs(embedded: LiveServer, new_context: Callabl
     within(1.0, tabs, f"#post-{pk}", state="detached")
 
     check_library(tabs[1], variant)
+
+    # A logged-in user's page: its tokens come from POST /pulse/token/ (session + the CSRF token the page
+    # carries), as that user; presence shows the name the server chose.
+    own = admin.context.new_page()
+    own.goto(embedded.url + "/live/")
+    for page in (own, tabs[0]):
+        wait_online(page, 3)
+        page.locator("pulse-presence [data-pulse-members] li", has_text="admin").wait_for()
+    client_id = own.evaluate("() => Pulse.Live.realtime().connection.clientId")
+    assert client_id and not client_id.startswith("anon-")
+    assert tabs[0].evaluate("() => Pulse.Live.realtime().connection.clientId").startswith("anon-")
+    own.close()
+
     tabs[1].close()
     wait_online(tabs[0], 1)
     print(f"{variant}: admin create -> both tabs in {latency * 1000:.0f} ms")
