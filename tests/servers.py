@@ -243,6 +243,7 @@ def example_server(
     redis_url: str | None = None,
     redis_prefix: str | None = None,
     server: str = "daphne",
+    port: int | None = None,
 ) -> Iterator[LiveServer]:
     """The example project served as ``make demo`` serves it (its own settings and asgi.py, daphne).
 
@@ -267,6 +268,7 @@ def example_server(
                 app="example_project.asgi:application",
                 extra_env=env,
                 database=url if database_url else None,
+                port=port,
             )
         )
         yield live

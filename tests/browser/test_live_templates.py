@@ -300,3 +300,37 @@ def test_killed_server_tab_reconnects_and_shows_every_post_once_in_order(
             assert state == "connected"
         finally:
             balancer.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_when_missed_fragments_cannot_be_replayed_the_region_is_fetched_again(
+    new_context: Callable[[], Any], variant: str
+) -> None:
+    """An in-memory server restarts (its channels start a new epoch, history gone) while posts were created:
+    the tab cannot resume, so it fetches #live-posts again instead of showing a stale list, without a reload."""
+    with example_server() as first:
+        context = new_context()
+        with_variant(context, variant)
+        tab = open_live(context, first.url)
+        wait_online(tab, 1)
+        database, port = first.env["DATABASE_URL"], first.port
+        first.kill()
+        # Created while the server is down (by the ORM: nobody receives a fragment for them).
+        manage(
+            first,
+            "shell",
+            "-c",
+            "from posts.models import Post; [Post.objects.create(user_name='away', content=f'missed {n}') "
+            "for n in range(3)]",
+        )
+        with example_server(database_url=database, port=port) as second:
+            tab.locator("#live-posts li p", has_text="missed 2").wait_for(timeout=30_000)
+            texts = tab.locator("#live-posts li p").all_text_contents()
+            assert texts[:3] == ["missed 2", "missed 1", "missed 0"]
+            events = library_events(tab)
+            assert events.get("pulse:discontinuity", 0) >= 1 and events.get("pulse:refreshed", 0) >= 1, events
+            assert tab.evaluate("() => window.__marker") == "not reloaded"
+            # Live again afterwards, on the new server.
+            second.post("/posts", {"action": "create", "userName": "bot", "content": "after the refresh"})
+            tab.locator("#live-posts li p", has_text="after the refresh").wait_for()
