@@ -204,12 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         # Rendering first, with the in-memory broker of this process (nothing subscribed).
         from django.test.utils import override_settings
 
-        with override_settings(PULSE={}):
-            from django_pulse.broker import reset_broker
-
-            reset_broker()
+        with override_settings(PULSE={}):  # the runtime is rebuilt on entry and on exit (setting_changed)
             render = rendering(renders)
-            reset_broker()
         tokens = server.get(f"/__bench__/tokens?n={subs}&anonymous=1", timeout=120)["tokens"]
         fan = asyncio.run(fanout(server.ports[0], tokens, messages, 0.0))  # a burst: the fan-out rate
     finally:
