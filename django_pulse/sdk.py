@@ -20,7 +20,7 @@ from . import idempotency
 from .authorization import authorize
 from .conf import pulse_settings
 from .exceptions import LimitExceeded, ProtocolViolation
-from .protocol import ErrorCode, dumps, is_valid_channel, message_head, utf8_len
+from .protocol import ErrorCode, dumps, is_valid_channel, message_frame, message_head, utf8_len
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -159,9 +159,21 @@ def _build(
 
 
 def _published_kwargs(
-    kb_id: str, channel: str, event: str, id: str, serial: int, client_id: str | None
+    kb_id: str, channel: str, event: str, id: str, serial: int, client_id: str | None, head: str
 ) -> dict[str, Any]:
-    return {"kb_id": kb_id, "channel": channel, "event": event, "id": id, "serial": serial, "client_id": client_id}
+    from . import signals
+
+    # The data as subscribers decode it; decoded only when someone listens (the hot path has no receiver).
+    data = json.loads(message_frame(head, serial))["data"] if signals.message_published.has_listeners() else None
+    return {
+        "kb_id": kb_id,
+        "channel": channel,
+        "event": event,
+        "id": id,
+        "serial": serial,
+        "client_id": client_id,
+        "data": data,
+    }
 
 
 def _log_receiver_errors(results: list[tuple[Any, Any]]) -> None:
@@ -256,7 +268,7 @@ def _broadcast_once_sync(
         if explicit_id:
             idempotency.release(kb, channel, message_id)
         raise
-    _send_published(**_published_kwargs(kb, channel, event, message_id, serial, client_id))
+    _send_published(**_published_kwargs(kb, channel, event, message_id, serial, client_id, head))
     return serial
 
 
@@ -274,7 +286,7 @@ async def _broadcast_once(
         if explicit_id:
             await idempotency.arelease(kb, channel, message_id)
         raise
-    await _asend_published(**_published_kwargs(kb, channel, event, message_id, serial, client_id))
+    await _asend_published(**_published_kwargs(kb, channel, event, message_id, serial, client_id, head))
     return serial
 
 
