@@ -94,7 +94,12 @@ export interface ConnectionStateChange {
   /** Why (for disconnected / suspended / failed, and the connecting that follows them). */
   reason?: PulseError;
   /** Milliseconds until the next attempt (disconnected / suspended). */
-  retryIn?: number;
+  retryIn?: number | null;
+  /**
+   * Only on the `disconnected` event that announces an end for good: true, with `current` the final state
+   * (`failed` or `closed`) and `reason` why (app disabled, client revoked, token refused, server's close).
+   */
+  final?: boolean;
 }
 
 export interface ChannelStateChange {

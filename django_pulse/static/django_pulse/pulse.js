@@ -866,6 +866,28 @@
     _emitState(previous, current, change) {
       var event = { previous: previous, current: current, reason: change.reason, retryIn: change.retryIn };
       this.emit(current, event);
+      this._announceEnd(event);
+    }
+
+    // -- every end of a connection is a `disconnected` (issue 22) -----------------------------------
+    //
+    // The seed's pages listen only to `connected` and `disconnected`. A connection that ends for good (app
+    // disabled 4003, client revoked 4005, token refused, the server's normal close) goes to `failed` or
+    // `closed`, not `disconnected`; so its `disconnected` listeners hear of it too, with `final: true` and the
+    // final state in `current` (`failed`/`closed`) and the PulseError in `reason`. Only named `disconnected`
+    // listeners: a listener of every event already got the `failed`/`closed` event itself. The application's
+    // own close() (no reason) is not announced: it knows.
+    _announceEnd(event) {
+      if ((event.current !== 'failed' && event.current !== 'closed') || !event.reason) return;
+      var final = { previous: event.previous, current: event.current, reason: event.reason, retryIn: null, final: true };
+      var listeners = (this._eventListeners.disconnected || []).slice();
+      for (var i = 0; i < listeners.length; i++) {
+        try {
+          listeners[i].call(this, final);
+        } catch (error) {
+          rethrowLater(error);
+        }
+      }
     }
 
     _clearTimer(name) {
