@@ -84,6 +84,9 @@ DEFAULTS: dict[str, Any] = {
     # instead of through the server's ASGI send (docs/architecture.md, "The direct-write fast path").
     # False: everything through ASGI.
     "DIRECT_WRITE": True,
+    # Installation (issue 22): the site's public base URL (e.g. "https://shop.example") from which get_token()
+    # builds the endpoint when there is no request (workers, shells, signals); None: SERVER_URL. ENDPOINT wins.
+    "PUBLIC_URL": None,
 }
 
 
@@ -267,6 +270,11 @@ class PulseSettings:
     def TOKEN_PERMISSION(self) -> str | None:
         value = self._get("TOKEN_PERMISSION")
         return None if value is None else str(value)
+
+    @property
+    def PUBLIC_URL(self) -> str | None:
+        value = self._get("PUBLIC_URL")
+        return None if not value else str(value).rstrip("/")
 
     def endpoint_from_base(self, base_url: str) -> str:
         """The ws(s) endpoint URL under an http(s) base URL."""
