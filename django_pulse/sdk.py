@@ -35,6 +35,7 @@ __all__ = [
     "adisconnect",
     "ahistory",
     "apresence",
+    "apresence_users",
     "apublish",
     "apublish_batch",
     "authorize",
@@ -45,6 +46,7 @@ __all__ = [
     "get_token",
     "history",
     "presence",
+    "presence_users",
     "publish",
     "publish_batch",
 ]
@@ -512,6 +514,35 @@ async def apresence(channel: str, *, kb_id: str | None = None) -> dict[str, Any]
 
     snapshot = await get_presence().snapshot(await _acontrol_kb(kb_id), channel)
     return snapshot.to_dict()
+
+
+def _users_of(snapshot: dict[str, Any]) -> dict[str, Any]:
+    users: dict[str, dict[str, Any]] = {}
+    for member in sorted(snapshot["members"], key=lambda m: (m["timestamp"], m["connectionId"])):
+        user = users.get(member["clientId"])
+        if user is None:
+            user = users[member["clientId"]] = {
+                "clientId": member["clientId"],
+                "data": member["data"],
+                "timestamp": member["timestamp"],
+                "connections": 0,
+            }
+        user["connections"] += 1
+    return {"channel": snapshot["channel"], "count": len(users), "users": list(users.values())}
+
+
+@_sync_only("await pulse.apresence_users(...)")
+def presence_users(channel: str, *, kb_id: str | None = None) -> dict[str, Any]:
+    """Who is present on ``channel`` per user: ``{"channel", "count", "users": [{"clientId", "data", "timestamp",
+    "connections"}]}``, the members grouped by client id in the order the users entered. A user's ``data`` and
+    ``timestamp`` are those of their earliest-entered connection; ``connections`` counts their members (tabs).
+    Raises as ``presence`` does."""
+    return _users_of(presence(channel, kb_id=kb_id))
+
+
+async def apresence_users(channel: str, *, kb_id: str | None = None) -> dict[str, Any]:
+    """``presence_users`` for async code."""
+    return _users_of(await apresence(channel, kb_id=kb_id))
 
 
 @_sync_only("await pulse.achannels(...)")

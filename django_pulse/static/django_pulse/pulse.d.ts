@@ -16,6 +16,8 @@ export type ConnectionState =
 export type ChannelState = 'initialized' | 'attaching' | 'attached' | 'detaching' | 'detached' | 'failed';
 
 export type PresenceEvent = 'enter' | 'leave' | 'update';
+/** Per user (clientId): the first connection entering, the last leaving, anything else. */
+export type PresenceUserEvent = 'joined' | 'left' | 'updated';
 
 /** What authCallback may resolve to: the token string, or an object holding it (e.g. pulse.get_token()'s dict). */
 export type TokenResult = string | { token: string; [key: string]: unknown };
@@ -133,6 +135,15 @@ export interface Message<T = any> {
   channel: string;
 }
 
+/** One user (clientId) present through one or more connections (tabs). */
+export interface PresenceUser<T = any> {
+  clientId: string;
+  /** The data of the user's earliest-entered connection. */
+  data: T;
+  timestamp: number;
+  connections: PresenceMember<T>[];
+}
+
 export interface PresenceMember<T = any> {
   clientId: string;
   connectionId: string;
@@ -219,6 +230,14 @@ export class Presence {
   unsubscribe(event: PresenceEvent | PresenceEvent[], listener?: (member: PresenceMember) => void): void;
   /** The synced member list (empty until subscribe() has synced). */
   members<T = any>(): PresenceMember<T>[];
+  /** Members grouped by clientId; `data` is the earliest-entered connection's (docs/presence.md). */
+  users<T = any>(): PresenceUser<T>[];
+  subscribeUsers<T = any>(listener: (users: PresenceUser<T>[]) => void): Promise<PresenceUser<T>[]>;
+  subscribeUsers<T = any>(
+    event: PresenceUserEvent | PresenceUserEvent[], listener: (user: PresenceUser<T>) => void
+  ): Promise<PresenceUser<T>[]>;
+  unsubscribeUsers(listener?: (users: PresenceUser[]) => void): void;
+  unsubscribeUsers(event: PresenceUserEvent | PresenceUserEvent[], listener?: (user: PresenceUser) => void): void;
 }
 
 export class Channel extends EventEmitter<ChannelEvents> {
