@@ -173,3 +173,11 @@ class MixinInTransactionTestCase(PulseTestMixin, TransactionTestCase):
         self.addCleanup(unregister, Customer, publisher)
         Customer.objects.create(name="Ada")
         self.assertPublished("customers", "created", count=1)
+
+    async def test_communicator_in_an_async_test_method(self) -> None:
+        async with PulseCommunicator() as ws:
+            await ws.auth("alice")
+            await ws.subscribe("news")
+            await ws.publish("news", "headline", "hi")
+            self.assertEqual((await ws.receive_message("news"))["data"], "hi")
+        self.assertPublished("news", "headline", data="hi")
