@@ -276,8 +276,9 @@
   /** Emit `error` on `emitter`; when nobody listens and no rejected promise carries it, log it. */
   function report(emitter, error, handled) {
     emitter.emit('error', error);
-    if (!handled && !(emitter._eventListeners.error || []).length && !emitter._anyListeners.length &&
-        typeof console !== 'undefined') {
+    // Listeners of every event get state changes only (see "State listeners" below), so only `error`
+    // listeners count as handling it.
+    if (!handled && !(emitter._eventListeners.error || []).length && typeof console !== 'undefined') {
       console.error('[pulse]', error.code + ':', error.message);
     }
   }
@@ -1660,6 +1661,27 @@
       this.emit(state, { previous: previous, current: state, reason: reason });
     }
   }
+
+  // ---------------------------------------------------------------------------------------------------
+  // State listeners get state changes (issue 22): `connection.on(cb)` / `channel.on(cb)` are documented as
+  // "every state change", so `cb` always gets a `{previous, current, reason, ...}` change. The `error` event
+  // (a PulseError) goes to `on('error', cb)` listeners only.
+
+  function emitStateOnly(event) {
+    if (event !== 'error') return EventEmitter.prototype.emit.apply(this, arguments);
+    var args = Array.prototype.slice.call(arguments, 1);
+    var listeners = (this._eventListeners.error || []).slice();
+    for (var i = 0; i < listeners.length; i++) {
+      try {
+        listeners[i].apply(this, args);
+      } catch (error) {
+        rethrowLater(error);
+      }
+    }
+  }
+
+  Connection.prototype.emit = emitStateOnly;
+  Channel.prototype.emit = emitStateOnly;
 
   class Channels {
     constructor(realtime) {
