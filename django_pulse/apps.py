@@ -16,3 +16,10 @@ class PulseConfig(AppConfig):
         # Like admin.py: every installed app's pulse.py (authorize hooks, publishers.register(...)) is imported
         # once the app registry is ready, so no app has to import it from its own ready().
         autodiscover_modules("pulse")
+
+        from .conf import pulse_settings
+
+        if pulse_settings.BROKER_BACKEND == "django_pulse.broker.memory.MemoryBroker":
+            from .broker.memory import warn_if_several_workers
+
+            warn_if_several_workers()  # `uvicorn --workers 2` without Redis splits the site in two

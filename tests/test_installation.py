@@ -4,6 +4,11 @@ under several workers, the public URL of tokens issued without a request, and th
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +18,8 @@ from django.core.exceptions import SynchronousOnlyOperation
 from django.test import override_settings
 
 from django_pulse import pulse
-from django_pulse.broker.memory import MemoryBroker, several_workers
+from django_pulse.broker.memory import several_workers, warn_if_several_workers
+from tests.servers import ASGI_APP, ROOT, free_port
 
 
 def _messages(**kwargs: Any) -> dict[str, str]:
@@ -87,13 +93,31 @@ def test_several_workers_are_detected(environ: dict[str, str], cmdlines: list[li
     assert (found is None) if expected is None else (found is not None and found.startswith(expected))
 
 
-def test_the_in_memory_broker_warns_under_several_workers(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_the_warning_names_the_fix(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("WEB_CONCURRENCY", "4")
     with caplog.at_level(logging.WARNING, logger="django_pulse.broker"):
-        MemoryBroker()
+        assert warn_if_several_workers()
     assert "each process is its own island" in caplog.text and "PULSE['REDIS_URL']" in caplog.text
+
+
+def test_uvicorn_with_two_workers_and_no_redis_warns_at_start_up(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "uvicorn.log"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.live_settings", "PULSE_LIVE_DB": str(tmp_path / "db.sqlite3")}
+    env.pop("WEB_CONCURRENCY", None)
+    argv = [sys.executable, "-m", "uvicorn", "--port", str(port), "--workers", "2", "--lifespan", "off", ASGI_APP]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while log.read_text().count("each process is its own island") < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            proc.terminate()
+            proc.wait(20)
+    text = log.read_text()
+    assert text.count("each process is its own island") == 2, text  # one per worker
+    assert "2 workers" in text
 
 
 @pytest.mark.django_db(transaction=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..protocol import message_frame
 from .base import Broker, HistoryRead, new_epoch
 
-__all__ = ["MemoryBroker", "several_workers"]
+__all__ = ["MemoryBroker", "several_workers", "warn_if_several_workers"]
 
 logger = logging.getLogger("django_pulse.broker")
 
@@ -59,6 +59,20 @@ def several_workers(environ: dict[str, str] | None = None, cmdlines: list[list[s
     return None
 
 
+def warn_if_several_workers() -> bool:
+    """Log a warning when this process looks like one of several workers (``several_workers``); returns whether
+    it did. Called at start-up (``PulseConfig.ready``) when the in-memory broker is configured."""
+    why = several_workers()
+    if why:
+        logger.warning(
+            "In-memory broker in one of several worker processes (%s): each process is its own island, so "
+            "publishes reach only the sockets of the process that made them and presence is split. Set "
+            "PULSE['REDIS_URL'] (pip install 'django-pulse[redis]') or run one worker process.",
+            why,
+        )
+    return why is not None
+
+
 class MemoryBroker(Broker):
     """Serials and delivery inside one process.
 
@@ -85,14 +99,6 @@ class MemoryBroker(Broker):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_scheduled = False
         self._warned = False
-        why = several_workers()
-        if why:
-            logger.warning(
-                "In-memory broker in one of several worker processes (%s): each process is its own island, so "
-                "publishes reach only the sockets of the process that made them and presence is split. Set "
-                "PULSE['REDIS_URL'] (pip install 'django-pulse[redis]') or run one worker process.",
-                why,
-            )
 
     def _enqueue(self, topic: str, text: str) -> None:
         # Called with self._lock held.
