@@ -235,16 +235,11 @@ def capture_published() -> PulseCapture:
 
 
 def reset_pulse_state() -> None:
-    """Forget the process's broker, presence, registry, idempotency record and app cache (fresh in-memory state;
-    the next use builds them again from the current settings)."""
-    from .auth import forget_app
-    from .broker import reset_broker
-    from .idempotency import reset_memory
-    from .presence import reset_presence
-    from .registry import reset_registry
+    """Forget the process's Pulse state (the runtime: broker, hub, presence, liveness, idempotency record, app
+    cache); the next use builds it again from the current settings."""
+    from .server.runtime import reset_runtime
 
-    for reset in (reset_broker, reset_presence, reset_registry, reset_memory, forget_app):
-        reset()
+    reset_runtime()
 
 
 _MEMORY_BACKENDS = {
