@@ -9,4 +9,17 @@ class PulseConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.utils.module_loading import autodiscover_modules
+
         from . import checks  # noqa: F401  (registers the system checks)
+
+        # Like admin.py: every installed app's pulse.py (authorize hooks, publishers.register(...)) is imported
+        # once the app registry is ready, so no app has to import it from its own ready().
+        autodiscover_modules("pulse")
+
+        from .conf import pulse_settings
+
+        if pulse_settings.BROKER_BACKEND == "django_pulse.broker.memory.MemoryBroker":
+            from .broker.memory import warn_if_several_workers
+
+            warn_if_several_workers()  # `uvicorn --workers 2` without Redis splits the site in two

@@ -14,7 +14,7 @@ from .conf import DEFAULTS, pulse_settings
 from .protocol import KB_ID_RE
 from .protocol.tokens import normalize_capabilities
 
-__all__ = ["check_installation", "check_settings"]
+__all__ = ["check_installation", "check_public_url", "check_settings", "check_wiring"]
 
 _POSITIVE_NUMBERS = (
     "TOKEN_TTL",
@@ -204,3 +204,99 @@ def check_api_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
                     )
                 )
     return errors
+
+
+# -- installation wiring (issue 22): the URLconf, the ASGI application, static files, the public URL -------
+
+_MAX_DEPTH = 25
+
+
+def _routes_pulse(app: Any, depth: int = 0) -> bool:
+    """Whether ``app`` (an ASGI application) reaches ``django_pulse.routing.pulse_websocket_app`` for WebSockets,
+    looking through Channels' routers and the middleware that wrap them (``inner``, ``application``, ``app``)."""
+    from .routing import pulse_websocket_app
+
+    if app is pulse_websocket_app:
+        return True
+    if depth > _MAX_DEPTH or app is None:
+        return False
+    mapping = getattr(app, "application_mapping", None)
+    if isinstance(mapping, dict):
+        return _routes_pulse(mapping.get("websocket"), depth + 1)
+    for route in getattr(app, "routes", None) or []:
+        if _routes_pulse(getattr(route, "callback", None), depth + 1):
+            return True
+    return any(_routes_pulse(getattr(app, name, None), depth + 1) for name in ("inner", "application", "app"))
+
+
+@register(Tags.urls)
+def check_wiring(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """What docs/installation.md wires: the HTTP API in the URLconf, the WebSocket route in ASGI_APPLICATION,
+    staticfiles for pulse.js."""
+    from django.urls import NoReverseMatch, reverse
+
+    messages: list[CheckMessage] = []
+    if getattr(settings, "ROOT_URLCONF", None):
+        try:
+            reverse("django_pulse:token")
+        except NoReverseMatch:
+            messages.append(
+                Warning(
+                    "The Pulse HTTP API is not in the URLconf, so pages cannot get tokens from /pulse/token/ and "
+                    "'manage.py pulse' cannot reach an embedded server.",
+                    hint='Add path("pulse/", include("django_pulse.urls")) to your urlpatterns.',
+                    id="django_pulse.W020",
+                )
+            )
+    path = getattr(settings, "ASGI_APPLICATION", None)
+    if path:
+        try:
+            application = import_string(path)
+        except Exception as exc:  # the check must not crash on a broken asgi.py; runserver will say more
+            messages.append(
+                Warning(
+                    f"ASGI_APPLICATION {path!r} cannot be imported ({type(exc).__name__}: {exc}), so its WebSocket "
+                    "routing was not checked.",
+                    hint="Fix the import error (python -c 'import yourproject.asgi').",
+                    id="django_pulse.W021",
+                )
+            )
+        else:
+            if not _routes_pulse(application):
+                messages.append(
+                    Warning(
+                        f"ASGI_APPLICATION {path!r} does not route django_pulse.routing.websocket_urlpatterns, so "
+                        "the browser SDK cannot connect (its WebSocket gets 404 or 'No route found').",
+                        hint='Route it under ProtocolTypeRouter({"websocket": URLRouter(websocket_urlpatterns)}) '
+                        "(docs/installation.md); silence django_pulse.W021 if a wrapper of your own hides it.",
+                        id="django_pulse.W021",
+                    )
+                )
+    if "django.contrib.staticfiles" not in list(getattr(settings, "INSTALLED_APPS", [])):
+        messages.append(
+            Warning(
+                "'django.contrib.staticfiles' is not in INSTALLED_APPS, so nothing serves the browser SDK at "
+                "/static/django_pulse/pulse.js.",
+                hint="Add 'django.contrib.staticfiles' (and serve static files: docs/installation.md).",
+                id="django_pulse.W022",
+            )
+        )
+    return messages
+
+
+@register(Tags.compatibility, deploy=True)
+def check_public_url(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``check --deploy``: tokens issued without a request need to know the site's public address."""
+    if isinstance(getattr(settings, "PULSE", None) or {}, dict) and not (
+        pulse_settings.ENDPOINT or pulse_settings.PUBLIC_URL
+    ):
+        fallback = pulse_settings.endpoint_from_base(pulse_settings.SERVER_URL)
+        return [
+            Warning(
+                "Neither PULSE['PUBLIC_URL'] nor PULSE['ENDPOINT'] is set, so get_token() called without a request "
+                f"(a worker, a shell, a signal) gives the endpoint {fallback!r}.",
+                hint="Set PULSE['PUBLIC_URL'] to your site's address, e.g. 'https://shop.example'.",
+                id="django_pulse.W023",
+            )
+        ]
+    return []

@@ -90,6 +90,9 @@ DEFAULTS: dict[str, Any] = {
     "LIVE_ANONYMOUS": True,
     # Live templates: the throttle of POST token/anonymous/ per IP address (DRF syntax; None: off).
     "LIVE_ANONYMOUS_RATE": "60/min",
+    # Installation (issue 22): the site's public base URL (e.g. "https://shop.example") from which get_token()
+    # builds the endpoint when there is no request (workers, shells, signals); None: SERVER_URL. ENDPOINT wins.
+    "PUBLIC_URL": None,
 }
 
 
@@ -284,6 +287,11 @@ class PulseSettings:
     def TOKEN_PERMISSION(self) -> str | None:
         value = self._get("TOKEN_PERMISSION")
         return None if value is None else str(value)
+
+    @property
+    def PUBLIC_URL(self) -> str | None:
+        value = self._get("PUBLIC_URL")
+        return None if not value else str(value).rstrip("/")
 
     def endpoint_from_base(self, base_url: str) -> str:
         """The ws(s) endpoint URL under an http(s) base URL."""

@@ -6,12 +6,16 @@ Every function takes ``kb_id=None`` meaning the project's default app (``PULSE["
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.core.exceptions import SynchronousOnlyOperation
 
 from .authorization import authorize
 from .broker.base import CONTROL_TOPIC, message_topic
@@ -30,6 +34,7 @@ __all__ = [
     "adisconnect",
     "ahistory",
     "apresence",
+    "apresence_users",
     "apublish",
     "apublish_batch",
     "apublish_html",
@@ -41,6 +46,7 @@ __all__ = [
     "get_token",
     "history",
     "presence",
+    "presence_users",
     "publish",
     "publish_batch",
     "publish_html",
@@ -50,19 +56,48 @@ __all__ = [
 logger = logging.getLogger("django_pulse")
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _sync_only(twin: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Refuse a synchronous SDK call made from async code (a running event loop in this thread), naming the
+    async ``twin`` to use instead; ``DJANGO_ALLOW_ASYNC_UNSAFE`` lifts it, as it does Django's own check."""
+
+    def decorate(func: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(func)
+        def inner(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            if not os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"):
+                try:
+                    asyncio.get_running_loop()
+                except RuntimeError:
+                    pass
+                else:
+                    raise SynchronousOnlyOperation(
+                        f"pulse.{func.__name__}() was called from async code (an event loop runs in this thread), "
+                        f"where it would block the loop: use {twin} instead."
+                    )
+            return func(*args, **kwargs)
+
+        return inner
+
+    return decorate
+
+
 def endpoint_url(request: HttpRequest | None = None) -> str:
     """The absolute ws(s):// URL of the WebSocket endpoint.
 
     ``PULSE["ENDPOINT"]`` when set; else derived from ``request`` (its scheme and host, so it is right behind
-    a proxy that Django trusts); else from ``PULSE["SERVER_URL"]``.
+    a proxy that Django trusts); else from ``PULSE["PUBLIC_URL"]``, else ``PULSE["SERVER_URL"]``.
     """
     if pulse_settings.ENDPOINT:
         return pulse_settings.ENDPOINT
     if request is not None:
         return pulse_settings.endpoint_from_base(request.build_absolute_uri("/"))
-    return pulse_settings.endpoint_from_base(pulse_settings.SERVER_URL)
+    return pulse_settings.endpoint_from_base(pulse_settings.PUBLIC_URL or pulse_settings.SERVER_URL)
 
 
+@_sync_only("await sync_to_async(pulse.get_token)(...)")
 def get_token(
     user_id: Any,
     *,
@@ -116,6 +151,7 @@ async def _aresolve_kb(kb_id: str | None) -> str:
     return await aenabled_kb(kb_id)
 
 
+@_sync_only("await pulse.apublish(...)")
 def publish(channel: str, event: str, data: Any = None, *, kb_id: str | None = None, id: str | None = None) -> str:
     """Publish ``event`` with ``data`` on ``channel`` of app ``kb_id``; returns the message id.
 
@@ -170,6 +206,7 @@ def _build_batch(messages: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, 
     return built
 
 
+@_sync_only("await pulse.apublish_batch(...)")
 def publish_batch(messages: Iterable[Mapping[str, Any]], *, kb_id: str | None = None) -> list[str]:
     """Publish several ``{"channel", "event", "data"?, "id"?}`` messages in order; returns their ids.
 
@@ -289,6 +326,7 @@ def _messages(frames: list[tuple[int, str]]) -> list[dict[str, Any]]:
     return messages
 
 
+@_sync_only("await pulse.ahistory(...)")
 def history(
     channel: str, *, kb_id: str | None = None, limit: int = 100, before: int | None = None
 ) -> list[dict[str, Any]]:
@@ -329,6 +367,7 @@ def _control_kb(kb_id: str | None) -> str:
     return resolve_app(kb_id, require_enabled=False).kb_id
 
 
+@_sync_only("await pulse.adisconnect(...)")
 def disconnect(client_id: str, *, kb_id: str | None = None) -> None:
     """Close every connection of ``client_id`` in app ``kb_id``, on every server process (close 4005)."""
 
@@ -349,6 +388,7 @@ async def adisconnect(client_id: str, *, kb_id: str | None = None) -> None:
     )
 
 
+@_sync_only("await pulse.aclose_app_connections(...)")
 def close_app_connections(kb_id: str | None = None) -> None:
     """Close every connection of app ``kb_id`` on every server process (close 4003 app_disabled)."""
 
@@ -370,6 +410,7 @@ async def _acontrol_kb(kb_id: str | None) -> str:
     return await sync_to_async(_control_kb, thread_sensitive=True)(kb_id)
 
 
+@_sync_only("await pulse.apresence(...)")
 def presence(channel: str, *, kb_id: str | None = None) -> dict[str, Any]:
     """Who is present on ``channel``, across every server process.
 
@@ -389,6 +430,36 @@ async def apresence(channel: str, *, kb_id: str | None = None) -> dict[str, Any]
     return snapshot.to_dict()
 
 
+def _users_of(snapshot: dict[str, Any]) -> dict[str, Any]:
+    users: dict[str, dict[str, Any]] = {}
+    for member in sorted(snapshot["members"], key=lambda m: (m["timestamp"], m["connectionId"])):
+        user = users.get(member["clientId"])
+        if user is None:
+            user = users[member["clientId"]] = {
+                "clientId": member["clientId"],
+                "data": member["data"],
+                "timestamp": member["timestamp"],
+                "connections": 0,
+            }
+        user["connections"] += 1
+    return {"channel": snapshot["channel"], "count": len(users), "users": list(users.values())}
+
+
+@_sync_only("await pulse.apresence_users(...)")
+def presence_users(channel: str, *, kb_id: str | None = None) -> dict[str, Any]:
+    """Who is present on ``channel`` per user: ``{"channel", "count", "users": [{"clientId", "data", "timestamp",
+    "connections"}]}``, the members grouped by client id in the order the users entered. A user's ``data`` and
+    ``timestamp`` are those of their earliest-entered connection; ``connections`` counts their members (tabs).
+    Raises as ``presence`` does."""
+    return _users_of(presence(channel, kb_id=kb_id))
+
+
+async def apresence_users(channel: str, *, kb_id: str | None = None) -> dict[str, Any]:
+    """``presence_users`` for async code."""
+    return _users_of(await apresence(channel, kb_id=kb_id))
+
+
+@_sync_only("await pulse.achannels(...)")
 def channels(*, kb_id: str | None = None) -> list[dict[str, Any]]:
     """The active channels of the app: ``[{"name", "subscribers", "presence"}]`` sorted by name.
 

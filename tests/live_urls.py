@@ -100,6 +100,25 @@ def seed_page(request: HttpRequest) -> HttpResponse:
     return HttpResponse(SEED_FRONTEND.read_text())
 
 
+@csrf_exempt
+def revoke(request: HttpRequest) -> JsonResponse:
+    """``pulse.disconnect(clientId)`` inside the server process (close 4005 on the client's connections)."""
+    from django_pulse import pulse
+
+    body: dict[str, Any] = json.loads(request.body or b"{}")
+    pulse.disconnect(body["clientId"])
+    return JsonResponse({})
+
+
+@csrf_exempt
+def presence_users(request: HttpRequest) -> JsonResponse:
+    """``pulse.presence_users(channel)`` inside the server process (the in-memory presence lives there)."""
+    from django_pulse import pulse
+
+    body: dict[str, Any] = json.loads(request.body or b"{}")
+    return JsonResponse(pulse.presence_users(body["channel"]))
+
+
 # The seed's backend handler (posts/index.mjs) for its frontend and snippets, posts kept in memory.
 _posts: list[dict[str, Any]] = []
 _posts_lock = threading.Lock()
@@ -133,6 +152,8 @@ urlpatterns = [
     path("__test__/publish/", publish),
     path("__test__/app/", app),
     path("__test__/state/", state),
+    path("__test__/revoke/", revoke),
+    path("__test__/presence-users/", presence_users),
     path("__test__/page/", page),
     path("__test__/seed/", seed_page),
     path("auth", seed_backend),

@@ -18,6 +18,7 @@ from rest_framework.test import APIClient
 from django_pulse.api.authentication import issue_admin_credential
 from django_pulse.models import ApiKey, PulseApp
 from django_pulse.server.app_access import authenticate_token
+from django_pulse.testing import PulseCapture, capture_published
 
 pytestmark = pytest.mark.django_db
 
@@ -361,21 +362,13 @@ def test_api_settings_checks(settings: Any, pulse: dict[str, Any], ids: list[str
 
 
 @pytest.fixture
-def published() -> Iterator[list[dict[str, Any]]]:
-    """Every message the SDK actually broadcast (``message_published``), in order."""
-    from django_pulse.signals import message_published
-
-    seen: list[dict[str, Any]] = []
-
-    def receiver(sender: Any, **kwargs: Any) -> None:
-        seen.append(kwargs)
-
-    message_published.connect(receiver)
-    yield seen
-    message_published.disconnect(receiver)
+def published() -> Iterator[PulseCapture]:
+    """Every message the SDK actually broadcast, in order."""
+    with capture_published() as capture:
+        yield capture
 
 
-def test_publish_one_and_a_batch_in_order(key: str, published: list[dict[str, Any]]) -> None:
+def test_publish_one_and_a_batch_in_order(key: str, published: PulseCapture) -> None:
     client = client_with(key)
     response = client.post(
         "/pulse/publish/", {"channel": "posts", "event": "new_post", "data": {"n": 1}}, format="json"
@@ -387,11 +380,12 @@ def test_publish_one_and_a_batch_in_order(key: str, published: list[dict[str, An
     assert response.status_code == 200, response.content
     ids = response.json()["ids"]
     assert len(ids) == 3 and len({first, *ids}) == 4
-    assert [p["id"] for p in published] == [first, *ids]
-    assert [p["serial"] for p in published] == [1, 2, 3, 4]
+    assert [p.id for p in published] == [first, *ids]
+    assert [p.serial for p in published] == [1, 2, 3, 4]
+    assert [p.data for p in published] == [{"n": n} for n in (1, 2, 3, 4)]
 
 
-def test_publish_with_a_seen_id_is_accepted_and_not_delivered_twice(key: str, published: list[dict[str, Any]]) -> None:
+def test_publish_with_a_seen_id_is_accepted_and_not_delivered_twice(key: str, published: PulseCapture) -> None:
     client = client_with(key)
     body = {"channel": "posts", "event": "new_post", "data": {"n": 1}, "id": "order-42"}
     for _ in range(3):
@@ -403,14 +397,14 @@ def test_publish_with_a_seen_id_is_accepted_and_not_delivered_twice(key: str, pu
         "/pulse/publish/", {"messages": [body, {**body, "id": "order-43"}, {**body, "id": "order-43"}]}, format="json"
     )
     assert response.json() == {"ids": ["order-42", "order-43", "order-43"]}
-    assert [(p["channel"], p["id"]) for p in published] == [
+    assert [(p.channel, p.id) for p in published] == [
         ("posts", "order-42"),
         ("audit", "order-42"),
         ("posts", "order-43"),
     ]
 
 
-def test_idempotency_window_is_read_live(settings: Any, key: str, published: list[dict[str, Any]]) -> None:
+def test_idempotency_window_is_read_live(settings: Any, key: str, published: PulseCapture) -> None:
     settings.PULSE = {"IDEMPOTENCY_WINDOW": 0.2}
     body = {"channel": "posts", "event": "e", "id": "short-lived"}
     client_with(key).post("/pulse/publish/", body, format="json")

@@ -104,6 +104,7 @@ def test_embedded_mode_without_a_server_says_so_in_one_line(settings: Any, sub: 
         run(*sub)
     message = str(info.value)
     assert message.startswith(f"No Pulse server answers at {url}") and "\n" not in message
+    assert "make demo" not in message and "--url" in message and "REDIS_URL" in message
 
 
 @pytest.mark.parametrize(

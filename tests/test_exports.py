@@ -25,6 +25,8 @@ def test_pulse_facade_has_documented_functions() -> None:
         "aclose_app_connections",
         "presence",
         "apresence",
+        "presence_users",
+        "apresence_users",
         "channels",
         "achannels",
         "history",

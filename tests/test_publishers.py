@@ -32,6 +32,7 @@ from django_pulse.publishers import (
     register,
     unregister,
 )
+from django_pulse.testing import PulseCapture, capture_published
 from tests.testapp.models import Customer, Order
 from tests.wsutil import Client, connect
 
@@ -247,16 +248,10 @@ async def messages(client: Client, count: int) -> list[tuple[str, str, Any]]:
 
 
 @pytest.fixture
-def published() -> Iterator[list[dict[str, Any]]]:
-    """``message_published`` as it is sent (synchronously, by the publishing thread)."""
-    seen: list[dict[str, Any]] = []
-
-    def receiver(sender: Any, **kwargs: Any) -> None:
-        seen.append(kwargs)
-
-    signals.message_published.connect(receiver)
-    yield seen
-    signals.message_published.disconnect(receiver)
+def published() -> Iterator[PulseCapture]:
+    """What is published, as it is sent (synchronously, by the publishing thread)."""
+    with capture_published() as capture:
+        yield capture
 
 
 live = pytest.mark.django_db(transaction=True)
@@ -292,7 +287,7 @@ async def test_create_update_delete_publish_the_right_event_and_data(registratio
 
 @live
 async def test_rolled_back_transaction_publishes_nothing(
-    registrations: list[ModelPublisher], published: list[dict[str, Any]]
+    registrations: list[ModelPublisher], published: PulseCapture
 ) -> None:
     reg(registrations, Order, channel="orders")
     watcher = await subscribed("orders")
@@ -310,7 +305,7 @@ async def test_rolled_back_transaction_publishes_nothing(
                 raise RuntimeError("roll back the savepoint")
             keep.delete()
             Order.objects.create(status="kept 2")
-            assert published == []  # nothing goes out before the commit
+            published.assert_not_published()  # nothing goes out before the commit
 
     await sync_to_async(rolled_back)()
     got = await messages(watcher, 3)
@@ -320,7 +315,7 @@ async def test_rolled_back_transaction_publishes_nothing(
         ("created", "kept 2"),
     ]
     assert await watcher.nothing()
-    assert [p["event"] for p in published] == ["created", "deleted", "created"]
+    assert [p.event for p in published] == ["created", "deleted", "created"]
     assert not await sync_to_async(Order.objects.filter(status__contains="doomed").exists)()
     await watcher.close()
 
@@ -437,7 +432,7 @@ async def test_queryset_delete_publishes_each_object_and_raw_saves_publish_nothi
 
 @live
 async def test_publish_instances_for_bulk_changes_in_batches_after_commit(
-    registrations: list[ModelPublisher], published: list[dict[str, Any]], settings: Any
+    registrations: list[ModelPublisher], published: PulseCapture, settings: Any
 ) -> None:
     settings.PULSE = {"MAX_BATCH": 2}
     reg(registrations, Order, channel="orders")
@@ -448,7 +443,7 @@ async def test_publish_instances_for_bulk_changes_in_batches_after_commit(
         with transaction.atomic():
             orders = Order.objects.bulk_create([Order(status=f"s{i}") for i in range(5)])
             assert publish_instances(orders, "created") == 5  # the per-object registration skips created
-            assert published == []
+            published.assert_not_published()
         Order.objects.filter(status__in=["s0", "s1"]).update(status="paid")
         assert publish_instances(Order.objects.filter(status="paid").order_by("pk"), "updated") == 4
         with transaction.atomic():
@@ -464,7 +459,7 @@ async def test_publish_instances_for_bulk_changes_in_batches_after_commit(
         ("updated", orders[1].pk, "paid"),
     ]
     assert await watcher.nothing()
-    assert sorted(p["channel"] for p in published if p["event"] == "updated") == sorted(
+    assert sorted(p.channel for p in published.filter(event="updated")) == sorted(
         ["orders", "orders", f"orders.{orders[0].pk}", f"orders.{orders[1].pk}"]
     )
     await watcher.close()

@@ -132,13 +132,14 @@ def test_message_published_signal() -> None:
     finally:
         signals.message_published.disconnect(receiver)
     assert len(seen) == 1
-    assert {k: seen[0][k] for k in ("kb_id", "channel", "event", "id", "serial", "client_id")} == {
+    assert {k: seen[0][k] for k in ("kb_id", "channel", "event", "id", "serial", "client_id", "data")} == {
         "kb_id": "default",
         "channel": "posts",
         "event": "e",
         "id": message_id,
         "serial": 1,
         "client_id": None,
+        "data": {"x": 1},
     }
 
 

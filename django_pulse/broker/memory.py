@@ -4,16 +4,73 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict, deque
+from pathlib import Path
 
 from ..protocol import message_frame
 from .base import Broker, HistoryRead, new_epoch
 
-__all__ = ["MemoryBroker"]
+__all__ = ["MemoryBroker", "several_workers", "warn_if_several_workers"]
 
 logger = logging.getLogger("django_pulse.broker")
+
+_SERVERS = ("uvicorn", "gunicorn", "granian", "hypercorn", "daphne")
+
+
+def _workers_in(argv: list[str]) -> int:
+    """The worker count a server's command line asks for (``--workers N``, ``--workers=N``, ``-w N``); 1 if none."""
+    for index, arg in enumerate(argv):
+        value = None
+        if arg in ("--workers", "-w") and index + 1 < len(argv):
+            value = argv[index + 1]
+        elif arg.startswith("--workers="):
+            value = arg.partition("=")[2]
+        if value is not None and value.isdigit():
+            return int(value)
+    return 1
+
+
+def several_workers(environ: dict[str, str] | None = None, cmdlines: list[list[str]] | None = None) -> str | None:
+    """Why this process looks like one of several worker processes of one server, or None.
+
+    Detects ``WEB_CONCURRENCY`` > 1 (uvicorn, gunicorn) and a ``--workers N`` / ``-w N`` > 1 on the command line
+    of this process or its parent when it is a known ASGI server (Linux ``/proc``; elsewhere only the variable).
+    """
+    env = os.environ if environ is None else environ
+    concurrency = env.get("WEB_CONCURRENCY", "")
+    if concurrency.isdigit() and int(concurrency) > 1:
+        return f"WEB_CONCURRENCY={concurrency}"
+    if cmdlines is None:
+        cmdlines = []
+        for pid in (os.getpid(), os.getppid()):
+            try:
+                raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            cmdlines.append([part.decode(errors="replace") for part in raw.split(b"\0") if part])
+    for argv in cmdlines:
+        if any(server in arg for arg in argv[:3] for server in _SERVERS):
+            count = _workers_in(argv)
+            if count > 1:
+                return f"{count} workers ({' '.join(argv)[:200]})"
+    return None
+
+
+def warn_if_several_workers() -> bool:
+    """Log a warning when this process looks like one of several workers (``several_workers``); returns whether
+    it did. Called at start-up (``PulseConfig.ready``) when the in-memory broker is configured."""
+    why = several_workers()
+    if why:
+        logger.warning(
+            "In-memory broker in one of several worker processes (%s): each process is its own island, so "
+            "publishes reach only the sockets of the process that made them and presence is split. Set "
+            "PULSE['REDIS_URL'] (pip install 'django-pulse[redis]') or run one worker process.",
+            why,
+        )
+    return why is not None
 
 
 class MemoryBroker(Broker):

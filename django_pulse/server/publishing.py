@@ -19,7 +19,7 @@ from .. import signals
 from ..broker.base import message_topic
 from ..conf import pulse_settings
 from ..exceptions import LimitExceeded, ProtocolViolation
-from ..protocol import ErrorCode, is_valid_channel, message_head, utf8_len
+from ..protocol import ErrorCode, is_valid_channel, message_frame, message_head, utf8_len
 from .runtime import get_runtime
 
 __all__ = ["abroadcast_once", "broadcast_once", "build_message", "encode_data", "publish_as_client"]
@@ -84,9 +84,19 @@ def build_message(
 
 
 def _published_kwargs(
-    kb_id: str, channel: str, event: str, id: str, serial: int, client_id: str | None
+    kb_id: str, channel: str, event: str, id: str, serial: int, client_id: str | None, head: str
 ) -> dict[str, Any]:
-    return {"kb_id": kb_id, "channel": channel, "event": event, "id": id, "serial": serial, "client_id": client_id}
+    # The data as subscribers decode it; decoded only when someone listens (the hot path has no receiver).
+    data = json.loads(message_frame(head, serial))["data"] if signals.message_published.has_listeners() else None
+    return {
+        "kb_id": kb_id,
+        "channel": channel,
+        "event": event,
+        "id": id,
+        "serial": serial,
+        "client_id": client_id,
+        "data": data,
+    }
 
 
 def _log_receiver_errors(results: list[tuple[Any, Any]]) -> None:
@@ -135,7 +145,7 @@ def broadcast_once(
         if explicit_id:
             get_runtime().idempotency.release(kb, channel, message_id)
         raise
-    _send_published(**_published_kwargs(kb, channel, event, message_id, serial, client_id))
+    _send_published(**_published_kwargs(kb, channel, event, message_id, serial, client_id, head))
     return serial
 
 
@@ -152,5 +162,5 @@ async def abroadcast_once(
         if explicit_id:
             await get_runtime().idempotency.arelease(kb, channel, message_id)
         raise
-    await _asend_published(**_published_kwargs(kb, channel, event, message_id, serial, client_id))
+    await _asend_published(**_published_kwargs(kb, channel, event, message_id, serial, client_id, head))
     return serial

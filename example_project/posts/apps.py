@@ -7,6 +7,4 @@ class PostsConfig(AppConfig):
     name = "posts"
     verbose_name = "Live Posts"
     default_auto_field = "django.db.models.BigAutoField"
-
-    def ready(self) -> None:
-        from . import pulse  # noqa: F401  (registers the private channels' authorize hook)
+    # posts/pulse.py (the private channels' authorize hook) is imported by django_pulse's autodiscovery.

@@ -577,3 +577,14 @@ def test_transient_refusals_of_channel_state_are_retried(fake_server: Any) -> No
     assert result == {"errors": ["unavailable", "unavailable"], "state": "attached", "data": {"name": "A"}}
     actions = [f["action"] for f in server.connections[0].frames]
     assert actions.count("subscribe") == 2 and actions.count("presence.enter") == 2
+
+
+def test_every_state_change_listeners_get_state_changes_only(fake_server: Any) -> None:
+    # connection.on(cb) is "every state change": the `error` event (a PulseError) is for on('error') only.
+    server, fake_page = fake_server(lambda conn: conn.reject_auth("app_disabled", 4003))
+    fake_page.evaluate("(url) => connect(url, {retryInitial: 50})", server.url)
+    wait_state(fake_page, "failed")
+    events = fake_page.evaluate("() => window.events")
+    changes = [e for e in events if "error" not in e]
+    assert [e["state"] for e in changes] == ["connecting", "failed"], events
+    assert [e["error"] for e in events if "error" in e] == ["app_disabled"]

@@ -106,7 +106,9 @@ class Command(BaseCommand):
             raise CommandError(f"{exc.message} [{exc.code}]") from None
         except PulseConnectionError:
             raise CommandError(
-                f"No Pulse server answers at {self._server_url(options)} (start it, e.g. 'make demo', or pass --url)."
+                f"No Pulse server answers at {self._server_url(options)}: without Redis, this command reaches the "
+                "running server's HTTP API there. Start the server, or pass --url / set PULSE['SERVER_URL'] to "
+                "where it listens, or set PULSE['REDIS_URL'] so the command reaches Redis directly."
             ) from None
 
     # -- output -------------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ export type ConnectionState =
 export type ChannelState = 'initialized' | 'attaching' | 'attached' | 'detaching' | 'detached' | 'failed';
 
 export type PresenceEvent = 'enter' | 'leave' | 'update';
+/** Per user (clientId): the first connection entering, the last leaving, anything else. */
+export type PresenceUserEvent = 'joined' | 'left' | 'updated';
 
 /** What authCallback may resolve to: the token string, or an object holding it (e.g. pulse.get_token()'s dict). */
 export type TokenResult = string | { token: string; [key: string]: unknown };
@@ -94,7 +96,12 @@ export interface ConnectionStateChange {
   /** Why (for disconnected / suspended / failed, and the connecting that follows them). */
   reason?: PulseError;
   /** Milliseconds until the next attempt (disconnected / suspended). */
-  retryIn?: number;
+  retryIn?: number | null;
+  /**
+   * Only on the `disconnected` event that announces an end for good: true, with `current` the final state
+   * (`failed` or `closed`) and `reason` why (app disabled, client revoked, token refused, server's close).
+   */
+  final?: boolean;
 }
 
 export interface ChannelStateChange {
@@ -126,6 +133,15 @@ export interface Message<T = any> {
   serial: number | null;
   /** The channel's name. */
   channel: string;
+}
+
+/** One user (clientId) present through one or more connections (tabs). */
+export interface PresenceUser<T = any> {
+  clientId: string;
+  /** The data of the user's earliest-entered connection. */
+  data: T;
+  timestamp: number;
+  connections: PresenceMember<T>[];
 }
 
 export interface PresenceMember<T = any> {
@@ -214,6 +230,14 @@ export class Presence {
   unsubscribe(event: PresenceEvent | PresenceEvent[], listener?: (member: PresenceMember) => void): void;
   /** The synced member list (empty until subscribe() has synced). */
   members<T = any>(): PresenceMember<T>[];
+  /** Members grouped by clientId; `data` is the earliest-entered connection's (docs/presence.md). */
+  users<T = any>(): PresenceUser<T>[];
+  subscribeUsers<T = any>(listener: (users: PresenceUser<T>[]) => void): Promise<PresenceUser<T>[]>;
+  subscribeUsers<T = any>(
+    event: PresenceUserEvent | PresenceUserEvent[], listener: (user: PresenceUser<T>) => void
+  ): Promise<PresenceUser<T>[]>;
+  unsubscribeUsers(listener?: (users: PresenceUser[]) => void): void;
+  unsubscribeUsers(event: PresenceUserEvent | PresenceUserEvent[], listener?: (user: PresenceUser) => void): void;
 }
 
 export class Channel extends EventEmitter<ChannelEvents> {

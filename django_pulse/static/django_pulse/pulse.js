@@ -276,8 +276,9 @@
   /** Emit `error` on `emitter`; when nobody listens and no rejected promise carries it, log it. */
   function report(emitter, error, handled) {
     emitter.emit('error', error);
-    if (!handled && !(emitter._eventListeners.error || []).length && !emitter._anyListeners.length &&
-        typeof console !== 'undefined') {
+    // Listeners of every event get state changes only (see "State listeners" below), so only `error`
+    // listeners count as handling it.
+    if (!handled && !(emitter._eventListeners.error || []).length && typeof console !== 'undefined') {
       console.error('[pulse]', error.code + ':', error.message);
     }
   }
@@ -867,6 +868,28 @@
     _emitState(previous, current, change) {
       var event = { previous: previous, current: current, reason: change.reason, retryIn: change.retryIn };
       this.emit(current, event);
+      this._announceEnd(event);
+    }
+
+    // -- every end of a connection is a `disconnected` (issue 22) -----------------------------------
+    //
+    // The seed's pages listen only to `connected` and `disconnected`. A connection that ends for good (app
+    // disabled 4003, client revoked 4005, token refused, the server's normal close) goes to `failed` or
+    // `closed`, not `disconnected`; so its `disconnected` listeners hear of it too, with `final: true` and the
+    // final state in `current` (`failed`/`closed`) and the PulseError in `reason`. Only named `disconnected`
+    // listeners: a listener of every event already got the `failed`/`closed` event itself. The application's
+    // own close() (no reason) is not announced: it knows.
+    _announceEnd(event) {
+      if ((event.current !== 'failed' && event.current !== 'closed') || !event.reason) return;
+      var final = { previous: event.previous, current: event.current, reason: event.reason, retryIn: null, final: true };
+      var listeners = (this._eventListeners.disconnected || []).slice();
+      for (var i = 0; i < listeners.length; i++) {
+        try {
+          listeners[i].call(this, final);
+        } catch (error) {
+          rethrowLater(error);
+        }
+      }
     }
 
     _clearTimer(name) {
@@ -1289,6 +1312,118 @@
   }
 
   // ---------------------------------------------------------------------------------------------------
+  // Presence per user (issue 22): members are connections; a user (clientId) with two tabs is two members.
+  // These group them by clientId. A user joins when their first connection enters and leaves when their
+  // last one leaves; anything else (another tab entering or leaving, the representative's data changing)
+  // is an update. The user's `data` is the data of their earliest-entered connection (the first tab
+  // represents the user until it leaves). Built on the member list, so it survives reconnects and
+  // re-syncs exactly as the member list does; `presence.unsubscribe()` with no argument stops it too.
+
+  function groupUsers(members) {
+    var users = new Map();
+    var sorted = members.slice().sort(function (a, b) {
+      return (a.timestamp || 0) - (b.timestamp || 0) || String(a.connectionId).localeCompare(String(b.connectionId));
+    });
+    for (var i = 0; i < sorted.length; i++) {
+      var member = sorted[i];
+      var user = users.get(member.clientId);
+      if (!user) {
+        user = { clientId: member.clientId, data: member.data, timestamp: member.timestamp, connections: [] };
+        users.set(member.clientId, user);
+      }
+      user.connections.push(member);
+    }
+    return users;
+  }
+
+  function sameUser(a, b) {
+    if (JSON.stringify(a.data) !== JSON.stringify(b.data) || a.connections.length !== b.connections.length) return false;
+    for (var i = 0; i < a.connections.length; i++) {
+      if (a.connections[i].connectionId !== b.connections[i].connectionId) return false;
+    }
+    return true;
+  }
+
+  var USER_EVENTS = ['joined', 'left', 'updated'];
+
+  /** The present users (synced members grouped by clientId): [{clientId, data, timestamp, connections}]. */
+  Presence.prototype.users = function () {
+    return Array.from(groupUsers(this.members()).values());
+  };
+
+  /**
+   * subscribeUsers(cb): cb(users) once synced and after every change; subscribeUsers('joined' | 'left' |
+   * 'updated' | [...], cb): cb(user) for that change. Resolves with the users once synced.
+   */
+  Presence.prototype.subscribeUsers = function (event, listener) {
+    var self = this;
+    if (!this._userEvents) {
+      this._userEvents = new EventEmitter();
+      this._userListListeners = [];
+      this._users = null; // the last grouping told to listeners; null until the first sync
+      this._usersTick = function (members) {
+        var next = groupUsers(members);
+        var previous = self._users;
+        self._users = next;
+        if (previous) {
+          previous.forEach(function (user, clientId) {
+            if (!next.has(clientId)) self._userEvents.emit('left', user);
+          });
+          next.forEach(function (user, clientId) {
+            var old = previous.get(clientId);
+            if (!old) self._userEvents.emit('joined', user);
+            else if (!sameUser(old, user)) self._userEvents.emit('updated', user);
+          });
+        }
+        var list = Array.from(next.values());
+        var listeners = self._userListListeners.slice();
+        for (var i = 0; i < listeners.length; i++) {
+          try {
+            listeners[i](list);
+          } catch (error) {
+            rethrowLater(error);
+          }
+        }
+      };
+    }
+    if (isFunction(event) && listener === undefined) {
+      this._userListListeners.push(event);
+    } else {
+      var events = Array.isArray(event) ? event : [event];
+      for (var i = 0; i < events.length; i++) {
+        if (USER_EVENTS.indexOf(events[i]) < 0) {
+          throw new TypeError('presence.subscribeUsers: event must be one of joined, left, updated (got ' + events[i] + ')');
+        }
+      }
+      this._userEvents.on(event, listener);
+    }
+    if (this._listListeners.indexOf(this._usersTick) < 0) {
+      this._users = null;
+      return this.subscribe(this._usersTick).then(function () { return self.users(); });
+    }
+    return Promise.resolve(this.users());
+  };
+
+  /** unsubscribeUsers(), unsubscribeUsers(cb), unsubscribeUsers(event), unsubscribeUsers(event, cb). */
+  Presence.prototype.unsubscribeUsers = function (event, listener) {
+    if (!this._userEvents) return;
+    if (event === undefined) {
+      this._userEvents.off();
+      this._userListListeners = [];
+    } else if (isFunction(event) && listener === undefined) {
+      this._userEvents.off(event);
+      this._userListListeners = this._userListListeners.filter(function (l) { return l !== event; });
+    } else {
+      this._userEvents.off(event, listener);
+    }
+    if (this._userEvents.listenerCount() === 0 && this._userListListeners.length === 0) {
+      this.unsubscribe(this._usersTick);
+      this._users = null;
+    }
+  };
+
+
+  // ---------------------------------------------------------------------------------------------------
   // Channels
 
   /**
@@ -1527,6 +1662,27 @@
       this.emit(state, { previous: previous, current: state, reason: reason });
     }
   }
+
+  // ---------------------------------------------------------------------------------------------------
+  // State listeners get state changes (issue 22): `connection.on(cb)` / `channel.on(cb)` are documented as
+  // "every state change", so `cb` always gets a `{previous, current, reason, ...}` change. The `error` event
+  // (a PulseError) goes to `on('error', cb)` listeners only.
+
+  function emitStateOnly(event) {
+    if (event !== 'error') return EventEmitter.prototype.emit.apply(this, arguments);
+    var args = Array.prototype.slice.call(arguments, 1);
+    var listeners = (this._eventListeners.error || []).slice();
+    for (var i = 0; i < listeners.length; i++) {
+      try {
+        listeners[i].apply(this, args);
+      } catch (error) {
+        rethrowLater(error);
+      }
+    }
+  }
+
+  Connection.prototype.emit = emitStateOnly;
+  Channel.prototype.emit = emitStateOnly;
 
   class Channels {
     constructor(realtime) {
