@@ -112,6 +112,21 @@ class Broker(abc.ABC):
     async def unsubscribe(self, topic: str) -> None:
         """Stop receiving ``topic`` in this process."""
 
+    # -- SSE transport (docs/transports.md): commands routed to the process holding a stream, tickets ------
+
+    async def deliver(self, topic: str, text: str) -> bool:
+        """``broadcast``, and whether any process is subscribed to ``topic`` (True when it cannot be told)."""
+        await self.broadcast(topic, text)
+        return True
+
+    @abc.abstractmethod
+    async def put_once(self, key: str, value: str, ttl: float) -> None:
+        """Keep ``value`` under ``key`` for ``ttl`` seconds, for one ``take_once`` (SSE connection tickets)."""
+
+    @abc.abstractmethod
+    async def take_once(self, key: str) -> str | None:
+        """The value ``put_once`` kept under ``key``, removed as it is read; None when absent or expired."""
+
     def redis_channel(self, topic: str) -> str:
         """The Redis pub/sub channel of ``topic`` (Redis brokers only)."""
         raise NotImplementedError(f"{type(self).__name__} has no Redis channels")
