@@ -10,7 +10,6 @@ from django.core.asgi import get_asgi_application
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-
 from django.urls import re_path  # noqa: E402
 
 from django_pulse.routing import sse_urlpatterns, websocket_urlpatterns  # noqa: E402

@@ -16,7 +16,6 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
-
 from django.urls import re_path  # noqa: E402
 
 from django_pulse.routing import sse_urlpatterns, websocket_urlpatterns  # noqa: E402
