@@ -36,6 +36,7 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from .. import signals
 from ..broker import get_broker
 from ..conf import pulse_settings
 from ..consumers import PulseConsumer, _authenticate, _live, install_daphne_shutdown
@@ -160,7 +161,11 @@ class SSEConnection(PulseConsumer):
         self._command_sink = _CommandSink(self)
         self._command_topic = f"s:{stream_id}" if stream_id else ""
         self._response_ended = False
+        # Set when the server closed the stream; _receiving/_woken: the task is waiting in receive() / that wait
+        # was cancelled by _wake (not by the server or a shutdown).
         self._closing = asyncio.Event()
+        self._receiving = False
+        self._woken = False
         outbox = Outbox(self._send_event, self.limits.outbound_limit, self._outbox_closed, direct_write=False)
         # The backlog that daphne's transport holds for the response counts toward the slow-consumer limit.
         outbox._probe = buffer_probe(send)
@@ -211,7 +216,7 @@ class SSEConnection(PulseConsumer):
 
     def _ended(self) -> None:
         # The response is complete: stop waiting for the client (run() returns and cleans up).
-        self._closing.set()
+        self._wake()
 
     def push_raw(self, body: bytes) -> None:
         assert self.outbox is not None
@@ -276,7 +281,7 @@ class SSEConnection(PulseConsumer):
             return
         if self.closed:
             if close is not None:
-                self._closing.set()
+                self._closing.set()  # a close POST during the linger after the client went away
             return
         self._commands.extend(f for f in frames if isinstance(f, str))
         if close is not None:
@@ -316,7 +321,7 @@ class SSEConnection(PulseConsumer):
 
     def close(self, code: int) -> None:
         super().close(code)
-        self._closing.set()
+        self._wake()
 
     # -- life cycle -----------------------------------------------------------------------------------------
 
@@ -337,21 +342,28 @@ class SSEConnection(PulseConsumer):
         return True
 
     async def run(self, receive: Any) -> None:
-        """Serve the stream until the client goes away or the server closes it; then clean up."""
+        """Serve the stream until the client goes away or the server closes it; then clean up.
+
+        The task waits in ``receive()`` for the client's disconnect, with no helper task: when the server
+        closes the stream, ``_wake`` cancels that wait (and only that wait) and the loop ends.
+        """
         try:
-            if not self._closing.is_set():
-                waiter = asyncio.ensure_future(self._closing.wait())
+            while not self._closing.is_set():
+                self._receiving = True
                 try:
-                    while True:
-                        receiving = asyncio.ensure_future(receive())
-                        done, _ = await asyncio.wait({receiving, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                        if receiving not in done:
-                            receiving.cancel()
-                            break
-                        if receiving.result()["type"] == "http.disconnect":
-                            break
+                    message = await receive()
+                except asyncio.CancelledError:
+                    if not self._woken:
+                        raise
+                    self._woken = False
+                    task = asyncio.current_task()
+                    if task is not None:
+                        task.uncancel()
+                    continue
                 finally:
-                    waiter.cancel()
+                    self._receiving = False
+                if message["type"] == "http.disconnect":
+                    break
             if not self.closed:
                 # The client went away. A page that is closing POSTs a close (1000) at the same moment: give
                 # it a moment to arrive, so its presence members leave at once instead of after the grace.
@@ -377,6 +389,14 @@ class SSEConnection(PulseConsumer):
             _live.discard(self)
             if self._abandon_timer is not None:
                 self._abandon_timer.cancel()
+
+    def _wake(self) -> None:
+        """Stop the task's wait for the client (the server closed the stream)."""
+        self._closing.set()
+        task = self._task
+        if self._receiving and not self._woken and task is not None and not task.done():
+            self._woken = True
+            task.cancel()
 
     async def _finish(self, code: int) -> None:
         if self._finished:
@@ -653,6 +673,10 @@ async def _unidirectional(
     loop = asyncio.get_running_loop()
     conn._schedule_expiry(loop)
     conn._heartbeat_timer = loop.call_later(conn.limits.heartbeat, conn._heartbeat)
+    await conn._send_signal(
+        signals.client_connected, kb_id=conn.kb_id, client_id=conn.client_id, connection_id=conn.connection_id
+    )
+    await conn.on_authenticated()
     for channel, position in zip(channels, positions, strict=True):
         members: dict[str, Any] = {"action": "subscribe", "channel": channel, "ref": 1}
         if position is not None:

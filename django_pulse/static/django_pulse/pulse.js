@@ -1673,6 +1673,12 @@
         return;
       }
       if (this.readyState !== 1) return;
+      if (response.status === 404 || response.status === 405) {
+        // No SSE endpoint on this server (asgi.py without sse_urlpatterns): WebSocket only from now on.
+        this._realtime._transports.unavailable('sse');
+        this._closed(1006, 'the server has no SSE endpoint at ' + this.url);
+        return;
+      }
       if (!response.ok || !body || typeof body.ticket !== 'string') {
         var detail = body && body.error && typeof body.error === 'object' ? body.error : {};
         var code = detail.code || 'internal_error';
@@ -1833,11 +1839,22 @@
     closed(ws, code) {
       clearTimeout(this._upgradeTimer);
       if (ws._pulseSwitch) return true;
+      if (ws instanceof SSESocket && !ws._pulseConnected && this.list.indexOf('websocket') === 0) {
+        // SSE failed too: the server is down rather than WebSockets blocked. Start with WebSocket again.
+        this._forget();
+        return false;
+      }
       if (ws instanceof SSESocket || ws._pulseConnected || this.list.indexOf('sse') < 0) return false;
       if (code >= 4000 && code !== CLIENT_CLOSE.connectTimeout && code !== CLIENT_CLOSE.heartbeat) return false;
       var first = !this._remembered();
       this._remember();
       return first;
+    }
+
+    /** The server lacks `transport`: drop it from the list (unless it is the only one). */
+    unavailable(transport) {
+      if (this.list.length > 1) this.list = this.list.filter(function (t) { return t !== transport; });
+      if (transport === 'sse') this._forget();
     }
 
     /** While on SSE, try a WebSocket again after `websocketRetry`; if one opens, move the connection to it. */
