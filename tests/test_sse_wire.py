@@ -86,3 +86,59 @@ def test_malformed_positions_resume_nothing() -> None:
         "1." + "a" * 65 + "~1.def",
     ]:
         assert sse_wire.decode_positions(text, 2) == [None, None], text
+
+
+# -- the SSE connection's output, in process -----------------------------------------------------------------
+
+
+def _recording_send(sent: list[dict[str, Any]]) -> Any:
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    return send
+
+
+async def test_a_message_is_encoded_once_for_every_sdk_stream() -> None:
+    from django_pulse.server.sse import SSEConnection
+
+    sent: list[list[dict[str, Any]]] = [[], [], []]
+    conns = [SSEConnection({"type": "http"}, _recording_send(sent[i]), stream_id=f"s{i}") for i in range(3)]
+    for conn in conns:
+        assert conn.outbox is not None
+        conn.outbox.push({"type": "websocket.accept"}, 0)
+    frame = '{"action":"message","channel":"posts","name":"n","data":1,"id":"m","timestamp":1,"serial":7}'
+    message = {"type": "websocket.send", "text": frame}  # the hub hands this one dict to every sink
+    for conn in conns:
+        assert conn.outbox is not None
+        conn.outbox.push(message, len(frame))
+    assert sent[0][0]["type"] == "http.response.start"
+    assert dict(sent[0][0]["headers"])[b"content-type"].startswith(b"text/event-stream")
+    bodies = [s[-1] for s in sent]
+    assert bodies[0]["body"] == f"data: {frame}\n\n".encode() and bodies[0]["more_body"] is True
+    assert bodies[1] is bodies[0] and bodies[2] is bodies[0]  # built once, sent to all three
+
+
+async def test_a_unidirectional_stream_names_events_and_tracks_its_positions() -> None:
+    from django_pulse.server.sse import SSEConnection
+
+    sent: list[dict[str, Any]] = []
+    conn = SSEConnection({"type": "http"}, _recording_send(sent), unidirectional=True)
+    conn.stream_channels = ["a", "b"]
+    conn.positions = dict.fromkeys(["a", "b"])
+    assert conn.outbox is not None
+    conn.outbox.push({"type": "websocket.accept"}, 0)
+    conn.send_frame('{"action":"ok","ref":1,"channel":"a","serial":4,"epoch":"EA"}')
+    conn.send_frame('{"action":"ok","ref":2,"channel":"b","serial":0,"epoch":"EB","resumed":false}')
+    for serial, data in ((5, '"<p>x</p>"'), (6, '{"k":1}')):
+        text = f'{{"action":"message","channel":"a","name":"new_post","data":{data},"id":"m","serial":{serial}}}'
+        conn.outbox.push({"type": "websocket.send", "text": text}, len(text))
+    conn.send_frame('{"action":"ping"}')  # not part of a unidirectional stream
+    raw = b"".join(m.get("body", b"") for m in sent)
+    events = parse_stream(raw)
+    assert [e["event"] for e in events] == ["discontinuity", "new_post", "new_post"]
+    assert json.loads(events[0]["data"])["reason"] == "resume_failed"
+    assert events[1]["data"] == "<p>x</p>" and json.loads(events[2]["data"]) == {"k": 1}
+    assert events[2]["id"] == "6.EA~0.EB"
+    assert sse_wire.decode_positions(events[2]["id"], 2) == [(6, "EA"), (0, "EB")]
+    conn.close(4003)
+    assert parse_stream(sent[-1]["body"])[0]["event"] == "close" and sent[-1]["more_body"] is False
