@@ -60,3 +60,68 @@ http {{
         )
         proc = subprocess.run([nginx, "-t", "-c", str(conf), "-p", tmp], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None and not os.path.exists("/usr/sbin/nginx"), reason="no nginx")
+async def test_streams_pass_through_nginx_configured_as_documented() -> None:
+    """nginx with the documented locations in front of daphne: an SDK stream and a unidirectional stream get
+    their events at once (nothing buffered), and frames POSTed through nginx reach the stream."""
+    import asyncio
+    import time
+
+    from django_pulse.streams import sign_stream
+    from tests.servers import free_port, live_server, wait_for_port
+    from tests.sseclient import open_stream, sdk_stream
+
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    with live_server() as server, tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        conf = Path(tmp) / "nginx.conf"
+        conf.write_text(
+            f"""
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path {tmp};
+    proxy_temp_path {tmp};
+    fastcgi_temp_path {tmp};
+    uwsgi_temp_path {tmp};
+    scgi_temp_path {tmp};
+    gzip on;
+    gzip_types text/event-stream application/json;
+    upstream pulse_backend {{ server 127.0.0.1:{server.port}; }}
+    server {{
+        listen 127.0.0.1:{port};
+{snippet("nginx-sse", "nginx")}
+        location / {{ proxy_pass http://pulse_backend; }}
+    }}
+}}
+"""
+        )
+        proc = subprocess.Popen(
+            [nginx, "-c", str(conf), "-p", tmp, "-g", "daemon off; master_process off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            await asyncio.to_thread(wait_for_port, port)
+            token = (await asyncio.to_thread(server.token, "alice"))["token"]
+            async with sdk_stream(port, token) as stream:
+                frame = await stream.events.next_frame()
+                assert frame is not None and frame["action"] == "connected"
+                assert (await stream.request({"action": "subscribe", "channel": "feed"}))["action"] == "ok"
+                async with open_stream(port, f"/pulse/sse/?stream={sign_stream('feed')}") as listener:
+                    assert listener.status == 200
+                    await asyncio.sleep(0.3)
+                    started = time.monotonic()
+                    await asyncio.to_thread(server.publish, "feed", "new_post", "<li>hi</li>")
+                    event = await listener.next_event(5)
+                    assert event is not None and event["data"] == "<li>hi</li>"
+                    frame = await stream.events.next_frame(5)
+                    assert frame is not None and frame["data"] == "<li>hi</li>"
+                    assert time.monotonic() - started < 2  # not held in a proxy buffer
+        finally:
+            proc.terminate()
+            proc.wait(10)
