@@ -534,6 +534,9 @@ async def _ticket(scope: dict[str, Any], receive: Any, send: Any, cors: list[tup
     except PulseError as exc:
         await _error(send, 503, exc.code.value, exc.message, cors)
         return
+    except NotImplementedError as exc:
+        await _error(send, 501, ErrorCode.INTERNAL_ERROR.value, str(exc), cors)
+        return
     await _respond(
         send,
         200,
