@@ -255,3 +255,34 @@ def test_a_cut_sse_stream_gets_exactly_what_it_missed_after_the_network_returns(
         page.wait_for_function("() => got.length >= 12")
         assert page.evaluate("() => got") == list(range(1, 13))
         assert page.evaluate("() => rt._transports.current") == "sse"
+
+
+def test_a_plain_event_source_resumes_with_last_event_id_after_a_cut(server: LiveServer, context: Any) -> None:
+    """No SDK: a page's own EventSource on a signed stream; the browser reconnects by itself and its
+    Last-Event-ID brings exactly the missed messages, once, in order."""
+    from django_pulse.streams import sign_stream
+
+    with CuttableProxy(server.port) as proxy:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{proxy.port}/__test__/page/")
+        page.evaluate(
+            """(stream) => {
+              window.got = [];
+              window.opens = 0;
+              window.source = new EventSource('/pulse/sse/?stream=' + encodeURIComponent(stream));
+              source.onopen = () => { opens += 1; };
+              source.addEventListener('tick', (event) => got.push(Number(event.data)));
+            }""",
+            sign_stream("ticks"),
+        )
+        page.wait_for_function("() => opens === 1")
+        server.publish("ticks", "tick", "0")
+        page.wait_for_function("() => got.length === 1")
+        proxy.cut()
+        for i in range(1, 11):
+            server.publish("ticks", "tick", str(i))
+        proxy.restore()
+        page.wait_for_function("() => opens >= 2 && got.length >= 11", timeout=20_000)
+        server.publish("ticks", "tick", "11")
+        page.wait_for_function("() => got.length >= 12")
+        assert page.evaluate("() => got") == list(range(12))
