@@ -286,3 +286,46 @@ def test_a_plain_event_source_resumes_with_last_event_id_after_a_cut(server: Liv
         server.publish("ticks", "tick", "11")
         page.wait_for_function("() => got.length >= 12")
         assert page.evaluate("() => got") == list(range(12))
+
+
+def test_a_connection_on_sse_moves_back_to_websocket_once_websockets_work(server: LiveServer, context: Any) -> None:
+    context.add_init_script(
+        """
+        window.__blockWS = true;
+        const RealWebSocket = window.WebSocket;
+        window.WebSocket = function (url, protocols) {
+          if (window.__blockWS) throw new Error('WebSockets are blocked here');
+          return new RealWebSocket(url, protocols);
+        };
+        """
+    )
+    page = context.new_page()
+    page.goto(server.url + "/__test__/page/")
+    page.evaluate(
+        """(t) => {
+          window.got = [];
+          window.rt = new Pulse.Realtime({ token: t, websocketRetry: 2000 });
+          const ch = rt.channels.get('up');
+          ch.subscribe((m) => got.push(m.data));
+          ch.presence.enter({ here: true });
+          window.transports = [];
+          rt.connection.on('connected', () => transports.push(rt._transports.current));
+        }""",
+        server.token("mover"),
+    )
+    page.wait_for_function("() => transports.length === 1 && rt.channels.get('up').state === 'attached'")
+    assert page.evaluate("() => transports") == ["sse"]
+    connection_id = page.evaluate("() => rt.connection.id")
+    server.publish("up", "n", 1)
+    page.wait_for_function("() => got.length === 1")
+    page.evaluate("() => { window.__blockWS = false; }")
+    page.wait_for_function(
+        "() => transports.length === 2 && rt.channels.get('up').state === 'attached'", timeout=20_000
+    )
+    assert page.evaluate("() => transports") == ["sse", "websocket"]
+    assert page.evaluate("() => rt.connection.id") == connection_id  # the same connection, continued
+    server.publish("up", "n", 2)
+    page.wait_for_function("() => got.length === 2")
+    assert page.evaluate("() => got") == [1, 2]
+    members = page.evaluate("() => rt.channels.get('up').presence.get()")
+    assert [m["clientId"] for m in members] == ["mover"]
