@@ -58,7 +58,7 @@ def sign_stream(channel: str, *, kb_id: str | None = None, client_id: str | None
     return signing.dumps(payload, salt=SALT, compress=False)
 
 
-def verify_stream(value: object, *, client_id: str | None = None, max_age: float | None = None) -> StreamGrant:
+def verify_stream(value: object, *, client_id: str | None = None, max_age: int | None = None) -> StreamGrant:
     """Check a signed stream name; ``client_id`` is the presenting connection's client, if authenticated.
 
     Returns the ``StreamGrant``. Raises ``InvalidStream`` when the signature does not verify, the value is not

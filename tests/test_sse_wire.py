@@ -1,4 +1,4 @@
-"""The SSE transport's wire format (django_pulse.server.sse_wire): events as a browser's EventSource parses
+"""The SSE transport's wire format (django_pulse.protocol.sse): events as a browser's EventSource parses
 them, the close frame, and the resume positions carried in Last-Event-ID."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django_pulse.server import sse_wire
+from django_pulse.protocol import sse as sse_wire
 
 
 def parse_stream(raw: bytes) -> list[dict[str, Any]]:

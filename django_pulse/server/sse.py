@@ -37,15 +37,15 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .. import signals
-from ..broker import get_broker
 from ..conf import pulse_settings
-from ..consumers import PulseConsumer, _authenticate, _live, install_daphne_shutdown
 from ..exceptions import PulseError
-from ..fanout import Outbox, get_hub
 from ..protocol import PING_FRAME, Action, CloseCode, ErrorCode, Operation, Request, dumps, parse_frame
-from ..server_io import buffer_probe
-from ..tokens import Claims
-from . import sse_wire
+from ..protocol import sse as sse_wire
+from ..protocol.tokens import Claims
+from ._server_io import buffer_probe, install_daphne_shutdown
+from .consumer import PulseConsumer, _authenticate
+from .outbox import Outbox
+from .runtime import get_runtime
 
 __all__ = ["SSEConnection", "pulse_sse_app"]
 
@@ -327,14 +327,16 @@ class SSEConnection(PulseConsumer):
 
     async def open(self) -> bool:
         """Start the response and, for an SDK stream, listen to the command topic; False if that failed."""
-        install_daphne_shutdown()
+        from .shutdown import logged_shutdown
+
+        install_daphne_shutdown(logged_shutdown)
         self._task = asyncio.current_task()
-        _live.add(self)
+        get_runtime().connections.add(self)
         assert self.outbox is not None
         self.outbox.push({"type": "websocket.accept"}, 0)
         if self._command_topic:
             try:
-                await get_hub().subscribe(self._command_topic, self._command_sink)
+                await get_runtime().hub.subscribe(self._command_topic, self._command_sink)
             except PulseError as exc:
                 self.send_frame(dumps({"action": "error", "code": exc.code.value, "message": exc.message}))
                 self.close(CloseCode.UNAVAILABLE)
@@ -386,7 +388,7 @@ class SSEConnection(PulseConsumer):
             await self.go_away()
             raise
         finally:
-            _live.discard(self)
+            get_runtime().connections.discard(self)
             if self._abandon_timer is not None:
                 self._abandon_timer.cancel()
 
@@ -406,7 +408,7 @@ class SSEConnection(PulseConsumer):
         self._commands.clear()
         await super()._finish(code)
         if self._command_topic:
-            await get_hub().unsubscribe(self._command_topic, self._command_sink)
+            await get_runtime().hub.unsubscribe(self._command_topic, self._command_sink)
 
 
 # -- HTTP plumbing ------------------------------------------------------------------------------------------
@@ -530,7 +532,7 @@ async def _ticket(scope: dict[str, Any], receive: Any, send: Any, cors: list[tup
     ttl = pulse_settings.SSE_TICKET_TTL
     value = dumps({"token": token, "recover": recover, "stream": stream})
     try:
-        await get_broker().put_once("sse:" + ticket, value, ttl)
+        await get_runtime().broker.put_once("sse:" + ticket, value, ttl)
     except PulseError as exc:
         await _error(send, 503, exc.code.value, exc.message, cors)
         return
@@ -579,7 +581,7 @@ async def _send_frames(scope: dict[str, Any], receive: Any, send: Any, cors: lis
     if close is not None:
         payload["close"] = close
     try:
-        delivered = await get_broker().deliver(f"s:{stream}", dumps(payload))
+        delivered = await get_runtime().broker.deliver(f"s:{stream}", dumps(payload))
     except PulseError as exc:
         await _error(send, 503, exc.code.value, exc.message, cors)
         return
@@ -667,7 +669,7 @@ async def _unidirectional(
     conn.positions = dict.fromkeys(channels)
     await conn.open()
     try:
-        await get_hub().register(conn)
+        await get_runtime().hub.register(conn)
         conn._registered = True
     except PulseError:
         conn.close(CloseCode.UNAVAILABLE)
@@ -698,7 +700,7 @@ async def _sdk_stream(
     scope: dict[str, Any], receive: Any, send: Any, ticket: str, cors: list[tuple[bytes, bytes]]
 ) -> None:
     try:
-        raw = await get_broker().take_once("sse:" + ticket)
+        raw = await get_runtime().broker.take_once("sse:" + ticket)
     except PulseError as exc:
         await _error(send, 503, exc.code.value, exc.message, cors)
         return
