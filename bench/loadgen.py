@@ -250,6 +250,104 @@ class Subscriber(asyncio.Protocol):
         self.transport.close()
 
 
+class SSESubscriber(Subscriber):
+    """One subscriber over the SSE transport (docs/transports.md): a GET whose response carries one
+    ``data: <frame>`` event per frame; requests go out as POSTs to ``send/`` (``post``), replies come back on
+    the stream. Events are found by ``data: `` ... blank line, whatever the chunked framing around them."""
+
+    def data_received(self, data: bytes) -> None:
+        if not self.open:
+            self.buf += data
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head, rest = self.buf[:end], self.buf[end + 4 :]
+            self.buf = b""
+            if not head.startswith(b"HTTP/1.1 200"):
+                status = head.split(b"\r\n", 1)[0].decode("latin-1")
+                _fail(self.handshake, ConnectionError(f"stream refused: {status}"))
+                self.closing = True
+                assert self.transport is not None
+                self.transport.close()
+                return
+            self.open = True
+            self.handshake.set_result(None)
+            if not rest:
+                return
+            data = rest
+        buf = self.buf + data if self.buf else data
+        pos = 0
+        now = time.monotonic_ns() // 1000
+        rec = self.rec
+        while True:
+            start = buf.find(b"data: ", pos)
+            if start < 0:
+                pos = len(buf)
+                break
+            end = buf.find(b"\n\n", start)
+            if end < 0:
+                pos = start
+                break
+            pos = end + 2
+            start += 6
+            i = buf.find(b'"t":', start, end)
+            if i >= 0:
+                k = buf.find(b",", i, end)
+                j = buf.find(b'"s":', k, end)
+                seq = int(buf[j + 4 : buf.find(b"}", j, end)])
+                rec.seqs.append(seq)
+                rec.recv.append(now)
+                rec.lats.append(now - int(buf[i + 4 : k]))
+                self.count += 1
+                if seq < self.last_seq:
+                    rec.out_of_order += 1
+                self.last_seq = seq
+            elif buf.startswith(b'{"action":"close"', start):
+                msg = json.loads(buf[start:end])
+                rec.closes[int(msg.get("code", 1005))] += 1
+                self._fail_waiters(ConnectionError(f"closed by server with code {msg.get('code')}"))
+                self.close()
+                return
+            elif buf.startswith(b'{"action":"ping"', start):
+                continue  # nothing to answer over SSE
+            else:
+                self._control(buf[start:end])
+        self.buf = buf[pos:] if pos < len(buf) else b""
+
+    def close(self) -> None:
+        if self.closing or self.transport is None:
+            return
+        self.closing = True
+        self.transport.close()
+
+
+async def _http_post(target: Target, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """One POST on a connection of its own; (status, JSON answer)."""
+    payload = json.dumps(body).encode()
+    reader, writer = await asyncio.open_connection(target.host, target.port)
+    try:
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {target.host}:{target.port}\r\nContent-Type: text/plain\r\n"
+            f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
+            + payload
+        )
+        raw = await reader.read(-1)
+    finally:
+        writer.close()
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    if b"chunked" in head.lower():
+        out = b""
+        while rest:
+            size_text, _, rest = rest.partition(b"\r\n")
+            size = int(size_text, 16)
+            if not size:
+                break
+            out, rest = out + rest[:size], rest[size + 2 :]
+        rest = out
+    return status, json.loads(rest) if rest else {}
+
+
 def _upgrade_request(target: Target) -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
     host = f"{target.host}:{target.port}"
@@ -306,6 +404,8 @@ class Worker:
 
     async def _open(self, target: Target, mode: str, token: str | None, channel: str) -> Subscriber:
         loop = asyncio.get_running_loop()
+        if mode == "pulse-sse":
+            return await self._open_sse(target, token, channel)
         request = _upgrade_request(target)
         _, client = await loop.create_connection(
             lambda: Subscriber(self.rec, request, expect_ready=mode != "pulse"), target.host, target.port
@@ -323,6 +423,38 @@ class Worker:
             else:
                 assert client.ready is not None
                 await client.ready
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    async def _open_sse(self, target: Target, token: str | None, channel: str) -> Subscriber:
+        loop = asyncio.get_running_loop()
+        status, ticket = await _http_post(target, target.path + "ticket/", {"token": token})
+        if status != 200:
+            raise ConnectionError(f"ticket refused: {status} {ticket.get('error')}")
+        request = (
+            f"GET {target.path}?ticket={ticket['ticket']} HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n"
+            "Accept: text/event-stream\r\n\r\n"
+        ).encode()
+        _, client = await loop.create_connection(lambda: SSESubscriber(self.rec, request), target.host, target.port)
+        try:
+            connected: asyncio.Future[dict[str, Any]] = loop.create_future()
+            client.waiters["connected"] = connected
+            await client.handshake
+            reply = await connected
+            if reply.get("action") != "connected":
+                raise ConnectionError(f"auth refused: {reply.get('code')}")
+            ref = self._next_ref()
+            answer: asyncio.Future[dict[str, Any]] = loop.create_future()
+            client.waiters[ref] = answer
+            frame = json.dumps({"action": "subscribe", "ref": ref, "channel": channel})
+            status, _ = await _http_post(target, target.path + "send/", {"stream": ticket["stream"], "frames": [frame]})
+            if status != 202:
+                raise ConnectionError(f"send refused: {status}")
+            reply = await answer
+            if reply.get("action") != "ok":
+                raise ConnectionError(f"subscribe refused: {reply.get('code')}")
         except BaseException:
             client.close()
             raise

@@ -84,7 +84,7 @@ def profile_server(
     )
     try:
         targets = [Target("127.0.0.1", port, spec.ws_path) for port in server.ports]
-        tokens = server.tokens(min(subs, 1000)) if spec.mode == "pulse" else []
+        tokens = server.tokens(min(subs, 1000)) if spec.mode.startswith("pulse") else []
         connect = bench.loadgen.connect(targets, subs, spec.mode, tokens, CHANNEL, 200, 60)
         raw_path = out / f"profile-{spec.name}.txt"
         raw_path.unlink(missing_ok=True)  # never summarise an earlier run's stacks if py-spy writes nothing

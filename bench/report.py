@@ -164,6 +164,24 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
 
+    # Issue 20: the SSE transport delivers at least half as many messages per CPU second as the WebSocket
+    # fast path of the same server.
+    for server in ("daphne", "uvicorn"):
+        sse, sse_lb = _saturation(results, f"pulse-sse-{server}", c)
+        ws, ws_lb = _saturation(results, f"pulse-{server}", c)
+        sse_core, ws_core = _per_core(results, f"pulse-sse-{server}", c), _per_core(results, f"pulse-{server}", c)
+        bounds = ", ".join(n for n, lb in (("sse", sse_lb), ("websocket", ws_lb)) if lb)
+        targets.append(
+            _target(
+                f"sse-{server}",
+                f"SSE >= 0.5 x WebSocket (fast path) under {server} (C={c})",
+                _ratio(sse_core, ws_core),
+                0.5,
+                detail=f"per core-s {fmt_num(sse_core)} vs {fmt_num(ws_core)}; measured {fmt_num(sse)} vs "
+                f"{fmt_num(ws)}/s = {_fmt_ratio(_ratio(sse, ws))}" + (f" (lower bound: {bounds})" if bounds else ""),
+            )
+        )
+
     hands = {
         name: (_per_core(results, name, c), _saturation(results, name, c)[0])
         for name in ("handwritten-daphne", "handwritten-daphne-redis")

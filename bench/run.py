@@ -313,7 +313,7 @@ class Bench:
                         return result
                     result.setdefault("start_s", time.monotonic() - started)
                     result.setdefault("redis_prefixes", []).append(server.redis_prefix)
-                    tokens = server.tokens(min(max(self.plan.cs), 1000)) if spec.mode == "pulse" else []
+                    tokens = server.tokens(min(max(self.plan.cs), 1000)) if spec.mode.startswith("pulse") else []
                     seq, estimate = self._warmup(spec, server, tokens, seq, result)
                 try:
                     seq, estimate = self._measure(spec, server, tokens, subs, seq, estimate, result)
@@ -393,7 +393,8 @@ class Bench:
                 f"p50 {report.fmt_ms(phase['p50_ms'])} p99 {report.fmt_ms(phase['p99_ms'])}, "
                 f"{report.fmt_num(phase['cpu_us_per_delivery'])} µs CPU/delivery"
             )
-        if spec.family == "pulse" and subs_wanted == plan.presence_c:
+        # The presence storm drives its requests over the WebSocket subscribers; SSE runs measure fan-out only.
+        if spec.mode == "pulse" and subs_wanted == plan.presence_c:
             run["presence"] = self.presence_storm(subs)
             _say(f"    presence storm: {report.presence_summary(run['presence'])}")
         costs = [p["cpu_us_per_delivery"] for p in run["fixed"] if p["cpu_us_per_delivery"] and p["loss"] <= 0]

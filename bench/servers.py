@@ -40,14 +40,21 @@ class ServerSpec:
     label: str = ""
     # PULSE settings of this configuration (BENCH_PULSE), e.g. to measure with a fast path turned off.
     pulse: tuple[tuple[str, Any], ...] = ()
+    # How subscribers connect: "websocket", or "sse" (django_pulse's SSE transport: ticket, stream, send/).
+    transport: str = "websocket"
 
     @property
     def mode(self) -> str:
-        """The subscriber handshake: Pulse's auth + subscribe, or wait for the baselines' ``ready`` frame."""
-        return "pulse" if self.family == "pulse" else "ready"
+        """The subscriber handshake: Pulse's auth + subscribe (over a WebSocket or SSE), or wait for the
+        baselines' ``ready`` frame."""
+        if self.family != "pulse":
+            return "ready"
+        return "pulse-sse" if self.transport == "sse" else "pulse"
 
     @property
     def ws_path(self) -> str:
+        if self.transport == "sse":
+            return "/pulse/sse/"
         return {"pulse": "/pulse/ws/", "handwritten": "/ws/bench/", "bare": "/ws", "websockets": "/ws"}[self.family]
 
     @property
@@ -80,6 +87,12 @@ SERVERS: list[ServerSpec] = [
         "daphne",
         label="django_pulse under daphne, DIRECT_WRITE off",
         pulse=(("DIRECT_WRITE", False),),
+    ),
+    ServerSpec(
+        "pulse-sse-uvicorn", "pulse", "uvicorn", label="django_pulse under uvicorn, SSE subscribers", transport="sse"
+    ),
+    ServerSpec(
+        "pulse-sse-daphne", "pulse", "daphne", label="django_pulse under daphne, SSE subscribers", transport="sse"
     ),
     ServerSpec("pulse-daphne-redis", "pulse", "daphne", "redis", label="django_pulse, 1 daphne process, Redis"),
     ServerSpec("pulse-daphne-redis-x2", "pulse", "daphne", "redis", 2, label="django_pulse, 2 daphne processes, Redis"),

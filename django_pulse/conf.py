@@ -93,6 +93,14 @@ DEFAULTS: dict[str, Any] = {
     # Installation (issue 22): the site's public base URL (e.g. "https://shop.example") from which get_token()
     # builds the endpoint when there is no request (workers, shells, signals); None: SERVER_URL. ENDPOINT wins.
     "PUBLIC_URL": None,
+    # SSE transport (docs/transports.md): the path of the SSE endpoint (django_pulse.routing.sse_urlpatterns),
+    # seconds a connection ticket stays valid, seconds a stream that lost its client waits for the page's close
+    # POST (so presence leaves at once), and the age in seconds after which a unidirectional (session) stream
+    # is ended so the browser reconnects and the session is checked again.
+    "SSE_PATH": "pulse/sse/",
+    "SSE_TICKET_TTL": 30.0,
+    "SSE_CLOSE_LINGER": 1.0,
+    "SSE_MAX_AGE": 3600.0,
 }
 
 
@@ -292,6 +300,23 @@ class PulseSettings:
     def PUBLIC_URL(self) -> str | None:
         value = self._get("PUBLIC_URL")
         return None if not value else str(value).rstrip("/")
+
+    # SSE transport
+    @property
+    def SSE_PATH(self) -> str:
+        return str(self._get("SSE_PATH")).strip("/") + "/"
+
+    @property
+    def SSE_TICKET_TTL(self) -> float:
+        return float(self._get("SSE_TICKET_TTL"))
+
+    @property
+    def SSE_CLOSE_LINGER(self) -> float:
+        return float(self._get("SSE_CLOSE_LINGER"))
+
+    @property
+    def SSE_MAX_AGE(self) -> float:
+        return float(self._get("SSE_MAX_AGE"))
 
     def endpoint_from_base(self, base_url: str) -> str:
         """The ws(s) endpoint URL under an http(s) base URL."""

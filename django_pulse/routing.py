@@ -1,7 +1,10 @@
-"""WebSocket routes: ``websocket_urlpatterns`` serves the Pulse consumer at ``PULSE["WS_PATH"]`` (pulse/ws/).
+"""ASGI routes: ``websocket_urlpatterns`` serves the Pulse consumer at ``PULSE["WS_PATH"]`` (pulse/ws/), and
+``sse_urlpatterns`` the SSE transport at ``PULSE["SSE_PATH"]`` (pulse/sse/; docs/transports.md) in front of
+Django's own HTTP application:
 
+    django_asgi_app = get_asgi_application()
     application = ProtocolTypeRouter({
-        "http": get_asgi_application(),
+        "http": URLRouter([*django_pulse.routing.sse_urlpatterns, re_path(r"", django_asgi_app)]),
         "websocket": URLRouter(django_pulse.routing.websocket_urlpatterns),
     })
 
@@ -20,7 +23,7 @@ from django.urls import path
 from .conf import pulse_settings
 from .server.consumer import PulseConsumer
 
-__all__ = ["pulse_websocket_app", "websocket_urlpatterns"]
+__all__ = ["pulse_websocket_app", "sse_urlpatterns", "websocket_urlpatterns"]
 
 _consumer = PulseConsumer.as_asgi()
 
@@ -38,3 +41,14 @@ async def pulse_websocket_app(scope: dict[str, Any], receive: Any, send: Any) ->
 
 
 websocket_urlpatterns = [path(pulse_settings.WS_PATH, pulse_websocket_app)]  # type: ignore[arg-type]
+
+
+def _sse_urlpatterns() -> list[Any]:
+    from .server.sse import pulse_sse_app
+
+    base = pulse_settings.SSE_PATH
+    return [path(base + suffix, pulse_sse_app) for suffix in ("", "ticket/", "send/")]  # type: ignore[arg-type]
+
+
+# The SSE transport's HTTP routes (stream, ticket, send), for the "http" side of the ProtocolTypeRouter.
+sse_urlpatterns = _sse_urlpatterns()

@@ -10,10 +10,14 @@ from django.core.asgi import get_asgi_application
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
-from django_pulse.routing import websocket_urlpatterns  # noqa: E402
+from django_pulse.routing import sse_urlpatterns, websocket_urlpatterns  # noqa: E402
 
 # Test servers serve /static/ themselves (as runserver does), so browser tests load the real pulse.js.
 application = ProtocolTypeRouter(
-    {"http": ASGIStaticFilesHandler(django_asgi_app), "websocket": URLRouter(websocket_urlpatterns)}
+    {
+        "http": URLRouter([*sse_urlpatterns, re_path(r"", ASGIStaticFilesHandler(django_asgi_app))]),
+        "websocket": URLRouter(websocket_urlpatterns),
+    }
 )

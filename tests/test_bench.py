@@ -152,6 +152,8 @@ def test_quick_mode_runs_every_server_end_to_end(tmp_path: Path) -> None:
         "pulse-uvicorn-asgi",
         "pulse-daphne",
         "pulse-daphne-asgi",
+        "pulse-sse-uvicorn",
+        "pulse-sse-daphne",
         "pulse-daphne-redis",
         "pulse-daphne-redis-x2",
         "handwritten-daphne",
@@ -169,7 +171,7 @@ def test_quick_mode_runs_every_server_end_to_end(tmp_path: Path) -> None:
         for phase in run["fixed"]:
             assert phase["received"] > 0.9 * phase["expected"], (name, phase)
         assert run["ramp"]["max_delivered_per_s"] > 0, name
-        if server["family"] == "pulse":
+        if server["family"] == "pulse" and "presence" in run:
             presence = run["presence"]
             assert "skipped" in presence or presence["enter"]["events_seen"] == 20, (name, presence)
     assert {t["id"] for t in results["targets"]} >= {
@@ -178,6 +180,8 @@ def test_quick_mode_runs_every_server_end_to_end(tmp_path: Path) -> None:
         "p99-daphne",
         "rss-daphne",
         "redis-scaling",
+        "sse-daphne",
+        "sse-uvicorn",
     }
     prefixes = [s["redis_prefix"] for s in results["servers"].values() if s.get("redis_prefix")]
     if redis_up:

@@ -56,7 +56,16 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
-from django_pulse.routing import websocket_urlpatterns  # type: ignore[import-not-found,unused-ignore]  # noqa: E402
+from django_pulse.routing import (  # type: ignore[import-not-found,unused-ignore]  # noqa: E402
+    sse_urlpatterns,
+    websocket_urlpatterns,
+)
 
-application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": URLRouter(websocket_urlpatterns)})
+application = ProtocolTypeRouter(
+    {
+        "http": URLRouter([*sse_urlpatterns, re_path(r"", django_asgi_app)]),  # type: ignore[arg-type]
+        "websocket": URLRouter(websocket_urlpatterns),
+    }
+)

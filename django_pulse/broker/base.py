@@ -144,6 +144,23 @@ class Broker(abc.ABC):
     async def unsubscribe(self, topic: str) -> None:
         """Stop receiving ``topic`` in this process."""
 
+    # -- SSE transport (docs/transports.md): commands routed to the process holding a stream, tickets ------
+
+    async def deliver(self, topic: str, text: str) -> bool:
+        """``broadcast``, and whether any process is subscribed to ``topic`` (True when it cannot be told)."""
+        await self.broadcast(topic, text)
+        return True
+
+    async def put_once(self, key: str, value: str, ttl: float) -> None:
+        """Keep ``value`` under ``key`` for ``ttl`` seconds, for one ``take_once`` (SSE connection tickets).
+
+        Brokers written before the SSE transport lack it: the SSE endpoint then answers 501."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep SSE tickets (put_once/take_once)")
+
+    async def take_once(self, key: str) -> str | None:
+        """The value ``put_once`` kept under ``key``, removed as it is read; None when absent or expired."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep SSE tickets (put_once/take_once)")
+
     def redis_channel(self, topic: str) -> str:
         """The Redis pub/sub channel of ``topic`` (Redis brokers only)."""
         raise NotImplementedError(f"{type(self).__name__} has no Redis channels")

@@ -99,6 +99,9 @@ class MemoryBroker(Broker):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_scheduled = False
         self._warned = False
+        # SSE: topics this process is subscribed to (deliver's answer) and put_once values (key -> value, expiry).
+        self._subscribed: set[str] = set()
+        self._once: dict[str, tuple[str, float]] = {}
 
     def _enqueue(self, topic: str, text: str) -> None:
         # Called with self._lock held.
@@ -223,6 +226,7 @@ class MemoryBroker(Broker):
 
     async def subscribe(self, topic: str) -> None:
         # The hub filters by topic; the broker only needs to know which loop serves the connections.
+        self._subscribed.add(topic)
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             with self._lock:
@@ -231,4 +235,22 @@ class MemoryBroker(Broker):
                 self._drain_scheduled = False
 
     async def unsubscribe(self, topic: str) -> None:
-        return None
+        self._subscribed.discard(topic)
+
+    async def deliver(self, topic: str, text: str) -> bool:
+        self._broadcast(topic, text)
+        return topic in self._subscribed
+
+    async def put_once(self, key: str, value: str, ttl: float) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for stale in [k for k, (_, expiry) in self._once.items() if expiry <= now]:
+                del self._once[stale]
+            self._once[key] = (value, now + ttl)
+
+    async def take_once(self, key: str) -> str | None:
+        with self._lock:
+            entry = self._once.pop(key, None)
+        if entry is None or entry[1] <= time.monotonic():
+            return None
+        return entry[0]

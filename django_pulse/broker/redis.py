@@ -295,6 +295,31 @@ class RedisBroker(Broker):
         except (RedisError, OSError) as exc:
             raise self._unavailable("Redis is unreachable.", exc) from None
 
+    async def deliver(self, topic: str, text: str) -> bool:
+        client, _ = self._async()
+        try:
+            receivers = await client.publish(self.redis_channel(topic), text)
+        except (RedisError, OSError) as exc:
+            raise self._unavailable("Redis is unreachable.", exc) from None
+        return int(receivers) > 0
+
+    async def put_once(self, key: str, value: str, ttl: float) -> None:
+        client, _ = self._async()
+        try:
+            await client.set(f"{self.prefix}:once:{key}", value, px=max(1, int(ttl * 1000)))
+        except (RedisError, OSError) as exc:
+            raise self._unavailable("Redis is unreachable.", exc) from None
+
+    async def take_once(self, key: str) -> str | None:
+        client, _ = self._async()
+        try:
+            value = await client.getdel(f"{self.prefix}:once:{key}")
+        except (RedisError, OSError) as exc:
+            raise self._unavailable("Redis is unreachable.", exc) from None
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)
+
     def broadcast_sync(self, topic: str, text: str) -> None:
         client, _ = self._sync()
         try:

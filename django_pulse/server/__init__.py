@@ -9,5 +9,6 @@ the control plane, shutdown, and the runtime that owns this process's state.
 - ``recovery``: what a subscribe with ``resume``/``rewind`` replays; the connection keys of ``auth recover``.
 - ``app_access``: which app a call is for (cached), and token verification against it.
 - ``shutdown``: graceful shutdown.
+- ``sse``: the SSE transport (a ``PulseConsumer`` on an HTTP response; its event format is ``protocol.sse``).
 - ``_server_io``: what django-pulse knows of daphne's and uvicorn's internals (private; docs/servers.md).
 """

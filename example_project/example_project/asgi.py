@@ -16,12 +16,14 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
-from django_pulse.routing import websocket_urlpatterns  # noqa: E402
+from django_pulse.routing import sse_urlpatterns, websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": ASGIStaticFilesHandler(django_asgi_app),
+        # /pulse/sse/ (the SSE transport), then Django
+        "http": URLRouter([*sse_urlpatterns, re_path(r"", ASGIStaticFilesHandler(django_asgi_app))]),  # type: ignore[arg-type]
         "websocket": URLRouter(websocket_urlpatterns),  # /pulse/ws/
     }
 )

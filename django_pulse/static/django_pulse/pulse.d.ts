@@ -72,6 +72,18 @@ export interface RealtimeOptions {
   heartbeatGrace?: number;
   /** A WebSocket implementation outside browsers (e.g. the `ws` package in Node). */
   WebSocket?: unknown;
+  /** Transports to use, in order (docs/transports.md); null/absent: ['websocket', 'sse']. */
+  transports?: Array<'websocket' | 'sse'> | null;
+  /** A WebSocket that has not reached `connected` after this long (5 000 ms) is dropped for SSE. */
+  websocketTimeout?: number;
+  /** After falling back, SSE is used for this long (300 000 ms) before WebSocket is tried again. */
+  websocketRetry?: number;
+  /** The http(s) URL of the SSE endpoint; default: `endpoint` with ws(s) -> http(s) and /ws/ -> /sse/. */
+  sseEndpoint?: string;
+  /** An EventSource implementation outside browsers. */
+  EventSource?: unknown;
+  /** A fetch implementation for the SSE transport's POSTs (default: the global fetch). */
+  fetch?: unknown;
 }
 
 /** Every error the SDK reports: the server's code and message, or the client's own code. */
@@ -288,7 +300,7 @@ export function retryDelay(
 export const DEFAULTS: Readonly<Required<Pick<RealtimeOptions,
   | 'autoConnect' | 'closeOnUnload' | 'queueMessages' | 'retryInitial' | 'retryMax' | 'suspendedAfter'
   | 'suspendedRetry' | 'connectTimeout' | 'requestTimeout' | 'heartbeatInterval' | 'heartbeatGrace'
-  | 'authMethod' | 'authCredentials'>>>;
+  | 'authMethod' | 'authCredentials' | 'websocketTimeout' | 'websocketRetry'>>> & { transports: null };
 export const STATES: ConnectionState[];
 export const VERSION: string;
 export const PROTOCOL_VERSION: number;

@@ -51,7 +51,12 @@
     heartbeatInterval: 15000, // used until the server announces its own in `connected.limits`
     heartbeatGrace: 10000,
     authMethod: 'POST',
-    authCredentials: 'same-origin'
+    authCredentials: 'same-origin',
+    // Transports (docs/transports.md): the order to try them in; how long a WebSocket may take to reach
+    // `connected` before the SDK falls back to SSE; how long it stays on SSE before trying WebSocket again.
+    transports: null, // null: ['websocket', 'sse']
+    websocketTimeout: 5000,
+    websocketRetry: 300000
   });
 
   var STATES = ['initialized', 'connecting', 'connected', 'disconnected', 'suspended', 'closing', 'closed', 'failed'];
@@ -399,7 +404,7 @@
       if (generation !== this._generation || this.state !== 'connecting') return;
       var ws;
       try {
-        ws = new this._realtime._WebSocket(this._realtime.endpoint);
+        ws = this._realtime._transports.open(this);
       } catch (error) {
         this._fail(new PulseError('bad_request', 'cannot open a WebSocket to ' + this._realtime.endpoint + ': ' +
           error.message));
@@ -580,6 +585,7 @@
       this._disconnectedAt = null;
       this._tokenFresh = false;
       this.state = 'connected';
+      if (this._ws) this._realtime._transports.connected(this, this._ws);
       this._armHeartbeat(true);
       this._scheduleRenew();
       // Restore channel state first (subscribe, enter, watch presence), then send what was queued.
@@ -728,7 +734,7 @@
           this._scheduleRetry(cause, immediately);
         }
       } else {
-        this._scheduleRetry(cause, false);
+        this._scheduleRetry(cause, this._realtime._transports.closed(ws, code));
       }
     }
 
@@ -1734,6 +1740,352 @@
   }
 
   // ---------------------------------------------------------------------------------------------------
+  // SSE transport (docs/transports.md)
+  //
+  // Where WebSockets are blocked (some proxies, antivirus products, carriers), the same protocol runs over
+  // Server-Sent Events (server to client) and POSTs (client to server). SSESocket has the shape of a
+  // WebSocket (readyState, send, close, onopen/onmessage/onclose), so the Connection above drives it
+  // unchanged: its first frame (`auth`) becomes a POST for a single-use ticket and the EventSource opens
+  // with it; later frames are POSTed, in order, in batches; the server's close frame ends it with the
+  // WebSocket close code. Transports chooses between the two, falls back to SSE when a WebSocket cannot
+  // reach `connected` within `websocketTimeout`, remembers that for the session (sessionStorage), and
+  // tries WebSocket again after `websocketRetry`.
+
+  var SSE_ERROR_CLOSE = {
+    token_invalid: 4001, token_not_yet_valid: 4001, token_expired: 4002, app_disabled: 4003, app_unknown: 4004,
+    unavailable: 4503
+  };
+  var TRANSPORTS = ['websocket', 'sse'];
+  var TRANSPORT_KEY = 'pulse.transport';
+
+  /** The http(s) base URL of the SSE endpoint for a ws(s):// endpoint: /pulse/ws/ -> /pulse/sse/. */
+  function sseEndpoint(endpoint, option) {
+    var base = typeof location !== 'undefined' ? location.href : undefined;
+    var url = new URL(option || endpoint, base);
+    if (!option) url.pathname = url.pathname.replace(/ws\/?$/, 'sse/');
+    if (url.protocol === 'ws:') url.protocol = 'http:';
+    if (url.protocol === 'wss:') url.protocol = 'https:';
+    url.search = '';
+    url.hash = '';
+    if (!/\/$/.test(url.pathname)) url.pathname += '/';
+    return url.href;
+  }
+
+  class SSESocket {
+    constructor(base, realtime) {
+      this.url = base;
+      this.readyState = 0;
+      this.transport = 'sse';
+      this.onopen = this.onmessage = this.onclose = this.onerror = null;
+      this._realtime = realtime;
+      this._EventSource = realtime._EventSource;
+      this._fetch = realtime.options.fetch || (typeof fetch !== 'undefined' ? fetch.bind(globalThis) : null);
+      this._stream = null;
+      this._source = null;
+      this._outbox = [];
+      this._posting = false;
+      var self = this;
+      // A WebSocket opens asynchronously: so does this (nothing to connect to until `auth` is sent).
+      setTimeout(function () {
+        if (self.readyState !== 0) return;
+        self.readyState = 1;
+        if (self.onopen) self.onopen({});
+      }, 0);
+    }
+
+    send(text) {
+      if (this.readyState !== 1) return;
+      var frame = null;
+      try { frame = JSON.parse(text); } catch (e) { /* sent as it is; the server answers invalid_json */ }
+      if (frame && frame.action === 'pong') return; // the server does not expect pongs over SSE
+      if (!this._started && frame && frame.action === 'auth') {
+        this._started = true;
+        this._open(frame);
+        return;
+      }
+      this._outbox.push(text);
+      this._flush();
+    }
+
+    close(code, reason) {
+      if (this.readyState >= 2) return;
+      var stream = this._stream;
+      this.readyState = 2;
+      if (stream) {
+        // keepalive: delivered even while the page unloads, so presence leaves at once (a plain drop waits
+        // out the server's grace period).
+        this._post('send/', { stream: stream, frames: this._outbox.splice(0), close: code || 1000 }, true)
+          .catch(function () { /* the server notices the dropped stream on its own */ });
+      }
+      this._closed(code || 1000, reason || '');
+    }
+
+    async _open(auth) {
+      var response;
+      var body = null;
+      try {
+        response = await this._post('ticket/', { token: auth.token, recover: auth.recover });
+        try { body = await response.json(); } catch (e) { /* reported below */ }
+      } catch (error) {
+        this._closed(1006, 'the SSE ticket request failed: ' + (error && error.message || error));
+        return;
+      }
+      if (this.readyState !== 1) return;
+      if (response.status === 404 || response.status === 405) {
+        // No SSE endpoint on this server (asgi.py without sse_urlpatterns): WebSocket only from now on.
+        this._realtime._transports.unavailable('sse');
+        this._closed(1006, 'the server has no SSE endpoint at ' + this.url);
+        return;
+      }
+      if (!response.ok || !body || typeof body.ticket !== 'string') {
+        var detail = body && body.error && typeof body.error === 'object' ? body.error : {};
+        var code = detail.code || 'internal_error';
+        this._deliver(JSON.stringify({ action: 'error', code: code, message: detail.message || 'HTTP ' + response.status }));
+        this._closed(SSE_ERROR_CLOSE[code] || 1006, code);
+        return;
+      }
+      this._stream = body.stream;
+      var self = this;
+      var source;
+      try {
+        source = new this._EventSource(this.url + '?ticket=' + encodeURIComponent(body.ticket));
+      } catch (error) {
+        this._closed(1006, 'cannot open an EventSource: ' + error.message);
+        return;
+      }
+      this._source = source;
+      source.onmessage = function (event) {
+        if (self._source !== source) return;
+        var text = event.data;
+        if (text.lastIndexOf('{"action":"close"', 0) === 0) {
+          var frame = JSON.parse(text);
+          self._closed(frame.code, frame.reason || '');
+          return;
+        }
+        self._deliver(text);
+        if (self._outbox.length) self._flush();
+      };
+      // The response ended or the network broke: the EventSource would reconnect with the used ticket; the
+      // Connection reconnects instead (new ticket, `recover`, resumed subscriptions).
+      source.onerror = function () {
+        if (self._source === source) self._closed(1006, 'the event stream broke');
+      };
+    }
+
+    _deliver(text) {
+      if (this.readyState === 1 && this.onmessage) this.onmessage({ data: text });
+    }
+
+    async _flush() {
+      if (this._posting || !this._stream || !this._outbox.length || this.readyState !== 1) return;
+      this._posting = true;
+      var frames = this._outbox.splice(0, 100);
+      try {
+        var response = await this._post('send/', { stream: this._stream, frames: frames });
+        if (!response.ok) {
+          this._closed(1006, 'the server refused frames for this stream (HTTP ' + response.status + ')');
+          return;
+        }
+      } catch (error) {
+        this._closed(1006, 'sending frames failed: ' + (error && error.message || error));
+        return;
+      } finally {
+        this._posting = false;
+      }
+      this._flush();
+    }
+
+    _post(path, body, keepalive) {
+      // text/plain: a "simple" request, so a cross-origin endpoint needs no preflight.
+      return this._fetch(this.url + path, {
+        method: 'POST', headers: { 'Content-Type': 'text/plain;charset=UTF-8' }, credentials: 'same-origin',
+        body: JSON.stringify(body), keepalive: Boolean(keepalive), cache: 'no-store'
+      });
+    }
+
+    _closed(code, reason) {
+      if (this.readyState === 3) return;
+      this.readyState = 3;
+      this._outbox = [];
+      if (this._source) {
+        this._source.onmessage = this._source.onerror = null;
+        this._source.close();
+        this._source = null;
+      }
+      var self = this;
+      setTimeout(function () {
+        if (self.onclose) self.onclose({ code: code, reason: reason, wasClean: code === 1000 });
+      }, 0);
+    }
+  }
+
+  /** The transport choice of one Realtime: which one to open, when to fall back, when to try WebSocket again. */
+  class Transports {
+    constructor(realtime) {
+      var o = realtime.options;
+      var list = o.transports == null ? TRANSPORTS.slice() : o.transports;
+      if (!Array.isArray(list) || !list.length || list.some(function (t) { return TRANSPORTS.indexOf(t) < 0; })) {
+        throw new TypeError("Pulse.Realtime: transports must be a non-empty array of 'websocket' and 'sse'");
+      }
+      if (list.indexOf('websocket') >= 0 && !realtime._WebSocket && list.indexOf('sse') < 0) {
+        throw new TypeError('Pulse.Realtime: no WebSocket here; pass options.WebSocket');
+      }
+      if (list.indexOf('sse') >= 0 && !realtime._EventSource && list.indexOf('websocket') < 0) {
+        throw new TypeError('Pulse.Realtime: no EventSource here; pass options.EventSource');
+      }
+      this.list = list;
+      this._realtime = realtime;
+      this.current = null; // the transport of the socket last opened
+      this._sse = sseEndpoint(realtime.endpoint, o.sseEndpoint);
+    }
+
+    /** The transport to open now: the first of the list, unless WebSocket failed recently in this session. */
+    preferred() {
+      var list = this.list;
+      if (list[0] === 'websocket' && list.indexOf('sse') > 0 && this._realtime._EventSource) {
+        var remembered = this._remembered();
+        if (!this._realtime._WebSocket || (remembered && Date.now() - remembered < this._realtime.options.websocketRetry)) {
+          return 'sse';
+        }
+      }
+      return list[0];
+    }
+
+    /** A new socket for the connection (a WebSocket, or an SSESocket); throws when neither can be made. */
+    open(connection) {
+      var transport = this.preferred();
+      if (transport === 'websocket') {
+        try {
+          var ws = new this._realtime._WebSocket(this._realtime.endpoint);
+          this.current = 'websocket';
+          this._armFallback(connection, ws);
+          return ws;
+        } catch (error) {
+          if (this.list.indexOf('sse') < 0 || !this._realtime._EventSource) throw error;
+          this._remember();
+        }
+      }
+      this.current = 'sse';
+      return new SSESocket(this._sse, this._realtime);
+    }
+
+    /** Give the WebSocket `websocketTimeout` ms to reach `connected`; then drop it and fall back to SSE. */
+    _armFallback(connection, ws) {
+      if (this.list.indexOf('sse') < 0 || !this._realtime._EventSource) return;
+      var self = this;
+      clearTimeout(this._fallbackTimer);
+      this._fallbackTimer = setTimeout(function () {
+        if (connection._ws !== ws || ws._pulseConnected) return;
+        self._remember();
+        connection._dropSocket(CLIENT_CLOSE.connectTimeout, new PulseError('timeout',
+          'no `connected` over WebSocket within ' + self._realtime.options.websocketTimeout + ' ms; trying SSE'));
+      }, this._realtime.options.websocketTimeout);
+    }
+
+    /** `connected` arrived on `ws`. */
+    connected(connection, ws) {
+      ws._pulseConnected = true;
+      clearTimeout(this._fallbackTimer);
+      if (ws instanceof SSESocket) this._scheduleUpgrade(connection, ws);
+      else this._forget();
+    }
+
+    /**
+     * `ws` closed with `code`: true when the next attempt should start at once (a WebSocket that never
+     * reached `connected` without the server refusing it: the next attempt is SSE).
+     */
+    closed(ws, code) {
+      clearTimeout(this._upgradeTimer);
+      if (ws._pulseSwitch) return true;
+      if (ws instanceof SSESocket && !ws._pulseConnected && this.list.indexOf('websocket') === 0) {
+        // SSE failed too: the server is down rather than WebSockets blocked. Start with WebSocket again.
+        this._forget();
+        return false;
+      }
+      if (ws instanceof SSESocket || ws._pulseConnected || this.list.indexOf('sse') < 0) return false;
+      if (code >= 4000 && code !== CLIENT_CLOSE.connectTimeout && code !== CLIENT_CLOSE.heartbeat) return false;
+      var first = !this._remembered();
+      this._remember();
+      return first;
+    }
+
+    /** The server lacks `transport`: drop it from the list (unless it is the only one). */
+    unavailable(transport) {
+      if (this.list.length > 1) this.list = this.list.filter(function (t) { return t !== transport; });
+      if (transport === 'sse') this._forget();
+    }
+
+    /** While on SSE, try a WebSocket again after `websocketRetry`; if one opens, move the connection to it. */
+    _scheduleUpgrade(connection, sse) {
+      if (this.list.indexOf('websocket') < 0 || !this._realtime._WebSocket) return;
+      var self = this;
+      var remembered = this._remembered() || Date.now();
+      var delay = Math.max(1000, remembered + this._realtime.options.websocketRetry - Date.now());
+      clearTimeout(this._upgradeTimer);
+      this._upgradeTimer = setTimeout(function () {
+        if (connection._ws !== sse || connection.state !== 'connected') return;
+        var probe;
+        try {
+          probe = new self._realtime._WebSocket(self._realtime.endpoint);
+        } catch (e) {
+          self._remember();
+          self._scheduleUpgrade(connection, sse);
+          return;
+        }
+        var settled = false;
+        var give = setTimeout(function () { finish(false); }, self._realtime.options.websocketTimeout);
+        var finish = function (ok) {
+          if (settled) return;
+          settled = true;
+          clearTimeout(give);
+          probe.onopen = probe.onclose = probe.onerror = null;
+          try { probe.close(1000); } catch (e) { /* closing anyway */ }
+          if (!ok) {
+            self._remember();
+            self._scheduleUpgrade(connection, sse);
+          } else if (connection._ws === sse && connection.state === 'connected') {
+            // WebSockets work again: continue the connection over one (4011: the server keeps presence for
+            // the `recover` that follows at once).
+            self._forget();
+            sse._pulseSwitch = true;
+            connection._dropSocket(CLIENT_CLOSE.heartbeat, new PulseError('transport_upgrade',
+              'WebSockets work again; moving the connection from SSE to a WebSocket'));
+          }
+        };
+        probe.onopen = function () { finish(true); };
+        probe.onclose = probe.onerror = function () { finish(false); };
+      }, delay);
+    }
+
+    _storage() {
+      try {
+        return typeof sessionStorage !== 'undefined' ? sessionStorage : null;
+      } catch (e) {
+        return null; // storage disabled
+      }
+    }
+
+    _remembered() {
+      var storage = this._storage();
+      var value = storage ? Number(storage.getItem(TRANSPORT_KEY + ':' + this._realtime.endpoint)) : this._memory;
+      return value > 0 ? value : 0;
+    }
+
+    _remember() {
+      var now = Date.now();
+      this._memory = now;
+      var storage = this._storage();
+      try { if (storage) storage.setItem(TRANSPORT_KEY + ':' + this._realtime.endpoint, String(now)); } catch (e) { /* full */ }
+    }
+
+    _forget() {
+      this._memory = 0;
+      var storage = this._storage();
+      try { if (storage) storage.removeItem(TRANSPORT_KEY + ':' + this._realtime.endpoint); } catch (e) { /* ok */ }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------------
   // Realtime
 
   function defaultEndpoint() {
@@ -1772,7 +2124,9 @@
       this.endpoint = absoluteEndpoint(endpoint);
       this._initialToken = token || null;
       this._WebSocket = options.WebSocket || (typeof WebSocket !== 'undefined' ? WebSocket : null);
-      if (!this._WebSocket) throw new TypeError('Pulse.Realtime: no WebSocket here; pass options.WebSocket');
+      this._EventSource = options.EventSource || (typeof EventSource !== 'undefined' ? EventSource : null);
+      if (!this._WebSocket && !this._EventSource) throw new TypeError('Pulse.Realtime: no WebSocket here; pass options.WebSocket');
+      this._transports = new Transports(this); // which transport to open: WebSocket, or SSE as a fallback
       this._idPrefix = randomId(12);
       this._idCounter = 0;
       this.connection = new Connection(this);
