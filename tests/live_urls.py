@@ -54,7 +54,8 @@ def app(request: HttpRequest) -> JsonResponse:
 
 async def state(request: HttpRequest) -> JsonResponse:
     """What this process holds, to find leaks: hub topics and connections, live consumers (``open``: not closing
-    yet), asyncio tasks, RSS.
+    yet), asyncio tasks, RSS; and ``fastPath``: per server, the path its connections took and the frames written
+    directly (docs/servers.md).
 
     ``gc=1`` collects garbage first (so cycles that are merely uncollected do not count as leaks).
     """
@@ -78,6 +79,7 @@ async def state(request: HttpRequest) -> JsonResponse:
             "open": sum(1 for conn in list(runtime.connections) if not conn.closed),
             "tasks": len(asyncio.all_tasks()),
             "rss": rss,
+            "fastPath": runtime.fast_path.as_dict(),
         }
     )
 

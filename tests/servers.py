@@ -92,6 +92,13 @@ class LiveServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def fast_path(self) -> dict[str, Any]:
+        """Per server, the path this process's connections took (``direct``: the fast path, or ``asgi``), its
+        versions, and the frames written directly (docs/servers.md)."""
+        with urllib.request.urlopen(self.url + "/__test__/state/", timeout=10) as response:
+            result: dict[str, Any] = json.loads(response.read())["fastPath"]
+        return result
+
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs (a crash)."""
         self.proc.send_signal(signal.SIGKILL)

@@ -1,7 +1,8 @@
-"""The direct-write fast path (django_pulse.server._server_io): the frames it writes are the servers' own,
-byte for byte,
-and real daphne and uvicorn processes deliver every frame intact and in order through it, including while the
-kernel refuses bytes, and keep the ASGI path where it cannot apply (permessage-deflate)."""
+"""The direct-write fast path (django_pulse.server._server_io): the frames it writes are the servers' own, byte
+for byte, and real daphne and uvicorn processes deliver every frame intact and in order through it, including
+while the kernel refuses bytes, and keep the ASGI path where it cannot apply (permessage-deflate). Each live
+test checks, through the server process's report (``LiveServer.fast_path()``), that the frames really went the
+way it says. The servers' internals themselves: tests/test_server_contract.py."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from typing import Any
 
 import pytest
 
-from django_pulse.server._server_io import buffer_probe, direct_writer, text_frame
+from django_pulse.server._server_io import FastPathReport, buffer_probe, direct_writer, text_frame
 from tests.rawws import RawWebSocket
 from tests.servers import live_server
+
+pytestmark = pytest.mark.server_internals
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 200_000])
@@ -62,13 +65,16 @@ def test_direct_writer_is_only_for_servers_it_knows() -> None:
     async def plain(message: dict[str, Any]) -> None:
         return None
 
-    assert direct_writer(plain) is None
+    report = FastPathReport()
+    assert direct_writer(plain, report) is None
+    assert report.as_dict() == {}
 
     class NotAutobahn:  # daphne's send, but a protocol whose internals are not the expected ones
         transport = object()
         state = 1
 
-    assert direct_writer(daphne_send(NotAutobahn())) is None
+    assert direct_writer(daphne_send(NotAutobahn()), report) is None
+    assert (report.as_dict()["daphne"]["path"], report.as_dict()["daphne"]["drift"]) == ("asgi", True)
 
 
 async def read_until(ws: RawWebSocket, count: int, timeout: float = 30) -> list[dict[str, Any]]:
@@ -87,9 +93,7 @@ async def test_a_reader_that_stalls_gets_every_frame_intact_and_in_order(server_
     EAGAIN) and Twisted buffers the rest; when the client reads again every message and every reply arrives
     whole, each kind in order."""
     limits = {"MAX_MESSAGE_SIZE": 200_000, "OUTBOUND_BUFFER_LIMIT": 16 * 1024 * 1024, "HISTORY_SIZE": 0}
-    with live_server(
-        server=server_name, pulse={"DIRECT_WRITE": direct, **limits}, extra_env={"PULSE_LIVE_LOGLEVEL": "DEBUG"}
-    ) as server:
+    with live_server(server=server_name, pulse={"DIRECT_WRITE": direct, **limits}) as server:
         ws = await RawWebSocket.subscriber(server, "stalled", "stall", rcvbuf=4096)
         ws.writer.transport.pause_reading()
         sizes = [10, 300, 60_000, 150_000] * 24  # 96 messages, 5 MB: more than the kernel's buffers take
@@ -106,14 +110,18 @@ async def test_a_reader_that_stalls_gets_every_frame_intact_and_in_order(server_
         assert all(m["data"]["pad"] == "é" * (size // 2) for m, size in zip(messages, sizes, strict=True))
         assert [r["ref"] for r in replies] == list(range(1, len(sizes) + 1))
         await ws.close()
-    log = server.log()
-    assert (f"{server_name} fast path on" in log) is direct, log[-2000:]
+        report = await asyncio.to_thread(server.fast_path)
+    if direct:  # some frames written directly (the first, while the kernel took them), the rest behind Twisted's
+        assert report[server_name]["path"] == "direct" and report[server_name]["directFrames"] > 0, report
+    else:  # DIRECT_WRITE off: the fast path is never even considered
+        assert report == {}, report
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("server_name", ["daphne", "uvicorn"])
 async def test_many_subscribers_get_the_same_frames_through_the_fast_path(server_name: str) -> None:
-    """One frame built once, written to 50 sockets: every one receives every message, in publish order."""
+    """One frame built once, written to 50 sockets: every one receives every message, in publish order, and the
+    server wrote every one of those 1,000 frames directly."""
     with live_server(server=server_name, pulse={"HISTORY_SIZE": 0}) as server:
         clients = [await RawWebSocket.subscriber(server, f"sub{i}", "many") for i in range(50)]
         for i in range(20):
@@ -123,34 +131,45 @@ async def test_many_subscribers_get_the_same_frames_through_the_fast_path(server
             assert [(f["data"]["i"], f["data"]["text"]) for f in frames] == [(i, "ü" * i) for i in range(20)]
             assert len({json.dumps(f["serial"]) for f in frames}) == 20
             ws.abort()
+        report = await asyncio.to_thread(server.fast_path)
+    entry = report[server_name]
+    assert (entry["path"], entry["connections"]) == ("direct", 50), entry
+    # 50 x 20 messages, plus each connection's own replies (connected, ok), which take the same path.
+    assert entry["directFrames"] >= 50 * 20, entry
 
 
 @pytest.mark.slow
 async def test_a_compressed_connection_keeps_the_asgi_path_under_uvicorn() -> None:
     """A client that negotiates permessage-deflate (browsers do) gets frames compressed by uvicorn, beside a
-    client without it on the fast path, on the same channel."""
-    import websockets
+    client without it on the fast path, on the same channel: the frames written directly are the plain
+    client's, and only those."""
+    from websockets.asyncio.client import connect
 
     with live_server(server="uvicorn", pulse={"HISTORY_SIZE": 0}) as server:
         clients = {}
+        received = dict.fromkeys(("deflate", None), 0)
         for compression in ("deflate", None):
-            ws = await websockets.connect(server.ws_url, compression=compression, max_size=None)
+            ws = await connect(server.ws_url, compression=compression, max_size=None)
             token = await asyncio.to_thread(server.token, f"c-{compression}")
             await ws.send(json.dumps({"action": "auth", "token": token["token"]}))
             assert json.loads(await ws.recv())["action"] == "connected"
             await ws.send(json.dumps({"action": "subscribe", "channel": "z", "ref": 1}))
             assert json.loads(await ws.recv())["action"] == "ok"
             assert bool(ws.protocol.extensions) is (compression == "deflate")
+            received[compression] += 2
             clients[compression] = ws
         text = "compressible " * 2000
         for i in range(10):
             await asyncio.to_thread(server.publish, "z", "e", {"i": i, "text": text})
-        for ws in clients.values():
+        for compression, ws in clients.items():
             got = []
             while len(got) < 10:
                 frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                received[compression] += 1
                 if frame["action"] == "message":
                     got.append(frame["data"])
             assert got == [{"i": i, "text": text} for i in range(10)]
+        report = await asyncio.to_thread(server.fast_path)
         for ws in clients.values():
             await ws.close()
+    assert report["uvicorn"]["directFrames"] == received[None], (report, received)

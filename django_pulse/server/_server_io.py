@@ -21,6 +21,12 @@ What is done with them:
   caller falls back to ``send``.
 
 ``PULSE["DIRECT_WRITE"] = False`` turns the direct writer off.
+
+The names read on each server's objects are declared once, as ``Requirement``s; the writers check them when a
+connection opens, and ``tests/test_server_contract.py`` checks them on the real objects of the installed
+versions (docs/servers.md lists the versions tested). The first connection of each server in a process decides
+and logs the path it takes; a recognised server whose internals differ is logged at WARNING, with its version and
+the fallback (ASGI). ``FastPathReport`` keeps, per server, the path taken and the frames written directly.
 """
 
 from __future__ import annotations
@@ -31,14 +37,25 @@ import logging
 import struct
 import sys
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from importlib import metadata
 from typing import Any
 
 __all__ = [
+    "DAPHNE_PROTOCOL",
+    "REQUIREMENTS",
+    "TWISTED_REACTOR",
+    "TWISTED_TRANSPORT",
+    "UVICORN_PROTOCOL",
+    "WEBSOCKETS_CONNECTION",
+    "FastPathReport",
+    "Requirement",
     "buffer_probe",
     "close_going_away",
     "daphne_protocol",
     "direct_writer",
     "install_daphne_shutdown",
+    "server_version",
     "text_frame",
 ]
 
@@ -47,6 +64,137 @@ logger = logging.getLogger("django_pulse.server._server_io")
 DirectWriter = Callable[[dict[str, Any]], bool]
 
 UVICORN_SANSIO = "uvicorn.protocols.websockets.websockets_sansio_impl"
+UVICORN_WEBSOCKETS = "uvicorn.protocols.websockets."
+
+
+# -- the contract ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """Names the fast path reads on one object of a server (``holder``, in ``distribution``)."""
+
+    server: str
+    distribution: str
+    holder: str
+    names: tuple[str, ...]
+
+    def missing(self, obj: Any) -> list[str]:
+        """The names ``obj`` lacks (empty when it has them all)."""
+        return [name for name in self.names if not hasattr(obj, name)]
+
+
+DAPHNE_PROTOCOL = Requirement(
+    "daphne",
+    "autobahn",
+    "daphne's WebSocketProtocol (autobahn's WebSocketServerProtocol)",
+    ("state", "send_queue", "_perMessageCompress", "sendCloseFrame"),
+)
+TWISTED_TRANSPORT = Requirement(
+    "daphne",
+    "Twisted",
+    "twisted.internet.tcp.Connection",
+    ("socket", "dataBuffer", "offset", "_tempDataLen", "connected", "disconnecting", "_writeDisconnected", "write"),
+)
+UVICORN_PROTOCOL = Requirement(
+    "uvicorn",
+    "uvicorn",
+    "uvicorn's WebSocketsSansIOProtocol",
+    ("conn", "transport", "writable", "handshake_complete", "close_sent", "initial_response", "disconnected"),
+)
+WEBSOCKETS_CONNECTION = Requirement(
+    "uvicorn",
+    "websockets",
+    "websockets' ServerProtocol (uvicorn's protocol.conn)",
+    ("state", "extensions", "expect_continuation_frame", "writes"),
+)
+# Not the fast path: the daphne shutdown hook (a 1001 close to every client before the reactor stops).
+TWISTED_REACTOR = Requirement(
+    "daphne",
+    "Twisted",
+    "Twisted's asyncio reactor (daphne installs it)",
+    ("running", "_asyncioEventloop", "addSystemEventTrigger"),
+)
+REQUIREMENTS = (DAPHNE_PROTOCOL, TWISTED_TRANSPORT, UVICORN_PROTOCOL, WEBSOCKETS_CONNECTION, TWISTED_REACTOR)
+
+# The distributions whose versions a server's log line and report name, the server's own first.
+DISTRIBUTIONS = {
+    "daphne": ("daphne", "Twisted", "autobahn"),
+    "uvicorn": ("uvicorn", "websockets"),
+    "granian": ("granian",),
+}
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def server_version(server: str) -> str:
+    """The installed versions behind ``server``, e.g. ``daphne 4.2.3 (Twisted 26.10.0, autobahn 26.10.2)``."""
+    first, *rest = DISTRIBUTIONS.get(server, (server,))
+    text = f"{server} {_version(first)}"
+    if rest:
+        text += " (" + ", ".join(f"{name} {_version(name)}" for name in rest) + ")"
+    return text
+
+
+class ServerPath:
+    """The path one server's connections take in this process: ``direct`` (the fast path) or ``asgi``."""
+
+    __slots__ = ("connections", "drift", "frames", "path", "reason", "server", "version")
+
+    def __init__(self, server: str, path: str, reason: str, drift: bool) -> None:
+        self.server = server
+        self.version = server_version(server)
+        self.path = path
+        self.reason = reason
+        self.drift = drift
+        self.connections = 0  # connections given the direct writer
+        self.frames = 0  # frames it wrote (the rest of their frames went through the ASGI send)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "path": self.path,
+            "reason": self.reason,
+            "drift": self.drift,
+            "connections": self.connections,
+            "directFrames": self.frames,
+        }
+
+
+class FastPathReport:
+    """Per server, the path this process's connections take; the first connection of each server decides it and
+    logs it once: INFO for the fast path or a known ASGI-only setup, WARNING when a recognised server's
+    internals differ from the ``Requirement``s (drift)."""
+
+    def __init__(self) -> None:
+        self.servers: dict[str, ServerPath] = {}
+
+    def decide(self, server: str, path: str, reason: str, *, drift: bool = False) -> ServerPath:
+        """The server's entry, made (and logged) by its first connection; later ones only count."""
+        entry = self.servers.get(server)
+        if entry is not None:
+            return entry
+        entry = self.servers[server] = ServerPath(server, path, reason, drift)
+        if drift:
+            logger.warning(
+                "%s: fast path off, fanned-out frames go through the ASGI send instead (slower, same frames): %s. "
+                "These internals are not the ones django_pulse knows; docs/servers.md lists the versions tested.",
+                entry.version,
+                reason,
+            )
+        elif path == "direct":
+            logger.info("%s: fast path on: fanned-out frames are written to the sockets directly", entry.version)
+        else:
+            logger.info("%s: ASGI path: %s", entry.version, reason)
+        return entry
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return {server: entry.as_dict() for server, entry in self.servers.items()}
 
 
 # -- frames ----------------------------------------------------------------------------------------------------
@@ -140,7 +288,7 @@ def close_going_away(protocol: Any, code: int) -> bool:
     return True
 
 
-def _daphne_writer(protocol: Any) -> DirectWriter | None:
+def _daphne_writer(protocol: Any, report: FastPathReport) -> DirectWriter | None:
     """daphne over plain TCP. Through ASGI each socket costs daphne's ``handle_reply`` coroutine, a UTF-8
     encode, autobahn's framing (and two log arguments formatted even with logging off), and Twisted's deferred
     write: the bytes leave a loop round later, after two ``epoll_ctl``. Here: ``socket.send`` at once when
@@ -149,29 +297,32 @@ def _daphne_writer(protocol: Any) -> DirectWriter | None:
     try:
         from autobahn.websocket.protocol import WebSocketProtocol
         from twisted.internet.tcp import Connection
-    except ImportError:
+    except ImportError as exc:
+        report.decide("daphne", "asgi", f"cannot import {exc.name}", drift=True)
         return None
     transport = getattr(protocol, "transport", None)
     state_open = getattr(WebSocketProtocol, "STATE_OPEN", None)
-    if not (
-        isinstance(protocol, WebSocketProtocol)
-        and isinstance(transport, Connection)
-        and isinstance(state_open, int)
-        and all(hasattr(protocol, name) for name in ("state", "send_queue", "_perMessageCompress"))
-        and all(
-            hasattr(transport, name)
-            for name in (
-                "socket",
-                "dataBuffer",
-                "offset",
-                "_tempDataLen",
-                "connected",
-                "disconnecting",
-                "_writeDisconnected",
-            )
-        )
-    ):
+    problem = ""
+    if not isinstance(protocol, WebSocketProtocol):
+        problem = f"its protocol {type(protocol).__qualname__} is not an autobahn WebSocketProtocol"
+    elif not isinstance(state_open, int):
+        problem = "autobahn's WebSocketProtocol has no STATE_OPEN"
+    elif not isinstance(transport, Connection):
+        if type(transport).__name__ == "TLSMemoryBIOProtocol":
+            report.decide("daphne", "asgi", "TLS: the socket carries TLS records, so frames go through Twisted's TLS")
+            return None
+        problem = f"its transport {type(transport).__qualname__} is not a twisted.internet.tcp.Connection"
+    else:
+        missing = [
+            (DAPHNE_PROTOCOL, DAPHNE_PROTOCOL.missing(protocol)),
+            (TWISTED_TRANSPORT, TWISTED_TRANSPORT.missing(transport)),
+        ]
+        problem = "; ".join(f"{req.holder} has no {', '.join(names)}" for req, names in missing if names)
+    if problem:
+        report.decide("daphne", "asgi", problem, drift=True)
         return None
+    stats = report.decide("daphne", "direct", "plain TCP")
+    stats.connections += 1
     tcp: Any = transport  # Twisted's tcp.Connection (untyped)
     sock = tcp.socket
     frames = _frames
@@ -189,6 +340,7 @@ def _daphne_writer(protocol: Any) -> DirectWriter | None:
         frame = frames.get(message)
         if frame is None:
             return False
+        stats.frames += 1
         if tcp._tempDataLen or tcp.offset != len(tcp.dataBuffer):
             tcp.write(frame)  # behind what Twisted holds: in order, through its buffer
             return True
@@ -216,7 +368,7 @@ def _uvicorn_protocol(send: Any) -> Any:
     return owner if cls is not None and isinstance(owner, cls) else None
 
 
-def _uvicorn_writer(protocol: Any) -> DirectWriter | None:
+def _uvicorn_writer(protocol: Any, report: FastPathReport) -> DirectWriter | None:
     """uvicorn (websockets-sansio). Through ASGI each socket costs uvicorn's ``send`` coroutine, a UTF-8 encode
     and the ``websockets`` connection's framing (a ``Frame``, ``serialize``, ``data_to_send``, a join). Here:
     ``transport.write`` of the shared frame, while the connection is open with no extension (permessage-deflate
@@ -226,20 +378,21 @@ def _uvicorn_writer(protocol: Any) -> DirectWriter | None:
     try:
         from websockets.protocol import State
     except ImportError:
+        report.decide("uvicorn", "asgi", "cannot import websockets.protocol.State", drift=True)
         return None
     conn = getattr(protocol, "conn", None)
-    transport = getattr(protocol, "transport", None)
-    writable = getattr(protocol, "writable", None)
-    if not (
-        conn is not None
-        and transport is not None
-        and writable is not None
-        and all(
-            hasattr(protocol, name) for name in ("handshake_complete", "close_sent", "initial_response", "disconnected")
-        )
-        and all(hasattr(conn, name) for name in ("state", "extensions", "expect_continuation_frame", "writes"))
-    ):
+    missing = [(UVICORN_PROTOCOL, UVICORN_PROTOCOL.missing(protocol))]
+    if conn is not None:
+        missing.append((WEBSOCKETS_CONNECTION, WEBSOCKETS_CONNECTION.missing(conn)))
+    problem = "; ".join(f"{req.holder} has no {', '.join(names)}" for req, names in missing if names)
+    if problem:
+        report.decide("uvicorn", "asgi", problem, drift=True)
         return None
+    conn = protocol.conn
+    transport = protocol.transport
+    writable = protocol.writable
+    stats = report.decide("uvicorn", "direct", "websockets-sansio")
+    stats.connections += 1
     frames = _frames
     state_open = State.OPEN
 
@@ -259,48 +412,55 @@ def _uvicorn_writer(protocol: Any) -> DirectWriter | None:
         frame = frames.get(message)
         if frame is None:
             return False
+        stats.frames += 1
         transport.write(frame)
         return True
 
     return write
 
 
+def _other_path(send: Any, report: FastPathReport) -> None:
+    """Record the ASGI path of a server the fast path knows but does not serve: uvicorn's other WebSocket
+    implementations (or an unknown one: drift) and granian."""
+    owner = getattr(send, "__self__", None)
+    if owner is None:
+        return
+    module = type(owner).__module__
+    if module.startswith(UVICORN_WEBSOCKETS):
+        if module.endswith((".websockets_impl", ".wsproto_impl")):
+            report.decide(
+                "uvicorn",
+                "asgi",
+                f"--ws {module.rsplit('.', 1)[1].removesuffix('_impl')} (the fast path needs --ws websockets-sansio, "
+                "uvicorn's default since 0.50)",
+            )
+        else:  # the sansio protocol with another send, or an implementation this module does not know
+            what = f"{module}.{type(owner).__qualname__}.{getattr(send, '__name__', '?')}"
+            report.decide(
+                "uvicorn", "asgi", f"its send is {what}, not {UVICORN_SANSIO}.WebSocketsSansIOProtocol.send", drift=True
+            )
+    elif module.startswith("granian"):
+        report.decide("granian", "asgi", "granian frames in native code; its send takes the text as it is")
+
+
 # -- choosing ----------------------------------------------------------------------------------------------------
 
-_announced: set[str] = set()
 
-
-def _announce(server: str, on: bool, protocol: Any) -> None:
-    """Log once per process and server whether its connections get the direct writer."""
-    if server in _announced:
-        return
-    _announced.add(server)
-    if on:
-        logger.debug("%s fast path on: fanned-out frames are written to the sockets directly", server)
-    else:
-        logger.info(
-            "%s fast path off: %s over %s is not what django_pulse.server._server_io expects; "
-            "frames go through the ASGI send",
-            server,
-            type(protocol).__name__,
-            type(getattr(protocol, "transport", None)).__name__,
-        )
-
-
-def direct_writer(send: Any) -> DirectWriter | None:
+def direct_writer(send: Any, report: FastPathReport) -> DirectWriter | None:
     """For a recognised server's ``send``: a function that writes a ``websocket.send`` text message itself and
     returns True, or returns False (nothing written) when the caller must use ``send`` for this message; None
-    for other servers, TLS under daphne, or versions whose internals differ from what this module expects."""
+    for other servers, TLS under daphne, or versions whose internals differ from what this module expects.
+    What was decided goes to ``report`` (the runtime's: ``get_runtime().fast_path``)."""
     protocol = daphne_protocol(send)
     if protocol is not None:
-        writer = _daphne_writer(protocol)
-        _announce("daphne", writer is not None, protocol)
-        return writer
+        return _daphne_writer(protocol, report)
     protocol = _uvicorn_protocol(send)
     if protocol is not None:
-        writer = _uvicorn_writer(protocol)
-        _announce("uvicorn", writer is not None, protocol)
-        return writer
+        return _uvicorn_writer(protocol, report)
+    if isinstance(send, functools.partial) and getattr(send.func, "__module__", "").startswith("daphne."):
+        report.decide("daphne", "asgi", f"its send is {send.func.__qualname__}, not Server.handle_reply", drift=True)
+        return None
+    _other_path(send, report)
     return None
 
 
@@ -328,9 +488,19 @@ def install_daphne_shutdown(on_shutdown: Callable[[], Coroutine[Any, Any, None]]
     reactor: Any = twisted_reactor  # the installed reactor (daphne installs the asyncio one)
     if getattr(reactor, _HOOKED_ATTR, False):
         return
-    if not getattr(reactor, "running", False) or not hasattr(reactor, "_asyncioEventloop"):
+    if not getattr(reactor, "running", False):
         return
     setattr(reactor, _HOOKED_ATTR, True)
+    missing = TWISTED_REACTOR.missing(reactor)
+    if missing:
+        logger.warning(
+            "%s: graceful shutdown off (on SIGTERM clients see the connection drop, not a 1001 close): %s has no %s. "
+            "These internals are not the ones django_pulse knows; docs/servers.md lists the versions tested.",
+            server_version("daphne"),
+            TWISTED_REACTOR.holder,
+            ", ".join(missing),
+        )
+        return
 
     def before_shutdown() -> Any:
         return defer.Deferred.fromFuture(asyncio.ensure_future(on_shutdown()))

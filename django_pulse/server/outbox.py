@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from ..protocol import CloseCode, utf8_len
 from ..types import ASGISend
 from ._server_io import buffer_probe, close_going_away, daphne_protocol, direct_writer
+from .runtime import get_runtime
 
 __all__ = ["Outbox", "Sink"]
 
@@ -108,7 +109,7 @@ class Outbox:
         self._send = send
         self._probe = buffer_probe(send)
         # daphne and uvicorn: frames go to the socket directly when they can (server_io); None elsewhere.
-        self._direct = direct_writer(send) if direct_write else None
+        self._direct = direct_writer(send, get_runtime().fast_path) if direct_write else None
         # Bound once: a bound method per send would be one more object for the cyclic GC per delivery, and
         # with thousands of sends in flight (granian) the collector's passes over them show in the profile.
         self._on_future_done = self._future_done

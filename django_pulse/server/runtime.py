@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.signals import setting_changed
 
+from ._server_io import FastPathReport
+
 if TYPE_CHECKING:
     from ..broker.base import Broker
     from ..cluster.idempotency import IdempotencyStore
@@ -47,6 +49,9 @@ class Runtime:
         self._apps: AppCache | None = None
         # Every open connection of this process, authenticated or not (graceful shutdown closes them all).
         self.connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        # Per ASGI server: the path its connections take (the direct-write fast path or ASGI), decided and logged
+        # by its first connection, and the frames written directly (docs/servers.md).
+        self.fast_path = FastPathReport()
 
     @property
     def broker(self) -> Broker:
@@ -159,8 +164,10 @@ def reset_runtime() -> None:
     global _runtime
     with _runtime_lock:
         old, _runtime = _runtime, Runtime()
-        # Connections are the process's, not the settings': graceful shutdown must still find them all.
+        # Connections are the process's, not the settings': graceful shutdown must still find them all. So is
+        # the server the process runs under: its path is decided and logged once.
         _runtime.connections = old.connections
+        _runtime.fast_path = old.fast_path
     old.close()
 
 

@@ -1,0 +1,400 @@
+"""The fast path's contract with the servers' internals (docs/servers.md): every name django_pulse.server._server_io
+reads exists, with the expected shape, on the REAL objects of the installed daphne, Twisted, autobahn, uvicorn and
+websockets; real server processes take the fast path (and granian the ASGI path); a server whose internals differ
+is logged once at WARNING and still delivers through ASGI.
+
+Run them against the oldest and newest versions tested with ``nox -s servers`` (.ci/constraints/servers-*.txt).
+A failure here names the server, its version and the missing name: update _server_io, or the version table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import metadata
+from typing import Any
+
+import pytest
+
+from django_pulse.server import _server_io as server_io
+from django_pulse.server._server_io import (
+    DAPHNE_PROTOCOL,
+    TWISTED_REACTOR,
+    TWISTED_TRANSPORT,
+    UVICORN_PROTOCOL,
+    WEBSOCKETS_CONNECTION,
+    FastPathReport,
+    Requirement,
+    close_going_away,
+    daphne_protocol,
+    direct_writer,
+    server_version,
+)
+from tests.rawws import RawWebSocket
+from tests.servers import free_port, live_server
+
+pytestmark = pytest.mark.server_internals
+
+
+def assert_has(requirement: Requirement, obj: Any) -> None:
+    missing = requirement.missing(obj)
+    assert not missing, (
+        f"{server_version(requirement.server)}: {requirement.holder} has no {', '.join(missing)}; under this "
+        f"{requirement.distribution} ({metadata.version(requirement.distribution)}) the fast path falls back to "
+        "ASGI. Update django_pulse/server/_server_io.py and docs/servers.md."
+    )
+
+
+def version_of(distribution: str) -> str:
+    return f"{distribution} {metadata.version(distribution)}"
+
+
+# -- daphne, autobahn, Twisted: the real classes, in this process ------------------------------------------------
+
+
+async def test_daphne_passes_its_handle_reply_bound_to_the_protocol_as_send() -> None:
+    """How server_io recognises daphne: the ``send`` of an application daphne creates is
+    ``functools.partial(Server.handle_reply, protocol)``."""
+    from daphne.server import Server
+
+    sends: list[Any] = []
+
+    async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        sends.append(send)
+
+    # Never run: create_application is all this test calls (daphne refuses a server without endpoints).
+    server = Server(application=application, endpoints=["tcp:port=0:interface=127.0.0.1"], signal_handlers=False)
+    protocol = object()
+    server.connections = {protocol: {}}
+    assert server.create_application(protocol, {"type": "websocket"}) is not None
+    await server.connections[protocol]["application_instance"]
+    send = sends[0]
+    assert isinstance(send, functools.partial), f"{version_of('daphne')}: send is {send!r}, not a functools.partial"
+    assert daphne_protocol(send) is protocol, (
+        f"{version_of('daphne')}: send is partial({getattr(send.func, '__qualname__', send.func)!r}, ...), "
+        "not partial(Server.handle_reply, protocol): server_io no longer recognises daphne"
+    )
+
+
+def test_daphne_protocol_is_autobahns() -> None:
+    from autobahn.websocket.protocol import WebSocketProtocol
+    from daphne.ws_protocol import WebSocketProtocol as DaphneWebSocketProtocol
+
+    assert issubclass(DaphneWebSocketProtocol, WebSocketProtocol), (
+        f"{version_of('daphne')}: daphne.ws_protocol.WebSocketProtocol is no longer an autobahn WebSocketProtocol "
+        f"({version_of('autobahn')})"
+    )
+    assert isinstance(getattr(WebSocketProtocol, "STATE_OPEN", None), int), (
+        f"{version_of('autobahn')}: WebSocketProtocol has no integer STATE_OPEN"
+    )
+
+
+@contextlib.contextmanager
+def autobahn_connection() -> Any:
+    """A real autobahn server protocol after a real opening handshake, on Twisted's in-memory transport."""
+    import daphne.server  # noqa: F401  (installs the asyncio reactor first, as daphne does)
+    from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+    from twisted.internet.error import ConnectionDone
+    from twisted.internet.testing import StringTransport
+    from twisted.python.failure import Failure
+
+    factory = WebSocketServerFactory("ws://127.0.0.1:9000")
+    factory.protocol = WebSocketServerProtocol
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1:9000\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    assert transport.value().startswith(b"HTTP/1.1 101"), transport.value()
+    transport.clear()
+    try:
+        yield protocol, transport
+    finally:
+        protocol.connectionLost(Failure(ConnectionDone()))
+
+
+def test_autobahn_protocol_has_what_the_fast_path_reads() -> None:
+    from autobahn.websocket.protocol import WebSocketProtocol
+
+    with autobahn_connection() as (protocol, _):
+        assert_has(DAPHNE_PROTOCOL, protocol)
+        assert protocol.state == WebSocketProtocol.STATE_OPEN, f"{version_of('autobahn')}: state {protocol.state}"
+        assert len(protocol.send_queue) == 0 and protocol._perMessageCompress is None, version_of("autobahn")
+
+
+def test_autobahn_sends_a_1001_close_frame_when_asked_directly() -> None:
+    """``close_going_away``: autobahn's ``sendCloseFrame(code=, isReply=)`` writes the close frame daphne's
+    ``websocket.close`` refuses to (1001, going away)."""
+    with autobahn_connection() as (protocol, transport):
+        assert close_going_away(protocol, 1001), version_of("autobahn")
+        assert transport.value() == b"\x88\x02\x03\xe9", f"{version_of('autobahn')}: wrote {transport.value()!r}"
+
+
+def test_twisted_transport_has_what_the_fast_path_reads() -> None:
+    """A real ``tcp.Connection`` on a socket pair: the names exist, and the buffer probe counts what ``write``
+    holds back (Twisted buffers every write until the reactor flushes it)."""
+    import daphne.server  # noqa: F401
+    from twisted.internet import reactor, tcp
+
+    left, right = socket.socketpair()
+    left.setblocking(False)
+    try:
+        conn = tcp.Connection(left, None, reactor)
+        conn.connected = 1  # as tcp.Server does once accepted
+        assert_has(TWISTED_TRANSPORT, conn)
+        assert server_io._twisted_buffered(conn) == 0, version_of("Twisted")
+        conn.write(b"abc")
+        assert server_io._twisted_buffered(conn) == 3, (
+            f"{version_of('Twisted')}: dataBuffer/offset/_tempDataLen no longer count what write() holds"
+        )
+        conn.stopWriting()
+    finally:
+        left.close()
+        right.close()
+
+
+def test_twisted_reactor_has_what_the_daphne_shutdown_hook_reads() -> None:
+    """The hook that closes every connection with 1001 before daphne's reactor stops: the asyncio reactor daphne
+    installs, its system event triggers, and ``Deferred.fromFuture``."""
+    import daphne.server  # noqa: F401
+    from twisted.internet import defer, reactor
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+    assert isinstance(reactor, AsyncioSelectorReactor), f"{server_version('daphne')}: reactor {type(reactor)}"
+    assert_has(TWISTED_REACTOR, reactor)
+    assert callable(getattr(defer.Deferred, "fromFuture", None)), f"{version_of('Twisted')}: Deferred.fromFuture"
+
+
+# -- uvicorn and websockets: a real uvicorn in this process --------------------------------------------------------
+
+ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def uvicorn_serving(app: ASGIApp) -> AsyncIterator[int]:
+    """uvicorn serving ``app`` on a free port in this event loop, with its default WebSocket implementation."""
+    import uvicorn
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None, access_log=False)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not task.done(), task.exception()
+            await asyncio.sleep(0.01)
+        yield port
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+async def on_uvicorn_connection(check: Callable[[Any], Awaitable[str]]) -> str:
+    """Open a WebSocket to a real uvicorn; ``check(send)`` runs inside the app, with the connection accepted,
+    and returns a text sent to the client as a check that the connection still works."""
+    from websockets.asyncio.client import connect
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "websocket"
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": await check(send)})
+        await receive()
+
+    async with uvicorn_serving(app) as port, connect(f"ws://127.0.0.1:{port}/", compression=None) as ws:
+        return str(await asyncio.wait_for(ws.recv(), 10))
+
+
+async def test_uvicorn_send_is_the_sansio_protocols_bound_send() -> None:
+    async def check(send: Any) -> str:
+        owner = getattr(send, "__self__", None)
+        assert server_io._uvicorn_protocol(send) is not None, (
+            f"{server_version('uvicorn')}: its send is {send!r} on {type(owner).__module__}.{type(owner).__qualname__}"
+            f", not {server_io.UVICORN_SANSIO}.WebSocketsSansIOProtocol.send: server_io no longer recognises it"
+        )
+        return "ok"
+
+    assert await on_uvicorn_connection(check) == "ok"
+
+
+async def test_uvicorn_protocol_has_what_the_fast_path_reads() -> None:
+    async def check(send: Any) -> str:
+        protocol = send.__self__
+        assert_has(UVICORN_PROTOCOL, protocol)
+        assert isinstance(protocol.writable, asyncio.Event), f"{server_version('uvicorn')}: writable"
+        assert isinstance(protocol.transport, asyncio.Transport), f"{server_version('uvicorn')}: transport"
+        assert protocol.handshake_complete and not protocol.close_sent and not protocol.disconnected
+        assert protocol.initial_response is None
+        return "ok"
+
+    assert await on_uvicorn_connection(check) == "ok"
+
+
+async def test_websockets_connection_has_what_the_fast_path_reads() -> None:
+    from websockets.protocol import State
+
+    async def check(send: Any) -> str:
+        conn = send.__self__.conn
+        assert_has(WEBSOCKETS_CONNECTION, conn)
+        assert conn.state is State.OPEN, f"{version_of('websockets')}: state {conn.state!r} after the accept"
+        assert not conn.extensions and not conn.expect_continuation_frame and conn.writes == [], (
+            f"{version_of('websockets')}: extensions/expect_continuation_frame/writes"
+        )
+        return "ok"
+
+    assert await on_uvicorn_connection(check) == "ok"
+
+
+async def test_the_direct_writer_writes_the_frame_on_a_real_uvicorn_connection() -> None:
+    report = FastPathReport()
+
+    async def check(send: Any) -> str:
+        writer = direct_writer(send, report)
+        assert writer is not None, report.as_dict()
+        assert writer({"type": "websocket.send", "text": "written directly ✓"})
+        return "then through send"
+
+    from websockets.asyncio.client import connect
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": await check(send)})
+        await receive()
+
+    async with uvicorn_serving(app) as port, connect(f"ws://127.0.0.1:{port}/", compression=None) as ws:
+        assert [await asyncio.wait_for(ws.recv(), 10) for _ in range(2)] == ["written directly ✓", "then through send"]
+    assert report.as_dict()["uvicorn"]["directFrames"] == 1
+
+
+# -- drift: a recognised server whose internals differ ---------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_drift_is_a_warning_once_and_delivery_goes_through_asgi(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The pulse app under a real uvicorn whose protocol lacks a name the fast path reads (as a future uvicorn
+    might): one WARNING for the process naming uvicorn's version and the fallback, and every frame arrives
+    through the ASGI send."""
+    from websockets.asyncio.client import connect
+
+    from django_pulse import pulse
+    from django_pulse.server.runtime import get_runtime
+    from tests.asgi import application
+    from tests.wsutil import token
+
+    report = FastPathReport()
+    monkeypatch.setattr(get_runtime(), "fast_path", report)
+    stripped = Requirement(
+        UVICORN_PROTOCOL.server,
+        UVICORN_PROTOCOL.distribution,
+        UVICORN_PROTOCOL.holder,
+        (*UVICORN_PROTOCOL.names, "renamed_by_a_future_uvicorn"),
+    )
+    monkeypatch.setattr(server_io, "UVICORN_PROTOCOL", stripped)
+    caplog.set_level(logging.INFO, logger=server_io.logger.name)
+
+    async with uvicorn_serving(application) as port:
+        clients = []
+        for name in ("ann", "bob"):
+            ws = await connect(f"ws://127.0.0.1:{port}/pulse/ws/", compression=None)
+            await ws.send(json.dumps({"action": "auth", "token": await token(name)}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["action"] == "connected"
+            await ws.send(json.dumps({"action": "subscribe", "channel": "drift", "ref": 1}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["action"] == "ok"
+            clients.append(ws)
+        for i in range(3):
+            await pulse.apublish("drift", "tick", {"i": i})
+        for ws in clients:
+            frames = [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(3)]
+            assert [f["data"]["i"] for f in frames] == [0, 1, 2]
+            await ws.close()
+
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == server_io.logger.name]
+    assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
+    text = warnings[0].getMessage()
+    assert server_version("uvicorn") in text and "ASGI send" in text and "renamed_by_a_future_uvicorn" in text, text
+    assert report.as_dict()["uvicorn"] | {"version": None} == {
+        "version": None,
+        "path": "asgi",
+        "reason": f"{UVICORN_PROTOCOL.holder} has no renamed_by_a_future_uvicorn",
+        "drift": True,
+        "connections": 0,
+        "directFrames": 0,
+    }
+
+
+def test_a_daphne_send_that_is_not_handle_reply_is_drift(caplog: pytest.LogCaptureFixture) -> None:
+    """daphne's send, under another name (as a future daphne might call it): ASGI path, logged as drift."""
+    from daphne import server as daphne_server
+
+    report = FastPathReport()
+
+    class Server:
+        async def handle_reply_renamed(self, protocol: Any, message: dict[str, Any]) -> None:
+            return None
+
+    Server.handle_reply_renamed.__module__ = daphne_server.__name__
+    caplog.set_level(logging.WARNING, logger=server_io.logger.name)
+    assert direct_writer(functools.partial(Server().handle_reply_renamed, object()), report) is None
+    assert report.as_dict()["daphne"]["drift"] is True
+    assert [r.getMessage() for r in caplog.records if "daphne" in r.getMessage()], caplog.text
+
+
+async def test_a_uvicorn_send_under_another_name_is_drift() -> None:
+    """The sansio protocol's bound method under another name (as a future uvicorn might rename ``send``): the
+    ASGI path, reported as drift, naming what was found."""
+    report = FastPathReport()
+
+    async def check(send: Any) -> str:
+        assert direct_writer(send.__self__.receive, report) is None
+        return "ok"
+
+    assert await on_uvicorn_connection(check) == "ok"
+    entry = report.as_dict()["uvicorn"]
+    assert entry["drift"] is True and ".receive, not " in entry["reason"], entry
+
+
+# -- real server processes ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server_name", ["daphne", "uvicorn"])
+async def test_a_real_server_takes_the_fast_path_and_reports_its_versions(server_name: str) -> None:
+    with live_server(server=server_name, pulse={"HISTORY_SIZE": 0}) as server:
+        clients = [await RawWebSocket.subscriber(server, f"v{i}", "versions") for i in range(3)]
+        for i in range(5):
+            await asyncio.to_thread(server.publish, "versions", "tick", {"i": i})
+        for ws in clients:
+            assert [(await asyncio.wait_for(ws.recv_json(), 10))["data"]["i"] for _ in range(5)] == list(range(5))
+            ws.abort()
+        report = await asyncio.to_thread(server.fast_path)
+    entry = report[server_name]
+    assert (entry["path"], entry["drift"]) == ("direct", False), entry
+    assert entry["version"] == server_version(server_name), entry
+    assert entry["connections"] == 3 and entry["directFrames"] >= 3 * 5, entry
+    assert "fast path off" not in server.log(), server.log()[-2000:]
+
+
+@pytest.mark.slow
+async def test_granian_takes_the_asgi_path_and_delivers() -> None:
+    with live_server(server="granian", pulse={"HISTORY_SIZE": 0}) as server:
+        clients = [await RawWebSocket.subscriber(server, f"g{i}", "granian") for i in range(3)]
+        for i in range(5):
+            await asyncio.to_thread(server.publish, "granian", "tick", {"i": i})
+        for ws in clients:
+            assert [(await asyncio.wait_for(ws.recv_json(), 10))["data"]["i"] for _ in range(5)] == list(range(5))
+            ws.abort()
+        report = await asyncio.to_thread(server.fast_path)
+    assert set(report) == {"granian"}, report
+    entry = report["granian"]
+    assert (entry["path"], entry["drift"], entry["directFrames"]) == ("asgi", False, 0), entry
+    assert entry["version"] == server_version("granian"), entry
