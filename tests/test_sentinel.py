@@ -206,3 +206,18 @@ def test_sentinel_setting_is_validated() -> None:
     assert config.sentinels == (("10.0.0.1", 26379),)
     assert config.node_kwargs()["password"] == "pw"
     assert config.sentinel_kwargs()["password"] == "spw"
+
+
+def test_the_documented_sentinel_setting_is_valid() -> None:
+    """The PULSE snippet of docs/scaling.md is what users copy: it must pass the setting's validation."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "scaling.md").read_text()
+    snippet = next(block for block in re.findall(r"```python\n(.*?)```", text, re.S) if "REDIS_SENTINEL" in block)
+    namespace: dict[str, Any] = {}
+    exec(snippet, namespace)
+    config = SentinelConfig.from_setting(namespace["PULSE"]["REDIS_SENTINEL"])
+    assert config.service == "mymaster" and len(config.sentinels) == 3
+    assert config.ssl and config.node_kwargs()["ssl_ca_certs"] == "/etc/ssl/redis-ca.pem"
+    assert namespace["PULSE"]["REDIS_WAIT_REPLICAS"] == 1
