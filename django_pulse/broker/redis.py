@@ -260,6 +260,7 @@ class RedisBroker(Broker):
         if self._sync_client is None:
             self._sync_client = sync_client(
                 self.url,
+                retry=_no_retry(),
                 socket_connect_timeout=CONNECT_TIMEOUT,
                 socket_timeout=CONNECT_TIMEOUT,
                 health_check_interval=30,
@@ -398,7 +399,9 @@ class RedisBroker(Broker):
             with contextlib.suppress(Exception):
                 self._conn.abort()
         self._loop = loop
-        self._client = async_client(self.url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT)
+        self._client = async_client(
+            self.url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT, retry=_async_no_retry()
+        )
         self._script = self._client.register_script(PUBLISH_SCRIPT)
         self._read_script = self._client.register_script(READ_SCRIPT)
         # The async client's connections belong to this loop: close them when the loop winds down (its tasks
@@ -592,6 +595,23 @@ class RedisBroker(Broker):
                 self._conn.abort()
         if self._sync_client is not None:
             self._sync_client.close()
+
+
+def _no_retry() -> Any:
+    """Each publish runs its script once: redis-py's default retries (10, on a timeout or a broken connection)
+    would run it again when only the reply was lost, delivering the message twice under two serials. A failed
+    publish raises ``Unavailable`` instead, and the caller retries with the same message id (idempotent)."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return Retry(NoBackoff(), 0)
+
+
+def _async_no_retry() -> Any:
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return Retry(NoBackoff(), 0)
 
 
 async def _close_on_cancel(client: redis_async.Redis) -> None:
