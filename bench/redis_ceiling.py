@@ -123,19 +123,38 @@ def measure(port: int, pid: int, subscribers: int, requests: int) -> dict[str, A
     }
 
 
+def available() -> bool:
+    return bool(shutil.which("redis-server") and shutil.which("redis-benchmark"))
+
+
+def run(requests: int = 100_000, subscribers: tuple[int, ...] = (0, 4, 16)) -> list[dict[str, Any]]:
+    """One measurement per subscriber count, on a redis-server of its own (stopped afterwards)."""
+    with tempfile.TemporaryDirectory(prefix="pulse-ceiling-") as root:
+        proc, port = _start(Path(root))
+        try:
+            return [measure(port, proc.pid, count, requests) for count in subscribers]
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    """The per-shard lines of the bench report."""
+    cells = [
+        f"{r['subscribers']} subscribed processes: {r['cpu_usec_per_publish']} µs CPU/publish, "
+        f"ceiling {r['ceiling_per_s']:,}/s"
+        for r in rows
+    ]
+    return "Redis shard, publish script (bench.redis_ceiling): " + "; ".join(cells)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--subscribers", default="0,4,16")
     options = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="pulse-ceiling-") as root:
-        proc, port = _start(Path(root))
-        try:
-            for count in (int(c) for c in options.subscribers.split(",")):
-                print(json.dumps(measure(port, proc.pid, count, options.requests)))
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    for row in run(options.requests, tuple(int(c) for c in options.subscribers.split(","))):
+        print(json.dumps(row))
 
 
 if __name__ == "__main__":

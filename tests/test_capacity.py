@@ -22,3 +22,15 @@ def test_redis_shards_grow_with_publishes_and_processes_with_deliveries() -> Non
     faster = plan(Scenario("x", 1_000_000, 1_000, 20), {**CONSTANTS, "us_per_delivery": 2.45}, 16)
     slower = plan(Scenario("x", 1_000_000, 1_000, 20), CONSTANTS, 16)
     assert slower.processes > faster.processes
+
+
+def test_redis_ceiling_measures_the_publish_script_on_a_redis_of_its_own() -> None:
+    """What ``make bench`` records per Redis shard (bench/run.py runs it after the Redis servers)."""
+    from bench import redis_ceiling
+    from tests.redis_topology import require_redis_server
+
+    require_redis_server()
+    rows = redis_ceiling.run(requests=2_000, subscribers=(0, 2))
+    assert [r["subscribers"] for r in rows] == [0, 2]
+    assert all(r["cpu_usec_per_publish"] > 0 and r["ceiling_per_s"] > 0 for r in rows)
+    assert "2 subscribed processes" in redis_ceiling.render(rows)
