@@ -18,6 +18,12 @@ from tests.redis_topology import redis_cluster
 CHANNELS = [("default", "posts"), ("kb_2", "room:42"), ("a-b", "x.y@z=~+-_")]
 
 
+def _presence() -> presence_redis.RedisPresence:
+    """A presence backend that is only asked for names (nothing listens on port 1)."""
+    broker = RedisBroker(url="redis://127.0.0.1:1/0", prefix="pulse")
+    return presence_redis.RedisPresence(url="redis://127.0.0.1:1/0", prefix="pulse", process_id="p1", broker=broker)
+
+
 def _slot(name: str) -> int:
     return int(key_slot(name.encode()))
 
@@ -25,8 +31,13 @@ def _slot(name: str) -> int:
 @pytest.mark.parametrize(("kb_id", "channel"), CHANNELS)
 def test_every_key_of_a_channel_shares_one_slot(kb_id: str, channel: str) -> None:
     broker = RedisBroker(url="redis://127.0.0.1:1/0", prefix="pulse")
-    presence = presence_redis.RedisPresence(url="redis://127.0.0.1:1/0", prefix="pulse", process_id="p1")
-    from django_pulse import idempotency
+    presence = presence_redis.RedisPresence(
+        url="redis://127.0.0.1:1/0",
+        prefix="pulse",
+        process_id="p1",
+        broker=RedisBroker(url="redis://127.0.0.1:1/0", prefix="pulse"),
+    )
+    from django_pulse.cluster import idempotency
 
     names = [
         broker.serial_key(message_topic(kb_id, channel)),
@@ -94,7 +105,12 @@ def test_broker_scripts_run_on_one_cluster_shard(cluster: RedisCluster, kb_id: s
 
 
 def test_presence_scripts_run_on_one_cluster_shard(cluster: RedisCluster) -> None:
-    presence = presence_redis.RedisPresence(url="redis://127.0.0.1:1/0", prefix="pulse", process_id="p1")
+    presence = presence_redis.RedisPresence(
+        url="redis://127.0.0.1:1/0",
+        prefix="pulse",
+        process_id="p1",
+        broker=RedisBroker(url="redis://127.0.0.1:1/0", prefix="pulse"),
+    )
     presence.close()
     kb_id, channel = "default", "lobby"
     channel_keys = presence._channel_keys(kb_id, channel)
@@ -114,7 +130,12 @@ def test_presence_scripts_run_on_one_cluster_shard(cluster: RedisCluster) -> Non
 
 def test_a_script_given_keys_of_two_channels_is_refused_by_the_cluster(cluster: RedisCluster) -> None:
     """The check the tests above rely on: redis-py's cluster client refuses cross-slot scripts."""
-    presence = presence_redis.RedisPresence(url="redis://127.0.0.1:1/0", prefix="pulse", process_id="p1")
+    presence = presence_redis.RedisPresence(
+        url="redis://127.0.0.1:1/0",
+        prefix="pulse",
+        process_id="p1",
+        broker=RedisBroker(url="redis://127.0.0.1:1/0", prefix="pulse"),
+    )
     presence.close()
     snapshot = cluster.register_script(presence_redis._SNAPSHOT)
     mixed = [presence.channel_key("default", "a", "pres"), presence.channel_key("default", "b", "pserial")]

@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 import redis
 
-from django_pulse.broker import get_broker, message_topic
+from django_pulse.broker import message_topic
 from django_pulse.broker import redis as broker_redis
 from django_pulse.exceptions import Unavailable
 from django_pulse.protocol import message_head
+from django_pulse.server.runtime import get_runtime
 from tests.redis_topology import start_node
 
 
@@ -30,7 +31,7 @@ def test_a_timed_out_publish_is_not_sent_again(settings: Any, monkeypatch: pytes
         node = start_node(Path(root), "--enable-debug-command", "local")
         try:
             settings.PULSE = {"REDIS_URL": node.url, "REDIS_PREFIX": "once"}
-            broker = get_broker()
+            broker = get_runtime().broker
             topic = message_topic("default", "posts")
             head = message_head(channel="posts", name="e", data_json=json.dumps({}), id="m1", timestamp=1)
             assert broker.publish_message_sync(topic, head) == 1

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import redis
 
-from django_pulse.broker import get_broker, message_topic
-from django_pulse.presence import get_presence
+from django_pulse.broker import message_topic
 from django_pulse.protocol import message_head
+from django_pulse.server.runtime import get_runtime
 from tests.redis_topology import RedisNode, start_node
 
 N = 50
@@ -52,7 +52,7 @@ def _head(n: int) -> str:
 
 
 async def test_a_publish_is_one_round_trip_of_five_commands(own_redis: RedisNode) -> None:
-    broker = get_broker()
+    broker = get_runtime().broker
     topic = message_topic("default", "posts")
     await broker.publish_message(topic, _head(0))  # loads the script, creates the counter
     before = _stats(own_redis)
@@ -65,7 +65,7 @@ async def test_a_publish_is_one_round_trip_of_five_commands(own_redis: RedisNode
 
 
 async def test_a_presence_enter_and_leave_cost(own_redis: RedisNode) -> None:
-    presence = get_presence()
+    presence = get_runtime().presence
     await presence.enter("default", "room", client_id="warmup", connection_id="c-warm", data={})
     await presence.leave("default", "room", connection_id="c-warm")
     # One member stays, so the leaves below never vacate the channel (that costs 3 more commands, counted apart).

@@ -23,12 +23,12 @@ from typing import Any
 
 import pytest
 
-from django_pulse.broker import get_broker, message_topic
+from django_pulse.broker import message_topic
 from django_pulse.broker.connection import SentinelConfig
 from django_pulse.broker.redis import RedisBroker
 from django_pulse.exceptions import Unavailable
-from django_pulse.fanout import get_hub
 from django_pulse.protocol import message_head
+from django_pulse.server.runtime import get_runtime
 from tests.redis_topology import SentinelGroup, call, sentinel_group
 
 TOPIC = message_topic("default", "orders")
@@ -101,11 +101,11 @@ async def _publish_through(broker: RedisBroker, switch: Any, *, after_switch: in
 
 
 async def _check_failover(group: SentinelGroup, switch: Any) -> None:
-    broker = get_broker()
+    broker = get_runtime().broker
     assert isinstance(broker, RedisBroker)
     assert broker.url == f"sentinel://{group.service}"
     sink = Collect()
-    await get_hub().subscribe(TOPIC, sink)
+    await get_runtime().hub.subscribe(TOPIC, sink)
     epoch_before = (await broker.history(TOPIC)).epoch  # as a subscribe does: creates the counter and epoch
     old_master = group.master_address()
 
@@ -139,7 +139,7 @@ async def _check_failover(group: SentinelGroup, switch: Any) -> None:
     assert (await broker.history(TOPIC)).epoch != epoch_before
     # What docs/scaling.md quotes, visible with pytest -s.
     print(f"failover: new master after {switch_seconds:.2f} s; {len(failed)} publishes failed meanwhile")
-    await get_hub().unsubscribe(TOPIC, sink)
+    await get_runtime().hub.unsubscribe(TOPIC, sink)
     await broker.aclose()
 
 
@@ -186,7 +186,7 @@ async def test_a_publish_no_replica_confirms_fails_clearly(
 ) -> None:
     """With the only replica gone, WAIT cannot be satisfied: the publish raises (it may have been delivered:
     the message says so) instead of reporting a success a failover could lose."""
-    broker = get_broker()
+    broker = get_runtime().broker
     assert isinstance(broker, RedisBroker)
     assert await broker.publish_message(TOPIC, head(1)) == 1
     group.replicas[0].kill()

@@ -29,6 +29,8 @@ import redis as redis_sync
 import redis.asyncio as redis_async
 from redis.exceptions import RedisError
 
+from .._lua import load_lua
+from .._redis import close_with_loop
 from ..exceptions import Unavailable
 from . import keys
 from .base import Broker, HistoryRead, new_epoch, topic_channel
@@ -38,68 +40,9 @@ __all__ = ["RedisBroker"]
 
 logger = logging.getLogger("django_pulse.broker")
 
-# KEYS: counter hash, bus channel, history stream.
-# ARGV: frame head, epoch candidate, now (ms), HISTORY_SIZE, HISTORY_TTL (ms), channel name, publish command
-# ("PUBLISH"; "SPUBLISH" on Redis Cluster, where KEYS[2] is a shard channel in the keys' slot), failover check
-# ("1" with replicas that can be promoted, else ""). With the check, the counter remembers the replication id of
-# the master that last wrote it (field ``r``): a publish on another master (a promoted replica) starts a new
-# epoch, because the old master may have handed out serials this one never received (asynchronous
-# replication), and a resume across that gap must not pass for exact.
-# A channel name needs no JSON escaping (protocol.CHANNEL_RE), so the notice is built here.
-PUBLISH_SCRIPT = """
-local n = redis.call('HINCRBY', KEYS[1], 's', 1)
-if n == 1 then
-  redis.call('PERSIST', KEYS[1])
-  if redis.call('HSETNX', KEYS[1], 'e', ARGV[2]) == 1 then
-    redis.call('DEL', KEYS[3])
-    redis.call(ARGV[7], KEYS[2],
-      '{"action":"discontinuity","channel":"' .. ARGV[6] .. '","reason":"history_lost"}')
-  end
-end
-if ARGV[8] ~= '' then
-  local node = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
-  local seen = redis.call('HGET', KEYS[1], 'r')
-  if seen ~= node then
-    redis.call('HSET', KEYS[1], 'r', node)
-    if seen and n > 1 then
-      -- The history stays: it is what this master received, all of it delivered and true.
-      redis.call('HSET', KEYS[1], 'e', ARGV[2])
-      redis.call(ARGV[7], KEYS[2],
-        '{"action":"discontinuity","channel":"' .. ARGV[6] .. '","reason":"history_lost"}')
-    end
-  end
-end
-local frame = ARGV[1] .. n .. '}'
-local size = tonumber(ARGV[4])
-if size > 0 then
-  redis.call('XADD', KEYS[3], 'MAXLEN', size, n .. '-0', 'f', frame, 't', ARGV[3])
-  redis.call('PEXPIRE', KEYS[3], ARGV[5])
-end
-redis.call(ARGV[7], KEYS[2], frame)
-return n
-"""
+PUBLISH_SCRIPT = load_lua("django_pulse.broker", "publish.lua")
 
-# KEYS: counter hash, history stream. ARGV: epoch candidate, after, before ('' for none), limit, idle expiry (ms)
-# of a counter created here. A counter created by a read (serial 0) expires if nothing is ever published (the
-# first publish makes it permanent); it starts a new epoch and drops stale history.
-READ_SCRIPT = """
-if redis.call('HSETNX', KEYS[1], 's', 0) == 1 then
-  redis.call('HSET', KEYS[1], 'e', ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
-  redis.call('DEL', KEYS[2])
-elseif redis.call('HSETNX', KEYS[1], 'e', ARGV[1]) == 1 then
-  redis.call('DEL', KEYS[2])
-end
-local state = redis.call('HMGET', KEYS[1], 's', 'e')
-local entries = {}
-local limit = tonumber(ARGV[4])
-if limit > 0 then
-  local max = '+'
-  if ARGV[3] ~= '' then max = '(' .. ARGV[3] .. '-0' end
-  entries = redis.call('XREVRANGE', KEYS[2], max, '(' .. ARGV[2] .. '-0', 'COUNT', limit)
-end
-return {state[1], state[2], entries}
-"""
+READ_SCRIPT = load_lua("django_pulse.broker", "read.lua")
 
 # A counter created by a read (a subscriber, nothing published yet) is dropped after this long unused.
 IDLE_COUNTER_TTL_MS = 86_400_000
@@ -196,6 +139,25 @@ class RedisBroker(Broker):
 
     shared = True
 
+    _unavailable_logged_at: float
+    _unavailable_suppressed: int
+
+    def _unavailable(self, message: str, exc: BaseException) -> Unavailable:
+        """The error callers (and through them HTTP and WebSocket clients) see: no host, port or driver detail,
+        which would tell a client where the infrastructure is. The detail goes to the log as a warning, at most
+        once per UNAVAILABLE_LOG_INTERVAL seconds (an outage fails every call), with the count of those not
+        shown."""
+        now = time.monotonic()
+        if now - self._unavailable_logged_at >= UNAVAILABLE_LOG_INTERVAL:
+            suppressed = self._unavailable_suppressed
+            logger.warning(
+                "%s (%r)%s", message, exc, f"; {suppressed} more since the last report" if suppressed else ""
+            )
+            self._unavailable_logged_at, self._unavailable_suppressed = now, 0
+        else:
+            self._unavailable_suppressed += 1
+        return Unavailable(message)
+
     def __init__(self, url: str | None = None, prefix: str | None = None) -> None:
         from ..conf import pulse_settings
 
@@ -205,6 +167,8 @@ class RedisBroker(Broker):
         self._bus = f"{self.prefix}:bus:"
         self._bus_bytes = self._bus.encode()
         self.client_name = f"{self.prefix}:sub:{self.process_id}".replace(" ", "_")
+        self._unavailable_logged_at = -1e9
+        self._unavailable_suppressed = 0
         self.history_size = pulse_settings.HISTORY_SIZE
         self.history_ttl_ms = int(pulse_settings.HISTORY_TTL * 1000)
         # The command that broadcasts inside the scripts ("SPUBLISH" for a sharded cluster broker).
@@ -300,7 +264,7 @@ class RedisBroker(Broker):
                 pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
                 serial, acked = await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise _unavailable(_publish_failed(exc), exc) from None
+            raise self._unavailable(_publish_failed(exc), exc) from None
         return self._replicated(int(serial), int(acked))
 
     def publish_message_sync(self, topic: str, head: str) -> int:
@@ -314,12 +278,12 @@ class RedisBroker(Broker):
                 pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)  # type: ignore[no-untyped-call]
                 serial, acked = pipe.execute()
         except (RedisError, OSError) as exc:
-            raise _unavailable(_publish_failed(exc), exc) from None
+            raise self._unavailable(_publish_failed(exc), exc) from None
         return self._replicated(int(serial), int(acked))
 
     def _replicated(self, serial: int, acked: int) -> int:
         if acked < self.wait_replicas:
-            raise _unavailable(
+            raise self._unavailable(
                 "Redis replicas did not confirm the message in time; it may have been delivered.",
                 RedisError(f"WAIT: {acked} of {self.wait_replicas} replicas acknowledged serial {serial}"),
             )
@@ -354,7 +318,7 @@ class RedisBroker(Broker):
         try:
             reply = await self._read_script(keys=keys, args=args)
         except (RedisError, OSError) as exc:
-            raise _unavailable("Redis is unreachable.", exc) from None
+            raise self._unavailable("Redis is unreachable.", exc) from None
         return self._history_read(reply)
 
     def history_sync(self, topic: str, *, after: int = 0, before: int | None = None, limit: int = 0) -> HistoryRead:
@@ -363,7 +327,7 @@ class RedisBroker(Broker):
         try:
             reply = self._sync_read(keys=keys, args=args)
         except (RedisError, OSError) as exc:
-            raise _unavailable("Redis is unreachable.", exc) from None
+            raise self._unavailable("Redis is unreachable.", exc) from None
         return self._history_read(reply)
 
     async def broadcast(self, topic: str, text: str) -> None:
@@ -371,21 +335,21 @@ class RedisBroker(Broker):
         try:
             await client.publish(self.redis_channel(topic), text)
         except (RedisError, OSError) as exc:
-            raise _unavailable("Redis is unreachable.", exc) from None
+            raise self._unavailable("Redis is unreachable.", exc) from None
 
     def broadcast_sync(self, topic: str, text: str) -> None:
         client, _ = self._sync()
         try:
             client.publish(self.redis_channel(topic), text)
         except (RedisError, OSError) as exc:
-            raise _unavailable("Redis is unreachable.", exc) from None
+            raise self._unavailable("Redis is unreachable.", exc) from None
 
     async def last_serial(self, topic: str) -> int:
         client, _ = self._async()
         try:
             value = await client.hget(self.serial_key(topic), "s")
         except (RedisError, OSError) as exc:
-            raise _unavailable("Redis is unreachable.", exc) from None
+            raise self._unavailable("Redis is unreachable.", exc) from None
         return int(value or 0)
 
     # -- the subscriber connection ----------------------------------------------------------------------
@@ -406,7 +370,7 @@ class RedisBroker(Broker):
         self._read_script = self._client.register_script(READ_SCRIPT)
         # The async client's connections belong to this loop: close them when the loop winds down (its tasks
         # are cancelled then), so nothing is left for the garbage collector to warn about.
-        self._guard = loop.create_task(_close_on_cancel(self._client), name="django-pulse redis client guard")
+        self._guard = close_with_loop(self._client)
         self._conn = None
         self._runner = None
         self._connected = asyncio.Event()
@@ -509,9 +473,7 @@ class RedisBroker(Broker):
                 self._fail_waiters()
 
     async def _read_loop(self, conn: _RespConnection) -> None:
-        from ..fanout import get_hub
-
-        hub = get_hub()
+        hub = self.delivery
         bus, bus_len = self._bus_bytes, len(self._bus_bytes)
         bus_topic = keys.bus_topic
         while True:
@@ -614,36 +576,6 @@ def _async_no_retry() -> Any:
     return Retry(NoBackoff(), 0)
 
 
-async def _close_on_cancel(client: redis_async.Redis) -> None:
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await client.aclose()
-
-
-_unavailable_logged = {"at": -1e9, "suppressed": 0}
-UNAVAILABLE_LOG_INTERVAL = 5.0
-
-
-def _unavailable(message: str, exc: BaseException) -> Unavailable:
-    """The error callers (and through them HTTP and WebSocket clients) see: no host, port or driver detail,
-    which would tell a client where the infrastructure is. The detail goes to the log as a warning, at most
-    once per UNAVAILABLE_LOG_INTERVAL seconds (an outage fails every call), with the count of those not shown."""
-    now = time.monotonic()
-    state = _unavailable_logged
-    if now - state["at"] >= UNAVAILABLE_LOG_INTERVAL:
-        logger.warning(
-            "%s (%r)%s",
-            message,
-            exc,
-            f"; {state['suppressed']} more since the last report" if state["suppressed"] else "",
-        )
-        state["at"], state["suppressed"] = now, 0
-    else:
-        state["suppressed"] += 1
-    return Unavailable(message)
-
-
 def _publish_failed(exc: BaseException) -> str:
     """What a failed publish tells its caller. A refused connection means nothing was sent; a connection that
     broke or timed out after the script was sent (a master killed mid-command) leaves the outcome unknown."""
@@ -656,6 +588,9 @@ def _publish_failed(exc: BaseException) -> str:
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
         return "Redis did not confirm the publish; the message may or may not have been delivered."
     return "Redis is unreachable; the message was not published."
+
+
+UNAVAILABLE_LOG_INTERVAL = 5.0
 
 
 def _safe_url(url: str) -> str:

@@ -9,7 +9,7 @@ Keys (``P`` = ``REDIS_PREFIX``):
 - ``P:pchans:kbId`` sorted set, channel -> a version bumped by each enter: the channels that may have
   members (for ``pulse.channels()``, which counts their members and drops the empty ones);
 - ``P:procmembers:{processId}`` (braces: a hash tag) set of ``kbId \\t channel \\t connectionId``: the
-  members a process owns, so the live processes can remove them when it dies (``django_pulse.registry``).
+  members a process owns, so the live processes can remove them when it dies (``django_pulse.cluster.liveness``).
 
 Each change is one Lua script that mutates the hash, ``INCR``s the serial, builds the ``presence`` frame
 (the same bytes ``protocol.presence_frame`` builds) and ``PUBLISH``es it on the topic's broker channel. Redis
@@ -31,6 +31,8 @@ from typing import Any, TypeVar, cast
 
 import redis
 
+from .._lua import load_lua
+from ..broker.base import Broker
 from ..broker.connection import sync_client
 from ..broker.keys import bus_channel, channel_key, check_prefix, process_key
 from ..conf import pulse_settings
@@ -53,117 +55,17 @@ logger = logging.getLogger("django_pulse.presence")
 
 T = TypeVar("T")
 
-# Builds the member object and the presence frame exactly like protocol.member_json / presence_frame.
-_LUA_COMMON = r"""
-local function member_json(conn_json, value)
-  local p1 = string.find(value, '\t', 1, true)
-  local p2 = string.find(value, '\t', p1 + 1, true)
-  local p3 = string.find(value, '\t', p2 + 1, true)
-  local ts = string.sub(value, p1 + 1, p2 - 1)
-  return '{"clientId":' .. string.sub(value, p2 + 1, p3 - 1) .. ',"connectionId":' .. conn_json ..
-         ',"data":' .. string.sub(value, p3 + 1) .. ',"timestamp":' .. ts .. '}',
-         string.sub(value, 1, p1 - 1), ts
-end
-local function frame(channel, event, member, serial)
-  return '{"action":"presence","channel":"' .. channel .. '","event":"' .. event .. '","member":' .. member ..
-         ',"serial":' .. serial .. '}'
-end
-"""
+_CHANGE = load_lua("django_pulse.presence", "change.lua", "common.lua")
 
-# Every script below touches the keys and the pub/sub channel of ONE channel, all in its hash slot
-# (``broker.keys``): KEYS[1] the member hash, KEYS[2] the presence serial, KEYS[3] the pub/sub channel (a key
-# only so that Redis Cluster routes the script to the channel's shard and checks it shares the slot).
-# The per-process and per-app indexes (procmembers, procs, pchans) are written by separate commands, in an
-# order that keeps them safe to act on (``RedisPresence`` methods).
+_LEAVE = load_lua("django_pulse.presence", "leave.lua", "common.lua")
 
-# ARGV: owner, connectionId, connectionId-JSON, clientId-JSON, data-JSON, timestamp, max members, channel,
-#       mode ("enter" | "update"), publish command ("PUBLISH" | "SPUBLISH", as the broker's)
-# -> {event, serial, frame, count, stored value} | {"full"} | {"absent"}
-_CHANGE = (
-    _LUA_COMMON
-    + r"""
-local current = redis.call('HGET', KEYS[1], ARGV[2])
-local event, ts, client = 'enter', ARGV[6], ARGV[4]
-if current then
-  local _m, _o
-  _m, _o, ts = member_json(ARGV[3], current)
-  event = 'update'
-  if ARGV[9] == 'update' then
-    local p2 = string.find(current, '\t', string.find(current, '\t', 1, true) + 1, true)
-    local p3 = string.find(current, '\t', p2 + 1, true)
-    client = string.sub(current, p2 + 1, p3 - 1)
-  end
-elseif ARGV[9] == 'update' then
-  return {'absent'}
-elseif redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[7]) then
-  return {'full'}
-end
-local value = ARGV[1] .. '\t' .. ts .. '\t' .. client .. '\t' .. ARGV[5]
-redis.call('HSET', KEYS[1], ARGV[2], value)
-local serial = redis.call('INCR', KEYS[2])
-local member = member_json(ARGV[3], value)
-local f = frame(ARGV[8], event, member, serial)
-redis.call(ARGV[10], KEYS[3], f)
-return {event, serial, f, redis.call('HLEN', KEYS[1]), value}
-"""
-)
-
-# Removes member ARGV[1] if process ARGV[4] owns it: only the owning process leaves a member (a late
-# grace-period leave from a process the connection has just moved away from must not remove it), and a sweep
-# of a dead process removes each of its members exactly once however many processes sweep at the same time.
-# ARGV: connectionId, connectionId-JSON, channel, owner, publish command
-# -> {"leave", serial, frame, count, stored value} | {"absent"}
-_LEAVE = (
-    _LUA_COMMON
-    + r"""
-local current = redis.call('HGET', KEYS[1], ARGV[1])
-if not current then return {'absent'} end
-local member, owner = member_json(ARGV[2], current)
-if owner ~= ARGV[4] then return {'absent'} end
-redis.call('HDEL', KEYS[1], ARGV[1])
-local count = redis.call('HLEN', KEYS[1])
-local serial = redis.call('INCR', KEYS[2])
-local f = frame(ARGV[3], 'leave', member, serial)
-redis.call(ARGV[5], KEYS[3], f)
-return {'leave', serial, f, count, current}
-"""
-)
-
-# KEYS: pres, pserial
-# -> {serial, values...}
-_SNAPSHOT = r"""
-local serial = tonumber(redis.call('GET', KEYS[2]) or '0')
-local out = redis.call('HGETALL', KEYS[1])
-table.insert(out, 1, serial)
-return out
-"""
+_SNAPSHOT = load_lua("django_pulse.presence", "snapshot.lua")
 
 SWEEP_BATCH = 200
 
-# Moves member ARGV[1] from process ARGV[2] to process ARGV[3] (a recovered connection): the owner field of
-# its stored value changes; no serial, no event. KEYS: pres -> the new stored value | false
-_ADOPT = r"""
-local current = redis.call('HGET', KEYS[1], ARGV[1])
-if not current then return false end
-local tab = string.find(current, '\t', 1, true)
-if string.sub(current, 1, tab - 1) ~= ARGV[2] then return false end
-local value = ARGV[3] .. string.sub(current, tab)
-redis.call('HSET', KEYS[1], ARGV[1], value)
-return value
-"""
+_ADOPT = load_lua("django_pulse.presence", "adopt.lua")
 
-# Per-app index of channels that may have members (``pchans``, a sorted set: channel -> a version bumped by
-# every enter). Removes the channels of ARGV (channel, version pairs) whose version is still the one read
-# when their member hash was seen empty: an enter since then bumped it, so it stays.
-_FORGET_CHANNELS = r"""
-local removed = 0
-for i = 1, #ARGV, 2 do
-  if redis.call('ZSCORE', KEYS[1], ARGV[i]) == ARGV[i + 1] then
-    removed = removed + redis.call('ZREM', KEYS[1], ARGV[i])
-  end
-end
-return removed
-"""
+_FORGET_CHANNELS = load_lua("django_pulse.presence", "forget_channels.lua")
 
 
 def _entry(kb_id: str, channel: str, connection_id: str) -> str:
@@ -182,7 +84,7 @@ def _parse_value(connection_id: str, value: str) -> Member:
 
 
 class RedisPresence(PresenceBackend):
-    """Presence in Redis. Configured by keyword arguments; ``get_presence()`` passes the settings."""
+    """Presence in Redis. Configured by keyword arguments; ``get_runtime().presence`` passes the settings."""
 
     def __init__(
         self,
@@ -190,9 +92,10 @@ class RedisPresence(PresenceBackend):
         url: str | None = None,
         prefix: str | None = None,
         process_id: str | None = None,
+        broker: Broker | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(broker=broker)
         url = url or pulse_settings.REDIS_URL
         if not url:
             raise ValueError("RedisPresence needs a Redis URL (PULSE['REDIS_URL'])")
@@ -211,9 +114,7 @@ class RedisPresence(PresenceBackend):
     def process_id(self) -> str:
         """The id of this server process (the broker's), under which its members are recorded."""
         if self._process_id is None:
-            from ..broker import get_broker
-
-            self._process_id = str(get_broker().process_id)
+            self._process_id = str(self.broker.process_id)
         return self._process_id
 
     @property
@@ -439,7 +340,7 @@ class RedisPresence(PresenceBackend):
     async def _adopt(self, connection_id: str, previous_process: str) -> list[tuple[str, str, Member]]:
         return await asyncio.to_thread(self._adopt_sync, connection_id, previous_process)
 
-    # --- dead processes (django_pulse.registry) --------------------------------------------------------------
+    # --- dead processes (django_pulse.cluster.liveness) --------------------------------------------------------------
 
     def sweep_process_sync(self, dead_process_id: str) -> list[PresenceChange] | None:
         """Remove every member of ``dead_process_id`` (whose liveness key has expired) with its leave event.
@@ -482,9 +383,6 @@ class RedisPresence(PresenceBackend):
             await self._notify(change)
         return changes
 
-    async def aclose(self) -> None:
-        await super().aclose()
-        self.client.close()
-
     def close(self) -> None:
+        super().close()
         self.client.close()
