@@ -221,3 +221,18 @@ def test_the_documented_sentinel_setting_is_valid() -> None:
     assert config.service == "mymaster" and len(config.sentinels) == 3
     assert config.ssl and config.node_kwargs()["ssl_ca_certs"] == "/etc/ssl/redis-ca.pem"
     assert namespace["PULSE"]["REDIS_WAIT_REPLICAS"] == 1
+
+
+def test_system_checks_refuse_a_bad_sentinel_setting_and_a_braced_prefix() -> None:
+    from django.core import checks
+    from django.test import override_settings
+
+    def ids() -> set[str]:
+        return {message.id for message in checks.run_checks() if message.id}
+
+    with override_settings(PULSE={"REDIS_SENTINEL": {"service": "s"}}):
+        assert "django_pulse.E040" in ids()
+    with override_settings(PULSE={"REDIS_SENTINEL": {"service": "s", "sentinels": [("h", 26379)]}}):
+        assert "django_pulse.E040" not in ids()
+    with override_settings(PULSE={"REDIS_PREFIX": "app{1}"}):
+        assert "django_pulse.E041" in ids()
