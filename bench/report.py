@@ -397,6 +397,11 @@ def render(results: dict[str, Any]) -> str:
         out.append("")
         out.append("Presence storms (every subscriber enters, then leaves; one observer counts the events)")
         out.extend(presence_rows)
+    if results.get("redis_shard"):
+        from .redis_ceiling import render as render_shard
+
+        out.append("")
+        out.append(render_shard(results["redis_shard"]))
     out.append("")
     out.append("Targets (ratios within this run)")
     for t in results.get("targets", []):

@@ -433,6 +433,13 @@ class Bench:
                 results["servers"][spec.name] = self.run_server(spec)
                 if "skipped" in results["servers"][spec.name]:
                     _say(f"  skipped: {results['servers'][spec.name]['skipped']}")
+            if any(spec.layer == "redis" for spec in specs):
+                from . import redis_ceiling
+
+                if redis_ceiling.available():
+                    # Next to the per-process figures: what one Redis shard takes (its own redis-server).
+                    _say("[redis-shard] the publish script on a redis-server of its own")
+                    results["redis_shard"] = redis_ceiling.run(2_000 if self.quick else 100_000)
         finally:
             self.loadgen.stop()
         results["meta"]["seconds"] = time.monotonic() - started

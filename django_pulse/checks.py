@@ -120,6 +120,24 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="django_pulse.E005",
             )
         )
+    # Past one Redis (docs/scaling.md): a Sentinel setting that redis-py could not use fails at startup.
+    sentinel = (raw or {}).get("REDIS_SENTINEL")
+    if sentinel is not None:
+        from .broker.connection import SentinelConfig
+
+        try:
+            SentinelConfig.from_setting(sentinel)
+        except (ValueError, TypeError) as exc:
+            errors.append(Error(str(exc), hint="See docs/scaling.md, 'Redis Sentinel'.", id="django_pulse.E040"))
+    prefix = str((raw or {}).get("REDIS_PREFIX", DEFAULTS["REDIS_PREFIX"]))
+    if "{" in prefix or "}" in prefix:
+        errors.append(
+            Error(
+                f"PULSE['REDIS_PREFIX'] {prefix!r} contains a brace.",
+                hint="Braces are Redis hash tags; every key of a channel carries one (docs/scaling.md).",
+                id="django_pulse.E041",
+            )
+        )
     return errors
 
 

@@ -101,6 +101,14 @@ DEFAULTS: dict[str, Any] = {
     "SSE_TICKET_TTL": 30.0,
     "SSE_CLOSE_LINGER": 1.0,
     "SSE_MAX_AGE": 3600.0,
+    # Past one Redis (docs/scaling.md). REDIS_SENTINEL: reach the master of a Sentinel-monitored service
+    # instead of REDIS_URL: {"service", "sentinels": [(host, port), ...], "db", "username", "password",
+    # "sentinel_username", "sentinel_password", "ssl", "sentinel_ssl", "ssl_ca_certs", "ssl_certfile",
+    # "ssl_keyfile"}. REDIS_WAIT_REPLICAS: a publish succeeds only once this many replicas hold it (Redis
+    # WAIT, at most REDIS_WAIT_TIMEOUT seconds), so a failover cannot lose a message reported as published.
+    "REDIS_SENTINEL": None,
+    "REDIS_WAIT_REPLICAS": 0,
+    "REDIS_WAIT_TIMEOUT": 1.0,
 }
 
 
@@ -159,6 +167,10 @@ class PulseSettings:
         value = self._get("REDIS_URL")
         if value:
             return str(value)
+        sentinel = self._get("REDIS_SENTINEL")
+        if sentinel:
+            # Stands for "the current master of the service" (django_pulse.broker.connection).
+            return f"sentinel://{dict(sentinel).get('service', '')}"
         layer = (getattr(settings, "CHANNEL_LAYERS", None) or {}).get("default", {})
         if "channels_redis" in str(layer.get("BACKEND", "")):
             hosts = (layer.get("CONFIG") or {}).get("hosts") or []
@@ -290,6 +302,19 @@ class PulseSettings:
     @property
     def DIRECT_WRITE(self) -> bool:
         return bool(self._get("DIRECT_WRITE"))
+
+    @property
+    def REDIS_SENTINEL(self) -> dict[str, Any] | None:
+        value = self._get("REDIS_SENTINEL")
+        return None if value is None else dict(value)
+
+    @property
+    def REDIS_WAIT_REPLICAS(self) -> int:
+        return int(self._get("REDIS_WAIT_REPLICAS"))
+
+    @property
+    def REDIS_WAIT_TIMEOUT(self) -> float:
+        return float(self._get("REDIS_WAIT_TIMEOUT"))
 
     @property
     def TOKEN_PERMISSION(self) -> str | None:

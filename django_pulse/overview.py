@@ -33,7 +33,9 @@ def redis_health() -> dict[str, Any] | None:
         return None
     import redis
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    from .broker.connection import sync_client
+
+    client = sync_client(url, socket_connect_timeout=2, socket_timeout=2)
     try:
         client.ping()
     except redis.RedisError as exc:

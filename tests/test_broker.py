@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 
-from django_pulse.broker import CONTROL_TOPIC, Broker, message_topic, presence_topic
+from django_pulse.broker import CONTROL_TOPIC, Broker, keys, message_topic, presence_topic
 from django_pulse.broker.memory import MemoryBroker
 from django_pulse.broker.redis import RedisBroker
 from django_pulse.exceptions import Unavailable
@@ -150,7 +150,7 @@ async def test_redis_publish_from_another_process_reaches_subscriber(pulse_redis
         assert await other.publish_message(topic, head(1)) == 1
         assert await asyncio.to_thread(other.publish_message_sync, topic, head(2)) == 2
         assert [f["serial"] for f in await sink.wait_for(2)] == [1, 2]
-        assert here.redis_channel(topic) == f"{redis_prefix}:bus:{topic}"
+        assert here.redis_channel(topic) == keys.bus_channel(redis_prefix, topic)
     finally:
         await other.aclose()
         await here.aclose()

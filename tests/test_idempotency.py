@@ -60,7 +60,7 @@ def test_redis_claim_is_set_nx_with_expiry(pulse_redis: str, redis_prefix: str, 
     assert not get_runtime().idempotency.claim("default", "posts", mid)
     client = redis.Redis.from_url(pulse_redis)
     try:
-        key = f"{redis_prefix}:idem:default:posts:{mid}"
+        key = f"{redis_prefix}:{{default:posts}}:idem:{mid}"
         assert 0 < client.pttl(key) <= 30_000
         get_runtime().idempotency.release("default", "posts", mid)
         assert not client.exists(key)

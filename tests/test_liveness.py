@@ -41,14 +41,14 @@ async def test_a_connection_registers_the_process(registry: RedisLiveness, store
     await registry.beat()
     pid = registry.process_id
     assert store.sismember(registry.key("procs"), pid)
-    assert 0 < store.pttl(registry.key("proc", pid)) <= 12_000
-    assert store.hgetall(registry.key("proctopics", pid))["m:default:posts"] == "1"
+    assert 0 < store.pttl(registry.process_key("proc", pid)) <= 12_000
+    assert store.hgetall(registry.process_key("proctopics", pid))["m:default:posts"] == "1"
     status = registry.status_sync()
     assert status["backend"] == "redis" and status["connections"] == 1 and status["topics"] == 1
     assert [p["id"] for p in status["processes"]] == [pid]
     await alice.close()
     await registry.stop()
-    assert not store.exists(registry.key("proc", pid))
+    assert not store.exists(registry.process_key("proc", pid))
     assert not store.sismember(registry.key("procs"), pid)
 
 
@@ -59,7 +59,7 @@ async def test_a_wrongly_swept_process_enters_its_members_again(registry: RedisL
     await watcher.request("presence.subscribe", channel="room")
     pid = registry.process_id
     # The process stalls: its key expires and another process sweeps it.
-    store.delete(registry.key("proc", pid))
+    store.delete(registry.process_key("proc", pid))
     other = RedisPresence(process_id="other", broker=get_runtime().broker)
     try:
         swept = await other.sweep_process(pid)

@@ -376,7 +376,7 @@ async def test_sweep_removes_a_dead_process_members_exactly_once(pulse_redis: st
     dead, alive, other = (RedisPresence(process_id=p, broker=get_runtime().broker) for p in ("dead", "alive", "other"))
     client = redis.Redis.from_url(pulse_redis, decode_responses=True)
     try:
-        client.set(alive.key("proc", "alive"), "{}")
+        client.set(alive.process_key("proc", "alive"), "{}")
         for i in range(450):  # more than one sweep batch
             await dead.enter(KB, f"ch{i % 3}", client_id=f"u{i}", connection_id=f"c_d{i}", data={"i": i})
         for i in range(3):
@@ -395,7 +395,7 @@ async def test_sweep_removes_a_dead_process_members_exactly_once(pulse_redis: st
         after = {ch: (await alive.snapshot(KB, ch)).serial for ch in ("ch0", "ch1", "ch2")}
         assert sum(after.values()) - sum(before.values()) == 450
         assert not client.sismember(alive.key("procs"), "dead")
-        assert not client.exists(alive.key("procmembers", "dead"))
+        assert not client.exists(alive.process_key("procmembers", "dead"))
         # The living process is not swept.
         assert alive.sweep_process_sync("alive") is None
         assert await alive.count(KB, "ch0") == 3

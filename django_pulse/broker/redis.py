@@ -20,11 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 import time
 from collections import deque
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import redis as redis_sync
 import redis.asyncio as redis_async
@@ -33,7 +32,9 @@ from redis.exceptions import RedisError
 from .._lua import load_lua
 from .._redis import close_with_loop
 from ..exceptions import Unavailable
+from . import keys
 from .base import Broker, HistoryRead, new_epoch, topic_channel
+from .connection import SENTINEL_SCHEME, async_client, master_endpoint, sync_client
 
 __all__ = ["RedisBroker"]
 
@@ -67,16 +68,23 @@ class _RespConnection:
         self.last_rx = time.monotonic()
 
     @classmethod
-    async def open(cls, url: str, timeout: float) -> _RespConnection:
-        parts = urlsplit(url)
-        context = ssl.create_default_context() if parts.scheme == "rediss" else None
+    async def open(cls, target: str, timeout: float) -> _RespConnection:
+        """A connection to ``target``'s master: the URL's host, or the one the sentinels name now."""
+        endpoint = await master_endpoint(target, timeout)
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(parts.hostname or "127.0.0.1", parts.port or 6379, ssl=context), timeout
+            asyncio.open_connection(endpoint.host, endpoint.port, ssl=endpoint.ssl), timeout
         )
         conn = cls(reader, writer)
-        if parts.password:
-            args = [unquote(parts.username), unquote(parts.password)] if parts.username else [unquote(parts.password)]
+        if endpoint.password:
+            args = [endpoint.username, endpoint.password] if endpoint.username else [endpoint.password]
             await asyncio.wait_for(conn.call("AUTH", *args), timeout)
+        if target.startswith(SENTINEL_SCHEME):
+            # A sentinel may still name a master that has just been demoted: subscribing to it would
+            # hear nothing that is published on the new master.
+            role = await asyncio.wait_for(conn.call("ROLE"), timeout)
+            if not role or role[0] != b"master":
+                conn.abort()
+                raise ConnectionError(f"{endpoint.host}:{endpoint.port} is not the master (yet)")
         return conn
 
     def write(self, *args: str | bytes) -> None:
@@ -155,7 +163,7 @@ class RedisBroker(Broker):
 
         super().__init__()
         self.url = url or pulse_settings.REDIS_URL or "redis://127.0.0.1:6379/0"
-        self.prefix = prefix if prefix is not None else pulse_settings.REDIS_PREFIX
+        self.prefix = keys.check_prefix(prefix if prefix is not None else pulse_settings.REDIS_PREFIX)
         self._bus = f"{self.prefix}:bus:"
         self._bus_bytes = self._bus.encode()
         self.client_name = f"{self.prefix}:sub:{self.process_id}".replace(" ", "_")
@@ -163,6 +171,13 @@ class RedisBroker(Broker):
         self._unavailable_suppressed = 0
         self.history_size = pulse_settings.HISTORY_SIZE
         self.history_ttl_ms = int(pulse_settings.HISTORY_TTL * 1000)
+        # The command that broadcasts inside the scripts ("SPUBLISH" for a sharded cluster broker).
+        self.publish_command = "PUBLISH"
+        # "1": each publish checks whether the master changed since the channel's last publish (a new epoch
+        # if so). Costs one INFO inside the script; on when replicas can be promoted (Sentinel).
+        self.failover_check = "1" if self.url.startswith(SENTINEL_SCHEME) else ""
+        self.wait_replicas = pulse_settings.REDIS_WAIT_REPLICAS
+        self.wait_timeout_ms = max(1, int(pulse_settings.REDIS_WAIT_TIMEOUT * 1000))
         self._sync_client: redis_sync.Redis | None = None
         self._sync_script: Any = None
         self._sync_read: Any = None
@@ -188,22 +203,28 @@ class RedisBroker(Broker):
     # -- names ------------------------------------------------------------------------------------------
 
     def redis_channel(self, topic: str) -> str:
-        return self._bus + topic
+        """The pub/sub channel of ``topic`` (in its channel's hash slot: ``broker.keys``)."""
+        return keys.bus_channel(self.prefix, topic)
+
+    def key(self, topic: str, kind: str) -> str:
+        """The one naming function of this backend's keys: ``kind`` of the topic's channel (``broker.keys``)."""
+        return keys.topic_key(self.prefix, topic, kind)
 
     def serial_key(self, topic: str) -> str:
         """The hash holding the topic's last serial (field ``s``) and epoch (field ``e``)."""
-        return f"{self.prefix}:serial:{topic}"
+        return self.key(topic, "serial")
 
     def history_key(self, topic: str) -> str:
         """The stream of the topic's retained frames; entry ids are ``{serial}-0``."""
-        return f"{self.prefix}:hist:{topic}"
+        return self.key(topic, "hist")
 
     # -- publishing -------------------------------------------------------------------------------------
 
     def _sync(self) -> tuple[redis_sync.Redis, Any]:
         if self._sync_client is None:
-            self._sync_client = redis_sync.Redis.from_url(
+            self._sync_client = sync_client(
                 self.url,
+                retry=_no_retry(),
                 socket_connect_timeout=CONNECT_TIMEOUT,
                 socket_timeout=CONNECT_TIMEOUT,
                 health_check_interval=30,
@@ -226,26 +247,47 @@ class RedisBroker(Broker):
             self.history_size,
             self.history_ttl_ms,
             topic_channel(topic),
+            self.publish_command,
+            self.failover_check,
         ]
         return keys, args
 
     async def publish_message(self, topic: str, head: str) -> int:
-        _, script = self._async()
+        client, script = self._async()
         keys, args = self._publish_args(topic, head)
         try:
-            serial = await script(keys=keys, args=args)
+            if not self.wait_replicas:
+                return int(await script(keys=keys, args=args))
+            # One connection for both: WAIT counts the replicas holding this connection's last write.
+            async with client.pipeline(transaction=False) as pipe:
+                await script(keys=keys, args=args, client=pipe)
+                pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+                serial, acked = await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise self._unavailable("Redis is unreachable; the message was not published.", exc) from None
-        return int(serial)
+            raise self._unavailable(_publish_failed(exc), exc) from None
+        return self._replicated(int(serial), int(acked))
 
     def publish_message_sync(self, topic: str, head: str) -> int:
-        _, script = self._sync()
+        client, script = self._sync()
         keys, args = self._publish_args(topic, head)
         try:
-            serial = script(keys=keys, args=args)
+            if not self.wait_replicas:
+                return int(script(keys=keys, args=args))
+            with client.pipeline(transaction=False) as pipe:
+                script(keys=keys, args=args, client=pipe)
+                pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)  # type: ignore[no-untyped-call]
+                serial, acked = pipe.execute()
         except (RedisError, OSError) as exc:
-            raise self._unavailable("Redis is unreachable; the message was not published.", exc) from None
-        return int(serial)
+            raise self._unavailable(_publish_failed(exc), exc) from None
+        return self._replicated(int(serial), int(acked))
+
+    def _replicated(self, serial: int, acked: int) -> int:
+        if acked < self.wait_replicas:
+            raise self._unavailable(
+                "Redis replicas did not confirm the message in time; it may have been delivered.",
+                RedisError(f"WAIT: {acked} of {self.wait_replicas} replicas acknowledged serial {serial}"),
+            )
+        return serial
 
     def _read_args(self, topic: str, after: int, before: int | None, limit: int) -> tuple[list[str], list[str | int]]:
         keys = [self.serial_key(topic), self.history_key(topic)]
@@ -346,8 +388,8 @@ class RedisBroker(Broker):
             with contextlib.suppress(Exception):
                 self._conn.abort()
         self._loop = loop
-        self._client = redis_async.Redis.from_url(
-            self.url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT
+        self._client = async_client(
+            self.url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT, retry=_async_no_retry()
         )
         self._script = self._client.register_script(PUBLISH_SCRIPT)
         self._read_script = self._client.register_script(READ_SCRIPT)
@@ -458,6 +500,7 @@ class RedisBroker(Broker):
     async def _read_loop(self, conn: _RespConnection) -> None:
         hub = self.delivery
         bus, bus_len = self._bus_bytes, len(self._bus_bytes)
+        bus_topic = keys.bus_topic
         while True:
             reply = await conn.read()
             if not isinstance(reply, list) or not reply:
@@ -468,7 +511,7 @@ class RedisBroker(Broker):
             if kind == b"message" and len(reply) == 3:
                 channel, data = reply[1], reply[2]
                 if channel.startswith(bus):
-                    hub.dispatch(channel[bus_len:].decode(), data.decode())
+                    hub.dispatch(bus_topic(channel[bus_len:]), data.decode())
             elif kind == b"subscribe":
                 channel = reply[1]
                 waiters = self._sub_waiters.get(channel)
@@ -480,7 +523,7 @@ class RedisBroker(Broker):
                         waiter.set_result(None)
                 elif channel in self._resubscribed:
                     self._resubscribed.discard(channel)
-                    hub.discontinuity(channel[bus_len:].decode(), "broker_unavailable")
+                    hub.discontinuity(bus_topic(channel[bus_len:]), "broker_unavailable")
             elif kind == b"unsubscribe":
                 waiters = self._unsub_waiters.get(reply[1])
                 if waiters:
@@ -539,6 +582,37 @@ class RedisBroker(Broker):
                 self._conn.abort()
         if self._sync_client is not None:
             self._sync_client.close()
+
+
+def _no_retry() -> Any:
+    """Each publish runs its script once: redis-py's default retries (10, on a timeout or a broken connection)
+    would run it again when only the reply was lost, delivering the message twice under two serials. A failed
+    publish raises ``Unavailable`` instead, and the caller retries with the same message id (idempotent)."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return Retry(NoBackoff(), 0)
+
+
+def _async_no_retry() -> Any:
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return Retry(NoBackoff(), 0)
+
+
+def _publish_failed(exc: BaseException) -> str:
+    """What a failed publish tells its caller. A refused connection means nothing was sent; a connection that
+    broke or timed out after the script was sent (a master killed mid-command) leaves the outcome unknown."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, ConnectionRefusedError) or isinstance(exc, ConnectionRefusedError):
+        return "Redis is unreachable; the message was not published."
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+        return "Redis did not confirm the publish; the message may or may not have been delivered."
+    return "Redis is unreachable; the message was not published."
 
 
 UNAVAILABLE_LOG_INTERVAL = 5.0

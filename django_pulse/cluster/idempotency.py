@@ -6,7 +6,8 @@ API, the server SDK, client publishes over the WebSocket) goes through ``sdk.pub
 record. When the broadcast itself fails the claim is released, so the publisher's retry is delivered.
 
 - In memory (no Redis): a per-process TTL dict — right for the embedded single-process server.
-- With Redis: ``SET {prefix}:idem:{kbId}:{channel}:{id} 1 NX PX window`` — shared by every process.
+- With Redis: ``SET {prefix}:{kbId:channel}:idem:{id} 1 NX PX window`` — shared by every process, in the
+  channel's hash slot (``broker.keys``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ _MAX_MEMORY_KEYS = 100_000
 
 
 def _key(kb_id: str, channel: str, message_id: str) -> str:
-    return f"{pulse_settings.REDIS_PREFIX}:idem:{kb_id}:{channel}:{message_id}"
+    """The one naming function of this backend: the record of ``message_id`` in the channel's hash slot."""
+    from ..broker.keys import channel_key
+
+    return channel_key(pulse_settings.REDIS_PREFIX, kb_id, channel, f"idem:{message_id}")
 
 
 def _unavailable(exc: Exception) -> Unavailable:
@@ -88,9 +92,9 @@ class IdempotencyStore:
     def _sync_client(self, url: str) -> Any:
         client = self._sync_clients.get(url)
         if client is None:
-            import redis
+            from ..broker.connection import sync_client
 
-            client = self._sync_clients[url] = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+            client = self._sync_clients[url] = sync_client(url, socket_connect_timeout=2, socket_timeout=2)
         return client
 
     def _async_client(self, url: str) -> Any:
@@ -98,9 +102,9 @@ class IdempotencyStore:
         clients = self._async_clients.setdefault(loop, {})
         client = clients.get(url)
         if client is None:
-            import redis.asyncio
+            from ..broker.connection import async_client
 
-            client = clients[url] = redis.asyncio.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+            client = clients[url] = async_client(url, socket_connect_timeout=2, socket_timeout=2)
             self._guards.append(close_with_loop(client))
         return client
 

@@ -2,13 +2,14 @@
 
 With Redis, every server process (one that serves WebSocket connections) runs a small loop:
 
-- every ``PROCESS_HEARTBEAT`` s it sets ``P:proc:{processId}`` with an expiry of ``PROCESS_TIMEOUT`` s (its
-  value: host, OS pid, connection count, start time), adds itself to the set ``P:procs``, and replaces the
-  hash ``P:proctopics:{processId}`` (topic -> local subscriber count, from the hub, same expiry);
+- every ``PROCESS_HEARTBEAT`` s it sets ``P:proc:{processId}`` (braces: a hash tag) with an expiry of
+  ``PROCESS_TIMEOUT`` s (its value: host, OS pid, connection count, start time), adds itself to the set
+  ``P:procs``, and replaces the hash ``P:proctopics:{processId}`` (topic -> local subscriber count, from the
+  hub, same expiry);
 - then it sweeps: every process in ``P:procs`` whose key has expired is dead; its members (recorded in
-  ``P:procmembers:{processId}`` by the presence scripts) are removed, each with its ``leave`` event, by an
-  atomic script (``RedisPresence.sweep_process``), so two sweepers never remove one member twice; when none
-  is left the process is forgotten.
+  ``P:procmembers:{processId}`` by the presence backend) are removed, each with its ``leave`` event, by the
+  channel's atomic leave script, which checks the owner (``RedisPresence.sweep_process``), so two sweepers
+  never remove one member twice; when none is left the process is forgotten.
 
 So a ``kill -9``'d process's members leave at most ``PROCESS_TIMEOUT + PROCESS_HEARTBEAT`` s after its last
 heartbeat (15 s with the defaults 12 + 3). ``pulse.channels()`` and the ``status`` command read the live
@@ -144,7 +145,7 @@ class RedisLiveness(Liveness):
     def __init__(
         self, runtime: Runtime, *, url: str | None = None, prefix: str | None = None, process_id: str | None = None
     ) -> None:
-        import redis
+        from ..broker.connection import sync_client
 
         super().__init__(runtime)
         url = url or pulse_settings.REDIS_URL
@@ -152,7 +153,7 @@ class RedisLiveness(Liveness):
             raise ValueError("RedisLiveness needs a Redis URL (PULSE['REDIS_URL'])")
         self.prefix = prefix or pulse_settings.REDIS_PREFIX
         self._process_id = process_id
-        self.client = redis.Redis.from_url(url, decode_responses=True)
+        self.client = sync_client(url, decode_responses=True)
         self._heartbeat_script = self.client.register_script(_HEARTBEAT)
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -167,6 +168,12 @@ class RedisLiveness(Liveness):
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
+
+    def process_key(self, kind: str, process_id: str) -> str:
+        """A key of one server process (``proc``, ``proctopics``): ``broker.keys.process_key``."""
+        from ..broker.keys import process_key
+
+        return process_key(self.prefix, kind, process_id)
 
     # --- the loop --------------------------------------------------------------------------------------------
 
@@ -207,13 +214,14 @@ class RedisLiveness(Liveness):
                 "startedAt": self.started_at,
             }
         )
-        args: list[Any] = [self.process_id, value, ttl_ms]
+        args: list[Any] = [value, ttl_ms]
         for topic, count in topics.items():
             args += [topic, count]
         pid = self.process_id
         existed = self._heartbeat_script(
-            keys=[self.key("proc", pid), self.key("procs"), self.key("proctopics", pid)], args=args
+            keys=[self.process_key("proc", pid), self.process_key("proctopics", pid)], args=args
         )
+        self.client.sadd(self.key("procs"), pid)
         return bool(existed)
 
     async def beat(self) -> None:
@@ -236,7 +244,7 @@ class RedisLiveness(Liveness):
             return []
         with self.client.pipeline(transaction=False) as pipe:
             for p in others:
-                pipe.exists(self.key("proc", p))
+                pipe.exists(self.process_key("proc", p))
             alive = pipe.execute()
         return [p for p, up in zip(others, alive, strict=True) if not up]
 
@@ -273,8 +281,8 @@ class RedisLiveness(Liveness):
             await presence.sweep_process(pid)
 
     def _unregister_sync(self, pid: str) -> None:
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(self.key("proc", pid), self.key("proctopics", pid))
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.delete(self.process_key("proc", pid), self.process_key("proctopics", pid))
             pipe.srem(self.key("procs"), pid)
             pipe.execute()
 
@@ -293,8 +301,8 @@ class RedisLiveness(Liveness):
             return {}
         with self.client.pipeline(transaction=False) as pipe:
             for p in pids:
-                pipe.get(self.key("proc", p))
-                pipe.hgetall(self.key("proctopics", p))
+                pipe.get(self.process_key("proc", p))
+                pipe.hgetall(self.process_key("proctopics", p))
             raw = pipe.execute()
         live: dict[str, tuple[dict[str, Any], dict[str, int]]] = {}
         for i, p in enumerate(pids):

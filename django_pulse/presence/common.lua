@@ -13,6 +13,3 @@ local function frame(channel, event, member, serial)
   return '{"action":"presence","channel":"' .. channel .. '","event":"' .. event .. '","member":' .. member ..
          ',"serial":' .. serial .. '}'
 end
-local function json_string(s)
-  return '"' .. string.gsub(s, '[%c"\\]', function(c) return string.format('\\u%04x', string.byte(c)) end) .. '"'
-end

@@ -1,19 +1,22 @@
 -- leave.lua: a Redis script of django_pulse.presence (loaded by django_pulse._lua.load_lua).
--- common.lua's helpers (member_json, frame, json_string) are prepended when it is loaded.
--- KEYS: pres, pserial, pchans
--- ARGV: connectionId, connectionId-JSON, channel, bus channel, procmembers entry, key prefix, calling process id
+-- common.lua's helpers (member_json, frame) are prepended when it is loaded.
+-- Every presence script of a channel touches the keys and the pub/sub channel of ONE channel, all in its hash slot
+-- (``broker.keys``): KEYS[1] the member hash, KEYS[2] the presence serial, KEYS[3] the pub/sub channel (a key
+-- only so that Redis Cluster routes the script to the channel's shard and checks it shares the slot).
+-- The per-process and per-app indexes (procmembers, procs, pchans) are written by separate commands, in an
+-- order that keeps them safe to act on (``RedisPresence`` methods).
+-- Removes member ARGV[1] if process ARGV[4] owns it: only the owning process leaves a member (a late
+-- grace-period leave from a process the connection has just moved away from must not remove it), and a sweep
+-- of a dead process removes each of its members exactly once however many processes sweep at the same time.
+-- ARGV: connectionId, connectionId-JSON, channel, owner, publish command
 -- -> {"leave", serial, frame, count, stored value} | {"absent"}
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if not current then return {'absent'} end
 local member, owner = member_json(ARGV[2], current)
--- Only the owning process leaves a member: a late grace-period leave from a process the connection has
--- just moved away from (recovery adopted the member) must not remove it.
-if owner ~= ARGV[7] then return {'absent'} end
+if owner ~= ARGV[4] then return {'absent'} end
 redis.call('HDEL', KEYS[1], ARGV[1])
 local count = redis.call('HLEN', KEYS[1])
-if count == 0 then redis.call('HDEL', KEYS[3], ARGV[3]) else redis.call('HINCRBY', KEYS[3], ARGV[3], -1) end
-redis.call('SREM', ARGV[6] .. ':procmembers:' .. owner, ARGV[5])
 local serial = redis.call('INCR', KEYS[2])
 local f = frame(ARGV[3], 'leave', member, serial)
-redis.call('PUBLISH', ARGV[4], f)
+redis.call(ARGV[5], KEYS[3], f)
 return {'leave', serial, f, count, current}

@@ -1,0 +1,208 @@
+"""How django-pulse reaches Redis: one URL, or a master found through Redis Sentinel.
+
+Every Redis client of django-pulse (broker, presence, process liveness, idempotency) is built here, from a
+*target* string: the ``REDIS_URL`` itself, or, when ``PULSE["REDIS_SENTINEL"]`` is set, the marker
+``sentinel://{service}`` (what ``pulse_settings.REDIS_URL`` returns then), which stands for "the current
+master of that service". Sentinel support is redis-py's own (``redis.sentinel``/``redis.asyncio.sentinel``):
+its clients ask the sentinels for the master on every new connection and drop connections to a node that
+has become a replica, so after a failover the next command reaches the new master. The broker's pub/sub
+reader (its own RESP connection) asks ``master_endpoint`` for the address on every reconnect.
+"""
+
+from __future__ import annotations
+
+import ssl as _ssl
+from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
+
+import redis as redis_sync
+import redis.asyncio as redis_async
+
+__all__ = [
+    "SENTINEL_SCHEME",
+    "Endpoint",
+    "SentinelConfig",
+    "async_client",
+    "master_endpoint",
+    "sentinel_config",
+    "sync_client",
+]
+
+SENTINEL_SCHEME = "sentinel://"
+
+_SENTINEL_KEYS = {
+    "service",
+    "sentinels",
+    "db",
+    "username",
+    "password",
+    "sentinel_username",
+    "sentinel_password",
+    "ssl",
+    "sentinel_ssl",
+    "ssl_ca_certs",
+    "ssl_certfile",
+    "ssl_keyfile",
+}
+
+
+@dataclass(frozen=True)
+class SentinelConfig:
+    """``PULSE["REDIS_SENTINEL"]``, validated (docs/settings.md)."""
+
+    service: str
+    sentinels: tuple[tuple[str, int], ...]
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
+    ssl: bool = False
+    sentinel_ssl: bool = False
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    @classmethod
+    def from_setting(cls, value: Any) -> SentinelConfig:
+        if not isinstance(value, dict):
+            raise ValueError("PULSE['REDIS_SENTINEL'] must be a dict (docs/settings.md)")
+        unknown = set(value) - _SENTINEL_KEYS
+        if unknown:
+            raise ValueError(f"PULSE['REDIS_SENTINEL'] has unknown keys: {', '.join(sorted(unknown))}")
+        if not value.get("service") or not value.get("sentinels"):
+            raise ValueError("PULSE['REDIS_SENTINEL'] needs 'service' and 'sentinels'")
+        sentinels = tuple((str(host), int(port)) for host, port in value["sentinels"])
+        options = {k: v for k, v in value.items() if k not in ("service", "sentinels")}
+        return cls(service=str(value["service"]), sentinels=sentinels, **options)
+
+    def _tls(self, enabled: bool) -> dict[str, Any]:
+        if not enabled:
+            return {}
+        return {
+            "ssl": True,
+            "ssl_ca_certs": self.ssl_ca_certs,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+        }
+
+    def node_kwargs(self) -> dict[str, Any]:
+        """Connection options for the master (and replicas)."""
+        return {"db": self.db, "username": self.username, "password": self.password, **self._tls(self.ssl)}
+
+    def sentinel_kwargs(self) -> dict[str, Any]:
+        """Connection options for the sentinels themselves."""
+        return {
+            "username": self.sentinel_username,
+            "password": self.sentinel_password,
+            "socket_timeout": 2.0,
+            "socket_connect_timeout": 2.0,
+            **self._tls(self.sentinel_ssl),
+        }
+
+    def ssl_context(self) -> _ssl.SSLContext | None:
+        if not self.ssl:
+            return None
+        context = _ssl.create_default_context(cafile=self.ssl_ca_certs)
+        if self.ssl_certfile:
+            context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+        return context
+
+
+def sentinel_config() -> SentinelConfig | None:
+    from ..conf import pulse_settings
+
+    value = pulse_settings.REDIS_SENTINEL
+    return None if value is None else SentinelConfig.from_setting(value)
+
+
+def _sentinel_for(target: str) -> SentinelConfig:
+    config = sentinel_config()
+    if config is None or target != SENTINEL_SCHEME + config.service:
+        raise ValueError(f"{target!r} names a Sentinel service, but PULSE['REDIS_SENTINEL'] does not configure it")
+    return config
+
+
+class _SyncSentinelRedis(redis_sync.Redis):
+    """The master's client; closing it closes the sentinels' connections too."""
+
+    pulse_sentinel: Any = None
+
+    def close(self) -> None:
+        super().close()
+        for client in getattr(self.pulse_sentinel, "sentinels", ()):
+            client.close()
+
+
+class _AsyncSentinelRedis(redis_async.Redis):
+    pulse_sentinel: Any = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        for client in getattr(self.pulse_sentinel, "sentinels", ()):
+            await client.aclose()
+
+
+def sync_client(target: str, **kwargs: Any) -> redis_sync.Redis:
+    """A thread-safe synchronous client of ``target`` (a Redis URL or ``sentinel://service``)."""
+    if not target.startswith(SENTINEL_SCHEME):
+        return redis_sync.Redis.from_url(target, **kwargs)
+    from redis.sentinel import Sentinel
+
+    config = _sentinel_for(target)
+    sentinel = Sentinel(list(config.sentinels), sentinel_kwargs=config.sentinel_kwargs(), **config.node_kwargs())  # type: ignore[no-untyped-call]
+    client = cast("_SyncSentinelRedis", sentinel.master_for(config.service, redis_class=_SyncSentinelRedis, **kwargs))  # type: ignore[no-untyped-call]
+    client.pulse_sentinel = sentinel
+    return client
+
+
+def async_client(target: str, **kwargs: Any) -> redis_async.Redis:
+    """An asyncio client of ``target``, for the running event loop."""
+    if not target.startswith(SENTINEL_SCHEME):
+        return redis_async.Redis.from_url(target, **kwargs)
+    from redis.asyncio.sentinel import Sentinel
+
+    config = _sentinel_for(target)
+    sentinel = Sentinel(list(config.sentinels), sentinel_kwargs=config.sentinel_kwargs(), **config.node_kwargs())  # type: ignore[no-untyped-call]
+    client = cast("_AsyncSentinelRedis", sentinel.master_for(config.service, redis_class=_AsyncSentinelRedis, **kwargs))
+    client.pulse_sentinel = sentinel
+    return client
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a raw connection goes, and how it authenticates."""
+
+    host: str
+    port: int
+    ssl: _ssl.SSLContext | None
+    username: str | None
+    password: str | None
+
+
+async def master_endpoint(target: str, timeout: float) -> Endpoint:
+    """The address of ``target`` now: the URL's host, or the master the sentinels name at this moment."""
+    if not target.startswith(SENTINEL_SCHEME):
+        parts = urlsplit(target)
+        return Endpoint(
+            parts.hostname or "127.0.0.1",
+            parts.port or 6379,
+            _ssl.create_default_context() if parts.scheme == "rediss" else None,
+            unquote(parts.username) if parts.username else None,
+            unquote(parts.password) if parts.password else None,
+        )
+    import asyncio
+
+    from redis.asyncio.sentinel import Sentinel
+
+    config = _sentinel_for(target)
+    sentinel = Sentinel(list(config.sentinels), sentinel_kwargs=config.sentinel_kwargs())  # type: ignore[no-untyped-call]
+    try:
+        host, port = await asyncio.wait_for(sentinel.discover_master(config.service), timeout)
+    except redis_sync.RedisError as exc:
+        raise ConnectionError(f"no master of {config.service!r}: {exc}") from exc
+    finally:
+        for client in sentinel.sentinels:
+            await client.aclose()
+    return Endpoint(str(host), int(port), config.ssl_context(), config.username, config.password)
