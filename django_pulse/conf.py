@@ -84,11 +84,20 @@ DEFAULTS: dict[str, Any] = {
     # instead of through the server's ASGI send (docs/architecture.md, "The direct-write fast path").
     # False: everything through ASGI.
     "DIRECT_WRITE": True,
+    # Operations (issue 21): Prometheus metrics (django_pulse.metrics, docs/metrics.md). None: on when the
+    # prometheus-client package is installed (extra "metrics"); False: off (every counter call is a no-op).
+    "METRICS": None,
 }
 
 
 class PulseSettings:
     """Typed, live view of ``settings.PULSE`` merged over ``DEFAULTS``."""
+
+    # -- operations (issue 21) --
+    @property
+    def METRICS(self) -> bool | None:
+        value = self._get("METRICS")
+        return None if value is None else bool(value)
 
     def _get(self, name: str) -> Any:
         user = getattr(settings, "PULSE", None) or {}

@@ -63,8 +63,12 @@ def _spawn_registration(loop: asyncio.AbstractEventLoop) -> None:
 
 
 async def _register_process() -> None:
+    from . import metrics
     from .registry import get_registry
 
+    metrics.ensure_loop_monitor()
+    if not pulse_settings.REDIS_URL:
+        return  # in memory, the one process is always the whole installation
     try:
         await get_registry().ensure_started()
     except Exception:
@@ -106,8 +110,6 @@ def register_when_served() -> None:
     """Register this process once its server's event loop runs (daphne, granian, or a server importing the
     application inside its running loop). Other servers (uvicorn) register through ``pulse_lifespan`` when the
     project routes ``"lifespan"`` to it, else at their first connection, as before."""
-    if not pulse_settings.REDIS_URL:
-        return  # in memory, the one process is always the whole installation
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
@@ -124,8 +126,7 @@ async def pulse_lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
-            if pulse_settings.REDIS_URL:
-                await _register_process()
+            await _register_process()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             from .consumers import shutdown

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from asgiref.sync import sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
 
-from . import idempotency
+from . import idempotency, metrics
 from .authorization import authorize
 from .conf import pulse_settings
 from .exceptions import LimitExceeded, ProtocolViolation
@@ -231,9 +231,10 @@ async def _apublish_as_client(
     Returns ``(id, serial)``; ``serial`` is None when ``id`` repeats one published within the idempotency window.
     """
     head, message_id = _build(channel, event, None, id=id, client_id=client_id, data_json=data_json)
-    serial = await _broadcast_once(
-        kb_id, channel, event, head, message_id, explicit_id=id is not None, client_id=client_id
-    )
+    with metrics.publish_source("client"):
+        serial = await _broadcast_once(
+            kb_id, channel, event, head, message_id, explicit_id=id is not None, client_id=client_id
+        )
     return message_id, serial
 
 
@@ -256,6 +257,7 @@ def _broadcast_once_sync(
         if explicit_id:
             idempotency.release(kb, channel, message_id)
         raise
+    metrics.published()
     _send_published(**_published_kwargs(kb, channel, event, message_id, serial, client_id))
     return serial
 
@@ -274,6 +276,7 @@ async def _broadcast_once(
         if explicit_id:
             await idempotency.arelease(kb, channel, message_id)
         raise
+    metrics.published()
     await _asend_published(**_published_kwargs(kb, channel, event, message_id, serial, client_id))
     return serial
 

@@ -22,4 +22,5 @@ api_urlpatterns: list[URLPattern] = [
 urlpatterns: list[URLPattern] = [
     *api_urlpatterns,
     path("schema/", views.SchemaView.as_view(), name="schema"),
+    path("metrics/", views.MetricsView.as_view(), name="metrics"),  # Prometheus text (docs/metrics.md)
 ]

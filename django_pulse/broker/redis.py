@@ -30,6 +30,7 @@ import redis as redis_sync
 import redis.asyncio as redis_async
 from redis.exceptions import RedisError
 
+from .. import metrics
 from ..exceptions import Unavailable
 from .base import Broker, HistoryRead, new_epoch, topic_channel
 
@@ -415,6 +416,7 @@ class RedisBroker(Broker):
                 conn = await _RespConnection.open(self.url, CONNECT_TIMEOUT)
                 await asyncio.wait_for(conn.call("CLIENT", "SETNAME", self.client_name), CONNECT_TIMEOUT)
             except (OSError, ConnectionError, TimeoutError, asyncio.IncompleteReadError, _ReplyError) as exc:
+                metrics.broker_error()
                 assert self._down is not None
                 if not self._down.is_set() or backoff >= MAX_BACKOFF:
                     logger.warning("Redis broker cannot connect to %s: %s; retrying", _safe_url(self.url), exc)
@@ -427,6 +429,7 @@ class RedisBroker(Broker):
             self._down.clear()
             channels = [self.redis_channel(topic).encode() for topic in sorted(self._topics)]
             if ever_connected:
+                metrics.broker_reconnected()
                 logger.warning("Redis broker reconnected; re-subscribing %d topics", len(channels))
                 self._resubscribed = set(channels)
             for start in range(0, len(channels), SUBSCRIBE_BATCH):
@@ -551,6 +554,7 @@ def _unavailable(message: str, exc: BaseException) -> Unavailable:
     """The error callers (and through them HTTP and WebSocket clients) see: no host, port or driver detail,
     which would tell a client where the infrastructure is. The detail goes to the log as a warning, at most
     once per UNAVAILABLE_LOG_INTERVAL seconds (an outage fails every call), with the count of those not shown."""
+    metrics.broker_error()
     now = time.monotonic()
     state = _unavailable_logged
     if now - state["at"] >= UNAVAILABLE_LOG_INTERVAL:
