@@ -248,7 +248,11 @@ class Command(BaseCommand):
                 f"{p.get('host', '?')}:{p.get('pid', '?')} ({p.get('connections', 0)})"
                 for p in info.get("processList", [])
             )
-            lines.append(f"processes:   {info['processes']}" + (f"  [{where}]" if where else ""))
+            lines.append(
+                f"processes:   {info['processes']}"
+                + (f"  [{where}]" if where else "")
+                + (f"  ({info['draining']} draining)" if info.get("draining") else "")
+            )
         if info.get("connections") is not None:
             lines.append(f"connections: {info['connections']}")
         lines.append(f"channels:    {info['channels']}")
