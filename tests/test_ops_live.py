@@ -56,13 +56,20 @@ def until(get: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 15
 
 
 def test_status_counts_idle_daphne_processes(redis_url: str, redis_prefix: str) -> None:
-    with live_pair(redis_url=redis_url, redis_prefix=redis_prefix) as (a, b):
+    # A long PRESENCE_GRACE: the stopped process stays listed as draining while the commands run.
+    with live_pair(redis_url=redis_url, redis_prefix=redis_prefix, pulse={"PRESENCE_GRACE": 120}) as (a, b):
         info = until(lambda: status(a), lambda i: i["processes"] == 2)
         assert info["processes"] == 2 and info["connections"] == 0
         assert sorted(p["pid"] for p in info["processList"]) == sorted([a.proc.pid, b.proc.pid])
         table = pulse_cmd(b, "status")
         assert "processes:   2" in table.stdout and "connections: 0" in table.stdout
         asyncio.run(watch_with_top(a, b))
+        # A process stopped gracefully leaves the count at once (draining: it hands its presence over).
+        b.stop()
+        info = status(a)
+        assert info["processes"] == 1 and info["processList"][0]["pid"] == a.proc.pid
+        assert info["draining"] == 1
+        assert "(1 draining)" in pulse_cmd(a, "status").stdout
 
 
 async def watch_with_top(a: LiveServer, b: LiveServer) -> None:
@@ -109,3 +116,45 @@ def test_status_counts_idle_granian_and_uvicorn_processes(
         assert info["processes"] == 1 and info["connections"] == 0
         # granian serves from a worker process it forks; uvicorn serves in the process it runs as.
         assert info["processList"][0]["pid"] in (live.proc.pid, *child_pids(live.proc.pid))
+
+
+def test_graceful_shutdown_hands_presence_over(redis_url: str, redis_prefix: str) -> None:
+    """SIGTERM on a process: its clients' members neither leave nor re-enter when the client continues its
+    connection on the other process; a member whose client does not come back leaves after PRESENCE_GRACE."""
+    grace = 3.0
+    with live_pair(redis_url=redis_url, redis_prefix=redis_prefix, pulse={"PRESENCE_GRACE": grace}) as (a, b):
+        asyncio.run(hand_over(a, b, grace))
+
+
+async def hand_over(a: LiveServer, b: LiveServer, grace: float) -> None:
+    observer = await Realtime.connect(a.ws_url, (await asyncio.to_thread(a.token, "observer"))["token"])
+    await observer.request("presence.subscribe", channel="room")
+    back_token = (await asyncio.to_thread(b.token, "comes_back"))["token"]
+    back = await Realtime.connect(b.ws_url, back_token)
+    gone = await Realtime.connect(b.ws_url, (await asyncio.to_thread(b.token, "does_not"))["token"])
+    for rt in (back, gone):
+        await rt.request("presence.enter", channel="room", data={"who": rt.client_id})
+    events: list[tuple[str, str]] = []
+    for _ in range(2):
+        frame = await observer.next_event(timeout=10)
+        events.append((frame["event"], frame["member"]["clientId"]))
+    assert sorted(events) == [("enter", "comes_back"), ("enter", "does_not")]
+    await asyncio.to_thread(b.stop)  # SIGTERM: 1001 to both clients, presence handed over
+    assert await back.wait_closed() == 1001 and await gone.wait_closed() == 1001
+    stopped = time.monotonic()
+    again = await Realtime.connect(a.ws_url, back_token, recover=back)
+    assert again.connected.get("recovered") is True
+    members = await observer.request("presence.get", channel="room")
+    assert sorted(m["clientId"] for m in members["members"]) == ["comes_back", "does_not"]
+    # The one that did not come back leaves once the draining process's key expires (PRESENCE_GRACE) and a
+    # live process sweeps (every PROCESS_HEARTBEAT s); the one that continued never left.
+    frame = await observer.next_event(timeout=grace + 10)
+    waited = time.monotonic() - stopped
+    assert (frame["event"], frame["member"]["clientId"]) == ("leave", "does_not")
+    assert grace - 0.5 <= waited <= grace + 3.0 + 2.0, waited
+    members = await observer.request("presence.get", channel="room")
+    assert [m["clientId"] for m in members["members"]] == ["comes_back"]
+    with pytest.raises(TimeoutError):
+        await observer.next_event(timeout=1)  # no leave, no enter for the member that was handed over
+    await again.close()
+    await observer.close()
