@@ -11,6 +11,8 @@ subscriptions, presence members) are not kept up to date at all: they are read f
 backend when Prometheus scrapes.
 
 Metric names (all prefixed ``pulse_``) are listed in ``METRIC_NAMES`` and documented in docs/metrics.md.
+The metric objects live in prometheus-client's default registry, which is per process by nature; the one
+task this module runs (the loop-lag sampler) is held by the runtime (``get_runtime().loop_monitor``).
 """
 
 from __future__ import annotations
@@ -167,10 +169,10 @@ class _LiveCollector:
 def _read_live_state() -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
     """(connections by app, topic -> local sinks, presence members by app); read from a scrape thread while
     the loop may change the maps, so a copy that raced a change is taken again."""
-    from .fanout import get_hub
-    from .presence import get_presence
+    from .server.runtime import get_runtime
 
-    hub, presence = get_hub(), get_presence()
+    runtime = get_runtime()
+    hub, presence = runtime.hub, runtime.presence
     for _attempt in range(10):
         try:
             by_app = {kb: len(conns) for kb, conns in list(hub.connections.items()) if conns}
@@ -278,21 +280,20 @@ def resumed(ok: bool) -> None:
 
 # -- event-loop lag --------------------------------------------------------------------------------------------
 
-_monitors: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
-
 
 def ensure_loop_monitor() -> None:
     """Sample the running loop's lag every second (started with the process registration and with each
-    connection; one task per loop)."""
+    connection; one task per runtime and loop, held by the runtime)."""
     m = _metrics or _get()
     if m is None:
         return
+    from .server.runtime import get_runtime
+
+    runtime = get_runtime()
     loop = asyncio.get_running_loop()
-    task = _monitors.get(loop)
-    if task is None or task.done():
-        for old in [lp for lp in _monitors if lp.is_closed()]:
-            del _monitors[old]
-        _monitors[loop] = loop.create_task(_watch_loop(m), name="pulse-loop-lag")
+    task = runtime.loop_monitor
+    if task is None or task.done() or task.get_loop() is not loop:
+        runtime.loop_monitor = loop.create_task(_watch_loop(m), name="pulse-loop-lag")
 
 
 async def _watch_loop(m: _Metrics) -> None:

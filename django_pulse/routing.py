@@ -21,7 +21,7 @@ from channels.security.websocket import AllowedHostsOriginValidator, OriginValid
 from django.urls import path
 
 from .conf import pulse_settings
-from .consumers import PulseConsumer
+from .server.consumer import PulseConsumer
 
 __all__ = ["pulse_lifespan", "pulse_websocket_app", "register_when_served", "websocket_urlpatterns"]
 
@@ -64,15 +64,15 @@ def _spawn_registration(loop: asyncio.AbstractEventLoop) -> None:
 
 async def _register_process() -> None:
     from . import metrics
-    from .registry import get_registry
+    from .server.runtime import get_runtime
 
     metrics.ensure_loop_monitor()
     if not pulse_settings.REDIS_URL:
         return  # in memory, the one process is always the whole installation
     try:
-        await get_registry().ensure_started()
+        await get_runtime().liveness.ensure_started()
     except Exception:
-        # Redis unreachable at startup: the first connection tries again (presence.handlers.connection_started).
+        # Redis unreachable at startup: the first connection tries again (presence_actions.connection_started).
         logger.warning("pulse: could not register this server process at startup", exc_info=True)
 
 
@@ -88,9 +88,10 @@ def _on_daphne_reactor() -> bool:
         return False
 
     def started() -> None:
-        from .consumers import install_daphne_shutdown
+        from .server._server_io import install_daphne_shutdown
+        from .server.shutdown import logged_shutdown
 
-        install_daphne_shutdown()
+        install_daphne_shutdown(logged_shutdown)
         _spawn_registration(loop)
 
     reactor.callWhenRunning(started)
@@ -122,14 +123,14 @@ def register_when_served() -> None:
 async def pulse_lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """ASGI lifespan for servers that speak it (uvicorn, granian): route ``"lifespan": pulse_lifespan`` in the
     ``ProtocolTypeRouter``. Startup registers this process; shutdown closes its Pulse connections gracefully
-    (``consumers.shutdown``) before the server stops."""
+    (``django_pulse.server.shutdown``) before the server stops."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             await _register_process()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            from .consumers import shutdown
+            from .server.shutdown import shutdown
 
             try:
                 await shutdown()

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from django_pulse.client import Realtime
+from django_pulse.clients.websocket import Realtime
 from tests.servers import ROOT, _command, free_port, live_server, wait_for_port
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from django_pulse.client import PulseClientError, Realtime
+from django_pulse.clients.websocket import PulseClientError, Realtime
 from tests.servers import ROOT, LiveServer, live_pair
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]

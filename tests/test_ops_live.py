@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from django_pulse.client import Realtime
+from django_pulse.clients.websocket import Realtime
 from tests.servers import ROOT, LiveServer, live_pair, live_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]

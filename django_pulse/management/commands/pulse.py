@@ -23,12 +23,11 @@ from django.db import transaction
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from ... import sdk
-from ... import status as pulse_status
+from ... import overview, sdk
 from ...api.authentication import issue_admin_credential
+from ...clients.http import PulseAPIError, PulseClient, PulseConnectionError
 from ...conf import pulse_settings
 from ...exceptions import PulseError
-from ...http_client import PulseAPIError, PulseClient, PulseConnectionError
 from ...models import KEY_PREFIX, ApiKey, PulseApp
 
 
@@ -228,7 +227,7 @@ class Command(BaseCommand):
 
     def _status(self, options: dict[str, Any]) -> None:
         remote = self._remote(options)
-        info = pulse_status.collect() if remote is None else remote.status()
+        info = overview.collect() if remote is None else remote.status()
         redis = info.get("redis")
         redis_line = (
             "not used (state in the server process)"
@@ -282,7 +281,7 @@ class Command(BaseCommand):
         done = 0
         try:
             while True:
-                info = pulse_status.collect() if remote is None else remote.status()
+                info = overview.collect() if remote is None else remote.status()
                 channels = sdk.channels(kb_id=kb_id) if remote is None else remote.channels()
                 channels.sort(key=lambda c: (-c["subscribers"], -c["presence"], c["name"]))
                 frame = {"at": time.time(), "kbId": kb_id, "status": info, "channels": channels[: options["limit"]]}
