@@ -63,10 +63,9 @@ def _spawn_registration(loop: asyncio.AbstractEventLoop) -> None:
 
 
 async def _register_process() -> None:
-    from . import metrics
     from .server.runtime import get_runtime
 
-    metrics.ensure_loop_monitor()
+    get_runtime().metrics.ensure_loop_monitor()
     if not pulse_settings.REDIS_URL:
         return  # in memory, the one process is always the whole installation
     try:

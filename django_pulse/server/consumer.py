@@ -24,7 +24,7 @@ from channels.consumer import AsyncConsumer, get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 
-from .. import metrics, signals
+from .. import signals
 from ..authorization import Decision, decide, resolve_user
 from ..broker.base import CONTROL_TOPIC
 from ..conf import pulse_settings
@@ -261,7 +261,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         """Inbound rate limit: False (after an error reply, or a close on a sustained flood) to drop a frame."""
         if self._inbound.allow(now):
             return True
-        metrics.rate_limited()
+        get_runtime().metrics.rate_limited()
         if self._inbound.flooding:
             self.close(CloseCode.RATE_LIMITED)
         else:
@@ -306,7 +306,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         try:
             claims = await _authenticate(token)
         except PulseError as exc:
-            metrics.auth_failed(exc.code.value)
+            get_runtime().metrics.auth_failed(exc.code.value)
             if not self.closed:
                 self.send_frame(error_frame(exc.code, exc.message, request.ref))
                 self.close(close_code_for(exc.code))
@@ -501,6 +501,8 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
 
     def _outbox_closed(self, code: int) -> None:
         # The outbox closed the socket itself (slow consumer).
+        if code == CloseCode.SLOW_CONSUMER:
+            get_runtime().metrics.slow_consumer()
         if not self.closed:
             self.closed = True
             self._close_code = code

@@ -14,7 +14,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
-from .. import metrics
 from ..protocol import CloseCode, utf8_len
 from ..types import ASGISend
 from ._server_io import buffer_probe, close_going_away, daphne_protocol, direct_writer
@@ -166,7 +165,6 @@ class Outbox:
         logger.info("Closing a slow consumer: %d bytes pending over the limit of %d", self.pending_bytes, self.limit)
         self._queue.clear()
         self._queued = 0
-        metrics.slow_consumer()
         self.close(CloseCode.SLOW_CONSUMER)
         if self.on_close is not None:
             self.on_close(CloseCode.SLOW_CONSUMER)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import metrics, signals
+from .. import signals
 from ..exceptions import Forbidden, LimitExceeded
 from ..presence import presence_topic
 from ..protocol import Action, CloseCode, ErrorCode, Operation, Request, ok_frame, presence_frame_serial
@@ -211,7 +211,7 @@ async def connection_started(conn: PresenceConnection) -> None:
     """An authenticated connection: count it, and make sure this process is registered and sweeping."""
     liveness = get_runtime().liveness
     liveness.connection_opened()
-    metrics.ensure_loop_monitor()
+    get_runtime().metrics.ensure_loop_monitor()
     try:
         await liveness.ensure_started()
     except Exception:

@@ -13,7 +13,6 @@ what they need by it.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
     from ..broker.base import Broker
     from ..cluster.idempotency import IdempotencyStore
     from ..cluster.liveness import Liveness
+    from ..metrics import NullMetrics
     from ..presence.base import PresenceBackend
     from .app_cache import AppCache
     from .hub import Hub
@@ -48,8 +48,7 @@ class Runtime:
         self._apps: AppCache | None = None
         # Every open connection of this process, authenticated or not (graceful shutdown closes them all).
         self.connections: weakref.WeakSet[Any] = weakref.WeakSet()
-        # The event-loop lag sampler of django_pulse.metrics (issue 21), when metrics are on.
-        self.loop_monitor: Any = None
+        self._metrics: NullMetrics | None = None
 
     @property
     def broker(self) -> Broker:
@@ -77,7 +76,7 @@ class Runtime:
         with self._lock:
             if self._broker is None:
                 broker = build_broker()
-                hub = Hub(broker, self.apps)
+                hub = Hub(broker, self.apps, self.metrics)
                 broker.delivery = hub
                 self._hub, self._broker = hub, broker
 
@@ -129,16 +128,28 @@ class Runtime:
                 apps = self._apps
         return apps
 
+    @property
+    def metrics(self) -> NullMetrics:
+        """Prometheus metrics of this process (django_pulse.metrics, issue 21); does nothing when they are off."""
+        metrics = self._metrics
+        if metrics is None:
+            with self._lock:
+                if self._metrics is None:
+                    from ..metrics import build_metrics
+
+                    self._metrics = build_metrics(self)
+                metrics = self._metrics
+        return metrics
+
     def close(self) -> None:
         """Release what this runtime built (connections to Redis, timers); nothing is awaited."""
         with self._lock:
             broker, presence, liveness, idempotency = self._broker, self._presence, self._liveness, self._idempotency
             self._broker = self._hub = self._presence = self._liveness = self._idempotency = None
             self._apps = None
-        monitor, self.loop_monitor = self.loop_monitor, None
-        if monitor is not None and not monitor.done():
-            with contextlib.suppress(RuntimeError):  # its loop may be closed already
-                monitor.cancel()
+        metrics, self._metrics = self._metrics, None
+        if metrics is not None:
+            metrics.close()
         if broker is not None:
             broker.close_nowait()
         if presence is not None:
