@@ -55,6 +55,7 @@ def until(get: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 15
     return value
 
 
+@pytest.mark.timeout(300)
 def test_status_counts_idle_daphne_processes(redis_url: str, redis_prefix: str) -> None:
     # A long PRESENCE_GRACE: the stopped process stays listed as draining while the commands run.
     with live_pair(redis_url=redis_url, redis_prefix=redis_prefix, pulse={"PRESENCE_GRACE": 120}) as (a, b):
@@ -118,6 +119,7 @@ def test_status_counts_idle_granian_and_uvicorn_processes(
         assert info["processList"][0]["pid"] in (live.proc.pid, *child_pids(live.proc.pid))
 
 
+@pytest.mark.timeout(300)
 def test_graceful_shutdown_hands_presence_over(redis_url: str, redis_prefix: str) -> None:
     """SIGTERM on a process: its clients' members neither leave nor re-enter when the client continues its
     connection on the other process; a member whose client does not come back leaves after PRESENCE_GRACE."""
@@ -139,9 +141,9 @@ async def hand_over(a: LiveServer, b: LiveServer, grace: float) -> None:
         frame = await observer.next_event(timeout=10)
         events.append((frame["event"], frame["member"]["clientId"]))
     assert sorted(events) == [("enter", "comes_back"), ("enter", "does_not")]
+    stopped = time.monotonic()
     await asyncio.to_thread(b.stop)  # SIGTERM: 1001 to both clients, presence handed over
     assert await back.wait_closed() == 1001 and await gone.wait_closed() == 1001
-    stopped = time.monotonic()
     again = await Realtime.connect(a.ws_url, back_token, recover=back)
     assert again.connected.get("recovered") is True
     members = await observer.request("presence.get", channel="room")
@@ -151,7 +153,7 @@ async def hand_over(a: LiveServer, b: LiveServer, grace: float) -> None:
     frame = await observer.next_event(timeout=grace + 10)
     waited = time.monotonic() - stopped
     assert (frame["event"], frame["member"]["clientId"]) == ("leave", "does_not")
-    assert grace - 0.5 <= waited <= grace + 3.0 + 2.0, waited
+    assert grace <= waited <= grace + 3.0 + 5.0, waited  # from the SIGTERM: grace, then the next sweep
     members = await observer.request("presence.get", channel="room")
     assert [m["clientId"] for m in members["members"]] == ["comes_back"]
     with pytest.raises(TimeoutError):
