@@ -80,6 +80,13 @@ SERVERS: list[ServerSpec] = [
         label="django_pulse under uvicorn, DIRECT_WRITE off",
         pulse=(("DIRECT_WRITE", False),),
     ),
+    ServerSpec(
+        "pulse-uvicorn-nometrics",
+        "pulse",
+        "uvicorn",
+        label="django_pulse under uvicorn, PULSE METRICS off (the metrics' cost: compare with pulse-uvicorn)",
+        pulse=(("METRICS", False),),
+    ),
     ServerSpec("pulse-daphne", "pulse", "daphne", label="django_pulse under daphne, in-memory"),
     ServerSpec(
         "pulse-daphne-asgi",

@@ -109,11 +109,20 @@ DEFAULTS: dict[str, Any] = {
     "REDIS_SENTINEL": None,
     "REDIS_WAIT_REPLICAS": 0,
     "REDIS_WAIT_TIMEOUT": 1.0,
+    # Operations (issue 21): Prometheus metrics (django_pulse.metrics, docs/metrics.md). None: on when the
+    # prometheus-client package is installed (extra "metrics"); False: off (every counter call is a no-op).
+    "METRICS": None,
 }
 
 
 class PulseSettings:
     """Typed, live view of ``settings.PULSE`` merged over ``DEFAULTS``."""
+
+    # -- operations (issue 21) --
+    @property
+    def METRICS(self) -> bool | None:
+        value = self._get("METRICS")
+        return None if value is None else bool(value)
 
     def _get(self, name: str) -> Any:
         user = getattr(settings, "PULSE", None) or {}

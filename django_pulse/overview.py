@@ -79,6 +79,7 @@ def collect() -> dict[str, Any]:
                 "processes": len(registry["processes"]),
                 "connections": registry["connections"],
                 "processList": registry["processes"],
+                "draining": len(registry.get("draining", [])),
             }
     return {
         "version": __version__,

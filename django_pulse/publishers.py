@@ -48,7 +48,7 @@ from django.db.models.fields.files import FieldFile
 from django.db.models.signals import post_init, post_save, pre_delete
 from rest_framework.serializers import BaseSerializer
 
-from . import signals
+from . import metrics, signals
 
 __all__ = [
     "ModelPublisher",
@@ -320,7 +320,8 @@ class ModelPublisher:
             from . import sdk
 
             try:
-                sdk.publish(channel, event, make_data(), kb_id=kb_id)
+                with metrics.publish_source("signal"):
+                    sdk.publish(channel, event, make_data(), kb_id=kb_id)
             except Exception as exc:
                 _report(self.model, instance, channel, event, exc)
 
@@ -541,7 +542,8 @@ def publish_instances(instances: Iterable[models.Model], action: Action, *, usin
             for start in range(0, len(items), size):
                 chunk = items[start : start + size]
                 try:
-                    sdk.publish_batch([message for message, _, _ in chunk], kb_id=kb_id)
+                    with metrics.publish_source("signal"):
+                        sdk.publish_batch([message for message, _, _ in chunk], kb_id=kb_id)
                 except Exception as exc:
                     for message, instance, publisher in chunk:
                         _report(publisher.model, instance, message["channel"], message["event"], exc)

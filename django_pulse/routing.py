@@ -15,6 +15,9 @@ the project's ALLOWED_HOSTS (Channels' ``AllowedHostsOriginValidator``), a list 
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import sys
 from typing import Any
 
 from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator
@@ -23,7 +26,15 @@ from django.urls import path
 from .conf import pulse_settings
 from .server.consumer import PulseConsumer
 
-__all__ = ["pulse_websocket_app", "sse_urlpatterns", "websocket_urlpatterns"]
+__all__ = [
+    "pulse_lifespan",
+    "pulse_websocket_app",
+    "register_when_served",
+    "sse_urlpatterns",
+    "websocket_urlpatterns",
+]
+
+logger = logging.getLogger("django_pulse.routing")
 
 _consumer = PulseConsumer.as_asgi()
 
@@ -52,3 +63,101 @@ def _sse_urlpatterns() -> list[Any]:
 
 # The SSE transport's HTTP routes (stream, ticket, send), for the "http" side of the ProtocolTypeRouter.
 sse_urlpatterns = _sse_urlpatterns()
+
+
+# -- Server process registration at startup (issue 21: `pulse status` counts idle processes) -------------------
+#
+# With Redis every server process announces itself in the process registry (docs/architecture.md). It used to
+# do so at its first WebSocket connection, so `pulse status` showed `processes: 0` with idle servers running.
+# Now it registers as soon as the server runs its event loop: this module is imported by the project's ASGI
+# module in every server process, and the servers give three ways to run code on that loop.
+
+
+def _spawn_registration(loop: asyncio.AbstractEventLoop) -> None:
+    from .server.runtime import get_runtime
+
+    # Held by the runtime until done (the loop keeps only weak references to its tasks).
+    tasks = get_runtime().background_tasks
+    task = loop.create_task(_register_process(), name="pulse-register-process")
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
+async def _register_process() -> None:
+    from .server.runtime import get_runtime
+
+    get_runtime().metrics.ensure_loop_monitor()
+    if not pulse_settings.REDIS_URL:
+        return  # in memory, the one process is always the whole installation
+    try:
+        await get_runtime().liveness.ensure_started()
+    except Exception:
+        # Redis unreachable at startup: the first connection tries again (presence_actions.connection_started).
+        logger.warning("pulse: could not register this server process at startup", exc_info=True)
+
+
+def _on_daphne_reactor() -> bool:
+    """Under daphne (its asyncio Twisted reactor, installed by ``daphne.server``): register when it runs."""
+    if "daphne.server" not in sys.modules or "twisted.internet.reactor" not in sys.modules:
+        return False
+    from twisted.internet import reactor as twisted_reactor
+
+    reactor: Any = twisted_reactor
+    loop = getattr(reactor, "_asyncioEventloop", None)
+    if loop is None:
+        return False
+
+    def started() -> None:
+        from .server._server_io import install_daphne_shutdown
+        from .server.shutdown import logged_shutdown
+
+        install_daphne_shutdown(logged_shutdown)
+        _spawn_registration(loop)
+
+    reactor.callWhenRunning(started)
+    return True
+
+
+def _on_prepared_loop() -> bool:
+    """Under granian: the worker has created and set its loop (not yet running) before importing the app."""
+    if "granian" not in sys.modules:
+        return False
+    loop = asyncio.get_event_loop_policy().get_event_loop()
+    loop.call_soon_threadsafe(_spawn_registration, loop)
+    return True
+
+
+def register_when_served() -> None:
+    """Register this process once its server's event loop runs (daphne, granian, or a server importing the
+    application inside its running loop). Other servers (uvicorn) register through ``pulse_lifespan`` when the
+    project routes ``"lifespan"`` to it, else at their first connection, as before."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        # granian first: daphne in INSTALLED_APPS installs its reactor in every process, which never runs there.
+        _on_prepared_loop() or _on_daphne_reactor()
+    else:
+        _spawn_registration(loop)
+
+
+async def pulse_lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """ASGI lifespan for servers that speak it (uvicorn, granian): route ``"lifespan": pulse_lifespan`` in the
+    ``ProtocolTypeRouter``. Startup registers this process; shutdown closes its Pulse connections gracefully
+    (``django_pulse.server.shutdown``) before the server stops."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await _register_process()
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            from .server.shutdown import shutdown
+
+            try:
+                await shutdown()
+            except Exception:
+                logger.warning("pulse: graceful shutdown failed", exc_info=True)
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+register_when_served()

@@ -14,4 +14,5 @@ app_name = "django_pulse"
 urlpatterns: list[URLPattern] = [
     *api_urlpatterns,
     path("schema/", views.SchemaView.as_view(), name="schema"),
+    path("metrics/", views.MetricsView.as_view(), name="metrics"),  # Prometheus text (docs/metrics.md)
 ]

@@ -129,6 +129,7 @@ def _command(server: str, port: int, app: str, args: list[str] | None = None) ->
             "--no-access-log",
             "--lifespan",
             "off",
+            *(args or []),  # a later --lifespan on wins
             app,
         ]
     if server == "granian":
@@ -144,6 +145,7 @@ def _command(server: str, port: int, app: str, args: list[str] | None = None) ->
             str(port),
             "--log-level",
             "warning",
+            *(args or []),
             app,
         ]
     raise ValueError(f"unknown server {server!r}")
@@ -167,7 +169,7 @@ def live_server(
     server_args: list[str] | None = None,
 ) -> Iterator[LiveServer]:
     """Start a server process and stop it afterwards. ``database`` shares another server's SQLite file;
-    ``server_args`` are extra command-line options (daphne only)."""
+    ``server_args`` are extra command-line options of the server."""
     port = port or free_port()
     tmpdir = tempfile.mkdtemp(prefix="pulse-live-")
     db = database or os.path.join(tmpdir, "db.sqlite3")

@@ -10,6 +10,7 @@ import re
 import secrets
 from typing import Any
 
+from django.http import HttpResponse
 from django.urls import include, path
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
@@ -17,16 +18,17 @@ from drf_spectacular.views import SpectacularJSONAPIView
 from rest_framework import exceptions
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.parsers import JSONParser
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from .. import __version__, overview, sdk
+from .. import __version__, metrics, overview, sdk
 from ..conf import pulse_settings
 from ..protocol import CHANNEL_RE
+from ..server.runtime import get_runtime
 from . import schema as _schema  # noqa: F401  (registers the auth scheme with drf-spectacular)
 from .authentication import ApiKeyAuthentication, PulseCaller
 from .exceptions import pulse_exception_handler
@@ -48,6 +50,7 @@ __all__ = [
     "AnonymousTokenView",
     "ChannelsView",
     "CloseConnectionsView",
+    "MetricsView",
     "PresenceView",
     "PublishView",
     "SchemaView",
@@ -199,6 +202,10 @@ class PublishView(PulseAPIView):
     """Publish one message, or a batch published in order."""
 
     def post(self, request: Request) -> Response:
+        with metrics.publish_source("http"):
+            return self._publish()
+
+    def _publish(self) -> Response:
         body = self.body()
         if "messages" in body:
             batch = PublishBatchSerializer(data=body)
@@ -266,6 +273,29 @@ class CloseConnectionsView(PulseAPIView):
     def post(self, request: Request) -> Response:
         sdk.close_app_connections(self.caller.kb_id)
         return Response({"kbId": self.caller.kb_id, "closing": True})
+
+
+class IsMetricsReader(BasePermission):
+    """Any API key or the admin credential (as the other endpoints), or a logged-in staff user."""
+
+    message = "Send 'Authorization: Bearer <api key>', or log in as staff."
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        user = request.user
+        return isinstance(request.auth, PulseCaller) or bool(user and user.is_authenticated and user.is_staff)
+
+
+@extend_schema(exclude=True)  # Prometheus text, not JSON: docs/metrics.md describes it
+class MetricsView(PulseAPIView):
+    """This process's Prometheus metrics (``django_pulse.metrics``); scrape every server process."""
+
+    authentication_classes = [ApiKeyAuthentication, SessionAuthentication]
+    permission_classes = [IsMetricsReader]
+    throttle_classes = []
+
+    def get(self, request: Request) -> HttpResponse:
+        body, content_type = get_runtime().metrics.render()
+        return HttpResponse(body, content_type=content_type)
 
 
 class SchemaView(SpectacularJSONAPIView):

@@ -95,6 +95,11 @@ class Broker(abc.ABC):
     will reach this process.
     """
 
+    # Failed operations and re-established subscriber connections, counted by the backend; the metrics read them
+    # when Prometheus scrapes (pulse_broker_errors_total, pulse_broker_reconnects_total; issue 21).
+    errors = 0
+    reconnects = 0
+
     # True when the broker's state (serials, history, presence) is shared by several server processes (Redis):
     # then a connection held by another process can be continued here.
     shared = False

@@ -147,6 +147,7 @@ class RedisBroker(Broker):
         which would tell a client where the infrastructure is. The detail goes to the log as a warning, at most
         once per UNAVAILABLE_LOG_INTERVAL seconds (an outage fails every call), with the count of those not
         shown."""
+        self.errors += 1
         now = time.monotonic()
         if now - self._unavailable_logged_at >= UNAVAILABLE_LOG_INTERVAL:
             suppressed = self._unavailable_suppressed
@@ -464,6 +465,7 @@ class RedisBroker(Broker):
                 conn = await _RespConnection.open(self.url, CONNECT_TIMEOUT)
                 await asyncio.wait_for(conn.call("CLIENT", "SETNAME", self.client_name), CONNECT_TIMEOUT)
             except (OSError, ConnectionError, TimeoutError, asyncio.IncompleteReadError, _ReplyError) as exc:
+                self.errors += 1
                 assert self._down is not None
                 if not self._down.is_set() or backoff >= MAX_BACKOFF:
                     logger.warning("Redis broker cannot connect to %s: %s; retrying", _safe_url(self.url), exc)
@@ -476,6 +478,7 @@ class RedisBroker(Broker):
             self._down.clear()
             channels = [self.redis_channel(topic).encode() for topic in sorted(self._topics)]
             if ever_connected:
+                self.reconnects += 1
                 logger.warning("Redis broker reconnected; re-subscribing %d topics", len(channels))
                 self._resubscribed = set(channels)
             for start in range(0, len(channels), SUBSCRIBE_BATCH):

@@ -87,8 +87,9 @@ class Liveness(ABC):
     async def ensure_started(self) -> None:  # noqa: B027 - nothing to run without Redis
         """Start the heartbeat/sweep loop on the running event loop if it is not running there."""
 
-    async def stop(self) -> None:  # noqa: B027
-        """Stop the loop (and, with Redis, unregister this process)."""
+    async def stop(self, *, handover: bool = False) -> None:  # noqa: B027
+        """Stop the loop (and, with Redis, unregister this process; with ``handover``, keep its members for
+        PRESENCE_GRACE s for other processes to adopt)."""
 
     def close(self) -> None:  # noqa: B027 - nothing to release without Redis
         """Release connections (settings changed); nothing is awaited."""
@@ -262,10 +263,15 @@ class RedisLiveness(Liveness):
                     logger.info("pulse: swept %d member(s) of dead process %s", len(changes), dead)
         return removed
 
-    async def stop(self) -> None:
+    async def stop(self, *, handover: bool = False) -> None:
         """Stop the loop, drop this process's registration, and remove every member it still owns, with their
         ``leave`` events, in batches (one script per 200 members: a shutdown that runs out of time for each
-        connection's own leave does not leave its members to the survivors' sweep)."""
+        connection's own leave does not leave its members to the survivors' sweep).
+
+        With ``handover`` (a graceful shutdown, docs/deployment.md) the members stay: the process is marked
+        draining and its liveness key expires after PRESENCE_GRACE s; clients that continue their connection
+        on another process meanwhile take their members with them, and the live processes' sweep removes
+        the rest, with their ``leave`` events, when the key has expired."""
         task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()
@@ -274,11 +280,29 @@ class RedisLiveness(Liveness):
         from ..presence.redis import RedisPresence
 
         pid = self.process_id
+        if handover:
+            await asyncio.to_thread(self._drain_sync, pid)
+            return
         await asyncio.to_thread(self._unregister_sync, pid)
         presence = self.runtime.presence
         if isinstance(presence, RedisPresence):
             # The liveness key is gone, so the sweep script treats this process as dead and takes its members.
             await presence.sweep_process(pid)
+
+    def _drain_sync(self, pid: str) -> None:
+        value = json.dumps(
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "connections": 0,
+                "startedAt": self.started_at,
+                "draining": True,
+            }
+        )
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.set(self.key("proc", pid), value, px=max(1, int(pulse_settings.PRESENCE_GRACE * 1000)))
+            pipe.delete(self.key("proctopics", pid))
+            pipe.execute()
 
     def _unregister_sync(self, pid: str) -> None:
         with self.client.pipeline(transaction=False) as pipe:
@@ -320,13 +344,15 @@ class RedisLiveness(Liveness):
 
     def status_sync(self) -> dict[str, Any]:
         live = self._live_topics_sync()
-        processes = [{"id": p, **info} for p, (info, _topics) in live.items()]
+        processes = [{"id": p, **info} for p, (info, _topics) in live.items() if not info.get("draining")]
+        draining = [{"id": p, **info} for p, (info, _topics) in live.items() if info.get("draining")]
         topics = {t for _info, ts in live.values() for t in ts if t.startswith(MESSAGE_TOPIC_PREFIX)}
         return {
             "backend": "redis",
             "processes": processes,
             "connections": sum(int(p.get("connections", 0)) for p in processes),
             "topics": len(topics),
+            "draining": draining,  # stopped gracefully; their members wait PRESENCE_GRACE s for adoption
         }
 
 

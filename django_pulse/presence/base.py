@@ -142,6 +142,9 @@ class PresenceBackend(ABC):
         self._grace_tasks: set[asyncio.Task[list[PresenceChange]]] = set()
         # Ended connections whose leave failed (the store was unreachable): retried by the registry's loop.
         self._failed_leaves: set[str] = set()
+        # Set by a graceful shutdown with shared state: ending connections hand their members over instead of
+        # leaving (issue 21, docs/deployment.md).
+        self.handing_over = False
 
     # --- primitives (subclasses) ---------------------------------------------------------------------------
 

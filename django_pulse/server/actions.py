@@ -87,6 +87,7 @@ async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any] | N
     result: dict[str, Any] = {"channel": channel, "serial": plan.serial, "epoch": read.epoch}
     if plan.resumed is not None:
         result["resumed"] = plan.resumed
+        get_runtime().metrics.resumed(plan.resumed)
     # The reply goes out here, before the replay and the held live frames (the handler returns None).
     if request.ref is not None:
         conn.send_frame(ok_frame(request.ref, result))
@@ -139,6 +140,7 @@ async def publish(conn: PulseConsumer, request: Request) -> dict[str, Any]:
     channel = request.channel
     await conn.authorize(channel, Operation.PUBLISH)
     if not conn._publishes.allow(time.monotonic()):
+        get_runtime().metrics.rate_limited()
         raise LimitExceeded(
             f"At most {conn.limits.publish_rate:g} publishes per second per connection.", ErrorCode.RATE_LIMITED
         )

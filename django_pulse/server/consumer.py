@@ -264,6 +264,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         """Inbound rate limit: False (after an error reply, or a close on a sustained flood) to drop a frame."""
         if self._inbound.allow(now):
             return True
+        get_runtime().metrics.rate_limited()
         if self._inbound.flooding:
             self.close(CloseCode.RATE_LIMITED)
         else:
@@ -316,6 +317,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         try:
             claims = await _authenticate(token)
         except PulseError as exc:
+            get_runtime().metrics.auth_failed(exc.code.value)
             if not self.closed:
                 self.send_frame(error_frame(exc.code, exc.message, request.ref))
                 self.close(close_code_for(exc.code))
@@ -510,6 +512,8 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
 
     def _outbox_closed(self, code: int) -> None:
         # The outbox closed the socket itself (slow consumer).
+        if code == CloseCode.SLOW_CONSUMER:
+            get_runtime().metrics.slow_consumer()
         if not self.closed:
             self.closed = True
             self._close_code = code

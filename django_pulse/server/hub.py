@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..broker.base import CONTROL_TOPIC, topic_channel
+from ..metrics import NullMetrics
 from ..protocol import CloseCode, discontinuity_frame, utf8_len
 from .control import ControlSink, ControlTarget
 from .outbox import Sink
@@ -33,8 +35,9 @@ class Hub:
     same confirmation); the last one leaving unsubscribes it.
     """
 
-    def __init__(self, broker: Broker, apps: AppCache) -> None:
+    def __init__(self, broker: Broker, apps: AppCache, metrics: NullMetrics | None = None) -> None:
         self.broker = broker
+        self.metrics = metrics if metrics is not None else NullMetrics()  # counted once per batch (issue 21)
         self.apps = apps  # the control plane drops an app's cached state when it is disabled
         self.topics: dict[str, set[Sink]] = {}
         self._subscribing: dict[str, asyncio.Future[None]] = {}
@@ -53,14 +56,17 @@ class Hub:
             return
         message = {"type": "websocket.send", "text": text}
         nbytes = utf8_len(text)
+        count = len(sinks)
         for sink in sinks:
             sink.push(message, nbytes)
+        self.metrics.delivered(count, nbytes, text, time.time() * 1000)  # once per batch, never per socket
 
     def discontinuity(self, topic: str, reason: str) -> None:
         """Tell the local subscribers of ``topic`` that frames may have been missed (the broker was away)."""
         # Message subscribers resume from history; presence subscribers take a fresh snapshot (presence.subscribe).
         if topic.startswith(("m:", "p:")):
             self.dispatch(topic, discontinuity_frame(topic_channel(topic), reason))
+            self.metrics.discontinuity(len(self.topics.get(topic, ())))
         for listener in self.discontinuity_listeners:
             try:
                 listener(topic, reason)

@@ -68,6 +68,8 @@ __all__ = [
 
 # Close codes after which a connection's members are kept for the grace period (the client may come back).
 ABRUPT_CLOSE_CODES = frozenset({1006, int(CloseCode.HEARTBEAT_TIMEOUT)})
+# The code uvicorn closes every WebSocket with when it shuts down (clients do not send it): a handover.
+HANDOVER_CLOSE_CODE = 1012
 
 
 class PresenceSink:
@@ -209,6 +211,7 @@ async def connection_started(conn: PresenceConnection) -> None:
     """An authenticated connection: count it, and make sure this process is registered and sweeping."""
     liveness = get_runtime().liveness
     liveness.connection_opened()
+    get_runtime().metrics.ensure_loop_monitor()
     try:
         await liveness.ensure_started()
     except Exception:
@@ -229,6 +232,13 @@ async def connection_ended(conn: PresenceConnection, code: int) -> None:
     presence = get_runtime().presence
     if conn.superseded:
         return  # a newer connection continues this id (auth recover): its members stay with it
+    if presence.handing_over or code == HANDOVER_CLOSE_CODE:
+        # This process is stopping (a deploy: our shutdown, or uvicorn's 1012): the members stay in the shared
+        # store, held for this process, until the client continues its connection on another process (auth
+        # recover adopts them, no leave and no enter) or the live processes' sweep removes them PRESENCE_GRACE s
+        # after the shutdown (docs/deployment.md, "Presence across a restart").
+        presence.continued_elsewhere(conn.connection_id)
+        return
     if code in ABRUPT_CLOSE_CODES:
         presence.leave_connection_later(conn.connection_id)
     else:

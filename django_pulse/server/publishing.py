@@ -19,6 +19,7 @@ from .. import signals
 from ..broker.base import message_topic
 from ..conf import pulse_settings
 from ..exceptions import LimitExceeded, ProtocolViolation
+from ..metrics import publish_source
 from ..protocol import ErrorCode, is_valid_channel, message_frame, message_head, utf8_len
 from .runtime import get_runtime
 
@@ -121,9 +122,10 @@ async def publish_as_client(
     Returns ``(id, serial)``; ``serial`` is None when ``id`` repeats one published within the idempotency window.
     """
     head, message_id = build_message(channel, event, None, id=id, client_id=client_id, data_json=data_json)
-    serial = await abroadcast_once(
-        kb_id, channel, event, head, message_id, explicit_id=id is not None, client_id=client_id
-    )
+    with publish_source("client"):
+        serial = await abroadcast_once(
+            kb_id, channel, event, head, message_id, explicit_id=id is not None, client_id=client_id
+        )
     return message_id, serial
 
 
@@ -145,6 +147,7 @@ def broadcast_once(
         if explicit_id:
             get_runtime().idempotency.release(kb, channel, message_id)
         raise
+    get_runtime().metrics.published()
     _send_published(**_published_kwargs(kb, channel, event, message_id, serial, client_id, head))
     return serial
 
@@ -162,5 +165,6 @@ async def abroadcast_once(
         if explicit_id:
             await get_runtime().idempotency.arelease(kb, channel, message_id)
         raise
+    get_runtime().metrics.published()
     await _asend_published(**_published_kwargs(kb, channel, event, message_id, serial, client_id, head))
     return serial

@@ -13,6 +13,7 @@ what they need by it.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from ..broker.base import Broker
     from ..cluster.idempotency import IdempotencyStore
     from ..cluster.liveness import Liveness
+    from ..metrics import NullMetrics
     from ..presence.base import PresenceBackend
     from .app_cache import AppCache
     from .hub import Hub
@@ -52,6 +54,9 @@ class Runtime:
         # Per ASGI server: the path its connections take (the direct-write fast path or ASGI), decided and logged
         # by its first connection, and the frames written directly (docs/servers.md).
         self.fast_path = FastPathReport()
+        # Tasks this process started and must keep a reference to until they end (e.g. registering at startup).
+        self.background_tasks: set[asyncio.Task[None]] = set()
+        self._metrics: NullMetrics | None = None
 
     @property
     def broker(self) -> Broker:
@@ -79,7 +84,7 @@ class Runtime:
         with self._lock:
             if self._broker is None:
                 broker = build_broker()
-                hub = Hub(broker, self.apps)
+                hub = Hub(broker, self.apps, self.metrics)
                 broker.delivery = hub
                 self._hub, self._broker = hub, broker
 
@@ -131,12 +136,28 @@ class Runtime:
                 apps = self._apps
         return apps
 
+    @property
+    def metrics(self) -> NullMetrics:
+        """Prometheus metrics of this process (django_pulse.metrics, issue 21); does nothing when they are off."""
+        metrics = self._metrics
+        if metrics is None:
+            with self._lock:
+                if self._metrics is None:
+                    from ..metrics import build_metrics
+
+                    self._metrics = build_metrics(self)
+                metrics = self._metrics
+        return metrics
+
     def close(self) -> None:
         """Release what this runtime built (connections to Redis, timers); nothing is awaited."""
         with self._lock:
             broker, presence, liveness, idempotency = self._broker, self._presence, self._liveness, self._idempotency
             self._broker = self._hub = self._presence = self._liveness = self._idempotency = None
             self._apps = None
+        metrics, self._metrics = self._metrics, None
+        if metrics is not None:
+            metrics.close()
         if broker is not None:
             broker.close_nowait()
         if presence is not None:
@@ -168,6 +189,7 @@ def reset_runtime() -> None:
         # the server the process runs under: its path is decided and logged once.
         _runtime.connections = old.connections
         _runtime.fast_path = old.fast_path
+        _runtime.background_tasks = old.background_tasks
     old.close()
 
 

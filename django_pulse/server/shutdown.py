@@ -1,4 +1,5 @@
-"""Graceful shutdown: close every connection of this process with 1001 and remove its presence members.
+"""Graceful shutdown: close every connection of this process with 1001 and hand its presence members over
+(with Redis: other processes adopt them when the clients continue their connections there; docs/deployment.md).
 
 Under daphne this runs by itself on SIGTERM (``_server_io.install_daphne_shutdown``); under uvicorn and
 granian call ``shutdown()`` from the ASGI lifespan shutdown (docs/reliability.md).
@@ -26,10 +27,13 @@ async def shutdown(code: int = CloseCode.GOING_AWAY, timeout: float = 2.0) -> in
     (``install_daphne_shutdown``); under other servers call it from the ASGI lifespan shutdown.
     """
     runtime = get_runtime()
+    # With shared state (Redis) presence is handed over, not left (docs/deployment.md, "Rolling restarts"); the
+    # liveness loop is stopped even when no connection is open, so an idle process leaves `pulse status` at once.
+    handover = runtime.broker.shared
+    runtime.presence.handing_over = handover
     conns = list(runtime.connections)
-    if not conns:
-        return 0
-    await asyncio.wait([asyncio.ensure_future(conn.go_away(code, timeout / 2)) for conn in conns], timeout=timeout)
+    if conns:
+        await asyncio.wait([asyncio.ensure_future(conn.go_away(code, timeout / 2)) for conn in conns], timeout=timeout)
     current = asyncio.current_task()
     tasks = [conn._task for conn in conns if conn._task is not None and conn._task is not current]
     for task in tasks:
@@ -38,7 +42,7 @@ async def shutdown(code: int = CloseCode.GOING_AWAY, timeout: float = 2.0) -> in
         await asyncio.wait(tasks, timeout=timeout / 2)
     # Members whose connection did not finish leaving in time leave now, in batches, before the process exits.
     try:
-        await asyncio.wait_for(runtime.liveness.stop(), timeout)
+        await asyncio.wait_for(runtime.liveness.stop(handover=handover), timeout)
     except Exception:
         logger.warning(
             "Could not remove this process's presence members at shutdown; the live processes' sweep will",

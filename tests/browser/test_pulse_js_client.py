@@ -588,3 +588,23 @@ def test_every_state_change_listeners_get_state_changes_only(fake_server: Any) -
     changes = [e for e in events if "error" not in e]
     assert [e["state"] for e in changes] == ["connecting", "failed"], events
     assert [e["error"] for e in events if "error" in e] == ["app_disabled"]
+
+
+@pytest.mark.parametrize("close_code", [1001, 1012])
+def test_server_restart_close_codes_reconnect_at_once(fake_server: Any, close_code: int) -> None:
+    """A stopping server process (a deploy) closes with 1001 or 1012: the SDK reconnects at once, without the
+    backoff (retryInitial is 5 s here), each time it happens (three restarts in a row)."""
+
+    def script(conn: FakeConnection) -> None:
+        if conn.index < 3:
+            conn.accept_auth()
+            conn.close(close_code)
+        else:
+            well_behaved(conn)
+
+    server, fake_page = fake_server(script)
+    fake_page.evaluate("(url) => connect(url, {retryInitial: 5000})", server.url)
+    fake_page.wait_for_function("() => states().filter((s) => s === 'connected').length === 4", timeout=5000)
+    disconnects = fake_page.evaluate("() => window.events.filter((e) => e.state === 'disconnected')")
+    assert [e["retryIn"] for e in disconnects] == [0, 0, 0]
+    assert {e["closeCode"] for e in disconnects} == {close_code}

@@ -13,6 +13,7 @@ short-lived admin credential it signs with ``SECRET_KEY`` — nothing to paste.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,7 +47,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(
-            dest="sub", required=True, metavar="{enable,disable,status,channels,presence,publish,keys}"
+            dest="sub", required=True, metavar="{enable,disable,status,top,channels,presence,publish,keys}"
         )
 
         def add(name: str, help_text: str, *, kb: bool = True, server: bool = False) -> CommandParser:
@@ -76,6 +77,14 @@ class Command(BaseCommand):
             server=True,
         )
         add("status", "Version, apps, backends, Redis, and live channels across processes.", kb=False, server=True)
+        top = add(
+            "top", "A refreshing view of processes, connections and the busiest channels (Ctrl-C stops).", server=True
+        )
+        top.add_argument("--interval", type=float, default=2.0, help="Seconds between refreshes (default 2).")
+        top.add_argument(
+            "--iterations", type=int, default=0, help="Stop after this many refreshes (default 0: until Ctrl-C)."
+        )
+        top.add_argument("--limit", type=int, default=15, help="How many channels to show (default 15).")
         add("channels", "Active channels with subscriber and presence counts.", server=True)
         presence = add("presence", "Members present on a channel.", server=True)
         presence.add_argument("channel")
@@ -240,7 +249,11 @@ class Command(BaseCommand):
                 f"{p.get('host', '?')}:{p.get('pid', '?')} ({p.get('connections', 0)})"
                 for p in info.get("processList", [])
             )
-            lines.append(f"processes:   {info['processes']}" + (f"  [{where}]" if where else ""))
+            lines.append(
+                f"processes:   {info['processes']}"
+                + (f"  [{where}]" if where else "")
+                + (f"  ({info['draining']} draining)" if info.get("draining") else "")
+            )
         if info.get("connections") is not None:
             lines.append(f"connections: {info['connections']}")
         lines.append(f"channels:    {info['channels']}")
@@ -256,6 +269,67 @@ class Command(BaseCommand):
         self._emit(info, lines)
         if redis is not None and not redis["ok"]:
             raise CommandError(f"Redis at {redis['url']} does not answer: {redis['error']}")
+
+    # -- pulse top (issue 21) -------------------------------------------------------------------------------
+
+    def _top(self, options: dict[str, Any]) -> None:
+        """Refresh every ``--interval`` s: the status's processes (connections, uptime, change since the last
+        refresh) and the app's busiest channels. On a terminal each frame replaces the last; otherwise (a pipe,
+        a log) frames follow each other, and ``--json`` prints one JSON object per line per frame."""
+        kb_id, interval, iterations = self._kb_id(options), max(0.2, options["interval"]), options["iterations"]
+        remote = self._remote(options)
+        clear = not self.as_json and self.stdout.isatty()
+        previous: dict[str, int] = {}
+        done = 0
+        try:
+            while True:
+                info = overview.collect() if remote is None else remote.status()
+                channels = sdk.channels(kb_id=kb_id) if remote is None else remote.channels()
+                channels.sort(key=lambda c: (-c["subscribers"], -c["presence"], c["name"]))
+                frame = {"at": time.time(), "kbId": kb_id, "status": info, "channels": channels[: options["limit"]]}
+                if self.as_json:
+                    self.stdout.write(json.dumps(frame, default=str))
+                else:
+                    lines = self._top_lines(frame, previous, len(channels))
+                    self.stdout.write(("\x1b[H\x1b[2J" if clear else "") + "\n".join(lines) + ("" if clear else "\n"))
+                    self.stdout.flush()
+                previous = {str(p["id"]): int(p.get("connections", 0)) for p in info.get("processList", [])}
+                done += 1
+                if iterations and done >= iterations:
+                    return
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            return
+
+    def _top_lines(self, frame: dict[str, Any], previous: dict[str, int], total_channels: int) -> list[str]:
+        info = frame["status"]
+        now_ms = frame["at"] * 1000
+        redis = info.get("redis")
+        where = "embedded" if redis is None else (redis["url"] + (" ok" if redis["ok"] else " DOWN"))
+        lines = [
+            f"pulse top  {time.strftime('%H:%M:%S', time.localtime(frame['at']))}  app {frame['kbId']}  "
+            f"({info['mode']} mode, {where})",
+            f"processes {info.get('processes', '-')}   connections {info.get('connections', '-')}   "
+            f"channels {total_channels}",
+            "",
+        ]
+        rows = []
+        for p in info.get("processList", []):
+            pid, conns = str(p["id"]), int(p.get("connections", 0))
+            change = "" if pid not in previous else f"{conns - previous[pid]:+d}"
+            uptime = max(0, int((now_ms - int(p.get("startedAt") or now_ms)) / 1000))
+            rows.append([f"{p.get('host', '?')}:{p.get('pid', '?')}", conns, change, _duration(uptime)])
+        lines += self._table(["PROCESS", "CONNECTIONS", "CHANGE", "UP"], rows) if rows else ["No server process."]
+        lines.append("")
+        chans = frame["channels"]
+        lines += (
+            self._table(
+                ["CHANNEL", "SUBSCRIBERS", "PRESENCE"], [[c["name"], c["subscribers"], c["presence"]] for c in chans]
+            )
+            if chans
+            else ["No active channels."]
+        )
+        return lines
 
     def _channels(self, options: dict[str, Any]) -> None:
         kb_id = self._kb_id(options)
@@ -367,3 +441,10 @@ class Command(BaseCommand):
             else [f"App {app.kb_id} has no API keys: 'manage.py pulse keys --create' makes one."]
         )
         self._emit({"kbId": app.kb_id, "keys": rows}, lines)
+
+
+def _duration(seconds: int) -> str:
+    """3725 -> '1h02m', 65 -> '1m05s'."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

@@ -65,7 +65,8 @@
 
   // Close codes (docs/protocol.md): the names, and which ones mean "do not reconnect".
   var CLOSE_NAMES = {
-    1000: 'normal', 1001: 'going_away', 1006: 'connection_lost', 4000: 'protocol_error', 4001: 'token_invalid',
+    1000: 'normal', 1001: 'going_away', 1006: 'connection_lost', 1012: 'service_restart', 4000: 'protocol_error',
+    4001: 'token_invalid',
     4002: 'token_expired', 4003: 'app_disabled', 4004: 'app_unknown', 4005: 'revoked', 4006: 'superseded',
     4008: 'auth_timeout',
     4010: 'slow_consumer', 4011: 'heartbeat_timeout', 4029: 'rate_limited', 4500: 'internal_error',
@@ -73,6 +74,10 @@
   };
   var GIVE_UP_CODES = [4000, 4003, 4004, 4005, 4006];
   var TOKEN_CODES = [4001, 4002];
+  // -- Server restarts (issue 21): a server process that is stopping (a deploy) closes with 1001 going_away
+  // (daphne, django-pulse's shutdown) or 1012 service_restart (uvicorn); another process behind the load
+  // balancer takes over, so reconnect now, with no backoff, and continue the connection (auth `recover`).
+  var RESTART_CODES = [1001, 1012];
   // The codes this client closes with: 1000 for close(), 4011 when it drops a silent server, 4008 when
   // the server did not answer `auth` in time.
   var CLIENT_CLOSE = { normal: 1000, heartbeat: 4011, connectTimeout: 4008 };
@@ -733,6 +738,8 @@
           this._token = null;
           this._scheduleRetry(cause, immediately);
         }
+      } else if (RESTART_CODES.indexOf(code) >= 0 && this._attempt === 0) {
+        this._scheduleRetry(cause, true); // a restart: at once (a second failure in a row backs off as usual)
       } else {
         this._scheduleRetry(cause, this._realtime._transports.closed(ws, code));
       }
