@@ -12,8 +12,14 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from django_pulse.routing import websocket_urlpatterns  # noqa: E402
+from django_pulse.server.body_limit import BodySizeLimit  # noqa: E402
 
 # Test servers serve /static/ themselves (as runserver does), so browser tests load the real pulse.js.
 application = ProtocolTypeRouter(
     {"http": ASGIStaticFilesHandler(django_asgi_app), "websocket": URLRouter(websocket_urlpatterns)}
+)
+
+# The same, with oversized request bodies refused before they are read (tests/test_reliability_body_limit.py).
+guarded_application = ProtocolTypeRouter(
+    {"http": BodySizeLimit(ASGIStaticFilesHandler(django_asgi_app)), "websocket": URLRouter(websocket_urlpatterns)}
 )

@@ -18,10 +18,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from django_pulse.routing import websocket_urlpatterns  # noqa: E402
+from django_pulse.server.body_limit import BodySizeLimit  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": ASGIStaticFilesHandler(django_asgi_app),
+        # Bodies over DATA_UPLOAD_MAX_MEMORY_SIZE are answered 413 before they are read (docs/security.md).
+        "http": BodySizeLimit(ASGIStaticFilesHandler(django_asgi_app)),
         "websocket": URLRouter(websocket_urlpatterns),  # /pulse/ws/
     }
 )
