@@ -15,7 +15,7 @@ from .conf import DEFAULTS, pulse_settings
 from .protocol import KB_ID_RE
 from .tokens import normalize_capabilities
 
-__all__ = ["check_authorize_hooks", "check_installation", "check_settings"]
+__all__ = ["check_authorize_hooks", "check_installation", "check_secret_key", "check_settings"]
 
 _POSITIVE_NUMBERS = (
     "TOKEN_TTL",
@@ -263,3 +263,45 @@ def check_authorize_hooks(app_configs: Any = None, **kwargs: Any) -> list[CheckM
                 )
             )
     return messages
+
+
+# -- SECRET_KEY signs the admin credential of manage.py pulse (issue 18) ----------------------------------------
+
+KNOWN_INSECURE_SECRET_KEYS = frozenset(
+    {
+        "example-project-insecure-key-change-me",  # django-pulse's example project before issue 18
+        "change-me",
+        "changeme",
+        "secret",
+        "secret-key",
+        "dev",
+        "django",
+        "insecure",
+        "not-secret",
+    }
+)
+
+
+@register(Tags.security)
+def check_secret_key(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W030: ``SECRET_KEY`` is a published or placeholder value, so anyone can mint Pulse admin credentials.
+
+    ``manage.py pulse`` reaches a running server with a credential signed with ``SECRET_KEY`` (status, tokens
+    with any capabilities, publish, closing every connection): a key from a repository or a tutorial hands all
+    of that to anyone who has read it.
+    """
+    key = str(getattr(settings, "SECRET_KEY", "") or "")
+    lowered = key.lower()
+    if not key or (
+        lowered not in KNOWN_INSECURE_SECRET_KEYS and not lowered.startswith("django-insecure-") and len(set(key)) >= 5
+    ):
+        return []
+    return [
+        Warning(
+            "SECRET_KEY is a known, published value: anyone can sign the admin credential of 'manage.py pulse' "
+            "(and Django's sessions) with it.",
+            hint="Generate one (python -c 'import secrets; print(secrets.token_urlsafe(50))') and read it from "
+            "the environment or a file outside version control (docs/security.md).",
+            id="django_pulse.W030",
+        )
+    ]

@@ -21,6 +21,7 @@ from django_pulse.api.parsers import loads_strict
 from django_pulse.exceptions import PulseError
 
 from .models import Member, Post, post_data
+from .security import cross_site, opens_a_tag
 
 POSTS_CHANNEL = "posts"
 LOBBY_CHANNEL = "lobby"
@@ -107,6 +108,9 @@ def posts_api(request: HttpRequest) -> HttpResponse:
         answer = _answer({"error": 'Use POST with a JSON body {"action": ...}.'}, status=405)
         answer["Allow"] = "POST, OPTIONS"
         return answer
+    if cross_site(request):
+        # CORS headers stay (the seed's contract), but a browser page of another site may not post here.
+        return _answer({"error": "Cross-site requests are refused: post from this site's own pages."}, status=403)
     try:
         data = _json_body(request)
         return _answer(_posts_action(request, data.pop("action", None), data))
@@ -127,9 +131,11 @@ def _posts_action(request: HttpRequest, action: Any, data: dict[str, Any]) -> di
     if action == "list":
         return {"posts": [post_data(post) for post in Post.objects.order_by("-created_at", "-id")[:LIST_LIMIT]]}
     if action == "create":
-        post = Post.objects.create(
-            user_name=_text(data, "userName", MAX_NAME), content=_text(data, "content", MAX_CONTENT)
-        )
+        user_name, content = _text(data, "userName", MAX_NAME), _text(data, "content", MAX_CONTENT)
+        if opens_a_tag(user_name) or opens_a_tag(content):
+            # The seed's page renders posts with innerHTML: text that would open a tag is refused.
+            raise BadRequest("Posts are plain text: '<' may not be followed by a letter, '/', '!' or '?'.")
+        post = Post.objects.create(user_name=user_name, content=content)
         return {"post": post_data(post)}
     if action == "presence":
         result: dict[str, Any] = _pulse_call(pulse.presence, POSTS_CHANNEL)
