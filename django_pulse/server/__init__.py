@@ -9,5 +9,6 @@ the control plane, shutdown, and the runtime that owns this process's state.
 - ``recovery``: what a subscribe with ``resume``/``rewind`` replays; the connection keys of ``auth recover``.
 - ``app_access``: which app a call is for (cached), and token verification against it.
 - ``shutdown``: graceful shutdown.
+- ``body_limit``: ``BodySizeLimit``, 413 for oversized HTTP bodies before they are read (issue 18).
 - ``_server_io``: what django-pulse knows of daphne's and uvicorn's internals (private; docs/servers.md).
 """
