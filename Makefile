@@ -8,6 +8,12 @@ export PYTHONDONTWRITEBYTECODE := 1
 # The example's settings read HOST/PORT (PULSE SERVER_URL: where its manage.py commands find the server).
 export HOST PORT
 
+# daphne's own limits for the demo (docs/security.md): refuse WebSocket frames/messages a little over
+# PULSE MAX_MESSAGE_SIZE (64 KiB) from their header, before reading them; close a handshake not completed in
+# 5 s; ping an idle WebSocket after 20 s and drop it if the ping is unanswered for 30 s.
+DAPHNE_LIMITS ?= --websocket-max-frame-size 131072 --websocket-max-message-size 131072 \
+	--websocket_connect_timeout 5 --ping-interval 20 --ping-timeout 30
+
 .PHONY: demo test lint bench bench-quick clean venv
 
 $(PY):
@@ -31,8 +37,10 @@ demo: $(VENV)/.demo-installed
 	@echo ""
 	@echo "  Live Posts is at  http://$(HOST):$(PORT)/   (Ctrl-C to stop)"
 	@echo "  Private messages: http://$(HOST):$(PORT)/private/    The seed's own page: http://$(HOST):$(PORT)/seed/"
+	@echo "  SECRET_KEY: generated on first run, kept in example_project/.demo-secret-key (git-ignored, mode 600);"
+	@echo "  set DJANGO_SECRET_KEY to use your own. DEBUG is off (DJANGO_DEBUG=1 turns it on)."
 	@echo ""
-	cd example_project && exec ../$(PY) -m daphne -b $(HOST) -p $(PORT) example_project.asgi:application
+	cd example_project && exec ../$(PY) -m daphne -b $(HOST) -p $(PORT) $(DAPHNE_LIMITS) example_project.asgi:application
 
 test: $(VENV)/.dev-installed
 	$(PY) -m pytest $(PYTEST_ARGS)

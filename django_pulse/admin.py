@@ -1,8 +1,18 @@
-"""Django admin for Pulse apps and their API keys (keys are read-only: create them with ``pulse keys``)."""
+"""Django admin for Pulse apps and their API keys.
+
+Keys are never typed into a form: a key is created only by the action "Create an API key" (or ``manage.py
+pulse enable`` / ``keys --rotate``), which shows the new key once; the inline lists keys and lets them be
+revoked or renamed, but cannot add a row (an added row had an empty prefix and hash). Unticking "Enabled"
+closes the app's open connections on every server process (``django_pulse.models``' ``post_save``).
+"""
 
 from __future__ import annotations
 
-from django.contrib import admin
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from .models import ApiKey, PulseApp
 
@@ -14,6 +24,9 @@ class ApiKeyInline(admin.TabularInline):  # type: ignore[type-arg]
     fields = ("prefix", "name", "created_at", "last_used_at", "revoked_at")
     readonly_fields = ("prefix", "created_at", "last_used_at")
 
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # keys come from the "Create an API key" action, which shows the key once
+
 
 @admin.register(PulseApp)
 class PulseAppAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
@@ -21,6 +34,17 @@ class PulseAppAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_filter = ("enabled",)
     search_fields = ("kb_id", "name")
     inlines = [ApiKeyInline]
+    actions = ["create_api_key"]
+
+    @admin.action(description="Create an API key (shown once)", permissions=["change"])
+    def create_api_key(self, request: HttpRequest, queryset: QuerySet[PulseApp]) -> None:
+        for app in queryset:
+            _, raw = app.create_key(f"admin: {request.user}")
+            self.message_user(
+                request,
+                f"New API key for {app.kb_id}: {raw} — copy it now, it is stored hashed and will not be shown again.",
+                messages.WARNING,
+            )
 
 
 @admin.register(ApiKey)
@@ -29,5 +53,5 @@ class ApiKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_filter = ("app",)
     readonly_fields = ("prefix", "app", "created_at", "last_used_at")
 
-    def has_add_permission(self, request: object) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -18,9 +18,14 @@ A decision for (connection, channel, operation):
 2. If a hook's pattern matches the channel, the hook decides: falsy -> ``forbidden``; ``True`` -> allowed;
    a dict -> allowed, and the dict is the presence data the member is entered with (it replaces what the
    client sent, so a client cannot forge it).
-3. A channel whose name starts with one of ``PULSE["PRIVATE_PREFIXES"]`` (default ``["private-"]``) needs
-   more than the default "everything" capability: a matching hook that allows it, or a capability pattern
-   other than the bare ``*`` (e.g. ``private-chat.*`` issued by your token view).
+3. A channel no hook matches is open when ``PULSE["UNHOOKED_CHANNELS"]`` is ``"open"`` (the default), unless
+   its name starts with one of ``PULSE["PRIVATE_PREFIXES"]`` (default ``["private-"]``); a private channel,
+   or every unhooked channel with ``"refuse"``, needs more than the bare ``*`` capability: a capability
+   pattern naming it (e.g. ``private-chat.*`` issued by your token view).
+
+A hook that declares a parameter named ``operation`` (or ``**kwargs``) is told which operation is asked:
+``"subscribe"``, ``"publish"``, ``"presence"`` or ``"history"``, so one hook can let everyone listen and
+only some publish. Hooks without it keep working and decide every operation alike.
 
 A signed stream name (``django_pulse.streams``) that the connection presented for the channel replaces steps 1
 and 3: it grants ``subscribe`` and ``history`` (and ``presence`` when it was signed with presence data, which
@@ -54,7 +59,16 @@ from .protocol.tokens import Claims, capability_allows
 if TYPE_CHECKING:
     from .streams import StreamGrant
 
-__all__ = ["Decision", "authorize", "clear_hooks", "decide", "find_hook", "resolve_user", "unregister"]
+__all__ = [
+    "Decision",
+    "authorize",
+    "clear_hooks",
+    "decide",
+    "find_hook",
+    "registered_modules",
+    "resolve_user",
+    "unregister",
+]
 
 Hook = Callable[..., Any]
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -65,6 +79,24 @@ class _Registered:
     pattern: str
     regex: re.Pattern[str]
     func: Hook
+    wants_operation: bool = False
+    module: str = ""
+
+
+def _wants_operation(func: Hook) -> bool:
+    """Whether ``func`` can be passed ``operation=`` (hooks written before it existed cannot)."""
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):  # some builtins and C callables have no signature
+        return False
+    return any(
+        p.kind is inspect.Parameter.VAR_KEYWORD
+        or (
+            p.name == "operation"
+            and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        )
+        for p in parameters
+    )
 
 
 _hooks: list[_Registered] = []
@@ -102,7 +134,10 @@ def authorize(pattern: str) -> Callable[[Hook], Hook]:
     def register(func: Hook) -> Hook:
         if any(h.pattern == pattern for h in _hooks):
             raise ValueError(f"an authorize hook for {pattern!r} is already registered")
-        _hooks.append(_Registered(pattern, regex, func))
+        if "operation" in regex.groupindex and _wants_operation(func):
+            raise ValueError(f"authorize pattern {pattern!r}: the placeholder name 'operation' is reserved")
+        module = str(getattr(func, "__module__", "") or "")
+        _hooks.append(_Registered(pattern, regex, func, _wants_operation(func), module))
         return func
 
     return register
@@ -119,11 +154,21 @@ def clear_hooks() -> None:
 
 
 def find_hook(channel: str) -> tuple[Hook, dict[str, str]] | None:
+    found = _find(channel)
+    return None if found is None else (found[0].func, found[1])
+
+
+def _find(channel: str) -> tuple[_Registered, dict[str, str]] | None:
     for hook in _hooks:
         match = hook.regex.match(channel)
         if match:
-            return hook.func, match.groupdict()
+            return hook, match.groupdict()
     return None
+
+
+def registered_modules() -> set[str]:
+    """The modules that defined the registered hooks (for the system check)."""
+    return {hook.module for hook in _hooks}
 
 
 def _default_user_resolver(client_id: str) -> Any:
@@ -171,18 +216,24 @@ async def decide(
     """
     if grant is not None and grant.channel == channel and _stream_allows(grant, operation):
         default = Decision(presence_data=grant.presence) if operation is Operation.PRESENCE else Decision()
-        return await _ask_hook(claims, channel, user_loader, default)
+        return await _ask_hook(claims, channel, operation, user_loader, default)
     if not claims.allows(channel, operation):
         raise Forbidden(f"The token does not allow {operation.value!r} on channel {channel!r}.", ErrorCode.FORBIDDEN)
-    found = find_hook(channel)
+    found = _find(channel)
     if found is None:
         if _is_private(channel) and not _explicitly_granted(claims, channel, operation):
             raise Forbidden(
                 f"Channel {channel!r} is private: it needs an authorize hook or an explicit capability.",
                 ErrorCode.FORBIDDEN,
             )
+        if pulse_settings.UNHOOKED_CHANNELS == "refuse" and not _explicitly_granted(claims, channel, operation):
+            raise Forbidden(
+                f"Channel {channel!r} has no authorize hook and the token names no capability for it "
+                "(PULSE['UNHOOKED_CHANNELS'] is 'refuse').",
+                ErrorCode.FORBIDDEN,
+            )
         return Decision()
-    return await _ask_hook(claims, channel, user_loader, Decision())
+    return await _ask_hook(claims, channel, operation, user_loader, Decision())
 
 
 def _stream_allows(grant: StreamGrant, operation: Operation) -> bool:
@@ -192,13 +243,22 @@ def _stream_allows(grant: StreamGrant, operation: Operation) -> bool:
 
 
 async def _ask_hook(
-    claims: Claims, channel: str, user_loader: Callable[[], Awaitable[Any]] | None, default: Decision
+    claims: Claims,
+    channel: str,
+    operation: Operation,
+    user_loader: Callable[[], Awaitable[Any]] | None,
+    default: Decision,
 ) -> Decision:
-    """The matching hook's decision (``default`` when it answers a plain yes), or ``default`` without a hook."""
-    found = find_hook(channel)
+    """The matching hook's decision (``default`` when it answers a plain yes), or ``default`` without a hook.
+    Hooks that declare an ``operation`` parameter (or ``**kwargs``) are told the operation."""
+    found = _find(channel)
     if found is None:
         return default
-    func, kwargs = found
+    hook, placeholders = found
+    func = hook.func
+    kwargs: dict[str, Any] = dict(placeholders)
+    if hook.wants_operation:
+        kwargs["operation"] = operation.value
     if user_loader is not None:
         user = await user_loader()
     else:

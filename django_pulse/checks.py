@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 from typing import Any
 
 from django.conf import settings
@@ -14,7 +15,14 @@ from .conf import DEFAULTS, pulse_settings
 from .protocol import KB_ID_RE
 from .protocol.tokens import normalize_capabilities
 
-__all__ = ["check_installation", "check_public_url", "check_settings", "check_wiring"]
+__all__ = [
+    "check_authorize_hooks",
+    "check_installation",
+    "check_public_url",
+    "check_secret_key",
+    "check_settings",
+    "check_wiring",
+]
 
 _POSITIVE_NUMBERS = (
     "TOKEN_TTL",
@@ -93,6 +101,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 f"PULSE['DEFAULT_CAPABILITIES'] is invalid: {exc}.",
                 hint="Map channel patterns to lists of subscribe/publish/presence/history.",
                 id="django_pulse.E004",
+            )
+        )
+    unhooked = (raw or {}).get("UNHOOKED_CHANNELS", DEFAULTS["UNHOOKED_CHANNELS"])
+    if unhooked not in ("open", "refuse"):
+        errors.append(
+            Error(
+                f"PULSE['UNHOOKED_CHANNELS'] must be 'open' or 'refuse', not {unhooked!r}.",
+                hint="'open': channels without an authorize hook follow the token's capabilities; 'refuse': they "
+                "need a capability naming them.",
+                id="django_pulse.E006",
             )
         )
     heartbeat = (raw or {}).get("PROCESS_HEARTBEAT", DEFAULTS["PROCESS_HEARTBEAT"])
@@ -318,3 +336,93 @@ def check_public_url(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
             )
         ]
     return []
+
+
+# -- authorize hooks (issue 18) -------------------------------------------------------------------------------
+
+HOOKS_MODULE = "pulse"
+"""The module of an installed app where docs/authorization.md tells you to register authorize hooks."""
+
+
+@register(Tags.security)
+def check_authorize_hooks(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W020: an app's ``pulse`` module registers authorize hooks but was never imported.
+
+    Its hooks are then not registered, so the channels they guard are decided by capabilities alone (open to
+    every token). Checks run after every app's ``ready()``, so by then the module must have been imported.
+    """
+    from django.apps import apps
+
+    from .authorization import registered_modules
+
+    messages: list[CheckMessage] = []
+    registered = registered_modules()
+    for config in apps.get_app_configs():
+        name = f"{config.name}.{HOOKS_MODULE}"
+        if name in sys.modules or name in registered:
+            continue
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            continue
+        try:
+            with open(spec.origin, encoding="utf-8") as source:
+                defines_hooks = ".authorize(" in source.read()
+        except OSError:
+            continue
+        if defines_hooks:
+            messages.append(
+                Warning(
+                    f"{name} defines authorize hooks but was never imported, so they are not registered and "
+                    "the channels they guard are open to every token.",
+                    hint=f"Import it from {type(config).__module__}.{type(config).__name__}.ready(): "
+                    f"'from . import {HOOKS_MODULE}  # noqa: F401' (docs/authorization.md).",
+                    obj=config.name,
+                    id="django_pulse.W024",
+                )
+            )
+    return messages
+
+
+# -- SECRET_KEY signs the admin credential of manage.py pulse (issue 18) ----------------------------------------
+
+KNOWN_INSECURE_SECRET_KEYS = frozenset(
+    {
+        "example-project-insecure-key-change-me",  # django-pulse's example project before issue 18
+        "change-me",
+        "changeme",
+        "secret",
+        "secret-key",
+        "dev",
+        "django",
+        "insecure",
+        "not-secret",
+    }
+)
+
+
+@register(Tags.security)
+def check_secret_key(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W030: ``SECRET_KEY`` is a published or placeholder value, so anyone can mint Pulse admin credentials.
+
+    ``manage.py pulse`` reaches a running server with a credential signed with ``SECRET_KEY`` (status, tokens
+    with any capabilities, publish, closing every connection): a key from a repository or a tutorial hands all
+    of that to anyone who has read it.
+    """
+    key = str(getattr(settings, "SECRET_KEY", "") or "")
+    lowered = key.lower()
+    if not key or (
+        lowered not in KNOWN_INSECURE_SECRET_KEYS and not lowered.startswith("django-insecure-") and len(set(key)) >= 5
+    ):
+        return []
+    return [
+        Warning(
+            "SECRET_KEY is a known, published value: anyone can sign the admin credential of 'manage.py pulse' "
+            "(and Django's sessions) with it.",
+            hint="Generate one (python -c 'import secrets; print(secrets.token_urlsafe(50))') and read it from "
+            "the environment or a file outside version control (docs/security.md).",
+            id="django_pulse.W030",
+        )
+    ]

@@ -29,8 +29,13 @@ DEFAULTS: dict[str, Any] = {
     # Token lifetime and verification leeway, in seconds.
     "TOKEN_TTL": 3600,
     "TOKEN_LEEWAY": 10,
-    # Default capabilities of a token: channel pattern -> operations.
-    "DEFAULT_CAPABILITIES": {"*": ["subscribe", "publish", "presence", "history"]},
+    # Least privilege by default (issue 18): capabilities of a token issued without explicit ones (channel
+    # pattern -> operations). Clients may listen, read history and be present, not publish; grant "publish"
+    # explicitly, or restore the old default {"*": ["subscribe", "publish", "presence", "history"]}.
+    "DEFAULT_CAPABILITIES": {"*": ["subscribe", "presence", "history"]},
+    # A channel no authorize hook matches: "open" (allowed by capabilities alone, private prefixes excepted)
+    # or "refuse" (needs a capability naming it, as private channels do).
+    "UNHOOKED_CHANNELS": "open",
     # Channel names starting with one of these need an authorize hook or an explicit (non-"*") capability.
     "PRIVATE_PREFIXES": ["private-"],
     # Dotted path of a callable(client_id) -> Django user or None, used by authorize hooks. None: look the
@@ -160,6 +165,10 @@ class PulseSettings:
     @property
     def DEFAULT_CAPABILITIES(self) -> dict[str, list[str]]:
         return {str(k): list(v) for k, v in dict(self._get("DEFAULT_CAPABILITIES")).items()}
+
+    @property
+    def UNHOOKED_CHANNELS(self) -> str:
+        return str(self._get("UNHOOKED_CHANNELS"))
 
     @property
     def PRIVATE_PREFIXES(self) -> list[str]:

@@ -21,7 +21,8 @@ def token(request: HttpRequest) -> JsonResponse:
     from django_pulse import pulse
 
     body: dict[str, Any] = json.loads(request.body or b"{}")
-    kwargs = {k: body[k] for k in ("kb_id", "capabilities", "ttl") if k in body}
+    # Test clients may publish unless a test asks for less (publishing is not a default capability).
+    kwargs = {"capabilities": {"*": ["*"]}, **{k: body[k] for k in ("kb_id", "capabilities", "ttl") if k in body}}
     return JsonResponse(pulse.get_token(body.get("clientId", "tester"), request=request, **kwargs))
 
 

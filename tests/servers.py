@@ -229,7 +229,7 @@ def scratch_database() -> Iterator[str]:
 
     config = dj_database_url.parse(base)
     name = f"pulse_example_{os.getpid()}_{free_port()}"
-    admin = {
+    admin: dict[str, Any] = {
         "dbname": "postgres",
         "user": config.get("USER") or None,
         "password": config.get("PASSWORD") or None,

@@ -243,9 +243,8 @@ def test_token_permission_hook_decides(settings: Any, key: str, alice: User) -> 
         assert response.status_code == 403, response.content
         assert error_of(response)["code"] == "forbidden"
     response = api.post("/pulse/token/", {"userId": "worker"}, format="json")
-    assert authenticate_token(response.json()["token"]).capabilities == {
-        "*": ["history", "presence", "publish", "subscribe"]
-    }
+    # None: the default capabilities, which do not include publishing (least privilege).
+    assert authenticate_token(response.json()["token"]).capabilities == {"*": ["history", "presence", "subscribe"]}
     client, headers = session_client(alice, csrf=True)
     response = client.post("/pulse/token/", {}, format="json", **headers)
     assert authenticate_token(response.json()["token"]).capabilities == {"chat.*": ["presence", "subscribe"]}

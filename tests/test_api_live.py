@@ -53,7 +53,10 @@ def api_key(embedded: LiveServer) -> str:
 
 
 async def connect(server: LiveServer, key: str, client_id: str) -> Realtime:
-    token = await asyncio.to_thread(PulseClient(server.url + "/pulse/", key).get_token, client_id)
+    # These clients publish too: granted explicitly (not a default capability).
+    token = await asyncio.to_thread(
+        PulseClient(server.url + "/pulse/", key).get_token, client_id, capabilities={"*": ["*"]}
+    )
     return await Realtime.connect(token["endpoint"], token["token"])
 
 

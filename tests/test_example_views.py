@@ -62,13 +62,13 @@ def test_get_pulse_token_needs_a_user_id(client: Client, user_id: Any) -> None:
 
 
 def test_create_stores_and_returns_the_row(client: Client) -> None:
-    status, body, _ = call(client, {"action": "create", "userName": "ada", "content": "hello <b>world</b>"})
+    status, body, _ = call(client, {"action": "create", "userName": "ada", "content": "hello & a < b world"})
     assert status == 200
     post = body["post"]
     assert set(post) == {"id", "user_name", "content", "created_at"}
-    assert post["user_name"] == "ada" and post["content"] == "hello <b>world</b>"
+    assert post["user_name"] == "ada" and post["content"] == "hello & a < b world"
     stored = Post.objects.get(pk=post["id"])
-    assert stored.content == "hello <b>world</b>"
+    assert stored.content == "hello & a < b world"
     assert datetime.fromisoformat(post["created_at"].replace("Z", "+00:00")) == stored.created_at.replace(
         microsecond=stored.created_at.microsecond // 1000 * 1000
     )

@@ -71,7 +71,12 @@ async def open_client(path: str = "/pulse/ws/", headers: list[tuple[bytes, bytes
     return Client(comm)
 
 
+ALL_CAPABILITIES = {"*": ["*"]}
+"""What test clients are granted unless a test says otherwise: publishing is no longer a default (issue 18)."""
+
+
 async def token(client_id: str = "alice", **kwargs: Any) -> str:
+    kwargs.setdefault("capabilities", ALL_CAPABILITIES)
     result: dict[str, Any] = await sync_to_async(pulse.get_token)(client_id, **kwargs)
     return str(result["token"])
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.http import HttpResponse
@@ -32,6 +34,7 @@ from ..server.runtime import get_runtime
 from . import schema as _schema  # noqa: F401  (registers the auth scheme with drf-spectacular)
 from .authentication import ApiKeyAuthentication, PulseCaller
 from .exceptions import pulse_exception_handler
+from .parsers import StrictJSONParser
 from .permissions import HasApiKey, IsPulseAdmin, MayRequestToken, token_capabilities
 from .serializers import (
     ChannelsSerializer,
@@ -69,7 +72,7 @@ class PulseAPIView(APIView):
     authentication_classes = [ApiKeyAuthentication]
     permission_classes = [HasApiKey]
     throttle_classes = [ApiKeyThrottle]
-    parser_classes = [JSONParser]
+    parser_classes = [StrictJSONParser]
     renderer_classes = [JSONRenderer]
     schema = AutoSchema()
 
@@ -211,18 +214,35 @@ class PublishView(PulseAPIView):
             batch = PublishBatchSerializer(data=body)
             batch.is_valid(raise_exception=True)
             messages = batch.validated_data["messages"]
-            ids = sdk.publish_batch(
-                [{k: m[k] for k in ("channel", "event", "data", "id") if k in m} for m in messages],
-                kb_id=self.caller.kb_id,
-            )
+            with _refused_as_bad_request():
+                ids = sdk.publish_batch(
+                    [{k: m[k] for k in ("channel", "event", "data", "id") if k in m} for m in messages],
+                    kb_id=self.caller.kb_id,
+                )
             return Response({"ids": ids})
         single = PublishMessageSerializer(data=body)
         single.is_valid(raise_exception=True)
         message = single.validated_data
-        message_id = sdk.publish(
-            message["channel"], message["event"], message.get("data"), kb_id=self.caller.kb_id, id=message.get("id")
-        )
+        with _refused_as_bad_request():
+            message_id = sdk.publish(
+                message["channel"],
+                message["event"],
+                message.get("data"),
+                kb_id=self.caller.kb_id,
+                id=message.get("id"),
+            )
         return Response({"id": message_id})
+
+
+@contextmanager
+def _refused_as_bad_request() -> Iterator[None]:
+    """The SDK's ``ValueError`` (data it cannot encode: a lone surrogate, ``inf``) is the caller's fault: 400."""
+    try:
+        yield
+    except (ValueError, RecursionError) as exc:
+        raise exceptions.ValidationError(
+            {"non_field_errors": [str(exc) or "The message cannot be encoded as JSON."]}
+        ) from None
 
 
 @extend_schema(

@@ -19,11 +19,15 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.urls import re_path  # noqa: E402
 
 from django_pulse.routing import sse_urlpatterns, websocket_urlpatterns  # noqa: E402
+from django_pulse.server.body_limit import BodySizeLimit  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        # /pulse/sse/ (the SSE transport), then Django
-        "http": URLRouter([*sse_urlpatterns, re_path(r"", ASGIStaticFilesHandler(django_asgi_app))]),  # type: ignore[arg-type]
+        # /pulse/sse/ (the SSE transport), then Django. Bodies over DATA_UPLOAD_MAX_MEMORY_SIZE are answered
+        # 413 before they are read (docs/security.md).
+        "http": BodySizeLimit(
+            URLRouter([*sse_urlpatterns, re_path(r"", ASGIStaticFilesHandler(django_asgi_app))])  # type: ignore[arg-type]
+        ),
         "websocket": URLRouter(websocket_urlpatterns),  # /pulse/ws/
     }
 )

@@ -14,9 +14,47 @@ from pathlib import Path
 import dj_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-project-insecure-key-change-me")
-DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
-ALLOWED_HOSTS = ["*"]
+SECRET_KEY_FILE = BASE_DIR / ".demo-secret-key"
+
+
+def _demo_secret_key() -> str:
+    """DJANGO_SECRET_KEY, else a random key generated on first run and kept in SECRET_KEY_FILE (git-ignored,
+    readable by its owner only). Anyone who knows SECRET_KEY can mint the admin credential of manage.py pulse
+    (docs/security.md): it must never be a value published in a repository."""
+    from_env = os.environ.get("DJANGO_SECRET_KEY")
+    if from_env:
+        return from_env
+    import secrets
+
+    try:  # O_EXCL: two processes starting at once agree on one key
+        fd = os.open(SECRET_KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(50))
+    for _ in range(50):  # another process may be writing it right now
+        key = SECRET_KEY_FILE.read_text().strip()
+        if key:
+            return key
+        import time
+
+        time.sleep(0.01)
+    raise RuntimeError(f"{SECRET_KEY_FILE} is empty: delete it, or set DJANGO_SECRET_KEY.")
+
+
+SECRET_KEY = _demo_secret_key()
+# Off unless asked for (DJANGO_DEBUG=1): a 500 with DEBUG on shows the settings page to whoever caused it.
+DEBUG = os.environ.get("DJANGO_DEBUG", "0") == "1"
+# The host make demo serves on (HOST), plus the loopback names; DJANGO_ALLOWED_HOSTS (comma-separated)
+# replaces the list. Never "*": ALLOWED_HOSTS is also the WebSocket Origin allow-list (docs/security.md).
+ALLOWED_HOSTS = [
+    h
+    for h in os.environ.get(
+        "DJANGO_ALLOWED_HOSTS", ",".join(dict.fromkeys([os.environ.get("HOST", "127.0.0.1"), "127.0.0.1", "localhost"]))
+    ).split(",")
+    if h and h != "0.0.0.0"
+]
 USE_TZ = True
 TIME_ZONE = "UTC"
 
@@ -40,7 +78,12 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "posts.security.ContentSecurityPolicyMiddleware",
 ]
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 ROOT_URLCONF = "example_project.urls"
 TEMPLATES = [
     {

@@ -9,7 +9,6 @@ with publish-on-save (models.py), which publishes ``new_post`` once the insert h
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,11 @@ from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 
 from django_pulse import pulse
+from django_pulse.api.parsers import loads_strict
 from django_pulse.exceptions import PulseError
 
 from .models import Member, Post, post_data
+from .security import cross_site, opens_a_tag
 
 POSTS_CHANNEL = "posts"
 LOBBY_CHANNEL = "lobby"
@@ -67,8 +68,10 @@ def _json_body(request: HttpRequest) -> dict[str, Any]:
     if not request.body:
         return {}
     try:
-        body = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        # Strict JSON: no lone surrogates (the database and UTF-8 sockets refuse them), NaN or nesting past
+        # 64 levels; each is a 400 here instead of a 500 further on.
+        body = loads_strict(request.body)
+    except ValueError as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}.") from None
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object with an 'action'.")
@@ -105,6 +108,9 @@ def posts_api(request: HttpRequest) -> HttpResponse:
         answer = _answer({"error": 'Use POST with a JSON body {"action": ...}.'}, status=405)
         answer["Allow"] = "POST, OPTIONS"
         return answer
+    if cross_site(request):
+        # CORS headers stay (the seed's contract), but a browser page of another site may not post here.
+        return _answer({"error": "Cross-site requests are refused: post from this site's own pages."}, status=403)
     try:
         data = _json_body(request)
         return _answer(_posts_action(request, data.pop("action", None), data))
@@ -125,9 +131,11 @@ def _posts_action(request: HttpRequest, action: Any, data: dict[str, Any]) -> di
     if action == "list":
         return {"posts": [post_data(post) for post in Post.objects.order_by("-created_at", "-id")[:LIST_LIMIT]]}
     if action == "create":
-        post = Post.objects.create(
-            user_name=_text(data, "userName", MAX_NAME), content=_text(data, "content", MAX_CONTENT)
-        )
+        user_name, content = _text(data, "userName", MAX_NAME), _text(data, "content", MAX_CONTENT)
+        if opens_a_tag(user_name) or opens_a_tag(content):
+            # The seed's page renders posts with innerHTML: text that would open a tag is refused.
+            raise BadRequest("Posts are plain text: '<' may not be followed by a letter, '/', '!' or '?'.")
+        post = Post.objects.create(user_name=user_name, content=content)
         return {"post": post_data(post)}
     if action == "presence":
         result: dict[str, Any] = _pulse_call(pulse.presence, POSTS_CHANNEL)

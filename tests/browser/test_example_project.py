@@ -86,11 +86,14 @@ def test_two_tabs_see_each_others_posts_and_presence(server: LiveServer, context
     mark = secrets.token_hex(3)
     post_from(first, f"hello from the first tab {mark}")
     wait_for_post(second, f"hello from the first tab {mark}")
+    # Text that would open a tag is refused (the seed's page renders posts with innerHTML); the page says so.
     post_from(second, f"and back {mark} " + XSS)
+    second.locator("#error").filter(has_text="plain text").wait_for()
+    post_from(second, f"and back {mark} a < b & <3")
     wait_for_post(first, f"and back {mark}")
     for page in (first, second):
-        # User content is text: the markup is shown, never run or rendered.
-        assert post_texts(page)[:2] == [f"and back {mark} " + XSS, f"hello from the first tab {mark}"]
+        # User content is text: what is shown is exactly what was typed.
+        assert post_texts(page)[:2] == [f"and back {mark} a < b & <3", f"hello from the first tab {mark}"]
         assert page.locator("#posts img").count() == 0
         assert page.evaluate("() => window.__xss") is None
         # Each post shows once: the tab's own create answer and the live event are the same post.
@@ -224,3 +227,60 @@ def test_two_servers_cooperate_over_redis(redis_url: str, redis_prefix: str, con
         assert a.post("/posts", {"action": "presence"})["count"] == 2
         on_b.close()
         wait_online(on_a, 1)
+
+
+def test_markup_reaching_the_seed_pages_innerhtml_does_not_run(server: LiveServer, context: Any) -> None:
+    """Issue 18: another site stored <img onerror> through POST /posts and /seed/ ran it. Now a cross-site
+    POST is refused, markup is refused, and markup that reaches the seed page anyway (published from the
+    server, bypassing both) is inserted by its innerHTML but cannot run: the CSP allows only the page's own
+    inline script, by hash."""
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    from tests.servers import EXAMPLE_DIR
+
+    seed = open_live_posts(context, server, "/seed/")
+    other = open_live_posts(context, server, "/seed/")
+    wait_online(seed, 2)  # the seed's page works unchanged under the CSP
+    violations: list[str] = []
+    seed.on("console", lambda msg: violations.append(msg.text) if "Content Security Policy" in msg.text else None)
+    request = urllib.request.Request(
+        server.url + "/posts",
+        data=json.dumps({"action": "create", "userName": "evil", "content": XSS}).encode(),
+        method="POST",
+        headers={"Content-Type": "text/plain", "Origin": "http://evil.example"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 403
+    mark = secrets.token_hex(3)
+    post = {"id": 999999, "user_name": "server", "content": f"{mark} {XSS}", "created_at": None}
+    subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "pulse",
+            "publish",
+            "posts",
+            "--event",
+            "new_post",
+            "--url",
+            server.url,
+            "--data",
+            json.dumps({"post": post}),
+        ],
+        cwd=EXAMPLE_DIR,
+        env=server.env,
+        check=True,
+        capture_output=True,
+    )
+    for page in (seed, other):
+        page.locator("#posts div", has_text=mark).wait_for()
+        assert page.locator("#posts img").count() == 1  # innerHTML made an <img> ...
+        page.wait_for_timeout(300)
+        assert page.evaluate("() => window.__xss") is None  # ... whose onerror never ran
+    assert any("inline event handler" in v or "script-src" in v for v in violations), violations
+    headers = urllib.request.urlopen(server.url + "/seed/", timeout=10).headers
+    assert headers["X-Frame-Options"] == "DENY" and "frame-ancestors 'none'" in headers["Content-Security-Policy"]

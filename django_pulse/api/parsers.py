@@ -1,0 +1,121 @@
+"""Strict JSON for HTTP bodies: what the WebSocket path refuses as ``invalid_json`` is refused here too.
+
+``json.loads`` accepts text that is not JSON, or that Pulse cannot send on: ``NaN``/``Infinity``, ``1e999``
+(decodes to ``inf``), lone surrogate escapes (``"\\ud800"``, which no UTF-8 socket or database can take) and
+nesting past the interpreter's recursion limit (``RecursionError``, which is not a ``ValueError``). Every
+one of them was a 500 somewhere; ``loads_strict`` turns each into one ``ValueError`` the caller answers with
+400.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import IO, Any
+
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import JSONParser
+
+__all__ = ["MAX_DEPTH", "StrictJSONParser", "loads_strict"]
+
+MAX_DEPTH = 64
+"""Deepest nesting of arrays and objects accepted in an HTTP body (a message's ``data`` included)."""
+
+
+class _NotJSON(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NotJSON(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotJSON(f"the number {text[:20]} is out of range")
+    return value
+
+
+def _check(value: Any, depth: int) -> None:
+    """Depth and surrogates of a decoded value, without recursion (so a deep value cannot crash the check)."""
+    stack: list[tuple[Any, int]] = [(value, depth)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise _NotJSON("the body contains an unpaired surrogate escape (\\uD800-\\uDFFF)") from None
+        elif isinstance(item, dict | list):
+            if level >= MAX_DEPTH:
+                raise _NotJSON(f"the body is nested deeper than {MAX_DEPTH} levels")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+
+
+def _nesting_over_limit(text: str) -> bool:
+    # Cheap pre-check so that 100,000 '[' never reach json.loads (which would recurse until RecursionError).
+    # Brackets inside strings count too: an over-estimate that only matters for strings of 64+ brackets.
+    return text.count("[") + text.count("{") > MAX_DEPTH and _max_depth(text) > MAX_DEPTH
+
+
+def _max_depth(text: str) -> int:
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_DEPTH:
+                    return deepest
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def loads_strict(raw: bytes | str) -> Any:
+    """Decode an HTTP body as strict JSON (UTF-8). Raises ``ValueError`` saying why it is refused."""
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _NotJSON("the body is not UTF-8") from None
+    else:
+        text = raw
+    if _nesting_over_limit(text):
+        raise _NotJSON(f"the body is nested deeper than {MAX_DEPTH} levels")
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except _NotJSON:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise _NotJSON(f"the body is not valid JSON ({str(exc)[:80]})") from None
+    _check(value, 0)
+    return value
+
+
+class StrictJSONParser(JSONParser):
+    """DRF's JSON parser with ``loads_strict``: every body it refuses is a 400 ``invalid_json``.
+
+    The body is read as UTF-8 whatever ``charset`` the ``Content-Type`` names (RFC 8259 §8.1), so an unknown
+    charset cannot raise ``LookupError``.
+    """
+
+    def parse(self, stream: IO[bytes], media_type: str | None = None, parser_context: Any = None) -> Any:
+        raw = stream.read() if stream is not None else b""
+        try:
+            return loads_strict(raw)
+        except ValueError as exc:
+            raise ParseError(f"JSON parse error - {exc}.") from None
