@@ -24,9 +24,11 @@ JS_VERSION = re.compile(r"^(\s*var VERSION = )'([^']*)';$", re.M)
 def python_version(init: Path = INIT) -> str:
     """``__version__`` of django_pulse/__init__.py, read without importing the package."""
     for node in ast.parse(init.read_text()).body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__version__" for t in node.targets):
-            if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
-                return node.value.value
+        named = isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__version__" for t in node.targets
+        )
+        if named and isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+            return str(node.value.value)
     raise ValueError(f"no __version__ = '...' in {init}")
 
 
