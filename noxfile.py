@@ -26,7 +26,6 @@ DEFAULT = ("3.11", "5.2")  # `make test`'s combination (the .venv of the Makefil
 UNIT_MARKERS = "not browser and not slow"
 
 
-
 def _release(name: str) -> tuple[int, ...]:
     """(3, 12, 10) for "3.12.10" (a name that is not a plain release sorts first)."""
     return tuple(int(part) for part in name.split(".")) if name.replace(".", "").isdigit() else ()
@@ -68,7 +67,7 @@ COMBINATIONS = [
 def unit(session: nox.Session, django: str) -> None:
     """The unit suite (no browser, no multi-process/slow tests) on one Python x Django combination."""
     session.install("--quiet", "-e", ".[dev]", DJANGOS[django])
-    session.run("python", "-c", "import django, sys; print('Python', sys.version.split()[0], 'Django', django.__version__)")
+    session.run("python", "-c", "import django, sys; print('Python', sys.version, 'Django', django.__version__)")
     session.run(
         "python", "-m", "pytest", "-m", UNIT_MARKERS, "-q", "-p", "no:cacheprovider", *session.posargs,
     )  # fmt: skip
