@@ -151,6 +151,7 @@ def test_wheel_installs_and_works_in_a_clean_virtualenv(wheel: Path, tmp_path: P
 
     admin = str(env_dir / "bin" / "django-admin")
     run(admin, "check")
+    assert "publish" in run(admin, "pulse", "--help")  # the CLI needs no [client] extra either
     run(admin, "makemigrations", "--check", "--dry-run")  # nothing to write into site-packages
     run(admin, "migrate", "--noinput")
     found = run(admin, "findstatic", "django_pulse/pulse.js").strip().splitlines()[-1].strip()
