@@ -6,10 +6,11 @@
     .venv/bin/nox -s servers         # pytest -m server_internals per .ci/constraints/servers-*.txt
 
 `make test` runs the whole suite (browser and slow tests included) on the default combination, Python 3.11 and
-the newest Django 5.2 (what `.venv` holds); the other combinations run the unit suite, which is where a Python or
-Django version shows (the browser and multi-process tests exercise the same code through real servers, and cost
-most of the time). Interpreters are found on PATH and in pyenv. The sessions inherit the environment: CI=true
-(Redis and Node must be there), DATABASE_URL, PULSE_TEST_REDIS_URL.
+the newest Django 5.2 (what `.venv` holds); the other combinations run the unit suite (no browser, slow or
+reliability tests), which is where a Python or Django version shows: the browser, multi-process and fault/fuzz
+tests exercise the same code through real servers and cost most of the time. Interpreters are found on PATH and
+in pyenv. The sessions inherit the environment: CI=true (Redis and Node must be there), DATABASE_URL,
+PULSE_TEST_REDIS_URL.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parent
 PYTHONS = ("3.11", "3.12", "3.13")
 DJANGOS = {"5.2": "django>=5.2,<5.3", "6.0": "django>=6.0,<6.1"}
 DEFAULT = ("3.11", "5.2")  # `make test`'s combination (the .venv of the Makefile)
-UNIT_MARKERS = "not browser and not slow"
+UNIT_MARKERS = "not browser and not slow and not reliability"
 
 
 def _release(name: str) -> tuple[int, ...]:
@@ -65,7 +66,7 @@ COMBINATIONS = [
 @nox.session
 @nox.parametrize("python,django", COMBINATIONS)
 def unit(session: nox.Session, django: str) -> None:
-    """The unit suite (no browser, no multi-process/slow tests) on one Python x Django combination."""
+    """The unit suite (no browser, slow or reliability tests) on one Python x Django combination."""
     session.install("--quiet", "--no-compile", "-e", ".[test]", DJANGOS[django])
     session.run("python", "-c", "import django, sys; print('Python', sys.version, 'Django', django.__version__)")
     session.run(
