@@ -44,7 +44,7 @@ from django.utils.module_loading import import_string
 from .conf import pulse_settings
 from .exceptions import Forbidden
 from .protocol import ErrorCode, Operation
-from .tokens import Claims, capability_allows
+from .protocol.tokens import Claims, capability_allows
 
 __all__ = ["Decision", "authorize", "clear_hooks", "decide", "find_hook", "resolve_user", "unregister"]
 

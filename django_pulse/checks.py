@@ -12,7 +12,7 @@ from django.utils.module_loading import import_string
 
 from .conf import DEFAULTS, pulse_settings
 from .protocol import KB_ID_RE
-from .tokens import normalize_capabilities
+from .protocol.tokens import normalize_capabilities
 
 __all__ = ["check_installation", "check_settings"]
 

@@ -14,7 +14,7 @@ consumer turns them into error frames / close codes and the HTTP API into JSON e
 
 from __future__ import annotations
 
-from .protocol import ErrorCode
+from .protocol.codes import ErrorCode
 
 __all__ = [
     "AppError",

@@ -18,7 +18,7 @@ from channels.security.websocket import AllowedHostsOriginValidator, OriginValid
 from django.urls import path
 
 from .conf import pulse_settings
-from .consumers import PulseConsumer
+from .server.consumer import PulseConsumer
 
 __all__ = ["pulse_websocket_app", "websocket_urlpatterns"]
 

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
-import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
-from django.core.serializers.json import DjangoJSONEncoder
 
-from . import idempotency
 from .authorization import authorize
+from .broker.base import CONTROL_TOPIC, message_topic
 from .conf import pulse_settings
 from .exceptions import LimitExceeded, ProtocolViolation
-from .protocol import ErrorCode, dumps, is_valid_channel, message_head, utf8_len
+from .protocol import ErrorCode, dumps, is_valid_channel
+from .server.publishing import abroadcast_once, broadcast_once, build_message
+from .server.runtime import get_runtime
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -76,8 +75,8 @@ def get_token(
     (seconds) to ``PULSE["TOKEN_TTL"]``. Raises ``ValueError`` for a bad user id, capabilities or ttl, and
     ``AppError`` when the app is unknown or disabled.
     """
-    from .auth import resolve_app
-    from .tokens import issue_token, normalize_capabilities
+    from .protocol.tokens import issue_token, normalize_capabilities
+    from .server.app_access import resolve_app
 
     client_id = str(user_id) if isinstance(user_id, int | str) and not isinstance(user_id, bool) else None
     if not client_id or len(client_id) > 255:
@@ -101,95 +100,15 @@ def get_token(
 
 # -- publishing ------------------------------------------------------------------------------------------
 
-# Room for the serial (at most 20 digits) and the closing brace the broker appends to a message head.
-_SERIAL_ROOM = 21
-
-
-def _encode_data(data: Any) -> str:
-    try:
-        return json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except TypeError as exc:
-        raise TypeError(f"The message data must be JSON-serialisable: {exc}") from None
-    except ValueError as exc:  # NaN/Infinity or a circular reference
-        raise ValueError(f"The message data must be JSON-serialisable: {exc}") from None
-
-
-def _build(
-    channel: Any, event: Any, data: Any, *, id: Any, client_id: str | None, data_json: str | None = None
-) -> tuple[str, str]:
-    """Validate one message and encode its frame head once; returns ``(head, message id)``.
-
-    Raises ``ProtocolViolation`` (``invalid_channel`` / ``bad_request``), ``TypeError`` for data that is not
-    JSON-serialisable, ``LimitExceeded`` (``message_too_large``) when the frame would pass MAX_MESSAGE_SIZE.
-    """
-    if not is_valid_channel(channel):
-        raise ProtocolViolation(
-            f"Invalid channel name {channel!r}: 1-255 characters of A-Z a-z 0-9 _ - . : @ = ~ +.",
-            ErrorCode.INVALID_CHANNEL,
-        )
-    if not isinstance(event, str) or not 1 <= len(event) <= 255:
-        raise ProtocolViolation("The event name must be a string of 1-255 characters.", ErrorCode.BAD_REQUEST)
-    if id is None:
-        id = "m_" + secrets.token_urlsafe(12)
-    elif not isinstance(id, str) or not 1 <= len(id) <= 255:
-        raise ProtocolViolation("A message id must be a string of 1-255 characters.", ErrorCode.BAD_REQUEST)
-    head = message_head(
-        channel=channel,
-        name=event,
-        data_json=_encode_data(data) if data_json is None else data_json,
-        id=id,
-        timestamp=int(time.time() * 1000),
-        client_id=client_id,
-    )
-    if not head.isascii():
-        try:
-            head.encode("utf-8")
-        except UnicodeEncodeError:
-            # A lone surrogate (e.g. from "\\ud800" in decoded JSON) cannot be sent as UTF-8 text: it would fail
-            # the send to every subscriber's socket.
-            raise ValueError(
-                "The message contains an unpaired surrogate (U+D800-U+DFFF); it cannot be encoded as UTF-8."
-            ) from None
-    limit = pulse_settings.MAX_MESSAGE_SIZE
-    if utf8_len(head) + _SERIAL_ROOM > limit:
-        raise LimitExceeded(
-            f"The message is larger than MAX_MESSAGE_SIZE ({limit} bytes).", ErrorCode.MESSAGE_TOO_LARGE
-        )
-    return head, id
-
-
-def _published_kwargs(
-    kb_id: str, channel: str, event: str, id: str, serial: int, client_id: str | None
-) -> dict[str, Any]:
-    return {"kb_id": kb_id, "channel": channel, "event": event, "id": id, "serial": serial, "client_id": client_id}
-
-
-def _log_receiver_errors(results: list[tuple[Any, Any]]) -> None:
-    for receiver, outcome in results:
-        if isinstance(outcome, BaseException):
-            logger.error("A receiver of a django_pulse signal failed: %r", receiver, exc_info=outcome)
-
-
-def _send_published(**kwargs: Any) -> None:
-    from . import signals
-
-    _log_receiver_errors(signals.message_published.send_robust(sender=__name__, **kwargs))
-
-
-async def _asend_published(**kwargs: Any) -> None:
-    from . import signals
-
-    _log_receiver_errors(await signals.message_published.asend_robust(sender=__name__, **kwargs))
-
 
 def _resolve_kb(kb_id: str | None) -> str:
-    from .auth import enabled_kb
+    from .server.app_access import enabled_kb
 
     return enabled_kb(kb_id)
 
 
 async def _aresolve_kb(kb_id: str | None) -> str:
-    from .auth import aenabled_kb
+    from .server.app_access import aenabled_kb
 
     return await aenabled_kb(kb_id)
 
@@ -207,9 +126,9 @@ def publish(channel: str, event: str, data: Any = None, *, kb_id: str | None = N
     ``IDEMPOTENCY_WINDOW`` seconds returns that id and is not delivered again (shared with the HTTP API and
     client publishes; across processes with Redis).
     """
-    head, message_id = _build(channel, event, data, id=id, client_id=None)
+    head, message_id = build_message(channel, event, data, id=id, client_id=None)
     kb = _resolve_kb(kb_id)
-    _broadcast_once_sync(kb, channel, event, head, message_id, explicit_id=id is not None, client_id=None)
+    broadcast_once(kb, channel, event, head, message_id, explicit_id=id is not None, client_id=None)
     return message_id
 
 
@@ -217,65 +136,10 @@ async def apublish(
     channel: str, event: str, data: Any = None, *, kb_id: str | None = None, id: str | None = None
 ) -> str:
     """``publish`` for async code."""
-    head, message_id = _build(channel, event, data, id=id, client_id=None)
+    head, message_id = build_message(channel, event, data, id=id, client_id=None)
     kb = await _aresolve_kb(kb_id)
-    await _broadcast_once(kb, channel, event, head, message_id, explicit_id=id is not None, client_id=None)
+    await abroadcast_once(kb, channel, event, head, message_id, explicit_id=id is not None, client_id=None)
     return message_id
-
-
-async def _apublish_as_client(
-    *, kb_id: str, client_id: str, channel: str, event: str, data_json: str, id: str | None
-) -> tuple[str, int | None]:
-    """A client's publish over the WebSocket (the consumer checked the app and capabilities already).
-
-    Returns ``(id, serial)``; ``serial`` is None when ``id`` repeats one published within the idempotency window.
-    """
-    head, message_id = _build(channel, event, None, id=id, client_id=client_id, data_json=data_json)
-    serial = await _broadcast_once(
-        kb_id, channel, event, head, message_id, explicit_id=id is not None, client_id=client_id
-    )
-    return message_id, serial
-
-
-def _broadcast_once_sync(
-    kb: str, channel: str, event: str, head: str, message_id: str, *, explicit_id: bool, client_id: str | None
-) -> int | None:
-    """Broadcast a built message and send ``message_published``; returns its serial.
-
-    A message whose publisher chose its id is claimed first (``idempotency``): a repeat within
-    ``IDEMPOTENCY_WINDOW`` is not broadcast (returns None), and a broadcast that fails releases the claim so
-    the publisher's retry goes through.
-    """
-    from .broker import get_broker, message_topic
-
-    if explicit_id and not idempotency.claim(kb, channel, message_id):
-        return None
-    try:
-        serial = get_broker().publish_message_sync(message_topic(kb, channel), head)
-    except BaseException:
-        if explicit_id:
-            idempotency.release(kb, channel, message_id)
-        raise
-    _send_published(**_published_kwargs(kb, channel, event, message_id, serial, client_id))
-    return serial
-
-
-async def _broadcast_once(
-    kb: str, channel: str, event: str, head: str, message_id: str, *, explicit_id: bool, client_id: str | None
-) -> int | None:
-    """``_broadcast_once_sync`` for async code."""
-    from .broker import get_broker, message_topic
-
-    if explicit_id and not await idempotency.aclaim(kb, channel, message_id):
-        return None
-    try:
-        serial = await get_broker().publish_message(message_topic(kb, channel), head)
-    except BaseException:
-        if explicit_id:
-            await idempotency.arelease(kb, channel, message_id)
-        raise
-    await _asend_published(**_published_kwargs(kb, channel, event, message_id, serial, client_id))
-    return serial
 
 
 def _build_batch(messages: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str, str]]:
@@ -292,7 +156,7 @@ def _build_batch(messages: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, 
         if unknown:
             raise ProtocolViolation(f"messages[{index}] has unknown members {sorted(unknown)}.", ErrorCode.BAD_REQUEST)
         try:
-            head, message_id = _build(
+            head, message_id = build_message(
                 message.get("channel"), message.get("event"), message.get("data"), id=message.get("id"), client_id=None
             )
         except (ProtocolViolation, LimitExceeded) as exc:
@@ -314,9 +178,7 @@ def publish_batch(messages: Iterable[Mapping[str, Any]], *, kb_id: str | None = 
     built = _build_batch(items)
     kb = _resolve_kb(kb_id)
     for item, (channel, event, head, message_id) in zip(items, built, strict=True):
-        _broadcast_once_sync(
-            kb, channel, event, head, message_id, explicit_id=item.get("id") is not None, client_id=None
-        )
+        broadcast_once(kb, channel, event, head, message_id, explicit_id=item.get("id") is not None, client_id=None)
     return [message_id for _, _, _, message_id in built]
 
 
@@ -326,7 +188,7 @@ async def apublish_batch(messages: Iterable[Mapping[str, Any]], *, kb_id: str | 
     built = _build_batch(items)
     kb = await _aresolve_kb(kb_id)
     for item, (channel, event, head, message_id) in zip(items, built, strict=True):
-        await _broadcast_once(
+        await abroadcast_once(
             kb, channel, event, head, message_id, explicit_id=item.get("id") is not None, client_id=None
         )
     return [message_id for _, _, _, message_id in built]
@@ -367,26 +229,24 @@ def history(
     ``before=messages[0]["serial"]``. Raises ``ProtocolViolation`` for a bad channel, ``ValueError`` for a bad
     ``limit``/``before``, ``AppError`` for an unknown app, ``Unavailable`` when Redis cannot be reached.
     """
-    from .broker import get_broker, message_topic
 
     name, count, before = _history_args(channel, limit, before)
     kb = _resolve_kb(kb_id)
     if count <= 0:
         return []
-    return _messages(get_broker().history_sync(message_topic(kb, name), before=before, limit=count).frames)
+    return _messages(get_runtime().broker.history_sync(message_topic(kb, name), before=before, limit=count).frames)
 
 
 async def ahistory(
     channel: str, *, kb_id: str | None = None, limit: int = 100, before: int | None = None
 ) -> list[dict[str, Any]]:
     """``history`` for async code."""
-    from .broker import get_broker, message_topic
 
     name, count, before = _history_args(channel, limit, before)
     kb = await _aresolve_kb(kb_id)
     if count <= 0:
         return []
-    read = await get_broker().history(message_topic(kb, name), before=before, limit=count)
+    read = await get_runtime().broker.history(message_topic(kb, name), before=before, limit=count)
     return _messages(read.frames)
 
 
@@ -394,45 +254,43 @@ async def ahistory(
 
 
 def _control_kb(kb_id: str | None) -> str:
-    from .auth import resolve_app
+    from .server.app_access import resolve_app
 
     return resolve_app(kb_id, require_enabled=False).kb_id
 
 
 def disconnect(client_id: str, *, kb_id: str | None = None) -> None:
     """Close every connection of ``client_id`` in app ``kb_id``, on every server process (close 4005)."""
-    from .broker import CONTROL_TOPIC, get_broker
 
     if not isinstance(client_id, str) or not client_id:
         raise ValueError("client_id must be a non-empty string")
     text = dumps({"type": "disconnect", "kbId": _control_kb(kb_id), "clientId": client_id})
-    get_broker().broadcast_sync(CONTROL_TOPIC, text)
+    get_runtime().broker.broadcast_sync(CONTROL_TOPIC, text)
 
 
 async def adisconnect(client_id: str, *, kb_id: str | None = None) -> None:
     """``disconnect`` for async code."""
-    from .broker import CONTROL_TOPIC, get_broker
 
     if not isinstance(client_id, str) or not client_id:
         raise ValueError("client_id must be a non-empty string")
     kb = await sync_to_async(_control_kb, thread_sensitive=True)(kb_id)
-    await get_broker().broadcast(CONTROL_TOPIC, dumps({"type": "disconnect", "kbId": kb, "clientId": client_id}))
+    await get_runtime().broker.broadcast(
+        CONTROL_TOPIC, dumps({"type": "disconnect", "kbId": kb, "clientId": client_id})
+    )
 
 
 def close_app_connections(kb_id: str | None = None) -> None:
     """Close every connection of app ``kb_id`` on every server process (close 4003 app_disabled)."""
-    from .broker import CONTROL_TOPIC, get_broker
 
     text = dumps({"type": "app_disabled", "kbId": _control_kb(kb_id)})
-    get_broker().broadcast_sync(CONTROL_TOPIC, text)
+    get_runtime().broker.broadcast_sync(CONTROL_TOPIC, text)
 
 
 async def aclose_app_connections(kb_id: str | None = None) -> None:
     """``close_app_connections`` for async code."""
-    from .broker import CONTROL_TOPIC, get_broker
 
     kb = await sync_to_async(_control_kb, thread_sensitive=True)(kb_id)
-    await get_broker().broadcast(CONTROL_TOPIC, dumps({"type": "app_disabled", "kbId": kb}))
+    await get_runtime().broker.broadcast(CONTROL_TOPIC, dumps({"type": "app_disabled", "kbId": kb}))
 
 
 # -- presence and channels --------------------------------------------------------------------------
@@ -450,16 +308,14 @@ def presence(channel: str, *, kb_id: str | None = None) -> dict[str, Any]:
     the order they entered (``timestamp`` = entry time, ms). Raises ``ProtocolViolation`` (``invalid_channel``)
     for a bad channel name, ``AppError`` for an unknown app, ``Unavailable`` when Redis cannot be reached.
     """
-    from .presence import get_presence
 
-    return get_presence().snapshot_sync(_control_kb(kb_id), channel).to_dict()
+    return get_runtime().presence.snapshot_sync(_control_kb(kb_id), channel).to_dict()
 
 
 async def apresence(channel: str, *, kb_id: str | None = None) -> dict[str, Any]:
     """``presence`` for async code."""
-    from .presence import get_presence
 
-    snapshot = await get_presence().snapshot(await _acontrol_kb(kb_id), channel)
+    snapshot = await get_runtime().presence.snapshot(await _acontrol_kb(kb_id), channel)
     return snapshot.to_dict()
 
 
@@ -470,13 +326,11 @@ def channels(*, kb_id: str | None = None) -> list[dict[str, Any]]:
     process) or some member is present on it (``presence``). With Redis the subscriber counts are those the
     processes reported at their last heartbeat (at most ``PROCESS_HEARTBEAT`` s old).
     """
-    from .registry import get_registry
 
-    return get_registry().channels_sync(_control_kb(kb_id))
+    return get_runtime().liveness.channels_sync(_control_kb(kb_id))
 
 
 async def achannels(*, kb_id: str | None = None) -> list[dict[str, Any]]:
     """``channels`` for async code."""
-    from .registry import get_registry
 
-    return await get_registry().channels(await _acontrol_kb(kb_id))
+    return await get_runtime().liveness.channels(await _acontrol_kb(kb_id))

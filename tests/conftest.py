@@ -69,17 +69,10 @@ def _close_async_db_connections(django_db_setup: None, django_db_blocker: object
 
 @pytest.fixture(autouse=True)
 def _fresh_pulse_process_state() -> Iterator[None]:
-    """Each test starts with a new broker, hub, presence backend, process registry, idempotency record and app
-    cache (they are per process, each test has its own loop, and rolled-back rows send no signals)."""
-    from django_pulse.auth import forget_app
-    from django_pulse.broker import reset_broker
-    from django_pulse.idempotency import reset_memory
-    from django_pulse.presence import reset_presence
-    from django_pulse.registry import reset_registry
+    """Each test starts with a fresh runtime (broker, hub, presence backend, liveness, idempotency record, app
+    cache): they are per process, each test has its own loop, and rolled-back rows send no signals."""
+    from django_pulse.server.runtime import reset_runtime
 
-    resets = (reset_broker, reset_presence, reset_registry, reset_memory, forget_app)
-    for reset in resets:
-        reset()
+    reset_runtime()
     yield
-    for reset in resets:
-        reset()
+    reset_runtime()

@@ -62,20 +62,20 @@ async def state(request: HttpRequest) -> JsonResponse:
     import gc
     import os
 
-    from django_pulse import consumers
-    from django_pulse.fanout import get_hub
+    from django_pulse.server.runtime import get_runtime
 
     if request.GET.get("gc"):
         gc.collect()
-    hub = get_hub()
+    runtime = get_runtime()
+    hub = runtime.hub
     with open("/proc/self/statm") as statm:
         rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     return JsonResponse(
         {
             "topics": hub.local_topics(),
             "connections": sum(len(conns) for conns in hub.connections.values()),
-            "consumers": len(consumers._live),
-            "open": sum(1 for conn in list(consumers._live) if not conn.closed),
+            "consumers": len(runtime.connections),
+            "open": sum(1 for conn in list(runtime.connections) if not conn.closed),
             "tasks": len(asyncio.all_tasks()),
             "rss": rss,
         }

@@ -16,8 +16,8 @@ from django.utils.crypto import get_random_string
 from rest_framework.test import APIClient
 
 from django_pulse.api.authentication import issue_admin_credential
-from django_pulse.auth import authenticate_token
 from django_pulse.models import ApiKey, PulseApp
+from django_pulse.server.app_access import authenticate_token
 
 pytestmark = pytest.mark.django_db
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from django_pulse.client import Realtime
-from django_pulse.http_client import BadRequest, NotAuthenticated, PulseClient, PulseConnectionError
+from django_pulse.clients.http import BadRequest, NotAuthenticated, PulseClient, PulseConnectionError
+from django_pulse.clients.websocket import Realtime
 from tests.servers import ROOT, LiveServer, free_port, live_pair, live_server
 
 pytestmark = pytest.mark.slow

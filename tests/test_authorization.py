@@ -13,7 +13,7 @@ from django_pulse import pulse
 from django_pulse.authorization import clear_hooks, decide, find_hook, resolve_user
 from django_pulse.exceptions import Forbidden
 from django_pulse.protocol import ErrorCode, Operation
-from django_pulse.tokens import Claims, normalize_capabilities
+from django_pulse.protocol.tokens import Claims, normalize_capabilities
 
 ALL = {"*": ["subscribe", "publish", "presence", "history"]}
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from django_pulse import pulse
-from django_pulse.client import Realtime
+from django_pulse.clients.websocket import Realtime
 from django_pulse.protocol import CloseCode
 from tests.servers import LiveServer, live_pair
 

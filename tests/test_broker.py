@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 import redis
 
-from django_pulse.broker import CONTROL_TOPIC, Broker, get_broker, message_topic, presence_topic
+from django_pulse.broker import CONTROL_TOPIC, Broker, message_topic, presence_topic
 from django_pulse.broker.memory import MemoryBroker
 from django_pulse.broker.redis import RedisBroker
 from django_pulse.exceptions import Unavailable
-from django_pulse.fanout import get_hub
 from django_pulse.protocol import message_head
+from django_pulse.server.runtime import get_runtime
 from tests.servers import free_port
 
 
@@ -44,8 +44,8 @@ class Collect:
 async def attach(topic: str, sink: Collect) -> int:
     """Subscribe ``sink`` as the consumer does: the hub first, then the counter read (which creates the channel's
     epoch); returns the serial read."""
-    await get_hub().subscribe(topic, sink)
-    return (await get_broker().history(topic)).serial
+    await get_runtime().hub.subscribe(topic, sink)
+    return (await get_runtime().broker.history(topic)).serial
 
 
 def head(n: int | str, channel: str = "posts") -> str:
@@ -60,7 +60,7 @@ async def broker(request: pytest.FixtureRequest, settings: Any) -> AsyncIterator
         settings.PULSE = {"REDIS_URL": url, "REDIS_PREFIX": prefix}
     else:
         settings.PULSE = {}
-    instance = get_broker()
+    instance = get_runtime().broker
     expected = RedisBroker if request.param == "redis" else MemoryBroker
     assert isinstance(instance, expected)
     yield instance
@@ -112,7 +112,7 @@ async def test_sync_publishes_from_threads_keep_serial_order(broker: Broker) -> 
 async def test_topics_are_isolated_and_unsubscribe_stops_delivery(broker: Broker) -> None:
     a, b = message_topic("kb1", "posts"), message_topic("kb2", "posts")
     sink_a, sink_b = Collect(), Collect()
-    hub = get_hub()
+    hub = get_runtime().hub
     await attach(a, sink_a)
     await attach(b, sink_b)
     assert hub.local_topics() == {a: 1, b: 1}
@@ -130,7 +130,7 @@ async def test_topics_are_isolated_and_unsubscribe_stops_delivery(broker: Broker
 
 async def test_broadcast_carries_complete_frames(broker: Broker) -> None:
     sink = Collect()
-    await get_hub().subscribe("p:default:room", sink)
+    await get_runtime().hub.subscribe("p:default:room", sink)
     await broker.broadcast("p:default:room", '{"action":"presence","n":1}')
     await asyncio.to_thread(broker.broadcast_sync, "p:default:room", '{"action":"presence","n":2}')
     frames = await sink.wait_for(2)
@@ -140,7 +140,7 @@ async def test_broadcast_carries_complete_frames(broker: Broker) -> None:
 @pytest.mark.redis
 async def test_redis_publish_from_another_process_reaches_subscriber(pulse_redis: str, redis_prefix: str) -> None:
     """A second broker instance (another process's) publishes; this process's subscription receives it."""
-    here = get_broker()
+    here = get_runtime().broker
     assert isinstance(here, RedisBroker)
     other = RedisBroker(pulse_redis, redis_prefix)
     topic = message_topic("default", "posts")
@@ -159,7 +159,7 @@ async def test_redis_publish_from_another_process_reaches_subscriber(pulse_redis
 @pytest.mark.redis
 async def test_redis_unreachable_raises_unavailable(settings: Any) -> None:
     settings.PULSE = {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "REDIS_PREFIX": "pulsetest-down"}
-    broker = get_broker()
+    broker = get_runtime().broker
     topic = message_topic("default", "posts")
     try:
         with pytest.raises(Unavailable):
@@ -169,8 +169,8 @@ async def test_redis_unreachable_raises_unavailable(settings: Any) -> None:
         with pytest.raises(Unavailable):
             await broker.broadcast(topic, "{}")
         with pytest.raises(Unavailable):
-            await get_hub().subscribe(topic, Collect())
-        assert get_hub().local_topics() == {}
+            await get_runtime().hub.subscribe(topic, Collect())
+        assert get_runtime().hub.local_topics() == {}
     finally:
         await broker.aclose()
 
@@ -188,7 +188,7 @@ def kill_subscriber(url: str, client_name: str) -> None:
 
 @pytest.mark.redis
 async def test_redis_reconnects_and_signals_discontinuity(pulse_redis: str) -> None:
-    broker = get_broker()
+    broker = get_runtime().broker
     assert isinstance(broker, RedisBroker)
     topic = message_topic("default", "posts")
     sink = Collect()

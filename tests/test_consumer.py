@@ -15,11 +15,11 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from django_pulse import pulse, signals
-from django_pulse.consumers import PulseConsumer
 from django_pulse.exceptions import Unavailable
 from django_pulse.models import PulseApp
 from django_pulse.protocol import Action, Request
-from django_pulse.tokens import issue_token
+from django_pulse.protocol.tokens import issue_token
+from django_pulse.server.consumer import PulseConsumer
 from tests.asgi import application
 from tests.wsutil import connect, open_client, token
 
@@ -376,9 +376,9 @@ async def test_broker_unavailable_is_an_error_reply(settings: Any) -> None:
     assert reply["code"] == "unavailable"
     with pytest.raises(Unavailable):
         await pulse.apublish("posts", "e")
-    from django_pulse.broker import get_broker
+    from django_pulse.server.runtime import get_runtime
 
-    await get_broker().aclose()
+    await get_runtime().broker.aclose()
     await alice.close()
 
 
@@ -477,26 +477,36 @@ async def test_authorize_hooks_decide_subscribe_and_publish() -> None:
 
 
 async def test_auth_while_the_broker_is_unreachable_closes_4503(settings: Any) -> None:
-    from django_pulse.broker import get_broker
+    from django_pulse.server.runtime import get_runtime
     from tests.servers import free_port
 
     raw = await token("alice")
     settings.PULSE = {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
     frame, code = await auth_fails(raw)
     assert (frame["code"], code) == ("unavailable", 4503)
-    await get_broker().aclose()
+    await get_runtime().broker.aclose()
 
 
 async def test_a_close_the_server_never_confirms_ends_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:
     """The client never answers the close (and the server never sends websocket.disconnect): after
     ABANDON_AFTER the consumer cleans up and returns, instead of staying subscribed forever."""
-    from django_pulse import consumers
-    from django_pulse.fanout import get_hub
+    from django_pulse.server import consumer
+    from django_pulse.server.runtime import get_runtime
 
-    monkeypatch.setattr(consumers, "ABANDON_AFTER", 0.2)
+    monkeypatch.setattr(consumer, "ABANDON_AFTER", 0.2)
     alice = await connect("alice")
     await alice.request("subscribe", channel="posts")
     await sync_to_async(pulse.disconnect)("alice")
     assert await alice.closed() == 4005
     await asyncio.wait_for(asyncio.shield(alice.comm.future), 2)
-    assert "m:default:posts" not in get_hub().local_topics() and not get_hub().connections
+    assert "m:default:posts" not in get_runtime().hub.local_topics() and not get_runtime().hub.connections
+
+
+def test_the_old_consumers_path_still_imports_with_a_deprecation_warning() -> None:
+    import importlib
+    import sys
+
+    sys.modules.pop("django_pulse.consumers", None)
+    with pytest.warns(DeprecationWarning, match="django_pulse.server.consumer"):
+        old = importlib.import_module("django_pulse.consumers")
+    assert old.PulseConsumer is PulseConsumer

@@ -12,8 +12,9 @@ import pytest
 import redis
 
 from django_pulse import pulse
-from django_pulse.broker import get_broker, message_topic
+from django_pulse.broker import message_topic
 from django_pulse.broker.redis import RedisBroker
+from django_pulse.server.runtime import get_runtime
 from tests.wsutil import Client, connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,10 +25,10 @@ async def backend(request: pytest.FixtureRequest, settings: Any) -> AsyncIterato
     if request.param == "redis":
         request.getfixturevalue("pulse_redis")
     yield str(request.param)
-    from django_pulse.registry import get_registry
+    from django_pulse.server.runtime import get_runtime
 
-    await get_registry().stop()
-    await get_broker().aclose()
+    await get_runtime().liveness.stop()
+    await get_runtime().broker.aclose()
 
 
 async def messages(client: Client, count: int) -> list[dict[str, Any]]:
@@ -134,7 +135,7 @@ async def test_resume_from_another_epoch_reports_resumed_false(backend: str) -> 
 @pytest.mark.redis
 async def test_resume_after_redis_lost_the_counter_reports_resumed_false(pulse_redis: str) -> None:
     serial, epoch = await seen_then_gone()
-    broker = get_broker()
+    broker = get_runtime().broker
     assert isinstance(broker, RedisBroker)
     admin = redis.Redis.from_url(pulse_redis)
     try:
@@ -152,7 +153,7 @@ async def test_resume_after_redis_lost_the_counter_reports_resumed_false(pulse_r
 
 @pytest.mark.redis
 async def test_a_live_subscriber_is_told_when_the_counter_is_lost(pulse_redis: str) -> None:
-    broker = get_broker()
+    broker = get_runtime().broker
     assert isinstance(broker, RedisBroker)
     alice = await connect("alice")
     await alice.request("subscribe", channel="posts")
@@ -271,12 +272,12 @@ async def test_a_new_connection_continues_an_earlier_connection_id(backend: str)
         assert recovered == [
             {
                 "signal": signals.connection_recovered,
-                "sender": "django_pulse.fanout",
+                "sender": "django_pulse.server.hub",
                 "kb_id": "default",
                 "client_id": "alice",
                 "connection_id": first.connected["connectionId"],
-                "process_id": get_broker().process_id,
-                "previous_process_id": get_broker().process_id,
+                "process_id": get_runtime().broker.process_id,
+                "previous_process_id": get_runtime().broker.process_id,
             }
         ]
         # The continued connection works as any other.
@@ -411,13 +412,13 @@ async def test_the_same_id_published_three_times_is_delivered_and_kept_once(back
 
 
 async def test_a_connection_of_a_restarted_process_is_continued_only_with_shared_state(backend: str) -> None:
-    from django_pulse.broker import reset_broker
+    from django_pulse.server.runtime import reset_runtime
 
     alice = await connect("alice")
     key = alice.connected["connectionKey"]
     await alice.comm.disconnect(code=1006)
-    old = get_broker()
-    reset_broker()  # this process now has a new broker: as if the server had restarted
+    old = get_runtime().broker
+    reset_runtime()  # this process now has a new runtime (broker, presence...): as if the server had restarted
     await old.aclose()
     again = await auth_recover("alice", key)
     # Memory: the old process's state is gone, so this is a new connection. Redis: the state is shared.

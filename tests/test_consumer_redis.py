@@ -9,8 +9,8 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from django_pulse import pulse
-from django_pulse.broker import get_broker
 from django_pulse.broker.redis import RedisBroker
+from django_pulse.server.runtime import get_runtime
 from tests.test_broker import kill_subscriber
 from tests.wsutil import connect
 
@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
 
 @pytest.fixture
 async def redis_broker(pulse_redis: str) -> AsyncIterator[RedisBroker]:
-    broker = get_broker()
+    broker = get_runtime().broker
     assert isinstance(broker, RedisBroker)
     yield broker
     await broker.aclose()

@@ -13,7 +13,7 @@ from asgiref.sync import sync_to_async
 from django.test import Client
 
 from django_pulse.models import PulseApp
-from django_pulse.tokens import Claims, verify_token
+from django_pulse.protocol.tokens import Claims, verify_token
 from posts.models import Member, Post
 from tests.wsutil import connect
 

@@ -43,9 +43,8 @@ def test_presence_package_exports() -> None:
         "PresenceBackend",
         "PresenceChange",
         "PresenceSnapshot",
-        "get_presence",
+        "build_presence",
         "presence_topic",
-        "reset_presence",
     ]
 
 
@@ -54,3 +53,33 @@ def test_unknown_attribute_raises() -> None:
 
     with pytest.raises(AttributeError):
         django_pulse.nope  # noqa: B018
+
+
+def test_the_clients_package_exports_both_clients_and_one_exception_tree() -> None:
+    from django_pulse import clients
+    from django_pulse.clients.http import PulseAPIError
+
+    assert sorted(clients.__all__) == [
+        "PulseAPIError",
+        "PulseClient",
+        "PulseClientError",
+        "PulseConnectionError",
+        "PulseReplyError",
+        "Realtime",
+    ]
+    assert issubclass(clients.PulseReplyError, clients.PulseClientError)
+    assert issubclass(PulseAPIError, clients.PulseClientError)
+    assert clients.Realtime.__module__ == "django_pulse.clients.websocket"
+
+
+def test_the_old_client_paths_still_import_with_a_deprecation_warning() -> None:
+    import importlib
+    import sys
+
+    import pytest
+
+    for old, new in (("django_pulse.client", "Realtime"), ("django_pulse.http_client", "PulseClient")):
+        sys.modules.pop(old, None)
+        with pytest.warns(DeprecationWarning, match="django_pulse.clients"):
+            module = importlib.import_module(old)
+        assert hasattr(module, new)

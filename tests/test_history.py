@@ -13,11 +13,12 @@ import redis
 from asgiref.sync import sync_to_async
 
 from django_pulse import pulse
-from django_pulse.broker import Broker, HistoryRead, get_broker, message_topic
+from django_pulse.broker import Broker, HistoryRead, message_topic
 from django_pulse.broker.redis import RedisBroker
 from django_pulse.exceptions import ProtocolViolation
-from django_pulse.history import plan_subscribe
 from django_pulse.protocol import discontinuity_frame
+from django_pulse.server.recovery import plan_subscribe
+from django_pulse.server.runtime import get_runtime
 from tests.test_broker import Collect, attach, head
 
 TOPIC = message_topic("default", "posts")
@@ -32,7 +33,7 @@ async def broker(request: pytest.FixtureRequest, settings: Any) -> AsyncIterator
         }
     else:
         settings.PULSE = {}
-    instance = get_broker()
+    instance = get_runtime().broker
     yield instance
     await instance.aclose()
 
@@ -108,7 +109,7 @@ async def test_each_channel_has_its_own_stable_epoch(broker: Broker) -> None:
 async def test_redis_losing_the_counter_starts_a_new_epoch_and_tells_subscribers(
     pulse_redis: str, redis_prefix: str
 ) -> None:
-    broker = get_broker()
+    broker = get_runtime().broker
     assert isinstance(broker, RedisBroker)
     sink = Collect()
     try:
@@ -138,7 +139,7 @@ async def test_redis_losing_the_counter_starts_a_new_epoch_and_tells_subscribers
 
 @pytest.mark.redis
 async def test_redis_history_is_shared_by_processes(pulse_redis: str, redis_prefix: str) -> None:
-    here = get_broker()
+    here = get_runtime().broker
     other = RedisBroker(pulse_redis, redis_prefix)
     try:
         await other.publish_message(TOPIC, head(1))
@@ -219,7 +220,7 @@ async def test_sdk_history(backend: str, request: pytest.FixtureRequest, setting
         await pulse.ahistory("posts", limit=0)
     with pytest.raises(ValueError, match="before"):
         await pulse.ahistory("posts", before=-1)
-    await get_broker().aclose()
+    await get_runtime().broker.aclose()
 
 
 # -- the seam (ReplaySink) ---------------------------------------------------------------------------
@@ -236,7 +237,7 @@ LOST = {"type": "websocket.send", "text": discontinuity_frame("posts", "history_
 
 
 async def test_replay_sink_holds_then_drops_what_the_replay_covered_until_live_passes_it() -> None:
-    from django_pulse.history import ReplaySink
+    from django_pulse.server.recovery import ReplaySink
 
     out = Collect()
     caught_up: list[ReplaySink] = []
@@ -254,7 +255,7 @@ async def test_replay_sink_holds_then_drops_what_the_replay_covered_until_live_p
 
 
 async def test_replay_sink_filters_late_frames_below_the_read() -> None:
-    from django_pulse.history import ReplaySink
+    from django_pulse.server.recovery import ReplaySink
 
     out = Collect()
     caught_up: list[ReplaySink] = []
@@ -270,7 +271,7 @@ async def test_replay_sink_filters_late_frames_below_the_read() -> None:
 
 
 async def test_replay_sink_stops_filtering_when_the_counter_starts_again() -> None:
-    from django_pulse.history import ReplaySink
+    from django_pulse.server.recovery import ReplaySink
 
     out = Collect()
     caught_up: list[ReplaySink] = []

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from django_pulse.client import PulseClientError, Realtime
+from django_pulse.clients.websocket import PulseClientError, Realtime
 from tests.servers import LiveServer, live_pair, live_server
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from websockets.exceptions import InvalidHandshake
 
-from django_pulse.client import Realtime
+from django_pulse.clients.websocket import Realtime
 from tests.servers import LiveServer, live_pair, live_server
 
 

@@ -14,8 +14,9 @@ import pytest
 
 from django_pulse import signals
 from django_pulse.exceptions import LimitExceeded, ProtocolViolation
-from django_pulse.presence import NotPresent, PresenceBackend, get_presence, presence_topic, reset_presence
+from django_pulse.presence import NotPresent, PresenceBackend, presence_topic
 from django_pulse.protocol import ErrorCode, PresenceEvent, presence_frame, presence_frame_serial
+from django_pulse.server.runtime import get_runtime, reset_runtime
 
 KB = "default"
 
@@ -24,19 +25,19 @@ KB = "default"
 def presence_mode(request: pytest.FixtureRequest, settings: Any) -> str:
     if request.param == "redis":
         request.getfixturevalue("pulse_redis")
-    reset_presence()
+    reset_runtime()
     return str(request.param)
 
 
 @pytest.fixture
 async def backend(presence_mode: str) -> AsyncIterator[PresenceBackend]:
-    from django_pulse.broker import get_broker
+    from django_pulse.server.runtime import get_runtime
 
-    instance = get_presence()
+    instance = get_runtime().presence
     yield instance
     await instance.aclose()
-    reset_presence()
-    await get_broker().aclose()
+    reset_runtime()
+    await get_runtime().broker.aclose()
 
 
 class Collector:
@@ -59,10 +60,10 @@ class Collector:
 
 
 async def collect(channel: str, kb_id: str = KB) -> Collector:
-    from django_pulse.fanout import get_hub
+    from django_pulse.server.runtime import get_runtime
 
     collector = Collector()
-    await get_hub().subscribe(presence_topic(kb_id, channel), collector)
+    await get_runtime().hub.subscribe(presence_topic(kb_id, channel), collector)
     return collector
 
 
@@ -137,7 +138,7 @@ async def test_update_or_leave_without_enter_is_not_present(backend: PresenceBac
 
 async def test_limits_and_bad_input(backend: PresenceBackend, settings: Any) -> None:
     settings.PULSE = {**settings.PULSE, "PRESENCE_MAX_DATA": 20, "PRESENCE_MAX_MEMBERS": 2}
-    backend = get_presence()  # rebuilt for the new settings
+    backend = get_runtime().presence  # rebuilt for the new settings
     try:
         with pytest.raises(LimitExceeded) as info:
             await backend.enter(KB, "posts", client_id="a", connection_id="c_1", data="x" * 30)
@@ -312,7 +313,7 @@ def test_many_processes_storm_in_threads(pulse_redis: str, redis_prefix: str) ->
     """Backends of four "processes" (own clients and process ids) hammer one channel from threads."""
     from django_pulse.presence.redis import RedisPresence
 
-    backends = [RedisPresence(process_id=f"proc-{i}") for i in range(4)]
+    backends = [RedisPresence(process_id=f"proc-{i}", broker=get_runtime().broker) for i in range(4)]
     outcome: dict[str, bool] = {}
     lock = threading.Lock()
 
@@ -350,7 +351,10 @@ async def test_only_the_owning_process_removes_a_member(pulse_redis: str) -> Non
     """A late leave from a process the connection moved away from (recovery) leaves the member alone."""
     from django_pulse.presence.redis import RedisPresence
 
-    owner, former = RedisPresence(process_id="owner"), RedisPresence(process_id="former")
+    owner, former = (
+        RedisPresence(process_id="owner", broker=get_runtime().broker),
+        RedisPresence(process_id="former", broker=get_runtime().broker),
+    )
     try:
         await owner.enter(KB, "room", client_id="ada", connection_id="c_1", data={"n": 1})
         with pytest.raises(NotPresent):
@@ -369,7 +373,7 @@ async def test_sweep_removes_a_dead_process_members_exactly_once(pulse_redis: st
 
     from django_pulse.presence.redis import RedisPresence
 
-    dead, alive, other = (RedisPresence(process_id=p) for p in ("dead", "alive", "other"))
+    dead, alive, other = (RedisPresence(process_id=p, broker=get_runtime().broker) for p in ("dead", "alive", "other"))
     client = redis.Redis.from_url(pulse_redis, decode_responses=True)
     try:
         client.set(alive.key("proc", "alive"), "{}")

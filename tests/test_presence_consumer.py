@@ -25,11 +25,10 @@ def mode(request: pytest.FixtureRequest, settings: Any) -> str:
 async def cleanup() -> Any:
     """Stops this test's process registry and broker on the test's loop (no task or socket outlives it)."""
     yield
-    from django_pulse.broker import get_broker
-    from django_pulse.registry import get_registry
+    from django_pulse.server.runtime import get_runtime
 
-    await get_registry().stop()
-    await get_broker().aclose()
+    await get_runtime().liveness.stop()
+    await get_runtime().broker.aclose()
 
 
 async def next_presence(client: Client, timeout: float = 3) -> dict[str, Any]:
@@ -170,9 +169,9 @@ async def test_sdk_presence_and_channels(mode: str, cleanup: None) -> None:
     assert result["channel"] == "posts" and result["count"] == 1 and result["clientCount"] == 1
     assert result["members"][0]["clientId"] == "alice" and result["members"][0]["data"] == {"name": "Alice"}
     if mode == "redis":  # subscriber counts travel with the heartbeat
-        from django_pulse.registry import get_registry
+        from django_pulse.server.runtime import get_runtime
 
-        await get_registry().beat()  # type: ignore[attr-defined]
+        await get_runtime().liveness.beat()  # type: ignore[attr-defined]
     assert await pulse.achannels() == [
         {"name": "lobby", "subscribers": 0, "presence": 1},
         {"name": "posts", "subscribers": 1, "presence": 1},
@@ -217,7 +216,7 @@ async def test_authorize_hook_decides_and_sets_member_data(cleanup: None) -> Non
 async def test_broker_outage_tells_presence_subscribers(pulse_redis: str, cleanup: None) -> None:
     """The pub/sub connection drops: presence subscribers get a discontinuity, then events flow again and a
     fresh presence.subscribe gives the true set."""
-    from django_pulse.broker import get_broker
+    from django_pulse.server.runtime import get_runtime
     from tests.test_broker import kill_subscriber
 
     watcher = await connect("watcher")
@@ -225,7 +224,7 @@ async def test_broker_outage_tells_presence_subscribers(pulse_redis: str, cleanu
     alice = await connect("alice")
     await alice.request("presence.enter", channel="room")
     assert (await next_presence(watcher))["event"] == "enter"
-    await asyncio.to_thread(kill_subscriber, pulse_redis, get_broker().client_name)  # type: ignore[attr-defined]
+    await asyncio.to_thread(kill_subscriber, pulse_redis, get_runtime().broker.client_name)  # type: ignore[attr-defined]
     frame = await watcher.recv(10)
     assert frame == {"action": "discontinuity", "channel": "room", "reason": "broker_unavailable"}
     bob = await connect("bob")

@@ -22,7 +22,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from django_pulse.client import Realtime
+from django_pulse.clients.websocket import Realtime
 from tests.rawws import RawWebSocket
 from tests.servers import LiveServer, live_server
 
@@ -561,7 +561,7 @@ async def test_api_keys_never_reach_the_logs() -> None:
     import subprocess
     import sys
 
-    from django_pulse.http_client import NotAuthenticated, PulseAPIError, PulseClient
+    from django_pulse.clients.http import NotAuthenticated, PulseAPIError, PulseClient
     from tests.servers import ROOT, free_port
 
     port = free_port()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from django_pulse import pulse
-from django_pulse.client import Realtime
+from django_pulse.clients.websocket import Realtime
 from tests.servers import LiveServer, live_pair
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.redis, pytest.mark.django_db(transaction=True)]

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from django_pulse.client import Realtime
-from django_pulse.http_client import PulseAPIError, PulseClient
+from django_pulse.clients.http import PulseAPIError, PulseClient
+from django_pulse.clients.websocket import Realtime
 from tests.servers import ROOT, LiveServer, free_port, live_pair, wait_for_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -214,8 +214,8 @@ async def test_publishing_while_redis_is_down_fails_loudly(own_redis: OwnRedis, 
     from asgiref.sync import sync_to_async
 
     from django_pulse import pulse
-    from django_pulse.broker import get_broker
     from django_pulse.exceptions import Unavailable
+    from django_pulse.server.runtime import get_runtime
     from tests.wsutil import connect
 
     settings.PULSE = {"REDIS_URL": own_redis.url, "REDIS_PREFIX": "pulsefault"}
@@ -242,4 +242,4 @@ async def test_publishing_while_redis_is_down_fails_loudly(own_redis: OwnRedis, 
                 own_redis.resume()
     finally:
         await client.close()
-        await get_broker().aclose()
+        await get_runtime().broker.aclose()

@@ -8,10 +8,10 @@ import pytest
 from django.test import RequestFactory
 
 from django_pulse import pulse
-from django_pulse.auth import authenticate_token
 from django_pulse.exceptions import AppError, TokenError
 from django_pulse.models import PulseApp
 from django_pulse.protocol import ErrorCode
+from django_pulse.server.app_access import authenticate_token
 
 pytestmark = pytest.mark.django_db
 

@@ -1,4 +1,5 @@
-"""The direct-write fast path (django_pulse.server_io): the frames it writes are the servers' own, byte for byte,
+"""The direct-write fast path (django_pulse.server._server_io): the frames it writes are the servers' own,
+byte for byte,
 and real daphne and uvicorn processes deliver every frame intact and in order through it, including while the
 kernel refuses bytes, and keep the ASGI path where it cannot apply (permessage-deflate)."""
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from django_pulse.server_io import buffer_probe, direct_writer, text_frame
+from django_pulse.server._server_io import buffer_probe, direct_writer, text_frame
 from tests.rawws import RawWebSocket
 from tests.servers import live_server
 

@@ -10,7 +10,13 @@ import pytest
 
 from django_pulse.exceptions import TokenError
 from django_pulse.protocol import ErrorCode
-from django_pulse.tokens import capability_allows, issue_token, normalize_capabilities, peek_kb_id, verify_token
+from django_pulse.protocol.tokens import (
+    capability_allows,
+    issue_token,
+    normalize_capabilities,
+    peek_kb_id,
+    verify_token,
+)
 
 SECRET = "s" * 64
 ALL = {"*": ["subscribe", "publish", "presence", "history"]}

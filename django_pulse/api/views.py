@@ -21,7 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import __version__, sdk, status
+from .. import __version__, overview, sdk
 from ..protocol import CHANNEL_RE
 from . import schema as _schema  # noqa: F401  (registers the auth scheme with drf-spectacular)
 from .authentication import ApiKeyAuthentication, PulseCaller
@@ -203,7 +203,7 @@ class StatusView(PulseAPIView):
     permission_classes = [IsPulseAdmin]
 
     def get(self, request: Request) -> Response:
-        return Response(status.collect())
+        return Response(overview.collect())
 
 
 @extend_schema(
@@ -235,12 +235,10 @@ class SchemaView(SpectacularJSONAPIView):
     }
 
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        from ..urls import api_urlpatterns
-
         match = request.resolver_match
         route = match.route if match is not None else "schema/"
         mount = route[: len(route) - len("schema/")] if route.endswith("schema/") else ""
-        self.patterns = [path(mount, include(api_urlpatterns))]
+        self.patterns = [path(mount, include("django_pulse.api.urls"))]
         response: Response = super().get(request, *args, **kwargs)  # type: ignore[no-untyped-call]
         return response
 

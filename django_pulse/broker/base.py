@@ -1,8 +1,9 @@
 """The broker interface: moves frames between server processes and assigns per-topic serials.
 
 A *topic* is a string (``message_topic``, ``presence_topic``, ``CONTROL_TOPIC``; docs/architecture.md).
-Every frame a broker receives for a topic is handed to this process's hub (``fanout.get_hub()``), which
-writes it to the local connections subscribed to the topic.
+Every frame a broker receives for a topic is handed to its ``delivery`` (this process's hub, attached by the
+runtime: ``server.runtime``), which writes it to the local connections subscribed to the topic. A broker
+never imports the server layer.
 """
 
 from __future__ import annotations
@@ -12,10 +13,40 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass, field
+from typing import Protocol
 
-__all__ = ["CONTROL_TOPIC", "Broker", "HistoryRead", "message_topic", "new_epoch", "presence_topic", "topic_channel"]
+__all__ = [
+    "CONTROL_TOPIC",
+    "Broker",
+    "Delivery",
+    "HistoryRead",
+    "message_topic",
+    "new_epoch",
+    "presence_topic",
+    "topic_channel",
+]
 
 CONTROL_TOPIC = "ctl"
+
+
+class Delivery(Protocol):
+    """Where a broker hands the frames it receives: the hub (``server.hub.Hub``)."""
+
+    def dispatch(self, topic: str, text: str) -> None:
+        """Deliver one frame of ``topic`` to the local subscribers; never raises."""
+
+    def discontinuity(self, topic: str, reason: str) -> None:
+        """Frames of ``topic`` may have been missed (the broker was away)."""
+
+
+class _Nowhere:
+    """The delivery of a broker not attached to a hub yet: frames are dropped (nobody local subscribed)."""
+
+    def dispatch(self, topic: str, text: str) -> None:
+        pass
+
+    def discontinuity(self, topic: str, reason: str) -> None:
+        pass
 
 
 def message_topic(kb_id: str, channel: str) -> str:
@@ -54,7 +85,7 @@ class HistoryRead:
 
 
 class Broker(abc.ABC):
-    """One per server process (``django_pulse.broker.get_broker()``).
+    """One per server process (``django_pulse.broker.get_runtime().broker``).
 
     ``publish_message`` assigns the topic's next serial ``n``, keeps the finished frame ``head + str(n) + "}"``
     in the topic's history (``HISTORY_SIZE`` / ``HISTORY_TTL``) and broadcasts it, all atomically, so serial
@@ -70,6 +101,7 @@ class Broker(abc.ABC):
 
     def __init__(self) -> None:
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.delivery: Delivery = _Nowhere()
 
     @abc.abstractmethod
     async def publish_message(self, topic: str, head: str) -> int:

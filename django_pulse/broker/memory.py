@@ -70,9 +70,7 @@ class MemoryBroker(Broker):
             loop.call_soon_threadsafe(self._drain)
 
     def _drain(self) -> None:
-        from ..fanout import get_hub
-
-        hub = get_hub()
+        hub = self.delivery
         pending = self._pending
         with self._lock:
             self._drain_scheduled = False

@@ -30,6 +30,8 @@ import redis as redis_sync
 import redis.asyncio as redis_async
 from redis.exceptions import RedisError
 
+from .._lua import load_lua
+from .._redis import close_with_loop
 from ..exceptions import Unavailable
 from .base import Broker, HistoryRead, new_epoch, topic_channel
 
@@ -37,50 +39,9 @@ __all__ = ["RedisBroker"]
 
 logger = logging.getLogger("django_pulse.broker")
 
-# KEYS: counter hash, bus channel, history stream.
-# ARGV: frame head, epoch candidate, now (ms), HISTORY_SIZE, HISTORY_TTL (ms), channel name.
-# A channel name needs no JSON escaping (protocol.CHANNEL_RE), so the notice is built here.
-PUBLISH_SCRIPT = """
-local n = redis.call('HINCRBY', KEYS[1], 's', 1)
-if n == 1 then
-  redis.call('PERSIST', KEYS[1])
-  if redis.call('HSETNX', KEYS[1], 'e', ARGV[2]) == 1 then
-    redis.call('DEL', KEYS[3])
-    redis.call('PUBLISH', KEYS[2],
-      '{"action":"discontinuity","channel":"' .. ARGV[6] .. '","reason":"history_lost"}')
-  end
-end
-local frame = ARGV[1] .. n .. '}'
-local size = tonumber(ARGV[4])
-if size > 0 then
-  redis.call('XADD', KEYS[3], 'MAXLEN', size, n .. '-0', 'f', frame, 't', ARGV[3])
-  redis.call('PEXPIRE', KEYS[3], ARGV[5])
-end
-redis.call('PUBLISH', KEYS[2], frame)
-return n
-"""
+PUBLISH_SCRIPT = load_lua("django_pulse.broker", "publish.lua")
 
-# KEYS: counter hash, history stream. ARGV: epoch candidate, after, before ('' for none), limit, idle expiry (ms)
-# of a counter created here. A counter created by a read (serial 0) expires if nothing is ever published (the
-# first publish makes it permanent); it starts a new epoch and drops stale history.
-READ_SCRIPT = """
-if redis.call('HSETNX', KEYS[1], 's', 0) == 1 then
-  redis.call('HSET', KEYS[1], 'e', ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
-  redis.call('DEL', KEYS[2])
-elseif redis.call('HSETNX', KEYS[1], 'e', ARGV[1]) == 1 then
-  redis.call('DEL', KEYS[2])
-end
-local state = redis.call('HMGET', KEYS[1], 's', 'e')
-local entries = {}
-local limit = tonumber(ARGV[4])
-if limit > 0 then
-  local max = '+'
-  if ARGV[3] ~= '' then max = '(' .. ARGV[3] .. '-0' end
-  entries = redis.call('XREVRANGE', KEYS[2], max, '(' .. ARGV[2] .. '-0', 'COUNT', limit)
-end
-return {state[1], state[2], entries}
-"""
+READ_SCRIPT = load_lua("django_pulse.broker", "read.lua")
 
 # A counter created by a read (a subscriber, nothing published yet) is dropped after this long unused.
 IDLE_COUNTER_TTL_MS = 86_400_000
@@ -170,6 +131,25 @@ class RedisBroker(Broker):
 
     shared = True
 
+    _unavailable_logged_at: float
+    _unavailable_suppressed: int
+
+    def _unavailable(self, message: str, exc: BaseException) -> Unavailable:
+        """The error callers (and through them HTTP and WebSocket clients) see: no host, port or driver detail,
+        which would tell a client where the infrastructure is. The detail goes to the log as a warning, at most
+        once per UNAVAILABLE_LOG_INTERVAL seconds (an outage fails every call), with the count of those not
+        shown."""
+        now = time.monotonic()
+        if now - self._unavailable_logged_at >= UNAVAILABLE_LOG_INTERVAL:
+            suppressed = self._unavailable_suppressed
+            logger.warning(
+                "%s (%r)%s", message, exc, f"; {suppressed} more since the last report" if suppressed else ""
+            )
+            self._unavailable_logged_at, self._unavailable_suppressed = now, 0
+        else:
+            self._unavailable_suppressed += 1
+        return Unavailable(message)
+
     def __init__(self, url: str | None = None, prefix: str | None = None) -> None:
         from ..conf import pulse_settings
 
@@ -179,6 +159,8 @@ class RedisBroker(Broker):
         self._bus = f"{self.prefix}:bus:"
         self._bus_bytes = self._bus.encode()
         self.client_name = f"{self.prefix}:sub:{self.process_id}".replace(" ", "_")
+        self._unavailable_logged_at = -1e9
+        self._unavailable_suppressed = 0
         self.history_size = pulse_settings.HISTORY_SIZE
         self.history_ttl_ms = int(pulse_settings.HISTORY_TTL * 1000)
         self._sync_client: redis_sync.Redis | None = None
@@ -253,7 +235,7 @@ class RedisBroker(Broker):
         try:
             serial = await script(keys=keys, args=args)
         except (RedisError, OSError) as exc:
-            raise _unavailable("Redis is unreachable; the message was not published.", exc) from None
+            raise self._unavailable("Redis is unreachable; the message was not published.", exc) from None
         return int(serial)
 
     def publish_message_sync(self, topic: str, head: str) -> int:
@@ -262,7 +244,7 @@ class RedisBroker(Broker):
         try:
             serial = script(keys=keys, args=args)
         except (RedisError, OSError) as exc:
-            raise _unavailable("Redis is unreachable; the message was not published.", exc) from None
+            raise self._unavailable("Redis is unreachable; the message was not published.", exc) from None
         return int(serial)
 
     def _read_args(self, topic: str, after: int, before: int | None, limit: int) -> tuple[list[str], list[str | int]]:
@@ -294,7 +276,7 @@ class RedisBroker(Broker):
         try:
             reply = await self._read_script(keys=keys, args=args)
         except (RedisError, OSError) as exc:
-            raise _unavailable("Redis is unreachable.", exc) from None
+            raise self._unavailable("Redis is unreachable.", exc) from None
         return self._history_read(reply)
 
     def history_sync(self, topic: str, *, after: int = 0, before: int | None = None, limit: int = 0) -> HistoryRead:
@@ -303,7 +285,7 @@ class RedisBroker(Broker):
         try:
             reply = self._sync_read(keys=keys, args=args)
         except (RedisError, OSError) as exc:
-            raise _unavailable("Redis is unreachable.", exc) from None
+            raise self._unavailable("Redis is unreachable.", exc) from None
         return self._history_read(reply)
 
     async def broadcast(self, topic: str, text: str) -> None:
@@ -311,21 +293,21 @@ class RedisBroker(Broker):
         try:
             await client.publish(self.redis_channel(topic), text)
         except (RedisError, OSError) as exc:
-            raise _unavailable("Redis is unreachable.", exc) from None
+            raise self._unavailable("Redis is unreachable.", exc) from None
 
     def broadcast_sync(self, topic: str, text: str) -> None:
         client, _ = self._sync()
         try:
             client.publish(self.redis_channel(topic), text)
         except (RedisError, OSError) as exc:
-            raise _unavailable("Redis is unreachable.", exc) from None
+            raise self._unavailable("Redis is unreachable.", exc) from None
 
     async def last_serial(self, topic: str) -> int:
         client, _ = self._async()
         try:
             value = await client.hget(self.serial_key(topic), "s")
         except (RedisError, OSError) as exc:
-            raise _unavailable("Redis is unreachable.", exc) from None
+            raise self._unavailable("Redis is unreachable.", exc) from None
         return int(value or 0)
 
     # -- the subscriber connection ----------------------------------------------------------------------
@@ -346,7 +328,7 @@ class RedisBroker(Broker):
         self._read_script = self._client.register_script(READ_SCRIPT)
         # The async client's connections belong to this loop: close them when the loop winds down (its tasks
         # are cancelled then), so nothing is left for the garbage collector to warn about.
-        self._guard = loop.create_task(_close_on_cancel(self._client), name="django-pulse redis client guard")
+        self._guard = close_with_loop(self._client)
         self._conn = None
         self._runner = None
         self._connected = asyncio.Event()
@@ -449,9 +431,7 @@ class RedisBroker(Broker):
                 self._fail_waiters()
 
     async def _read_loop(self, conn: _RespConnection) -> None:
-        from ..fanout import get_hub
-
-        hub = get_hub()
+        hub = self.delivery
         bus, bus_len = self._bus_bytes, len(self._bus_bytes)
         while True:
             reply = await conn.read()
@@ -536,34 +516,7 @@ class RedisBroker(Broker):
             self._sync_client.close()
 
 
-async def _close_on_cancel(client: redis_async.Redis) -> None:
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await client.aclose()
-
-
-_unavailable_logged = {"at": -1e9, "suppressed": 0}
 UNAVAILABLE_LOG_INTERVAL = 5.0
-
-
-def _unavailable(message: str, exc: BaseException) -> Unavailable:
-    """The error callers (and through them HTTP and WebSocket clients) see: no host, port or driver detail,
-    which would tell a client where the infrastructure is. The detail goes to the log as a warning, at most
-    once per UNAVAILABLE_LOG_INTERVAL seconds (an outage fails every call), with the count of those not shown."""
-    now = time.monotonic()
-    state = _unavailable_logged
-    if now - state["at"] >= UNAVAILABLE_LOG_INTERVAL:
-        logger.warning(
-            "%s (%r)%s",
-            message,
-            exc,
-            f"; {state['suppressed']} more since the last report" if state["suppressed"] else "",
-        )
-        state["at"], state["suppressed"] = now, 0
-    else:
-        state["suppressed"] += 1
-    return Unavailable(message)
 
 
 def _safe_url(url: str) -> str:

@@ -23,7 +23,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..broker.base import presence_topic
+from ..broker.base import Broker, presence_topic
 from ..conf import pulse_settings
 from ..exceptions import LimitExceeded, ProtocolViolation, Unavailable
 from ..protocol import ErrorCode, PresenceEvent, is_valid_channel
@@ -124,9 +124,17 @@ def now_ms() -> int:
 
 
 class PresenceBackend(ABC):
-    """Presence state of every app and channel; one instance per process (``get_presence()``)."""
+    """Presence state of every app and channel; one instance per process (the runtime's ``presence``).
 
-    def __init__(self) -> None:
+    ``broker`` is the process's broker, attached by the runtime before first use: presence events go out
+    through it, and with Redis its process id names the members this process owns.
+    """
+
+    broker: Broker
+
+    def __init__(self, *, broker: Broker | None = None) -> None:
+        if broker is not None:
+            self.broker = broker
         # Members this process owns, by connection: connectionId -> {(kbId, channel): member}.
         self._owned: dict[str, dict[tuple[str, str], Member]] = {}
         # Pending grace-period leaves of abruptly dropped connections: connectionId -> timer.
@@ -167,6 +175,10 @@ class PresenceBackend(ABC):
 
     async def aclose(self) -> None:
         """Release connections and timers (tests, settings changes)."""
+        self.close()
+
+    def close(self) -> None:
+        """Cancel pending grace-period leaves and release connections, without a loop (settings changed)."""
         for handle in self._pending_leaves.values():
             handle.cancel()
         self._pending_leaves.clear()

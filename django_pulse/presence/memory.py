@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from ..broker.base import Broker
 from ..protocol import PresenceEvent, presence_frame
 from .base import (
     Member,
@@ -28,8 +29,8 @@ __all__ = ["MemoryPresence"]
 class MemoryPresence(PresenceBackend):
     """Members in a dict per ``(kbId, channel)`` (insertion order = entry order), serials in another."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__()
+    def __init__(self, *, broker: Broker | None = None, **kwargs: Any) -> None:
+        super().__init__(broker=broker)
         self._lock = threading.Lock()  # sync readers (views) run in other threads
         self._channels: dict[tuple[str, str], dict[str, Member]] = {}
         self._serials: dict[tuple[str, str], int] = {}
@@ -89,9 +90,7 @@ class MemoryPresence(PresenceBackend):
         return change
 
     async def _broadcast(self, change: PresenceChange) -> None:
-        from ..broker import get_broker
-
-        await get_broker().broadcast(presence_topic(change.kb_id, change.channel), change.frame)
+        await self.broker.broadcast(presence_topic(change.kb_id, change.channel), change.frame)
 
     async def _snapshot(self, kb_id: str, channel: str) -> PresenceSnapshot:
         return self._snapshot_sync(kb_id, channel)

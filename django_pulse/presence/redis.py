@@ -7,7 +7,7 @@ Keys (``P`` = ``REDIS_PREFIX``):
 - ``P:pserial:{kbId}:{channel}`` the channel's presence serial;
 - ``P:pchans:{kbId}`` hash, channel -> member count (for ``pulse.channels()``);
 - ``P:procmembers:{processId}`` set of ``kbId \\t channel \\t connectionId``: the members a process owns, so
-  the live processes can remove them when it dies (``django_pulse.registry``).
+  the live processes can remove them when it dies (``django_pulse.cluster.liveness``).
 
 Each change is one Lua script that mutates the hash, ``INCR``s the serial, builds the ``presence`` frame
 (the same bytes ``protocol.presence_frame`` builds) and ``PUBLISH``es it on the topic's broker channel. Redis
@@ -28,6 +28,8 @@ from typing import Any, TypeVar
 
 import redis
 
+from .._lua import load_lua
+from ..broker.base import Broker
 from ..conf import pulse_settings
 from ..exceptions import Unavailable
 from ..protocol import PresenceEvent
@@ -48,170 +50,18 @@ logger = logging.getLogger("django_pulse.presence")
 
 T = TypeVar("T")
 
-# Builds the member object and the presence frame exactly like protocol.member_json / presence_frame.
-_LUA_COMMON = r"""
-local function member_json(conn_json, value)
-  local p1 = string.find(value, '\t', 1, true)
-  local p2 = string.find(value, '\t', p1 + 1, true)
-  local p3 = string.find(value, '\t', p2 + 1, true)
-  local ts = string.sub(value, p1 + 1, p2 - 1)
-  return '{"clientId":' .. string.sub(value, p2 + 1, p3 - 1) .. ',"connectionId":' .. conn_json ..
-         ',"data":' .. string.sub(value, p3 + 1) .. ',"timestamp":' .. ts .. '}',
-         string.sub(value, 1, p1 - 1), ts
-end
-local function frame(channel, event, member, serial)
-  return '{"action":"presence","channel":"' .. channel .. '","event":"' .. event .. '","member":' .. member ..
-         ',"serial":' .. serial .. '}'
-end
-local function json_string(s)
-  return '"' .. string.gsub(s, '[%c"\\]', function(c) return string.format('\\u%04x', string.byte(c)) end) .. '"'
-end
-"""
 
-# KEYS: pres, pserial, pchans, procmembers(owner), procs
-# ARGV: owner, connectionId, connectionId-JSON, clientId-JSON, data-JSON, timestamp, max members, channel,
-#       bus channel, procmembers entry, mode ("enter" | "update")
-# -> {event, serial, frame, count, stored value} | {"full"} | {"absent"}
-_CHANGE = (
-    _LUA_COMMON
-    + r"""
-local current = redis.call('HGET', KEYS[1], ARGV[2])
-local event, ts, client = 'enter', ARGV[6], ARGV[4]
-if current then
-  local _m, _o
-  _m, _o, ts = member_json(ARGV[3], current)
-  event = 'update'
-  if ARGV[11] == 'update' then
-    local p2 = string.find(current, '\t', string.find(current, '\t', 1, true) + 1, true)
-    local p3 = string.find(current, '\t', p2 + 1, true)
-    client = string.sub(current, p2 + 1, p3 - 1)
-  end
-elseif ARGV[11] == 'update' then
-  return {'absent'}
-elseif redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[7]) then
-  return {'full'}
-else
-  redis.call('HINCRBY', KEYS[3], ARGV[8], 1)
-end
-local value = ARGV[1] .. '\t' .. ts .. '\t' .. client .. '\t' .. ARGV[5]
-redis.call('HSET', KEYS[1], ARGV[2], value)
-redis.call('SADD', KEYS[4], ARGV[10])
-redis.call('SADD', KEYS[5], ARGV[1])
-local serial = redis.call('INCR', KEYS[2])
-local member = member_json(ARGV[3], value)
-local f = frame(ARGV[8], event, member, serial)
-redis.call('PUBLISH', ARGV[9], f)
-return {event, serial, f, redis.call('HLEN', KEYS[1]), value}
-"""
-)
+_CHANGE = load_lua("django_pulse.presence", "change.lua", "common.lua")
 
-# KEYS: pres, pserial, pchans
-# ARGV: connectionId, connectionId-JSON, channel, bus channel, procmembers entry, key prefix, calling process id
-# -> {"leave", serial, frame, count, stored value} | {"absent"}
-_LEAVE = (
-    _LUA_COMMON
-    + r"""
-local current = redis.call('HGET', KEYS[1], ARGV[1])
-if not current then return {'absent'} end
-local member, owner = member_json(ARGV[2], current)
--- Only the owning process leaves a member: a late grace-period leave from a process the connection has
--- just moved away from (recovery adopted the member) must not remove it.
-if owner ~= ARGV[7] then return {'absent'} end
-redis.call('HDEL', KEYS[1], ARGV[1])
-local count = redis.call('HLEN', KEYS[1])
-if count == 0 then redis.call('HDEL', KEYS[3], ARGV[3]) else redis.call('HINCRBY', KEYS[3], ARGV[3], -1) end
-redis.call('SREM', ARGV[6] .. ':procmembers:' .. owner, ARGV[5])
-local serial = redis.call('INCR', KEYS[2])
-local f = frame(ARGV[3], 'leave', member, serial)
-redis.call('PUBLISH', ARGV[4], f)
-return {'leave', serial, f, count, current}
-"""
-)
+_LEAVE = load_lua("django_pulse.presence", "leave.lua", "common.lua")
 
-# KEYS: pres, pserial
-# -> {serial, values...}
-_SNAPSHOT = r"""
-local serial = tonumber(redis.call('GET', KEYS[2]) or '0')
-local out = redis.call('HGETALL', KEYS[1])
-table.insert(out, 1, serial)
-return out
-"""
+_SNAPSHOT = load_lua("django_pulse.presence", "snapshot.lua")
 
-# Removes up to ARGV[3] members of the dead process ARGV[2], each with its leave event, and forgets the
-# process when none is left. SPOP inside one script makes every member's removal happen exactly once even
-# when several live processes sweep the same dead one at the same time.
-# ARGV: key prefix, dead process id, batch size, bus prefix (the broker channel of topic T is bus prefix .. T)
-# -> {remaining, kbId1, frame1, count1, kbId2, ...} | {-1} when the process is alive again
-_SWEEP = (
-    _LUA_COMMON
-    + r"""
-local P, pid = ARGV[1], ARGV[2]
-if redis.call('EXISTS', P .. ':proc:' .. pid) == 1 then return {-1} end
-local entries = redis.call('SPOP', P .. ':procmembers:' .. pid, tonumber(ARGV[3]))
-local out = {0}
-for _, entry in ipairs(entries) do
-  local t1 = string.find(entry, '\t', 1, true)
-  local t2 = string.find(entry, '\t', t1 + 1, true)
-  local kb, channel, conn = string.sub(entry, 1, t1 - 1), string.sub(entry, t1 + 1, t2 - 1), string.sub(entry, t2 + 1)
-  local pres = P .. ':pres:' .. kb .. ':' .. channel
-  local current = redis.call('HGET', pres, conn)
-  if current then
-    local member, owner = member_json(json_string(conn), current)
-    if owner == pid then
-      redis.call('HDEL', pres, conn)
-      local count = redis.call('HLEN', pres)
-      local chans = P .. ':pchans:' .. kb
-      if count == 0 then redis.call('HDEL', chans, channel) else redis.call('HINCRBY', chans, channel, -1) end
-      local serial = redis.call('INCR', P .. ':pserial:' .. kb .. ':' .. channel)
-      local f = frame(channel, 'leave', member, serial)
-      redis.call('PUBLISH', ARGV[4] .. 'p:' .. kb .. ':' .. channel, f)
-      table.insert(out, kb)
-      table.insert(out, f)
-      table.insert(out, count)
-    end
-  end
-end
-local remaining = redis.call('SCARD', P .. ':procmembers:' .. pid)
-if remaining == 0 then
-  redis.call('SREM', P .. ':procs', pid)
-  redis.call('DEL', P .. ':proctopics:' .. pid)
-end
-out[1] = remaining
-return out
-"""
-)
+_SWEEP = load_lua("django_pulse.presence", "sweep.lua", "common.lua")
 
 SWEEP_BATCH = 200
 
-# Moves the members of connection ARGV[4] from process ARGV[2] to process ARGV[3] (a recovered connection):
-# the owner field of each stored value and the procmembers entries change; no serial, no event.
-# ARGV: key prefix, previous process id, new process id, connectionId -> {kbId1, channel1, value1, ...}
-_ADOPT = r"""
-local P, old, new, conn = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local suffix = '\t' .. conn
-local out = {}
-for _, entry in ipairs(redis.call('SMEMBERS', P .. ':procmembers:' .. old)) do
-  if string.sub(entry, -#suffix) == suffix then
-    local t1 = string.find(entry, '\t', 1, true)
-    local t2 = string.find(entry, '\t', t1 + 1, true)
-    local kb, channel = string.sub(entry, 1, t1 - 1), string.sub(entry, t1 + 1, t2 - 1)
-    local pres = P .. ':pres:' .. kb .. ':' .. channel
-    local current = redis.call('HGET', pres, conn)
-    redis.call('SREM', P .. ':procmembers:' .. old, entry)
-    if current then
-      local tab = string.find(current, '\t', 1, true)
-      local value = new .. string.sub(current, tab)
-      redis.call('HSET', pres, conn, value)
-      redis.call('SADD', P .. ':procmembers:' .. new, entry)
-      table.insert(out, kb)
-      table.insert(out, channel)
-      table.insert(out, value)
-    end
-  end
-end
-if #out > 0 then redis.call('SADD', P .. ':procs', new) end
-return out
-"""
+_ADOPT = load_lua("django_pulse.presence", "adopt.lua")
 
 
 def _entry(kb_id: str, channel: str, connection_id: str) -> str:
@@ -224,7 +74,7 @@ def _parse_value(connection_id: str, value: str) -> Member:
 
 
 class RedisPresence(PresenceBackend):
-    """Presence in Redis. Configured by keyword arguments; ``get_presence()`` passes the settings."""
+    """Presence in Redis. Configured by keyword arguments; ``get_runtime().presence`` passes the settings."""
 
     def __init__(
         self,
@@ -233,9 +83,10 @@ class RedisPresence(PresenceBackend):
         prefix: str | None = None,
         process_id: str | None = None,
         bus_prefix: str | None = None,
+        broker: Broker | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(broker=broker)
         url = url or pulse_settings.REDIS_URL
         if not url:
             raise ValueError("RedisPresence needs a Redis URL (PULSE['REDIS_URL'])")
@@ -253,18 +104,14 @@ class RedisPresence(PresenceBackend):
     def process_id(self) -> str:
         """The id of this server process (the broker's), under which its members are recorded."""
         if self._process_id is None:
-            from ..broker import get_broker
-
-            self._process_id = str(get_broker().process_id)
+            self._process_id = str(self.broker.process_id)
         return self._process_id
 
     @property
     def bus_prefix(self) -> str:
         """The broker's pub/sub channel of topic T is ``bus_prefix + T`` (``broker.redis_channel``)."""
         if self._bus_prefix is None:
-            from ..broker import get_broker
-
-            self._bus_prefix = get_broker().redis_channel("")
+            self._bus_prefix = self.broker.redis_channel("")
         return self._bus_prefix
 
     def key(self, *parts: str) -> str:
@@ -390,7 +237,7 @@ class RedisPresence(PresenceBackend):
     async def _adopt(self, connection_id: str, previous_process: str) -> list[tuple[str, str, Member]]:
         return await asyncio.to_thread(self._adopt_sync, connection_id, previous_process)
 
-    # --- dead processes (django_pulse.registry) --------------------------------------------------------------
+    # --- dead processes (django_pulse.cluster.liveness) --------------------------------------------------------------
 
     def sweep_process_sync(self, dead_process_id: str) -> list[PresenceChange] | None:
         """Remove every member of ``dead_process_id`` (whose liveness key has expired) with its leave event.
@@ -426,9 +273,6 @@ class RedisPresence(PresenceBackend):
             await self._notify(change)
         return changes
 
-    async def aclose(self) -> None:
-        await super().aclose()
-        self.client.close()
-
     def close(self) -> None:
+        super().close()
         self.client.close()

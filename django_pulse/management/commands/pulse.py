@@ -22,12 +22,11 @@ from django.db import transaction
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from ... import sdk
-from ... import status as pulse_status
+from ... import overview, sdk
 from ...api.authentication import issue_admin_credential
+from ...clients.http import PulseAPIError, PulseClient, PulseConnectionError
 from ...conf import pulse_settings
 from ...exceptions import PulseError
-from ...http_client import PulseAPIError, PulseClient, PulseConnectionError
 from ...models import KEY_PREFIX, ApiKey, PulseApp
 
 
@@ -219,7 +218,7 @@ class Command(BaseCommand):
 
     def _status(self, options: dict[str, Any]) -> None:
         remote = self._remote(options)
-        info = pulse_status.collect() if remote is None else remote.status()
+        info = overview.collect() if remote is None else remote.status()
         redis = info.get("redis")
         redis_line = (
             "not used (state in the server process)"

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from django_pulse.fanout import Hub, Outbox
+from django_pulse.server.outbox import Outbox
+from django_pulse.server.runtime import get_runtime
 
 
 class Socket:
@@ -215,7 +216,7 @@ async def test_future_sends_done_at_once_and_failures() -> None:
 async def test_slow_consumer_is_closed_4010_and_others_are_not_held_back() -> None:
     slow, fast = Socket(), Socket()
     closed: list[int] = []
-    hub = Hub()
+    hub = get_runtime().hub
     slow_box = Outbox(slow.send, limit=10, on_close=closed.append)
     fast_box = Outbox(fast.send, limit=10)
     hub.topics["t"] = {slow_box, fast_box}
@@ -246,7 +247,7 @@ async def test_close_is_sent_after_queued_frames() -> None:
 @pytest.mark.parametrize("count", [1, 3])
 async def test_hub_subscribe_unsubscribe_counts(count: int, settings: Any) -> None:
     settings.PULSE = {}
-    hub = Hub()
+    hub = get_runtime().hub
     boxes = [Outbox(Socket().send, limit=10) for _ in range(count)]
     await asyncio.gather(*(hub.subscribe("m:default:a", box) for box in boxes))
     assert hub.local_topics() == {"m:default:a": count}

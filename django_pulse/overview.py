@@ -46,7 +46,7 @@ def redis_health() -> dict[str, Any] | None:
 def collect() -> dict[str, Any]:
     """Version, apps, backends, Redis health, and live processes, connections and channels across all processes.
 
-    ``processes``/``connections`` come from the process registry (``django_pulse.registry``): with Redis,
+    ``processes``/``connections`` come from the process registry (``django_pulse.cluster.liveness``): with Redis,
     every live server process's last heartbeat; in memory, this process.
     """
     redis = redis_health()
@@ -66,10 +66,10 @@ def collect() -> dict[str, Any]:
         apps.append(entry)
     live: dict[str, Any] = {"processes": None, "connections": None, "processList": []}
     if redis is None or redis["ok"]:
-        from .registry import get_registry
+        from .server.runtime import get_runtime
 
         try:
-            registry = get_registry().status_sync()
+            registry = get_runtime().liveness.status_sync()
         except PulseError as exc:
             live["error"] = exc.message
         else:

@@ -1,6 +1,6 @@
 """The presence actions of the WebSocket protocol, and what a connection's start and end mean for presence.
 
-Registered on ``PulseConsumer.handlers`` when ``django_pulse.consumers`` is imported. docs/protocol.md and
+Registered on ``PulseConsumer.handlers`` when ``django_pulse.server.consumer`` is imported. docs/protocol.md and
 docs/presence.md are the contract:
 
 - ``presence.enter`` / ``presence.update`` need the ``presence`` operation on the
@@ -13,38 +13,58 @@ docs/presence.md are the contract:
   serial above the snapshot's are forwarded: no gap, no duplicate.
 - A clean end (close 1000/1001, or any close the server decided) leaves at once; an abrupt one (1006: no close
   frame; 4011: heartbeat timeout) keeps the members ``PRESENCE_GRACE`` s, so a resuming connection can cancel
-  the leave (``get_presence().cancel_pending_leave(connection_id)``).
+  the leave (``get_runtime().presence.cancel_pending_leave(connection_id)``).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import signals
-from ..broker import topic_channel
 from ..exceptions import Forbidden, LimitExceeded
-from ..fanout import get_hub
-from ..protocol import (
-    Action,
-    CloseCode,
-    ErrorCode,
-    Operation,
-    Request,
-    discontinuity_frame,
-    ok_frame,
-    presence_frame_serial,
-)
-from . import get_presence, presence_topic
+from ..presence import presence_topic
+from ..protocol import Action, CloseCode, ErrorCode, Operation, Request, ok_frame, presence_frame_serial
+from .runtime import get_runtime
 
 logger = logging.getLogger("django_pulse.presence")
 
 if TYPE_CHECKING:
     from ..authorization import Decision
-    from ..consumers import PulseConsumer
-    from ..fanout import Outbox
+    from ..protocol.tokens import Claims
+    from .outbox import Outbox
 
-__all__ = ["ABRUPT_CLOSE_CODES", "PresenceSink", "connection_ended", "connection_started"]
+
+class PresenceConnection(Protocol):
+    """What the presence actions need of a connection (``PulseConsumer`` is one)."""
+
+    kb_id: str
+    client_id: str
+    connection_id: str
+    claims: Claims | None
+    outbox: Outbox | None
+    closed: bool
+    superseded: bool
+    # channel -> the sink of this connection's presence.subscribe on it
+    presence_subscriptions: dict[str, PresenceSink]
+
+    @property
+    def max_subscriptions(self) -> int: ...
+
+    def send_frame(self, text: str) -> None: ...
+
+    async def authorize(self, channel: str, operation: Operation) -> Decision: ...
+
+
+__all__ = [
+    "ABRUPT_CLOSE_CODES",
+    "HANDLERS",
+    "PresenceConnection",
+    "PresenceSink",
+    "connection_continued",
+    "connection_ended",
+    "connection_started",
+]
 
 # Close codes after which a connection's members are kept for the grace period (the client may come back).
 ABRUPT_CLOSE_CODES = frozenset({1006, int(CloseCode.HEARTBEAT_TIMEOUT)})
@@ -85,15 +105,7 @@ class PresenceSink:
                 self.outbox.push(message, nbytes)
 
 
-def _presence_subscriptions(conn: PulseConsumer) -> dict[str, PresenceSink]:
-    subs: dict[str, PresenceSink] | None = getattr(conn, "presence_subscriptions", None)
-    if subs is None:
-        subs = {}
-        conn.presence_subscriptions = subs
-    return subs
-
-
-async def _require(conn: PulseConsumer, channel: str, *operations: Operation) -> Decision:
+async def _require(conn: PresenceConnection, channel: str, *operations: Operation) -> Decision:
     """The first of ``operations`` the token's capabilities and the channel's authorize hook allow;
     ``Forbidden`` (the last refusal) when none is."""
     refusal: Forbidden | None = None
@@ -106,61 +118,59 @@ async def _require(conn: PulseConsumer, channel: str, *operations: Operation) ->
     raise refusal
 
 
-async def enter(conn: PulseConsumer, request: Request) -> dict[str, Any]:
+async def enter(conn: PresenceConnection, request: Request) -> dict[str, Any]:
     channel = request.channel
     decision = await _require(conn, channel, Operation.PRESENCE)
     data = request.members.get("data") if decision.presence_data is None else decision.presence_data
-    change = await get_presence().enter(
+    change = await get_runtime().presence.enter(
         conn.kb_id, channel, client_id=conn.client_id, connection_id=conn.connection_id, data=data
     )
     return {"member": change.member.to_dict()}
 
 
-async def update(conn: PulseConsumer, request: Request) -> dict[str, Any]:
+async def update(conn: PresenceConnection, request: Request) -> dict[str, Any]:
     channel = request.channel
     decision = await _require(conn, channel, Operation.PRESENCE)
     data = request.members.get("data") if decision.presence_data is None else decision.presence_data
-    change = await get_presence().update(conn.kb_id, channel, connection_id=conn.connection_id, data=data)
+    change = await get_runtime().presence.update(conn.kb_id, channel, connection_id=conn.connection_id, data=data)
     return {"member": change.member.to_dict()}
 
 
-async def leave(conn: PulseConsumer, request: Request) -> dict[str, Any]:
+async def leave(conn: PresenceConnection, request: Request) -> dict[str, Any]:
     channel = request.channel
     # Leaving one's own membership needs no permission (the enter was checked).
-    await get_presence().leave(conn.kb_id, channel, connection_id=conn.connection_id)
+    await get_runtime().presence.leave(conn.kb_id, channel, connection_id=conn.connection_id)
     return {"channel": channel}
 
 
-async def get(conn: PulseConsumer, request: Request) -> dict[str, Any]:
+async def get(conn: PresenceConnection, request: Request) -> dict[str, Any]:
     channel = request.channel
     await _require(conn, channel, Operation.PRESENCE, Operation.SUBSCRIBE)
-    snapshot = await get_presence().snapshot(conn.kb_id, channel)
+    snapshot = await get_runtime().presence.snapshot(conn.kb_id, channel)
     return {"channel": channel, "members": [m.to_dict() for m in snapshot.members]}
 
 
-async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any] | None:
+async def subscribe(conn: PresenceConnection, request: Request) -> dict[str, Any] | None:
     channel = request.channel
     await _require(conn, channel, Operation.PRESENCE, Operation.SUBSCRIBE)
     assert conn.outbox is not None
-    subs = _presence_subscriptions(conn)
+    subs = conn.presence_subscriptions
     if channel in subs:  # idempotent: a fresh snapshot, events keep flowing once
-        snapshot = await get_presence().snapshot(conn.kb_id, channel)
+        snapshot = await get_runtime().presence.snapshot(conn.kb_id, channel)
         return {"channel": channel, "members": [m.to_dict() for m in snapshot.members]}
-    if len(subs) >= conn.limits.max_subscriptions:
+    if len(subs) >= conn.max_subscriptions:
         raise LimitExceeded(
-            f"At most {conn.limits.max_subscriptions} presence subscriptions per connection.",
+            f"At most {conn.max_subscriptions} presence subscriptions per connection.",
             ErrorCode.TOO_MANY_SUBSCRIPTIONS,
         )
     topic = presence_topic(conn.kb_id, channel)
     sink = PresenceSink(conn.outbox)
     subs[channel] = sink
-    hub = get_hub()
-    if _presence_discontinuity not in hub.discontinuity_listeners:
-        hub.discontinuity_listeners.append(_presence_discontinuity)
+    hub = get_runtime().hub
     try:
         # Active before the snapshot is read: every later change reaches the sink.
         await hub.subscribe(topic, sink)
-        snapshot = await get_presence().snapshot(conn.kb_id, channel)
+        snapshot = await get_runtime().presence.snapshot(conn.kb_id, channel)
     except BaseException:
         subs.pop(channel, None)
         await hub.unsubscribe(topic, sink)
@@ -177,18 +187,11 @@ async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any] | N
     return None
 
 
-def _presence_discontinuity(topic: str, reason: str) -> None:
-    """The broker was away: presence events may have been missed. Presence subscribers get a ``discontinuity``
-    frame for the channel (clients then take a fresh snapshot: ``presence.subscribe`` again)."""
-    if topic.startswith("p:"):
-        get_hub().dispatch(topic, discontinuity_frame(topic_channel(topic), reason))
-
-
-async def unsubscribe(conn: PulseConsumer, request: Request) -> dict[str, Any]:
+async def unsubscribe(conn: PresenceConnection, request: Request) -> dict[str, Any]:
     channel = request.channel
-    sink = _presence_subscriptions(conn).pop(channel, None)
+    sink = conn.presence_subscriptions.pop(channel, None)
     if sink is not None:
-        await get_hub().unsubscribe(presence_topic(conn.kb_id, channel), sink)
+        await get_runtime().hub.unsubscribe(presence_topic(conn.kb_id, channel), sink)
     return {"channel": channel}
 
 
@@ -202,32 +205,28 @@ HANDLERS = {
 }
 
 
-async def connection_started(conn: PulseConsumer) -> None:
+async def connection_started(conn: PresenceConnection) -> None:
     """An authenticated connection: count it, and make sure this process is registered and sweeping."""
-    from ..registry import get_registry
-
-    registry = get_registry()
-    registry.connection_opened()
+    liveness = get_runtime().liveness
+    liveness.connection_opened()
     try:
-        await registry.ensure_started()
+        await liveness.ensure_started()
     except Exception:
-        # Redis unreachable: the connection still works; the registry loop starts with a later connection.
+        # Redis unreachable: the connection still works; the liveness loop starts with a later connection.
         logger.warning("pulse: could not register this server process", exc_info=True)
 
 
-async def connection_ended(conn: PulseConsumer, code: int) -> None:
+async def connection_ended(conn: PresenceConnection, code: int) -> None:
     """The connection is gone: stop its presence subscriptions, and leave now or after the grace period."""
-    from ..registry import get_registry
-
-    hub = get_hub()
-    subs = _presence_subscriptions(conn)
+    hub = get_runtime().hub
+    subs = conn.presence_subscriptions
     for channel, sink in list(subs.items()):
         await hub.unsubscribe(presence_topic(conn.kb_id, channel), sink)
     subs.clear()
     if conn.claims is None:
         return
-    get_registry().connection_closed()
-    presence = get_presence()
+    get_runtime().liveness.connection_closed()
+    presence = get_runtime().presence
     if conn.superseded:
         return  # a newer connection continues this id (auth recover): its members stay with it
     if code in ABRUPT_CLOSE_CODES:
@@ -236,19 +235,17 @@ async def connection_ended(conn: PulseConsumer, code: int) -> None:
         await presence.leave_connection(conn.connection_id)
 
 
-async def connection_continued(conn: PulseConsumer, previous_process: str) -> None:
+async def connection_continued(conn: PresenceConnection, previous_process: str) -> None:
     """``conn`` continues the connection id last held by ``previous_process`` (``auth`` ``recover``): the id's
     members stay, held by this process, with no leave or enter event."""
-    await get_presence().continue_here(conn.connection_id, previous_process)
+    await get_runtime().presence.continue_here(conn.connection_id, previous_process)
 
 
 async def _recovered_elsewhere(*, connection_id: str, process_id: str, **kwargs: Any) -> None:
     """``signals.connection_recovered`` on every process: the processes other than the new holder forget the
     id's members (without leaving them) and cancel their grace-period leave."""
-    from ..broker import get_broker
-
-    if process_id != get_broker().process_id:
-        get_presence().continued_elsewhere(connection_id)
+    if process_id != get_runtime().broker.process_id:
+        get_runtime().presence.continued_elsewhere(connection_id)
 
 
 signals.connection_recovered.connect(_recovered_elsewhere, dispatch_uid="django_pulse.presence.recovered")

@@ -9,23 +9,23 @@ import pytest
 import redis
 
 from django_pulse import pulse
-from django_pulse.presence import get_presence
+from django_pulse.cluster.liveness import MemoryLiveness, RedisLiveness
 from django_pulse.presence.redis import RedisPresence
-from django_pulse.registry import MemoryRegistry, RedisRegistry, get_registry
+from django_pulse.server.runtime import get_runtime
 from tests.wsutil import connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-async def registry(pulse_redis: str) -> AsyncIterator[RedisRegistry]:
-    from django_pulse.broker import get_broker
+async def registry(pulse_redis: str) -> AsyncIterator[RedisLiveness]:
+    from django_pulse.server.runtime import get_runtime
 
-    instance = get_registry()
-    assert isinstance(instance, RedisRegistry)
+    instance = get_runtime().liveness
+    assert isinstance(instance, RedisLiveness)
     yield instance
     await instance.stop()
-    await get_broker().aclose()
+    await get_runtime().broker.aclose()
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def store(pulse_redis: str) -> Any:
     client.close()
 
 
-async def test_a_connection_registers_the_process(registry: RedisRegistry, store: Any) -> None:
+async def test_a_connection_registers_the_process(registry: RedisLiveness, store: Any) -> None:
     alice = await connect("alice")
     await alice.request("subscribe", channel="posts")
     await registry.beat()
@@ -52,7 +52,7 @@ async def test_a_connection_registers_the_process(registry: RedisRegistry, store
     assert not store.sismember(registry.key("procs"), pid)
 
 
-async def test_a_wrongly_swept_process_enters_its_members_again(registry: RedisRegistry, store: Any) -> None:
+async def test_a_wrongly_swept_process_enters_its_members_again(registry: RedisLiveness, store: Any) -> None:
     alice = await connect("alice")
     await alice.request("presence.enter", channel="room", data={"name": "Alice"})
     watcher = await connect("watcher")
@@ -60,7 +60,7 @@ async def test_a_wrongly_swept_process_enters_its_members_again(registry: RedisR
     pid = registry.process_id
     # The process stalls: its key expires and another process sweeps it.
     store.delete(registry.key("proc", pid))
-    other = RedisPresence(process_id="other")
+    other = RedisPresence(process_id="other", broker=get_runtime().broker)
     try:
         swept = await other.sweep_process(pid)
     finally:
@@ -78,13 +78,13 @@ async def test_a_wrongly_swept_process_enters_its_members_again(registry: RedisR
     await alice.close()
     gone = await watcher.recv()
     assert (gone["event"], gone["member"]["clientId"]) == ("leave", "alice")
-    assert isinstance(get_presence(), RedisPresence)
+    assert isinstance(get_runtime().presence, RedisPresence)
     await watcher.close()
 
 
 async def test_memory_registry_counts_the_local_hub() -> None:
-    registry = get_registry()
-    assert isinstance(registry, MemoryRegistry)
+    registry = get_runtime().liveness
+    assert isinstance(registry, MemoryLiveness)
     alice, bob = await connect("alice"), await connect("bob")
     await alice.request("subscribe", channel="posts")
     await bob.request("subscribe", channel="posts")

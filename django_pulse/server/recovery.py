@@ -22,11 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .broker import HistoryRead
-from .protocol import message_frame_serial
+from ..broker import HistoryRead
+from ..protocol import message_frame_serial
 
 if TYPE_CHECKING:
-    from .fanout import Sink
+    from .outbox import Sink
 
 __all__ = ["ReplaySink", "SubscribePlan", "connection_key", "plan_subscribe", "recovered_connection_id"]
 

@@ -1,4 +1,4 @@
-"""Which server processes are alive, what they hold, and the sweep that clears up after dead ones.
+"""Process liveness: which server processes are alive, what they hold, and the sweep after dead ones.
 
 With Redis, every server process (one that serves WebSocket connections) runs a small loop:
 
@@ -25,16 +25,17 @@ import os
 import socket
 import time
 from abc import ABC, abstractmethod
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from django.core.signals import setting_changed
-from django.dispatch import receiver
+from .._lua import load_lua
+from ..conf import pulse_settings
 
-from .conf import pulse_settings
+if TYPE_CHECKING:
+    from ..server.runtime import Runtime
 
-__all__ = ["MemoryRegistry", "ProcessRegistry", "RedisRegistry", "get_registry", "reset_registry"]
+__all__ = ["Liveness", "MemoryLiveness", "RedisLiveness", "build_liveness"]
 
-logger = logging.getLogger("django_pulse.registry")
+logger = logging.getLogger("django_pulse.liveness")
 
 MESSAGE_TOPIC_PREFIX = "m:"
 
@@ -45,10 +46,8 @@ def _message_topics(kb_id: str, topics: dict[str, int]) -> dict[str, int]:
     return {topic[len(head) :]: count for topic, count in topics.items() if topic.startswith(head) and count > 0}
 
 
-def _local_topics() -> dict[str, int]:
-    from .fanout import get_hub
-
-    hub = get_hub()
+def _local_topics(runtime: Runtime) -> dict[str, int]:
+    hub = runtime.hub
     # Sync callers (views) read from another thread than the hub's loop: retry if a subscription changed the
     # map while it was being copied.
     for _attempt in range(9):
@@ -66,10 +65,15 @@ def _channel_list(subscribers: dict[str, int], presence: dict[str, int]) -> list
     ]
 
 
-class ProcessRegistry(ABC):
-    """This process's view of all server processes. One instance per process (``get_registry()``)."""
+class Liveness(ABC):
+    """This process's view of all server processes; one instance per process, owned by ``runtime``.
 
-    def __init__(self) -> None:
+    It reads the runtime's hub (local topics), presence backend (counts, sweeps) and broker (process id); it is
+    handed the runtime rather than importing the server layer.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
         self.connections = 0
         self.started_at = int(time.time() * 1000)
 
@@ -85,6 +89,9 @@ class ProcessRegistry(ABC):
     async def stop(self) -> None:  # noqa: B027
         """Stop the loop (and, with Redis, unregister this process)."""
 
+    def close(self) -> None:  # noqa: B027 - nothing to release without Redis
+        """Release connections (settings changed); nothing is awaited."""
+
     @abstractmethod
     def channels_sync(self, kb_id: str) -> list[dict[str, Any]]:
         """``[{"name", "subscribers", "presence"}]`` of app ``kb_id``, across every live process, by name."""
@@ -97,19 +104,19 @@ class ProcessRegistry(ABC):
         """``{"backend", "processes": [...], "connections", "topics"}`` across every live process."""
 
 
-class MemoryRegistry(ProcessRegistry):
+class MemoryLiveness(Liveness):
     """One process: the local hub and presence backend are the whole truth."""
 
     def channels_sync(self, kb_id: str) -> list[dict[str, Any]]:
-        from .presence import get_presence
-
-        return _channel_list(_message_topics(kb_id, _local_topics()), get_presence().channel_counts_sync(kb_id))
+        return _channel_list(
+            _message_topics(kb_id, _local_topics(self.runtime)), self.runtime.presence.channel_counts_sync(kb_id)
+        )
 
     async def channels(self, kb_id: str) -> list[dict[str, Any]]:
         return self.channels_sync(kb_id)
 
     def status_sync(self) -> dict[str, Any]:
-        topics = _local_topics()
+        topics = _local_topics(self.runtime)
         return {
             "backend": "memory",
             "processes": [self._describe("local", self.connections, self.started_at)],
@@ -128,29 +135,21 @@ class MemoryRegistry(ProcessRegistry):
         }
 
 
-# KEYS: proc key, procs set, proctopics hash. ARGV: process id, value, ttl ms, topic1, count1, ...
-# -> 1 if the process key still existed (0: it had expired, so this process may have been swept)
-_HEARTBEAT = r"""
-local existed = redis.call('EXISTS', KEYS[1])
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-redis.call('SADD', KEYS[2], ARGV[1])
-redis.call('DEL', KEYS[3])
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
-redis.call('PEXPIRE', KEYS[3], ARGV[3])
-return existed
-"""
+_HEARTBEAT = load_lua("django_pulse.cluster", "heartbeat.lua")
 
 
-class RedisRegistry(ProcessRegistry):
+class RedisLiveness(Liveness):
     """Liveness keys in Redis, swept by every live process."""
 
-    def __init__(self, *, url: str | None = None, prefix: str | None = None, process_id: str | None = None) -> None:
+    def __init__(
+        self, runtime: Runtime, *, url: str | None = None, prefix: str | None = None, process_id: str | None = None
+    ) -> None:
         import redis
 
-        super().__init__()
+        super().__init__(runtime)
         url = url or pulse_settings.REDIS_URL
         if not url:
-            raise ValueError("RedisRegistry needs a Redis URL (PULSE['REDIS_URL'])")
+            raise ValueError("RedisLiveness needs a Redis URL (PULSE['REDIS_URL'])")
         self.prefix = prefix or pulse_settings.REDIS_PREFIX
         self._process_id = process_id
         self.client = redis.Redis.from_url(url, decode_responses=True)
@@ -163,9 +162,7 @@ class RedisRegistry(ProcessRegistry):
     @property
     def process_id(self) -> str:
         if self._process_id is None:
-            from .broker import get_broker
-
-            self._process_id = str(get_broker().process_id)
+            self._process_id = str(self.runtime.broker.process_id)
         return self._process_id
 
     def key(self, *parts: str) -> str:
@@ -192,9 +189,7 @@ class RedisRegistry(ProcessRegistry):
             try:
                 await self.beat()
                 await self.sweep()
-                from .presence import get_presence
-
-                await get_presence().retry_failed_leaves()
+                await self.runtime.presence.retry_failed_leaves()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -223,15 +218,13 @@ class RedisRegistry(ProcessRegistry):
 
     async def beat(self) -> None:
         # The hub is read here, on its event loop; only the Redis call goes to a thread.
-        existed = await asyncio.to_thread(self.heartbeat_sync, _local_topics())
+        existed = await asyncio.to_thread(self.heartbeat_sync, _local_topics(self.runtime))
         self._beats += 1
         if not existed and self._beats > 1:
             # This process was silent longer than PROCESS_TIMEOUT (a stalled loop?): others may have swept its
             # members. Enter them again so the shared state matches the connections it still serves.
             logger.warning("pulse: process %s missed its heartbeat deadline; re-entering its members", self.process_id)
-            from .presence import get_presence
-
-            await get_presence().reassert()
+            await self.runtime.presence.reassert()
 
     def _process_ids_sync(self) -> list[str]:
         return sorted(str(p) for p in cast("set[Any]", self.client.smembers(self.key("procs"))))
@@ -249,12 +242,11 @@ class RedisRegistry(ProcessRegistry):
 
     async def sweep(self) -> int:
         """Remove the members of every dead process; the number of members this call removed."""
-        from .presence import get_presence
-        from .presence.redis import RedisPresence
+        from ..presence.redis import RedisPresence
 
         removed = 0
         for dead in await asyncio.to_thread(self.dead_processes_sync):
-            presence = get_presence()
+            presence = self.runtime.presence
             if isinstance(presence, RedisPresence):
                 changes = await presence.sweep_process(dead)
                 if changes:
@@ -271,12 +263,11 @@ class RedisRegistry(ProcessRegistry):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        from .presence import get_presence
-        from .presence.redis import RedisPresence
+        from ..presence.redis import RedisPresence
 
         pid = self.process_id
         await asyncio.to_thread(self._unregister_sync, pid)
-        presence = get_presence()
+        presence = self.runtime.presence
         if isinstance(presence, RedisPresence):
             # The liveness key is gone, so the sweep script treats this process as dead and takes its members.
             await presence.sweep_process(pid)
@@ -313,13 +304,11 @@ class RedisRegistry(ProcessRegistry):
         return live
 
     def channels_sync(self, kb_id: str) -> list[dict[str, Any]]:
-        from .presence import get_presence
-
         subscribers: dict[str, int] = {}
         for _info, topics in self._live_topics_sync().values():
             for name, count in _message_topics(kb_id, topics).items():
                 subscribers[name] = subscribers.get(name, 0) + count
-        return _channel_list(subscribers, get_presence().channel_counts_sync(kb_id))
+        return _channel_list(subscribers, self.runtime.presence.channel_counts_sync(kb_id))
 
     def status_sync(self) -> dict[str, Any]:
         live = self._live_topics_sync()
@@ -333,25 +322,6 @@ class RedisRegistry(ProcessRegistry):
         }
 
 
-_registry: ProcessRegistry | None = None
-
-
-def get_registry() -> ProcessRegistry:
-    """This process's registry: Redis when ``REDIS_URL`` is configured, else the in-memory one."""
-    global _registry
-    if _registry is None:
-        _registry = RedisRegistry() if pulse_settings.REDIS_URL else MemoryRegistry()
-    return _registry
-
-
-def reset_registry() -> None:
-    global _registry
-    registry, _registry = _registry, None
-    if isinstance(registry, RedisRegistry):
-        registry.close()
-
-
-@receiver(setting_changed)
-def _settings_changed(*, setting: str, **kwargs: Any) -> None:
-    if setting in ("PULSE", "CHANNEL_LAYERS"):
-        reset_registry()
+def build_liveness(runtime: Runtime) -> Liveness:
+    """The liveness of ``runtime``'s process: Redis when ``REDIS_URL`` is configured, else in memory."""
+    return RedisLiveness(runtime) if pulse_settings.REDIS_URL else MemoryLiveness(runtime)

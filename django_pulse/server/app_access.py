@@ -1,32 +1,36 @@
-"""Apps and tokens together: resolve the app of a call, and verify a presented token against its app.
+"""Access to apps: resolve the app (kbId) of a call, cache which apps are enabled, verify a token against its app.
 
-``tokens.py`` is pure; this module adds the database (the app's secret and ``enabled`` flag).
+``protocol/tokens.py`` is pure JWT; this module adds the database (the app's secret and ``enabled`` flag).
+Channel-level decisions (capabilities, authorize hooks) are ``django_pulse.authorization``'s.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db.models.signals import post_delete, post_save
 
-from .conf import pulse_settings
-from .exceptions import AppError
-from .models import PulseApp
-from .protocol import ErrorCode
-from .tokens import Claims, peek_kb_id, verify_token
+from ..conf import pulse_settings
+from ..exceptions import AppError
+from ..models import PulseApp
+from ..protocol import ErrorCode
+from ..protocol.tokens import Claims, peek_kb_id, verify_token
+from .app_cache import AppCache
+from .runtime import get_runtime
 
-__all__ = ["aauthenticate_token", "aenabled_kb", "authenticate_token", "enabled_kb", "forget_app", "resolve_app"]
+__all__ = [
+    "aauthenticate_token",
+    "aenabled_kb",
+    "authenticate_token",
+    "enabled_kb",
+    "forget_app",
+    "resolve_app",
+]
 
-# Publishing must not cost a database query per message: the kbIds of apps seen enabled are remembered for
-# ENABLED_APP_TTL seconds. The entry is dropped at once when the app is saved or deleted in this process and
-# when an ``app_disabled`` control message arrives (``pulse disable`` sends one to every process), so the TTL
-# only bounds changes made some other way (e.g. the Django admin of another process).
-ENABLED_APP_TTL = 2.0
-_enabled: dict[str, float] = {}  # kbId -> monotonic expiry
-_enabled_lock = threading.Lock()
+
+def _apps() -> AppCache:
+    return get_runtime().apps
 
 
 def resolve_app(kb_id: str | None, *, require_enabled: bool = True) -> PulseApp:
@@ -59,37 +63,33 @@ def enabled_kb(kb_id: str | None) -> str:
     Raises ``AppError`` (``app_unknown`` / ``app_disabled``) as ``resolve_app`` does.
     """
     kb = kb_id or pulse_settings.DEFAULT_KB_ID
-    if _enabled.get(kb, 0.0) > time.monotonic():
+    apps = _apps()
+    if apps.is_enabled(kb):
         return kb
     app = resolve_app(kb)
-    with _enabled_lock:
-        _enabled[app.kb_id] = time.monotonic() + ENABLED_APP_TTL
+    apps.remember(app.kb_id)
     return app.kb_id
 
 
 async def aenabled_kb(kb_id: str | None) -> str:
     """``enabled_kb`` for async code: no thread hop when the answer is cached."""
     kb = kb_id or pulse_settings.DEFAULT_KB_ID
-    if _enabled.get(kb, 0.0) > time.monotonic():
+    if _apps().is_enabled(kb):
         return kb
     return await sync_to_async(enabled_kb, thread_sensitive=True)(kb)
 
 
 def forget_app(kb_id: str | None = None) -> None:
     """Drop the cached state of app ``kb_id`` (None: of every app)."""
-    with _enabled_lock:
-        if kb_id is None:
-            _enabled.clear()
-        else:
-            _enabled.pop(kb_id, None)
+    _apps().forget(kb_id)
 
 
 def _on_app_changed(sender: Any, instance: PulseApp, **kwargs: Any) -> None:
     forget_app(instance.kb_id)
 
 
-post_save.connect(_on_app_changed, sender=PulseApp, dispatch_uid="django_pulse.auth.app_saved")
-post_delete.connect(_on_app_changed, sender=PulseApp, dispatch_uid="django_pulse.auth.app_deleted")
+post_save.connect(_on_app_changed, sender=PulseApp, dispatch_uid="django_pulse.app_access.app_saved")
+post_delete.connect(_on_app_changed, sender=PulseApp, dispatch_uid="django_pulse.app_access.app_deleted")
 
 
 def authenticate_token(token: object) -> Claims:

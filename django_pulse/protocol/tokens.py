@@ -1,6 +1,6 @@
 """Issue and verify Pulse tokens (JWT, HS256, signed with the app's secret), and match capabilities.
 
-Pure functions: no database, no settings. ``django_pulse.auth`` looks the app up and calls these.
+Pure functions: no database, no settings. ``django_pulse.server.app_access`` looks the app up and calls these.
 
 Claims: ``sub`` client id, ``kb`` app id (also the header's ``kid``), ``iat``, ``nbf``, ``exp``, ``jti``
 (unique id), ``cap`` (capabilities: channel pattern -> list of operations).
@@ -15,8 +15,8 @@ from typing import Any
 
 import jwt
 
-from .exceptions import TokenError
-from .protocol import ErrorCode, Operation
+from ..exceptions import TokenError
+from .codes import ErrorCode, Operation
 
 __all__ = [
     "ALGORITHM",

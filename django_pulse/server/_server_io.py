@@ -25,16 +25,24 @@ What is done with them:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-__all__ = ["buffer_probe", "close_going_away", "daphne_protocol", "direct_writer", "text_frame"]
+__all__ = [
+    "buffer_probe",
+    "close_going_away",
+    "daphne_protocol",
+    "direct_writer",
+    "install_daphne_shutdown",
+    "text_frame",
+]
 
-logger = logging.getLogger("django_pulse.server_io")
+logger = logging.getLogger("django_pulse.server._server_io")
 
 DirectWriter = Callable[[dict[str, Any]], bool]
 
@@ -271,7 +279,8 @@ def _announce(server: str, on: bool, protocol: Any) -> None:
         logger.debug("%s fast path on: fanned-out frames are written to the sockets directly", server)
     else:
         logger.info(
-            "%s fast path off: %s over %s is not what django_pulse.server_io expects; frames go through the ASGI send",
+            "%s fast path off: %s over %s is not what django_pulse.server._server_io expects; "
+            "frames go through the ASGI send",
             server,
             type(protocol).__name__,
             type(getattr(protocol, "transport", None)).__name__,
@@ -293,3 +302,37 @@ def direct_writer(send: Any) -> DirectWriter | None:
         _announce("uvicorn", writer is not None, protocol)
         return writer
     return None
+
+
+# -- daphne: graceful shutdown -------------------------------------------------------------------------------
+
+# Marks the reactor once its trigger is installed (a process-wide fact about daphne's reactor, not Pulse state).
+_HOOKED_ATTR = "_django_pulse_shutdown_hooked"
+
+
+def install_daphne_shutdown(on_shutdown: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Under daphne, run ``on_shutdown()`` in the reactor's "before shutdown" phase (SIGTERM, SIGINT), once.
+
+    daphne 4.2 on SIGTERM runs its own trigger that cancels every application, but that trigger raises
+    ``KeyError`` as soon as any HTTP connection it served is still open or was upgraded within the last second
+    (its bookkeeping entry has no ``application_instance``); Twisted then stops without waiting, and clients see
+    the TCP connection drop (1006). Even when it works, the close frames an application sends while being
+    cancelled are still in Twisted's buffer when the reactor disconnects everything. This trigger is independent
+    of daphne's and makes the reactor wait until the close frames are out. A no-op under other servers.
+    """
+    if "daphne.server" not in sys.modules or "twisted.internet.reactor" not in sys.modules:
+        return
+    from twisted.internet import defer
+    from twisted.internet import reactor as twisted_reactor
+
+    reactor: Any = twisted_reactor  # the installed reactor (daphne installs the asyncio one)
+    if getattr(reactor, _HOOKED_ATTR, False):
+        return
+    if not getattr(reactor, "running", False) or not hasattr(reactor, "_asyncioEventloop"):
+        return
+    setattr(reactor, _HOOKED_ATTR, True)
+
+    def before_shutdown() -> Any:
+        return defer.Deferred.fromFuture(asyncio.ensure_future(on_shutdown()))
+
+    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)

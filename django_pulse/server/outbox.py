@@ -1,37 +1,26 @@
-"""Per-process delivery: the hub (topic -> local connections) and each connection's outbox.
+"""Each connection's outbox: order-preserving, inline-first writes to the ASGI ``send``, and the slow-consumer cut.
 
-docs/architecture.md describes the design. Per message and per process the broker work and the encoding
-happen once; the hub builds ONE ASGI message dict and hands it to every local subscriber's outbox, which
-writes it to the server's ASGI ``send`` inline when it can. No channel layer, thread pool or per-socket
-task sits on the delivery path.
+docs/architecture.md ("Delivery") describes the design. The hub hands one shared ASGI message dict to every
+local subscriber's outbox; the outbox writes it straight to the socket when the server allows it
+(``_server_io``), else to the server's ``send``, inline when it can.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
-from .protocol import CloseCode, discontinuity_frame, utf8_len
-from .server_io import buffer_probe, close_going_away, daphne_protocol, direct_writer
+from ..protocol import CloseCode, utf8_len
+from ..types import ASGISend
+from ._server_io import buffer_probe, close_going_away, daphne_protocol, direct_writer
 
-__all__ = [
-    "RECOVERED",
-    "Hub",
-    "Outbox",
-    "Sink",
-    "get_hub",
-    "reset_hub",
-]
+__all__ = ["Outbox", "Sink"]
 
-logger = logging.getLogger("django_pulse.fanout")
-
-ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
+logger = logging.getLogger("django_pulse.outbox")
 
 
 class Sink(Protocol):
@@ -39,25 +28,6 @@ class Sink(Protocol):
 
     def push(self, message: dict[str, Any], nbytes: int) -> None:
         """Queue ``message`` (an ASGI send message) of ``nbytes`` UTF-8 bytes; never blocks, never raises."""
-
-
-# Control message type: a connection continued an earlier connection's id (``auth`` ``recover``).
-RECOVERED = "recovered"
-
-
-class ControlTarget(Protocol):
-    """A registered connection, as the control topic sees it."""
-
-    kb_id: str
-    client_id: str
-    connection_id: str
-    instance: str
-    superseded: bool
-
-    def close(self, code: int) -> None: ...
-
-
-# -- the outbox --------------------------------------------------------------------------------------------
 
 
 async def _finish(coro: Coroutine[Any, Any, Any], waiter: Any) -> None:
@@ -311,219 +281,3 @@ class Outbox:
         self._queued = 0
         if self._task is not None:
             self._task.cancel()
-
-
-# -- the hub ----------------------------------------------------------------------------------------------
-
-
-class _ControlSink:
-    """Receives the control topic: closes this process's connections of a disabled app or a revoked client."""
-
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-
-    def push(self, message: dict[str, Any], nbytes: int) -> None:
-        try:
-            command = json.loads(message["text"])
-            kind, kb_id = command["type"], command["kbId"]
-        except (ValueError, KeyError, TypeError):
-            logger.warning("Ignoring a malformed control message")
-            return
-        targets = list(self.hub.connections.get(kb_id, ()))
-        if kind == "app_disabled":
-            from .auth import forget_app
-
-            forget_app(kb_id)  # publishes from this process check the database again
-            for conn in targets:
-                conn.close(CloseCode.APP_DISABLED)
-        elif kind == "disconnect":
-            client_id = command.get("clientId")
-            for conn in targets:
-                if conn.client_id == client_id:
-                    conn.close(CloseCode.REVOKED)
-        elif kind == RECOVERED:
-            self.hub.recovered(command)
-        else:
-            logger.warning("Ignoring an unknown control message type %r", kind)
-
-
-class Hub:
-    """This process's topic -> local sinks map; one broker subscription per topic.
-
-    The first sink of a topic subscribes the broker (every concurrent subscriber of that topic waits for the
-    same confirmation); the last one leaving unsubscribes it.
-    """
-
-    def __init__(self) -> None:
-        self.topics: dict[str, set[Sink]] = {}
-        self._subscribing: dict[str, asyncio.Future[None]] = {}
-        # kbId -> authenticated connections (for control messages and counts).
-        self.connections: dict[str, set[ControlTarget]] = {}
-        self._control: _ControlSink | None = None
-        self.discontinuity_listeners: list[Callable[[str, str], None]] = []
-        self._signal_tasks: set[asyncio.Task[list[tuple[Any, Any]]]] = set()
-
-    # delivery -------------------------------------------------------------------------------------
-
-    def dispatch(self, topic: str, text: str) -> None:
-        """Deliver one frame to every local sink of ``topic``, in call order. O(1) work + one push per sink."""
-        sinks = self.topics.get(topic)
-        if not sinks:
-            return
-        message = {"type": "websocket.send", "text": text}
-        nbytes = utf8_len(text)
-        for sink in sinks:
-            sink.push(message, nbytes)
-
-    def discontinuity(self, topic: str, reason: str) -> None:
-        """Tell the local subscribers of ``topic`` that frames may have been missed (the broker was away)."""
-        if topic.startswith("m:"):
-            from .broker import topic_channel
-
-            self.dispatch(topic, discontinuity_frame(topic_channel(topic), reason))
-        for listener in self.discontinuity_listeners:
-            try:
-                listener(topic, reason)
-            except Exception:
-                logger.exception("A discontinuity listener failed")
-
-    def recovered(self, command: dict[str, Any]) -> None:
-        """A connection (``command["instance"]``) continued ``command["connectionId"]``: close this process's
-        other connection with that id (4006), and send ``signals.connection_recovered`` here."""
-        from . import signals
-
-        connection_id = command.get("connectionId")
-        for conn in list(self.connections.get(command.get("kbId", ""), ())):
-            if conn.connection_id == connection_id and conn.instance != command.get("instance"):
-                conn.superseded = True
-                conn.close(CloseCode.SUPERSEDED)
-        kwargs = {
-            "kb_id": command.get("kbId"),
-            "client_id": command.get("clientId"),
-            "connection_id": connection_id,
-            "process_id": command.get("processId"),
-            "previous_process_id": command.get("previousProcessId"),
-        }
-        task = asyncio.get_running_loop().create_task(
-            signals.connection_recovered.asend_robust(sender=__name__, **kwargs)
-        )
-        self._signal_tasks.add(task)
-        task.add_done_callback(self._signal_sent)
-
-    def _signal_sent(self, task: asyncio.Task[list[tuple[Any, Any]]]) -> None:
-        self._signal_tasks.discard(task)
-        if not task.cancelled():
-            for receiver, outcome in task.result():
-                if isinstance(outcome, BaseException):
-                    logger.error("A receiver of connection_recovered failed: %r", receiver, exc_info=outcome)
-
-    # subscriptions ---------------------------------------------------------------------------------
-
-    async def subscribe(self, topic: str, sink: Sink) -> None:
-        """Add ``sink`` to ``topic``; returns once frames published afterwards reach it.
-
-        Raises ``Unavailable`` (and leaves nothing behind) when the broker cannot subscribe.
-        """
-        from .broker import get_broker
-
-        sinks = self.topics.get(topic)
-        if sinks is None:
-            sinks = self.topics[topic] = {sink}
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._subscribing[topic] = future
-            try:
-                await get_broker().subscribe(topic)
-            except BaseException as exc:
-                self._subscribing.pop(topic, None)
-                if self.topics.get(topic) is sinks:
-                    del self.topics[topic]
-                if isinstance(exc, Exception):
-                    future.set_exception(exc)
-                    future.exception()  # retrieved: waiters re-raise it, nobody logs "never retrieved"
-                else:
-                    future.cancel()
-                raise
-            self._subscribing.pop(topic, None)
-            future.set_result(None)
-            return
-        sinks.add(sink)
-        pending = self._subscribing.get(topic)
-        if pending is not None:
-            try:
-                await asyncio.shield(pending)
-            except BaseException:
-                sinks.discard(sink)
-                raise
-
-    async def unsubscribe(self, topic: str, sink: Sink) -> None:
-        """Remove ``sink`` from ``topic``; the last one out unsubscribes the broker."""
-        from .broker import get_broker
-
-        sinks = self.topics.get(topic)
-        if sinks is None or sink not in sinks:
-            return
-        sinks.discard(sink)
-        if sinks or topic in self._subscribing:
-            return
-        del self.topics[topic]
-        try:
-            await get_broker().unsubscribe(topic)
-        except Exception:
-            logger.warning("Could not unsubscribe topic %r from the broker", topic, exc_info=True)
-
-    def replace(self, topic: str, old: Sink, new: Sink) -> None:
-        """Swap ``old`` for ``new`` among ``topic``'s sinks, at once (no frame can arrive in between)."""
-        sinks = self.topics.get(topic)
-        if sinks is not None and old in sinks:
-            sinks.discard(old)
-            sinks.add(new)
-
-    def local_topics(self) -> dict[str, int]:
-        """Topic -> number of local sinks, for the topics this process holds."""
-        return {topic: len(sinks) for topic, sinks in self.topics.items() if sinks}
-
-    # connections -----------------------------------------------------------------------------------
-
-    async def register(self, conn: ControlTarget) -> None:
-        """Track an authenticated connection (control messages reach it from then on)."""
-        from .broker import CONTROL_TOPIC
-
-        self.connections.setdefault(conn.kb_id, set()).add(conn)
-        if self._control is None:
-            control = _ControlSink(self)
-            self._control = control
-            try:
-                await self.subscribe(CONTROL_TOPIC, control)
-            except BaseException:
-                self._control = None
-                raise
-
-    def unregister(self, conn: ControlTarget) -> None:
-        conns = self.connections.get(conn.kb_id)
-        if conns is not None:
-            conns.discard(conn)
-            if not conns:
-                del self.connections[conn.kb_id]
-
-
-_hub: Hub | None = None
-_hub_lock = threading.Lock()
-
-
-def get_hub() -> Hub:
-    """This process's hub."""
-    global _hub
-    hub = _hub
-    if hub is None:
-        with _hub_lock:
-            if _hub is None:
-                _hub = Hub()
-            hub = _hub
-    return hub
-
-
-def reset_hub() -> None:
-    """Forget the hub (with the broker: settings changed). Existing connections keep their own state."""
-    global _hub
-    with _hub_lock:
-        _hub = None

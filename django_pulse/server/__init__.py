@@ -1,0 +1,13 @@
+"""What runs inside the ASGI server process: the connection, its actions, the hub and outboxes, recovery,
+the control plane, shutdown, and the runtime that owns this process's state.
+
+- ``runtime``: ``get_runtime()``, the ONE owner of the broker, hub, presence backend, liveness, idempotency
+  store, app cache and open connections.
+- ``consumer``: ``PulseConsumer``, one WebSocket connection's state machine.
+- ``actions`` / ``presence_actions``: the protocol's channel and presence actions.
+- ``hub`` / ``outbox`` / ``control``: delivery to local connections, and the commands every process obeys.
+- ``recovery``: what a subscribe with ``resume``/``rewind`` replays; the connection keys of ``auth recover``.
+- ``app_access``: which app a call is for (cached), and token verification against it.
+- ``shutdown``: graceful shutdown.
+- ``_server_io``: what django-pulse knows of daphne's and uvicorn's internals (private; docs/servers.md).
+"""

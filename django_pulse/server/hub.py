@@ -1,0 +1,180 @@
+"""The per-process hub: topic -> local sinks, one broker subscription per topic, one ASGI message per frame.
+
+docs/architecture.md describes the design. Per message and per process the broker work and the encoding
+happen once; the hub builds ONE ASGI message dict and hands it to every local subscriber's outbox
+(``outbox.py``). No channel layer, thread pool or per-socket task sits on the delivery path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..broker.base import CONTROL_TOPIC, topic_channel
+from ..protocol import CloseCode, discontinuity_frame, utf8_len
+from .control import ControlSink, ControlTarget
+from .outbox import Sink
+
+if TYPE_CHECKING:
+    from ..broker.base import Broker
+    from .app_cache import AppCache
+
+__all__ = ["Hub"]
+
+logger = logging.getLogger("django_pulse.hub")
+
+
+class Hub:
+    """This process's topic -> local sinks map; one broker subscription per topic.
+
+    The first sink of a topic subscribes the broker (every concurrent subscriber of that topic waits for the
+    same confirmation); the last one leaving unsubscribes it.
+    """
+
+    def __init__(self, broker: Broker, apps: AppCache) -> None:
+        self.broker = broker
+        self.apps = apps  # the control plane drops an app's cached state when it is disabled
+        self.topics: dict[str, set[Sink]] = {}
+        self._subscribing: dict[str, asyncio.Future[None]] = {}
+        # kbId -> authenticated connections (for control messages and counts).
+        self.connections: dict[str, set[ControlTarget]] = {}
+        self._control: ControlSink | None = None
+        self.discontinuity_listeners: list[Callable[[str, str], None]] = []
+        self._signal_tasks: set[asyncio.Task[list[tuple[Any, Any]]]] = set()
+
+    # delivery -------------------------------------------------------------------------------------
+
+    def dispatch(self, topic: str, text: str) -> None:
+        """Deliver one frame to every local sink of ``topic``, in call order. O(1) work + one push per sink."""
+        sinks = self.topics.get(topic)
+        if not sinks:
+            return
+        message = {"type": "websocket.send", "text": text}
+        nbytes = utf8_len(text)
+        for sink in sinks:
+            sink.push(message, nbytes)
+
+    def discontinuity(self, topic: str, reason: str) -> None:
+        """Tell the local subscribers of ``topic`` that frames may have been missed (the broker was away)."""
+        # Message subscribers resume from history; presence subscribers take a fresh snapshot (presence.subscribe).
+        if topic.startswith(("m:", "p:")):
+            self.dispatch(topic, discontinuity_frame(topic_channel(topic), reason))
+        for listener in self.discontinuity_listeners:
+            try:
+                listener(topic, reason)
+            except Exception:
+                logger.exception("A discontinuity listener failed")
+
+    def recovered(self, command: dict[str, Any]) -> None:
+        """A connection (``command["instance"]``) continued ``command["connectionId"]``: close this process's
+        other connection with that id (4006), and send ``signals.connection_recovered`` here."""
+        from .. import signals
+
+        connection_id = command.get("connectionId")
+        for conn in list(self.connections.get(command.get("kbId", ""), ())):
+            if conn.connection_id == connection_id and conn.instance != command.get("instance"):
+                conn.superseded = True
+                conn.close(CloseCode.SUPERSEDED)
+        kwargs = {
+            "kb_id": command.get("kbId"),
+            "client_id": command.get("clientId"),
+            "connection_id": connection_id,
+            "process_id": command.get("processId"),
+            "previous_process_id": command.get("previousProcessId"),
+        }
+        task = asyncio.get_running_loop().create_task(
+            signals.connection_recovered.asend_robust(sender=__name__, **kwargs)
+        )
+        self._signal_tasks.add(task)
+        task.add_done_callback(self._signal_sent)
+
+    def _signal_sent(self, task: asyncio.Task[list[tuple[Any, Any]]]) -> None:
+        self._signal_tasks.discard(task)
+        if not task.cancelled():
+            for receiver, outcome in task.result():
+                if isinstance(outcome, BaseException):
+                    logger.error("A receiver of connection_recovered failed: %r", receiver, exc_info=outcome)
+
+    # subscriptions ---------------------------------------------------------------------------------
+
+    async def subscribe(self, topic: str, sink: Sink) -> None:
+        """Add ``sink`` to ``topic``; returns once frames published afterwards reach it.
+
+        Raises ``Unavailable`` (and leaves nothing behind) when the broker cannot subscribe.
+        """
+        sinks = self.topics.get(topic)
+        if sinks is None:
+            sinks = self.topics[topic] = {sink}
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._subscribing[topic] = future
+            try:
+                await self.broker.subscribe(topic)
+            except BaseException as exc:
+                self._subscribing.pop(topic, None)
+                if self.topics.get(topic) is sinks:
+                    del self.topics[topic]
+                if isinstance(exc, Exception):
+                    future.set_exception(exc)
+                    future.exception()  # retrieved: waiters re-raise it, nobody logs "never retrieved"
+                else:
+                    future.cancel()
+                raise
+            self._subscribing.pop(topic, None)
+            future.set_result(None)
+            return
+        sinks.add(sink)
+        pending = self._subscribing.get(topic)
+        if pending is not None:
+            try:
+                await asyncio.shield(pending)
+            except BaseException:
+                sinks.discard(sink)
+                raise
+
+    async def unsubscribe(self, topic: str, sink: Sink) -> None:
+        """Remove ``sink`` from ``topic``; the last one out unsubscribes the broker."""
+        sinks = self.topics.get(topic)
+        if sinks is None or sink not in sinks:
+            return
+        sinks.discard(sink)
+        if sinks or topic in self._subscribing:
+            return
+        del self.topics[topic]
+        try:
+            await self.broker.unsubscribe(topic)
+        except Exception:
+            logger.warning("Could not unsubscribe topic %r from the broker", topic, exc_info=True)
+
+    def replace(self, topic: str, old: Sink, new: Sink) -> None:
+        """Swap ``old`` for ``new`` among ``topic``'s sinks, at once (no frame can arrive in between)."""
+        sinks = self.topics.get(topic)
+        if sinks is not None and old in sinks:
+            sinks.discard(old)
+            sinks.add(new)
+
+    def local_topics(self) -> dict[str, int]:
+        """Topic -> number of local sinks, for the topics this process holds."""
+        return {topic: len(sinks) for topic, sinks in self.topics.items() if sinks}
+
+    # connections -----------------------------------------------------------------------------------
+
+    async def register(self, conn: ControlTarget) -> None:
+        """Track an authenticated connection (control messages reach it from then on)."""
+        self.connections.setdefault(conn.kb_id, set()).add(conn)
+        if self._control is None:
+            control = ControlSink(self)
+            self._control = control
+            try:
+                await self.subscribe(CONTROL_TOPIC, control)
+            except BaseException:
+                self._control = None
+                raise
+
+    def unregister(self, conn: ControlTarget) -> None:
+        conns = self.connections.get(conn.kb_id)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self.connections[conn.kb_id]

@@ -1,0 +1,156 @@
+"""The one publish path: validate and encode a message once, claim its id, broadcast it, send the signal.
+
+The server SDK (``pulse.publish`` and friends, used by the HTTP API, commands and signals) and client publishes
+over the WebSocket (``actions.publish``) all end here, so they share validation, idempotency and the
+``message_published`` signal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+
+from .. import signals
+from ..broker.base import message_topic
+from ..conf import pulse_settings
+from ..exceptions import LimitExceeded, ProtocolViolation
+from ..protocol import ErrorCode, is_valid_channel, message_head, utf8_len
+from .runtime import get_runtime
+
+__all__ = ["abroadcast_once", "broadcast_once", "build_message", "encode_data", "publish_as_client"]
+
+logger = logging.getLogger("django_pulse")
+
+# Room for the serial (at most 20 digits) and the closing brace the broker appends to a message head.
+_SERIAL_ROOM = 21
+
+
+def encode_data(data: Any) -> str:
+    try:
+        return json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except TypeError as exc:
+        raise TypeError(f"The message data must be JSON-serialisable: {exc}") from None
+    except ValueError as exc:  # NaN/Infinity or a circular reference
+        raise ValueError(f"The message data must be JSON-serialisable: {exc}") from None
+
+
+def build_message(
+    channel: Any, event: Any, data: Any, *, id: Any, client_id: str | None, data_json: str | None = None
+) -> tuple[str, str]:
+    """Validate one message and encode its frame head once; returns ``(head, message id)``.
+
+    Raises ``ProtocolViolation`` (``invalid_channel`` / ``bad_request``), ``TypeError`` for data that is not
+    JSON-serialisable, ``LimitExceeded`` (``message_too_large``) when the frame would pass MAX_MESSAGE_SIZE.
+    """
+    if not is_valid_channel(channel):
+        raise ProtocolViolation(
+            f"Invalid channel name {channel!r}: 1-255 characters of A-Z a-z 0-9 _ - . : @ = ~ +.",
+            ErrorCode.INVALID_CHANNEL,
+        )
+    if not isinstance(event, str) or not 1 <= len(event) <= 255:
+        raise ProtocolViolation("The event name must be a string of 1-255 characters.", ErrorCode.BAD_REQUEST)
+    if id is None:
+        id = "m_" + secrets.token_urlsafe(12)
+    elif not isinstance(id, str) or not 1 <= len(id) <= 255:
+        raise ProtocolViolation("A message id must be a string of 1-255 characters.", ErrorCode.BAD_REQUEST)
+    head = message_head(
+        channel=channel,
+        name=event,
+        data_json=encode_data(data) if data_json is None else data_json,
+        id=id,
+        timestamp=int(time.time() * 1000),
+        client_id=client_id,
+    )
+    if not head.isascii():
+        try:
+            head.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate (e.g. from "\\ud800" in decoded JSON) cannot be sent as UTF-8 text: it would fail
+            # the send to every subscriber's socket.
+            raise ValueError(
+                "The message contains an unpaired surrogate (U+D800-U+DFFF); it cannot be encoded as UTF-8."
+            ) from None
+    limit = pulse_settings.MAX_MESSAGE_SIZE
+    if utf8_len(head) + _SERIAL_ROOM > limit:
+        raise LimitExceeded(
+            f"The message is larger than MAX_MESSAGE_SIZE ({limit} bytes).", ErrorCode.MESSAGE_TOO_LARGE
+        )
+    return head, id
+
+
+def _published_kwargs(
+    kb_id: str, channel: str, event: str, id: str, serial: int, client_id: str | None
+) -> dict[str, Any]:
+    return {"kb_id": kb_id, "channel": channel, "event": event, "id": id, "serial": serial, "client_id": client_id}
+
+
+def _log_receiver_errors(results: list[tuple[Any, Any]]) -> None:
+    for receiver, outcome in results:
+        if isinstance(outcome, BaseException):
+            logger.error("A receiver of a django_pulse signal failed: %r", receiver, exc_info=outcome)
+
+
+def _send_published(**kwargs: Any) -> None:
+    _log_receiver_errors(signals.message_published.send_robust(sender=__name__, **kwargs))
+
+
+async def _asend_published(**kwargs: Any) -> None:
+    _log_receiver_errors(await signals.message_published.asend_robust(sender=__name__, **kwargs))
+
+
+async def publish_as_client(
+    *, kb_id: str, client_id: str, channel: str, event: str, data_json: str, id: str | None
+) -> tuple[str, int | None]:
+    """A client's publish over the WebSocket (the consumer checked the app and capabilities already).
+
+    Returns ``(id, serial)``; ``serial`` is None when ``id`` repeats one published within the idempotency window.
+    """
+    head, message_id = build_message(channel, event, None, id=id, client_id=client_id, data_json=data_json)
+    serial = await abroadcast_once(
+        kb_id, channel, event, head, message_id, explicit_id=id is not None, client_id=client_id
+    )
+    return message_id, serial
+
+
+def broadcast_once(
+    kb: str, channel: str, event: str, head: str, message_id: str, *, explicit_id: bool, client_id: str | None
+) -> int | None:
+    """Broadcast a built message and send ``message_published``; returns its serial.
+
+    A message whose publisher chose its id is claimed first (``idempotency``): a repeat within
+    ``IDEMPOTENCY_WINDOW`` is not broadcast (returns None), and a broadcast that fails releases the claim so
+    the publisher's retry goes through.
+    """
+
+    if explicit_id and not get_runtime().idempotency.claim(kb, channel, message_id):
+        return None
+    try:
+        serial = get_runtime().broker.publish_message_sync(message_topic(kb, channel), head)
+    except BaseException:
+        if explicit_id:
+            get_runtime().idempotency.release(kb, channel, message_id)
+        raise
+    _send_published(**_published_kwargs(kb, channel, event, message_id, serial, client_id))
+    return serial
+
+
+async def abroadcast_once(
+    kb: str, channel: str, event: str, head: str, message_id: str, *, explicit_id: bool, client_id: str | None
+) -> int | None:
+    """``broadcast_once`` for async code."""
+
+    if explicit_id and not await get_runtime().idempotency.aclaim(kb, channel, message_id):
+        return None
+    try:
+        serial = await get_runtime().broker.publish_message(message_topic(kb, channel), head)
+    except BaseException:
+        if explicit_id:
+            await get_runtime().idempotency.arelease(kb, channel, message_id)
+        raise
+    await _asend_published(**_published_kwargs(kb, channel, event, message_id, serial, client_id))
+    return serial

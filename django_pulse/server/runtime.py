@@ -1,0 +1,172 @@
+"""The runtime: the ONE owner of this process's realtime state.
+
+A server process has one broker, one hub, one presence backend, one liveness loop, one idempotency record
+and one cache of enabled apps. ``get_runtime()`` returns the object that owns them all; each is built on
+first use from the settings, wired to the others (the broker delivers to the hub, presence publishes through
+the broker, liveness reads all three), and the whole is dropped when ``PULSE`` or ``CHANNEL_LAYERS`` change
+(``setting_changed``, so ``override_settings`` just works) or when tests call ``reset_runtime()``. The role
+channels' ``ChannelLayerManager`` plays for channel layers.
+
+Lower layers (``protocol``, ``broker``, ``presence``, ``cluster``) never import this module; they are handed
+what they need by it.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from django.core.signals import setting_changed
+
+if TYPE_CHECKING:
+    from ..broker.base import Broker
+    from ..cluster.idempotency import IdempotencyStore
+    from ..cluster.liveness import Liveness
+    from ..presence.base import PresenceBackend
+    from .app_cache import AppCache
+    from .hub import Hub
+
+__all__ = ["Runtime", "get_runtime", "reset_runtime"]
+
+
+class Runtime:
+    """This process's broker, hub, presence backend, liveness, idempotency store, app cache and connections.
+
+    Attributes are built lazily (a management command that only reads the database builds nothing) and are
+    thread-safe to build: sync views run in threads while the server's loop runs.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._broker: Broker | None = None
+        self._hub: Hub | None = None
+        self._presence: PresenceBackend | None = None
+        self._liveness: Liveness | None = None
+        self._idempotency: IdempotencyStore | None = None
+        self._apps: AppCache | None = None
+        # Every open connection of this process, authenticated or not (graceful shutdown closes them all).
+        self.connections: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    @property
+    def broker(self) -> Broker:
+        broker = self._broker
+        if broker is None:
+            self._build_transport()
+            broker = self._broker
+            assert broker is not None
+        return broker
+
+    @property
+    def hub(self) -> Hub:
+        hub = self._hub
+        if hub is None:
+            self._build_transport()
+            hub = self._hub
+            assert hub is not None
+        return hub
+
+    def _build_transport(self) -> None:
+        """The broker and the hub, together: the broker hands every frame it receives to the hub."""
+        from ..broker import build_broker
+        from .hub import Hub
+
+        with self._lock:
+            if self._broker is None:
+                broker = build_broker()
+                hub = Hub(broker, self.apps)
+                broker.delivery = hub
+                self._hub, self._broker = hub, broker
+
+    @property
+    def presence(self) -> PresenceBackend:
+        presence = self._presence
+        if presence is None:
+            from ..presence import build_presence
+
+            with self._lock:
+                if self._presence is None:
+                    self._presence = build_presence(self.broker)
+                presence = self._presence
+        return presence
+
+    @property
+    def liveness(self) -> Liveness:
+        liveness = self._liveness
+        if liveness is None:
+            from ..cluster.liveness import build_liveness
+
+            with self._lock:
+                if self._liveness is None:
+                    self._liveness = build_liveness(self)
+                liveness = self._liveness
+        return liveness
+
+    @property
+    def idempotency(self) -> IdempotencyStore:
+        store = self._idempotency
+        if store is None:
+            from ..cluster.idempotency import IdempotencyStore
+
+            with self._lock:
+                if self._idempotency is None:
+                    self._idempotency = IdempotencyStore()
+                store = self._idempotency
+        return store
+
+    @property
+    def apps(self) -> AppCache:
+        apps = self._apps
+        if apps is None:
+            from .app_cache import AppCache
+
+            with self._lock:
+                if self._apps is None:
+                    self._apps = AppCache()
+                apps = self._apps
+        return apps
+
+    def close(self) -> None:
+        """Release what this runtime built (connections to Redis, timers); nothing is awaited."""
+        with self._lock:
+            broker, presence, liveness, idempotency = self._broker, self._presence, self._liveness, self._idempotency
+            self._broker = self._hub = self._presence = self._liveness = self._idempotency = None
+            self._apps = None
+        if broker is not None:
+            broker.close_nowait()
+        if presence is not None:
+            presence.close()
+        if liveness is not None:
+            liveness.close()
+        if idempotency is not None:
+            idempotency.close()
+
+
+_runtime = Runtime()
+_runtime_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """This process's runtime."""
+    return _runtime
+
+
+def reset_runtime() -> None:
+    """Drop this process's state; the next use rebuilds it from the current settings (tests, settings changes).
+
+    Open connections keep the objects they hold; new ones get new ones.
+    """
+    global _runtime
+    with _runtime_lock:
+        old, _runtime = _runtime, Runtime()
+        # Connections are the process's, not the settings': graceful shutdown must still find them all.
+        _runtime.connections = old.connections
+    old.close()
+
+
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("PULSE", "CHANNEL_LAYERS"):
+        reset_runtime()
+
+
+setting_changed.connect(_on_setting_changed, dispatch_uid="django_pulse.runtime.reset")

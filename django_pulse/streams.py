@@ -1,0 +1,78 @@
+"""Signed stream names: a channel name signed by the server into a page, so only pages it rendered can listen.
+
+``sign_stream("orders.42")`` returns an opaque string that a page carries (an attribute of a
+``{% pulse_stream_from %}`` element, an SSE URL parameter). A connection that presents it back proves that
+this server chose that channel for it: ``verify_stream(value)`` returns the app and channel it names, or
+raises ``InvalidStream``. A stream may be bound to one client id (the user the page was rendered for); then
+only a connection authenticated as that client may use it.
+
+The signature is Django's ``signing.dumps`` with its own salt, so it is keyed by ``SECRET_KEY`` (rotating
+``SECRET_KEY`` or listing the old one in ``SECRET_KEY_FALLBACKS`` behaves as it does for sessions). A signed
+stream grants *subscribe* (listen, history, presence read) to that one channel; it grants no publish and no
+presence enter. Authorize hooks still run for the channel when any are registered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.core import signing
+
+from .exceptions import Forbidden, ProtocolViolation
+from .protocol import ErrorCode, is_valid_channel
+
+__all__ = ["InvalidStream", "StreamGrant", "sign_stream", "verify_stream"]
+
+SALT = "django_pulse.stream"
+
+
+class InvalidStream(Forbidden):
+    """A signed stream name was forged, truncated, expired, or bound to another client."""
+
+    default_code = ErrorCode.FORBIDDEN
+
+
+@dataclass(frozen=True)
+class StreamGrant:
+    """What a valid signed stream name grants: listening on ``channel`` of app ``kb_id``."""
+
+    kb_id: str
+    channel: str
+    client_id: str | None
+
+
+def sign_stream(channel: str, *, kb_id: str | None = None, client_id: str | None = None) -> str:
+    """Sign ``channel`` of app ``kb_id`` (default: the project's default app) for a page.
+
+    With ``client_id`` the result is valid only for connections authenticated as that client. Raises
+    ``ProtocolViolation`` for an invalid channel name.
+    """
+    from .conf import pulse_settings
+
+    if not is_valid_channel(channel):
+        raise ProtocolViolation(f"Invalid channel name: {channel!r}.", ErrorCode.INVALID_CHANNEL)
+    payload: dict[str, Any] = {"k": kb_id or pulse_settings.DEFAULT_KB_ID, "c": channel}
+    if client_id is not None:
+        payload["u"] = str(client_id)
+    return signing.dumps(payload, salt=SALT, compress=False)
+
+
+def verify_stream(value: object, *, client_id: str | None = None, max_age: int | None = None) -> StreamGrant:
+    """Check a signed stream name; ``client_id`` is the presenting connection's client, if authenticated.
+
+    Returns the ``StreamGrant``. Raises ``InvalidStream`` when the signature does not verify, the value is not
+    a string, it is older than ``max_age`` seconds, or it is bound to a client other than ``client_id``.
+    """
+    if not isinstance(value, str) or not value or len(value) > 4096:
+        raise InvalidStream("The signed stream name is missing or malformed.")
+    try:
+        payload = signing.loads(value, salt=SALT, max_age=max_age)
+    except signing.BadSignature as exc:
+        raise InvalidStream("The signed stream name does not verify (forged, truncated or expired).") from exc
+    if not isinstance(payload, dict) or not isinstance(payload.get("c"), str) or not isinstance(payload.get("k"), str):
+        raise InvalidStream("The signed stream name is malformed.")
+    bound = payload.get("u")
+    if bound is not None and bound != client_id:
+        raise InvalidStream("The signed stream name was issued for another client.")
+    return StreamGrant(kb_id=payload["k"], channel=payload["c"], client_id=bound)
