@@ -67,7 +67,7 @@ COMBINATIONS = [
 @nox.parametrize("python,django", COMBINATIONS)
 def unit(session: nox.Session, django: str) -> None:
     """The unit suite (no browser, slow or reliability tests) on one Python x Django combination."""
-    session.install("--quiet", "--no-compile", "-e", ".[test]", DJANGOS[django])
+    session.install("--quiet", "-e", ".[test]", DJANGOS[django])
     session.run("python", "-c", "import django, sys; print('Python', sys.version, 'Django', django.__version__)")
     session.run(
         "python", "-m", "pytest", "-m", UNIT_MARKERS, "-q", "-p", "no:cacheprovider", *session.posargs,
@@ -83,7 +83,7 @@ def servers(session: nox.Session, constraints: str) -> None:
         session.log("No .ci/constraints/servers-*.txt yet: no server versions to test against; nothing to run.")
         return
     pins = f".ci/constraints/{constraints}"
-    session.install("--quiet", "--no-compile", "-e", ".[test]", "-c", pins)
+    session.install("--quiet", "-e", ".[test]", "-c", pins)
     session.run("python", "-m", "pip", "freeze", "--quiet", silent=False)
     # Exit code 5 (no test marked server_internals) fails the session: a constraints file must be exercised.
     session.run("python", "-m", "pytest", "-m", "server_internals", "-q", "-p", "no:cacheprovider")
