@@ -14,18 +14,18 @@ export HOST PORT
 DAPHNE_LIMITS ?= --websocket-max-frame-size 131072 --websocket-max-message-size 131072 \
 	--websocket_connect_timeout 5 --ping-interval 20 --ping-timeout 30
 
-.PHONY: demo test lint bench bench-quick clean venv
+.PHONY: demo test lint format matrix wheel-check bench bench-quick clean venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-# Stamps: reinstall only when pyproject.toml changes (a second run reuses .venv).
-$(VENV)/.demo-installed: pyproject.toml | $(PY)
+# Stamps: reinstall only when pyproject.toml or the version (django_pulse/__init__.py) changes.
+$(VENV)/.demo-installed: pyproject.toml django_pulse/__init__.py | $(PY)
 	$(PY) -m pip install --quiet -e ".[demo]"
 	touch $@
 
-$(VENV)/.dev-installed: pyproject.toml | $(PY)
+$(VENV)/.dev-installed: pyproject.toml django_pulse/__init__.py | $(PY)
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(VENV)/.demo-installed $@
 
@@ -45,10 +45,31 @@ demo: $(VENV)/.demo-installed
 test: $(VENV)/.dev-installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: $(VENV)/.dev-installed
+# TypeScript (tsc, pinned in package-lock.json) for the pulse.d.ts check; needs Node.js and npm.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+lint: $(VENV)/.dev-installed node_modules/.installed
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	cd example_project && ../$(PY) manage.py makemigrations --check --dry-run
+	$(PY) scripts/stamp_version.py --check
+	npx --no-install tsc --noEmit -p tests/js
 	$(PY) -m mkdocs build --strict --quiet --site-dir $(VENV)/site
+
+format: $(VENV)/.dev-installed
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+# The other Python x Django combinations (noxfile.py); .ci/run calls it after make test.
+matrix: $(VENV)/.dev-installed
+	$(VENV)/bin/nox $(NOX_ARGS)
+
+# Build the wheel, install it in a clean venv, check what ships (tests/test_wheel.py).
+wheel-check: $(VENV)/.dev-installed
+	$(PY) -m pytest tests/test_wheel.py -m slow -q
 
 bench: $(VENV)/.dev-installed
 	$(PY) -m bench $(BENCH_ARGS)
@@ -59,4 +80,4 @@ bench-quick: $(VENV)/.dev-installed
 	$(PY) -m bench.fragments --quick
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .nox site node_modules build dist

@@ -134,7 +134,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         errors.append(
             Error(
                 "Pulse is configured for Redis but the 'redis' package is not installed.",
-                hint="pip install 'django-pulse[redis]'.",
+                hint="pip install 'django-pulse-realtime[redis]'.",
                 id="django_pulse.E005",
             )
         )

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+import django_pulse
 from tests.browser.conftest import logs, wait_for_log
 from tests.servers import LiveServer, live_server
 
@@ -289,7 +290,7 @@ def test_es_module_import(server: LiveServer, context: Any) -> None:
                    version: module.VERSION };
         }"""
     )
-    assert result == {"same": True, "realtime": "function", "version": "0.1.0"}
+    assert result == {"same": True, "realtime": "function", "version": django_pulse.__version__}
 
 
 def test_auth_url_gets_tokens_from_pulse_token_for_the_logged_in_user(context: Any) -> None:

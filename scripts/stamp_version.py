@@ -1,0 +1,67 @@
+"""Write django_pulse.__version__ into pulse.js (its ``VERSION``), the one other place the version appears.
+
+    python scripts/stamp_version.py           # stamp pulse.js after changing __version__
+    python scripts/stamp_version.py --check   # exit 1 if pulse.js disagrees (tests/test_version.py checks too)
+
+pyproject.toml reads the version from ``django_pulse/__init__.py`` itself (setuptools ``dynamic``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+INIT = ROOT / "django_pulse" / "__init__.py"
+PULSE_JS = ROOT / "django_pulse" / "static" / "django_pulse" / "pulse.js"
+# The one line in pulse.js that holds the version: `  var VERSION = '1.2.3';`
+JS_VERSION = re.compile(r"^(\s*var VERSION = )'([^']*)';$", re.M)
+
+
+def python_version(init: Path = INIT) -> str:
+    """``__version__`` of django_pulse/__init__.py, read without importing the package."""
+    for node in ast.parse(init.read_text()).body:
+        named = isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__version__" for t in node.targets
+        )
+        if named and isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+            return str(node.value.value)
+    raise ValueError(f"no __version__ = '...' in {init}")
+
+
+def js_version(source: str) -> str:
+    """The version pulse.js declares; ValueError unless exactly one ``var VERSION = '...';`` line."""
+    found = JS_VERSION.findall(source)
+    if len(found) != 1:
+        raise ValueError(f"expected one `var VERSION = '...';` line in pulse.js, found {len(found)}")
+    return str(found[0][1])
+
+
+def stamp(source: str, version: str) -> str:
+    """pulse.js ``source`` with its VERSION line set to ``version`` (nothing else changes)."""
+    js_version(source)  # exactly one line to replace
+    return JS_VERSION.sub(lambda m: f"{m.group(1)}'{version}';", source)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only report drift (exit 1), change nothing")
+    args = parser.parse_args(argv)
+    version, source = python_version(), PULSE_JS.read_text()
+    current = js_version(source)
+    if current == version:
+        print(f"pulse.js VERSION is {version}, as django_pulse.__version__")
+        return 0
+    if args.check:
+        print(f"pulse.js VERSION is {current!r} but django_pulse.__version__ is {version!r}: run {__file__}")
+        return 1
+    PULSE_JS.write_text(stamp(source, version))
+    print(f"pulse.js VERSION: {current} -> {version}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
