@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import secrets
 from typing import Any
 
@@ -19,8 +18,6 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from .protocol import KB_ID_RE
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["ApiKey", "PulseApp"]
 
@@ -150,38 +147,3 @@ class ApiKey(models.Model):
         if self.last_used_at is None or (now - self.last_used_at).total_seconds() > 60:
             ApiKey.objects.filter(pk=self.pk).update(last_used_at=now)
             self.last_used_at = now
-
-
-# -- disabling an app anywhere closes its connections everywhere (issue 18) ------------------------------------
-
-
-def _close_connections_of_disabled_app(
-    sender: type[PulseApp], instance: PulseApp, created: bool, **kwargs: Any
-) -> None:
-    """``post_save``: a saved app that is disabled has its open connections closed (4003) on every process.
-
-    The admin's "Enabled" tick box, ``manage.py pulse disable`` and ``app.enabled = False; app.save()`` all
-    end here; the control message goes out once the transaction commits (so a rolled-back save closes
-    nothing). A disabled app has no connections left, so saving it again costs one no-op broadcast. A broker
-    that cannot be reached is logged, never raised into the save: the app is disabled anyway, and every
-    connection of it is refused at its next request.
-    """
-    if created or instance.enabled:
-        return
-    kb_id = instance.kb_id
-
-    def close() -> None:
-        from .exceptions import PulseError
-        from .sdk import close_app_connections
-
-        try:
-            close_app_connections(kb_id)
-        except PulseError as exc:
-            logger.warning("App %s is disabled but its connections could not be closed now: %s", kb_id, exc.message)
-
-    transaction.on_commit(close, robust=True)
-
-
-models.signals.post_save.connect(
-    _close_connections_of_disabled_app, sender=PulseApp, dispatch_uid="django_pulse.models.close_disabled_app"
-)

@@ -22,6 +22,7 @@ from .broker.base import CONTROL_TOPIC, message_topic
 from .conf import pulse_settings
 from .exceptions import LimitExceeded, ProtocolViolation
 from .protocol import ErrorCode, dumps, is_valid_channel
+from .server.control import app_disabled_command
 from .server.publishing import abroadcast_once, broadcast_once, build_message
 from .server.runtime import get_runtime
 
@@ -392,15 +393,14 @@ async def adisconnect(client_id: str, *, kb_id: str | None = None) -> None:
 def close_app_connections(kb_id: str | None = None) -> None:
     """Close every connection of app ``kb_id`` on every server process (close 4003 app_disabled)."""
 
-    text = dumps({"type": "app_disabled", "kbId": _control_kb(kb_id)})
-    get_runtime().broker.broadcast_sync(CONTROL_TOPIC, text)
+    get_runtime().broker.broadcast_sync(CONTROL_TOPIC, app_disabled_command(_control_kb(kb_id)))
 
 
 async def aclose_app_connections(kb_id: str | None = None) -> None:
     """``close_app_connections`` for async code."""
 
     kb = await sync_to_async(_control_kb, thread_sensitive=True)(kb_id)
-    await get_runtime().broker.broadcast(CONTROL_TOPIC, dumps({"type": "app_disabled", "kbId": kb}))
+    await get_runtime().broker.broadcast(CONTROL_TOPIC, app_disabled_command(kb))
 
 
 # -- presence and channels --------------------------------------------------------------------------

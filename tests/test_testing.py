@@ -105,7 +105,7 @@ async def test_communicator_subscribes_publishes_and_sees_presence(pulse_publish
     async with PulseCommunicator() as alice, PulseCommunicator() as bob:
         connected = await alice.auth("alice")
         assert connected["clientId"] == "alice"
-        await bob.auth("bob")
+        await bob.auth("bob", capabilities={"room": ["subscribe", "publish", "presence"]})
         await alice.subscribe("room")
         assert await alice.presence_subscribe("room") == []
         member = await bob.enter("room", {"name": "Bob"})
@@ -176,7 +176,7 @@ class MixinInTransactionTestCase(PulseTestMixin, TransactionTestCase):
 
     async def test_communicator_in_an_async_test_method(self) -> None:
         async with PulseCommunicator() as ws:
-            await ws.auth("alice")
+            await ws.auth("alice", capabilities={"news": ["subscribe", "publish"]})
             await ws.subscribe("news")
             await ws.publish("news", "headline", "hi")
             self.assertEqual((await ws.receive_message("news"))["data"], "hi")

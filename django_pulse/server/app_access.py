@@ -6,17 +6,21 @@ Channel-level decisions (capabilities, authorize hooks) are ``django_pulse.autho
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
+from ..broker.base import CONTROL_TOPIC
 from ..conf import pulse_settings
-from ..exceptions import AppError
+from ..exceptions import AppError, PulseError
 from ..models import PulseApp
 from ..protocol import ErrorCode
 from ..protocol.tokens import Claims, peek_kb_id, verify_token
 from .app_cache import AppCache
+from .control import app_disabled_command
 from .runtime import get_runtime
 
 __all__ = [
@@ -27,6 +31,8 @@ __all__ = [
     "forget_app",
     "resolve_app",
 ]
+
+logger = logging.getLogger("django_pulse.app_access")
 
 
 def _apps() -> AppCache:
@@ -90,6 +96,38 @@ def _on_app_changed(sender: Any, instance: PulseApp, **kwargs: Any) -> None:
 
 post_save.connect(_on_app_changed, sender=PulseApp, dispatch_uid="django_pulse.app_access.app_saved")
 post_delete.connect(_on_app_changed, sender=PulseApp, dispatch_uid="django_pulse.app_access.app_deleted")
+
+
+# -- disabling an app anywhere closes its connections everywhere (issue 18) ------------------------------------
+
+
+def _close_connections_of_disabled_app(
+    sender: type[PulseApp], instance: PulseApp, created: bool, **kwargs: Any
+) -> None:
+    """``post_save``: a saved app that is disabled has its open connections closed (4003) on every process.
+
+    The admin's "Enabled" tick box, ``manage.py pulse disable`` and ``app.enabled = False; app.save()`` all
+    end here; the control message goes out once the transaction commits (so a rolled-back save closes
+    nothing). A disabled app has no connections left, so saving it again costs one no-op broadcast. A broker
+    that cannot be reached is logged, never raised into the save: the app is disabled anyway, and every
+    connection of it is refused at its next request.
+    """
+    if created or instance.enabled:
+        return
+    kb_id = instance.kb_id
+
+    def close() -> None:
+        try:
+            get_runtime().broker.broadcast_sync(CONTROL_TOPIC, app_disabled_command(kb_id))
+        except PulseError as exc:
+            logger.warning("App %s is disabled but its connections could not be closed now: %s", kb_id, exc.message)
+
+    transaction.on_commit(close, robust=True)
+
+
+post_save.connect(
+    _close_connections_of_disabled_app, sender=PulseApp, dispatch_uid="django_pulse.app_access.close_disabled_app"
+)
 
 
 def authenticate_token(token: object) -> Claims:

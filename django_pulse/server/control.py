@@ -15,12 +15,17 @@ from ..protocol import CloseCode
 if TYPE_CHECKING:
     from .hub import Hub
 
-__all__ = ["RECOVERED", "ControlSink", "ControlTarget"]
+__all__ = ["RECOVERED", "ControlSink", "ControlTarget", "app_disabled_command"]
 
 logger = logging.getLogger("django_pulse.control")
 
 # Control message type: a connection continued an earlier connection's id (``auth`` ``recover``).
 RECOVERED = "recovered"
+
+
+def app_disabled_command(kb_id: str) -> str:
+    """The control message that closes every connection of app ``kb_id`` on every process (4003)."""
+    return json.dumps({"type": "app_disabled", "kbId": kb_id}, separators=(",", ":"))
 
 
 class ControlTarget(Protocol):

@@ -17,11 +17,11 @@ from ..broker.base import CONTROL_TOPIC, topic_channel
 from ..metrics import NullMetrics
 from ..protocol import CloseCode, discontinuity_frame, utf8_len
 from .control import ControlSink, ControlTarget
-from .outbox import Sink
 
 if TYPE_CHECKING:
     from ..broker.base import Broker
     from .app_cache import AppCache
+    from .outbox import Sink
 
 __all__ = ["Hub"]
 
