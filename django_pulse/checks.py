@@ -20,6 +20,7 @@ __all__ = [
     "check_installation",
     "check_public_url",
     "check_secret_key",
+    "check_secret_key_deploy",
     "check_settings",
     "check_wiring",
 ]
@@ -412,11 +413,20 @@ def check_secret_key(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
     of that to anyone who has read it.
     """
     key = str(getattr(settings, "SECRET_KEY", "") or "")
-    lowered = key.lower()
-    if not key or (
-        lowered not in KNOWN_INSECURE_SECRET_KEYS and not lowered.startswith("django-insecure-") and len(set(key)) >= 5
-    ):
+    if not key or (key.lower() not in KNOWN_INSECURE_SECRET_KEYS and len(set(key)) >= 5):
         return []
+    return _insecure_secret_key_warning()
+
+
+@register(Tags.security, deploy=True)
+def check_secret_key_deploy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W030 under ``check --deploy``: ``startproject``'s development key (``django-insecure-...``) is fine on a
+    laptop (every new project has one) but not in production."""
+    key = str(getattr(settings, "SECRET_KEY", "") or "")
+    return _insecure_secret_key_warning() if key.lower().startswith("django-insecure-") else []
+
+
+def _insecure_secret_key_warning() -> list[CheckMessage]:
     return [
         Warning(
             "SECRET_KEY is a known, published value: anyone can sign the admin credential of 'manage.py pulse' "

@@ -105,7 +105,7 @@ def test_the_csp_allows_exactly_the_seed_pages_inline_script() -> None:
     ("key", "warned"),
     [
         ("example-project-insecure-key-change-me", True),
-        ("django-insecure-abc123", True),
+        ("django-insecure-abc123", False),  # startproject's development key: only under check --deploy
         ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", True),
         ("change-me", True),
         ("v2mYk8qG0V9Zp3Kx7Qb5Rj1Lw4Tn6Hc8Ud0Ys2Fa", False),
@@ -114,3 +114,9 @@ def test_the_csp_allows_exactly_the_seed_pages_inline_script() -> None:
 def test_a_known_insecure_secret_key_is_warned_about(settings: Any, key: str, warned: bool) -> None:
     settings.SECRET_KEY = key
     assert ("django_pulse.W030" in {m.id for m in run_checks()}) is warned
+
+
+def test_startprojects_development_key_is_warned_about_under_check_deploy(settings: Any) -> None:
+    settings.SECRET_KEY = "django-insecure-" + "k" * 20 + "v2mYk8qG0V9Zp3Kx7Qb5"
+    assert "django_pulse.W030" not in {m.id for m in run_checks()}
+    assert "django_pulse.W030" in {m.id for m in run_checks(include_deployment_checks=True)}
