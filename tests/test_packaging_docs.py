@@ -10,7 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-PIP_INSTALL = re.compile(r"pip install\s+'?([A-Za-z0-9_.\-]+)(?:\[([a-z,]+)\])?")
+# A distribution from the index; "pip install -e ." (a checkout, docs/servers.md) installs this tree itself.
+PIP_INSTALL = re.compile(r"pip install\s+(?!-e\s)'?([A-Za-z0-9_.\-]+)(?:\[([a-z,]+)\])?")
 
 
 def install_lines() -> list[tuple[str, str, str | None]]:

@@ -300,8 +300,8 @@ class RedisLiveness(Liveness):
             }
         )
         with self.client.pipeline(transaction=True) as pipe:
-            pipe.set(self.key("proc", pid), value, px=max(1, int(pulse_settings.PRESENCE_GRACE * 1000)))
-            pipe.delete(self.key("proctopics", pid))
+            pipe.set(self.process_key("proc", pid), value, px=max(1, int(pulse_settings.PRESENCE_GRACE * 1000)))
+            pipe.delete(self.process_key("proctopics", pid))
             pipe.execute()
 
     def _unregister_sync(self, pid: str) -> None:
