@@ -150,6 +150,7 @@ def test_quick_mode_runs_every_server_end_to_end(tmp_path: Path) -> None:
         "pulse-granian",
         "pulse-uvicorn",
         "pulse-uvicorn-asgi",
+        "pulse-uvicorn-nometrics",
         "pulse-daphne",
         "pulse-daphne-asgi",
         "pulse-sse-uvicorn",
