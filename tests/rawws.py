@@ -85,11 +85,13 @@ class RawWebSocket:
 
     async def close(self) -> None:
         """A clean close: send a close frame, wait for the server's."""
-        self.send(0x8, (1000).to_bytes(2, "big"))
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-            while (await asyncio.wait_for(self.recv(), 10))[0] != 0x8:
-                pass
-        self.writer.close()
+        try:
+            self.send(0x8, (1000).to_bytes(2, "big"))
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                while (await asyncio.wait_for(self.recv(), 10))[0] != 0x8:
+                    pass
+        finally:
+            self.writer.close()  # also when the server never answers: no socket left for the GC to warn about
 
     def abort(self) -> None:
         """Drop the TCP connection without a close frame."""
