@@ -179,22 +179,28 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         except StopConsumer:
             pass
         except asyncio.CancelledError:
-            if self._abandoned:
-                # Our own cancellation (_abandon): the close was sent but the server never confirmed it.
-                task = asyncio.current_task()
-                if task is not None:
-                    task.uncancel()
-                await self._finish(self._close_code if self._close_code is not None else CloseCode.GOING_AWAY)
+            if await self._absorb_cancellation():
                 return
-            # The server cancels applications when it shuts down (daphne on SIGTERM, when its own shutdown
-            # trigger works; see shutdown()): tell the client to reconnect (1001 going_away) and clean up (a
-            # clean close: presence members leave at once) before letting the cancellation through.
-            await self.go_away()
             raise
         finally:
             connections.discard(self)
             if self._abandon_timer is not None:
                 self._abandon_timer.cancel()
+
+    async def _absorb_cancellation(self) -> bool:
+        """This connection's task was cancelled; end the connection. True: the cancellation was our own
+        (``_abandon``: the close was sent but the server never confirmed it) and is absorbed; False: the server
+        cancelled it (daphne on SIGTERM, when its own shutdown trigger works; see ``shutdown``), so the client
+        is told to reconnect (1001 going_away) and cleaned up (presence leaves at once), and the caller
+        re-raises. Every transport's receive loop ends this way."""
+        if self._abandoned:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            await self._finish(self._close_code if self._close_code is not None else CloseCode.GOING_AWAY)
+            return True
+        await self.go_away()
+        return False
 
     async def go_away(self, code: int = CloseCode.GOING_AWAY, timeout: float = 1.0) -> None:
         """Close with ``code`` (1001: reconnect elsewhere), wait up to ``timeout`` s until the close frame has

@@ -379,13 +379,8 @@ class SSEConnection(PulseConsumer):
                 await self.outbox.flush(1.0)
             await self._finish(self._close_code if self._close_code is not None else ABRUPT)
         except asyncio.CancelledError:
-            if self._abandoned:
-                task = asyncio.current_task()
-                if task is not None:
-                    task.uncancel()
-                await self._finish(self._close_code if self._close_code is not None else CloseCode.GOING_AWAY)
+            if await self._absorb_cancellation():
                 return
-            await self.go_away()
             raise
         finally:
             get_runtime().connections.discard(self)
