@@ -47,7 +47,7 @@ def sentinel_settings(settings: Any, group: SentinelGroup) -> dict[str, Any]:
         "REDIS_SENTINEL": {"service": group.service, "sentinels": group.sentinel_addresses},
         "REDIS_PREFIX": "pulse-sentinel-test",
         "REDIS_WAIT_REPLICAS": 1,
-        "REDIS_WAIT_TIMEOUT": 0.5,
+        "REDIS_WAIT_TIMEOUT": 2.0,  # generous: a loaded CI core can take over 0.5 s to acknowledge
     }
     return dict(settings.PULSE)
 
