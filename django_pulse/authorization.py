@@ -55,6 +55,7 @@ from .conf import pulse_settings
 from .exceptions import Forbidden
 from .protocol import ErrorCode, Operation
 from .protocol.tokens import Claims, capability_allows
+from .staff_channel import STAFF_KB_ID, admit
 
 if TYPE_CHECKING:
     from .streams import StreamGrant
@@ -214,6 +215,9 @@ async def decide(
     channel (the caller checked its app and channel); when it grants ``operation`` it stands in for the
     capabilities and the private prefix, and a hook still decides.
     """
+    if claims.kb_id == STAFF_KB_ID:  # the live view's own app: one channel, for staff only (staff_channel)
+        await admit(claims, channel, operation)
+        return Decision()
     if grant is not None and grant.channel == channel and _stream_allows(grant, operation):
         default = Decision(presence_data=grant.presence) if operation is Operation.PRESENCE else Decision()
         return await _ask_hook(claims, channel, operation, user_loader, default)

@@ -45,11 +45,13 @@ def redis_health() -> dict[str, Any] | None:
     return {"url": _mask(url), "ok": True, "error": None}
 
 
-def collect() -> dict[str, Any]:
+def collect(*, channel_lists: bool = False) -> dict[str, Any]:
     """Version, apps, backends, Redis health, and live processes, connections and channels across all processes.
 
     ``processes``/``connections`` come from the process registry (``django_pulse.cluster.liveness``): with Redis,
-    every live server process's last heartbeat; in memory, this process.
+    every live server process's last heartbeat; in memory, this process. With ``channel_lists`` (the admin's
+    live view) each app also has ``channelList`` (``pulse.channels()``), and ``drainingList`` names the
+    processes that stopped gracefully and still hold their members.
     """
     redis = redis_health()
     apps: list[dict[str, Any]] = []
@@ -62,7 +64,10 @@ def collect() -> dict[str, Any]:
         }
         if app.enabled and (redis is None or redis["ok"]):
             try:
-                entry["channels"] = len(sdk.channels(kb_id=app.kb_id))
+                channels = sdk.channels(kb_id=app.kb_id)
+                entry["channels"] = len(channels)
+                if channel_lists:
+                    entry["channelList"] = channels
             except PulseError as exc:
                 entry["error"] = exc.message
         apps.append(entry)
@@ -81,6 +86,8 @@ def collect() -> dict[str, Any]:
                 "processList": registry["processes"],
                 "draining": len(registry.get("draining", [])),
             }
+            if channel_lists:
+                live["drainingList"] = registry.get("draining", [])
     return {
         "version": __version__,
         "mode": "redis" if pulse_settings.REDIS_URL else "embedded",

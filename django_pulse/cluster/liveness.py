@@ -134,6 +134,7 @@ class MemoryLiveness(Liveness):
             "pid": os.getpid(),
             "connections": connections,
             "startedAt": started_at,
+            "beatAt": int(time.time() * 1000),  # this process answers for itself: always current
         }
 
 
@@ -213,6 +214,7 @@ class RedisLiveness(Liveness):
                 "pid": os.getpid(),
                 "connections": self.connections,
                 "startedAt": self.started_at,
+                "beatAt": int(time.time() * 1000),  # the live view's health: how old this heartbeat is
             }
         )
         args: list[Any] = [value, ttl_ms]
