@@ -222,3 +222,17 @@ def test_members_of_a_channel() -> None:
     response = client.get(LIVE + "members/", {"kbId": "default", "channel": "room"})
     assert response.status_code == 200 and response.json()["members"] == []
     assert client.get(LIVE + "members/", {"kbId": "default", "channel": "bad channel"}).status_code == 400
+
+
+def test_system_checks_of_the_live_view() -> None:
+    from django.core.checks import run_checks
+    from django.test import override_settings
+
+    def ids() -> set[str]:
+        return {m.id for m in run_checks() if m.id}
+
+    assert not {"django_pulse.W060", "django_pulse.E002"} & ids()
+    with override_settings(PULSE={"DEFAULT_KB_ID": STAFF_KB_ID}):
+        assert "django_pulse.W060" in ids()
+    with override_settings(PULSE={"LIVE_VIEW_INTERVAL": 0}):
+        assert "django_pulse.E002" in ids()
