@@ -236,3 +236,18 @@ def test_system_checks_of_the_live_view() -> None:
         assert "django_pulse.W060" in ids()
     with override_settings(PULSE={"LIVE_VIEW_INTERVAL": 0}):
         assert "django_pulse.E002" in ids()
+
+
+def test_the_grant_snippet_of_the_docs_lets_a_staff_user_in_and_press_buttons() -> None:
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "admin.md").read_text()
+    match = re.search(r"<!-- grant -->\n```python\n(.*?)```", doc, re.S)
+    assert match
+    ops = staff("ops")
+    assert logged_in(ops).get(LIVE).status_code == 403
+    exec(compile(match.group(1), "admin.md", "exec"), {})
+    client = logged_in(User.objects.get(pk=ops.pk))
+    response = client.get(LIVE)
+    assert response.status_code == 200 and '"canManage": true' in response.content.decode()
