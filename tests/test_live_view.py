@@ -12,7 +12,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 
-from django_pulse import pulse
+from django_pulse import pulse, signals
 from django_pulse.models import PulseApp
 from django_pulse.server.runtime import get_runtime
 from django_pulse.staff_channel import STAFF_CHANNEL, STAFF_KB_ID
@@ -164,11 +164,14 @@ async def test_the_view_updates_through_its_channel_and_nothing_runs_when_nobody
         return sum(1 for t in runtime.background_tasks if t.get_name() == "pulse-live-view" and not t.done())
 
     assert watchers() == 0
+    receivers_before = len(signals.member_entered.receivers)
     view = await open_client()
     await view.send({"action": "auth", "token": token})
     assert (await view.recv())["action"] == "connected"
     assert (await view.request("subscribe", channel=STAFF_CHANNEL))["action"] == "ok"
     assert watchers() == 1
+    await asyncio.sleep(0)  # the watcher connects its receivers when it starts
+    assert len(signals.member_entered.receivers) == receivers_before + 1
 
     alice = await connect("alice")
     await alice.request("presence.enter", channel="room", data={"name": "Alice"})
@@ -198,6 +201,7 @@ async def test_the_view_updates_through_its_channel_and_nothing_runs_when_nobody
             break
         await asyncio.sleep(0.05)
     assert watchers() == 0
+    assert len(signals.member_entered.receivers) == receivers_before  # its receivers went with it
 
 
 async def test_the_disconnect_button_closes_that_clients_connections() -> None:
@@ -251,3 +255,12 @@ def test_the_grant_snippet_of_the_docs_lets_a_staff_user_in_and_press_buttons() 
     client = logged_in(User.objects.get(pk=ops.pk))
     response = client.get(LIVE)
     assert response.status_code == 200 and '"canManage": true' in response.content.decode()
+
+
+def test_process_health_is_the_age_of_its_last_heartbeat() -> None:
+    from django_pulse.live_view import _health
+
+    now = 1_000_000
+    assert _health({"beatAt": now - 3000}, now) == "ok"
+    assert _health({"beatAt": now - 60_000}, now) == "late"  # two heartbeats (3 s) and a second missed
+    assert _health({"beatAt": now - 60_000, "draining": True}, now) == "draining"
