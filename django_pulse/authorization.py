@@ -27,6 +27,9 @@ A hook that declares a parameter named ``operation`` (or ``**kwargs``) is told w
 ``"subscribe"``, ``"publish"``, ``"presence"`` or ``"history"``, so one hook can let everyone listen and
 only some publish. Hooks without it keep working and decide every operation alike.
 
+The internal app of the admin's live view (``staff_channel.STAFF_KB_ID``) is decided by
+``staff_channel.admit`` alone, before all of the above: subscribe on its one channel, for staff with the permission.
+
 A signed stream name (``django_pulse.streams``) that the connection presented for the channel replaces steps 1
 and 3: it grants ``subscribe`` and ``history`` (and ``presence`` when it was signed with presence data, which
 is then the member's data) whatever the token's capabilities say, private prefix or not. A matching hook still
