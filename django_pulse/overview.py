@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from . import __version__, sdk
+from . import __version__
 from .conf import pulse_settings
 from .exceptions import PulseError
 from .models import PulseApp
@@ -54,25 +54,35 @@ def collect(*, channel_lists: bool = False) -> dict[str, Any]:
     processes that stopped gracefully and still hold their members.
     """
     redis = redis_health()
+    reachable = redis is None or redis["ok"]
+    rows = list(PulseApp.objects.all())
+    enabled = [app.kb_id for app in rows if app.enabled]
+    lists: dict[str, list[dict[str, Any]]] = {}
+    lists_error: str | None = None
+    if reachable and enabled:
+        from .server.runtime import get_runtime
+
+        try:  # pulse.channels() of every enabled app, from one read of the process registry
+            lists = get_runtime().liveness.channels_of_apps_sync(enabled)
+        except PulseError as exc:
+            lists_error = exc.message
     apps: list[dict[str, Any]] = []
-    for app in PulseApp.objects.all():
+    for app in rows:
         entry: dict[str, Any] = {
             "kbId": app.kb_id,
             "enabled": app.enabled,
             "keys": app.api_keys.filter(revoked_at__isnull=True).count(),
             "channels": None,
         }
-        if app.enabled and (redis is None or redis["ok"]):
-            try:
-                channels = sdk.channels(kb_id=app.kb_id)
-                entry["channels"] = len(channels)
-                if channel_lists:
-                    entry["channelList"] = channels
-            except PulseError as exc:
-                entry["error"] = exc.message
+        if app.kb_id in lists:
+            entry["channels"] = len(lists[app.kb_id])
+            if channel_lists:
+                entry["channelList"] = lists[app.kb_id]
+        elif app.enabled and lists_error is not None:
+            entry["error"] = lists_error
         apps.append(entry)
     live: dict[str, Any] = {"processes": None, "connections": None, "processList": []}
-    if redis is None or redis["ok"]:
+    if reachable:
         from .server.runtime import get_runtime
 
         try:
