@@ -4,6 +4,9 @@ Keys are never typed into a form: a key is created only by the action "Create an
 pulse enable`` / ``keys --rotate``), which shows the new key once; the inline lists keys and lets them be
 revoked or renamed, but cannot add a row (an added row had an empty prefix and hash). Unticking "Enabled"
 closes the app's open connections on every server process (``django_pulse.models``' ``post_save``).
+
+``LiveAdmin`` puts the live view (``django_pulse.live_view``, docs/admin.md) at ``/admin/django_pulse/live/``,
+listed on the admin index for staff with the permission ``django_pulse.view_live``.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, path
 
-from .models import ApiKey, PulseApp
+from .models import ApiKey, Live, PulseApp
+from .staff_channel import may_watch
 
 
 class ApiKeyInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -55,3 +60,38 @@ class ApiKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+@admin.register(Live)
+class LiveAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """The live view in place of a change list: no rows, no add/change/delete; its own URLs."""
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return may_watch(request.user)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_urls(self) -> list[URLPattern]:
+        from . import live_view
+
+        wrap = self.admin_site.admin_view  # staff only (else the login page), CSRF-protected, never cached
+        return [
+            path("", wrap(self.changelist_view), name="django_pulse_live_changelist"),
+            path("snapshot/", wrap(live_view.snapshot_view), name="django_pulse_live_snapshot"),
+            path("members/", wrap(live_view.members_view), name="django_pulse_live_members"),
+            path("token/", wrap(live_view.token_view), name="django_pulse_live_token"),
+            path("disconnect/", wrap(live_view.disconnect_view), name="django_pulse_live_disconnect"),
+            path("app/", wrap(live_view.app_view), name="django_pulse_live_app"),
+        ]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        from . import live_view
+
+        return live_view.page_view(request, self)

@@ -17,6 +17,12 @@ class PulseConfig(AppConfig):
         # once the app registry is ready, so no app has to import it from its own ready().
         autodiscover_modules("pulse")
 
+        # The admin's live view: a subscribe admitted to the staff channel starts this process's watcher.
+        from .live_view import start_watching
+        from .staff_channel import watch_requested
+
+        watch_requested.connect(start_watching, dispatch_uid="django_pulse.live_view.start_watching")
+
         from .conf import pulse_settings
 
         if pulse_settings.BROKER_BACKEND == "django_pulse.broker.memory.MemoryBroker":

@@ -27,6 +27,9 @@ A hook that declares a parameter named ``operation`` (or ``**kwargs``) is told w
 ``"subscribe"``, ``"publish"``, ``"presence"`` or ``"history"``, so one hook can let everyone listen and
 only some publish. Hooks without it keep working and decide every operation alike.
 
+The internal app of the admin's live view (``staff_channel.STAFF_KB_ID``) is decided by
+``staff_channel.admit`` alone, before all of the above: subscribe on its one channel, for staff with the permission.
+
 A signed stream name (``django_pulse.streams``) that the connection presented for the channel replaces steps 1
 and 3: it grants ``subscribe`` and ``history`` (and ``presence`` when it was signed with presence data, which
 is then the member's data) whatever the token's capabilities say, private prefix or not. A matching hook still
@@ -55,6 +58,7 @@ from .conf import pulse_settings
 from .exceptions import Forbidden
 from .protocol import ErrorCode, Operation
 from .protocol.tokens import Claims, capability_allows
+from .staff_channel import STAFF_KB_ID, admit
 
 if TYPE_CHECKING:
     from .streams import StreamGrant
@@ -214,6 +218,9 @@ async def decide(
     channel (the caller checked its app and channel); when it grants ``operation`` it stands in for the
     capabilities and the private prefix, and a hook still decides.
     """
+    if claims.kb_id == STAFF_KB_ID:  # the live view's own app: one channel, for staff only (staff_channel)
+        await admit(claims, channel, operation)
+        return Decision()
     if grant is not None and grant.channel == channel and _stream_allows(grant, operation):
         default = Decision(presence_data=grant.presence) if operation is Operation.PRESENCE else Decision()
         return await _ask_hook(claims, channel, operation, user_loader, default)

@@ -14,6 +14,7 @@ from django.utils.module_loading import import_string
 from .conf import DEFAULTS, pulse_settings
 from .protocol import KB_ID_RE
 from .protocol.tokens import normalize_capabilities
+from .staff_channel import STAFF_KB_ID
 
 __all__ = [
     "check_authorize_hooks",
@@ -44,6 +45,7 @@ _POSITIVE_NUMBERS = (
     "MAX_BATCH",
     "IDEMPOTENCY_WINDOW",
     "HISTORY_TTL",
+    "LIVE_VIEW_INTERVAL",
 )
 
 
@@ -92,6 +94,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 f"PULSE['DEFAULT_KB_ID'] {pulse_settings.DEFAULT_KB_ID!r} is not a valid kbId.",
                 hint="Use 1-64 characters of A-Z a-z 0-9 _ -.",
                 id="django_pulse.E003",
+            )
+        )
+    if str(pulse_settings.DEFAULT_KB_ID) == STAFF_KB_ID:
+        errors.append(
+            Warning(
+                f"PULSE['DEFAULT_KB_ID'] is {STAFF_KB_ID!r}, the internal app of the admin's live view: every "
+                "channel of it is refused to clients except the live view's own, to staff.",
+                hint="Pick another kbId for your project's default app (docs/admin.md).",
+                id="django_pulse.W060",
             )
         )
     try:

@@ -117,6 +117,9 @@ DEFAULTS: dict[str, Any] = {
     # Operations (issue 21): Prometheus metrics (django_pulse.metrics, docs/metrics.md). None: on when the
     # prometheus-client package is installed (extra "metrics"); False: off (every counter call is a no-op).
     "METRICS": None,
+    # The admin's live view (docs/admin.md): while staff watch it, the server process holding their connection
+    # publishes a snapshot at most this often (seconds), and only when something changed.
+    "LIVE_VIEW_INTERVAL": 2.0,
 }
 
 
@@ -267,6 +270,10 @@ class PulseSettings:
     @property
     def PRESENCE_MAX_DATA(self) -> int:
         return int(self._get("PRESENCE_MAX_DATA"))
+
+    @property
+    def LIVE_VIEW_INTERVAL(self) -> float:
+        return float(self._get("LIVE_VIEW_INTERVAL"))
 
     @property
     def PRESENCE_MAX_MEMBERS(self) -> int:

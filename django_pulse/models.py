@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from .protocol import KB_ID_RE
 
-__all__ = ["ApiKey", "PulseApp"]
+__all__ = ["ApiKey", "Live", "PulseApp"]
 
 KEY_PREFIX = "pk_"
 _DUMMY_HASH = hashlib.sha256(b"django-pulse:no-such-key").hexdigest()
@@ -147,3 +147,19 @@ class ApiKey(models.Model):
         if self.last_used_at is None or (now - self.last_used_at).total_seconds() > 60:
             ApiKey.objects.filter(pk=self.pk).update(last_used_at=now)
             self.last_used_at = now
+
+
+class Live(models.Model):
+    """No table (``managed = False``, never queried): the admin's live view (``django_pulse.live_view``) and its
+    permissions. ``view_live``: see it (staff only); ``manage_live``: use its buttons (disconnect a client,
+    disable or enable an app)."""
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [
+            ("view_live", "Can see the live view of Pulse"),
+            ("manage_live", "Can disconnect clients and disable apps from the live view"),
+        ]
+        verbose_name = "live view"
+        verbose_name_plural = "live view"

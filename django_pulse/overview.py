@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from . import __version__, sdk
+from . import __version__
 from .conf import pulse_settings
 from .exceptions import PulseError
 from .models import PulseApp
@@ -45,29 +45,44 @@ def redis_health() -> dict[str, Any] | None:
     return {"url": _mask(url), "ok": True, "error": None}
 
 
-def collect() -> dict[str, Any]:
+def collect(*, channel_lists: bool = False) -> dict[str, Any]:
     """Version, apps, backends, Redis health, and live processes, connections and channels across all processes.
 
     ``processes``/``connections`` come from the process registry (``django_pulse.cluster.liveness``): with Redis,
-    every live server process's last heartbeat; in memory, this process.
+    every live server process's last heartbeat; in memory, this process. With ``channel_lists`` (the admin's
+    live view) each app also has ``channelList`` (``pulse.channels()``), and ``drainingList`` names the
+    processes that stopped gracefully and still hold their members.
     """
     redis = redis_health()
+    reachable = redis is None or redis["ok"]
+    rows = list(PulseApp.objects.all())
+    enabled = [app.kb_id for app in rows if app.enabled]
+    lists: dict[str, list[dict[str, Any]]] = {}
+    lists_error: str | None = None
+    if reachable and enabled:
+        from .server.runtime import get_runtime
+
+        try:  # pulse.channels() of every enabled app, from one read of the process registry
+            lists = get_runtime().liveness.channels_of_apps_sync(enabled)
+        except PulseError as exc:
+            lists_error = exc.message
     apps: list[dict[str, Any]] = []
-    for app in PulseApp.objects.all():
+    for app in rows:
         entry: dict[str, Any] = {
             "kbId": app.kb_id,
             "enabled": app.enabled,
             "keys": app.api_keys.filter(revoked_at__isnull=True).count(),
             "channels": None,
         }
-        if app.enabled and (redis is None or redis["ok"]):
-            try:
-                entry["channels"] = len(sdk.channels(kb_id=app.kb_id))
-            except PulseError as exc:
-                entry["error"] = exc.message
+        if app.kb_id in lists:
+            entry["channels"] = len(lists[app.kb_id])
+            if channel_lists:
+                entry["channelList"] = lists[app.kb_id]
+        elif app.enabled and lists_error is not None:
+            entry["error"] = lists_error
         apps.append(entry)
     live: dict[str, Any] = {"processes": None, "connections": None, "processList": []}
-    if redis is None or redis["ok"]:
+    if reachable:
         from .server.runtime import get_runtime
 
         try:
@@ -81,6 +96,8 @@ def collect() -> dict[str, Any]:
                 "processList": registry["processes"],
                 "draining": len(registry.get("draining", [])),
             }
+            if channel_lists:
+                live["drainingList"] = registry.get("draining", [])
     return {
         "version": __version__,
         "mode": "redis" if pulse_settings.REDIS_URL else "embedded",

@@ -101,6 +101,10 @@ class Liveness(ABC):
     async def channels(self, kb_id: str) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.channels_sync, kb_id)
 
+    def channels_of_apps_sync(self, kb_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """``channels_sync`` of several apps, kbId -> channels (``pulse status``, the admin's live view)."""
+        return {kb_id: self.channels_sync(kb_id) for kb_id in kb_ids}
+
     @abstractmethod
     def status_sync(self) -> dict[str, Any]:
         """``{"backend", "processes": [...], "connections", "topics"}`` across every live process."""
@@ -134,6 +138,7 @@ class MemoryLiveness(Liveness):
             "pid": os.getpid(),
             "connections": connections,
             "startedAt": started_at,
+            "beatAt": int(time.time() * 1000),  # this process answers for itself: always current
         }
 
 
@@ -213,6 +218,7 @@ class RedisLiveness(Liveness):
                 "pid": os.getpid(),
                 "connections": self.connections,
                 "startedAt": self.started_at,
+                "beatAt": int(time.time() * 1000),  # the live view's health: how old this heartbeat is
             }
         )
         args: list[Any] = [value, ttl_ms]
@@ -335,12 +341,22 @@ class RedisLiveness(Liveness):
                 live[p] = (json.loads(value), {t: int(c) for t, c in topics.items()})
         return live
 
-    def channels_sync(self, kb_id: str) -> list[dict[str, Any]]:
+    def _channels_from(
+        self, live: dict[str, tuple[dict[str, Any], dict[str, int]]], kb_id: str
+    ) -> list[dict[str, Any]]:
         subscribers: dict[str, int] = {}
-        for _info, topics in self._live_topics_sync().values():
+        for _info, topics in live.values():
             for name, count in _message_topics(kb_id, topics).items():
                 subscribers[name] = subscribers.get(name, 0) + count
         return _channel_list(subscribers, self.runtime.presence.channel_counts_sync(kb_id))
+
+    def channels_sync(self, kb_id: str) -> list[dict[str, Any]]:
+        return self._channels_from(self._live_topics_sync(), kb_id)
+
+    def channels_of_apps_sync(self, kb_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        # One read of every process's topic counts for all the apps (they are the bulk of the work).
+        live = self._live_topics_sync()
+        return {kb_id: self._channels_from(live, kb_id) for kb_id in kb_ids}
 
     def status_sync(self) -> dict[str, Any]:
         live = self._live_topics_sync()
