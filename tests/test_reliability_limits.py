@@ -135,6 +135,7 @@ async def test_the_limit_counts_across_two_processes_and_heals_after_kill_9(redi
             assert time.monotonic() - killed < bound + 10, "the dead process's slots were never released"
             await asyncio.sleep(0.2)
         healed = time.monotonic() - killed
+        print(f"slots of the killed process released after {healed:.1f} s (bound {bound} s + a sweep round)")
         assert healed < bound + 10
         ws2, answer = await ws_answer(survivor, "attacker")  # both of the dead process's slots came back
         assert answer["action"] == "connected", answer
