@@ -398,8 +398,13 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         slot = f"{self.connection_id}.{self.instance}"
         try:
             admitted = await get_runtime().client_connections.acquire(self.kb_id, self.client_id, slot, limit)
-        except PulseError:
-            logger.warning("Could not count connection %s of %r (Redis unreachable); admitted", slot, self.client_id)
+        except Exception:
+            logger.warning(
+                "Could not count connection %s of %r (Redis unreachable?); admitted",
+                slot,
+                self.client_id,
+                exc_info=True,
+            )
             return True
         if admitted:
             self._slot = slot
