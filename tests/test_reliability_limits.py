@@ -244,3 +244,39 @@ def test_the_per_client_presence_limit_must_stay_below_the_channel_size(settings
     assert "django_pulse.W040" in [m.id for m in check_settings(None)]
     settings.PULSE = {"PRESENCE_MAX_MEMBERS": 10, "PRESENCE_MAX_MEMBERS_PER_CLIENT": 9}
     assert "django_pulse.W040" not in [m.id for m in check_settings(None)]
+
+
+async def test_a_signed_in_visitors_unidirectional_streams_count_and_are_refused_with_429(
+    settings: Any, cleanup: None
+) -> None:
+    from urllib.parse import quote
+
+    from asgiref.sync import sync_to_async
+    from channels.testing import HttpCommunicator
+    from django.conf import settings as django_settings
+    from django.contrib.auth import get_user_model
+    from django.test import Client as DjangoClient
+
+    from django_pulse.streams import sign_stream
+    from tests.asgi import application
+
+    settings.PULSE = {**settings.PULSE, "MAX_CONNECTIONS_PER_CLIENT": 1}
+
+    def login() -> tuple[str, str]:
+        user = get_user_model().objects.create_user("visitor", password="pw-12345678")
+        browser = DjangoClient()
+        browser.force_login(user)
+        return str(user.pk), browser.cookies[django_settings.SESSION_COOKIE_NAME].value
+
+    client_id, session = await sync_to_async(login)()
+    tab = await connect(client_id)  # the visitor's one allowed connection
+    comm = HttpCommunicator(
+        application,
+        "GET",
+        f"/pulse/sse/?stream={quote(sign_stream('feed'))}",
+        headers=[(b"cookie", f"{django_settings.SESSION_COOKIE_NAME}={session}".encode())],
+    )
+    response = await comm.get_response(timeout=5)
+    assert response["status"] == 429, response
+    assert json.loads(response["body"])["error"]["code"] == "too_many_connections"
+    await tab.close()
