@@ -237,13 +237,21 @@ async def test_one_connection_cannot_enter_presence_on_more_channels_than_the_li
     await other.close()
 
 
-def test_the_per_client_presence_limit_must_stay_below_the_channel_size(settings: Any) -> None:
+def test_the_settings_of_the_limits_are_checked(settings: Any) -> None:
     from django_pulse.checks import check_settings
 
     settings.PULSE = {"PRESENCE_MAX_MEMBERS": 10, "PRESENCE_MAX_MEMBERS_PER_CLIENT": 10}
     assert "django_pulse.W040" in [m.id for m in check_settings(None)]
     settings.PULSE = {"PRESENCE_MAX_MEMBERS": 10, "PRESENCE_MAX_MEMBERS_PER_CLIENT": 9}
     assert "django_pulse.W040" not in [m.id for m in check_settings(None)]
+    settings.PULSE = {"PRESENCE_MAX_MEMBERS_PER_CLIENT": 0}  # off: one identity may fill a channel again
+    assert "django_pulse.W040" in [m.id for m in check_settings(None)]
+    settings.PULSE = {"MAX_CONNECTIONS_PER_CLIENT": -1, "PRESENCE_MAX_CHANNELS": 2.5}
+    assert [m.id for m in check_settings(None)].count("django_pulse.E050") == 2
+    settings.PULSE = {"CHANNEL_TTL": 60, "HISTORY_TTL": 120}
+    assert "django_pulse.W041" in [m.id for m in check_settings(None)]
+    settings.PULSE = {}
+    assert not check_settings(None)
 
 
 async def test_a_signed_in_visitors_unidirectional_streams_count_and_are_refused_with_429(
