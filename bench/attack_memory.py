@@ -85,9 +85,11 @@ async def ws_attack(server: Any, connections: int, frame: int) -> str:
     import websockets
     from websockets.typing import Origin
 
-    token = server.token("attacker")["token"]
     sockets = []
-    for _ in range(connections):
+    for i in range(connections):
+        # One identity per socket: this measures frame sizes, not MAX_CONNECTIONS_PER_CLIENT (50), which would
+        # refuse one token's sockets past the 50th.
+        token = server.token(f"attacker{i}")["token"]
         ws = await websockets.connect(server.ws_url, origin=Origin("http://127.0.0.1"), max_size=None)
         await ws.send(json.dumps({"action": "auth", "token": token}))
         await ws.recv()

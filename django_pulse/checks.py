@@ -46,7 +46,11 @@ _POSITIVE_NUMBERS = (
     "IDEMPOTENCY_WINDOW",
     "HISTORY_TTL",
     "LIVE_VIEW_INTERVAL",
+    "CHANNEL_TTL",
 )
+
+# Limits per identity (issue 18): whole numbers, 0 or None turns one off.
+_IDENTITY_LIMITS = ("MAX_CONNECTIONS_PER_CLIENT", "PRESENCE_MAX_CHANNELS", "PRESENCE_MAX_MEMBERS_PER_CLIENT")
 
 
 @register(Tags.compatibility)
@@ -142,6 +146,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="django_pulse.W010",
             )
         )
+    errors += _check_identity_limits(raw or {})
     if pulse_settings.REDIS_URL and importlib.util.find_spec("redis") is None:
         errors.append(
             Error(
@@ -447,3 +452,51 @@ def _insecure_secret_key_warning() -> list[CheckMessage]:
             id="django_pulse.W030",
         )
     ]
+
+
+def _check_identity_limits(raw: dict[str, Any]) -> list[CheckMessage]:
+    """E050: a limit per identity that is not a whole number >= 0; W040: one client id may fill a channel's
+    presence; W041: channel state expires before its history would."""
+    errors: list[CheckMessage] = []
+    values: dict[str, Any] = {}
+    for key in _IDENTITY_LIMITS:
+        value = raw.get(key, DEFAULTS[key])
+        values[key] = value
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            errors.append(
+                Error(
+                    f"PULSE[{key!r}] must be a whole number (0 or None: no limit), not {value!r}.",
+                    hint=f"Remove it to use the default ({DEFAULTS[key]!r}); docs/security.md explains the limits.",
+                    id="django_pulse.E050",
+                )
+            )
+    per_client = values["PRESENCE_MAX_MEMBERS_PER_CLIENT"]
+    members = raw.get("PRESENCE_MAX_MEMBERS", DEFAULTS["PRESENCE_MAX_MEMBERS"])
+    if (
+        not errors
+        and isinstance(members, int)
+        and not isinstance(members, bool)
+        and (not per_client or per_client >= members)
+    ):
+        errors.append(
+            Warning(
+                f"PULSE['PRESENCE_MAX_MEMBERS_PER_CLIENT'] ({per_client!r}) does not keep one client id below "
+                f"PRESENCE_MAX_MEMBERS ({members!r}): one identity can fill a channel's presence, and everyone else "
+                "gets presence_full.",
+                hint="Keep it well below PRESENCE_MAX_MEMBERS (defaults: 20 and 1000; docs/security.md).",
+                id="django_pulse.W040",
+            )
+        )
+    ttl = raw.get("CHANNEL_TTL", DEFAULTS["CHANNEL_TTL"])
+    history_ttl = raw.get("HISTORY_TTL", DEFAULTS["HISTORY_TTL"])
+    if isinstance(ttl, int | float) and isinstance(history_ttl, int | float) and 0 < ttl < history_ttl:
+        errors.append(
+            Warning(
+                f"PULSE['CHANNEL_TTL'] ({ttl!r}) is shorter than HISTORY_TTL ({history_ttl!r}): an idle channel's "
+                "serial counter expires (a new epoch) before its history would, so resumes fail sooner than "
+                "HISTORY_TTL promises.",
+                hint="Keep CHANNEL_TTL at least HISTORY_TTL (defaults: 86400 and 120 seconds).",
+                id="django_pulse.W041",
+            )
+        )
+    return errors

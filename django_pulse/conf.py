@@ -65,6 +65,17 @@ DEFAULTS: dict[str, Any] = {
     "PRESENCE_GRACE": 15.0,
     "PRESENCE_MAX_DATA": 2048,
     "PRESENCE_MAX_MEMBERS": 1000,
+    # Limits per identity (issue 18, docs/security.md): open connections (WebSocket + SSE) of one client id of
+    # one app, across every process with Redis (past it: close 4009); channels one connection may be present
+    # on; presence slots one client id may hold in one channel (so no identity alone fills PRESENCE_MAX_MEMBERS).
+    # 0 (or None) turns a limit off.
+    "MAX_CONNECTIONS_PER_CLIENT": 50,
+    "PRESENCE_MAX_CHANNELS": 32,
+    "PRESENCE_MAX_MEMBERS_PER_CLIENT": 20,
+    # Seconds after which an idle channel's state in Redis (serial counter and epoch, presence serial) or in
+    # the in-memory broker expires; refreshed by every publish, read and presence change, kept while a member
+    # is present. A channel recreated afterwards has a new epoch (a resume across it gets resumed: false).
+    "CHANNEL_TTL": 86400.0,
     # Liveness of server processes in Redis: heartbeat period and the age after which a silent process's
     # members and registrations are swept by the live ones.
     "PROCESS_HEARTBEAT": 3.0,
@@ -278,6 +289,22 @@ class PulseSettings:
     @property
     def PRESENCE_MAX_MEMBERS(self) -> int:
         return int(self._get("PRESENCE_MAX_MEMBERS"))
+
+    @property
+    def MAX_CONNECTIONS_PER_CLIENT(self) -> int:
+        return int(self._get("MAX_CONNECTIONS_PER_CLIENT") or 0)
+
+    @property
+    def PRESENCE_MAX_CHANNELS(self) -> int:
+        return int(self._get("PRESENCE_MAX_CHANNELS") or 0)
+
+    @property
+    def PRESENCE_MAX_MEMBERS_PER_CLIENT(self) -> int:
+        return int(self._get("PRESENCE_MAX_MEMBERS_PER_CLIENT") or 0)
+
+    @property
+    def CHANNEL_TTL(self) -> float:
+        return float(self._get("CHANNEL_TTL"))
 
     @property
     def PROCESS_HEARTBEAT(self) -> float:

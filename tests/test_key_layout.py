@@ -46,6 +46,7 @@ def test_every_key_of_a_channel_shares_one_slot(kb_id: str, channel: str) -> Non
         broker.redis_channel(presence_topic(kb_id, channel)),
         presence.channel_key(kb_id, channel, "pres"),
         presence.channel_key(kb_id, channel, "pserial"),
+        presence.channel_key(kb_id, channel, "pclients"),
         presence.bus(kb_id, channel),
         idempotency._key(kb_id, channel, "msg-1"),
     ]
@@ -85,7 +86,7 @@ def test_broker_scripts_run_on_one_cluster_shard(cluster: RedisCluster, kb_id: s
     pubsub = cluster.pubsub()
     pubsub.ssubscribe(broker.redis_channel(topic))
     keys_ = [broker.serial_key(topic), broker.redis_channel(topic), broker.history_key(topic)]
-    args = [head, "E1", int(time.time() * 1000), 10, 60_000, channel, "SPUBLISH"]
+    args = [head, "E1", int(time.time() * 1000), 10, 60_000, channel, "SPUBLISH", "", 86_400_000]
     assert publish(keys=keys_, args=args) == 1
     assert publish(keys=keys_, args=args) == 2
     serial, epoch, entries = read(
@@ -119,13 +120,14 @@ def test_presence_scripts_run_on_one_cluster_shard(cluster: RedisCluster) -> Non
     snapshot = cluster.register_script(presence_redis._SNAPSHOT)
     adopt = cluster.register_script(presence_redis._ADOPT)
     entered = change(
-        keys=channel_keys, args=["p1", "c1", '"c1"', '"alice"', '{"n":1}', 1000, 10, channel, "enter", "SPUBLISH"]
+        keys=channel_keys,
+        args=["p1", "c1", '"c1"', '"alice"', '{"n":1}', 1000, 10, channel, "enter", "SPUBLISH", 5],
     )
     assert entered[:2] == ["enter", 1]
     assert adopt(keys=channel_keys[:1], args=["c1", "p1", "p2"]).startswith("p2\t")
     assert snapshot(keys=channel_keys[:2])[0] == 1
-    assert leave(keys=channel_keys, args=["c1", '"c1"', channel, "p1", "SPUBLISH"]) == ["absent"]  # p2 owns it
-    assert leave(keys=channel_keys, args=["c1", '"c1"', channel, "p2", "SPUBLISH"])[:2] == ["leave", 2]
+    assert leave(keys=channel_keys, args=["c1", '"c1"', channel, "p1", "SPUBLISH", 1000]) == ["absent"]  # p2 owns it
+    assert leave(keys=channel_keys, args=["c1", '"c1"', channel, "p2", "SPUBLISH", 1000])[:2] == ["leave", 2]
 
 
 def test_a_script_given_keys_of_two_channels_is_refused_by_the_cluster(cluster: RedisCluster) -> None:

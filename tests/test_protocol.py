@@ -290,3 +290,26 @@ def test_rate_limiter_flags_a_sustained_flood_only() -> None:
 def test_rate_limiter_zero_means_unlimited() -> None:
     limiter = RateLimiter(rate=0, burst=0, now=0.0)
     assert all(limiter.allow(0.0) for _ in range(1000))
+
+
+def test_every_error_and_close_code_is_documented_and_named_by_the_clients() -> None:
+    """codes.py, docs/protocol.md's tables, the SSE close frame's names and pulse.js's names agree."""
+    import re
+    from pathlib import Path
+
+    from django_pulse.protocol.sse import CLOSE_REASONS
+
+    root = Path(__file__).resolve().parent.parent
+    page = (root / "docs" / "protocol.md").read_text()
+    errors = set(re.findall(r"^\| `([a-z_]+)` \|", page.split("## Error codes", 1)[1].split("## Close codes")[0], re.M))
+    assert {code.value for code in ErrorCode} <= errors, {code.value for code in ErrorCode} - errors
+    closes = dict(re.findall(r"^\| (\d{4}) \| ([a-z_()]+[ a-z_()]*) \|", page.split("## Close codes", 1)[1], re.M))
+    for code in CloseCode:
+        assert str(int(code)) in closes, code
+        if code >= 4000:
+            assert closes[str(int(code))] == code.name.lower(), code
+            assert CLOSE_REASONS[int(code)] == code.name.lower(), code
+    script = (root / "django_pulse" / "static" / "django_pulse" / "pulse.js").read_text()
+    for code in CloseCode:
+        if code >= 4000:
+            assert f"{int(code)}: '{code.name.lower()}'" in script, code

@@ -166,6 +166,11 @@ class Broker(abc.ABC):
         """The value ``put_once`` kept under ``key``, removed as it is read; None when absent or expired."""
         raise NotImplementedError(f"{type(self).__name__} does not keep SSE tickets (put_once/take_once)")
 
+    def holds(self, topic: str) -> bool:
+        """Whether this process is subscribed to ``topic`` (state of such a topic is kept past ``CHANNEL_TTL``).
+        True when the broker cannot tell."""
+        return True
+
     def redis_channel(self, topic: str) -> str:
         """The Redis pub/sub channel of ``topic`` (Redis brokers only)."""
         raise NotImplementedError(f"{type(self).__name__} has no Redis channels")

@@ -79,8 +79,9 @@ class MemoryBroker(Broker):
     Every delivery goes through one FIFO (``_pending``) drained on the server's event loop, under the same
     lock that assigns the serial and appends the frame to the topic's history: a publish from a view's thread
     (``call_soon_threadsafe``) and one from async code on the loop can never overtake each other, so delivery
-    order is serial order and history order. Each topic's epoch is chosen when its counter is created, so it
-    lives as long as the process.
+    order is serial order and history order. Each topic's epoch is chosen when its counter is created; a topic
+    nobody in this process subscribes to and that nobody published on or read for ``CHANNEL_TTL`` seconds is
+    forgotten (counter, epoch, history), so a channel created again afterwards has a new epoch.
     """
 
     def __init__(self) -> None:
@@ -92,6 +93,9 @@ class MemoryBroker(Broker):
         self._epochs: dict[str, str] = {}
         self.history_size = pulse_settings.HISTORY_SIZE
         self.history_ttl_ms = int(pulse_settings.HISTORY_TTL * 1000)
+        self.channel_ttl = pulse_settings.CHANNEL_TTL
+        # topic -> monotonic time of its last publish or read, oldest first (CHANNEL_TTL).
+        self._touched: OrderedDict[str, float] = OrderedDict()
         # topic -> (serial, publish time in ms, frame), the newest HISTORY_SIZE; topics in order of last publish,
         # so histories idle for longer than HISTORY_TTL are dropped from the front cheaply.
         self._history: OrderedDict[str, deque[tuple[int, int, str]]] = OrderedDict()
@@ -141,8 +145,37 @@ class MemoryBroker(Broker):
                 topic, text = pending.popleft()
             hub.dispatch(topic, text)
 
+    def _touch(self, topic: str) -> None:
+        """``topic`` was used now; forget the topics idle for ``CHANNEL_TTL`` s (called with self._lock held).
+
+        A topic a local connection subscribes to is not idle: its stamp is renewed here while it is subscribed
+        and when its last subscriber leaves (``unsubscribe``); ``subscribe`` forgets a stale topic first, so a
+        client that comes back to a channel idle past the TTL finds a new epoch."""
+        now = time.monotonic()
+        touched = self._touched
+        horizon = now - self.channel_ttl
+        while touched:
+            oldest, stamp = next(iter(touched.items()))
+            if stamp >= horizon:
+                break
+            if oldest in self._subscribed:
+                touched[oldest] = now  # listened to here: it lives on
+                touched.move_to_end(oldest)
+                continue
+            self._forget(oldest)
+        # Stamped after the sweep: a topic idle past the TTL is forgotten first, then starts again (a new epoch).
+        touched[topic] = now
+        touched.move_to_end(topic)
+
+    def _forget(self, topic: str) -> None:
+        self._touched.pop(topic, None)
+        self._serials.pop(topic, None)
+        self._epochs.pop(topic, None)
+        self._history.pop(topic, None)
+
     def _publish(self, topic: str, head: str) -> int:
         with self._lock:
+            self._touch(topic)
             serial = self._serials.get(topic, 0) + 1
             self._serials[topic] = serial
             if serial == 1:
@@ -172,6 +205,7 @@ class MemoryBroker(Broker):
 
     def _read(self, topic: str, after: int, before: int | None, limit: int) -> HistoryRead:
         with self._lock:
+            self._touch(topic)
             serial = self._serials.get(topic, 0)
             epoch = self._epochs.get(topic)
             if epoch is None:
@@ -226,7 +260,11 @@ class MemoryBroker(Broker):
 
     async def subscribe(self, topic: str) -> None:
         # The hub filters by topic; the broker only needs to know which loop serves the connections.
-        self._subscribed.add(topic)
+        with self._lock:
+            stamp = self._touched.get(topic)
+            if stamp is not None and stamp < time.monotonic() - self.channel_ttl:
+                self._forget(topic)  # idle past the TTL before this subscriber came
+            self._subscribed.add(topic)
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             with self._lock:
@@ -235,7 +273,13 @@ class MemoryBroker(Broker):
                 self._drain_scheduled = False
 
     async def unsubscribe(self, topic: str) -> None:
-        self._subscribed.discard(topic)
+        with self._lock:
+            self._subscribed.discard(topic)
+            if topic in self._touched:
+                self._touch(topic)  # idle from now
+
+    def holds(self, topic: str) -> bool:
+        return topic in self._subscribed
 
     async def deliver(self, topic: str, text: str) -> bool:
         self._broadcast(topic, text)

@@ -2,14 +2,15 @@
 -- KEYS: counter hash, bus channel, history stream.
 -- ARGV: frame head, epoch candidate, now (ms), HISTORY_SIZE, HISTORY_TTL (ms), channel name, publish command
 -- ("PUBLISH"; "SPUBLISH" on Redis Cluster, where KEYS[2] is a shard channel in the keys' slot), failover check
--- ("1" with replicas that can be promoted, else ""). With the check, the counter remembers the replication id of
+-- ("1" with replicas that can be promoted, else ""), CHANNEL_TTL (ms): the counter expires that long after the
+-- channel's last publish or read (read.lua), and a counter created again afterwards has a new epoch. With the check, the counter remembers the replication id of
 -- the master that last wrote it (field ``r``): a publish on another master (a promoted replica) starts a new
 -- epoch, because the old master may have handed out serials this one never received (asynchronous
 -- replication), and a resume across that gap must not pass for exact.
 -- A channel name needs no JSON escaping (protocol.CHANNEL_RE), so the notice is built here.
 local n = redis.call('HINCRBY', KEYS[1], 's', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[9])
 if n == 1 then
-  redis.call('PERSIST', KEYS[1])
   if redis.call('HSETNX', KEYS[1], 'e', ARGV[2]) == 1 then
     redis.call('DEL', KEYS[3])
     redis.call(ARGV[7], KEYS[2],

@@ -1,14 +1,14 @@
 -- read.lua: a Redis script of django_pulse.broker (loaded by django_pulse._lua.load_lua).
--- KEYS: counter hash, history stream. ARGV: epoch candidate, after, before ('' for none), limit, idle expiry (ms)
--- of a counter created here. A counter created by a read (serial 0) expires if nothing is ever published (the
--- first publish makes it permanent); it starts a new epoch and drops stale history.
+-- KEYS: counter hash, history stream. ARGV: epoch candidate, after, before ('' for none), limit, CHANNEL_TTL (ms).
+-- A read is activity: the counter expires CHANNEL_TTL after the channel's last publish (publish.lua) or read.
+-- A counter created here (serial 0) starts a new epoch and drops stale history.
 if redis.call('HSETNX', KEYS[1], 's', 0) == 1 then
   redis.call('HSET', KEYS[1], 'e', ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
   redis.call('DEL', KEYS[2])
 elseif redis.call('HSETNX', KEYS[1], 'e', ARGV[1]) == 1 then
   redis.call('DEL', KEYS[2])
 end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
 local state = redis.call('HMGET', KEYS[1], 's', 'e')
 local entries = {}
 local limit = tonumber(ARGV[4])

@@ -4,10 +4,10 @@
   finished frame ``head..n.."}"`` (trimmed to HISTORY_SIZE, expiring HISTORY_TTL after the last publish) and
   ``PUBLISH {prefix}:bus:{topic}`` of the same frame. Redis runs scripts one at a time, so serial order is
   delivery order in every process, and history holds exactly what was delivered.
-- Each topic's counter hash also holds its epoch (field ``e``), chosen when the counter is created: if the key
-  is lost (FLUSHDB, eviction, a new Redis without persistence) the next publish or subscribe starts a new epoch
-  and drops any history left of the old one, and the publish tells subscribers (``discontinuity``,
-  ``history_lost``).
+- Each topic's counter hash also holds its epoch (field ``e``), a random name chosen when the counter is
+  created: if the key is lost (it expired ``CHANNEL_TTL`` s after the channel's last publish or read; FLUSHDB,
+  eviction, a new Redis without persistence) the next publish or subscribe starts a new epoch and drops any
+  history left of the old one, and the publish tells subscribers (``discontinuity``, ``history_lost``).
 - Receiving: one pub/sub connection per process (named ``{prefix}:sub:{process_id}`` with CLIENT SETNAME),
   read by one task with a minimal RESP reader, so the broker controls reconnection itself: it reconnects
   with backoff, re-subscribes every topic and, once Redis confirms each, sends its local subscribers a
@@ -43,9 +43,6 @@ logger = logging.getLogger("django_pulse.broker")
 PUBLISH_SCRIPT = load_lua("django_pulse.broker", "publish.lua")
 
 READ_SCRIPT = load_lua("django_pulse.broker", "read.lua")
-
-# A counter created by a read (a subscriber, nothing published yet) is dropped after this long unused.
-IDLE_COUNTER_TTL_MS = 86_400_000
 
 CONNECT_TIMEOUT = 3.0
 # The subscriber connection sends PING after this many idle seconds and is declared dead (and reconnected)
@@ -172,6 +169,8 @@ class RedisBroker(Broker):
         self._unavailable_suppressed = 0
         self.history_size = pulse_settings.HISTORY_SIZE
         self.history_ttl_ms = int(pulse_settings.HISTORY_TTL * 1000)
+        # A channel's counter (serial, epoch) expires this long after its last publish or read.
+        self.channel_ttl_ms = max(1, int(pulse_settings.CHANNEL_TTL * 1000))
         # The command that broadcasts inside the scripts ("SPUBLISH" for a sharded cluster broker).
         self.publish_command = "PUBLISH"
         # "1": each publish checks whether the master changed since the channel's last publish (a new epoch
@@ -250,6 +249,7 @@ class RedisBroker(Broker):
             topic_channel(topic),
             self.publish_command,
             self.failover_check,
+            self.channel_ttl_ms,
         ]
         return keys, args
 
@@ -297,7 +297,7 @@ class RedisBroker(Broker):
             max(0, int(after)),
             "" if before is None else max(1, int(before)),
             max(0, int(limit)),
-            IDLE_COUNTER_TTL_MS,
+            self.channel_ttl_ms,
         ]
         return keys, args
 

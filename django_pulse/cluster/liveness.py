@@ -144,6 +144,8 @@ class MemoryLiveness(Liveness):
 
 _HEARTBEAT = load_lua("django_pulse.cluster", "heartbeat.lua")
 
+_TOUCH = load_lua("django_pulse.broker", "touch.lua")
+
 
 class RedisLiveness(Liveness):
     """Liveness keys in Redis, swept by every live process."""
@@ -161,6 +163,7 @@ class RedisLiveness(Liveness):
         self._process_id = process_id
         self.client = sync_client(url, decode_responses=True)
         self._heartbeat_script = self.client.register_script(_HEARTBEAT)
+        self._touch_script = self.client.register_script(_TOUCH)
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._beats = 0
@@ -201,13 +204,37 @@ class RedisLiveness(Liveness):
             await asyncio.sleep(pulse_settings.PROCESS_HEARTBEAT)
             try:
                 await self.beat()
+                await self.touch_held_channels()
                 await self.sweep()
                 await self.runtime.presence.retry_failed_leaves()
+                await self.runtime.client_connections.retry_failed_releases()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 # Redis may be down for a while; the next round tries again.
                 logger.exception("pulse: process heartbeat/sweep failed")
+
+    async def touch_held_channels(self) -> None:
+        """About four times per ``CHANNEL_TTL``, push back the expiry of the serial counters and presence serials
+        of the channels this process has subscribers of: a channel somebody listens to is not idle. (A presence
+        subscriber's snapshot is at serial ``s`` and it forwards only later serials: were the serial of an
+        empty channel to expire and start again at 1 under it, it would drop the next events.)"""
+        every = max(1, int(pulse_settings.CHANNEL_TTL / 4 / max(pulse_settings.PROCESS_HEARTBEAT, 0.001)))
+        if self._beats % every:
+            return
+        topics = [t for t in _local_topics(self.runtime) if t.startswith(("m:", "p:"))]
+        if topics:
+            await asyncio.to_thread(self._touch_sync, topics)
+
+    def _touch_sync(self, topics: list[str]) -> None:
+        from ..broker.keys import topic_key
+
+        ttl = max(1, int(pulse_settings.CHANNEL_TTL * 1000))
+        with self.client.pipeline(transaction=False) as pipe:
+            for topic in topics:
+                key = topic_key(self.prefix, topic, "serial" if topic.startswith("m:") else "pserial")
+                self._touch_script(keys=[key], args=[ttl], client=pipe)
+            pipe.execute()
 
     def heartbeat_sync(self, topics: dict[str, int]) -> bool:
         """Refresh this process's liveness and topic counts; False if its key had expired meanwhile."""
@@ -240,6 +267,7 @@ class RedisLiveness(Liveness):
             # members. Enter them again so the shared state matches the connections it still serves.
             logger.warning("pulse: process %s missed its heartbeat deadline; re-entering its members", self.process_id)
             await self.runtime.presence.reassert()
+            await self.runtime.client_connections.reassert()
 
     def _process_ids_sync(self) -> list[str]:
         return sorted(str(p) for p in cast("set[Any]", self.client.smembers(self.key("procs"))))
@@ -256,11 +284,16 @@ class RedisLiveness(Liveness):
         return [p for p, up in zip(others, alive, strict=True) if not up]
 
     async def sweep(self) -> int:
-        """Remove the members of every dead process; the number of members this call removed."""
+        """Remove the members and connection slots of every dead process; the number of members this call
+        removed."""
         from ..presence.redis import RedisPresence
 
         removed = 0
         for dead in await asyncio.to_thread(self.dead_processes_sync):
+            # Connection slots first: the presence sweep forgets the process once its members are gone.
+            released = await self.runtime.client_connections.sweep_process(dead)
+            if released:
+                logger.info("pulse: released %d connection slot(s) of dead process %s", released, dead)
             presence = self.runtime.presence
             if isinstance(presence, RedisPresence):
                 changes = await presence.sweep_process(dead)
@@ -290,6 +323,8 @@ class RedisLiveness(Liveness):
             await asyncio.to_thread(self._drain_sync, pid)
             return
         await asyncio.to_thread(self._unregister_sync, pid)
+        with contextlib.suppress(Exception):
+            await self.runtime.client_connections.sweep_process(pid)
         presence = self.runtime.presence
         if isinstance(presence, RedisPresence):
             # The liveness key is gone, so the sweep script treats this process as dead and takes its members.

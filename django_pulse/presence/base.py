@@ -150,11 +150,12 @@ class PresenceBackend(ABC):
 
     @abstractmethod
     async def _enter(
-        self, kb_id: str, channel: str, member: Member, data_json: str, max_members: int
+        self, kb_id: str, channel: str, member: Member, data_json: str, max_members: int, max_per_client: int = 0
     ) -> PresenceChange:
         """Add ``member`` (or, if its connection is present already, replace its data keeping its entry time:
-        an ``update``), bump the serial and publish the frame, atomically. ``LimitExceeded(presence_full)``
-        when a new member would pass ``max_members``."""
+        an ``update``), bump the serial and publish the frame, atomically. ``LimitExceeded(presence_client_limit)``
+        when its client id holds ``max_per_client`` members of the channel already (0: no limit), checked first;
+        ``LimitExceeded(presence_full)`` when a new member would pass ``max_members``."""
 
     @abstractmethod
     async def _update(self, kb_id: str, channel: str, connection_id: str, data: Any, data_json: str) -> PresenceChange:
@@ -195,12 +196,19 @@ class PresenceBackend(ABC):
 
         Entering again from the same connection replaces the data (an ``update`` event; entry time kept).
         Raises ``ProtocolViolation`` (``invalid_channel``/``bad_request``) for bad input and
-        ``LimitExceeded`` (``presence_data_too_large``/``presence_full``) over a limit.
+        ``LimitExceeded`` (``presence_data_too_large``/``presence_client_limit``/``presence_full``) over a limit.
         """
         _check_channel(channel)
         data_json = encode_data(data)
         member = Member(str(client_id), str(connection_id), data, now_ms())
-        change = await self._enter(kb_id, channel, member, data_json, pulse_settings.PRESENCE_MAX_MEMBERS)
+        change = await self._enter(
+            kb_id,
+            channel,
+            member,
+            data_json,
+            pulse_settings.PRESENCE_MAX_MEMBERS,
+            pulse_settings.PRESENCE_MAX_MEMBERS_PER_CLIENT,
+        )
         self._own(change)
         await self._notify(change)
         return change
@@ -425,6 +433,13 @@ def _check_channel(channel: object) -> None:
 def full_error(channel: str, limit: int) -> LimitExceeded:
     return LimitExceeded(
         f"channel {channel!r} has {limit} members already (PRESENCE_MAX_MEMBERS)", ErrorCode.PRESENCE_FULL
+    )
+
+
+def client_limit_error(channel: str, limit: int) -> LimitExceeded:
+    return LimitExceeded(
+        f"this client holds {limit} members of channel {channel!r} already (PRESENCE_MAX_MEMBERS_PER_CLIENT)",
+        ErrorCode.PRESENCE_CLIENT_LIMIT,
     )
 
 

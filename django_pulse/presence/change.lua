@@ -5,9 +5,13 @@
 -- only so that Redis Cluster routes the script to the channel's shard and checks it shares the slot).
 -- The per-process and per-app indexes (procmembers, procs, pchans) are written by separate commands, in an
 -- order that keeps them safe to act on (``RedisPresence`` methods).
+-- KEYS[4] counts the members of each client id (clientId-JSON -> count), for the per-client limit.
 -- ARGV: owner, connectionId, connectionId-JSON, clientId-JSON, data-JSON, timestamp, max members, channel,
---       mode ("enter" | "update"), publish command ("PUBLISH" | "SPUBLISH", as the broker's)
--- -> {event, serial, frame, count, stored value} | {"full"} | {"absent"}
+--       mode ("enter" | "update"), publish command ("PUBLISH" | "SPUBLISH", as the broker's), max members per
+--       client id (0: none)
+-- The per-client limit is checked before the channel's: one client id alone never makes a channel "full".
+-- While a member is present the channel's presence keys do not expire (leave.lua sets the serial's expiry).
+-- -> {event, serial, frame, count, stored value} | {"full"} | {"client"} | {"absent"}
 local current = redis.call('HGET', KEYS[1], ARGV[2])
 local event, ts, client = 'enter', ARGV[6], ARGV[4]
 if current then
@@ -21,12 +25,20 @@ if current then
   end
 elseif ARGV[9] == 'update' then
   return {'absent'}
-elseif redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[7]) then
-  return {'full'}
+else
+  local per_client = tonumber(ARGV[11])
+  if per_client > 0 and tonumber(redis.call('HGET', KEYS[4], ARGV[4]) or '0') >= per_client then
+    return {'client'}
+  end
+  if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[7]) then
+    return {'full'}
+  end
+  redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
 end
 local value = ARGV[1] .. '\t' .. ts .. '\t' .. client .. '\t' .. ARGV[5]
 redis.call('HSET', KEYS[1], ARGV[2], value)
 local serial = redis.call('INCR', KEYS[2])
+redis.call('PERSIST', KEYS[2])
 local member = member_json(ARGV[3], value)
 local f = frame(ARGV[8], event, member, serial)
 redis.call(ARGV[10], KEYS[3], f)

@@ -8,15 +8,22 @@
 -- Removes member ARGV[1] if process ARGV[4] owns it: only the owning process leaves a member (a late
 -- grace-period leave from a process the connection has just moved away from must not remove it), and a sweep
 -- of a dead process removes each of its members exactly once however many processes sweep at the same time.
--- ARGV: connectionId, connectionId-JSON, channel, owner, publish command
+-- KEYS[4] counts the members of each client id (change.lua). The last member out starts the expiry of the
+-- presence serial (ARGV[6] ms, CHANNEL_TTL; the member and count hashes are gone once empty).
+-- ARGV: connectionId, connectionId-JSON, channel, owner, publish command, expiry (ms)
 -- -> {"leave", serial, frame, count, stored value} | {"absent"}
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if not current then return {'absent'} end
 local member, owner = member_json(ARGV[2], current)
 if owner ~= ARGV[4] then return {'absent'} end
 redis.call('HDEL', KEYS[1], ARGV[1])
+local p2 = string.find(current, '\t', string.find(current, '\t', 1, true) + 1, true)
+local p3 = string.find(current, '\t', p2 + 1, true)
+local client = string.sub(current, p2 + 1, p3 - 1)
+if redis.call('HINCRBY', KEYS[4], client, -1) <= 0 then redis.call('HDEL', KEYS[4], client) end
 local count = redis.call('HLEN', KEYS[1])
 local serial = redis.call('INCR', KEYS[2])
+if count == 0 then redis.call('PEXPIRE', KEYS[2], ARGV[6]) end
 local f = frame(ARGV[3], 'leave', member, serial)
 redis.call(ARGV[5], KEYS[3], f)
 return {'leave', serial, f, count, current}

@@ -9,15 +9,19 @@ leave in serial order.
 from __future__ import annotations
 
 import threading
+import time
+from collections import OrderedDict
 from typing import Any
 
 from ..broker.base import Broker
+from ..conf import pulse_settings
 from ..protocol import PresenceEvent, presence_frame
 from .base import (
     Member,
     PresenceBackend,
     PresenceChange,
     PresenceSnapshot,
+    client_limit_error,
     full_error,
     not_present_error,
     presence_topic,
@@ -34,6 +38,10 @@ class MemoryPresence(PresenceBackend):
         self._lock = threading.Lock()  # sync readers (views) run in other threads
         self._channels: dict[tuple[str, str], dict[str, Member]] = {}
         self._serials: dict[tuple[str, str], int] = {}
+        # Empty channels, by the monotonic time they became empty (oldest first): their serial is forgotten after
+        # CHANNEL_TTL s unless a connection of this process subscribes to their presence (its snapshot's serial
+        # must stay below the next event's).
+        self._empty_since: OrderedDict[tuple[str, str], float] = OrderedDict()
 
     def _apply(
         self, kb_id: str, channel: str, event: PresenceEvent, member: Member, members: dict[str, Member]
@@ -42,15 +50,34 @@ class MemoryPresence(PresenceBackend):
         key = (kb_id, channel)
         serial = self._serials.get(key, 0) + 1
         self._serials[key] = serial
+        now = time.monotonic()
         if members:
             self._channels[key] = members
+            self._empty_since.pop(key, None)
         else:
             self._channels.pop(key, None)
+            self._empty_since[key] = now
+            self._empty_since.move_to_end(key)
+        self._forget_idle(now)
         frame = presence_frame(channel=channel, event=event.value, member=member.to_dict(), serial=serial)
         return PresenceChange(kb_id, channel, event, member, serial, frame, len(members))
 
+    def _forget_idle(self, now: float) -> None:
+        # Called with self._lock held.
+        horizon = now - pulse_settings.CHANNEL_TTL
+        empty = self._empty_since
+        while empty:
+            key, since = next(iter(empty.items()))
+            if since >= horizon:
+                break
+            del empty[key]
+            if self.broker.holds(presence_topic(*key)):
+                empty[key] = now  # a local presence subscriber: its serial lives on
+                continue
+            self._serials.pop(key, None)
+
     async def _enter(
-        self, kb_id: str, channel: str, member: Member, data_json: str, max_members: int
+        self, kb_id: str, channel: str, member: Member, data_json: str, max_members: int, max_per_client: int = 0
     ) -> PresenceChange:
         with self._lock:
             members = self._channels.get((kb_id, channel), {})
@@ -58,6 +85,8 @@ class MemoryPresence(PresenceBackend):
             if current is not None:
                 member = Member(member.client_id, member.connection_id, member.data, current.timestamp)
                 event = PresenceEvent.UPDATE
+            elif 0 < max_per_client <= sum(m.client_id == member.client_id for m in members.values()):
+                raise client_limit_error(channel, max_per_client)
             elif len(members) >= max_members:
                 raise full_error(channel, max_members)
             else:

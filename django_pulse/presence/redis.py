@@ -4,8 +4,11 @@ Keys (``P`` = ``REDIS_PREFIX``):
 
 - ``P:{kbId:channel}:pres`` hash, connectionId -> ``owner \\t timestamp \\t clientId-JSON \\t data-JSON``
   (``owner`` is the server process id holding the connection);
-- ``P:{kbId:channel}:pserial`` the channel's presence serial (both in the channel's hash slot with its
-  message keys: ``django_pulse.broker.keys``);
+- ``P:{kbId:channel}:pserial`` the channel's presence serial, ``P:{kbId:channel}:pclients`` hash
+  clientId-JSON -> members of that client (for ``PRESENCE_MAX_MEMBERS_PER_CLIENT``) (all in the channel's hash
+  slot with its message keys: ``django_pulse.broker.keys``). The serial expires ``CHANNEL_TTL`` s after the
+  last member left, unless a process holding a ``presence.subscribe`` of the channel refreshes it
+  (``cluster.liveness``);
 - ``P:pchans:kbId`` sorted set, channel -> a version bumped by each enter: the channels that may have
   members (for ``pulse.channels()``, which counts their members and drops the empty ones);
 - ``P:procmembers:{processId}`` (braces: a hash tag) set of ``kbId \\t channel \\t connectionId``: the
@@ -43,6 +46,7 @@ from .base import (
     PresenceBackend,
     PresenceChange,
     PresenceSnapshot,
+    client_limit_error,
     encode_json,
     full_error,
     not_present_error,
@@ -150,15 +154,24 @@ class RedisPresence(PresenceBackend):
             raise Unavailable("The presence store (Redis) is unreachable.") from exc
 
     def _channel_keys(self, kb_id: str, channel: str) -> list[str]:
-        """KEYS of a channel's scripts: member hash, presence serial, pub/sub channel (one hash slot)."""
+        """KEYS of a channel's scripts: member hash, presence serial, pub/sub channel, members per client id
+        (one hash slot)."""
         return [
             self.channel_key(kb_id, channel, "pres"),
             self.channel_key(kb_id, channel, "pserial"),
             self.bus(kb_id, channel),
+            self.channel_key(kb_id, channel, "pclients"),
         ]
 
     def _change_sync(
-        self, kb_id: str, channel: str, member: Member, data_json: str, max_members: int, mode: str
+        self,
+        kb_id: str,
+        channel: str,
+        member: Member,
+        data_json: str,
+        max_members: int,
+        mode: str,
+        max_per_client: int = 0,
     ) -> PresenceChange:
         pid = self.process_id
         entry = _entry(kb_id, channel, member.connection_id)
@@ -179,15 +192,18 @@ class RedisPresence(PresenceBackend):
                     channel,
                     mode,
                     self.publish_command,
+                    max_per_client,
                 ],
             )
         )
-        if result[0] in ("full", "absent"):
+        if result[0] in ("full", "client", "absent"):
             if indexed:
                 with contextlib.suppress(redis.RedisError):
                     self.client.srem(self.process_key("procmembers", pid), entry)
             if result[0] == "full":
                 raise full_error(channel, max_members)
+            if result[0] == "client":
+                raise client_limit_error(channel, max_per_client)
             raise not_present_error(channel, member.connection_id)
         event, serial, frame, count, value = result
         if event == "enter":
@@ -214,9 +230,11 @@ class RedisPresence(PresenceBackend):
         return bool(added)
 
     async def _enter(
-        self, kb_id: str, channel: str, member: Member, data_json: str, max_members: int
+        self, kb_id: str, channel: str, member: Member, data_json: str, max_members: int, max_per_client: int = 0
     ) -> PresenceChange:
-        return await asyncio.to_thread(self._change_sync, kb_id, channel, member, data_json, max_members, "enter")
+        return await asyncio.to_thread(
+            self._change_sync, kb_id, channel, member, data_json, max_members, "enter", max_per_client
+        )
 
     async def _update(self, kb_id: str, channel: str, connection_id: str, data: Any, data_json: str) -> PresenceChange:
         member = Member("", connection_id, data, 0)
@@ -227,7 +245,14 @@ class RedisPresence(PresenceBackend):
         result = self._call(
             lambda: self._leave_script(
                 keys=self._channel_keys(kb_id, channel),
-                args=[connection_id, encode_json(connection_id), channel, owner, self.publish_command],
+                args=[
+                    connection_id,
+                    encode_json(connection_id),
+                    channel,
+                    owner,
+                    self.publish_command,
+                    max(1, int(pulse_settings.CHANNEL_TTL * 1000)),
+                ],
             )
         )
         if result[0] == "absent":

@@ -74,6 +74,11 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     PRESENCE_DATA_TOO_LARGE = "presence_data_too_large"
     PRESENCE_FULL = "presence_full"
+    # Limits per identity (issue 18): one client id holds too many of a channel's presence slots, one
+    # connection is present on too many channels, one client id has too many open connections.
+    PRESENCE_CLIENT_LIMIT = "presence_client_limit"
+    TOO_MANY_PRESENCE_CHANNELS = "too_many_presence_channels"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
     NOT_PRESENT = "not_present"
     UNAVAILABLE = "unavailable"
     INTERNAL_ERROR = "internal_error"
@@ -89,6 +94,7 @@ class CloseCode(IntEnum):
     APP_UNKNOWN = 4004
     REVOKED = 4005
     AUTH_TIMEOUT = 4008
+    TOO_MANY_CONNECTIONS = 4009
     SUPERSEDED = 4006
     SLOW_CONSUMER = 4010
     HEARTBEAT_TIMEOUT = 4011
@@ -121,6 +127,7 @@ _CLOSE_FOR_ERROR = {
     ErrorCode.APP_UNKNOWN: CloseCode.APP_UNKNOWN,
     ErrorCode.CLIENT_ID_MISMATCH: CloseCode.TOKEN_INVALID,
     ErrorCode.UNAVAILABLE: CloseCode.UNAVAILABLE,
+    ErrorCode.TOO_MANY_CONNECTIONS: CloseCode.TOO_MANY_CONNECTIONS,
 }
 
 

@@ -45,6 +45,7 @@ CLOSE_REASONS = {
     4005: "revoked",
     4006: "superseded",
     4008: "auth_timeout",
+    4009: "too_many_connections",
     4010: "slow_consumer",
     4011: "heartbeat_timeout",
     4029: "rate_limited",

@@ -70,6 +70,7 @@ class _Limits:
         "heartbeat",
         "history_size",
         "leeway",
+        "max_connections_per_client",
         "max_message_size",
         "max_presence_data",
         "max_subscriptions",
@@ -94,6 +95,7 @@ class _Limits:
         self.max_presence_data = s.PRESENCE_MAX_DATA
         self.leeway = s.TOKEN_LEEWAY
         self.history_size = s.HISTORY_SIZE
+        self.max_connections_per_client = s.MAX_CONNECTIONS_PER_CLIENT
 
     def announce(self) -> dict[str, int]:
         return {
@@ -151,6 +153,8 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self._close_code: int | None = None
         self._finished = False
         self._registered = False
+        # The slot this connection holds among its client id's open connections (MAX_CONNECTIONS_PER_CLIENT).
+        self._slot: str | None = None
         now = time.monotonic()
         self._last_seen = now
         self._inbound = RateLimiter(self.limits.rate, self.limits.rate_burst, now)
@@ -355,6 +359,11 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
             self.send_frame(error_frame(exc.code, exc.message, request.ref))
             self.close(CloseCode.UNAVAILABLE)
             return None
+        if not await self.take_slot():
+            self.claims = None  # never connected: no client_connected, so no client_disconnected either
+            self.send_frame(error_frame(ErrorCode.TOO_MANY_CONNECTIONS, self.too_many_message(), request.ref))
+            self.close(CloseCode.TOO_MANY_CONNECTIONS)
+            return None
         self.send_frame(
             connected_frame(
                 connection_id=self.connection_id,
@@ -378,6 +387,38 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         )
         await self.on_authenticated()
         return None
+
+    async def take_slot(self) -> bool:
+        """Count this connection among its client id's open connections; False when the client has
+        ``MAX_CONNECTIONS_PER_CLIENT`` open already (every process, with Redis). A store that cannot be reached
+        admits the connection uncounted (logged): the limit must not lock everybody out during an outage."""
+        limit = self.limits.max_connections_per_client
+        if limit <= 0:
+            return True
+        slot = f"{self.connection_id}.{self.instance}"
+        try:
+            admitted = await get_runtime().client_connections.acquire(self.kb_id, self.client_id, slot, limit)
+        except Exception:
+            logger.warning(
+                "Could not count connection %s of %r (Redis unreachable?); admitted",
+                slot,
+                self.client_id,
+                exc_info=True,
+            )
+            return True
+        if admitted:
+            self._slot = slot
+        else:
+            logger.info(
+                "Refused a connection of %r: %d open already (MAX_CONNECTIONS_PER_CLIENT)", self.client_id, limit
+            )
+        return admitted
+
+    def too_many_message(self) -> str:
+        return (
+            f"This client has {self.limits.max_connections_per_client} open connections already "
+            "(MAX_CONNECTIONS_PER_CLIENT); close one, or retry later."
+        )
 
     async def _recovered(self, previous_process: str) -> None:
         """This connection continues ``connection_id``, last held by ``previous_process``.
@@ -569,6 +610,9 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
             await asyncio.gather(*(hub.unsubscribe(topic, self.take_sink(topic)) for topic in topics))
         if self._registered:
             hub.unregister(self)
+        if self._slot is not None:
+            slot, self._slot = self._slot, None
+            await get_runtime().client_connections.release(slot)
         try:
             await self.on_disconnect(code)
         except Exception:

@@ -22,6 +22,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import signals
+from ..conf import pulse_settings
 from ..exceptions import Forbidden, LimitExceeded
 from ..presence import presence_topic
 from ..protocol import Action, CloseCode, ErrorCode, Operation, Request, ok_frame, presence_frame_serial
@@ -124,7 +125,17 @@ async def enter(conn: PresenceConnection, request: Request) -> dict[str, Any]:
     channel = request.channel
     decision = await _require(conn, channel, Operation.PRESENCE)
     data = request.members.get("data") if decision.presence_data is None else decision.presence_data
-    change = await get_runtime().presence.enter(
+    presence = get_runtime().presence
+    limit = pulse_settings.PRESENCE_MAX_CHANNELS
+    if limit > 0:
+        # Handlers of one connection run one at a time: no other enter of this connection runs meanwhile.
+        present = presence.present_channels(conn.connection_id)
+        if (conn.kb_id, channel) not in present and len(present) >= limit:
+            raise LimitExceeded(
+                f"This connection is present on {limit} channels already (PRESENCE_MAX_CHANNELS); leave one first.",
+                ErrorCode.TOO_MANY_PRESENCE_CHANNELS,
+            )
+    change = await presence.enter(
         conn.kb_id, channel, client_id=conn.client_id, connection_id=conn.connection_id, data=data
     )
     return {"member": change.member.to_dict()}

@@ -24,6 +24,7 @@ from ._server_io import FastPathReport
 
 if TYPE_CHECKING:
     from ..broker.base import Broker
+    from ..cluster.client_connections import ClientConnections
     from ..cluster.idempotency import IdempotencyStore
     from ..cluster.liveness import Liveness
     from ..metrics import NullMetrics
@@ -48,6 +49,7 @@ class Runtime:
         self._presence: PresenceBackend | None = None
         self._liveness: Liveness | None = None
         self._idempotency: IdempotencyStore | None = None
+        self._client_connections: ClientConnections | None = None
         self._apps: AppCache | None = None
         # Every open connection of this process, authenticated or not (graceful shutdown closes them all).
         self.connections: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -113,6 +115,19 @@ class Runtime:
         return liveness
 
     @property
+    def client_connections(self) -> ClientConnections:
+        """The open connections per client id (``MAX_CONNECTIONS_PER_CLIENT``): across processes with Redis."""
+        counter = self._client_connections
+        if counter is None:
+            from ..cluster.client_connections import build_client_connections
+
+            with self._lock:
+                if self._client_connections is None:
+                    self._client_connections = build_client_connections(self)
+                counter = self._client_connections
+        return counter
+
+    @property
     def idempotency(self) -> IdempotencyStore:
         store = self._idempotency
         if store is None:
@@ -153,7 +168,9 @@ class Runtime:
         """Release what this runtime built (connections to Redis, timers); nothing is awaited."""
         with self._lock:
             broker, presence, liveness, idempotency = self._broker, self._presence, self._liveness, self._idempotency
+            counter = self._client_connections
             self._broker = self._hub = self._presence = self._liveness = self._idempotency = None
+            self._client_connections = None
             self._apps = None
         metrics, self._metrics = self._metrics, None
         if metrics is not None:
@@ -166,6 +183,8 @@ class Runtime:
             liveness.close()
         if idempotency is not None:
             idempotency.close()
+        if counter is not None:
+            counter.close()
 
 
 _runtime = Runtime()

@@ -659,6 +659,11 @@ async def _unidirectional(
     except PulseError as exc:
         await _error(send, 403, exc.code.value, exc.message, cors)
         return
+    # A signed-in visitor's streams count among the connections of their client id (MAX_CONNECTIONS_PER_CLIENT),
+    # refused before the response starts; anonymous streams each have an id of their own.
+    if client_id is not None and not await conn.take_slot():
+        await _error(send, 429, ErrorCode.TOO_MANY_CONNECTIONS.value, conn.too_many_message(), cors)
+        return
     conn.extra_headers = cors
     conn.stream_channels = channels
     conn.positions = dict.fromkeys(channels)

@@ -161,7 +161,7 @@ def test_server_normal_close_ends_without_retry(fake_server: Any) -> None:
     assert fake_page.evaluate("() => states()") == ["connecting", "connected", "closed"]
 
 
-@pytest.mark.parametrize("close_code", [1001, 4008, 4010, 4011, 4029, 4500, 4503, 1011])
+@pytest.mark.parametrize("close_code", [1001, 4008, 4009, 4010, 4011, 4029, 4500, 4503, 1011])
 def test_retry_close_codes_reconnect(fake_server: Any, close_code: int) -> None:
     def script(conn: FakeConnection) -> None:
         if conn.index == 0:

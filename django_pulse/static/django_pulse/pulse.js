@@ -68,7 +68,7 @@
     1000: 'normal', 1001: 'going_away', 1006: 'connection_lost', 1012: 'service_restart', 4000: 'protocol_error',
     4001: 'token_invalid',
     4002: 'token_expired', 4003: 'app_disabled', 4004: 'app_unknown', 4005: 'revoked', 4006: 'superseded',
-    4008: 'auth_timeout',
+    4008: 'auth_timeout', 4009: 'too_many_connections',
     4010: 'slow_consumer', 4011: 'heartbeat_timeout', 4029: 'rate_limited', 4500: 'internal_error',
     4503: 'unavailable'
   };
@@ -1760,7 +1760,7 @@
 
   var SSE_ERROR_CLOSE = {
     token_invalid: 4001, token_not_yet_valid: 4001, token_expired: 4002, app_disabled: 4003, app_unknown: 4004,
-    unavailable: 4503
+    too_many_connections: 4009, unavailable: 4503
   };
   var TRANSPORTS = ['websocket', 'sse'];
   var TRANSPORT_KEY = 'pulse.transport';
