@@ -18,9 +18,11 @@ WebSocket route) serves, under ``PULSE["SSE_PATH"]`` (``pulse/sse/``):
   (or anonymous); one named event per message, ``Last-Event-ID`` resumes.
 
 ``SSEConnection`` is a ``PulseConsumer``: authentication, the action handlers, rate limits, timers, presence
-and clean-up are the WebSocket connection's own; only the transport differs. Messages reach it through the
-hub like any connection (an ``Outbox`` on the HTTP response); each message's SSE event is encoded once for
-every SDK stream it goes to (``_EventCache``: the hub hands the same message dict to every sink).
+and clean-up are the WebSocket connection's own; only the transport differs, and the two meet through
+``transport.py``'s interface only. Messages reach it through the hub like any connection (an ``Outbox`` on the
+HTTP response); each message's SSE event is encoded once for every SDK stream it goes to (``_EventCache``: the
+hub hands the same message dict to every sink), and under daphne and uvicorn written to each stream's socket
+directly as one HTTP chunk, itself built once (``_server_io.response_writer``), when the server allows it.
 """
 
 from __future__ import annotations
