@@ -182,12 +182,15 @@ ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 
 @contextlib.asynccontextmanager
-async def uvicorn_serving(app: ASGIApp) -> AsyncIterator[int]:
-    """uvicorn serving ``app`` on a free port in this event loop, with its default WebSocket implementation."""
+async def uvicorn_serving(app: ASGIApp, **options: Any) -> AsyncIterator[int]:
+    """uvicorn serving ``app`` on a free port in this event loop, with its default WebSocket and HTTP
+    implementations unless ``options`` (``uvicorn.Config``'s) say otherwise."""
     import uvicorn
 
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None, access_log=False)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, lifespan="off", log_config=None, access_log=False, **options
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
@@ -665,3 +668,25 @@ async def test_sse_drift_is_a_warning_once_and_events_go_through_asgi(
         "connections": 0,
         "directFrames": 0,
     }
+
+
+async def test_uvicorn_h11_keeps_the_asgi_path_for_sse_without_a_warning() -> None:
+    """``--http h11`` frames responses through h11's state machine: the SSE fast path stays off, logged as a
+    known ASGI-only setup (INFO), not as drift."""
+    report = FastPathReport()
+    checked = asyncio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        assert response_writer(send, report) is None
+        checked.set()
+        await send({"type": "http.response.body", "body": b":ok\n\n"})
+
+    async with uvicorn_serving(app, http="h11") as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        assert (await asyncio.wait_for(reader.read(), 10)).endswith(server_io.http_chunk(b":ok\n\n") + b"0\r\n\r\n")
+        writer.close()
+    assert checked.is_set()
+    entry = report.as_dict()["uvicorn-sse"]
+    assert (entry["path"], entry["drift"]) == ("asgi", False) and "h11" in entry["reason"], entry
