@@ -99,7 +99,23 @@ SERVERS: list[ServerSpec] = [
         "pulse-sse-uvicorn", "pulse", "uvicorn", label="django_pulse under uvicorn, SSE subscribers", transport="sse"
     ),
     ServerSpec(
+        "pulse-sse-uvicorn-asgi",
+        "pulse",
+        "uvicorn",
+        label="django_pulse under uvicorn, SSE subscribers, DIRECT_WRITE off",
+        transport="sse",
+        pulse=(("DIRECT_WRITE", False),),
+    ),
+    ServerSpec(
         "pulse-sse-daphne", "pulse", "daphne", label="django_pulse under daphne, SSE subscribers", transport="sse"
+    ),
+    ServerSpec(
+        "pulse-sse-daphne-asgi",
+        "pulse",
+        "daphne",
+        label="django_pulse under daphne, SSE subscribers, DIRECT_WRITE off",
+        transport="sse",
+        pulse=(("DIRECT_WRITE", False),),
     ),
     ServerSpec("pulse-daphne-redis", "pulse", "daphne", "redis", label="django_pulse, 1 daphne process, Redis"),
     ServerSpec("pulse-daphne-redis-x2", "pulse", "daphne", "redis", 2, label="django_pulse, 2 daphne processes, Redis"),

@@ -24,8 +24,11 @@ import pytest
 from django_pulse.server import _server_io as server_io
 from django_pulse.server._server_io import (
     DAPHNE_PROTOCOL,
+    DAPHNE_REQUEST,
     TWISTED_REACTOR,
     TWISTED_TRANSPORT,
+    UVICORN_FLOW,
+    UVICORN_HTTP_CYCLE,
     UVICORN_PROTOCOL,
     WEBSOCKETS_CONNECTION,
     FastPathReport,
@@ -33,6 +36,7 @@ from django_pulse.server._server_io import (
     close_going_away,
     daphne_protocol,
     direct_writer,
+    response_writer,
     server_version,
 )
 from tests.rawws import RawWebSocket
@@ -178,12 +182,15 @@ ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 
 @contextlib.asynccontextmanager
-async def uvicorn_serving(app: ASGIApp) -> AsyncIterator[int]:
-    """uvicorn serving ``app`` on a free port in this event loop, with its default WebSocket implementation."""
+async def uvicorn_serving(app: ASGIApp, **options: Any) -> AsyncIterator[int]:
+    """uvicorn serving ``app`` on a free port in this event loop, with its default WebSocket and HTTP
+    implementations unless ``options`` (``uvicorn.Config``'s) say otherwise."""
     import uvicorn
 
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None, access_log=False)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, lifespan="off", log_config=None, access_log=False, **options
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
@@ -398,3 +405,288 @@ async def test_granian_takes_the_asgi_path_and_delivers() -> None:
     entry = report["granian"]
     assert (entry["path"], entry["drift"], entry["directFrames"]) == ("asgi", False, 0), entry
     assert entry["version"] == server_version("granian"), entry
+
+
+# -- SSE: streamed HTTP responses (_server_io.response_writer) ---------------------------------------------------
+
+# What the SSE transport writes first (headers and its first body), then a few bodies of every chunk-size shape:
+# one and two hex digits, a multi-byte UTF-8 event, one over 64 KB.
+SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+SSE_BODIES = [b"x", b"data: 15 bytes.\n", b"data: " + "é".encode() * 120 + b"\n\n", b"data: " + b"z" * 70_000 + b"\n\n"]
+
+
+def test_twisted_frames_a_chunk_as_http_chunk_does() -> None:
+    from twisted.web.http import toChunk
+
+    for body in SSE_BODIES:
+        assert b"".join(toChunk(body)) == server_io.http_chunk(body), f"{version_of('Twisted')}: toChunk({body[:20]!r})"
+
+
+@contextlib.asynccontextmanager
+async def daphne_http_response() -> AsyncIterator[tuple[Any, Callable[[], bytes]]]:
+    """A real daphne ``Server`` and its HTTP factory's real channel on a real ``tcp.Connection`` (one end of a
+    socket pair), fed a real request: yields the ``send`` daphne gives the application once the response started
+    with ``SSE_HEADERS`` and a first body, and ``received()``, what the client end has received since the last
+    call (Twisted's buffer is flushed by hand: the reactor does not run in this test)."""
+    import daphne.server  # noqa: F401  (installs the asyncio reactor first, as daphne does)
+    from daphne.http_protocol import HTTPFactory
+    from daphne.server import Server
+    from twisted.internet import reactor, tcp
+    from twisted.internet.address import IPv4Address
+
+    started: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    done = asyncio.Event()
+
+    async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        await send({"type": "http.response.body", "body": b":ok\n\n", "more_body": True})
+        started.set_result(send)
+        await done.wait()
+
+    server = Server(application=application, endpoints=["tcp:port=0:interface=127.0.0.1"], signal_handlers=False)
+    server.connections = {}
+    factory = HTTPFactory(server)
+
+    class Connection(tcp.Connection):  # type: ignore[misc]
+        """Twisted's TCP connection with the addresses its ``tcp.Server`` subclass would give."""
+
+        def getPeer(self) -> IPv4Address:
+            return IPv4Address("TCP", "127.0.0.1", 50000)
+
+        def getHost(self) -> IPv4Address:
+            return IPv4Address("TCP", "127.0.0.1", 8000)
+
+    left, right = socket.socketpair()
+    left.setblocking(False)
+    protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+    conn = Connection(left, protocol, reactor)
+    conn.connected = 1
+    protocol.makeConnection(conn)
+
+    def received() -> bytes:
+        conn.doWrite()  # what the reactor does when the socket is writable
+        chunks = []
+        right.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while data := right.recv(1 << 20):
+                chunks.append(data)
+        return b"".join(chunks)
+
+    try:
+        protocol.dataReceived(
+            b"GET /pulse/sse/?ticket=t HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        send = await asyncio.wait_for(started, 10)
+        head = received()
+        assert head.startswith(b"HTTP/1.1 200 ") and b"chunked" in head.lower(), head
+        assert head.endswith(b"\r\n\r\n" + server_io.http_chunk(b":ok\n\n")), head
+        yield send, received
+    finally:
+        done.set()
+        conn.stopWriting()
+        conn.stopReading()
+        left.close()
+        right.close()
+        for entry in server.connections.values():
+            task = entry.get("application_instance")
+            if task is not None:
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(task, 5)
+
+
+async def test_daphne_http_send_is_handle_reply_bound_to_a_twisted_request_with_what_the_sse_path_reads() -> None:
+    from twisted.internet.tcp import Connection
+    from twisted.web.http import Request
+
+    async with daphne_http_response() as (send, _):
+        request = daphne_protocol(send)
+        assert request is not None, f"{version_of('daphne')}: the HTTP send is {send!r}, not partial(handle_reply, ...)"
+        assert isinstance(request, Request), f"{version_of('daphne')}: {type(request)} is not a twisted http.Request"
+        assert_has(DAPHNE_REQUEST, request)
+        assert isinstance(request.transport, Connection), f"{version_of('Twisted')}: {type(request.transport)}"
+        assert_has(TWISTED_TRANSPORT, request.transport)
+        assert request.startedWriting and request.chunked and not request.finished and not request._disconnected, (
+            f"{version_of('Twisted')}: a streaming chunked response is not seen as such by the SSE fast path"
+        )
+        report = FastPathReport()
+        writer = response_writer(send, report)
+        assert writer is not None and writer.ready(), report.as_dict()
+        assert report.as_dict()["daphne-sse"]["path"] == "direct"
+
+
+async def test_daphne_the_sse_fast_path_writes_the_bytes_daphnes_send_writes() -> None:
+    """Byte for byte: each body through daphne's ``send`` (``handle_reply``, Twisted's ``Request.write``) and
+    through the direct writer reaches the client as the same bytes, and the access log's size counts both."""
+    async with daphne_http_response() as (send, received):
+        request = daphne_protocol(send)
+        writer = response_writer(send, FastPathReport())
+        assert writer is not None
+        for body in SSE_BODIES:
+            before = request.sentLength
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            through_asgi = received()
+            assert request.sentLength == before + len(body)
+            assert writer.ready()
+            writer.write(body)
+            direct = received()
+            assert direct == through_asgi == server_io.http_chunk(body), (
+                f"{server_version('daphne')}: {len(body)} bytes: direct {direct[:40]!r} vs ASGI {through_asgi[:40]!r}"
+            )
+            assert request.sentLength == before + 2 * len(body)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        assert received().endswith(b"0\r\n\r\n")
+        assert not writer.ready(), "the response is finished: the direct writer must refuse"
+
+
+async def on_uvicorn_http_response(check: Callable[[Any, Callable[[], Awaitable[bytes]]], Awaitable[None]]) -> None:
+    """A real uvicorn (default HTTP implementation) streaming a response to a raw client: ``check(send,
+    received)`` runs inside the application once the response started; ``received()`` reads what the client got
+    since the last call."""
+    finished = asyncio.Event()
+    reader: asyncio.StreamReader | None = None
+
+    async def received() -> bytes:
+        assert reader is not None
+        data = await asyncio.wait_for(reader.read(1 << 20), 10)
+        while True:  # until the pipe is empty for a moment
+            try:
+                data += await asyncio.wait_for(reader.read(1 << 20), 0.05)
+            except TimeoutError:
+                return data
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        await send({"type": "http.response.body", "body": b":ok\n\n", "more_body": True})
+        head = await received()
+        assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(server_io.http_chunk(b":ok\n\n")), head
+        try:
+            await check(send, received)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            finished.set()
+
+    async with uvicorn_serving(app) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /pulse/sse/?ticket=t HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
+        await asyncio.wait_for(finished.wait(), 20)
+        writer.close()
+
+
+async def test_uvicorn_http_send_is_the_httptools_cycles_bound_send_with_what_the_sse_path_reads() -> None:
+    async def check(send: Any, received: Callable[[], Awaitable[bytes]]) -> None:
+        owner = getattr(send, "__self__", None)
+        cycle = server_io._uvicorn_cycle(send)
+        assert cycle is not None, (
+            f"{server_version('uvicorn')}: its HTTP send is {send!r} on {type(owner).__module__}."
+            f"{type(owner).__qualname__}, not {server_io.UVICORN_HTTPTOOLS}.RequestResponseCycle.send"
+        )
+        assert_has(UVICORN_HTTP_CYCLE, cycle)
+        assert_has(UVICORN_FLOW, cycle.flow)
+        assert isinstance(cycle.transport, asyncio.Transport), f"{server_version('uvicorn')}: transport"
+        assert cycle.response_started and cycle.chunked_encoding and not cycle.response_complete
+        assert not cycle.disconnected and cycle.flow.write_paused is False
+
+    await on_uvicorn_http_response(check)
+
+
+async def test_uvicorn_the_sse_fast_path_writes_the_bytes_uvicorns_send_writes() -> None:
+    report = FastPathReport()
+
+    async def check(send: Any, received: Callable[[], Awaitable[bytes]]) -> None:
+        writer = response_writer(send, report)
+        assert writer is not None, report.as_dict()
+        for body in SSE_BODIES:
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            through_asgi = await received()
+            assert writer.ready()
+            writer.write(body)
+            direct = await received()
+            assert direct == through_asgi == server_io.http_chunk(body), (
+                f"{server_version('uvicorn')}: {len(body)} bytes: direct {direct[:40]!r} vs ASGI {through_asgi[:40]!r}"
+            )
+
+    await on_uvicorn_http_response(check)
+    assert report.as_dict()["uvicorn-sse"] | {"version": None} == {
+        "version": None,
+        "path": "direct",
+        "reason": "httptools",
+        "drift": False,
+        "connections": 1,
+        "directFrames": len(SSE_BODIES),
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_sse_drift_is_a_warning_once_and_events_go_through_asgi(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The pulse app's SSE streams under a real uvicorn whose request cycle lacks a name the SSE fast path reads
+    (as a future uvicorn might): one WARNING naming uvicorn's version and the fallback, and every event arrives
+    through the ASGI send."""
+    from django_pulse import pulse
+    from django_pulse.server.runtime import get_runtime
+    from tests.asgi import application
+    from tests.sseclient import sdk_stream
+    from tests.wsutil import token
+
+    report = FastPathReport()
+    monkeypatch.setattr(get_runtime(), "fast_path", report)
+    renamed = Requirement(
+        UVICORN_HTTP_CYCLE.server,
+        UVICORN_HTTP_CYCLE.distribution,
+        UVICORN_HTTP_CYCLE.holder,
+        (*UVICORN_HTTP_CYCLE.names, "renamed_by_a_future_uvicorn"),
+    )
+    monkeypatch.setattr(server_io, "UVICORN_HTTP_CYCLE", renamed)
+    caplog.set_level(logging.INFO, logger=server_io.logger.name)
+
+    async with uvicorn_serving(application) as port, contextlib.AsyncExitStack() as stack:
+        streams = []
+        for name in ("ann", "bob"):
+            stream = await stack.enter_async_context(sdk_stream(port, await token(name)))
+            assert (await stream.events.next_frame())["action"] == "connected"
+            assert (await stream.request({"action": "subscribe", "channel": "drift"}))["action"] == "ok"
+            streams.append(stream)
+        for i in range(3):
+            await pulse.apublish("drift", "tick", {"i": i})
+        for stream in streams:
+            frames = await stream.events.frames_until(lambda f: f.get("data", {}).get("i") == 2)
+            assert [f["data"]["i"] for f in frames if f["action"] == "message"] == [0, 1, 2]
+
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == server_io.logger.name]
+    assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
+    text = warnings[0].getMessage()
+    assert server_version("uvicorn") in text and "SSE fast path off" in text, text
+    assert "renamed_by_a_future_uvicorn" in text, text
+    assert report.as_dict()["uvicorn-sse"] | {"version": None} == {
+        "version": None,
+        "path": "asgi",
+        "reason": f"{UVICORN_HTTP_CYCLE.holder} has no renamed_by_a_future_uvicorn",
+        "drift": True,
+        "connections": 0,
+        "directFrames": 0,
+    }
+
+
+async def test_uvicorn_h11_keeps_the_asgi_path_for_sse_without_a_warning() -> None:
+    """``--http h11`` frames responses through h11's state machine: the SSE fast path stays off, logged as a
+    known ASGI-only setup (INFO), not as drift."""
+    report = FastPathReport()
+    checked = asyncio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        assert response_writer(send, report) is None
+        checked.set()
+        await send({"type": "http.response.body", "body": b":ok\n\n"})
+
+    async with uvicorn_serving(app, http="h11") as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        assert (await asyncio.wait_for(reader.read(), 10)).endswith(server_io.http_chunk(b":ok\n\n") + b"0\r\n\r\n")
+        writer.close()
+    assert checked.is_set()
+    entry = report.as_dict()["uvicorn-sse"]
+    assert (entry["path"], entry["drift"]) == ("asgi", False) and "h11" in entry["reason"], entry

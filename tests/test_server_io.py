@@ -7,6 +7,7 @@ way it says. The servers' internals themselves: tests/test_server_contract.py.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 from typing import Any
@@ -173,3 +174,50 @@ async def test_a_compressed_connection_keeps_the_asgi_path_under_uvicorn() -> No
         for ws in clients.values():
             await ws.close()
     assert report["uvicorn"]["directFrames"] == received[None], (report, received)
+
+
+# -- SSE: the response fast path (_server_io.response_writer) ------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server_name", ["daphne", "uvicorn"])
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "asgi"])
+async def test_sse_streams_get_every_event_intact_and_in_order_while_one_stalls(server_name: str, direct: bool) -> None:
+    """Three SDK streams on one channel, one of which stops reading (its kernel buffers fill: partial sends and
+    Twisted's buffer under daphne, uvicorn's flow control): events of 10 B to 150 KB arrive whole, in order,
+    the same on every stream, once the stalled one reads again; the server's report says which path wrote them
+    (and DIRECT_WRITE off never considers the fast path)."""
+    from tests.sseclient import sdk_stream
+
+    limits = {"MAX_MESSAGE_SIZE": 200_000, "OUTBOUND_BUFFER_LIMIT": 16 * 1024 * 1024, "HISTORY_SIZE": 0}
+    with live_server(server=server_name, pulse={"DIRECT_WRITE": direct, **limits}) as server:
+        streams = []
+        async with contextlib.AsyncExitStack() as stack:
+            for i in range(3):
+                token = (await asyncio.to_thread(server.token, f"sse{i}"))["token"]
+                stream = await stack.enter_async_context(sdk_stream(server.port, token))
+                assert (await stream.events.next_frame())["action"] == "connected"
+                assert (await stream.request({"action": "subscribe", "channel": "sse"}))["action"] == "ok"
+                streams.append(stream)
+            stalled = streams[0].events.writer.transport
+            stalled.pause_reading()
+            sizes = [10, 300, 60_000, 150_000] * 12  # 2.5 MB per stream
+            for i, size in enumerate(sizes, start=1):
+                await asyncio.to_thread(server.publish, "sse", "blob", {"i": i, "pad": "é" * (size // 2)})
+            await asyncio.sleep(0.5)
+            stalled.resume_reading()
+            received = []
+            for stream in streams:
+                frames = await stream.events.frames_until(lambda f: f.get("data", {}).get("i") == len(sizes), 60)
+                messages = [f for f in frames if f["action"] == "message"]
+                assert [m["data"]["i"] for m in messages] == list(range(1, len(sizes) + 1))
+                assert all(m["data"]["pad"] == "é" * (size // 2) for m, size in zip(messages, sizes, strict=True))
+                received.append(messages)
+            assert received[0] == received[1] == received[2]
+        report = await asyncio.to_thread(server.fast_path)
+    if direct:
+        entry = report[f"{server_name}-sse"]
+        assert (entry["path"], entry["drift"], entry["connections"]) == ("direct", False, 3), report
+        assert entry["directFrames"] >= 2 * len(sizes), report  # at least the two streams that kept reading
+    else:
+        assert f"{server_name}-sse" not in report, report

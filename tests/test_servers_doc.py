@@ -51,3 +51,18 @@ def test_no_lower_bound_admits_a_release_older_than_the_oldest_tested() -> None:
         assert requirement.specifier.contains(oldest[name]), (str(requirement), oldest[name])
         bounded.add(name)
     assert bounded == {"daphne", "websockets", "uvicorn", "granian"}, bounded
+
+
+def test_the_names_read_table_is_what_server_io_declares() -> None:
+    from django_pulse.server._server_io import REQUIREMENTS
+
+    text = (ROOT / "docs/servers.md").read_text()
+    section = text.split("## Names read", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| ([a-z]+) \| ([A-Za-z]+) \| ([^|]+) \| ([^|]+) \|$", section, re.M)
+    documented = [
+        (server, package, holder.strip(), tuple(re.findall(r"`([^`]+)`", names)))
+        for server, package, holder, names in rows
+        if server != "server"
+    ]
+    declared = [(r.server, r.distribution, r.holder, r.names) for r in REQUIREMENTS]
+    assert documented == declared

@@ -19,6 +19,12 @@ What is done with them:
   ``websockets`` write for an uncompressed, unfragmented text message from a server, RFC 6455 5.2), then
   written to each socket while its connection is open and nothing else is pending for it; otherwise the
   caller falls back to ``send``.
+- ``response_writer``: the same for the body of a streamed HTTP/1.1 response (the SSE transport). Recognised
+  from an HTTP ``send``: daphne's is ``functools.partial(Server.handle_reply, request)`` (``request`` a Twisted
+  ``http.Request``); uvicorn's (httptools) the bound method ``RequestResponseCycle.send``. The chunk bytes
+  are built once per body for every stream (``http_chunk``: what Twisted's ``Request.write`` and uvicorn
+  write for one body chunk of a chunked response), then written to each socket while its response is
+  streaming, chunked, and the server is not holding writes back; otherwise the caller falls back to ``send``.
 
 ``PULSE["DIRECT_WRITE"] = False`` turns the direct writer off.
 
@@ -43,18 +49,24 @@ from typing import Any
 
 __all__ = [
     "DAPHNE_PROTOCOL",
+    "DAPHNE_REQUEST",
     "REQUIREMENTS",
     "TWISTED_REACTOR",
     "TWISTED_TRANSPORT",
+    "UVICORN_FLOW",
+    "UVICORN_HTTP_CYCLE",
     "UVICORN_PROTOCOL",
     "WEBSOCKETS_CONNECTION",
     "FastPathReport",
     "Requirement",
+    "ResponseWriter",
     "buffer_probe",
     "close_going_away",
     "daphne_protocol",
     "direct_writer",
+    "http_chunk",
     "install_daphne_shutdown",
+    "response_writer",
     "server_version",
     "text_frame",
 ]
@@ -65,6 +77,8 @@ DirectWriter = Callable[[dict[str, Any]], bool]
 
 UVICORN_SANSIO = "uvicorn.protocols.websockets.websockets_sansio_impl"
 UVICORN_WEBSOCKETS = "uvicorn.protocols.websockets."
+UVICORN_HTTPTOOLS = "uvicorn.protocols.http.httptools_impl"
+UVICORN_HTTP = "uvicorn.protocols.http."
 
 
 # -- the contract ----------------------------------------------------------------------------------------------
@@ -108,6 +122,20 @@ WEBSOCKETS_CONNECTION = Requirement(
     "websockets' ServerProtocol (uvicorn's protocol.conn)",
     ("state", "extensions", "expect_continuation_frame", "writes"),
 )
+# The SSE fast path (response bodies); daphne's transport is TWISTED_TRANSPORT as above.
+DAPHNE_REQUEST = Requirement(
+    "daphne",
+    "Twisted",
+    "daphne's WebRequest (Twisted's http.Request)",
+    ("startedWriting", "chunked", "finished", "_disconnected", "channel", "transport", "sentLength"),
+)
+UVICORN_HTTP_CYCLE = Requirement(
+    "uvicorn",
+    "uvicorn",
+    "uvicorn's httptools RequestResponseCycle",
+    ("transport", "flow", "disconnected", "response_started", "response_complete", "chunked_encoding"),
+)
+UVICORN_FLOW = Requirement("uvicorn", "uvicorn", "uvicorn's FlowControl (the cycle's flow)", ("write_paused",))
 # Not the fast path: the daphne shutdown hook (a 1001 close to every client before the reactor stops).
 TWISTED_REACTOR = Requirement(
     "daphne",
@@ -115,7 +143,16 @@ TWISTED_REACTOR = Requirement(
     "Twisted's asyncio reactor (daphne installs it)",
     ("running", "_asyncioEventloop", "addSystemEventTrigger"),
 )
-REQUIREMENTS = (DAPHNE_PROTOCOL, TWISTED_TRANSPORT, UVICORN_PROTOCOL, WEBSOCKETS_CONNECTION, TWISTED_REACTOR)
+REQUIREMENTS = (
+    DAPHNE_PROTOCOL,
+    TWISTED_TRANSPORT,
+    UVICORN_PROTOCOL,
+    WEBSOCKETS_CONNECTION,
+    DAPHNE_REQUEST,
+    UVICORN_HTTP_CYCLE,
+    UVICORN_FLOW,
+    TWISTED_REACTOR,
+)
 
 # The distributions whose versions a server's log line and report name, the server's own first.
 DISTRIBUTIONS = {
@@ -142,7 +179,8 @@ def server_version(server: str) -> str:
 
 
 class ServerPath:
-    """The path one server's connections take in this process: ``direct`` (the fast path) or ``asgi``."""
+    """The path one server's connections of one transport take in this process: ``direct`` (the fast path) or
+    ``asgi``."""
 
     __slots__ = ("connections", "drift", "frames", "path", "reason", "server", "version")
 
@@ -167,30 +205,38 @@ class ServerPath:
 
 
 class FastPathReport:
-    """Per server, the path this process's connections take; the first connection of each server decides it and
-    logs it once: INFO for the fast path or a known ASGI-only setup, WARNING when a recognised server's
-    internals differ from the ``Requirement``s (drift)."""
+    """Per server and transport, the path this process's connections take; the first connection of each decides
+    it and logs it once: INFO for the fast path or a known ASGI-only setup, WARNING when a recognised server's
+    internals differ from the ``Requirement``s (drift). WebSocket entries are keyed by the server's name
+    (``daphne``), SSE ones by the name and ``-sse`` (``daphne-sse``)."""
 
     def __init__(self) -> None:
         self.servers: dict[str, ServerPath] = {}
 
-    def decide(self, server: str, path: str, reason: str, *, drift: bool = False) -> ServerPath:
-        """The server's entry, made (and logged) by its first connection; later ones only count."""
-        entry = self.servers.get(server)
+    def decide(self, server: str, path: str, reason: str, *, drift: bool = False, sse: bool = False) -> ServerPath:
+        """The entry of ``server`` (its SSE responses when ``sse``), made (and logged) by its first connection;
+        later ones only count."""
+        key = server + "-sse" if sse else server
+        entry = self.servers.get(key)
         if entry is not None:
             return entry
-        entry = self.servers[server] = ServerPath(server, path, reason, drift)
+        entry = self.servers[key] = ServerPath(server, path, reason, drift)
+        what = "SSE events" if sse else "fanned-out frames"
+        prefix = "SSE " if sse else ""
         if drift:
             logger.warning(
-                "%s: fast path off, fanned-out frames go through the ASGI send instead (slower, same frames): %s. "
+                "%s: %sfast path off, %s go through the ASGI send instead (slower, same %s): %s. "
                 "These internals are not the ones django_pulse knows; docs/servers.md lists the versions tested.",
                 entry.version,
+                prefix,
+                what,
+                "events" if sse else "frames",
                 reason,
             )
         elif path == "direct":
-            logger.info("%s: fast path on: fanned-out frames are written to the sockets directly", entry.version)
+            logger.info("%s: %sfast path on: %s are written to the sockets directly", entry.version, prefix, what)
         else:
-            logger.info("%s: ASGI path: %s", entry.version, reason)
+            logger.info("%s: %sASGI path: %s", entry.version, prefix, reason)
         return entry
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
@@ -441,6 +487,188 @@ def _other_path(send: Any, report: FastPathReport) -> None:
             )
     elif module.startswith("granian"):
         report.decide("granian", "asgi", "granian frames in native code; its send takes the text as it is")
+
+
+# -- streamed HTTP responses (SSE) ---------------------------------------------------------------------------
+
+
+def http_chunk(body: bytes) -> bytes:
+    """One chunk of a chunked HTTP/1.1 body (RFC 9112 7.1): the size in lowercase hex, CRLF, the body, CRLF; what
+    Twisted's ``Request.write`` (``toChunk``) and uvicorn's ``send`` write for a non-empty body."""
+    return b"%x\r\n%b\r\n" % (len(body), body)
+
+
+class _ChunkCache:
+    """The chunk of the body being fanned out: SSE hands the same body bytes (one event, encoded once per
+    message) to every stream's writer in turn, so one entry compared by identity serves them all."""
+
+    __slots__ = ("body", "chunk")
+
+    def __init__(self) -> None:
+        self.body = b""
+        self.chunk = b""
+
+    def get(self, body: bytes) -> bytes:
+        if body is not self.body:
+            self.chunk = http_chunk(body)
+            self.body = body  # held, so its id cannot be reused by other bytes while cached
+        return self.chunk
+
+
+_chunks = _ChunkCache()
+
+
+class ResponseWriter:
+    """Writes body chunks of one streamed (chunked) HTTP/1.1 response to its socket, bypassing the server's
+    ``send``. ``ready()``: True when a body written now goes straight out, in order with what ``send`` wrote
+    before (the response started, is chunked, not finished, the connection open and the server not holding
+    writes back); then ``write(body)`` writes it. When ``ready()`` is False the caller uses ``send``."""
+
+    __slots__ = ("ready", "write")
+
+    def __init__(self, ready: Callable[[], bool], write: Callable[[bytes], None]) -> None:
+        self.ready = ready
+        self.write = write
+
+
+def _daphne_response_writer(request: Any, report: FastPathReport) -> ResponseWriter | None:
+    """daphne over plain TCP. Through ASGI each body costs daphne's ``handle_reply`` coroutine, Twisted's
+    ``Request.write`` (its chunk framing, a ``writeSequence`` on the channel) and a deferred write a loop round
+    later. Here: the chunk built once per body; ``socket.send`` at once when Twisted holds nothing for the socket,
+    else (and for what the kernel does not take) ``transport.write``, Twisted's ordinary path. ``sentLength``
+    (daphne's access log size) is kept as ``Request.write`` keeps it."""
+    try:
+        from twisted.internet.tcp import Connection
+        from twisted.web.http import Request
+    except ImportError as exc:
+        report.decide("daphne", "asgi", f"cannot import {exc.name}", drift=True, sse=True)
+        return None
+    transport = getattr(request, "transport", None)
+    problem = ""
+    if not isinstance(request, Request):
+        problem = f"its request {type(request).__qualname__} is not a twisted.web.http.Request"
+    elif not isinstance(transport, Connection):
+        if type(transport).__name__ == "TLSMemoryBIOProtocol":
+            report.decide(
+                "daphne", "asgi", "TLS: the socket carries TLS records, so bodies go through Twisted's TLS", sse=True
+            )
+            return None
+        problem = f"its transport {type(transport).__qualname__} is not a twisted.internet.tcp.Connection"
+    else:
+        missing = [
+            (DAPHNE_REQUEST, DAPHNE_REQUEST.missing(request)),
+            (TWISTED_TRANSPORT, TWISTED_TRANSPORT.missing(transport)),
+        ]
+        problem = "; ".join(f"{req.holder} has no {', '.join(names)}" for req, names in missing if names)
+    if problem:
+        report.decide("daphne", "asgi", problem, drift=True, sse=True)
+        return None
+    stats = report.decide("daphne", "direct", "plain TCP", sse=True)
+    stats.connections += 1
+    tcp: Any = transport  # Twisted's tcp.Connection (untyped)
+    sock = tcp.socket
+    chunks = _chunks
+
+    def ready() -> bool:
+        return bool(
+            request.startedWriting
+            and request.chunked
+            and not request.finished
+            and not request._disconnected
+            and request.channel is not None
+            and tcp.connected
+            and not tcp.disconnecting
+            and not tcp._writeDisconnected
+        )
+
+    def write(body: bytes) -> None:
+        chunk = chunks.get(body)
+        request.sentLength += len(body)
+        stats.frames += 1
+        if tcp._tempDataLen or tcp.offset != len(tcp.dataBuffer):
+            tcp.write(chunk)  # behind what Twisted holds: in order, through its buffer
+            return
+        try:
+            sent = sock.send(chunk)
+        except OSError:  # EAGAIN, EINTR, or a failing connection, which Twisted notices on its own write
+            sent = 0
+        if sent < len(chunk):
+            tcp.write(chunk[sent:])
+
+    return ResponseWriter(ready, write)
+
+
+def _uvicorn_cycle(send: Any) -> Any:
+    """uvicorn's httptools request-response cycle behind an HTTP ``send``, or None."""
+    module = sys.modules.get(UVICORN_HTTPTOOLS)
+    owner = getattr(send, "__self__", None)
+    if module is None or owner is None or getattr(send, "__name__", "") != "send":
+        return None
+    cls = getattr(module, "RequestResponseCycle", None)
+    return owner if cls is not None and isinstance(owner, cls) else None
+
+
+def _uvicorn_response_writer(cycle: Any, report: FastPathReport) -> ResponseWriter | None:
+    """uvicorn (httptools). Through ASGI each body costs uvicorn's ``send`` coroutine and a join of the chunk's
+    three parts. Here: ``transport.write`` of the chunk built once per body, while the response is streaming
+    and chunked and uvicorn's flow control is not paused (above the transport's high-water mark ``send`` waits,
+    and so the outbox queues)."""
+    flow = getattr(cycle, "flow", None)
+    missing = [(UVICORN_HTTP_CYCLE, UVICORN_HTTP_CYCLE.missing(cycle))]
+    if flow is not None:
+        missing.append((UVICORN_FLOW, UVICORN_FLOW.missing(flow)))
+    problem = "; ".join(f"{req.holder} has no {', '.join(names)}" for req, names in missing if names)
+    if problem:
+        report.decide("uvicorn", "asgi", problem, drift=True, sse=True)
+        return None
+    transport = cycle.transport
+    flow = cycle.flow
+    stats = report.decide("uvicorn", "direct", "httptools", sse=True)
+    stats.connections += 1
+    chunks = _chunks
+
+    def ready() -> bool:
+        return bool(
+            cycle.response_started
+            and cycle.chunked_encoding
+            and not cycle.response_complete
+            and not cycle.disconnected
+            and not flow.write_paused
+        )
+
+    def write(body: bytes) -> None:
+        stats.frames += 1
+        transport.write(chunks.get(body))
+
+    return ResponseWriter(ready, write)
+
+
+def response_writer(send: Any, report: FastPathReport) -> ResponseWriter | None:
+    """For a recognised server's HTTP ``send``: a ``ResponseWriter`` for the response it belongs to; None for
+    other servers, TLS under daphne, uvicorn with ``--http h11``, or versions whose internals differ from what
+    this module expects (logged once, as for WebSockets, under the server's ``-sse`` entry of ``report``)."""
+    request = daphne_protocol(send)
+    if request is not None:
+        return _daphne_response_writer(request, report)
+    cycle = _uvicorn_cycle(send)
+    if cycle is not None:
+        return _uvicorn_response_writer(cycle, report)
+    if isinstance(send, functools.partial) and getattr(send.func, "__module__", "").startswith("daphne."):
+        what = f"its send is {send.func.__qualname__}, not Server.handle_reply"
+        report.decide("daphne", "asgi", what, drift=True, sse=True)
+        return None
+    owner = getattr(send, "__self__", None)
+    module = type(owner).__module__ if owner is not None else ""
+    if module.startswith(UVICORN_HTTP):
+        if module.endswith(".h11_impl"):
+            report.decide("uvicorn", "asgi", "--http h11 (the fast path needs --http httptools)", sse=True)
+        else:
+            what = f"{module}.{type(owner).__qualname__}.{getattr(send, '__name__', '?')}"
+            reason = f"its send is {what}, not {UVICORN_HTTPTOOLS}.RequestResponseCycle.send"
+            report.decide("uvicorn", "asgi", reason, drift=True, sse=True)
+    elif module.startswith("granian"):
+        report.decide("granian", "asgi", "granian writes responses in native code", sse=True)
+    return None
 
 
 # -- choosing ----------------------------------------------------------------------------------------------------

@@ -8,6 +8,11 @@ time per connection, in frame order, so replies keep request order.
 Extension points (presence): ``PulseConsumer.handlers`` maps an ``Action`` to an async handler
 ``(consumer, request) -> result dict | None`` (the ``ok`` members; None sends no reply); a handler raises a
 ``PulseError`` for an error reply. ``on_authenticated()`` and ``on_disconnect(code)`` are awaited.
+
+Transports (this WebSocket consumer; ``sse.SSEConnection``) meet the connection through ``transport.Transport``:
+what a transport provides (``send_frame``, ``keepalive``, ``close``, ``silence_timeout``) and what it calls
+here (``attach``/``detach``, ``make_outbox``, ``start_session``, ``end``, ``absorb_cancellation``), so neither
+uses the other's private names.
 """
 
 from __future__ import annotations
@@ -124,6 +129,11 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
     # No channel-layer channel per socket: messages arrive through the hub.
     channel_layer_alias = None
 
+    # The transport (transport.Transport): its name, and whether the heartbeat closes a connection whose
+    # client has been silent longer than HEARTBEAT_INTERVAL + HEARTBEAT_GRACE (it answers pings over WebSocket).
+    transport: ClassVar[str] = "websocket"
+    silence_timeout: ClassVar[bool] = True
+
     # Filled by actions.py and presence_actions.py (imported at the end of this module).
     handlers: ClassVar[dict[Action, Handler]] = {}
 
@@ -174,24 +184,62 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self.scope = scope
         self.channel_layer = None
         self.base_send = send
-        self._task = asyncio.current_task()
-        connections = get_runtime().connections
-        connections.add(self)
+        self.attach()
         try:
             while True:
                 await self.dispatch(await receive())
         except StopConsumer:
             pass
         except asyncio.CancelledError:
-            if await self._absorb_cancellation():
+            if await self.absorb_cancellation():
                 return
             raise
         finally:
-            connections.discard(self)
-            if self._abandon_timer is not None:
-                self._abandon_timer.cancel()
+            self.detach()
 
-    async def _absorb_cancellation(self) -> bool:
+    # -- what transports call (transport.Transport) ---------------------------------------------------------
+
+    def attach(self) -> None:
+        """The current task serves this connection until ``detach()``: the process counts it (shutdown closes
+        it) and a close the server never confirms cancels this task."""
+        self._task = asyncio.current_task()
+        get_runtime().connections.add(self)
+
+    def detach(self) -> None:
+        """The serving task is returning (after ``end``, or cancelled)."""
+        get_runtime().connections.discard(self)
+        if self._abandon_timer is not None:
+            self._abandon_timer.cancel()
+
+    def make_outbox(self, send: Any, **kwargs: Any) -> Outbox:
+        """This connection's outbox on ``send`` (``Outbox``'s keyword arguments in ``kwargs``), with its limit,
+        and closing this connection when the outbox cuts a slow consumer."""
+        return Outbox(send, self.limits.outbound_limit, self._outbox_closed, **kwargs)
+
+    async def start_session(self) -> bool:
+        """For a transport that set ``claims``, ``client_id`` and ``kb_id`` itself (no ``auth`` frame: SSE
+        unidirectional streams): register with the hub, start the expiry and heartbeat timers, send
+        ``client_connected`` and run ``on_authenticated``. False (nothing started) when the hub refused."""
+        try:
+            await get_runtime().hub.register(self)
+        except PulseError:
+            return False
+        self._registered = True
+        loop = asyncio.get_running_loop()
+        self._schedule_expiry(loop)
+        self._heartbeat_timer = loop.call_later(self.limits.heartbeat, self._heartbeat)
+        await self._send_signal(
+            signals.client_connected, kb_id=self.kb_id, client_id=self.client_id, connection_id=self.connection_id
+        )
+        await self.on_authenticated()
+        return True
+
+    async def end(self, code: int) -> None:
+        """The transport is gone (the client went away with ``code``, or after this side's close): end the
+        subscriptions and presence, with the close code sent if this side closed, else ``code``. Once."""
+        await self._finish(self._close_code if self._close_code is not None else int(code))
+
+    async def absorb_cancellation(self) -> bool:
         """This connection's task was cancelled; end the connection. True: the cancellation was our own
         (``_abandon``: the close was sent but the server never confirmed it) and is absorbed; False: the server
         cancelled it (daphne on SIGTERM, when its own shutdown trigger works; see ``shutdown``), so the client
@@ -235,9 +283,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         from .shutdown import logged_shutdown
 
         install_daphne_shutdown(logged_shutdown)
-        self.outbox = Outbox(
-            self.base_send, self.limits.outbound_limit, self._outbox_closed, direct_write=self.limits.direct_write
-        )
+        self.outbox = self.make_outbox(self.base_send, direct_write=self.limits.direct_write)
         self.outbox.push({"type": "websocket.accept"}, 0)
         loop = asyncio.get_running_loop()
         self._auth_timer = loop.call_later(self.limits.auth_timeout, self._auth_timed_out)
@@ -264,8 +310,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         await self.handle_request(request)
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
-        code = message.get("code", CloseCode.GOING_AWAY)
-        await self._finish(self._close_code if self._close_code is not None else int(code))
+        await self.end(int(message.get("code", CloseCode.GOING_AWAY)))
         raise StopConsumer()
 
     # -- requests -------------------------------------------------------------------------------------
@@ -476,10 +521,10 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
             return
         loop = asyncio.get_running_loop()
         silent = time.monotonic() - self._last_seen
-        if silent > self.limits.heartbeat + self.limits.grace:
+        if self.silence_timeout and silent > self.limits.heartbeat + self.limits.grace:
             self.close(CloseCode.HEARTBEAT_TIMEOUT)
             return
-        self.send_frame(PING_FRAME)
+        self.keepalive()
         self._heartbeat_timer = loop.call_later(self.limits.heartbeat, self._heartbeat)
 
     @property
@@ -545,6 +590,10 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         """Queue one text frame to this connection, after everything queued before it."""
         if self.outbox is not None:
             self.outbox.send_text(text)
+
+    def keepalive(self) -> None:
+        """What the heartbeat sends every HEARTBEAT_INTERVAL: the protocol's ping (the client answers ``pong``)."""
+        self.send_frame(PING_FRAME)
 
     def close(self, code: int) -> None:
         """Close the connection with ``code`` (after frames already queued). Safe from timers and callbacks."""

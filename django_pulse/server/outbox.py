@@ -104,12 +104,24 @@ class Outbox:
     )
 
     def __init__(
-        self, send: ASGISend, limit: int, on_close: Callable[[int], None] | None = None, *, direct_write: bool = True
+        self,
+        send: ASGISend,
+        limit: int,
+        on_close: Callable[[int], None] | None = None,
+        *,
+        direct_write: bool = True,
+        probe: Callable[[], int] | None = None,
+        direct: Callable[[dict[str, Any]], bool] | None = None,
     ) -> None:
+        """``send`` is the server's WebSocket ``send``, or a transport's own (SSE) that then gives ``probe`` (the
+        bytes the server holds unsent) and ``direct`` (its fast path: writes a message and returns True, or
+        returns False to have it sent through ``send``) itself when it has them."""
         self._send = send
-        self._probe = buffer_probe(send)
+        self._probe = probe if probe is not None else buffer_probe(send)
         # daphne and uvicorn: frames go to the socket directly when they can (server_io); None elsewhere.
-        self._direct = direct_writer(send, get_runtime().fast_path) if direct_write else None
+        if direct is None and direct_write:
+            direct = direct_writer(send, get_runtime().fast_path)
+        self._direct = direct
         # Bound once: a bound method per send would be one more object for the cyclic GC per delivery, and
         # with thousands of sends in flight (granian) the collector's passes over them show in the profile.
         self._on_future_done = self._future_done

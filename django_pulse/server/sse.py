@@ -18,9 +18,11 @@ WebSocket route) serves, under ``PULSE["SSE_PATH"]`` (``pulse/sse/``):
   (or anonymous); one named event per message, ``Last-Event-ID`` resumes.
 
 ``SSEConnection`` is a ``PulseConsumer``: authentication, the action handlers, rate limits, timers, presence
-and clean-up are the WebSocket connection's own; only the transport differs. Messages reach it through the
-hub like any connection (an ``Outbox`` on the HTTP response); each message's SSE event is encoded once for
-every SDK stream it goes to (``_EventCache``: the hub hands the same message dict to every sink).
+and clean-up are the WebSocket connection's own; only the transport differs, and the two meet through
+``transport.py``'s interface only. Messages reach it through the hub like any connection (an ``Outbox`` on the
+HTTP response); each message's SSE event is encoded once for every SDK stream it goes to (``_EventCache``: the
+hub hands the same message dict to every sink), and under daphne and uvicorn written to each stream's socket
+directly as one HTTP chunk, itself built once (``_server_io.response_writer``), when the server allows it.
 """
 
 from __future__ import annotations
@@ -33,19 +35,23 @@ import secrets
 import time
 from collections import deque
 from http.cookies import SimpleCookie
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from .. import signals
+from channels.db import database_sync_to_async
+
 from ..conf import pulse_settings
 from ..exceptions import PulseError
-from ..protocol import PING_FRAME, Action, CloseCode, ErrorCode, Operation, Request, dumps, parse_frame
+from ..protocol import Action, CloseCode, ErrorCode, Operation, Request, dumps, parse_frame
 from ..protocol import sse as sse_wire
 from ..protocol.tokens import Claims
-from ._server_io import buffer_probe, install_daphne_shutdown
-from .consumer import PulseConsumer, _authenticate
-from .outbox import Outbox
+from ._server_io import buffer_probe, install_daphne_shutdown, response_writer
+from .app_access import authenticate_token
+from .consumer import PulseConsumer
 from .runtime import get_runtime
+
+if TYPE_CHECKING:
+    from .transport import ConnectionCore, Transport
 
 __all__ = ["SSEConnection", "pulse_sse_app"]
 
@@ -123,6 +129,7 @@ class _MessageCache:
         return parsed
 
 
+_authenticate = database_sync_to_async(authenticate_token)
 _events = _EventCache()
 _messages = _MessageCache()
 
@@ -141,9 +148,15 @@ class _CommandSink:
 
 class SSEConnection(PulseConsumer):
     """One SSE stream speaking the Pulse protocol: a ``PulseConsumer`` whose transport is an HTTP response
-    (server to client) and ``send/`` POSTs (client to server)."""
+    (server to client) and ``send/`` POSTs (client to server). It meets the connection through
+    ``transport.Transport`` only: it provides ``send_frame`` (unidirectional streams turn subscribe replies into
+    positions), ``keepalive``, ``close``; it calls ``attach``/``detach``, ``make_outbox``, ``start_session``,
+    ``end``, ``absorb_cancellation``, and extends ``on_disconnect`` for its own clean-up."""
 
     transport = "sse"
+    # Nothing comes back over SSE, so there is no silence check: a vanished peer shows as a failing write, a full
+    # buffer (slow consumer) or the server's disconnect.
+    silence_timeout = False
 
     def __init__(self, scope: dict[str, Any], send: Any, *, stream_id: str = "", unidirectional: bool = False) -> None:
         super().__init__()
@@ -166,10 +179,16 @@ class SSEConnection(PulseConsumer):
         self._closing = asyncio.Event()
         self._receiving = False
         self._woken = False
-        outbox = Outbox(self._send_event, self.limits.outbound_limit, self._outbox_closed, direct_write=False)
-        # The backlog that daphne's transport holds for the response counts toward the slow-consumer limit.
-        outbox._probe = buffer_probe(send)
-        self.outbox = outbox
+        self._stream_task: asyncio.Task[Any] | None = None  # the task serving the stream (open() to run())
+        # daphne and uvicorn: events go to the socket directly when they can (_server_io.response_writer).
+        self._writer = response_writer(send, get_runtime().fast_path) if self.limits.direct_write else None
+        self.outbox = self.make_outbox(
+            self._send_event,
+            direct_write=False,
+            # The backlog that daphne's transport holds for the response counts toward the slow-consumer limit.
+            probe=buffer_probe(send),
+            direct=self._write_event if self._writer is not None else None,
+        )
 
     # -- the HTTP response --------------------------------------------------------------------------------
 
@@ -206,6 +225,22 @@ class SSEConnection(PulseConsumer):
                 asyncio.get_running_loop().call_soon(self._ended)
             return self.base_send({"type": "http.response.body", "body": body, "more_body": False})
         return _completed()
+
+    def _write_event(self, message: dict[str, Any]) -> bool:
+        """The outbox's fast path: a message frame's event written straight to the socket (True), or False to
+        have ``_send_event`` send it through the server. The same event bytes as ``_send_event``'s, in one
+        chunk built once per message for every SDK stream."""
+        writer = self._writer
+        if message["type"] != "websocket.send" or self._response_ended or writer is None or not writer.ready():
+            return False
+        if self.unidirectional:
+            body = self._unidirectional_event(message)
+            if body is None:
+                return True  # not part of a unidirectional stream: nothing to write
+        else:
+            body = _events.get(message)["body"]
+        writer.write(body)
+        return True
 
     async def _start(self, headers: list[tuple[bytes, bytes]]) -> None:
         await self.base_send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -306,18 +341,12 @@ class SSEConnection(PulseConsumer):
 
     # -- timers -------------------------------------------------------------------------------------------
 
-    def _heartbeat(self) -> None:
+    def keepalive(self) -> None:
         # The SDK stream gets the protocol's ping (its watchdog needs traffic); a unidirectional one a comment.
-        # Nothing comes back over SSE, so there is no silence check: a vanished peer shows as a failing write,
-        # a full buffer (slow consumer) or the server's disconnect.
-        self._heartbeat_timer = None
-        if self.closed:
-            return
         if self.unidirectional:
             self.push_raw(sse_wire.comment("ping"))
         else:
-            self.send_frame(PING_FRAME)
-        self._heartbeat_timer = asyncio.get_running_loop().call_later(self.limits.heartbeat, self._heartbeat)
+            super().keepalive()
 
     def close(self, code: int) -> None:
         super().close(code)
@@ -330,8 +359,8 @@ class SSEConnection(PulseConsumer):
         from .shutdown import logged_shutdown
 
         install_daphne_shutdown(logged_shutdown)
-        self._task = asyncio.current_task()
-        get_runtime().connections.add(self)
+        self.attach()
+        self._stream_task = asyncio.current_task()
         assert self.outbox is not None
         self.outbox.push({"type": "websocket.accept"}, 0)
         if self._command_topic:
@@ -372,38 +401,34 @@ class SSEConnection(PulseConsumer):
                 self._closing.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), pulse_settings.SSE_CLOSE_LINGER)
-                if not self.closed:
-                    self.closed = True
-                    self._close_code = ABRUPT
             elif self.outbox is not None and not self._response_ended:
                 await self.outbox.flush(1.0)
-            await self._finish(self._close_code if self._close_code is not None else ABRUPT)
+            await self.end(ABRUPT)  # ABRUPT unless this side closed (then its code) or the page POSTed a close
         except asyncio.CancelledError:
-            if await self._absorb_cancellation():
+            if await self.absorb_cancellation():
                 return
             raise
         finally:
-            get_runtime().connections.discard(self)
-            if self._abandon_timer is not None:
-                self._abandon_timer.cancel()
+            self.detach()
 
     def _wake(self) -> None:
         """Stop the task's wait for the client (the server closed the stream)."""
         self._closing.set()
-        task = self._task
+        task = self._stream_task
         if self._receiving and not self._woken and task is not None and not task.done():
             self._woken = True
             task.cancel()
 
-    async def _finish(self, code: int) -> None:
-        if self._finished:
-            return
-        if self._worker is not None:
-            self._worker.cancel()
-        self._commands.clear()
-        await super()._finish(code)
-        if self._command_topic:
-            await get_runtime().hub.unsubscribe(self._command_topic, self._command_sink)
+    async def on_disconnect(self, code: int) -> None:
+        # The connection ended (once): no more client frames for it, then presence as for any connection.
+        try:
+            if self._worker is not None:
+                self._worker.cancel()
+            self._commands.clear()
+            if self._command_topic:
+                await get_runtime().hub.unsubscribe(self._command_topic, self._command_sink)
+        finally:
+            await super().on_disconnect(code)
 
 
 # -- HTTP plumbing ------------------------------------------------------------------------------------------
@@ -668,20 +693,10 @@ async def _unidirectional(
     conn.stream_channels = channels
     conn.positions = dict.fromkeys(channels)
     await conn.open()
-    try:
-        await get_runtime().hub.register(conn)
-        conn._registered = True
-    except PulseError:
+    if not await conn.start_session():
         conn.close(CloseCode.UNAVAILABLE)
         await conn.run(receive)
         return
-    loop = asyncio.get_running_loop()
-    conn._schedule_expiry(loop)
-    conn._heartbeat_timer = loop.call_later(conn.limits.heartbeat, conn._heartbeat)
-    await conn._send_signal(
-        signals.client_connected, kb_id=conn.kb_id, client_id=conn.client_id, connection_id=conn.connection_id
-    )
-    await conn.on_authenticated()
     for channel, position in zip(channels, positions, strict=True):
         members: dict[str, Any] = {"action": "subscribe", "channel": channel, "ref": 1}
         if position is not None:
@@ -761,3 +776,9 @@ async def pulse_sse_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             )
     else:
         await _error(send, 405 if rest in ("", "ticket/", "send/") else 404, "bad_request", "Not here.", cors)
+
+
+if TYPE_CHECKING:  # both transports implement the interface (transport.py), and SSE uses only the core's
+    _websocket: type[Transport] = PulseConsumer
+    _sse: type[Transport] = SSEConnection
+    _core: type[ConnectionCore] = SSEConnection
