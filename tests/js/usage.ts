@@ -63,7 +63,8 @@ export async function seedTutorial(userId: string): Promise<void> {
   await room.listenForWhisper<{ on: boolean }>('typing', (w: Whisper<{ on: boolean }>) => {
     console.log(w.clientId, w.connectionId, w.data.on);
   });
-  await room.whisper('typing', { on: true });
+  const relayed: boolean = await room.whisper('typing', { on: true });
+  console.log(relayed);
   room.stopListeningForWhisper('typing');
   const mine: PublishResult = await room.publish('said', { text: 'hi' }, { toOthers: true });
   console.log(mine.serial, realtime.connection.limits?.whisperRate);

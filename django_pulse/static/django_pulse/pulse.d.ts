@@ -290,8 +290,9 @@ export class Channel extends EventEmitter<ChannelEvents> {
   publish(name: string, data?: unknown, options?: PublishOptions): Promise<PublishResult>;
   publish(message: { name: string; data?: unknown; id?: string }): Promise<PublishResult>;
   /** Send a client event to the channel's other subscribers (needs the `whisper` capability): not stored, no
-   *  serial, not delivered back to this connection; rejected with `disconnected` when not connected. */
-  whisper(name: string, data?: unknown): Promise<void>;
+   *  serial, not delivered back to this connection. Resolves true when relayed, false when dropped for now (not
+   *  connected, rate-limited, ...); rejects for a refusal (`forbidden`, `message_too_large`). */
+  whisper(name: string, data?: unknown): Promise<boolean>;
   listenForWhisper<T = any>(listener: (whisper: Whisper<T>) => void): Promise<void>;
   listenForWhisper<T = any>(name: string | string[], listener: (whisper: Whisper<T>) => void): Promise<void>;
   stopListeningForWhisper(): void;

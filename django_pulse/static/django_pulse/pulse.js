@@ -295,6 +295,8 @@
 
   // Refusals that mean "not now" rather than "no": channel state requests refused with them are retried.
   var TRANSIENT_CODES = ['rate_limited', 'unavailable', 'internal_error'];
+  // A whisper that failed with one of these was dropped for now; whisper() resolves false rather than rejecting.
+  var DROPPED_WHISPER_CODES = ['disconnected', 'rate_limited', 'unavailable', 'timeout'];
 
   /**
    * After a transient refusal of a state request (subscribe, presence.enter, ...): tell the `error`
@@ -1585,16 +1587,21 @@
     /**
      * Whisper: send event `name` with `data` (any JSON) to the channel's other subscribers, e.g. "typing".
      * Not stored, no serial, never delivered back to this connection; needs the `whisper` capability (tokens
-     * do not have it by default) and is limited to `limits.whisperRate` per second. Sent only while connected
-     * (rejected with `disconnected` otherwise: a stale "typing" is worse than none). Resolves once the server
-     * relayed it.
+     * do not have it by default) and is limited to `limits.whisperRate` per second. Sent only while connected,
+     * never queued (a stale "typing" is worse than none). Resolves `true` once the server relayed it, `false`
+     * when it was dropped for now (not connected, `rate_limited`, `unavailable`, the connection dropped, no
+     * reply in time): a lost whisper is not an error. Rejects for a refusal (`forbidden`, `message_too_large`,
+     * `bad_request`).
      */
     whisper(name, data) {
       if (typeof name !== 'string' || !name) {
         return Promise.reject(new PulseError('bad_request', 'whisper(name, data): name must be a non-empty string'));
       }
       return this._connection._ephemeral({ action: 'whisper', channel: this.name, name: name,
-        data: data === undefined ? null : data }).then(function () {});
+        data: data === undefined ? null : data }).then(function () { return true; }, function (error) {
+        if (DROPPED_WHISPER_CODES.indexOf(error.code) >= 0) return false;
+        throw error;
+      });
     }
 
     /**
