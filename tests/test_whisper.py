@@ -337,3 +337,45 @@ async def test_whispers_and_others_only_publishes_across_two_processes(redis_url
         assert await quiet(back)
         for rt in (ada, bob, back):
             await rt.close()
+
+
+# -- over SSE's POST commands --------------------------------------------------------------------------------
+
+
+async def test_whispers_and_others_only_publishes_over_sse() -> None:
+    from django_pulse.clients import Realtime
+    from tests.servers import live_server
+    from tests.sseclient import sdk_stream
+
+    with live_server() as server:
+        minted = await asyncio.to_thread(server.token, "bob")
+        bob = await Realtime.connect(minted["endpoint"], minted["token"])
+        await bob.subscribe("room")
+        ada_token = (await asyncio.to_thread(server.token, "ada"))["token"]
+        async with sdk_stream(server.port, ada_token) as ada:
+            hello = await ada.events.next_frame()
+            assert hello is not None and hello["action"] == "connected"
+            assert (await ada.request({"action": "subscribe", "channel": "room"}))["action"] == "ok"
+            whisper_frame_ = {"action": "whisper", "channel": "room", "name": "typing", "data": 1, "ref": "w"}
+            assert await ada.send(whisper_frame_) == 202
+            until_reply = await ada.events.frames_until(lambda f: f.get("ref") == "w")
+            assert [f["action"] for f in until_reply] == ["ok"]  # no whisper of its own before (or as) the reply
+            whisper = await bob.next_event(5)
+            assert (whisper["action"], whisper["connectionId"], whisper["data"]) == (
+                "whisper",
+                hello["connectionId"],
+                1,
+            )
+            publish = {"action": "publish", "channel": "room", "name": "said", "exclude": hello["connectionId"]}
+            assert await ada.send({**publish, "ref": "own"}) == 202
+            assert (await bob.next_event(5))["serial"] == 1
+            await asyncio.to_thread(server.publish, "room", "said", "all")
+            # The stream got no whisper and no message of its own: the stand-in (before or after the publish's
+            # reply), then the message for all.
+            frames = await ada.events.frames_until(lambda f: f.get("serial") == 2 and f["action"] == "message")
+            assert [(f["action"], f.get("serial")) for f in frames if f["action"] != "ok"] == [
+                ("excluded", 1),
+                ("message", 2),
+            ]
+            assert [f["serial"] for f in frames if f["action"] == "ok"] == [1]
+        await bob.close()

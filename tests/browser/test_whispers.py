@@ -24,6 +24,7 @@ def server() -> Iterator[LiveServer]:
     with live_server() as live:
         yield live
 
+
 # What reached the page over the wire, before the SDK looked at it (the SDK also drops what it was not meant to
 # get, so the tests check the server's side too).
 RECORD_FRAMES = """(rt) => {
@@ -164,7 +165,7 @@ def test_a_publish_for_the_others_skips_the_tab_that_sent_it(open_page: Callable
         # A publish for the others queued while disconnected excludes the connection it is finally sent on.
         proxy.cut()
         sender.wait_for_function("() => states.filter((s) => s === 'disconnected').length === 2")
-        sender.evaluate("() => { window.pending = channel.publish('said', 'queued for the others', { toOthers: true }); }")
+        sender.evaluate("() => { window.pending = channel.publish('said', 'queued, for others', {toOthers: true}); }")
         proxy.restore()
         assert sender.evaluate("() => pending.then((r) => r.serial)") == 6
         other.wait_for_function("() => got.length === 6")
@@ -174,7 +175,7 @@ def test_a_publish_for_the_others_skips_the_tab_that_sent_it(open_page: Callable
             "for everyone",
             "while away, not for tab 1",
             "while away, for everyone",
-            "queued for the others",
+            "queued, for others",
         ]
         sender.wait_for_timeout(300)
         assert sender.evaluate("() => [got.length, channel.serial]") == [2, 6]
