@@ -390,6 +390,7 @@ def message_frame_serial(text: str) -> int | None:
 
 _EXCLUDED_MESSAGE = '{"action":"message","exclude":"'
 _WHISPER = '{"action":"whisper","connectionId":"'
+_EXCLUDING = (_EXCLUDED_MESSAGE, _WHISPER)
 
 
 def whisper_frame(*, connection_id: str, channel: str, name: str, data_json: str, client_id: str) -> str:
@@ -407,12 +408,9 @@ def excluded_connection(text: str) -> str | None:
     """The connection a frame must not reach as it is: the ``exclude`` of a ``message`` published for the others
     only, the sender of a ``whisper``; None for every other frame. O(1): two prefix checks (the hub asks for
     every frame it fans out)."""
-    if text.startswith(_EXCLUDED_MESSAGE):
-        start = len(_EXCLUDED_MESSAGE)
-    elif text.startswith(_WHISPER):
-        start = len(_WHISPER)
-    else:
+    if not text.startswith(_EXCLUDING):
         return None
+    start = len(_EXCLUDED_MESSAGE) if text[11] == "m" else len(_WHISPER)  # after '{"action":"'
     end = text.find('"', start)
     return text[start:end] if end > start else None
 
