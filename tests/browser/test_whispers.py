@@ -39,7 +39,7 @@ def chat_recipe() -> str:
     return code
 
 
-def chat_tab(open_page: Callable[..., Any], server: LiveServer, client_id: str) -> Any:
+def chat_tab(open_page: Callable[..., Any], server: LiveServer, client_id: str, transport: str = "websocket") -> Any:
     """A tab of ``client_id`` running the recipe's code as written, with the page pieces it expects: the form and
     its input, ``addLine`` (records lines) and ``showTyping`` (the indicator; records every time it shows)."""
     page = open_page(server)
@@ -64,19 +64,21 @@ def chat_tab(open_page: Callable[..., Any], server: LiveServer, client_id: str) 
             document.getElementById('typing').textContent = on ? who + ' is typing…' : '';
           }};
           window.realtime = new Pulse.Realtime({{ kbId: t.kbId, token: t.token, endpoint: t.endpoint,
-                                                  clientId: t.clientId }});
+                                                  clientId: t.clientId, transports: ['{transport}'] }});
           ({RECORD_FRAMES})(realtime);
         }}"""
     )
     page.add_script_tag(content=chat_recipe())
     page.wait_for_function("() => room.state === 'attached' && realtime.connection.state === 'connected'")
+    assert page.evaluate("() => realtime.connection._ws.transport || 'websocket'") == transport
     return page
 
 
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
 def test_a_typing_indicator_is_shown_to_the_other_user_only_and_never_stored(
-    server: LiveServer, open_page: Callable[..., Any]
+    server: LiveServer, open_page: Callable[..., Any], transport: str
 ) -> None:
-    ada = chat_tab(open_page, server, "ada")
+    ada = chat_tab(open_page, server, "ada", transport)
     bob = chat_tab(open_page, server, "bob")
     ada.type("#input", "hello bob", delay=20)
     bob.wait_for_function("() => document.getElementById('typing').textContent === 'ada is typing…'")
