@@ -59,6 +59,8 @@ DEFAULTS: dict[str, Any] = {
     "RATE_LIMIT": 50,
     "RATE_BURST": 100,
     "PUBLISH_RATE": 50,
+    # Whispers (client events: typing indicators) per second per connection, a limit of their own.
+    "WHISPER_RATE": 10,
     # A connection whose unsent outbound bytes pass this is closed with 4010 slow_consumer.
     "OUTBOUND_BUFFER_LIMIT": 1024 * 1024,
     # Presence: seconds a member of an abruptly dropped connection is kept, data size, members per channel.
@@ -269,6 +271,10 @@ class PulseSettings:
     @property
     def PUBLISH_RATE(self) -> float:
         return float(self._get("PUBLISH_RATE"))
+
+    @property
+    def WHISPER_RATE(self) -> float:
+        return float(self._get("WHISPER_RATE"))
 
     @property
     def OUTBOUND_BUFFER_LIMIT(self) -> int:

@@ -153,7 +153,15 @@ async def _aresolve_kb(kb_id: str | None) -> str:
 
 
 @_sync_only("await pulse.apublish(...)")
-def publish(channel: str, event: str, data: Any = None, *, kb_id: str | None = None, id: str | None = None) -> str:
+def publish(
+    channel: str,
+    event: str,
+    data: Any = None,
+    *,
+    kb_id: str | None = None,
+    id: str | None = None,
+    exclude: str | None = None,
+) -> str:
     """Publish ``event`` with ``data`` on ``channel`` of app ``kb_id``; returns the message id.
 
     Subscribers on every server process receive it in publish order with the channel's next serial. ``data``
@@ -165,18 +173,29 @@ def publish(channel: str, event: str, data: Any = None, *, kb_id: str | None = N
     Idempotent with an ``id``: a publish repeating an ``id`` published on this channel of this app within
     ``IDEMPOTENCY_WINDOW`` seconds returns that id and is not delivered again (shared with the HTTP API and
     client publishes; across processes with Redis).
+
+    For the others only with ``exclude``: a connection id (the browser's ``realtime.connection.id``, e.g. sent
+    by the page with the request that caused the publish) that does not get the message live; it gets an
+    ``excluded`` frame in its place, so its serials stay continuous and a resume does not replay the message to
+    it. The message is otherwise a normal one (a serial, history, every other subscriber).
     """
-    head, message_id = build_message(channel, event, data, id=id, client_id=None)
+    head, message_id = build_message(channel, event, data, id=id, client_id=None, exclude=exclude)
     kb = _resolve_kb(kb_id)
     broadcast_once(kb, channel, event, head, message_id, explicit_id=id is not None, client_id=None)
     return message_id
 
 
 async def apublish(
-    channel: str, event: str, data: Any = None, *, kb_id: str | None = None, id: str | None = None
+    channel: str,
+    event: str,
+    data: Any = None,
+    *,
+    kb_id: str | None = None,
+    id: str | None = None,
+    exclude: str | None = None,
 ) -> str:
     """``publish`` for async code."""
-    head, message_id = build_message(channel, event, data, id=id, client_id=None)
+    head, message_id = build_message(channel, event, data, id=id, client_id=None, exclude=exclude)
     kb = await _aresolve_kb(kb_id)
     await abroadcast_once(kb, channel, event, head, message_id, explicit_id=id is not None, client_id=None)
     return message_id
@@ -192,12 +211,17 @@ def _build_batch(messages: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, 
     for index, message in enumerate(items):
         if not isinstance(message, Mapping):
             raise ProtocolViolation(f"messages[{index}] must be an object.", ErrorCode.BAD_REQUEST)
-        unknown = set(message) - {"channel", "event", "data", "id"}
+        unknown = set(message) - {"channel", "event", "data", "id", "exclude"}
         if unknown:
             raise ProtocolViolation(f"messages[{index}] has unknown members {sorted(unknown)}.", ErrorCode.BAD_REQUEST)
         try:
             head, message_id = build_message(
-                message.get("channel"), message.get("event"), message.get("data"), id=message.get("id"), client_id=None
+                message.get("channel"),
+                message.get("event"),
+                message.get("data"),
+                id=message.get("id"),
+                client_id=None,
+                exclude=message.get("exclude"),
             )
         except (ProtocolViolation, LimitExceeded) as exc:
             raise type(exc)(f"messages[{index}]: {exc.message}", exc.code) from None
@@ -209,7 +233,7 @@ def _build_batch(messages: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, 
 
 @_sync_only("await pulse.apublish_batch(...)")
 def publish_batch(messages: Iterable[Mapping[str, Any]], *, kb_id: str | None = None) -> list[str]:
-    """Publish several ``{"channel", "event", "data"?, "id"?}`` messages in order; returns their ids.
+    """Publish several ``{"channel", "event", "data"?, "id"?, "exclude"?}`` messages in order; returns their ids.
 
     Every message is validated before any is published (all or nothing for bad input). A message repeating an
     ``id`` published within ``IDEMPOTENCY_WINDOW`` (also earlier in the same batch) is skipped; its id is

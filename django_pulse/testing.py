@@ -489,6 +489,12 @@ class PulseCommunicator:
             timeout, lambda f: f["action"] == "message" and (channel is None or f["channel"] == channel)
         )
 
+    async def receive_whisper(self, channel: str | None = None, timeout: float = 1) -> dict[str, Any]:
+        """The next ``whisper`` frame (``name``, ``data``, ``clientId``, ``connectionId``; on ``channel`` if given)."""
+        return await self._next(
+            timeout, lambda f: f["action"] == "whisper" and (channel is None or f["channel"] == channel)
+        )
+
     async def receive_presence(self, channel: str | None = None, timeout: float = 1) -> dict[str, Any]:
         """The next ``presence`` event frame (``event``: enter/update/leave, ``member``)."""
         return await self._next(
@@ -527,11 +533,21 @@ class PulseCommunicator:
     async def unsubscribe(self, channel: str) -> dict[str, Any]:
         return await self.request("unsubscribe", channel=channel)
 
-    async def publish(self, channel: str, name: str, data: Any = None, *, id: str | None = None) -> dict[str, Any]:
+    async def publish(
+        self, channel: str, name: str, data: Any = None, *, id: str | None = None, to_others: bool = False
+    ) -> dict[str, Any]:
+        """Publish (``to_others=True``: not delivered back to this connection, which gets an ``excluded``
+        frame in its place)."""
         members: dict[str, Any] = {"channel": channel, "name": name, "data": data}
         if id is not None:
             members["id"] = id
+        if to_others:
+            members["exclude"] = self.connected["connectionId"]
         return await self.request("publish", **members)
+
+    async def whisper(self, channel: str, name: str, data: Any = None) -> dict[str, Any]:
+        """A client event to the channel's other subscribers (the ``whisper`` capability): not stored, no serial."""
+        return await self.request("whisper", channel=channel, name=name, data=data)
 
     async def history(self, channel: str, **options: Any) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = (await self.request("history", channel=channel, **options))["messages"]

@@ -33,7 +33,9 @@ def publish(request: HttpRequest) -> JsonResponse:
 
     body: dict[str, Any] = json.loads(request.body or b"{}")
     try:
-        message_id = pulse.publish(body["channel"], body["event"], body.get("data"), id=body.get("id"))
+        message_id = pulse.publish(
+            body["channel"], body["event"], body.get("data"), id=body.get("id"), exclude=body.get("exclude")
+        )
     except PulseError as exc:  # as the HTTP API answers: 503 when the broker is unreachable
         status = 503 if exc.code == "unavailable" else 400
         return JsonResponse({"error": {"code": exc.code.value, "message": exc.message}}, status=status)

@@ -384,6 +384,25 @@ def test_publish_one_and_a_batch_in_order(key: str, published: PulseCapture) -> 
     assert [p.data for p in published] == [{"n": n} for n in (1, 2, 3, 4)]
 
 
+def test_publish_for_the_others_names_the_excluded_connection(key: str, published: PulseCapture) -> None:
+    from django_pulse import pulse
+
+    client = client_with(key)
+    body = {"channel": "posts", "event": "said", "data": 1, "exclude": "c_Tab1"}
+    assert client.post("/pulse/publish/", body, format="json").status_code == 200
+    batch = {"messages": [{"channel": "posts", "event": "said", "data": 2, "exclude": "c_Tab2"}]}
+    assert client.post("/pulse/publish/", batch, format="json").status_code == 200
+    # Normal messages otherwise (serials, history); the frame names the connection that gets its stand-in.
+    assert [(m["data"], m["serial"], m["exclude"]) for m in pulse.history("posts")] == [
+        (1, 1, "c_Tab1"),
+        (2, 2, "c_Tab2"),
+    ]
+    for bad in ('c_"x', "", "x" * 65, ["c_Tab1"]):
+        response = client.post("/pulse/publish/", {**body, "exclude": bad}, format="json")
+        assert response.status_code == 400, (bad, response.content)
+        assert "exclude" in error_of(response)["message"]
+
+
 def test_publish_with_a_seen_id_is_accepted_and_not_delivered_twice(key: str, published: PulseCapture) -> None:
     client = client_with(key)
     body = {"channel": "posts", "event": "new_post", "data": {"n": 1}, "id": "order-42"}

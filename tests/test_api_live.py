@@ -224,3 +224,23 @@ async def test_cli_with_redis_counts_both_processes(redis_url: str, redis_prefix
         finally:
             await rt_a.close()
             await rt_b.close()
+
+
+async def test_http_client_publishes_for_the_others(embedded: LiveServer, api_key: str) -> None:
+    """``PulseClient.publish(..., exclude=)`` (the page's connection id, sent with its request): every other
+    subscriber gets the message; the excluded connection gets only its place (``rt.positions``)."""
+    client = PulseClient(embedded.url + "/pulse/", api_key)
+    tab, other = await connect(embedded, api_key, "alice"), await connect(embedded, api_key, "alice")
+    try:
+        for rt in (tab, other):
+            await rt.subscribe("chat")
+        message_id = await asyncio.to_thread(client.publish, "chat", "said", "hi", exclude=tab.connection_id)
+        assert (await other.next_event(timeout=10))["id"] == message_id
+        with pytest.raises(asyncio.TimeoutError):
+            await tab.next_event(timeout=0.5)
+        assert tab.positions["chat"][0] == 1
+        with pytest.raises(BadRequest, match="exclude"):
+            await asyncio.to_thread(client.publish, "chat", "said", "hi", exclude="not a connection id")
+    finally:
+        await tab.close()
+        await other.close()

@@ -59,6 +59,7 @@ async def test_connected_frame_announces_connection_and_limits() -> None:
         "heartbeatGrace": 10000,
         "maxPresenceData": 2048,
         "publishRate": 50,
+        "whisperRate": 10,
     }
     await alice.close()
 

@@ -142,3 +142,28 @@ async def test_a_unidirectional_stream_names_events_and_tracks_its_positions() -
     assert sse_wire.decode_positions(events[2]["id"], 2) == [(6, "EA"), (0, "EB")]
     conn.close(4003)
     assert parse_stream(sent[-1]["body"])[0]["event"] == "close" and sent[-1]["more_body"] is False
+
+
+async def test_a_unidirectional_stream_skips_whispers_and_keeps_the_place_of_an_excluded_message() -> None:
+    from django_pulse.protocol import whisper_frame
+    from django_pulse.server.sse import SSEConnection
+
+    sent: list[dict[str, Any]] = []
+    conn = SSEConnection({"type": "http"}, _recording_send(sent), unidirectional=True)
+    conn.stream_channels = ["a"]
+    conn.positions = dict.fromkeys(["a"])
+    assert conn.outbox is not None
+    conn.outbox.push({"type": "websocket.accept"}, 0)
+    conn.send_frame('{"action":"ok","ref":1,"channel":"a","serial":4,"epoch":"EA"}')
+    frames = [
+        whisper_frame(connection_id="c_x", channel="a", name="typing", data_json="true", client_id="u"),
+        '{"action":"excluded","channel":"a","id":"m5","serial":5}',  # published excluding this stream
+        '{"action":"message","exclude":"c_y","channel":"a","name":"n","data":"six","id":"m6","serial":6}',
+    ]
+    for text in frames:
+        conn.outbox.push({"type": "websocket.send", "text": text}, len(text))
+    events = parse_stream(b"".join(m.get("body", b"") for m in sent))
+    # No event for the whisper; the stand-in moves the position (an id line, no event); the message excluding
+    # someone else is an ordinary event.
+    assert [(e["event"], e["data"], e["id"]) for e in events] == [("n", "six", "6.EA")]
+    assert b"id: 5.EA\n\n" in b"".join(m.get("body", b"") for m in sent)

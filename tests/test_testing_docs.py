@@ -18,7 +18,7 @@ from tests.docsnippets import named_files, write_project
 
 @pytest.mark.parametrize(
     ("page", "app", "tests"),
-    [("testing.md", "shop", 5), ("recipes.md", "desk", 5)],
+    [("testing.md", "shop", 5), ("recipes.md", "desk", 6)],
 )
 def test_the_pages_project_passes_its_own_tests(tmp_path: Path, page: str, app: str, tests: int) -> None:
     files = named_files(page)

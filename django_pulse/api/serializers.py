@@ -8,7 +8,7 @@ from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from ..conf import pulse_settings
-from ..protocol import CHANNEL_RE, KB_ID_RE, ErrorCode
+from ..protocol import CHANNEL_RE, CONNECTION_ID_RE, KB_ID_RE, ErrorCode
 
 __all__ = [
     "ChannelsSerializer",
@@ -45,7 +45,8 @@ class TokenRequestSerializer(serializers.Serializer[Any]):
     capabilities = serializers.DictField(
         child=serializers.ListField(child=serializers.CharField(max_length=32), max_length=8),
         required=False,
-        help_text="API key callers only: channel pattern -> operations (subscribe, publish, presence, history, *).",
+        help_text="API key callers only: channel pattern -> operations (subscribe, publish, presence, history, "
+        "whisper, *).",
     )
     ttl = serializers.IntegerField(
         required=False, min_value=1, max_value=7 * 86400, help_text="Lifetime in seconds (default PULSE['TOKEN_TTL'])."
@@ -74,6 +75,15 @@ class PublishMessageSerializer(serializers.Serializer[Any]):
         trim_whitespace=False,
         help_text="Idempotency key: a publish repeating an id seen on this channel within "
         "PULSE['IDEMPOTENCY_WINDOW'] seconds is accepted and not delivered again.",
+    )
+    exclude = serializers.RegexField(
+        CONNECTION_ID_RE,
+        required=False,
+        max_length=64,
+        help_text="For the others only: a connection id (the browser's `realtime.connection.id`) that does not get "
+        "the message live; it gets an `excluded` frame in its place (its serials stay continuous, a resume does "
+        "not replay the message to it). The message is otherwise a normal one: a serial, history, every other "
+        "subscriber.",
     )
 
 

@@ -198,8 +198,9 @@ _PUBLISH_RESPONSE = PolymorphicProxySerializer(
 @extend_schema(
     request=_PUBLISH_REQUEST,
     responses={200: _PUBLISH_RESPONSE, **_errors(400, 401, 403, 413, 429, 503)},
-    description="`{channel, event, data, id?}` -> `{id}`, or `{messages: [...]}` (at most "
-    "`PULSE['MAX_BATCH']`, published in order) -> `{ids}`.",
+    description="`{channel, event, data, id?, exclude?}` -> `{id}`, or `{messages: [...]}` (at most "
+    "`PULSE['MAX_BATCH']`, published in order) -> `{ids}`. `exclude`: a connection id that does not get the "
+    "message live (others only).",
 )
 class PublishView(PulseAPIView):
     """Publish one message, or a batch published in order."""
@@ -216,7 +217,7 @@ class PublishView(PulseAPIView):
             messages = batch.validated_data["messages"]
             with _refused_as_bad_request():
                 ids = sdk.publish_batch(
-                    [{k: m[k] for k in ("channel", "event", "data", "id") if k in m} for m in messages],
+                    [{k: m[k] for k in ("channel", "event", "data", "id", "exclude") if k in m} for m in messages],
                     kb_id=self.caller.kb_id,
                 )
             return Response({"ids": ids})
@@ -230,6 +231,7 @@ class PublishView(PulseAPIView):
                 message.get("data"),
                 kb_id=self.caller.kb_id,
                 id=message.get("id"),
+                exclude=message.get("exclude"),
             )
         return Response({"id": message_id})
 

@@ -116,15 +116,20 @@ class PulseClient:
         result: dict[str, Any] = self._request("POST", "token/", body)
         return result
 
-    def publish(self, channel: str, event: str, data: Any = None, *, id: str | None = None) -> str:
-        """Publish one message; returns its id. An ``id`` makes a retry safe (delivered once)."""
+    def publish(
+        self, channel: str, event: str, data: Any = None, *, id: str | None = None, exclude: str | None = None
+    ) -> str:
+        """Publish one message; returns its id. An ``id`` makes a retry safe (delivered once). ``exclude``: a
+        connection id (the browser's ``realtime.connection.id``) that does not get it live (others only)."""
         body: dict[str, Any] = {"channel": channel, "event": event, "data": data}
         if id is not None:
             body["id"] = id
+        if exclude is not None:
+            body["exclude"] = exclude
         return str(self._request("POST", "publish/", body)["id"])
 
     def publish_batch(self, messages: list[dict[str, Any]]) -> list[str]:
-        """Publish ``[{"channel", "event", "data", "id"?}, ...]`` in order; returns their ids."""
+        """Publish ``[{"channel", "event", "data", "id"?, "exclude"?}, ...]`` in order; returns their ids."""
         return [str(i) for i in self._request("POST", "publish/", {"messages": messages})["ids"]]
 
     def presence(self, channel: str) -> dict[str, Any]:

@@ -4,9 +4,11 @@
 
     rt = await Realtime.connect(token["endpoint"], token["token"])
     await rt.subscribe("posts")
-    async for frame in rt:                   # message, presence, discontinuity and async error frames
+    async for frame in rt:                   # message, whisper, presence, discontinuity and async error frames
         print(frame["name"], frame["data"])
     await rt.publish("posts", "hello", {"text": "hi"})
+    await rt.publish("posts", "hello", {"text": "hi"}, to_others=True)   # not delivered back to rt
+    await rt.whisper("posts", "typing", {"on": True})                    # not stored, no serial, not to rt
     await rt.close()
 
 It speaks docs/protocol.md: authenticates with the first frame, answers pings, matches replies to requests
@@ -148,10 +150,12 @@ class Realtime:
                     await self.ws.send('{"action":"pong"}')
                     continue
                 ref = frame.get("ref")
-                if action == "message":
+                if action in ("message", "excluded"):
                     position = self.positions.get(frame.get("channel"))
                     if position is not None:
                         position[0] = frame.get("serial", position[0])
+                    if action == "excluded":
+                        continue  # a message published without this connection: its place only, no event
                 elif action == "discontinuity" and frame.get("reason") == "history_lost":
                     position = self.positions.get(frame.get("channel"))
                     if position is not None:
@@ -221,12 +225,25 @@ class Realtime:
         messages: list[dict[str, Any]] = (await self.request("history", **members))["messages"]
         return messages
 
-    async def publish(self, channel: str, name: str, data: Any = None, *, id: str | None = None) -> dict[str, Any]:
-        """Publish as this client (needs the ``publish`` capability); returns ``{"id", "serial", ...}``."""
+    async def publish(
+        self, channel: str, name: str, data: Any = None, *, id: str | None = None, to_others: bool = False
+    ) -> dict[str, Any]:
+        """Publish as this client (needs the ``publish`` capability); returns ``{"id", "serial", ...}``.
+
+        ``to_others=True``: every other subscriber gets it, this connection does not (it gets the message's
+        ``excluded`` stand-in, which moves the channel's position without an event)."""
         members: dict[str, Any] = {"channel": channel, "name": name, "data": data}
         if id is not None:
             members["id"] = id
+        if to_others:
+            members["exclude"] = self.connection_id
         return await self.request("publish", **members)
+
+    async def whisper(self, channel: str, name: str, data: Any = None) -> dict[str, Any]:
+        """Send a client event to the channel's other subscribers (needs the ``whisper`` capability): not stored,
+        no serial, not sent back to this connection. They receive ``{"action": "whisper", "name", "data",
+        "clientId", "connectionId", "channel"}``."""
+        return await self.request("whisper", channel=channel, name=name, data=data)
 
     async def refresh(self, token: str) -> dict[str, Any]:
         """Replace the token without reconnecting (same client and app)."""

@@ -13,6 +13,7 @@ from .codes import PROTOCOL_VERSION, Action, CloseCode, ErrorCode, Operation, Pr
 from .frames import (
     CHANNEL_RE,
     CLIENT_ACTIONS,
+    CONNECTION_ID_RE,
     KB_ID_RE,
     PING_FRAME,
     RateLimiter,
@@ -22,6 +23,8 @@ from .frames import (
     dumps,
     encode_data,
     error_frame,
+    excluded_connection,
+    excluded_frame,
     history_ok_frame,
     is_valid_channel,
     message_frame,
@@ -32,11 +35,13 @@ from .frames import (
     presence_frame,
     presence_frame_serial,
     utf8_len,
+    whisper_frame,
 )
 
 __all__ = [
     "CHANNEL_RE",
     "CLIENT_ACTIONS",
+    "CONNECTION_ID_RE",
     "KB_ID_RE",
     "PING_FRAME",
     "PROTOCOL_VERSION",
@@ -53,6 +58,8 @@ __all__ = [
     "dumps",
     "encode_data",
     "error_frame",
+    "excluded_connection",
+    "excluded_frame",
     "history_ok_frame",
     "is_valid_channel",
     "message_frame",
@@ -63,4 +70,5 @@ __all__ = [
     "presence_frame",
     "presence_frame_serial",
     "utf8_len",
+    "whisper_frame",
 ]

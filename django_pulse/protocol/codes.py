@@ -35,14 +35,16 @@ class Action(StrEnum):
     PRESENCE_SUBSCRIBE = "presence.subscribe"
     PRESENCE_UNSUBSCRIBE = "presence.unsubscribe"
     HISTORY = "history"
+    WHISPER = "whisper"
     PONG = "pong"
-    # server -> client
+    # server -> client (and WHISPER, relayed to the channel's other subscribers)
     CONNECTED = "connected"
     OK = "ok"
     ERROR = "error"
     MESSAGE = "message"
     PRESENCE = "presence"
     DISCONTINUITY = "discontinuity"
+    EXCLUDED = "excluded"
     PING = "ping"
 
 
@@ -53,6 +55,7 @@ class Operation(StrEnum):
     PUBLISH = "publish"
     PRESENCE = "presence"
     HISTORY = "history"
+    WHISPER = "whisper"
 
 
 class ErrorCode(StrEnum):

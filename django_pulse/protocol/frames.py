@@ -18,6 +18,7 @@ from .codes import Action, ErrorCode
 __all__ = [
     "CHANNEL_RE",
     "CLIENT_ACTIONS",
+    "CONNECTION_ID_RE",
     "KB_ID_RE",
     "PING_FRAME",
     "RateLimiter",
@@ -27,6 +28,8 @@ __all__ = [
     "dumps",
     "encode_data",
     "error_frame",
+    "excluded_connection",
+    "excluded_frame",
     "history_ok_frame",
     "is_valid_channel",
     "message_frame",
@@ -37,11 +40,15 @@ __all__ = [
     "presence_frame",
     "presence_frame_serial",
     "utf8_len",
+    "whisper_frame",
 ]
 
 # \A and \Z, not ^ and $: "$" also matches before a trailing newline, which let "posts\n" through.
 CHANNEL_RE = re.compile(r"\A[A-Za-z0-9_\-.:@=~+]{1,255}\Z")
 KB_ID_RE = re.compile(r"\A[A-Za-z0-9_\-]{1,64}\Z")
+# A connection id as ``exclude`` names it (the server's are "c_" + 16 URL-safe characters): no character that
+# JSON escapes, so the id reads back from a frame's text as it was written.
+CONNECTION_ID_RE = re.compile(r"\A[A-Za-z0-9_\-]{1,64}\Z")
 
 
 def is_valid_channel(name: object) -> bool:
@@ -61,6 +68,7 @@ CLIENT_ACTIONS = frozenset(
         Action.PRESENCE_SUBSCRIBE,
         Action.PRESENCE_UNSUBSCRIBE,
         Action.HISTORY,
+        Action.WHISPER,
         Action.PONG,
     }
 )
@@ -225,6 +233,12 @@ def parse_frame(text: str, max_size: int) -> Request:
     elif action is Action.PUBLISH:
         _string_member(members, "name", ref)
         _string_member(members, "id", ref, required=False)
+        if "exclude" in members and (
+            not isinstance(members["exclude"], str) or CONNECTION_ID_RE.match(members["exclude"]) is None
+        ):
+            raise _violation("The member 'exclude' must be this connection's connectionId.", ErrorCode.BAD_REQUEST, ref)
+    elif action is Action.WHISPER:
+        _string_member(members, "name", ref)
     elif action is Action.SUBSCRIBE:
         _subscribe_members(members, ref)
     elif action is Action.HISTORY:
@@ -323,14 +337,24 @@ def discontinuity_frame(channel: str, reason: str) -> str:
 
 
 def message_head(
-    *, channel: str, name: str, data_json: str, id: str, timestamp: int, client_id: str | None = None
+    *,
+    channel: str,
+    name: str,
+    data_json: str,
+    id: str,
+    timestamp: int,
+    client_id: str | None = None,
+    exclude: str | None = None,
 ) -> str:
     """A ``message`` frame without its serial, ending in ``"serial":`` (the broker appends ``n}``).
 
-    ``data_json`` is the data already encoded as JSON (the publisher chooses the encoder).
+    ``data_json`` is the data already encoded as JSON (the publisher chooses the encoder). ``exclude`` (a
+    connection id matching ``CONNECTION_ID_RE``) is written first, right after the action, so that
+    ``excluded_connection`` finds it without parsing the frame.
     """
+    start = '{"action":"message",' if exclude is None else f'{{"action":"message","exclude":"{exclude}",'
     head = (
-        f'{{"action":"message","channel":{dumps(channel)},"name":{dumps(name)},"data":{data_json},'
+        f'{start}"channel":{dumps(channel)},"name":{dumps(name)},"data":{data_json},'
         f'"id":{dumps(id)},"timestamp":{timestamp},'
     )
     if client_id is not None:
@@ -344,12 +368,14 @@ def message_frame(head: str, serial: int) -> str:
 
 
 _MESSAGE_SERIAL_TAIL = '"serial":'
+_SERIAL_FRAMES = ('{"action":"message"', '{"action":"excluded"')
 
 
 def message_frame_serial(text: str) -> int | None:
-    """The serial of a ``message`` frame built by ``message_frame`` (it ends ``"serial":n}``); None for any
-    other frame (a ``discontinuity`` notice). Reads only the frame's tail: no JSON parsing."""
-    if not text.startswith('{"action":"message"'):
+    """The serial of a ``message`` frame built by ``message_frame``, or of the ``excluded`` frame that stands in
+    for one (both end ``"serial":n}``); None for any other frame (a ``discontinuity`` notice, a ``whisper``).
+    Reads only the frame's tail: no JSON parsing."""
+    if not text.startswith(_SERIAL_FRAMES):
         return None
     start = text.rfind(_MESSAGE_SERIAL_TAIL)
     if start < 0:
@@ -357,6 +383,51 @@ def message_frame_serial(text: str) -> int | None:
     try:
         return int(text[start + len(_MESSAGE_SERIAL_TAIL) : -1])
     except ValueError:
+        return None
+
+
+# -- others only: whispers and excluded messages ----------------------------------------------------------
+
+_EXCLUDED_MESSAGE = '{"action":"message","exclude":"'
+_WHISPER = '{"action":"whisper","connectionId":"'
+_EXCLUDING = (_EXCLUDED_MESSAGE, _WHISPER)
+
+
+def whisper_frame(*, connection_id: str, channel: str, name: str, data_json: str, client_id: str) -> str:
+    """A ``whisper``: a client event relayed to the channel's other subscribers, never stored, without serial.
+
+    ``connectionId`` (the sender's) comes first, so ``excluded_connection`` reads it without parsing.
+    """
+    return (
+        f'{{"action":"whisper","connectionId":{dumps(connection_id)},"channel":{dumps(channel)},'
+        f'"name":{dumps(name)},"data":{data_json},"clientId":{dumps(client_id)}}}'
+    )
+
+
+def excluded_connection(text: str) -> str | None:
+    """The connection a frame must not reach as it is: the ``exclude`` of a ``message`` published for the others
+    only, the sender of a ``whisper``; None for every other frame. O(1): two prefix checks (the hub asks for
+    every frame it fans out)."""
+    if not text.startswith(_EXCLUDING):
+        return None
+    start = len(_EXCLUDED_MESSAGE) if text[11] == "m" else len(_WHISPER)  # after '{"action":"'
+    end = text.find('"', start)
+    return text[start:end] if end > start else None
+
+
+def excluded_frame(message: str) -> str | None:
+    """What the excluded connection gets in place of ``message`` (a ``message`` frame with ``exclude``):
+    ``{"action":"excluded","channel","id","serial"}``, the message's place in the channel's serial sequence
+    without its content, so the connection's serial stays continuous. None for a ``whisper`` (nothing stands in
+    for it) or a frame that cannot be read."""
+    if not message.startswith(_EXCLUDED_MESSAGE):
+        return None
+    try:
+        frame = json.loads(message)
+        return dumps(
+            {"action": "excluded", "channel": frame["channel"], "id": frame["id"], "serial": int(frame["serial"])}
+        )
+    except (ValueError, KeyError, TypeError):
         return None
 
 

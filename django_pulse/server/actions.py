@@ -1,4 +1,5 @@
-"""The channel actions of the protocol: subscribe (with resume and rewind), unsubscribe, publish, history.
+"""The channel actions of the protocol: subscribe (with resume and rewind), unsubscribe, publish, history,
+whisper.
 
 Each is an async ``(connection, request) -> ok members | None`` handler; a ``PulseError`` becomes the error
 reply. ``HANDLERS`` maps actions to them (the consumer registers them). Presence actions are in
@@ -11,8 +12,20 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..broker.base import message_topic
-from ..exceptions import Forbidden, LimitExceeded
-from ..protocol import Action, ErrorCode, Operation, Request, encode_data, history_ok_frame, ok_frame
+from ..exceptions import Forbidden, LimitExceeded, ProtocolViolation
+from ..protocol import (
+    Action,
+    ErrorCode,
+    Operation,
+    Request,
+    encode_data,
+    excluded_connection,
+    excluded_frame,
+    history_ok_frame,
+    ok_frame,
+    utf8_len,
+    whisper_frame,
+)
 from .publishing import publish_as_client
 from .recovery import ReplaySink, plan_subscribe
 from .runtime import get_runtime
@@ -20,7 +33,7 @@ from .runtime import get_runtime
 if TYPE_CHECKING:
     from .consumer import PulseConsumer
 
-__all__ = ["HANDLERS", "history", "publish", "subscribe", "unsubscribe"]
+__all__ = ["HANDLERS", "history", "publish", "subscribe", "unsubscribe", "whisper"]
 
 # Messages a history request without ``limit`` returns (at most HISTORY_SIZE).
 DEFAULT_HISTORY_LIMIT = 100
@@ -92,9 +105,17 @@ async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any] | N
     if request.ref is not None:
         conn.send_frame(ok_frame(request.ref, result))
     for frame in plan.frames:
-        conn.send_frame(frame)
+        conn.send_frame(_as_seen_by(conn.connection_id, frame))
     sink.release(read.serial)
     return None
+
+
+def _as_seen_by(connection_id: str, frame: str) -> str:
+    """A replayed frame as ``connection_id`` gets it: a message it published for the others only (or that was
+    published excluding it) is its ``excluded`` stand-in, as it was live, never the message."""
+    if excluded_connection(frame) == connection_id:
+        return excluded_frame(frame) or frame
+    return frame
 
 
 class _Gone(Exception):
@@ -145,6 +166,12 @@ async def publish(conn: PulseConsumer, request: Request) -> dict[str, Any]:
             f"At most {conn.limits.publish_rate:g} publishes per second per connection.", ErrorCode.RATE_LIMITED
         )
     members = request.members
+    exclude = members.get("exclude")
+    if exclude is not None and exclude != conn.connection_id:
+        raise ProtocolViolation(
+            "A client may exclude only its own connection: 'exclude' must be this connection's connectionId.",
+            ErrorCode.BAD_REQUEST,
+        )
     message_id, serial = await publish_as_client(
         kb_id=conn.kb_id,
         client_id=conn.client_id,
@@ -152,8 +179,34 @@ async def publish(conn: PulseConsumer, request: Request) -> dict[str, Any]:
         event=members["name"],
         data_json=encode_data(members.get("data")),
         id=members.get("id"),
+        exclude=exclude,
     )
     return {"id": message_id, "serial": serial}
+
+
+async def whisper(conn: PulseConsumer, request: Request) -> dict[str, Any]:
+    """Relay a client event to the channel's other subscribers on every server process, through the broker's
+    pub/sub only: never stored, no serial, not sent back to this connection (docs/protocol.md)."""
+    channel = request.channel
+    await conn.authorize(channel, Operation.WHISPER)
+    if not conn._whispers.allow(time.monotonic()):
+        get_runtime().metrics.rate_limited()
+        raise LimitExceeded(
+            f"At most {conn.limits.whisper_rate:g} whispers per second per connection.", ErrorCode.RATE_LIMITED
+        )
+    members = request.members
+    frame = whisper_frame(
+        connection_id=conn.connection_id,
+        channel=channel,
+        name=members["name"],
+        data_json=encode_data(members.get("data")),
+        client_id=conn.client_id,
+    )
+    limit = conn.limits.max_message_size
+    if utf8_len(frame) > limit:
+        raise LimitExceeded(f"The whisper is larger than maxMessageSize ({limit} bytes).", ErrorCode.MESSAGE_TOO_LARGE)
+    await get_runtime().broker.broadcast(message_topic(conn.kb_id, channel), frame)
+    return {"channel": channel}
 
 
 HANDLERS = {
@@ -161,4 +214,5 @@ HANDLERS = {
     Action.UNSUBSCRIBE: unsubscribe,
     Action.PUBLISH: publish,
     Action.HISTORY: history,
+    Action.WHISPER: whisper,
 }

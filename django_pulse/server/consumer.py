@@ -83,6 +83,7 @@ class _Limits:
         "publish_rate",
         "rate",
         "rate_burst",
+        "whisper_rate",
     )
 
     def __init__(self) -> None:
@@ -95,6 +96,7 @@ class _Limits:
         self.rate = s.RATE_LIMIT
         self.rate_burst = s.RATE_BURST
         self.publish_rate = s.PUBLISH_RATE
+        self.whisper_rate = s.WHISPER_RATE
         self.outbound_limit = s.OUTBOUND_BUFFER_LIMIT
         self.direct_write = s.DIRECT_WRITE
         self.max_presence_data = s.PRESENCE_MAX_DATA
@@ -110,6 +112,7 @@ class _Limits:
             "heartbeatGrace": int(self.grace * 1000),
             "maxPresenceData": self.max_presence_data,
             "publishRate": int(self.publish_rate),
+            "whisperRate": int(self.whisper_rate),
         }
 
 
@@ -169,6 +172,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self._last_seen = now
         self._inbound = RateLimiter(self.limits.rate, self.limits.rate_burst, now)
         self._publishes = RateLimiter(self.limits.publish_rate, max(self.limits.publish_rate, 1.0), now)
+        self._whispers = RateLimiter(self.limits.whisper_rate, max(self.limits.whisper_rate, 1.0), now)
         self._task: asyncio.Task[Any] | None = None
         self._abandoned = False
         self._abandon_timer: asyncio.TimerHandle | None = None
@@ -575,6 +579,12 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
             return sink
         assert self.outbox is not None
         return self.outbox
+
+    def subscription_sink(self, topic: str) -> Sink | None:
+        """The sink this connection's subscription to ``topic`` has in the hub (a ``ReplaySink`` while it catches
+        up, then the outbox); the hub checks it is among the topic's sinks (exclusions: ``Hub.dispatch``)."""
+        sink = self.catching_up.get(topic)
+        return sink if sink is not None else self.outbox
 
     def _caught_up(self, sink: ReplaySink) -> None:
         # The subscription's live delivery has passed its replay: deliver straight to the outbox from now on.

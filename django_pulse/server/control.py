@@ -14,6 +14,7 @@ from ..protocol import CloseCode
 
 if TYPE_CHECKING:
     from .hub import Hub
+    from .outbox import Sink
 
 __all__ = ["RECOVERED", "ControlSink", "ControlTarget", "app_disabled_command"]
 
@@ -38,6 +39,9 @@ class ControlTarget(Protocol):
     superseded: bool
 
     def close(self, code: int) -> None: ...
+
+    def subscription_sink(self, topic: str) -> Sink | None:
+        """The sink of this connection's subscription to ``topic`` (the hub skips it for frames excluding it)."""
 
 
 class ControlSink:

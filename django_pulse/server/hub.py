@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..broker.base import CONTROL_TOPIC, topic_channel
 from ..metrics import NullMetrics
-from ..protocol import CloseCode, discontinuity_frame, utf8_len
+from ..protocol import CloseCode, discontinuity_frame, excluded_connection, excluded_frame, utf8_len
 from .control import ControlSink, ControlTarget
 
 if TYPE_CHECKING:
@@ -43,6 +43,8 @@ class Hub:
         self._subscribing: dict[str, asyncio.Future[None]] = {}
         # kbId -> authenticated connections (for control messages and counts).
         self.connections: dict[str, set[ControlTarget]] = {}
+        # connectionId -> its connections here (two while a recovered one supersedes the old), for exclusions.
+        self.by_id: dict[str, set[ControlTarget]] = {}
         self._control: ControlSink | None = None
         self.discontinuity_listeners: list[Callable[[str, str], None]] = []
         self._signal_tasks: set[asyncio.Task[list[tuple[Any, Any]]]] = set()
@@ -57,9 +59,38 @@ class Hub:
         message = {"type": "websocket.send", "text": text}
         nbytes = utf8_len(text)
         count = len(sinks)
-        for sink in sinks:
-            sink.push(message, nbytes)
+        excluded = excluded_connection(text)  # O(1): a prefix check
+        if excluded is not None:
+            self._dispatch_excluding(topic, sinks, message, nbytes, excluded)
+        else:
+            for sink in sinks:
+                sink.push(message, nbytes)
         self.metrics.delivered(count, nbytes, text, time.time() * 1000)  # once per batch, never per socket
+
+    def _dispatch_excluding(
+        self, topic: str, sinks: set[Sink], message: dict[str, Any], nbytes: int, connection_id: str
+    ) -> None:
+        """Deliver a frame that one connection must not get as it is (docs/protocol.md, "Whispers and others-only
+        publishes"): a ``whisper`` skips its sender; a ``message`` published for the others only reaches its
+        excluded connection as an ``excluded`` frame in its place, so that connection's serials stay continuous."""
+        skipped: list[Sink] = []
+        for conn in self.by_id.get(connection_id, ()):
+            sink = conn.subscription_sink(topic)
+            if sink is not None and sink in sinks:
+                skipped.append(sink)
+        if not skipped:
+            for sink in sinks:
+                sink.push(message, nbytes)
+            return
+        stand_in = excluded_frame(message["text"])
+        for sink in sinks:
+            if sink not in skipped:
+                sink.push(message, nbytes)
+        if stand_in is not None:
+            replacement = {"type": "websocket.send", "text": stand_in}
+            size = utf8_len(stand_in)
+            for sink in skipped:
+                sink.push(replacement, size)
 
     def discontinuity(self, topic: str, reason: str) -> None:
         """Tell the local subscribers of ``topic`` that frames may have been missed (the broker was away)."""
@@ -169,6 +200,7 @@ class Hub:
     async def register(self, conn: ControlTarget) -> None:
         """Track an authenticated connection (control messages reach it from then on)."""
         self.connections.setdefault(conn.kb_id, set()).add(conn)
+        self.by_id.setdefault(conn.connection_id, set()).add(conn)
         if self._control is None:
             control = ControlSink(self)
             self._control = control
@@ -184,3 +216,8 @@ class Hub:
             conns.discard(conn)
             if not conns:
                 del self.connections[conn.kb_id]
+        same = self.by_id.get(conn.connection_id)
+        if same is not None:
+            same.discard(conn)
+            if not same:
+                del self.by_id[conn.connection_id]

@@ -20,7 +20,7 @@ from ..broker.base import message_topic
 from ..conf import pulse_settings
 from ..exceptions import LimitExceeded, ProtocolViolation
 from ..metrics import publish_source
-from ..protocol import ErrorCode, is_valid_channel, message_frame, message_head, utf8_len
+from ..protocol import CONNECTION_ID_RE, ErrorCode, is_valid_channel, message_frame, message_head, utf8_len
 from .runtime import get_runtime
 
 __all__ = ["abroadcast_once", "broadcast_once", "build_message", "encode_data", "publish_as_client"]
@@ -41,12 +41,21 @@ def encode_data(data: Any) -> str:
 
 
 def build_message(
-    channel: Any, event: Any, data: Any, *, id: Any, client_id: str | None, data_json: str | None = None
+    channel: Any,
+    event: Any,
+    data: Any,
+    *,
+    id: Any,
+    client_id: str | None,
+    data_json: str | None = None,
+    exclude: Any = None,
 ) -> tuple[str, str]:
     """Validate one message and encode its frame head once; returns ``(head, message id)``.
 
-    Raises ``ProtocolViolation`` (``invalid_channel`` / ``bad_request``), ``TypeError`` for data that is not
-    JSON-serialisable, ``LimitExceeded`` (``message_too_large``) when the frame would pass MAX_MESSAGE_SIZE.
+    ``exclude``: a connection id that gets the message's ``excluded`` stand-in instead of the message (others
+    only; docs/protocol.md). Raises ``ProtocolViolation`` (``invalid_channel`` / ``bad_request``), ``TypeError``
+    for data that is not JSON-serialisable, ``LimitExceeded`` (``message_too_large``) when the frame would pass
+    MAX_MESSAGE_SIZE.
     """
     if not is_valid_channel(channel):
         raise ProtocolViolation(
@@ -59,6 +68,11 @@ def build_message(
         id = "m_" + secrets.token_urlsafe(12)
     elif not isinstance(id, str) or not 1 <= len(id) <= 255:
         raise ProtocolViolation("A message id must be a string of 1-255 characters.", ErrorCode.BAD_REQUEST)
+    if exclude is not None and (not isinstance(exclude, str) or CONNECTION_ID_RE.match(exclude) is None):
+        raise ProtocolViolation(
+            "exclude must be a connection id (a client's connectionId, 1-64 characters of A-Z a-z 0-9 _ -).",
+            ErrorCode.BAD_REQUEST,
+        )
     head = message_head(
         channel=channel,
         name=event,
@@ -66,6 +80,7 @@ def build_message(
         id=id,
         timestamp=int(time.time() * 1000),
         client_id=client_id,
+        exclude=exclude,
     )
     if not head.isascii():
         try:
@@ -115,13 +130,15 @@ async def _asend_published(**kwargs: Any) -> None:
 
 
 async def publish_as_client(
-    *, kb_id: str, client_id: str, channel: str, event: str, data_json: str, id: str | None
+    *, kb_id: str, client_id: str, channel: str, event: str, data_json: str, id: str | None, exclude: str | None = None
 ) -> tuple[str, int | None]:
     """A client's publish over the WebSocket (the consumer checked the app and capabilities already).
 
     Returns ``(id, serial)``; ``serial`` is None when ``id`` repeats one published within the idempotency window.
     """
-    head, message_id = build_message(channel, event, None, id=id, client_id=client_id, data_json=data_json)
+    head, message_id = build_message(
+        channel, event, None, id=id, client_id=client_id, data_json=data_json, exclude=exclude
+    )
     with publish_source("client"):
         serial = await abroadcast_once(
             kb_id, channel, event, head, message_id, explicit_id=id is not None, client_id=client_id

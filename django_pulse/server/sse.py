@@ -271,6 +271,17 @@ class SSEConnection(PulseConsumer):
                 self.positions[channel] = (serial, position[1])
             return sse_wire.event(data, name=name, id=self._id())
         text = message["text"]
+        if text.startswith('{"action":"excluded"'):
+            # A message published excluding this stream: its place in the channel's sequence, no event.
+            try:
+                frame = json.loads(text)
+                channel, serial = str(frame["channel"]), int(frame["serial"])
+            except (ValueError, KeyError, TypeError):
+                return None
+            position = self.positions.get(channel)
+            if position is not None:
+                self.positions[channel] = (serial, position[1])
+            return f"id: {self._id()}\n\n".encode()
         if text.startswith('{"action":"discontinuity"'):
             try:
                 frame = json.loads(text)
@@ -279,7 +290,7 @@ class SSEConnection(PulseConsumer):
             if frame.get("reason") == "history_lost":
                 self.positions[str(frame.get("channel"))] = None
             return sse_wire.event(text, name="discontinuity", id=self._id())
-        return None  # replies, pings and presence frames are not part of a unidirectional stream
+        return None  # replies, pings, whispers and presence frames are not part of a unidirectional stream
 
     def _position_event(self, reply: dict[str, Any]) -> bytes | None:
         # A subscribe reply, in order with the messages: the channel's position from here on. A resume that could

@@ -56,6 +56,7 @@ class FakeConnection:
             "heartbeatGrace": 10000,
             "maxPresenceData": 2048,
             "publishRate": 50,
+            "whisperRate": 10,
             **connected.pop("limits", {}),
         }
         self.send(

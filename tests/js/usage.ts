@@ -10,6 +10,7 @@ import {
   type Message,
   type PresenceMember,
   type PublishResult,
+  type Whisper,
 } from '../../django_pulse/static/django_pulse/pulse.js';
 
 interface Post {
@@ -56,6 +57,17 @@ export async function seedTutorial(userId: string): Promise<void> {
   const result: PublishResult = await channel.publish('new_post', { post: { user_name: userId, content: 'hi' } });
   console.log(result.id, result.serial);
   console.log(retryDelay(3, { retryInitial: 500 }), VERSION, PROTOCOL_VERSION);
+
+  // Whispers and others-only publishes (docs/js-sdk.md).
+  const room = realtime.channels.get('chat.lobby');
+  await room.listenForWhisper<{ on: boolean }>('typing', (w: Whisper<{ on: boolean }>) => {
+    console.log(w.clientId, w.connectionId, w.data.on);
+  });
+  const relayed: boolean = await room.whisper('typing', { on: true });
+  console.log(relayed);
+  room.stopListeningForWhisper('typing');
+  const mine: PublishResult = await room.publish('said', { text: 'hi' }, { toOthers: true });
+  console.log(mine.serial, realtime.connection.limits?.whisperRate);
   realtime.close();
 }
 

@@ -129,6 +129,8 @@ export interface Limits {
   heartbeatGrace?: number;
   maxPresenceData?: number;
   publishRate?: number;
+  /** Whispers per second per connection (PULSE['WHISPER_RATE']). */
+  whisperRate?: number;
   [key: string]: unknown;
 }
 
@@ -145,6 +147,26 @@ export interface Message<T = any> {
   serial: number | null;
   /** The channel's name. */
   channel: string;
+}
+
+/** A whisper another connection sent on the channel (`channel.listenForWhisper`): never stored, no serial. */
+export interface Whisper<T = any> {
+  /** The whisper's name, e.g. `typing`. */
+  name: string;
+  data: T;
+  /** The sending client. */
+  clientId: string | null;
+  /** The sending connection (one tab of the client). */
+  connectionId: string | null;
+  /** The channel's name. */
+  channel: string;
+}
+
+export interface PublishOptions {
+  /** The message id: a retry with the same id is delivered once. */
+  id?: string;
+  /** Deliver to every other subscriber, not to this connection (it still gets a serial and is in history). */
+  toOthers?: boolean;
 }
 
 /** One user (clientId) present through one or more connections (tabs). */
@@ -265,8 +287,17 @@ export class Channel extends EventEmitter<ChannelEvents> {
   unsubscribe(): void;
   unsubscribe(listener: (message: Message) => void): void;
   unsubscribe(event: string | string[], listener?: (message: Message) => void): void;
-  publish(name: string, data?: unknown, options?: { id?: string }): Promise<PublishResult>;
+  publish(name: string, data?: unknown, options?: PublishOptions): Promise<PublishResult>;
   publish(message: { name: string; data?: unknown; id?: string }): Promise<PublishResult>;
+  /** Send a client event to the channel's other subscribers (needs the `whisper` capability): not stored, no
+   *  serial, not delivered back to this connection. Resolves true when relayed, false when dropped for now (not
+   *  connected, rate-limited, ...); rejects for a refusal (`forbidden`, `message_too_large`). */
+  whisper(name: string, data?: unknown): Promise<boolean>;
+  listenForWhisper<T = any>(listener: (whisper: Whisper<T>) => void): Promise<void>;
+  listenForWhisper<T = any>(name: string | string[], listener: (whisper: Whisper<T>) => void): Promise<void>;
+  stopListeningForWhisper(): void;
+  stopListeningForWhisper(listener: (whisper: Whisper) => void): void;
+  stopListeningForWhisper(name: string | string[], listener?: (whisper: Whisper) => void): void;
   attach(): Promise<void>;
   detach(): Promise<void>;
   /** The newest retained messages, oldest first (needs the `history` capability). */

@@ -295,6 +295,8 @@
 
   // Refusals that mean "not now" rather than "no": channel state requests refused with them are retried.
   var TRANSIENT_CODES = ['rate_limited', 'unavailable', 'internal_error'];
+  // A whisper that failed with one of these was dropped for now; whisper() resolves false rather than rejecting.
+  var DROPPED_WHISPER_CODES = ['disconnected', 'rate_limited', 'unavailable', 'timeout'];
 
   /**
    * After a transient refusal of a state request (subscribe, presence.enter, ...): tell the `error`
@@ -330,6 +332,9 @@
       this._options = realtime.options;
       this.state = 'initialized';
       this.id = null; // the server's connectionId while connected
+      // Every connectionId this connection has held: a message published for the others only names the one it
+      // excluded, and may come back (a resume on a connection that could not be continued) under a new id.
+      this._ownIds = [];
       this.key = null; // the server's connectionKey: continues this connection after a drop (auth `recover`)
       this.recovered = false; // the current socket continued the previous connection
       this.clientId = realtime.options.clientId == null ? null : String(realtime.options.clientId);
@@ -529,6 +534,13 @@
         case 'message':
           if (channels._has(frame.channel)) channels.get(frame.channel)._onMessage(frame);
           break;
+        case 'excluded':
+          // A message published for the others only (this connection excluded): its place, not its content.
+          if (channels._has(frame.channel)) channels.get(frame.channel)._onExcluded(frame);
+          break;
+        case 'whisper':
+          if (channels._has(frame.channel)) channels.get(frame.channel)._onWhisper(frame);
+          break;
         case 'presence':
           if (channels._has(frame.channel)) channels.get(frame.channel).presence._onPresence(frame);
           break;
@@ -573,6 +585,10 @@
       this._clearTimer('connect');
       var previous = this.state;
       this.id = frame.connectionId || null;
+      if (this.id && this._ownIds.indexOf(this.id) < 0) {
+        this._ownIds.push(this.id);
+        if (this._ownIds.length > 32) this._ownIds.shift();
+      }
       this.key = frame.connectionKey || null; // a secret: `recover` in the next auth continues this connection
       this.recovered = frame.recovered === true;
       if (frame.clientId != null) {
@@ -610,6 +626,9 @@
     _sendRequest(request) {
       var ref = ++this._ref;
       var frame = Object.assign({ action: request.frame.action, ref: ref }, request.frame);
+      // publish(..., {toOthers: true}): exclude the connection it is sent on (known only now: it may have been
+      // queued while disconnected, or re-sent after a reconnect under another connectionId).
+      if (request.toOthers) frame.exclude = this.id;
       this._realtime.channels._addStream(frame); // live templates: the page's signed stream name, if any
       this._pending.set(ref, request);
       if (request.kind === 'oneshot') {
@@ -639,7 +658,7 @@
      * A request that must be answered once (publish, presence.get): sent now when connected, queued while
      * the connection is coming up or down, re-sent after a reconnect if its socket dropped before the reply.
      */
-    _oneshot(frame) {
+    _oneshot(frame, toOthers) {
       var d = deferred();
       var text;
       try {
@@ -652,13 +671,13 @@
       // The server cannot tell which request an oversized frame was (it does not parse it), so it could
       // not reject this promise: refuse it here, with the same code. A published message must also leave
       // room for what the server adds to it (id, timestamp, clientId, serial: about 150 bytes).
-      var size = byteLength(text) + (frame.action === 'publish' ? 160 : 32);
+      var size = byteLength(text) + (frame.action === 'publish' ? 160 : 32) + (toOthers ? 40 : 0);
       if (max && size > max) {
         d.reject(new PulseError('message_too_large', 'the ' + frame.action + ' frame would be about ' +
           size + ' bytes; the server accepts at most ' + max));
         return d.promise;
       }
-      var request = { frame: frame, kind: 'oneshot', resolve: d.resolve, reject: d.reject };
+      var request = { frame: frame, kind: 'oneshot', resolve: d.resolve, reject: d.reject, toOthers: Boolean(toOthers) };
       if (this.state === 'connected') this._sendRequest(request);
       else if (this.state === 'failed') d.reject(this.errorReason || new PulseError('connection_failed', 'the connection failed'));
       else if (this.state === 'closing' || this.state === 'closed') {
@@ -669,6 +688,55 @@
       } else if (!this._options.queueMessages) {
         d.reject(new PulseError('disconnected', 'not connected, and queueMessages is false'));
       } else this._queue.push(request);
+      return d.promise;
+    }
+
+    /**
+     * A request that makes sense only now (whisper): sent when connected, rejected otherwise (`disconnected`),
+     * never queued nor re-sent after a reconnect; a drop before the reply rejects it too.
+     */
+    _ephemeral(frame) {
+      var d = deferred();
+      var text;
+      try {
+        text = JSON.stringify(frame);
+      } catch (error) {
+        d.reject(new PulseError('bad_request', 'the data cannot be encoded as JSON: ' + error.message));
+        return d.promise;
+      }
+      var max = this.limits && this.limits.maxMessageSize;
+      // The server relays it with the sender's connectionId and clientId: leave room for them.
+      var size = byteLength(text) + 120;
+      if (max && size > max) {
+        d.reject(new PulseError('message_too_large', 'the ' + frame.action + ' frame would be about ' +
+          size + ' bytes; the server accepts at most ' + max));
+        return d.promise;
+      }
+      if (this.state !== 'connected') {
+        d.reject(new PulseError('disconnected', 'not connected: a ' + frame.action + ' is not queued'));
+        return d.promise;
+      }
+      var self = this;
+      var request = {
+        frame: frame,
+        kind: 'ephemeral',
+        resolve: d.resolve,
+        reject: function (error) {
+          d.reject(error === DROPPED ? new PulseError('disconnected', 'the connection dropped before the ' +
+            frame.action + ' was confirmed') : error);
+        }
+      };
+      this._sendRequest(request);
+      request.timer = setTimeout(function () {
+        var pending = self._pending;
+        pending.forEach(function (value, key) {
+          if (value === request) {
+            pending.delete(key);
+            request.reject(new PulseError('timeout', 'no reply to ' + frame.action + ' within ' +
+              self._options.requestTimeout + ' ms'));
+          }
+        });
+      }, this._options.requestTimeout);
       return d.promise;
     }
 
@@ -1458,6 +1526,7 @@
       this.epoch = null; // the serial's epoch, from the subscribe reply
       this._rewind = 0; // channels.get(name, {rewind: N}): the newest N retained messages on the first attach
       this._messages = new EventEmitter();
+      this._whispers = new EventEmitter(); // listenForWhisper listeners, by whisper name
       this._wantAttached = false;
       this._attached = false;
       this._busy = false;
@@ -1483,12 +1552,22 @@
     /** unsubscribe(), unsubscribe(cb), unsubscribe(event), unsubscribe(event, cb); the last one detaches. */
     unsubscribe(event, listener) {
       this._messages.off(event, listener);
-      if (this._messages.listenerCount() === 0 && this._wantAttached) {
+      this._detachIfUnused();
+    }
+
+    _detachIfUnused() {
+      if (this._messages.listenerCount() === 0 && this._whispers.listenerCount() === 0 && this._wantAttached) {
         this.detach().catch(function () { /* reported as a channel error */ });
       }
     }
 
-    /** Publish `data` (any JSON) as event `name`. Resolves with `{id, serial}`; rejects with the server's error. */
+    /**
+     * Publish `data` (any JSON) as event `name`. Resolves with `{id, serial}`; rejects with the server's error.
+     * `options.id`: the message id (a retry with the same id is delivered once); `options.toOthers: true`:
+     * every other subscriber gets it, this connection does not (the page shows its own message itself). It is
+     * still a normal message: a serial, history; this channel's position moves past it, so a resume after a
+     * reconnect does not bring it back.
+     */
     publish(name, data, options) {
       if (name && typeof name === 'object' && data === undefined) {
         options = { id: name.id };
@@ -1500,9 +1579,46 @@
       }
       var id = options && options.id != null ? String(options.id) : this._realtime._nextMessageId();
       var frame = { action: 'publish', channel: this.name, name: name, data: data === undefined ? null : data, id: id };
-      return this._connection._oneshot(frame).then(function (reply) {
+      return this._connection._oneshot(frame, Boolean(options && options.toOthers)).then(function (reply) {
         return { id: reply.id === undefined ? id : reply.id, serial: reply.serial === undefined ? null : reply.serial };
       });
+    }
+
+    /**
+     * Whisper: send event `name` with `data` (any JSON) to the channel's other subscribers, e.g. "typing".
+     * Not stored, no serial, never delivered back to this connection; needs the `whisper` capability (tokens
+     * do not have it by default) and is limited to `limits.whisperRate` per second. Sent only while connected,
+     * never queued (a stale "typing" is worse than none). Resolves `true` once the server relayed it, `false`
+     * when it was dropped for now (not connected, `rate_limited`, `unavailable`, the connection dropped, no
+     * reply in time): a lost whisper is not an error. Rejects for a refusal (`forbidden`, `message_too_large`,
+     * `bad_request`).
+     */
+    whisper(name, data) {
+      if (typeof name !== 'string' || !name) {
+        return Promise.reject(new PulseError('bad_request', 'whisper(name, data): name must be a non-empty string'));
+      }
+      return this._connection._ephemeral({ action: 'whisper', channel: this.name, name: name,
+        data: data === undefined ? null : data }).then(function () { return true; }, function (error) {
+        if (DROPPED_WHISPER_CODES.indexOf(error.code) >= 0) return false;
+        throw error;
+      });
+    }
+
+    /**
+     * listenForWhisper(name, cb), listenForWhisper([names], cb) or listenForWhisper(cb) for every whisper: cb
+     * gets `{name, data, clientId, connectionId, channel}`. Attaches the channel (whispers travel with its
+     * messages); resolves once attached.
+     */
+    listenForWhisper(name, listener) {
+      if (isFunction(name) && listener === undefined) this._whispers.on(name);
+      else this._whispers.on(name, listener);
+      return this.attach();
+    }
+
+    /** stopListeningForWhisper(), (cb), (name) or (name, cb); detaches when nothing listens any more. */
+    stopListeningForWhisper(name, listener) {
+      this._whispers.off(name, listener);
+      this._detachIfUnused();
     }
 
     /**
@@ -1632,7 +1748,25 @@
 
     _onMessage(frame) {
       if (typeof frame.serial === 'number') this.serial = frame.serial;
+      // Published for the others only, excluding this page's connection (under an id it held before, when a
+      // reconnect could not continue it): the page did not want it; keep its place only.
+      if (frame.exclude && this._connection._ownIds.indexOf(frame.exclude) >= 0) return;
       this._messages.emit(typeof frame.name === 'string' ? frame.name : '', this._message(frame));
+    }
+
+    _onExcluded(frame) {
+      if (typeof frame.serial === 'number') this.serial = frame.serial;
+    }
+
+    _onWhisper(frame) {
+      if (frame.connectionId && frame.connectionId === this._connection.id) return; // the server never echoes
+      this._whispers.emit(typeof frame.name === 'string' ? frame.name : '', {
+        name: frame.name,
+        data: frame.data === undefined ? null : frame.data,
+        clientId: frame.clientId === undefined ? null : frame.clientId,
+        connectionId: frame.connectionId === undefined ? null : frame.connectionId,
+        channel: this.name
+      });
     }
 
     _message(frame) {
