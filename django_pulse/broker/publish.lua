@@ -1,12 +1,22 @@
 -- publish.lua: a Redis script of django_pulse.broker (loaded by django_pulse._lua.load_lua).
--- KEYS: counter hash, bus channel, history stream.
+-- KEYS: counter hash, bus channel, history stream, and for an idempotent publish the record of its message id.
 -- ARGV: frame head, epoch candidate, now (ms), HISTORY_SIZE, HISTORY_TTL (ms), channel name, publish command
 -- ("PUBLISH"; "SPUBLISH" on Redis Cluster, where KEYS[2] is a shard channel in the keys' slot), failover check
--- ("1" with replicas that can be promoted, else ""). With the check, the counter remembers the replication id of
+-- ("1" with replicas that can be promoted, else ""), and with KEYS[4] the idempotency window (ms).
+-- Returns the serial; with KEYS[4], {serial, 1} when the id was published within the window (that publish's
+-- serial; nothing is published now) and {serial, 0} otherwise. The record is written by the script that
+-- publishes, so a publish whose reply was lost (a timeout after the script ran) is never published twice by
+-- the publisher's retry, and a publish that never ran leaves no record to block the retry. With the check, the counter remembers the replication id of
 -- the master that last wrote it (field ``r``): a publish on another master (a promoted replica) starts a new
 -- epoch, because the old master may have handed out serials this one never received (asynchronous
 -- replication), and a resume across that gap must not pass for exact.
 -- A channel name needs no JSON escaping (protocol.CHANNEL_RE), so the notice is built here.
+if KEYS[4] then
+  local first = redis.call('GET', KEYS[4])
+  if first then
+    return {tonumber(first), 1}
+  end
+end
 local n = redis.call('HINCRBY', KEYS[1], 's', 1)
 if n == 1 then
   redis.call('PERSIST', KEYS[1])
@@ -36,4 +46,8 @@ if size > 0 then
   redis.call('PEXPIRE', KEYS[3], ARGV[5])
 end
 redis.call(ARGV[7], KEYS[2], frame)
+if KEYS[4] then
+  redis.call('SET', KEYS[4], n, 'PX', ARGV[9])
+  return {n, 0}
+end
 return n

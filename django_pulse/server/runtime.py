@@ -1,7 +1,7 @@
 """The runtime: the ONE owner of this process's realtime state.
 
-A server process has one broker, one hub, one presence backend, one liveness loop, one idempotency record
-and one cache of enabled apps. ``get_runtime()`` returns the object that owns them all; each is built on
+A server process has one broker, one hub, one presence backend, one liveness loop and one cache
+of enabled apps. ``get_runtime()`` returns the object that owns them all; each is built on
 first use from the settings, wired to the others (the broker delivers to the hub, presence publishes through
 the broker, liveness reads all three), and the whole is dropped when ``PULSE`` or ``CHANNEL_LAYERS`` change
 (``setting_changed``, so ``override_settings`` just works) or when tests call ``reset_runtime()``. The role
@@ -24,7 +24,6 @@ from ._server_io import FastPathReport
 
 if TYPE_CHECKING:
     from ..broker.base import Broker
-    from ..cluster.idempotency import IdempotencyStore
     from ..cluster.liveness import Liveness
     from ..metrics import NullMetrics
     from ..presence.base import PresenceBackend
@@ -35,7 +34,7 @@ __all__ = ["Runtime", "get_runtime", "reset_runtime"]
 
 
 class Runtime:
-    """This process's broker, hub, presence backend, liveness, idempotency store, app cache and connections.
+    """This process's broker, hub, presence backend, liveness, app cache and connections.
 
     Attributes are built lazily (a management command that only reads the database builds nothing) and are
     thread-safe to build: sync views run in threads while the server's loop runs.
@@ -47,7 +46,6 @@ class Runtime:
         self._hub: Hub | None = None
         self._presence: PresenceBackend | None = None
         self._liveness: Liveness | None = None
-        self._idempotency: IdempotencyStore | None = None
         self._apps: AppCache | None = None
         # Every open connection of this process, authenticated or not (graceful shutdown closes them all).
         self.connections: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -113,18 +111,6 @@ class Runtime:
         return liveness
 
     @property
-    def idempotency(self) -> IdempotencyStore:
-        store = self._idempotency
-        if store is None:
-            from ..cluster.idempotency import IdempotencyStore
-
-            with self._lock:
-                if self._idempotency is None:
-                    self._idempotency = IdempotencyStore()
-                store = self._idempotency
-        return store
-
-    @property
     def apps(self) -> AppCache:
         apps = self._apps
         if apps is None:
@@ -152,8 +138,8 @@ class Runtime:
     def close(self) -> None:
         """Release what this runtime built (connections to Redis, timers); nothing is awaited."""
         with self._lock:
-            broker, presence, liveness, idempotency = self._broker, self._presence, self._liveness, self._idempotency
-            self._broker = self._hub = self._presence = self._liveness = self._idempotency = None
+            broker, presence, liveness = self._broker, self._presence, self._liveness
+            self._broker = self._hub = self._presence = self._liveness = None
             self._apps = None
         metrics, self._metrics = self._metrics, None
         if metrics is not None:
@@ -164,8 +150,6 @@ class Runtime:
             presence.close()
         if liveness is not None:
             liveness.close()
-        if idempotency is not None:
-            idempotency.close()
 
 
 _runtime = Runtime()
