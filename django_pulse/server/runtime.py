@@ -54,6 +54,9 @@ class Runtime:
         self.fast_path = FastPathReport()
         # Tasks this process started and must keep a reference to until they end (e.g. registering at startup).
         self.background_tasks: set[asyncio.Task[None]] = set()
+        # Set by the graceful shutdown (server.shutdown): under granian it runs on SIGTERM and again from the
+        # ASGI lifespan shutdown; the second call has nothing to do.
+        self.shut_down = False
         self._metrics: NullMetrics | None = None
 
     @property
