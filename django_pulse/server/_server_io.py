@@ -547,9 +547,11 @@ def install_granian_shutdown(on_shutdown: Callable[[], Coroutine[Any, Any, None]
     if "granian" not in sys.modules:
         return
     try:
-        from granian import _signals as module
+        import granian._signals
     except ImportError:
-        module = None
+        module: Any = None
+    else:
+        module = granian._signals
     if module is None or GRANIAN_SIGNALS.missing(module):
         logger.warning(
             "%s: graceful shutdown off (on SIGTERM clients see the connection drop, not a 1001 close): no "
@@ -588,5 +590,5 @@ def install_granian_shutdown(on_shutdown: Callable[[], Coroutine[Any, Any, None]
                 return granian_event  # granian fell back to signal.signal (not on a Unix loop): its own handling
         return granian_event
 
-    module.set_loop_signals = set_loop_signals  # type: ignore[attr-defined]
+    module.set_loop_signals = set_loop_signals
     setattr(module, _GRANIAN_HOOKED_ATTR, True)
