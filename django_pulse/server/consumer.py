@@ -235,6 +235,12 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
             self.base_send, self.limits.outbound_limit, self._outbox_closed, direct_write=self.limits.direct_write
         )
         self.outbox.push({"type": "websocket.accept"}, 0)
+        if get_runtime().shut_down:
+            # This process has begun its graceful shutdown and still accepts (its server stops listening later;
+            # a load balancer may route a reconnect here meanwhile): go elsewhere now, instead of being dropped
+            # without a close code when the server stops (seen as 1005/1006 under granian and daphne).
+            self.close(CloseCode.GOING_AWAY)
+            return
         loop = asyncio.get_running_loop()
         self._auth_timer = loop.call_later(self.limits.auth_timeout, self._auth_timed_out)
 
