@@ -124,6 +124,10 @@ def _on_prepared_loop() -> bool:
         return False
     loop = asyncio.get_event_loop_policy().get_event_loop()
     loop.call_soon_threadsafe(_spawn_registration, loop)
+    from .server._server_io import install_granian_shutdown
+    from .server.shutdown import logged_shutdown
+
+    install_granian_shutdown(logged_shutdown)
     return True
 
 

@@ -235,8 +235,8 @@ def capture_published() -> PulseCapture:
 
 
 def reset_pulse_state() -> None:
-    """Forget the process's Pulse state (the runtime: broker, hub, presence, liveness, idempotency record, app
-    cache); the next use builds it again from the current settings."""
+    """Forget the process's Pulse state (the runtime: broker, hub, presence, liveness, app cache); the next use
+    builds it again from the current settings."""
     from .server.runtime import reset_runtime
 
     reset_runtime()

@@ -69,8 +69,8 @@ def _close_async_db_connections(django_db_setup: None, django_db_blocker: object
 
 @pytest.fixture(autouse=True)
 def _fresh_pulse_process_state() -> Iterator[None]:
-    """Each test starts with a fresh runtime (broker, hub, presence backend, liveness, idempotency record, app
-    cache): they are per process, each test has its own loop, and rolled-back rows send no signals."""
+    """Each test starts with a fresh runtime (broker, hub, presence backend, liveness, app cache): they are per
+    process, each test has its own loop, and rolled-back rows send no signals."""
     from django_pulse.server.runtime import reset_runtime
 
     reset_runtime()

@@ -5,6 +5,8 @@
         proxy.cut()                                # open connections are reset; new ones refused
         ...
         proxy.restore()                            # connections go through again
+        proxy.lose_next_reply(b"EVALSHA")          # the next request holding these bytes reaches the server;
+                                                   # its reply does not (the client's connection is reset)
 
 It runs its own asyncio loop in a thread, so synchronous tests (Playwright's sync API) can use it too.
 """
@@ -27,6 +29,8 @@ class CuttableProxy:
         self.port = free_port()
         self.accepted = 0  # connections forwarded so far
         self._cut = False
+        self._lose_marker: bytes | None = None
+        self.lost = 0  # replies lost on purpose so far (lose_next_reply)
         self._transports: set[asyncio.BaseTransport] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy", daemon=True)
@@ -71,6 +75,16 @@ class CuttableProxy:
 
         self._call(do)
 
+    def lose_next_reply(self, marker: bytes) -> None:
+        """Forward the next request that contains ``marker``, then reset its connection when the server's reply
+        arrives instead of passing the reply on: the server acted, the client never hears it (a timeout or a
+        connection lost after the command ran)."""
+
+        def do() -> None:
+            self._lose_marker = marker
+
+        self._call(do)
+
     def _call(self, fn: object) -> None:
         async def run() -> None:
             fn()  # type: ignore[operator]
@@ -98,17 +112,30 @@ class CuttableProxy:
         self.accepted += 1
         pair = (writer.transport, up_writer.transport)
         self._transports.update(pair)
+        armed: list[bool] = []  # this connection sent the request whose reply is to be lost
         try:
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            await asyncio.gather(self._up(reader, up_writer, armed), self._down(up_reader, writer, armed))
         finally:
             for transport in pair:
                 self._transports.discard(transport)
                 transport.abort()
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _up(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, armed: list[bool]) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while data := await reader.read(65536):
+                if self._lose_marker is not None and self._lose_marker in data:
+                    self._lose_marker = None
+                    armed.append(True)
+                writer.write(data)
+                await writer.drain()
+        writer.transport.abort()
+
+    async def _down(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, armed: list[bool]) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await reader.read(65536):
+                if armed:
+                    self.lost += 1
+                    break
                 writer.write(data)
                 await writer.drain()
         writer.transport.abort()

@@ -205,3 +205,16 @@ async def test_redis_reconnects_and_signals_discontinuity(pulse_redis: str) -> N
         assert frames[2]["serial"] == 2
     finally:
         await broker.aclose()
+
+
+@pytest.mark.redis
+async def test_a_burst_of_commands_in_flight_is_not_refused(redis_url: str, redis_prefix: str, settings: Any) -> None:
+    """300 commands in flight at once on one process's asyncio client (a reconnect storm's recovery
+    announcements): redis-py 8 caps a pool at 100 connections by default and refused the rest."""
+    settings.PULSE = {"REDIS_URL": redis_url, "REDIS_PREFIX": redis_prefix}
+    broker = get_runtime().broker
+    topic = message_topic("default", "storm")
+    await asyncio.gather(*[broker.broadcast(topic, "{}") for _ in range(300)])
+    await asyncio.gather(*[broker.publish_message(topic, head(i, "storm")) for i in range(300)])
+    assert (await broker.history(topic)).serial == 300
+    await broker.aclose()

@@ -511,3 +511,19 @@ def test_the_old_consumers_path_still_imports_with_a_deprecation_warning() -> No
     with pytest.warns(DeprecationWarning, match="django_pulse.server.consumer"):
         old = importlib.import_module("django_pulse.consumers")
     assert old.PulseConsumer is PulseConsumer
+
+
+async def test_a_connection_that_arrives_during_the_graceful_shutdown_is_told_to_go_elsewhere() -> None:
+    """After ``shutdown()`` began, the server may still accept (it stops listening later): the newcomer gets 1001
+    at once rather than a dropped socket when the process exits."""
+    from django_pulse.server.runtime import get_runtime
+    from django_pulse.server.shutdown import shutdown
+
+    assert await shutdown() == 0
+    assert await shutdown() == 0  # a second call (granian: the signal hook, then the lifespan) does nothing
+    assert get_runtime().shut_down
+    late = WebsocketCommunicator(application, "/pulse/ws/")
+    assert (await late.connect())[0]
+    closed = await late.receive_output(2)
+    assert (closed["type"], closed["code"]) == ("websocket.close", 1001)
+    await late.wait()

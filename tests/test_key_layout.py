@@ -37,8 +37,6 @@ def test_every_key_of_a_channel_shares_one_slot(kb_id: str, channel: str) -> Non
         process_id="p1",
         broker=RedisBroker(url="redis://127.0.0.1:1/0", prefix="pulse"),
     )
-    from django_pulse.cluster import idempotency
-
     names = [
         broker.serial_key(message_topic(kb_id, channel)),
         broker.history_key(message_topic(kb_id, channel)),
@@ -48,7 +46,7 @@ def test_every_key_of_a_channel_shares_one_slot(kb_id: str, channel: str) -> Non
         presence.channel_key(kb_id, channel, "pserial"),
         presence.channel_key(kb_id, channel, "pclients"),
         presence.bus(kb_id, channel),
-        idempotency._key(kb_id, channel, "msg-1"),
+        broker.idempotency_key(message_topic(kb_id, channel), "msg-1"),
     ]
     presence.close()
     assert len(set(names)) == len(names) - 1  # the presence bus channel is the broker's, named twice
@@ -89,20 +87,24 @@ def test_broker_scripts_run_on_one_cluster_shard(cluster: RedisCluster, kb_id: s
     args = [head, "E1", int(time.time() * 1000), 10, 60_000, channel, "SPUBLISH", "", 86_400_000]
     assert publish(keys=keys_, args=args) == 1
     assert publish(keys=keys_, args=args) == 2
+    # An idempotent publish: the record of its id is a fourth key, in the same slot.
+    once_keys, once_args = [*keys_, broker.idempotency_key(topic, "msg-1")], [*args, "", 60_000]
+    assert publish(keys=once_keys, args=once_args) == [3, 0]
+    assert publish(keys=once_keys, args=once_args) == [3, 1]  # a repeat: nothing published
     serial, epoch, entries = read(
         keys=[broker.serial_key(topic), broker.history_key(topic)], args=["E2", 0, "", 10, 1000]
     )
-    assert (int(serial), epoch, [e[0] for e in entries]) == (2, "E1", ["2-0", "1-0"])
+    assert (int(serial), epoch, [e[0] for e in entries]) == (3, "E1", ["3-0", "2-0", "1-0"])
     # PUBLISH inside a script reaches the shard's sharded subscribers (the cluster broker's SSUBSCRIBE).
     got = []
     deadline = time.monotonic() + 5
-    while len(got) < 3 and time.monotonic() < deadline:
+    while len(got) < 4 and time.monotonic() < deadline:
         message = pubsub.get_sharded_message(timeout=0.5)
         if message and message["type"] == "smessage":
             got.append(message["data"])
     pubsub.close()
     assert got[0].endswith('"reason":"history_lost"}')  # the counter was created by this publish
-    assert got[1:] == [head + "1}", head + "2}"]
+    assert got[1:] == [head + "1}", head + "2}", head + "3}"]
 
 
 def test_presence_scripts_run_on_one_cluster_shard(cluster: RedisCluster) -> None:

@@ -528,7 +528,7 @@ async def test_bursts_of_1000_connections_leave_nothing_behind() -> None:
 # -- graceful shutdown ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("server_name", "expected"), [("daphne", 1001), ("uvicorn", 1012)])
+@pytest.mark.parametrize(("server_name", "expected"), [("daphne", 1001), ("uvicorn", 1012), ("granian", 1001)])
 async def test_sigterm_tells_clients_to_reconnect(server_name: str, expected: int) -> None:
     with live_server(server=server_name) as server:
         token = (await asyncio.to_thread(server.token, "leaving"))["token"]

@@ -25,6 +25,7 @@ from django_pulse.server import _server_io as server_io
 from django_pulse.server._server_io import (
     DAPHNE_PROTOCOL,
     DAPHNE_REQUEST,
+    GRANIAN_SIGNALS,
     TWISTED_REACTOR,
     TWISTED_TRANSPORT,
     UVICORN_FLOW,
@@ -174,6 +175,20 @@ def test_twisted_reactor_has_what_the_daphne_shutdown_hook_reads() -> None:
     assert isinstance(reactor, AsyncioSelectorReactor), f"{server_version('daphne')}: reactor {type(reactor)}"
     assert_has(TWISTED_REACTOR, reactor)
     assert callable(getattr(defer.Deferred, "fromFuture", None)), f"{version_of('Twisted')}: Deferred.fromFuture"
+
+
+def test_granian_workers_take_their_signal_handling_from_set_loop_signals() -> None:
+    """The granian shutdown hook wraps ``granian._signals.set_loop_signals``, which each ASGI worker imports when
+    it starts (function-local, so the wrapped one is found) and whose event it sets to stop serving."""
+    import inspect
+
+    from granian import _signals
+    from granian.server import mp
+
+    assert_has(GRANIAN_SIGNALS, _signals)
+    source = inspect.getsource(mp)
+    assert source.count("from granian._signals import set_loop_signals") >= 2, server_version("granian")
+    assert "shutdown_event = set_loop_signals(loop)" in source, server_version("granian")
 
 
 # -- uvicorn and websockets: a real uvicorn in this process --------------------------------------------------------

@@ -117,6 +117,21 @@ class Broker(abc.ABC):
         """``publish_message`` for synchronous callers (views in threads, commands, signals)."""
 
     @abc.abstractmethod
+    async def publish_once(self, topic: str, head: str, message_id: str, window_ms: int) -> tuple[int, bool]:
+        """``publish_message`` unless ``message_id`` was published on ``topic`` within ``window_ms``.
+
+        Returns ``(serial, True)`` for a repeat (the first publish's serial; nothing is published, no serial
+        is used) and ``(serial, False)`` for a publish. The check and the record are part of the publish itself,
+        atomically: whatever happened to the first call's reply (a timeout, a lost connection after the
+        broker published), a retry with the same id never delivers the message twice, and a publish that
+        never happened records nothing.
+        """
+
+    @abc.abstractmethod
+    def publish_once_sync(self, topic: str, head: str, message_id: str, window_ms: int) -> tuple[int, bool]:
+        """``publish_once`` for synchronous callers."""
+
+    @abc.abstractmethod
     async def broadcast(self, topic: str, text: str) -> None:
         """Deliver a complete frame to every process subscribed to ``topic``."""
 

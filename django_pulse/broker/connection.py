@@ -144,8 +144,17 @@ class _AsyncSentinelRedis(redis_async.Redis):
             await client.aclose()
 
 
+# redis-py 8 caps a client's connection pool at 100 (earlier versions had no cap) and refuses a command that finds
+# all of them busy (MaxConnectionsError: "Unavailable" to Pulse). An asyncio client holds one connection per
+# command in flight, and a reconnect storm (a rolling restart: hundreds of clients continuing their connections on
+# this process at once) has more than 100 in flight: their recovery announcements failed. Every client is built
+# with this cap instead; Redis's own limit (maxclients, 10,000 by default) is shared by every process.
+MAX_CONNECTIONS = 2000
+
+
 def sync_client(target: str, **kwargs: Any) -> redis_sync.Redis:
     """A thread-safe synchronous client of ``target`` (a Redis URL or ``sentinel://service``)."""
+    kwargs.setdefault("max_connections", MAX_CONNECTIONS)
     if not target.startswith(SENTINEL_SCHEME):
         return redis_sync.Redis.from_url(target, **kwargs)
     from redis.sentinel import Sentinel
@@ -159,6 +168,7 @@ def sync_client(target: str, **kwargs: Any) -> redis_sync.Redis:
 
 def async_client(target: str, **kwargs: Any) -> redis_async.Redis:
     """An asyncio client of ``target``, for the running event loop."""
+    kwargs.setdefault("max_connections", MAX_CONNECTIONS)
     if not target.startswith(SENTINEL_SCHEME):
         return redis_async.Redis.from_url(target, **kwargs)
     from redis.asyncio.sentinel import Sentinel

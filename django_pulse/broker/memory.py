@@ -17,6 +17,9 @@ __all__ = ["MemoryBroker", "several_workers", "warn_if_several_workers"]
 
 logger = logging.getLogger("django_pulse.broker")
 
+# At most this many message ids are remembered for idempotent publishes (the oldest are forgotten first).
+_MAX_SEEN_IDS = 100_000
+
 _SERVERS = ("uvicorn", "gunicorn", "granian", "hypercorn", "daphne")
 
 
@@ -106,6 +109,8 @@ class MemoryBroker(Broker):
         # SSE: topics this process is subscribed to (deliver's answer) and put_once values (key -> value, expiry).
         self._subscribed: set[str] = set()
         self._once: dict[str, tuple[str, float]] = {}
+        # Idempotent publishes: (topic, message id) -> (expiry, monotonic; serial), oldest first.
+        self._seen_ids: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
 
     def _enqueue(self, topic: str, text: str) -> None:
         # Called with self._lock held.
@@ -175,16 +180,40 @@ class MemoryBroker(Broker):
 
     def _publish(self, topic: str, head: str) -> int:
         with self._lock:
-            self._touch(topic)
-            serial = self._serials.get(topic, 0) + 1
-            self._serials[topic] = serial
-            if serial == 1:
-                self._epochs.setdefault(topic, new_epoch())
-            frame = message_frame(head, serial)
-            if self.history_size > 0:
-                self._remember(topic, serial, frame)
-            self._enqueue(topic, frame)
+            serial = self._publish_locked(topic, head)
         self._drain_if_on_loop()
+        return serial
+
+    def _publish_once(self, topic: str, head: str, message_id: str, window_ms: int) -> tuple[int, bool]:
+        now = time.monotonic()
+        seen = self._seen_ids
+        with self._lock:
+            while seen:
+                # Windows vary only when the setting changes (a new runtime, a new broker): expiry order is
+                # insertion order, so expired ids are dropped from the front.
+                expiry = next(iter(seen.values()))[0]
+                if expiry > now and len(seen) < _MAX_SEEN_IDS:
+                    break
+                seen.popitem(last=False)
+            first = seen.get((topic, message_id))
+            if first is not None:
+                return first[1], True
+            serial = self._publish_locked(topic, head)
+            seen[(topic, message_id)] = (now + window_ms / 1000, serial)
+        self._drain_if_on_loop()
+        return serial, False
+
+    def _publish_locked(self, topic: str, head: str) -> int:
+        # Called with self._lock held.
+        self._touch(topic)
+        serial = self._serials.get(topic, 0) + 1
+        self._serials[topic] = serial
+        if serial == 1:
+            self._epochs.setdefault(topic, new_epoch())
+        frame = message_frame(head, serial)
+        if self.history_size > 0:
+            self._remember(topic, serial, frame)
+        self._enqueue(topic, frame)
         return serial
 
     def _remember(self, topic: str, serial: int, frame: str) -> None:
@@ -241,6 +270,12 @@ class MemoryBroker(Broker):
 
     def publish_message_sync(self, topic: str, head: str) -> int:
         return self._publish(topic, head)
+
+    async def publish_once(self, topic: str, head: str, message_id: str, window_ms: int) -> tuple[int, bool]:
+        return self._publish_once(topic, head, message_id, window_ms)
+
+    def publish_once_sync(self, topic: str, head: str, message_id: str, window_ms: int) -> tuple[int, bool]:
+        return self._publish_once(topic, head, message_id, window_ms)
 
     async def broadcast(self, topic: str, text: str) -> None:
         self._broadcast(topic, text)

@@ -3,7 +3,8 @@
 - Publishing runs one script: ``HINCRBY {prefix}:serial:{topic} s 1``, ``XADD {prefix}:hist:{topic}`` of the
   finished frame ``head..n.."}"`` (trimmed to HISTORY_SIZE, expiring HISTORY_TTL after the last publish) and
   ``PUBLISH {prefix}:bus:{topic}`` of the same frame. Redis runs scripts one at a time, so serial order is
-  delivery order in every process, and history holds exactly what was delivered.
+  delivery order in every process, and history holds exactly what was delivered. A publish with a message id
+  (``publish_once``) checks and writes the id's record (``idem:{id}``, holding the serial) in the same script.
 - Each topic's counter hash also holds its epoch (field ``e``), a random name chosen when the counter is
   created: if the key is lost (it expired ``CHANNEL_TTL`` s after the channel's last publish or read; FLUSHDB,
   eviction, a new Redis without persistence) the next publish or subscribe starts a new epoch and drops any
@@ -50,6 +51,11 @@ CONNECT_TIMEOUT = 3.0
 HEALTH_INTERVAL = 5.0
 MAX_BACKOFF = 5.0
 SUBSCRIBE_BATCH = 500
+
+
+def _serial_of(reply: Any) -> int:
+    """The serial in a publish script's reply: the serial, or ``[serial, repeated]`` for an idempotent publish."""
+    return int(reply[0]) if isinstance(reply, list) else int(reply)
 
 
 class _ReplyError(Exception):
@@ -214,6 +220,10 @@ class RedisBroker(Broker):
         """The hash holding the topic's last serial (field ``s``) and epoch (field ``e``)."""
         return self.key(topic, "serial")
 
+    def idempotency_key(self, topic: str, message_id: str) -> str:
+        """The record of ``message_id`` published on the topic (its serial), kept for the idempotency window."""
+        return self.key(topic, f"idem:{message_id}")
+
     def history_key(self, topic: str) -> str:
         """The stream of the topic's retained frames; entry ids are ``{serial}-0``."""
         return self.key(topic, "hist")
@@ -221,24 +231,29 @@ class RedisBroker(Broker):
     # -- publishing -------------------------------------------------------------------------------------
 
     def _sync(self) -> tuple[redis_sync.Redis, Any]:
-        if self._sync_client is None:
-            self._sync_client = sync_client(
+        client = self._sync_client
+        if client is None:
+            # Threads publish at once: the scripts are set before the client, which is what the check reads.
+            client = sync_client(
                 self.url,
                 retry=_no_retry(),
                 socket_connect_timeout=CONNECT_TIMEOUT,
                 socket_timeout=CONNECT_TIMEOUT,
                 health_check_interval=30,
             )
-            self._sync_script = self._sync_client.register_script(PUBLISH_SCRIPT)
-            self._sync_read = self._sync_client.register_script(READ_SCRIPT)
-        return self._sync_client, self._sync_script
+            self._sync_script = client.register_script(PUBLISH_SCRIPT)
+            self._sync_read = client.register_script(READ_SCRIPT)
+            self._sync_client = client
+        return client, self._sync_script
 
     def _async(self) -> tuple[redis_async.Redis, Any]:
         self._bind_loop()
         assert self._client is not None
         return self._client, self._script
 
-    def _publish_args(self, topic: str, head: str) -> tuple[list[str], list[str | int]]:
+    def _publish_args(
+        self, topic: str, head: str, once: tuple[str, int] | None = None
+    ) -> tuple[list[str], list[str | int]]:
         keys = [self.serial_key(topic), self.redis_channel(topic), self.history_key(topic)]
         args: list[str | int] = [
             head,
@@ -251,36 +266,56 @@ class RedisBroker(Broker):
             self.failover_check,
             self.channel_ttl_ms,
         ]
+        if once is not None:
+            message_id, window_ms = once
+            keys.append(self.idempotency_key(topic, message_id))
+            args.append(max(1, int(window_ms)))
         return keys, args
 
-    async def publish_message(self, topic: str, head: str) -> int:
+    async def _apublish(self, topic: str, head: str, once: tuple[str, int] | None) -> Any:
         client, script = self._async()
-        keys, args = self._publish_args(topic, head)
+        keys, args = self._publish_args(topic, head, once)
         try:
             if not self.wait_replicas:
-                return int(await script(keys=keys, args=args))
+                return await script(keys=keys, args=args)
             # One connection for both: WAIT counts the replicas holding this connection's last write.
             async with client.pipeline(transaction=False) as pipe:
                 await script(keys=keys, args=args, client=pipe)
                 pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-                serial, acked = await pipe.execute()
+                reply, acked = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise self._unavailable(_publish_failed(exc), exc) from None
-        return self._replicated(int(serial), int(acked))
+        self._replicated(_serial_of(reply), int(acked))
+        return reply
 
-    def publish_message_sync(self, topic: str, head: str) -> int:
+    def _publish_sync(self, topic: str, head: str, once: tuple[str, int] | None) -> Any:
         client, script = self._sync()
-        keys, args = self._publish_args(topic, head)
+        keys, args = self._publish_args(topic, head, once)
         try:
             if not self.wait_replicas:
-                return int(script(keys=keys, args=args))
+                return script(keys=keys, args=args)
             with client.pipeline(transaction=False) as pipe:
                 script(keys=keys, args=args, client=pipe)
                 pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)  # type: ignore[no-untyped-call]
-                serial, acked = pipe.execute()
+                reply, acked = pipe.execute()
         except (RedisError, OSError) as exc:
             raise self._unavailable(_publish_failed(exc), exc) from None
-        return self._replicated(int(serial), int(acked))
+        self._replicated(_serial_of(reply), int(acked))
+        return reply
+
+    async def publish_message(self, topic: str, head: str) -> int:
+        return int(await self._apublish(topic, head, None))
+
+    def publish_message_sync(self, topic: str, head: str) -> int:
+        return int(self._publish_sync(topic, head, None))
+
+    async def publish_once(self, topic: str, head: str, message_id: str, window_ms: int) -> tuple[int, bool]:
+        serial, repeat = await self._apublish(topic, head, (message_id, window_ms))
+        return int(serial), bool(repeat)
+
+    def publish_once_sync(self, topic: str, head: str, message_id: str, window_ms: int) -> tuple[int, bool]:
+        serial, repeat = self._publish_sync(topic, head, (message_id, window_ms))
+        return int(serial), bool(repeat)
 
     def _replicated(self, serial: int, acked: int) -> int:
         if acked < self.wait_replicas:

@@ -1,8 +1,8 @@
 """What runs inside the ASGI server process: the connection, its actions, the hub and outboxes, recovery,
 the control plane, shutdown, and the runtime that owns this process's state.
 
-- ``runtime``: ``get_runtime()``, the ONE owner of the broker, hub, presence backend, liveness, idempotency
-  store, app cache and open connections.
+- ``runtime``: ``get_runtime()``, the ONE owner of the broker, hub, presence backend, liveness, app cache
+  and open connections.
 - ``consumer``: ``PulseConsumer``, one WebSocket connection's state machine.
 - ``actions`` / ``presence_actions``: the protocol's channel and presence actions.
 - ``hub`` / ``outbox`` / ``control``: delivery to local connections, and the commands every process obeys.

@@ -289,6 +289,12 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         install_daphne_shutdown(logged_shutdown)
         self.outbox = self.make_outbox(self.base_send, direct_write=self.limits.direct_write)
         self.outbox.push({"type": "websocket.accept"}, 0)
+        if get_runtime().shut_down:
+            # This process has begun its graceful shutdown and still accepts (its server stops listening later;
+            # a load balancer may route a reconnect here meanwhile): go elsewhere now, instead of being dropped
+            # without a close code when the server stops (seen as 1005/1006 under granian and daphne).
+            self.close(CloseCode.GOING_AWAY)
+            return
         loop = asyncio.get_running_loop()
         self._auth_timer = loop.call_later(self.limits.auth_timeout, self._auth_timed_out)
 

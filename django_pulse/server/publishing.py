@@ -1,4 +1,4 @@
-"""The one publish path: validate and encode a message once, claim its id, broadcast it, send the signal.
+"""The one publish path: validate and encode a message once, broadcast it (once per id), send the signal.
 
 The server SDK (``pulse.publish`` and friends, used by the HTTP API, commands and signals) and client publishes
 over the WebSocket (``actions.publish``) all end here, so they share validation, idempotency and the
@@ -146,24 +146,28 @@ async def publish_as_client(
     return message_id, serial
 
 
+def _window_ms() -> int:
+    return max(1, int(pulse_settings.IDEMPOTENCY_WINDOW * 1000))
+
+
 def broadcast_once(
     kb: str, channel: str, event: str, head: str, message_id: str, *, explicit_id: bool, client_id: str | None
 ) -> int | None:
     """Broadcast a built message and send ``message_published``; returns its serial.
 
-    A message whose publisher chose its id is claimed first (``idempotency``): a repeat within
-    ``IDEMPOTENCY_WINDOW`` is not broadcast (returns None), and a broadcast that fails releases the claim so
-    the publisher's retry goes through.
+    A message whose publisher chose its id is published once (``Broker.publish_once``): a repeat within
+    ``IDEMPOTENCY_WINDOW`` is not broadcast (returns None). The broker records the id in the same atomic step
+    that publishes, so a retry after a publish whose outcome the publisher never heard (a timeout, a lost
+    reply) is not delivered twice, and a retry after a publish that never happened is delivered.
     """
-
-    if explicit_id and not get_runtime().idempotency.claim(kb, channel, message_id):
-        return None
-    try:
-        serial = get_runtime().broker.publish_message_sync(message_topic(kb, channel), head)
-    except BaseException:
-        if explicit_id:
-            get_runtime().idempotency.release(kb, channel, message_id)
-        raise
+    broker = get_runtime().broker
+    topic = message_topic(kb, channel)
+    if explicit_id:
+        serial, repeat = broker.publish_once_sync(topic, head, message_id, _window_ms())
+        if repeat:
+            return None
+    else:
+        serial = broker.publish_message_sync(topic, head)
     get_runtime().metrics.published()
     _send_published(**_published_kwargs(kb, channel, event, message_id, serial, client_id, head))
     return serial
@@ -173,15 +177,14 @@ async def abroadcast_once(
     kb: str, channel: str, event: str, head: str, message_id: str, *, explicit_id: bool, client_id: str | None
 ) -> int | None:
     """``broadcast_once`` for async code."""
-
-    if explicit_id and not await get_runtime().idempotency.aclaim(kb, channel, message_id):
-        return None
-    try:
-        serial = await get_runtime().broker.publish_message(message_topic(kb, channel), head)
-    except BaseException:
-        if explicit_id:
-            await get_runtime().idempotency.arelease(kb, channel, message_id)
-        raise
+    broker = get_runtime().broker
+    topic = message_topic(kb, channel)
+    if explicit_id:
+        serial, repeat = await broker.publish_once(topic, head, message_id, _window_ms())
+        if repeat:
+            return None
+    else:
+        serial = await broker.publish_message(topic, head)
     get_runtime().metrics.published()
     await _asend_published(**_published_kwargs(kb, channel, event, message_id, serial, client_id, head))
     return serial

@@ -1,7 +1,7 @@
 """The runtime: the ONE owner of this process's realtime state.
 
-A server process has one broker, one hub, one presence backend, one liveness loop, one idempotency record
-and one cache of enabled apps. ``get_runtime()`` returns the object that owns them all; each is built on
+A server process has one broker, one hub, one presence backend, one liveness loop and one cache
+of enabled apps. ``get_runtime()`` returns the object that owns them all; each is built on
 first use from the settings, wired to the others (the broker delivers to the hub, presence publishes through
 the broker, liveness reads all three), and the whole is dropped when ``PULSE`` or ``CHANNEL_LAYERS`` change
 (``setting_changed``, so ``override_settings`` just works) or when tests call ``reset_runtime()``. The role
@@ -25,7 +25,6 @@ from ._server_io import FastPathReport
 if TYPE_CHECKING:
     from ..broker.base import Broker
     from ..cluster.client_connections import ClientConnections
-    from ..cluster.idempotency import IdempotencyStore
     from ..cluster.liveness import Liveness
     from ..metrics import NullMetrics
     from ..presence.base import PresenceBackend
@@ -36,7 +35,7 @@ __all__ = ["Runtime", "get_runtime", "reset_runtime"]
 
 
 class Runtime:
-    """This process's broker, hub, presence backend, liveness, idempotency store, app cache and connections.
+    """This process's broker, hub, presence backend, liveness, app cache and connections.
 
     Attributes are built lazily (a management command that only reads the database builds nothing) and are
     thread-safe to build: sync views run in threads while the server's loop runs.
@@ -48,7 +47,6 @@ class Runtime:
         self._hub: Hub | None = None
         self._presence: PresenceBackend | None = None
         self._liveness: Liveness | None = None
-        self._idempotency: IdempotencyStore | None = None
         self._client_connections: ClientConnections | None = None
         self._apps: AppCache | None = None
         # Every open connection of this process, authenticated or not (graceful shutdown closes them all).
@@ -58,6 +56,9 @@ class Runtime:
         self.fast_path = FastPathReport()
         # Tasks this process started and must keep a reference to until they end (e.g. registering at startup).
         self.background_tasks: set[asyncio.Task[None]] = set()
+        # Set by the graceful shutdown (server.shutdown): under granian it runs on SIGTERM and again from the
+        # ASGI lifespan shutdown; the second call has nothing to do.
+        self.shut_down = False
         self._metrics: NullMetrics | None = None
 
     @property
@@ -128,18 +129,6 @@ class Runtime:
         return counter
 
     @property
-    def idempotency(self) -> IdempotencyStore:
-        store = self._idempotency
-        if store is None:
-            from ..cluster.idempotency import IdempotencyStore
-
-            with self._lock:
-                if self._idempotency is None:
-                    self._idempotency = IdempotencyStore()
-                store = self._idempotency
-        return store
-
-    @property
     def apps(self) -> AppCache:
         apps = self._apps
         if apps is None:
@@ -167,9 +156,9 @@ class Runtime:
     def close(self) -> None:
         """Release what this runtime built (connections to Redis, timers); nothing is awaited."""
         with self._lock:
-            broker, presence, liveness, idempotency = self._broker, self._presence, self._liveness, self._idempotency
+            broker, presence, liveness = self._broker, self._presence, self._liveness
             counter = self._client_connections
-            self._broker = self._hub = self._presence = self._liveness = self._idempotency = None
+            self._broker = self._hub = self._presence = self._liveness = None
             self._client_connections = None
             self._apps = None
         metrics, self._metrics = self._metrics, None
@@ -181,8 +170,6 @@ class Runtime:
             presence.close()
         if liveness is not None:
             liveness.close()
-        if idempotency is not None:
-            idempotency.close()
         if counter is not None:
             counter.close()
 

@@ -1,8 +1,10 @@
 """Graceful shutdown: close every connection of this process with 1001 and hand its presence members over
 (with Redis: other processes adopt them when the clients continue their connections there; docs/deployment.md).
 
-Under daphne this runs by itself on SIGTERM (``_server_io.install_daphne_shutdown``); under uvicorn and
-granian call ``shutdown()`` from the ASGI lifespan shutdown (docs/reliability.md).
+It runs by itself on SIGTERM under daphne (``_server_io.install_daphne_shutdown``) and granian
+(``_server_io.install_granian_shutdown``: before granian drops the connections); under uvicorn, which closes
+the WebSocket connections itself with 1012 before the lifespan shutdown, call ``shutdown()`` from the ASGI
+lifespan shutdown (``routing.pulse_lifespan``, docs/deployment.md) to mark the process draining.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ async def shutdown(code: int = CloseCode.GOING_AWAY, timeout: float = 2.0) -> in
     """Close every Pulse connection of this process with ``code`` (1001 going_away: clients reconnect, to another
     process behind the load balancer), clean up their subscriptions and presence, and end their tasks.
 
-    Returns the number of connections closed. Under daphne this runs by itself on SIGTERM
-    (``install_daphne_shutdown``); under other servers call it from the ASGI lifespan shutdown.
+    Returns the number of connections closed (0 when this process has shut down already). Under daphne and
+    granian this runs by itself on SIGTERM; under uvicorn call it from the ASGI lifespan shutdown.
     """
     runtime = get_runtime()
+    if runtime.shut_down:
+        return 0
+    runtime.shut_down = True
     # With shared state (Redis) presence is handed over, not left (docs/deployment.md, "Rolling restarts"); the
     # liveness loop is stopped even when no connection is open, so an idle process leaves `pulse status` at once.
     handover = runtime.broker.shared
