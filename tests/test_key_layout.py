@@ -88,7 +88,7 @@ def test_broker_scripts_run_on_one_cluster_shard(cluster: RedisCluster, kb_id: s
     assert publish(keys=keys_, args=args) == 1
     assert publish(keys=keys_, args=args) == 2
     # An idempotent publish: the record of its id is a fourth key, in the same slot.
-    once_keys, once_args = [*keys_, broker.idempotency_key(topic, "msg-1")], [*args, "", 60_000]
+    once_keys, once_args = [*keys_, broker.idempotency_key(topic, "msg-1")], [*args, 60_000]
     assert publish(keys=once_keys, args=once_args) == [3, 0]
     assert publish(keys=once_keys, args=once_args) == [3, 1]  # a repeat: nothing published
     serial, epoch, entries = read(
