@@ -122,6 +122,42 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
     # No channel-layer channel per socket: messages arrive through the hub.
     channel_layer_alias = None
 
+    # Slots, not an instance dict: with this many attributes the dict outgrows CPython's shared-key layout and
+    # costs ~1.5 KB per connection (docs/performance.md, "Memory per connection"). AsyncConsumer has no
+    # __slots__, so subclasses (and attributes not listed here) still get a __dict__.
+    __slots__ = (
+        "_abandon_timer",
+        "_abandoned",
+        "_auth_timer",
+        "_close_code",
+        "_expiry_timer",
+        "_finished",
+        "_heartbeat_timer",
+        "_inbound",
+        "_last_seen",
+        "_publishes",
+        "_registered",
+        "_task",
+        "_user",
+        "_user_loaded",
+        "base_send",
+        "catching_up",
+        "channel_layer",
+        "claims",
+        "client_id",
+        "closed",
+        "connection_id",
+        "instance",
+        "kb_id",
+        "limits",
+        "outbox",
+        "presence_subscriptions",
+        "scope",
+        "stream_grants",
+        "subscriptions",
+        "superseded",
+    )
+
     # Filled by actions.py and presence_actions.py (imported at the end of this module).
     handlers: ClassVar[dict[Action, Handler]] = {}
 
