@@ -330,7 +330,7 @@ def _daphne_writer(protocol: Any, report: FastPathReport) -> DirectWriter | None
 
 
 def _daphne_write(
-    protocol: Any, tcp: Any, sock: Any, state_open: int, stats: ServerPath, message: dict[str, Any]
+    protocol: Any, tcp: Any, sock: Any, state_open: Any, stats: ServerPath, message: dict[str, Any]
 ) -> bool:
     if (
         protocol.state != state_open

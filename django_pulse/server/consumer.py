@@ -195,8 +195,9 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self._abandoned = False
         self._abandon_timer: asyncio.TimerHandle | None = None
         self._auth_timer: asyncio.TimerHandle | None = None
-        self._heartbeat_timer: asyncio.TimerHandle | None = None
-        self._expiry_timer: asyncio.TimerHandle | None = None
+        # Slots of the runtime's heartbeat and expiry TimerWheels (timers.py), None when not scheduled.
+        self._heartbeat_timer: float | None = None
+        self._expiry_timer: float | None = None
 
     # -- Channels plumbing ------------------------------------------------------------------------------
 
@@ -404,9 +405,8 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
                 recovered=recovered,
             )
         )
-        loop = asyncio.get_running_loop()
-        self._schedule_expiry(loop)
-        self._heartbeat_timer = loop.call_later(self.limits.heartbeat, self._heartbeat)
+        self._schedule_expiry(asyncio.get_running_loop())
+        self._schedule_heartbeat()
         if recovered:
             await self._recovered(previous_process)
         await self._send_signal(
@@ -455,10 +455,19 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
 
     def _schedule_expiry(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self.claims is not None
+        expiries = get_runtime().expiries
         if self._expiry_timer is not None:
-            self._expiry_timer.cancel()
+            expiries.discard(self._expiry_timer, self)
         delay = max(0.0, self.claims.expires_at + self.limits.leeway - time.time())
-        self._expiry_timer = loop.call_later(delay, self.close, CloseCode.TOKEN_EXPIRED)
+        self._expiry_timer = expiries.add(delay, self)
+
+    def _token_expired(self) -> None:
+        self._expiry_timer = None
+        self.close(CloseCode.TOKEN_EXPIRED)
+
+    def _schedule_heartbeat(self) -> None:
+        """The next heartbeat in ``HEARTBEAT_INTERVAL`` seconds (on the runtime's shared TimerWheel)."""
+        self._heartbeat_timer = get_runtime().heartbeats.add(self.limits.heartbeat, self)
 
     def _auth_timed_out(self) -> None:
         self._auth_timer = None
@@ -469,13 +478,12 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self._heartbeat_timer = None
         if self.closed:
             return
-        loop = asyncio.get_running_loop()
         silent = time.monotonic() - self._last_seen
         if silent > self.limits.heartbeat + self.limits.grace:
             self.close(CloseCode.HEARTBEAT_TIMEOUT)
             return
         self.send_frame(PING_FRAME)
-        self._heartbeat_timer = loop.call_later(self.limits.heartbeat, self._heartbeat)
+        self._schedule_heartbeat()
 
     @property
     def max_subscriptions(self) -> int:
@@ -585,9 +593,12 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self._task.cancel()
 
     def _cancel_timers(self) -> None:
-        for timer in (self._auth_timer, self._heartbeat_timer, self._expiry_timer):
-            if timer is not None:
-                timer.cancel()
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+        if self._heartbeat_timer is not None:
+            get_runtime().heartbeats.discard(self._heartbeat_timer, self)
+        if self._expiry_timer is not None:
+            get_runtime().expiries.discard(self._expiry_timer, self)
         self._auth_timer = self._heartbeat_timer = self._expiry_timer = None
 
     async def _finish(self, code: int) -> None:

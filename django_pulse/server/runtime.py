@@ -14,6 +14,7 @@ what they need by it.
 from __future__ import annotations
 
 import asyncio
+import operator
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from django.core.signals import setting_changed
 
 from ._server_io import FastPathReport
+from .timers import TimerWheel
 
 if TYPE_CHECKING:
     from ..broker.base import Broker
@@ -56,6 +58,9 @@ class Runtime:
         self.fast_path = FastPathReport()
         # Tasks this process started and must keep a reference to until they end (e.g. registering at startup).
         self.background_tasks: set[asyncio.Task[None]] = set()
+        # Connections' heartbeats and token expiries: shared slots, not a loop timer each (timers.py).
+        self.heartbeats = TimerWheel(operator.methodcaller("_heartbeat"))
+        self.expiries = TimerWheel(operator.methodcaller("_token_expired"))
         self._metrics: NullMetrics | None = None
 
     @property
@@ -190,6 +195,7 @@ def reset_runtime() -> None:
         _runtime.connections = old.connections
         _runtime.fast_path = old.fast_path
         _runtime.background_tasks = old.background_tasks
+        _runtime.heartbeats, _runtime.expiries = old.heartbeats, old.expiries
     old.close()
 
 

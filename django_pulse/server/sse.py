@@ -317,7 +317,7 @@ class SSEConnection(PulseConsumer):
             self.push_raw(sse_wire.comment("ping"))
         else:
             self.send_frame(PING_FRAME)
-        self._heartbeat_timer = asyncio.get_running_loop().call_later(self.limits.heartbeat, self._heartbeat)
+        self._schedule_heartbeat()
 
     def close(self, code: int) -> None:
         super().close(code)
@@ -672,7 +672,7 @@ async def _unidirectional(
         return
     loop = asyncio.get_running_loop()
     conn._schedule_expiry(loop)
-    conn._heartbeat_timer = loop.call_later(conn.limits.heartbeat, conn._heartbeat)
+    conn._schedule_heartbeat()
     await conn._send_signal(
         signals.client_connected, kb_id=conn.kb_id, client_id=conn.client_id, connection_id=conn.connection_id
     )
