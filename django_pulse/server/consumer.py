@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 from channels.consumer import AsyncConsumer, get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
+from django.conf import settings
 
 from .. import signals
 from ..authorization import Decision, decide, resolve_user
@@ -106,6 +107,18 @@ class _Limits:
         }
 
 
+def _connection_limits() -> _Limits:
+    """The process's ``_Limits``, shared by its connections (~200 bytes each otherwise); rebuilt when
+    ``settings.PULSE`` is replaced (a PULSE change also resets the runtime, which holds it)."""
+    runtime = get_runtime()
+    user = getattr(settings, "PULSE", None)
+    cached = runtime.connection_limits
+    if cached is None or cached[0] is not user:
+        cached = runtime.connection_limits = (user, _Limits())
+    limits: _Limits = cached[1]
+    return limits
+
+
 _authenticate = database_sync_to_async(authenticate_token)
 
 # Seconds a closed connection waits for the server's websocket.disconnect before it ends itself.
@@ -182,7 +195,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self.presence_subscriptions: dict[str, Any] = {}
         self._user: Any = None
         self._user_loaded = False
-        self.limits = _Limits()
+        self.limits = _connection_limits()
         self.closed = False
         self._close_code: int | None = None
         self._finished = False

@@ -61,6 +61,8 @@ class Runtime:
         # Connections' heartbeats and token expiries: shared slots, not a loop timer each (timers.py).
         self.heartbeats = TimerWheel(operator.methodcaller("_heartbeat"))
         self.expiries = TimerWheel(operator.methodcaller("_token_expired"))
+        # (settings.PULSE it was read from, consumer._Limits): the limits every connection shares.
+        self.connection_limits: tuple[Any, Any] | None = None
         self._metrics: NullMetrics | None = None
 
     @property
