@@ -29,7 +29,10 @@ MEASURED = {
         4.9,
         "server CPU per delivery, pulse-daphne-redis, C=1,000 (make bench; docs/performance.md)",
     ),
-    "kb_per_connection": (28.7, "RSS per idle connection, pulse-daphne-redis, C=5,000 (docs/performance.md)"),
+    "kb_per_connection": (
+        25.8,
+        "RSS per idle connection, pulse-daphne-redis, C=5,000 (bench --open-only; docs/performance.md)",
+    ),
     "conns_per_process": (5_000, "largest C the bench measures per process (docs/performance.md)"),
     "redis_us_per_publish": (
         22.1,

@@ -384,6 +384,11 @@ class Bench:
         rss1 = server.rss_bytes()
         run["rss_before"], run["rss_after"] = rss0, rss1
         run["rss_per_conn_bytes"] = (rss1 - rss0) / subs
+        _say(f"    RSS {(rss1 - rss0) / subs / 1024:.1f} KB per idle connection")
+        if self.args.open_only:
+            self.loadgen.call("close")
+            run["quiesce_s"] = self.quiesce(server)
+            return seq, estimate
         for rate, seconds in plan.fixed[subs_wanted]:
             phase = self.fixed_phase(server, subs, rate, seconds, seq)
             seq += phase["messages"]
@@ -533,6 +538,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"))
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and load to separate cores")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
+    parser.add_argument(
+        "--open-only",
+        action="store_true",
+        help="only the open phase (set-up rate, RSS per idle connection): no publishing, presence or ramp",
+    )
     parser.add_argument("--report", metavar="JSON", help="re-print the table, targets and plot of an earlier run")
     parser.add_argument("--markdown", action="store_true", help="with --report: the tables as Markdown")
     parser.add_argument("--profile", help="instead of the bench: py-spy profile of these servers (comma-separated)")

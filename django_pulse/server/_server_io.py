@@ -322,11 +322,12 @@ def buffer_probe(send: Any) -> Callable[[], int] | None:
     protocol = daphne_protocol(send)
     if protocol is None:
         return None
+    # A partial, not a closure: a third of the memory per connection (docs/performance.md).
+    return functools.partial(_protocol_buffered, protocol)
 
-    def buffered() -> int:
-        return _twisted_buffered(getattr(protocol, "transport", None))
 
-    return buffered
+def _protocol_buffered(protocol: Any) -> int:
+    return _twisted_buffered(getattr(protocol, "transport", None))
 
 
 def close_going_away(protocol: Any, code: int) -> bool:
@@ -379,35 +380,36 @@ def _daphne_writer(protocol: Any, report: FastPathReport) -> DirectWriter | None
     stats = report.decide("daphne", "direct", "plain TCP")
     stats.connections += 1
     tcp: Any = transport  # Twisted's tcp.Connection (untyped)
-    sock = tcp.socket
-    frames = _frames
+    # A partial of a module function, not a closure: ~160 bytes per connection instead of ~550 (its cells).
+    return functools.partial(_daphne_write, protocol, tcp, tcp.socket, state_open, stats)
 
-    def write(message: dict[str, Any]) -> bool:
-        if (
-            protocol.state != state_open
-            or protocol.send_queue
-            or protocol._perMessageCompress is not None
-            or not tcp.connected
-            or tcp.disconnecting
-            or tcp._writeDisconnected
-        ):
-            return False
-        frame = frames.get(message)
-        if frame is None:
-            return False
-        stats.frames += 1
-        if tcp._tempDataLen or tcp.offset != len(tcp.dataBuffer):
-            tcp.write(frame)  # behind what Twisted holds: in order, through its buffer
-            return True
-        try:
-            sent = sock.send(frame)
-        except OSError:  # EAGAIN, EINTR, or a failing connection, which Twisted notices on its own write
-            sent = 0
-        if sent < len(frame):
-            tcp.write(frame[sent:])
+
+def _daphne_write(
+    protocol: Any, tcp: Any, sock: Any, state_open: Any, stats: ServerPath, message: dict[str, Any]
+) -> bool:
+    if (
+        protocol.state != state_open
+        or protocol.send_queue
+        or protocol._perMessageCompress is not None
+        or not tcp.connected
+        or tcp.disconnecting
+        or tcp._writeDisconnected
+    ):
+        return False
+    frame = _frames.get(message)
+    if frame is None:
+        return False
+    stats.frames += 1
+    if tcp._tempDataLen or tcp.offset != len(tcp.dataBuffer):
+        tcp.write(frame)  # behind what Twisted holds: in order, through its buffer
         return True
-
-    return write
+    try:
+        sent = sock.send(frame)
+    except OSError:  # EAGAIN, EINTR, or a failing connection, which Twisted notices on its own write
+        sent = 0
+    if sent < len(frame):
+        tcp.write(frame[sent:])
+    return True
 
 
 # -- uvicorn ---------------------------------------------------------------------------------------------------
@@ -443,35 +445,35 @@ def _uvicorn_writer(protocol: Any, report: FastPathReport) -> DirectWriter | Non
     if problem:
         report.decide("uvicorn", "asgi", problem, drift=True)
         return None
-    conn = protocol.conn
-    transport = protocol.transport
-    writable = protocol.writable
     stats = report.decide("uvicorn", "direct", "websockets-sansio")
     stats.connections += 1
-    frames = _frames
-    state_open = State.OPEN
+    # A partial of a module function, not a closure: ~170 bytes per connection instead of ~550 (its cells).
+    return functools.partial(
+        _uvicorn_write, protocol, protocol.conn, protocol.transport, protocol.writable, State.OPEN, stats
+    )
 
-    def write(message: dict[str, Any]) -> bool:
-        if (
-            not protocol.handshake_complete
-            or protocol.close_sent
-            or protocol.disconnected
-            or protocol.initial_response is not None
-            or not writable.is_set()
-            or conn.state is not state_open
-            or conn.extensions
-            or conn.expect_continuation_frame
-            or conn.writes
-        ):
-            return False
-        frame = frames.get(message)
-        if frame is None:
-            return False
-        stats.frames += 1
-        transport.write(frame)
-        return True
 
-    return write
+def _uvicorn_write(
+    protocol: Any, conn: Any, transport: Any, writable: Any, state_open: Any, stats: ServerPath, message: dict[str, Any]
+) -> bool:
+    if (
+        not protocol.handshake_complete
+        or protocol.close_sent
+        or protocol.disconnected
+        or protocol.initial_response is not None
+        or not writable.is_set()
+        or conn.state is not state_open
+        or conn.extensions
+        or conn.expect_continuation_frame
+        or conn.writes
+    ):
+        return False
+    frame = _frames.get(message)
+    if frame is None:
+        return False
+    stats.frames += 1
+    transport.write(frame)
+    return True
 
 
 def _other_path(send: Any, report: FastPathReport) -> None:

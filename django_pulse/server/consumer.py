@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 from channels.consumer import AsyncConsumer, get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
+from django.conf import settings
 
 from .. import signals
 from ..authorization import Decision, decide, resolve_user
@@ -116,6 +117,18 @@ class _Limits:
         }
 
 
+def _connection_limits() -> _Limits:
+    """The process's ``_Limits``, shared by its connections (~200 bytes each otherwise); rebuilt when
+    ``settings.PULSE`` is replaced (a PULSE change also resets the runtime, which holds it)."""
+    runtime = get_runtime()
+    user = getattr(settings, "PULSE", None)
+    cached = runtime.connection_limits
+    if cached is None or cached[0] is not user:
+        cached = runtime.connection_limits = (user, _Limits())
+    limits: _Limits = cached[1]
+    return limits
+
+
 _authenticate = database_sync_to_async(authenticate_token)
 
 # Seconds a closed connection waits for the server's websocket.disconnect before it ends itself.
@@ -136,6 +149,44 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
     # client has been silent longer than HEARTBEAT_INTERVAL + HEARTBEAT_GRACE (it answers pings over WebSocket).
     transport: ClassVar[str] = "websocket"
     silence_timeout: ClassVar[bool] = True
+
+    # Slots, not an instance dict: with this many attributes the dict outgrows CPython's shared-key layout and
+    # costs ~1.5 KB per connection (docs/performance.md, "Memory per connection"). AsyncConsumer has no
+    # __slots__, so subclasses (and attributes not listed here) still get a __dict__.
+    __slots__ = (
+        "_abandon_timer",
+        "_abandoned",
+        "_auth_timer",
+        "_close_code",
+        "_expiry_timer",
+        "_finished",
+        "_heartbeat_timer",
+        "_inbound",
+        "_last_seen",
+        "_publishes",
+        "_registered",
+        "_slot",
+        "_task",
+        "_user",
+        "_user_loaded",
+        "_whispers",
+        "base_send",
+        "catching_up",
+        "channel_layer",
+        "claims",
+        "client_id",
+        "closed",
+        "connection_id",
+        "instance",
+        "kb_id",
+        "limits",
+        "outbox",
+        "presence_subscriptions",
+        "scope",
+        "stream_grants",
+        "subscriptions",
+        "superseded",
+    )
 
     # Filled by actions.py and presence_actions.py (imported at the end of this module).
     handlers: ClassVar[dict[Action, Handler]] = {}
@@ -161,7 +212,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self.presence_subscriptions: dict[str, Any] = {}
         self._user: Any = None
         self._user_loaded = False
-        self.limits = _Limits()
+        self.limits = _connection_limits()
         self.closed = False
         self._close_code: int | None = None
         self._finished = False
@@ -177,8 +228,9 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self._abandoned = False
         self._abandon_timer: asyncio.TimerHandle | None = None
         self._auth_timer: asyncio.TimerHandle | None = None
-        self._heartbeat_timer: asyncio.TimerHandle | None = None
-        self._expiry_timer: asyncio.TimerHandle | None = None
+        # Slots of the runtime's heartbeat and expiry TimerWheels (timers.py), None when not scheduled.
+        self._heartbeat_timer: float | None = None
+        self._expiry_timer: float | None = None
 
     # -- Channels plumbing ------------------------------------------------------------------------------
 
@@ -231,7 +283,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self._registered = True
         loop = asyncio.get_running_loop()
         self._schedule_expiry(loop)
-        self._heartbeat_timer = loop.call_later(self.limits.heartbeat, self._heartbeat)
+        self._schedule_heartbeat()
         await self._send_signal(
             signals.client_connected, kb_id=self.kb_id, client_id=self.client_id, connection_id=self.connection_id
         )
@@ -432,9 +484,8 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
                 recovered=recovered,
             )
         )
-        loop = asyncio.get_running_loop()
-        self._schedule_expiry(loop)
-        self._heartbeat_timer = loop.call_later(self.limits.heartbeat, self._heartbeat)
+        self._schedule_expiry(asyncio.get_running_loop())
+        self._schedule_heartbeat()
         if recovered:
             await self._recovered(previous_process)
         await self._send_signal(
@@ -515,10 +566,19 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
 
     def _schedule_expiry(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self.claims is not None
+        expiries = get_runtime().expiries
         if self._expiry_timer is not None:
-            self._expiry_timer.cancel()
+            expiries.discard(self._expiry_timer, self)
         delay = max(0.0, self.claims.expires_at + self.limits.leeway - time.time())
-        self._expiry_timer = loop.call_later(delay, self.close, CloseCode.TOKEN_EXPIRED)
+        self._expiry_timer = expiries.add(delay, self)
+
+    def _token_expired(self) -> None:
+        self._expiry_timer = None
+        self.close(CloseCode.TOKEN_EXPIRED)
+
+    def _schedule_heartbeat(self) -> None:
+        """The next heartbeat in ``HEARTBEAT_INTERVAL`` seconds (on the runtime's shared TimerWheel)."""
+        self._heartbeat_timer = get_runtime().heartbeats.add(self.limits.heartbeat, self)
 
     def _auth_timed_out(self) -> None:
         self._auth_timer = None
@@ -529,13 +589,12 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self._heartbeat_timer = None
         if self.closed:
             return
-        loop = asyncio.get_running_loop()
         silent = time.monotonic() - self._last_seen
         if self.silence_timeout and silent > self.limits.heartbeat + self.limits.grace:
             self.close(CloseCode.HEARTBEAT_TIMEOUT)
             return
         self.keepalive()
-        self._heartbeat_timer = loop.call_later(self.limits.heartbeat, self._heartbeat)
+        self._schedule_heartbeat()
 
     @property
     def max_subscriptions(self) -> int:
@@ -655,9 +714,12 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self._task.cancel()
 
     def _cancel_timers(self) -> None:
-        for timer in (self._auth_timer, self._heartbeat_timer, self._expiry_timer):
-            if timer is not None:
-                timer.cancel()
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+        if self._heartbeat_timer is not None:
+            get_runtime().heartbeats.discard(self._heartbeat_timer, self)
+        if self._expiry_timer is not None:
+            get_runtime().expiries.discard(self._expiry_timer, self)
         self._auth_timer = self._heartbeat_timer = self._expiry_timer = None
 
     async def _finish(self, code: int) -> None:

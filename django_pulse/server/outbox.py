@@ -125,7 +125,9 @@ class Outbox:
         # Bound once: a bound method per send would be one more object for the cyclic GC per delivery, and
         # with thousands of sends in flight (granian) the collector's passes over them show in the profile.
         self._on_future_done = self._future_done
-        self._queue: deque[tuple[dict[str, Any], int]] = deque()
+        # Made by the first message that has to wait, dropped once drained: an empty deque is ~760 bytes, and
+        # most connections never have a send in flight when the next frame comes (docs/performance.md).
+        self._queue: deque[tuple[dict[str, Any], int]] | None = None
         self._queued = 0
         self._busy = False
         self._task: asyncio.Task[None] | None = None
@@ -143,7 +145,7 @@ class Outbox:
         if self.closed:
             return
         if self._busy:
-            self._queue.append((message, nbytes))
+            self._waiting().append((message, nbytes))
             self._queued += nbytes
             if self._queued + (self._probe() if self._probe is not None else 0) > self.limit:
                 self._overflow()
@@ -170,14 +172,26 @@ class Outbox:
             if protocol is not None and close_going_away(protocol, code):
                 return
         if self._busy:
-            self._queue.append((message, 0))
+            self._waiting().append((message, 0))
         else:
             self._start(message)
 
+    def _waiting(self) -> deque[tuple[dict[str, Any], int]]:
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        return queue
+
+    def _drop_queue(self) -> None:
+        # Emptied in place: a send loop (_run, _future_done) holding the deque sees it empty and stops.
+        if self._queue is not None:
+            self._queue.clear()
+            self._queue = None
+        self._queued = 0
+
     def _overflow(self) -> None:
         logger.info("Closing a slow consumer: %d bytes pending over the limit of %d", self.pending_bytes, self.limit)
-        self._queue.clear()
-        self._queued = 0
+        self._drop_queue()
         self.close(CloseCode.SLOW_CONSUMER)
         if self.on_close is not None:
             self.on_close(CloseCode.SLOW_CONSUMER)
@@ -232,6 +246,8 @@ class Outbox:
             message, nbytes = queue.popleft()
             self._queued -= nbytes
             self._start(message)
+        if queue is not None and not queue and self._queue is queue:
+            self._queue = None
 
     async def _run(
         self, coro: Coroutine[Any, Any, Any] | None, waiter: Any, awaitable: Awaitable[Any] | None = None
@@ -253,6 +269,8 @@ class Outbox:
         finally:
             self._busy = False
             self._task = None
+            if self._queue is not None and not self._queue:
+                self._queue = None
 
     def _lost(self, exc: BaseException) -> None:
         # The server refused a send: usually the socket is gone (its disconnect event follows). If it is not
@@ -261,8 +279,7 @@ class Outbox:
         logger.debug("A send failed; closing the connection: %r", exc)
         already_closed = self.closed
         self.closed = True
-        self._queue.clear()
-        self._queued = 0
+        self._drop_queue()
         if already_closed:
             return
         with contextlib.suppress(RuntimeError):  # no running loop: nothing more to do
@@ -290,7 +307,6 @@ class Outbox:
         """Drop everything pending (the connection is gone)."""
         self.closed = True
         self._on_future_done = _ignore  # breaks the self -> bound method -> self cycle: freed without the GC
-        self._queue.clear()
-        self._queued = 0
+        self._drop_queue()
         if self._task is not None:
             self._task.cancel()

@@ -14,6 +14,7 @@ what they need by it.
 from __future__ import annotations
 
 import asyncio
+import operator
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from django.core.signals import setting_changed
 
 from ._server_io import FastPathReport
+from .timers import TimerWheel
 
 if TYPE_CHECKING:
     from ..broker.base import Broker
@@ -59,6 +61,11 @@ class Runtime:
         # Set by the graceful shutdown (server.shutdown): under granian it runs on SIGTERM and again from the
         # ASGI lifespan shutdown; the second call has nothing to do.
         self.shut_down = False
+        # Connections' heartbeats and token expiries: shared slots, not a loop timer each (timers.py).
+        self.heartbeats = TimerWheel(operator.methodcaller("_heartbeat"))
+        self.expiries = TimerWheel(operator.methodcaller("_token_expired"))
+        # (settings.PULSE it was read from, consumer._Limits): the limits every connection shares.
+        self.connection_limits: tuple[Any, Any] | None = None
         self._metrics: NullMetrics | None = None
 
     @property
@@ -196,6 +203,7 @@ def reset_runtime() -> None:
         _runtime.connections = old.connections
         _runtime.fast_path = old.fast_path
         _runtime.background_tasks = old.background_tasks
+        _runtime.heartbeats, _runtime.expiries = old.heartbeats, old.expiries
     old.close()
 
 
