@@ -224,6 +224,22 @@ class _LazySyncCluster:
         return getattr(self._real(), name)
 
 
+def _async_cluster_class() -> type[Any]:
+    from redis.asyncio.cluster import RedisCluster
+
+    class _AsyncCluster(RedisCluster):
+        """redis-py's async cluster client, read the slot map before the first command: when many coroutines
+        send their first command at once (a burst of subscribes), redis-py's own lazy initialisation can close
+        connections that other coroutines are already using ("Connection closed by server")."""
+
+        async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+            if self._initialize:
+                await self.initialize()
+            return await super().execute_command(*args, **kwargs)
+
+    return _AsyncCluster
+
+
 def sentinel_config() -> SentinelConfig | None:
     from ..conf import pulse_settings
 
@@ -276,14 +292,15 @@ def sync_client(target: str, **kwargs: Any) -> redis_sync.Redis:
 def async_client(target: str, **kwargs: Any) -> redis_async.Redis:
     """An asyncio client of ``target``, for the running event loop."""
     if is_cluster(target):
-        from redis.asyncio.cluster import ClusterNode, RedisCluster
+        from redis.asyncio.cluster import ClusterNode
 
         cluster = _cluster_for(target)
         nodes = [ClusterNode(host, port) for host, port in cluster.nodes]
-        return cast(
-            "redis_async.Redis",
-            RedisCluster(startup_nodes=nodes, **cluster.node_kwargs(), **kwargs),
-        )
+        # redis-py's async cluster client refuses a command (MaxConnectionsError) when a node has this many
+        # connections busy, where the single-Redis client opens another: a burst of subscribes (each reads the
+        # channel's history) must not fail for that.
+        kwargs.setdefault("max_connections", 2**16)
+        return cast("redis_async.Redis", _async_cluster_class()(startup_nodes=nodes, **cluster.node_kwargs(), **kwargs))
     if not target.startswith(SENTINEL_SCHEME):
         return redis_async.Redis.from_url(target, **kwargs)
     from redis.asyncio.sentinel import Sentinel
