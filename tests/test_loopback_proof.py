@@ -106,7 +106,8 @@ async def _read(client: Client) -> None:
 async def _connect(server: LiveServer, token: str, channel: str, *, enter: bool) -> Client:
     ws = await RawWebSocket.open(server.port)
     ws.send_json({"action": "auth", "token": token})
-    assert (await asyncio.wait_for(ws.recv_json(), 30))["action"] == "connected"
+    reply = await asyncio.wait_for(ws.recv_json(), 30)
+    assert reply["action"] == "connected", reply
     ws.send_json({"action": "subscribe", "channel": channel, "ref": 1})
     reply = await asyncio.wait_for(ws.recv_json(), 30)
     assert (reply["action"], reply["ref"]) == ("ok", 1), reply
