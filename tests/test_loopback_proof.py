@@ -36,12 +36,15 @@ from tests.rawws import RawWebSocket
 from tests.redis_topology import RedisCluster, redis_cluster, sentinel_group, wait_until
 from tests.servers import LiveServer, live_server
 
-pytestmark = [pytest.mark.slow]
+# Bounded: about 2 minutes per topology at the default size on the shared 2-core machine (docs/scaling.md).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 CONNECTIONS = int(os.environ.get("PULSE_PROOF_CONNECTIONS", "2000"))
 CHANNELS = int(os.environ.get("PULSE_PROOF_CHANNELS", "500"))
 RATE = float(os.environ.get("PULSE_PROOF_RATE", "200"))
 SERVERS = 4
+# Threads publishing over HTTP (each waits for its answer): enough to keep RATE when an answer takes ~100 ms.
+PUBLISHERS = 32
 STEADY_SECONDS = 8.0
 # Presence heals within PROCESS_TIMEOUT + PROCESS_HEARTBEAT (docs/presence.md), counted from the promotion.
 PRESENCE_BOUND = 12.0 + 3.0
@@ -59,6 +62,7 @@ class Client:
 class Publishes:
     ok: dict[str, dict[str, int]] = field(default_factory=dict)  # channel -> message id -> k
     failed: set[str] = field(default_factory=set)
+    reasons: list[str] = field(default_factory=list)
     answered: list[tuple[float, bool]] = field(default_factory=list)
 
 
@@ -73,7 +77,8 @@ def _publisher(servers: list[LiveServer], published: Publishes, stop: threading.
         server = servers[(k + index) % len(servers)]
         try:
             server.publish(channel, "e", {"k": k}, id=message_id)
-        except Exception:
+        except Exception as exc:
+            published.reasons.append(f"{type(exc).__name__}: {exc}"[:300])
             published.failed.add(message_id)
             published.answered.append((time.monotonic(), False))
         else:
@@ -86,6 +91,10 @@ def _publisher(servers: list[LiveServer], published: Publishes, stop: threading.
             time.sleep(delay)
         else:
             next_at = time.monotonic()
+
+
+def _progress(label: str, what: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {label}: {what}", flush=True)
 
 
 async def _read(client: Client) -> None:
@@ -157,14 +166,16 @@ async def _reply(ws: RawWebSocket) -> dict[str, Any]:
 
 
 async def _presence_counts(ws: RawWebSocket, channels: list[str]) -> dict[str, int]:
-    counts = {}
-    for i, channel in enumerate(channels):
-        ws.send_json({"action": "presence.get", "channel": channel, "ref": 1000 + i})
-        while True:
-            frame = await _reply(ws)
-            if frame.get("ref") == 1000 + i:
-                break
-        counts[channel] = len(frame["members"]) if frame["action"] == "ok" else -1
+    """Members per channel (-1: the read failed), asked all at once on one connection."""
+    refs = {1000 + i: channel for i, channel in enumerate(channels)}
+    for ref, channel in refs.items():
+        ws.send_json({"action": "presence.get", "channel": channel, "ref": ref})
+    counts: dict[str, int] = {}
+    while len(counts) < len(refs):
+        frame = await _reply(ws)
+        channel = refs.get(frame.get("ref", 0))
+        if channel is not None:
+            counts[channel] = len(frame["members"]) if frame["action"] == "ok" else -1
     return counts
 
 
@@ -204,6 +215,7 @@ async def _prove_with(pulse: dict[str, Any], kill: Callable[[], float], label: s
                 jobs.append(_connect(servers[(i // CHANNELS + i) % SERVERS], tokens[i % 50], channel, enter=enter))
             clients.extend(await asyncio.gather(*jobs))
         connect_seconds = time.monotonic() - started
+        _progress(label, f"{len(clients)} connections open after {connect_seconds:.1f} s")
         by_channel: dict[str, list[Client]] = {}
         for client in clients[:CONNECTIONS]:
             by_channel.setdefault(client.channel, []).append(client)
@@ -215,8 +227,10 @@ async def _prove_with(pulse: dict[str, Any], kill: Callable[[], float], label: s
         published = Publishes()
         stop = threading.Event()
         threads = [
-            threading.Thread(target=_publisher, args=(servers, published, stop, i, 8), daemon=True) for i in range(8)
+            threading.Thread(target=_publisher, args=(servers, published, stop, i, PUBLISHERS), daemon=True)
+            for i in range(PUBLISHERS)
         ]
+        publishing_from = time.monotonic()
         for thread in threads:
             thread.start()
         switch_seconds = presence_seconds = 0.0
@@ -225,9 +239,12 @@ async def _prove_with(pulse: dict[str, Any], kill: Callable[[], float], label: s
             await asyncio.sleep(STEADY_SECONDS)
             steady_ok = sum(len(ids) for ids in published.ok.values())
             steady_failed = len(published.failed)
+            steady_reasons = published.reasons[:2]
             # 2. The failover, while traffic runs.
             killed_at = time.monotonic()
+            _progress(label, "steady phase done; killing the master")
             switch_seconds = await asyncio.to_thread(kill)
+            _progress(label, f"promoted after {switch_seconds:.1f} s")
             promoted_at = killed_at + switch_seconds
             # Presence: every channel has its one member again (reads answer, nothing lost), within the
             # documented bound of the promotion; polled while traffic goes on.
@@ -241,6 +258,7 @@ async def _prove_with(pulse: dict[str, Any], kill: Callable[[], float], label: s
                 )
                 await asyncio.sleep(0.5)
             presence_seconds = time.monotonic() - promoted_at
+            _progress(label, f"presence right {presence_seconds:.1f} s after the promotion")
             mark = len(published.answered)
             await _until(
                 lambda: sum(ok for _t, ok in published.answered[mark:]) >= RATE * 3, 60, "publishing after failover"
@@ -249,7 +267,7 @@ async def _prove_with(pulse: dict[str, Any], kill: Callable[[], float], label: s
             stop.set()
             for thread in threads:
                 await asyncio.to_thread(thread.join, 15)
-        elapsed = published.answered[-1][0] - started if published.answered else 0
+        elapsed = published.answered[-1][0] - publishing_from if published.answered else 0
         failed_during = [t for t, ok in published.answered if not ok]
         publish_gap = (max(failed_during) - killed_at) if failed_during else 0.0
 
@@ -263,7 +281,9 @@ async def _prove_with(pulse: dict[str, Any], kill: Callable[[], float], label: s
                         return False
             return True
 
+        _progress(label, "publishing stopped")
         await _until(all_heard, 60, "delivery of every published message")
+        _progress(label, "every message delivered")
 
         exact = disrupted = 0
         for channel, subscribers in by_channel.items():
@@ -301,7 +321,7 @@ async def _prove_with(pulse: dict[str, Any], kill: Callable[[], float], label: s
             f"\n{label}: {CONNECTIONS} connections on {CHANNELS} channels over {SERVERS} daphne processes "
             f"(opened in {connect_seconds:.1f} s); {total_ok} messages answered 200 and {len(published.failed)} "
             f"failed over {elapsed:.0f} s (target {RATE:.0f}/s); steady phase: {steady_ok} ok, {steady_failed} "
-            f"failed; replica promoted after {switch_seconds:.2f} s; publishes failed until {publish_gap:.2f} s "
+            f"failed {steady_reasons}; replica promoted after {switch_seconds:.2f} s; publishes failed until {publish_gap:.2f} s "
             f"after the kill; subscribers exact: {exact}, with a discontinuity: {disrupted}; presence right "
             f"{presence_seconds:.1f} s after the promotion (every channel read); 0 messages lost"
         )
@@ -313,6 +333,9 @@ async def test_loopback_proof_on_a_redis_cluster() -> None:
         pulse = {
             "REDIS_CLUSTER": {"nodes": cluster.startup_nodes},
             "REDIS_PREFIX": "proof-cluster",
+            # The probe connection reads the presence of every channel at once, twice a second.
+            "RATE_LIMIT": 100_000,
+            "RATE_BURST": 100_000,
             "REDIS_WAIT_REPLICAS": 1,
             "REDIS_WAIT_TIMEOUT": 0.5,
             "HISTORY_SIZE": 10_000,
@@ -330,6 +353,9 @@ async def test_loopback_proof_on_redis_sentinel() -> None:
         pulse = {
             "REDIS_SENTINEL": {"service": group.service, "sentinels": group.sentinel_addresses},
             "REDIS_PREFIX": "proof-sentinel",
+            # The probe connection reads the presence of every channel at once, twice a second.
+            "RATE_LIMIT": 100_000,
+            "RATE_BURST": 100_000,
             "REDIS_WAIT_REPLICAS": 1,
             "REDIS_WAIT_TIMEOUT": 0.5,
             "HISTORY_SIZE": 10_000,

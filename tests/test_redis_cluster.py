@@ -256,6 +256,9 @@ async def test_kill_9_of_a_master_while_publishing(cluster: RedisCluster, settin
     for channel in channels:
         await runtime.hub.subscribe(message_topic("default", channel), sinks[channel])
     epochs = {c: (await broker.history(message_topic("default", c))).epoch for c in channels}
+    # The synchronous path with WAIT (sync views, commands): on the slot's master, confirmed by its replica.
+    first = channels[0]
+    assert await asyncio.to_thread(broker.publish_message_sync, message_topic("default", first), head(first, -1)) == 1
 
     succeeded: dict[tuple[str, int], int] = {}
     failed: list[tuple[str, int]] = []

@@ -393,7 +393,7 @@ class RedisClusterBroker(RedisBroker):
             try:
                 await self._read_slots()
                 await self._place_all()
-            except (OSError, ConnectionError, TimeoutError, Unavailable) as exc:
+            except Exception as exc:  # a node down, a slot map being rewritten: try again, never stop
                 self.errors += 1
                 if not self._down.is_set() or backoff >= MAX_BACKOFF:
                     logger.warning("Redis cluster broker: %s; retrying", exc)
