@@ -1,6 +1,7 @@
 """The loopback proof of issue 23 (item 6): 4 daphne processes on a Redis Cluster (3 masters + 3 replicas),
 and on Redis Sentinel (1 master, 1 replica, 3 sentinels), started by the test; thousands of WebSocket
-connections on hundreds of channels; messages published through the servers' HTTP endpoints at a steady rate.
+connections on hundreds of channels; messages published at a steady rate, a share through the servers' HTTP
+endpoint and the rest with ``pulse.apublish`` from the test process (a fifth process of the site, as a worker).
 
 1. Steady traffic: every message answered 200 is delivered to every subscriber of its channel once, in order.
 2. ``kill -9`` of a master (the cluster: the master of one third of the slots; Sentinel: the master) while
@@ -43,8 +44,12 @@ CONNECTIONS = int(os.environ.get("PULSE_PROOF_CONNECTIONS", "2000"))
 CHANNELS = int(os.environ.get("PULSE_PROOF_CHANNELS", "500"))
 RATE = float(os.environ.get("PULSE_PROOF_RATE", "200"))
 SERVERS = 4
-# Threads publishing over HTTP (each waits for its answer): enough to keep RATE when an answer takes ~100 ms.
-PUBLISHERS = 32
+# Publishers: HTTP_RATE messages/s through the servers' HTTP endpoint (threads, each waiting for its answer),
+# the rest of RATE with the SDK from this process (tasks). Each lane publishes on its own share of channels.
+HTTP_RATE = 20.0
+HTTP_LANES = 4
+SDK_LANES = 8
+LANES = HTTP_LANES + SDK_LANES
 STEADY_SECONDS = 8.0
 # Presence heals within PROCESS_TIMEOUT + PROCESS_HEARTBEAT (docs/presence.md), counted from the promotion.
 PRESENCE_BOUND = 12.0 + 3.0
@@ -66,29 +71,63 @@ class Publishes:
     answered: list[tuple[float, bool]] = field(default_factory=list)
 
 
-def _publisher(servers: list[LiveServer], published: Publishes, stop: threading.Event, index: int, of: int) -> None:
-    """Thread ``index`` of ``of``: its share of RATE messages/s, channel after channel, round-robin servers."""
-    interval = of / RATE
+def _record(published: Publishes, channel: str, message_id: str, k: int, error: BaseException | None) -> None:
+    if error is not None:
+        published.reasons.append(f"{type(error).__name__}: {error}"[-600:])
+        published.failed.add(message_id)
+    else:
+        published.ok.setdefault(channel, {})[message_id] = k
+    published.answered.append((time.monotonic(), error is None))
+
+
+def _lane(k: int, index: int) -> tuple[str, str]:
+    channel = f"room{(k * LANES + index) % CHANNELS}"
+    return channel, f"{channel}-{index}-{k}"
+
+
+def _http_publisher(servers: list[LiveServer], published: Publishes, stop: threading.Event, index: int) -> None:
+    """A thread publishing through the servers' HTTP endpoint (round-robin), HTTP_RATE / HTTP_LANES per second."""
+    interval = HTTP_LANES / HTTP_RATE
     k = 0
     next_at = time.monotonic()
     while not stop.is_set():
-        channel = f"room{(k * of + index) % CHANNELS}"
-        message_id = f"{channel}-{index}-{k}"
-        server = servers[(k + index) % len(servers)]
+        channel, message_id = _lane(k, index)
+        error: BaseException | None = None
         try:
-            server.publish(channel, "e", {"k": k}, id=message_id)
+            servers[(k + index) % len(servers)].publish(channel, "e", {"k": k}, id=message_id)
         except Exception as exc:
-            published.reasons.append(f"{type(exc).__name__}: {exc}"[:300])
-            published.failed.add(message_id)
-            published.answered.append((time.monotonic(), False))
-        else:
-            published.ok.setdefault(channel, {})[message_id] = k
-            published.answered.append((time.monotonic(), True))
+            error = exc
+        _record(published, channel, message_id, k, error)
         k += 1
         next_at += interval
         delay = next_at - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+        else:
+            next_at = time.monotonic()
+
+
+async def _sdk_publisher(published: Publishes, stop: threading.Event, index: int) -> None:
+    """A task of this process (a fifth process of the site, as a worker would be) publishing with
+    ``pulse.apublish``: the rest of RATE, over SDK_LANES tasks."""
+    from django_pulse import pulse
+
+    interval = SDK_LANES / max(1.0, RATE - HTTP_RATE)
+    k = 0
+    next_at = time.monotonic()
+    while not stop.is_set():
+        channel, message_id = _lane(k, index)
+        error: BaseException | None = None
+        try:
+            await pulse.apublish(channel, "e", {"k": k}, id=message_id)
+        except Exception as exc:
+            error = exc
+        _record(published, channel, message_id, k, error)
+        k += 1
+        next_at += interval
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
         else:
             next_at = time.monotonic()
 
@@ -227,12 +266,13 @@ async def _prove_with(pulse: dict[str, Any], kill: Callable[[], float], label: s
         published = Publishes()
         stop = threading.Event()
         threads = [
-            threading.Thread(target=_publisher, args=(servers, published, stop, i, PUBLISHERS), daemon=True)
-            for i in range(PUBLISHERS)
+            threading.Thread(target=_http_publisher, args=(servers, published, stop, i), daemon=True)
+            for i in range(HTTP_LANES)
         ]
         publishing_from = time.monotonic()
         for thread in threads:
             thread.start()
+        tasks = [asyncio.ensure_future(_sdk_publisher(published, stop, HTTP_LANES + i)) for i in range(SDK_LANES)]
         switch_seconds = presence_seconds = 0.0
         try:
             # 1. Steady traffic.
@@ -265,6 +305,7 @@ async def _prove_with(pulse: dict[str, Any], kill: Callable[[], float], label: s
             )
         finally:
             stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
             for thread in threads:
                 await asyncio.to_thread(thread.join, 15)
         elapsed = published.answered[-1][0] - publishing_from if published.answered else 0
@@ -321,14 +362,15 @@ async def _prove_with(pulse: dict[str, Any], kill: Callable[[], float], label: s
             f"\n{label}: {CONNECTIONS} connections on {CHANNELS} channels over {SERVERS} daphne processes "
             f"(opened in {connect_seconds:.1f} s); {total_ok} messages answered 200 and {len(published.failed)} "
             f"failed over {elapsed:.0f} s (target {RATE:.0f}/s); steady phase: {steady_ok} ok, {steady_failed} "
-            f"failed {steady_reasons}; replica promoted after {switch_seconds:.2f} s; publishes failed until {publish_gap:.2f} s "
+            f"failed {steady_reasons}; replica promoted after {switch_seconds:.2f} s; "
+            f"publishes failed until {publish_gap:.2f} s "
             f"after the kill; subscribers exact: {exact}, with a discontinuity: {disrupted}; presence right "
             f"{presence_seconds:.1f} s after the promotion (every channel read); 0 messages lost"
         )
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_loopback_proof_on_a_redis_cluster() -> None:
+async def test_loopback_proof_on_a_redis_cluster(settings: Any) -> None:
     with redis_cluster(masters=3, replicas=1) as cluster:
         pulse = {
             "REDIS_CLUSTER": {"nodes": cluster.startup_nodes},
@@ -341,6 +383,8 @@ async def test_loopback_proof_on_a_redis_cluster() -> None:
             "HISTORY_SIZE": 10_000,
         }
 
+        settings.PULSE = pulse  # this process publishes with the SDK
+
         def kill() -> float:
             return _kill_cluster_master(cluster)
 
@@ -348,7 +392,7 @@ async def test_loopback_proof_on_a_redis_cluster() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_loopback_proof_on_redis_sentinel() -> None:
+async def test_loopback_proof_on_redis_sentinel(settings: Any) -> None:
     with sentinel_group(replicas=1) as group:
         pulse = {
             "REDIS_SENTINEL": {"service": group.service, "sentinels": group.sentinel_addresses},
@@ -360,6 +404,8 @@ async def test_loopback_proof_on_redis_sentinel() -> None:
             "REDIS_WAIT_TIMEOUT": 0.5,
             "HISTORY_SIZE": 10_000,
         }
+
+        settings.PULSE = pulse  # this process publishes with the SDK
 
         def kill() -> float:
             old = group.master_address()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import deque
 from typing import Any
@@ -195,6 +196,7 @@ class RedisBroker(Broker):
         self.wait_replicas = pulse_settings.REDIS_WAIT_REPLICAS
         self.wait_timeout_ms = max(1, int(pulse_settings.REDIS_WAIT_TIMEOUT * 1000))
         self._sync_client: redis_sync.Redis | None = None
+        self._sync_lock = threading.Lock()
         self._sync_script: Any = None
         self._sync_read: Any = None
         # Per event loop state (rebuilt if the broker is used from another loop).
@@ -238,15 +240,19 @@ class RedisBroker(Broker):
 
     def _sync(self) -> tuple[redis_sync.Redis, Any]:
         if self._sync_client is None:
-            self._sync_client = sync_client(
-                self.url,
-                retry=_no_retry(),
-                socket_connect_timeout=CONNECT_TIMEOUT,
-                socket_timeout=CONNECT_TIMEOUT,
-                health_check_interval=30,
-            )
-            self._sync_script = self._sync_client.register_script(PUBLISH_SCRIPT)
-            self._sync_read = self._sync_client.register_script(READ_SCRIPT)
+            # Sync views publish from several threads at once: the client is published last, with its scripts.
+            with self._sync_lock:
+                if self._sync_client is None:
+                    client = sync_client(
+                        self.url,
+                        retry=_no_retry(),
+                        socket_connect_timeout=CONNECT_TIMEOUT,
+                        socket_timeout=CONNECT_TIMEOUT,
+                        health_check_interval=30,
+                    )
+                    self._sync_script = client.register_script(PUBLISH_SCRIPT)
+                    self._sync_read = client.register_script(READ_SCRIPT)
+                    self._sync_client = client
         return self._sync_client, self._sync_script
 
     def _async(self) -> tuple[redis_async.Redis, Any]:

@@ -181,20 +181,25 @@ class RedisClusterBroker(RedisBroker):
     def _sync_node_client(self, address: Address) -> Any:
         client = self._sync_nodes.get(address)
         if client is None:
-            import redis as redis_sync
+            with self._sync_lock:
+                return self._sync_nodes.get(address) or self._new_sync_node_client(address)
+        return client
 
-            from .redis import _no_retry
+    def _new_sync_node_client(self, address: Address) -> Any:
+        import redis as redis_sync
 
-            config = cluster_config()
-            assert config is not None
-            client = self._sync_nodes[address] = redis_sync.Redis(
-                host=address[0],
-                port=address[1],
-                socket_connect_timeout=CONNECT_TIMEOUT,
-                socket_timeout=CONNECT_TIMEOUT,
-                retry=_no_retry(),
-                **config.node_kwargs(),
-            )
+        from .redis import _no_retry
+
+        config = cluster_config()
+        assert config is not None
+        client = self._sync_nodes[address] = redis_sync.Redis(
+            host=address[0],
+            port=address[1],
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_timeout=CONNECT_TIMEOUT,
+            retry=_no_retry(),
+            **config.node_kwargs(),
+        )
         return client
 
     # -- the slot map -------------------------------------------------------------------------------------------
