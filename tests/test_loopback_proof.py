@@ -1,7 +1,8 @@
 """The loopback proof of issue 23 (item 6): 4 daphne processes on a Redis Cluster (3 masters + 3 replicas),
 and on Redis Sentinel (1 master, 1 replica, 3 sentinels), started by the test; thousands of WebSocket
 connections on hundreds of channels; messages published at a steady rate, a share through the servers' HTTP
-endpoint and the rest with ``pulse.apublish`` from the test process (a fifth process of the site, as a worker).
+endpoint and the rest with ``pulse.apublish`` from a fifth process of the site (as a worker would:
+tests/proof_publisher.py).
 
 1. Steady traffic: every message answered 200 is delivered to every subscriber of its channel once, in order.
 2. ``kill -9`` of a master (the cluster: the master of one third of the slots; Sentinel: the master) while
@@ -35,7 +36,7 @@ import pytest
 
 from tests.rawws import RawWebSocket
 from tests.redis_topology import RedisCluster, redis_cluster, sentinel_group, wait_until
-from tests.servers import LiveServer, live_server
+from tests.servers import ROOT, LiveServer, live_server
 
 # Bounded: about 2 minutes per topology at the default size on the shared 2-core machine (docs/scaling.md).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -107,29 +108,24 @@ def _http_publisher(servers: list[LiveServer], published: Publishes, stop: threa
             next_at = time.monotonic()
 
 
-async def _sdk_publisher(published: Publishes, stop: threading.Event, index: int) -> None:
-    """A task of this process (a fifth process of the site, as a worker would be) publishing with
-    ``pulse.apublish``: the rest of RATE, over SDK_LANES tasks."""
-    from django_pulse import pulse
+def _sdk_publisher(server: LiveServer, published: Publishes, stop: threading.Event) -> None:
+    """A fifth process of the site (as a worker would be, tests/proof_publisher.py) publishing with
+    ``pulse.apublish``: the rest of RATE, over SDK_LANES lanes. Its answers are read here, line by line."""
+    import subprocess
+    import sys
 
-    interval = SDK_LANES / max(1.0, RATE - HTTP_RATE)
-    k = 0
-    next_at = time.monotonic()
-    while not stop.is_set():
-        channel, message_id = _lane(k, index)
-        error: BaseException | None = None
-        try:
-            await pulse.apublish(channel, "e", {"k": k}, id=message_id)
-        except Exception as exc:
-            error = exc
-        _record(published, channel, message_id, k, error)
-        k += 1
-        next_at += interval
-        delay = next_at - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        else:
-            next_at = time.monotonic()
+    command = [sys.executable, "-m", "tests.proof_publisher", str(RATE - HTTP_RATE), str(SDK_LANES)]
+    command += [str(HTTP_LANES), str(LANES), str(CHANNELS)]
+    proc = subprocess.Popen(
+        command, env=server.env, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    threading.Thread(target=lambda: (stop.wait(), proc.stdin.close()), daemon=True).start()  # type: ignore[union-attr]
+    for line in proc.stdout:
+        outcome, channel, message_id, *reason = line.rstrip("\n").split(" ", 3)
+        k = int(message_id.rsplit("-", 1)[1])
+        _record(published, channel, message_id, k, None if outcome == "ok" else RuntimeError(" ".join(reason)))
+    proc.wait(30)
 
 
 def _progress(label: str, what: str) -> None:
@@ -272,7 +268,8 @@ async def _prove_with(pulse: dict[str, Any], kill: Callable[[], float], label: s
         publishing_from = time.monotonic()
         for thread in threads:
             thread.start()
-        tasks = [asyncio.ensure_future(_sdk_publisher(published, stop, HTTP_LANES + i)) for i in range(SDK_LANES)]
+        threads.append(threading.Thread(target=_sdk_publisher, args=(servers[0], published, stop), daemon=True))
+        threads[-1].start()
         switch_seconds = presence_seconds = 0.0
         try:
             # 1. Steady traffic.
@@ -305,7 +302,6 @@ async def _prove_with(pulse: dict[str, Any], kill: Callable[[], float], label: s
             )
         finally:
             stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
             for thread in threads:
                 await asyncio.to_thread(thread.join, 15)
         elapsed = published.answered[-1][0] - publishing_from if published.answered else 0
@@ -369,8 +365,7 @@ async def _prove_with(pulse: dict[str, Any], kill: Callable[[], float], label: s
         )
 
 
-@pytest.mark.django_db(transaction=True)
-async def test_loopback_proof_on_a_redis_cluster(settings: Any) -> None:
+async def test_loopback_proof_on_a_redis_cluster() -> None:
     with redis_cluster(masters=3, replicas=1) as cluster:
         pulse = {
             "REDIS_CLUSTER": {"nodes": cluster.startup_nodes},
@@ -383,16 +378,13 @@ async def test_loopback_proof_on_a_redis_cluster(settings: Any) -> None:
             "HISTORY_SIZE": 10_000,
         }
 
-        settings.PULSE = pulse  # this process publishes with the SDK
-
         def kill() -> float:
             return _kill_cluster_master(cluster)
 
         await _prove(pulse, kill, "cluster")
 
 
-@pytest.mark.django_db(transaction=True)
-async def test_loopback_proof_on_redis_sentinel(settings: Any) -> None:
+async def test_loopback_proof_on_redis_sentinel() -> None:
     with sentinel_group(replicas=1) as group:
         pulse = {
             "REDIS_SENTINEL": {"service": group.service, "sentinels": group.sentinel_addresses},
@@ -404,8 +396,6 @@ async def test_loopback_proof_on_redis_sentinel(settings: Any) -> None:
             "REDIS_WAIT_TIMEOUT": 0.5,
             "HISTORY_SIZE": 10_000,
         }
-
-        settings.PULSE = pulse  # this process publishes with the SDK
 
         def kill() -> float:
             old = group.master_address()
