@@ -15,9 +15,9 @@ tests/proof_publisher.py).
    - presence is right again (every member that entered, on every channel) within its documented time
      (``PROCESS_TIMEOUT + PROCESS_HEARTBEAT``: docs/presence.md).
 
-The size is a parameter: ``PULSE_PROOF_CONNECTIONS`` (default 2,000), ``PULSE_PROOF_CHANNELS`` (500),
-``PULSE_PROOF_RATE`` (messages/s, 200). The figures of the runs are printed (``pytest -s``) and recorded in
-docs/scaling.md, "The loopback proof".
+The size is a parameter: ``PULSE_PROOF_CONNECTIONS`` (default 500), ``PULSE_PROOF_CHANNELS`` (125),
+``PULSE_PROOF_RATE`` (messages/s, 100); the issue's 2,000 / 500 / 200 is run by hand. The figures of the runs
+are printed (``pytest -s``) and recorded in docs/scaling.md, "The loopback proof".
 """
 
 from __future__ import annotations
@@ -41,15 +41,20 @@ from tests.servers import ROOT, LiveServer, live_server
 # Bounded: about 2 minutes per topology at the default size on the shared 2-core machine (docs/scaling.md).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-CONNECTIONS = int(os.environ.get("PULSE_PROOF_CONNECTIONS", "2000"))
-CHANNELS = int(os.environ.get("PULSE_PROOF_CHANNELS", "500"))
-RATE = float(os.environ.get("PULSE_PROOF_RATE", "200"))
+# The default size keeps each topology near a minute on a shared 2-core machine (CI); the issue's size (2,000
+# connections, 500 channels, 200 messages/s) is PULSE_PROOF_CONNECTIONS=2000 PULSE_PROOF_CHANNELS=500
+# PULSE_PROOF_RATE=200, run by hand: figures in docs/scaling.md.
+CONNECTIONS = int(os.environ.get("PULSE_PROOF_CONNECTIONS", "500"))
+CHANNELS = int(os.environ.get("PULSE_PROOF_CHANNELS", "125"))
+RATE = float(os.environ.get("PULSE_PROOF_RATE", "100"))
 SERVERS = 4
 # Publishers: HTTP_RATE messages/s through the servers' HTTP endpoint (threads, each waiting for its answer),
 # the rest of RATE with the SDK from this process (tasks). Each lane publishes on its own share of channels.
 HTTP_RATE = 20.0
 HTTP_LANES = 4
-SDK_LANES = 8
+# Lanes wait for each answer (a publish with WAIT is several round trips): enough of them to keep the rate when an
+# answer takes ~100 ms on a loaded machine.
+SDK_LANES = 32
 LANES = HTTP_LANES + SDK_LANES
 STEADY_SECONDS = 8.0
 # Presence heals within PROCESS_TIMEOUT + PROCESS_HEARTBEAT (docs/presence.md), counted from the promotion.
