@@ -277,9 +277,12 @@ async def _prove_with(pulse: dict[str, Any], kill: Callable[[], float], label: s
         threads[-1].start()
         switch_seconds = presence_seconds = 0.0
         try:
-            # 1. Steady traffic.
+            # 1. Steady traffic (counted from the first answers: the publishing process takes a while to start).
+            await _until(lambda: len(published.answered) >= 20, 60, "the publishers' first answers")
+            publishing_from = time.monotonic()
             await asyncio.sleep(STEADY_SECONDS)
-            steady_ok = sum(len(ids) for ids in published.ok.values())
+            steady_ok = sum(1 for t, ok in published.answered if ok and t >= publishing_from)
+            steady_rate = steady_ok / (time.monotonic() - publishing_from)
             steady_failed = len(published.failed)
             steady_reasons = published.reasons[:2]
             # 2. The failover, while traffic runs.
@@ -362,7 +365,8 @@ async def _prove_with(pulse: dict[str, Any], kill: Callable[[], float], label: s
         print(
             f"\n{label}: {CONNECTIONS} connections on {CHANNELS} channels over {SERVERS} daphne processes "
             f"(opened in {connect_seconds:.1f} s); {total_ok} messages answered 200 and {len(published.failed)} "
-            f"failed over {elapsed:.0f} s (target {RATE:.0f}/s); steady phase: {steady_ok} ok, {steady_failed} "
+            f"failed over {elapsed:.0f} s (target {RATE:.0f}/s); steady phase: {steady_ok} ok "
+            f"({steady_rate:.0f}/s), {steady_failed} "
             f"failed {steady_reasons}; replica promoted after {switch_seconds:.2f} s; "
             f"publishes failed until {publish_gap:.2f} s "
             f"after the kill; subscribers exact: {exact}, with a discontinuity: {disrupted}; presence right "
