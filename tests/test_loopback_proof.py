@@ -126,11 +126,11 @@ def _sdk_publisher(server: LiveServer, published: Publishes, stop: threading.Eve
     )
     assert proc.stdin is not None and proc.stdout is not None
     threading.Thread(target=lambda: (stop.wait(), proc.stdin.close()), daemon=True).start()  # type: ignore[union-attr]
-    for line in proc.stdout:
-        outcome, channel, message_id, *reason = line.rstrip("\n").split(" ", 3)
-        k = int(message_id.rsplit("-", 1)[1])
-        _record(published, channel, message_id, k, None if outcome == "ok" else RuntimeError(" ".join(reason)))
-    proc.wait(30)
+    with proc, proc.stdout:  # closes the pipes and waits for the process, which ends when its stdin closes
+        for line in proc.stdout:
+            outcome, channel, message_id, *reason = line.rstrip("\n").split(" ", 3)
+            k = int(message_id.rsplit("-", 1)[1])
+            _record(published, channel, message_id, k, None if outcome == "ok" else RuntimeError(" ".join(reason)))
 
 
 def _progress(label: str, what: str) -> None:
@@ -327,7 +327,19 @@ async def _prove_with(pulse: dict[str, Any], kill: Callable[[], float], label: s
             return True
 
         _progress(label, "publishing stopped")
-        await _until(all_heard, 60, "delivery of every published message")
+
+        def unheard() -> str:
+            for channel, ids in published.ok.items():
+                for client in by_channel[channel]:
+                    got = {m["id"] for m in _messages(client)}
+                    if not ids.keys() <= got and not any(f["action"] == "discontinuity" for f in client.frames):
+                        return f"{channel}: missing {sorted(ids.keys() - got)[:5]}; last frames {client.frames[-3:]}"
+            return ""
+
+        try:
+            await _until(all_heard, 60, "delivery of every published message")
+        except AssertionError:
+            raise AssertionError(f"not delivered: {unheard()}") from None
         _progress(label, "every message delivered")
 
         exact = disrupted = 0

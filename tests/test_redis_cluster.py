@@ -194,7 +194,10 @@ async def test_messages_history_and_presence_on_every_shard(
         answer = await pulse.apresence(name)
         assert [m["clientId"] for m in answer["members"]] == [f"user{i}"]
     await _until(lambda: any(f.get("action") == "presence" for f in presence_sink.frames), 10, "presence event")
-    listed = {c["name"]: c["presence"] for c in await asyncio.to_thread(pulse.channels)}
+    from asgiref.sync import sync_to_async
+
+    # (sync_to_async: the database connection stays in asgiref's thread, which the fixtures close.)
+    listed = {c["name"]: c["presence"] for c in await sync_to_async(pulse.channels)()}
     assert all(listed.get(name) == 1 for name in channels), listed
     await runtime.presence.leave("default", first, connection_id="conn0")
     assert (await pulse.apresence(first))["count"] == 0

@@ -93,8 +93,14 @@ class IdempotencyStore:
         client = self._sync_clients.get(url)
         if client is None:
             from ..broker.connection import sync_client
+            from ..broker.redis import _no_retry
 
-            client = self._sync_clients[url] = sync_client(url, socket_connect_timeout=2, socket_timeout=2)
+            # No retries: a SET NX whose reply was lost and that redis-py sent again (to the promoted replica,
+            # after a failover) would find its own key and report the message as a duplicate: the publish would
+            # be reported as successful and never happen. A lost reply raises instead (Unavailable).
+            client = self._sync_clients[url] = sync_client(
+                url, socket_connect_timeout=2, socket_timeout=2, retry=_no_retry()
+            )
         return client
 
     def _async_client(self, url: str) -> Any:
@@ -103,8 +109,11 @@ class IdempotencyStore:
         client = clients.get(url)
         if client is None:
             from ..broker.connection import async_client
+            from ..broker.redis import _async_no_retry
 
-            client = clients[url] = async_client(url, socket_connect_timeout=2, socket_timeout=2)
+            client = clients[url] = async_client(
+                url, socket_connect_timeout=2, socket_timeout=2, retry=_async_no_retry()
+            )
             self._guards.append(close_with_loop(client))
         return client
 
