@@ -165,6 +165,26 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             SentinelConfig.from_setting(sentinel)
         except (ValueError, TypeError) as exc:
             errors.append(Error(str(exc), hint="See docs/scaling.md, 'Redis Sentinel'.", id="django_pulse.E040"))
+    cluster = (raw or {}).get("REDIS_CLUSTER")
+    if cluster is not None:
+        from .broker.connection import ClusterConfig
+
+        hint = "See docs/scaling.md, 'Redis Cluster'."
+        try:
+            ClusterConfig.from_setting(cluster)
+        except (ValueError, TypeError) as exc:
+            errors.append(Error(str(exc), hint=hint, id="django_pulse.E080"))
+        if sentinel is not None:
+            errors.append(Error("PULSE sets both REDIS_CLUSTER and REDIS_SENTINEL.", hint=hint, id="django_pulse.E081"))
+        backend = str((raw or {}).get("BROKER_BACKEND") or "")
+        if backend == "django_pulse.broker.redis.RedisBroker":
+            errors.append(
+                Error(
+                    "PULSE['BROKER_BACKEND'] is RedisBroker, which cannot subscribe on a Redis Cluster.",
+                    hint="Leave BROKER_BACKEND unset, or use django_pulse.broker.redis_cluster.RedisClusterBroker.",
+                    id="django_pulse.E082",
+                )
+            )
     prefix = str((raw or {}).get("REDIS_PREFIX", DEFAULTS["REDIS_PREFIX"]))
     if "{" in prefix or "}" in prefix:
         errors.append(

@@ -125,6 +125,10 @@ DEFAULTS: dict[str, Any] = {
     # "ssl_keyfile"}. REDIS_WAIT_REPLICAS: a publish succeeds only once this many replicas hold it (Redis
     # WAIT, at most REDIS_WAIT_TIMEOUT seconds), so a failover cannot lose a message reported as published.
     "REDIS_SENTINEL": None,
+    # REDIS_CLUSTER: a Redis Cluster instead of REDIS_URL: {"nodes": [(host, port), ...], "username",
+    # "password", "ssl", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile"}; sharded pub/sub, one connection per
+    # shard per process (django_pulse.broker.redis_cluster).
+    "REDIS_CLUSTER": None,
     "REDIS_WAIT_REPLICAS": 0,
     "REDIS_WAIT_TIMEOUT": 1.0,
     # Operations (issue 21): Prometheus metrics (django_pulse.metrics, docs/metrics.md). None: on when the
@@ -201,6 +205,9 @@ class PulseSettings:
         value = self._get("REDIS_URL")
         if value:
             return str(value)
+        if self._get("REDIS_CLUSTER"):
+            # Stands for "the Redis Cluster of REDIS_CLUSTER" (django_pulse.broker.connection).
+            return "cluster://"
         sentinel = self._get("REDIS_SENTINEL")
         if sentinel:
             # Stands for "the current master of the service" (django_pulse.broker.connection).
@@ -227,6 +234,8 @@ class PulseSettings:
         value = self._get("BROKER_BACKEND")
         if value:
             return str(value)
+        if self.REDIS_URL == "cluster://":
+            return "django_pulse.broker.redis_cluster.RedisClusterBroker"
         if self.REDIS_URL:
             return "django_pulse.broker.redis.RedisBroker"
         return "django_pulse.broker.memory.MemoryBroker"
@@ -364,6 +373,11 @@ class PulseSettings:
     @property
     def REDIS_SENTINEL(self) -> dict[str, Any] | None:
         value = self._get("REDIS_SENTINEL")
+        return None if value is None else dict(value)
+
+    @property
+    def REDIS_CLUSTER(self) -> dict[str, Any] | None:
+        value = self._get("REDIS_CLUSTER")
         return None if value is None else dict(value)
 
     @property

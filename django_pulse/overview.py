@@ -38,7 +38,7 @@ def redis_health() -> dict[str, Any] | None:
     client = sync_client(url, socket_connect_timeout=2, socket_timeout=2)
     try:
         client.ping()
-    except redis.RedisError as exc:
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
         return {"url": _mask(url), "ok": False, "error": str(exc)}
     finally:
         client.close()

@@ -76,6 +76,7 @@ class RedisNode:
     proc: subprocess.Popen[bytes]
     directory: Path
     log_path: Path = field(repr=False)
+    command: list[str] = field(default_factory=list, repr=False)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -94,6 +95,15 @@ class RedisNode:
         if self.alive:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
+
+    def restart(self) -> None:
+        """Start the same server again (same port, directory and arguments: a cluster node keeps its
+        nodes.conf, so it rejoins, as a replica if its master role was taken over meanwhile)."""
+        assert not self.alive
+        self.proc = subprocess.Popen(
+            self.command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=self.directory
+        )
+        wait_for_port(self.port, timeout=10, proc=self.proc)  # type: ignore[arg-type]
 
     def stop(self) -> None:
         if self.alive:
@@ -119,7 +129,7 @@ def start_node(directory: Path, *args: str, config: str | None = None, port: int
         base += ["--save", "", "--appendonly", "no"]
     command = [binary, *([config] if config else []), *base, *args]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=directory)
-    node = RedisNode(port, proc, directory, log_path)
+    node = RedisNode(port, proc, directory, log_path, command)
     try:
         wait_for_port(port, timeout=10, proc=proc)  # type: ignore[arg-type]
     except BaseException:

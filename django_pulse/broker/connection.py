@@ -1,12 +1,17 @@
-"""How django-pulse reaches Redis: one URL, or a master found through Redis Sentinel.
+"""How django-pulse reaches Redis: one URL, a master found through Redis Sentinel, or a Redis Cluster.
 
 Every Redis client of django-pulse (broker, presence, process liveness, idempotency) is built here, from a
-*target* string: the ``REDIS_URL`` itself, or, when ``PULSE["REDIS_SENTINEL"]`` is set, the marker
+*target* string: the ``REDIS_URL`` itself; when ``PULSE["REDIS_SENTINEL"]`` is set, the marker
 ``sentinel://{service}`` (what ``pulse_settings.REDIS_URL`` returns then), which stands for "the current
-master of that service". Sentinel support is redis-py's own (``redis.sentinel``/``redis.asyncio.sentinel``):
-its clients ask the sentinels for the master on every new connection and drop connections to a node that
-has become a replica, so after a failover the next command reaches the new master. The broker's pub/sub
-reader (its own RESP connection) asks ``master_endpoint`` for the address on every reconnect.
+master of that service"; when ``PULSE["REDIS_CLUSTER"]`` is set, the marker ``cluster://``, for which
+``sync_client``/``async_client`` return redis-py's cluster clients (each command routed to the master of its
+key's slot, MOVED/ASK followed, the slot map re-read after a failover) and ``node_endpoint`` gives the broker's
+per-shard pub/sub connections their address and credentials.
+
+Sentinel support is redis-py's own (``redis.sentinel``/``redis.asyncio.sentinel``): its clients ask the
+sentinels for the master on every new connection and drop connections to a node that has become a replica,
+so after a failover the next command reaches the new master. The broker's pub/sub reader (its own RESP
+connection) asks ``master_endpoint`` for the address on every reconnect.
 """
 
 from __future__ import annotations
@@ -20,16 +25,22 @@ import redis as redis_sync
 import redis.asyncio as redis_async
 
 __all__ = [
+    "CLUSTER_TARGET",
     "SENTINEL_SCHEME",
+    "ClusterConfig",
     "Endpoint",
     "SentinelConfig",
     "async_client",
+    "cluster_config",
+    "is_cluster",
     "master_endpoint",
+    "node_endpoint",
     "sentinel_config",
     "sync_client",
 ]
 
 SENTINEL_SCHEME = "sentinel://"
+CLUSTER_TARGET = "cluster://"
 
 _SENTINEL_KEYS = {
     "service",
@@ -110,6 +121,125 @@ class SentinelConfig:
         return context
 
 
+_CLUSTER_KEYS = {"nodes", "username", "password", "ssl", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile"}
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """``PULSE["REDIS_CLUSTER"]``, validated (docs/settings.md): startup nodes, credentials and TLS of the nodes."""
+
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = None
+    ssl: bool = False
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    @classmethod
+    def from_setting(cls, value: Any) -> ClusterConfig:
+        if not isinstance(value, dict):
+            raise ValueError("PULSE['REDIS_CLUSTER'] must be a dict (docs/settings.md)")
+        unknown = set(value) - _CLUSTER_KEYS
+        if unknown:
+            raise ValueError(f"PULSE['REDIS_CLUSTER'] has unknown keys: {', '.join(sorted(unknown))}")
+        if not value.get("nodes"):
+            raise ValueError("PULSE['REDIS_CLUSTER'] needs 'nodes': [(host, port), ...] (any of the cluster's nodes)")
+        nodes = tuple((str(host), int(port)) for host, port in value["nodes"])
+        options = {k: v for k, v in value.items() if k != "nodes"}
+        return cls(nodes=nodes, **options)
+
+    def node_kwargs(self) -> dict[str, Any]:
+        """Connection options of every node (redis-py's, for ``Redis`` and ``RedisCluster`` alike)."""
+        tls: dict[str, Any] = {}
+        if self.ssl:
+            tls = {
+                "ssl": True,
+                "ssl_ca_certs": self.ssl_ca_certs,
+                "ssl_certfile": self.ssl_certfile,
+                "ssl_keyfile": self.ssl_keyfile,
+            }
+        return {"username": self.username, "password": self.password, **tls}
+
+    def ssl_context(self) -> _ssl.SSLContext | None:
+        if not self.ssl:
+            return None
+        context = _ssl.create_default_context(cafile=self.ssl_ca_certs)
+        if self.ssl_certfile:
+            context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+        return context
+
+
+def cluster_config() -> ClusterConfig | None:
+    from ..conf import pulse_settings
+
+    value = pulse_settings.REDIS_CLUSTER
+    return None if value is None else ClusterConfig.from_setting(value)
+
+
+def is_cluster(target: str) -> bool:
+    """True if ``target`` stands for the Redis Cluster of ``PULSE["REDIS_CLUSTER"]``."""
+    return target == CLUSTER_TARGET
+
+
+def _cluster_for(target: str) -> ClusterConfig:
+    config = cluster_config()
+    if config is None:
+        raise ValueError(f"{target!r} names a Redis Cluster, but PULSE['REDIS_CLUSTER'] is not set")
+    return config
+
+
+class _LazySyncCluster:
+    """redis-py's synchronous ``RedisCluster`` reads the slot map in its constructor, so it cannot be built while
+    the cluster is down; this stands in for it and builds it on first use (a process starts during an outage
+    and its calls fail with ``RedisError`` until the cluster answers, as with one Redis)."""
+
+    # A caller's ``retry`` (the broker passes none) is redis-py's cluster-level retry: a command is not run again
+    # on another node after a connection error, so a publish script whose reply was lost never runs twice.
+    # MOVED and ASK are followed either way (the node refused the command: nothing ran).
+
+    def __init__(self, config: ClusterConfig, kwargs: dict[str, Any]) -> None:
+        self._config = config
+        self._kwargs = kwargs
+        self._client: Any = None
+
+    def _real(self) -> Any:
+        if self._client is None:
+            from redis.cluster import ClusterNode, RedisCluster
+
+            nodes = [ClusterNode(host, port) for host, port in self._config.nodes]  # type: ignore[no-untyped-call]
+            self._client = RedisCluster(startup_nodes=nodes, **self._config.node_kwargs(), **self._kwargs)
+        return self._client
+
+    def register_script(self, script: str) -> Any:
+        from redis.commands.core import Script
+
+        return Script(self, script)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real(), name)
+
+
+def _async_cluster_class() -> type[Any]:
+    from redis.asyncio.cluster import RedisCluster
+
+    class _AsyncCluster(RedisCluster):
+        """redis-py's async cluster client, read the slot map before the first command: when many coroutines
+        send their first command at once (a burst of subscribes), redis-py's own lazy initialisation can close
+        connections that other coroutines are already using ("Connection closed by server")."""
+
+        async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+            if self._initialize:
+                await self.initialize()
+            return await super().execute_command(*args, **kwargs)
+
+    return _AsyncCluster
+
+
 def sentinel_config() -> SentinelConfig | None:
     from ..conf import pulse_settings
 
@@ -153,7 +283,9 @@ MAX_CONNECTIONS = 2000
 
 
 def sync_client(target: str, **kwargs: Any) -> redis_sync.Redis:
-    """A thread-safe synchronous client of ``target`` (a Redis URL or ``sentinel://service``)."""
+    """A thread-safe synchronous client of ``target`` (a Redis URL, ``sentinel://service`` or ``cluster://``)."""
+    if is_cluster(target):
+        return cast("redis_sync.Redis", _LazySyncCluster(_cluster_for(target), kwargs))
     kwargs.setdefault("max_connections", MAX_CONNECTIONS)
     if not target.startswith(SENTINEL_SCHEME):
         return redis_sync.Redis.from_url(target, **kwargs)
@@ -168,6 +300,16 @@ def sync_client(target: str, **kwargs: Any) -> redis_sync.Redis:
 
 def async_client(target: str, **kwargs: Any) -> redis_async.Redis:
     """An asyncio client of ``target``, for the running event loop."""
+    if is_cluster(target):
+        from redis.asyncio.cluster import ClusterNode
+
+        cluster = _cluster_for(target)
+        nodes = [ClusterNode(host, port) for host, port in cluster.nodes]
+        # redis-py's async cluster client refuses a command (MaxConnectionsError) when a node has this many
+        # connections busy, where the single-Redis client opens another: a burst of subscribes (each reads the
+        # channel's history) must not fail for that.
+        kwargs.setdefault("max_connections", 2**16)
+        return cast("redis_async.Redis", _async_cluster_class()(startup_nodes=nodes, **cluster.node_kwargs(), **kwargs))
     kwargs.setdefault("max_connections", MAX_CONNECTIONS)
     if not target.startswith(SENTINEL_SCHEME):
         return redis_async.Redis.from_url(target, **kwargs)
@@ -216,3 +358,9 @@ async def master_endpoint(target: str, timeout: float) -> Endpoint:
         for client in sentinel.sentinels:
             await client.aclose()
     return Endpoint(str(host), int(port), config.ssl_context(), config.username, config.password)
+
+
+def node_endpoint(host: str, port: int) -> Endpoint:
+    """A node of the Redis Cluster of ``PULSE["REDIS_CLUSTER"]`` (a shard master), with the cluster's credentials."""
+    config = _cluster_for(CLUSTER_TARGET)
+    return Endpoint(host, int(port), config.ssl_context(), config.username, config.password)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import deque
 from typing import Any
@@ -28,14 +29,14 @@ from urllib.parse import urlsplit
 
 import redis as redis_sync
 import redis.asyncio as redis_async
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from .._lua import load_lua
 from .._redis import close_with_loop
 from ..exceptions import Unavailable
 from . import keys
 from .base import Broker, HistoryRead, new_epoch, topic_channel
-from .connection import SENTINEL_SCHEME, async_client, master_endpoint, sync_client
+from .connection import SENTINEL_SCHEME, Endpoint, async_client, master_endpoint, sync_client
 
 __all__ = ["RedisBroker"]
 
@@ -58,6 +59,11 @@ def _serial_of(reply: Any) -> int:
     return int(reply[0]) if isinstance(reply, list) else int(reply)
 
 
+# What a failed Redis call raises: redis-py's errors, a socket's, and the cluster client's "no node serves this
+# slot" (RedisClusterException is not a RedisError).
+_FAILURES = (RedisError, OSError, RedisClusterException)
+
+
 class _ReplyError(Exception):
     pass
 
@@ -74,13 +80,7 @@ class _RespConnection:
     async def open(cls, target: str, timeout: float) -> _RespConnection:
         """A connection to ``target``'s master: the URL's host, or the one the sentinels name now."""
         endpoint = await master_endpoint(target, timeout)
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(endpoint.host, endpoint.port, ssl=endpoint.ssl), timeout
-        )
-        conn = cls(reader, writer)
-        if endpoint.password:
-            args = [endpoint.username, endpoint.password] if endpoint.username else [endpoint.password]
-            await asyncio.wait_for(conn.call("AUTH", *args), timeout)
+        conn = await cls.connect(endpoint, timeout)
         if target.startswith(SENTINEL_SCHEME):
             # A sentinel may still name a master that has just been demoted: subscribing to it would
             # hear nothing that is published on the new master.
@@ -88,6 +88,22 @@ class _RespConnection:
             if not role or role[0] != b"master":
                 conn.abort()
                 raise ConnectionError(f"{endpoint.host}:{endpoint.port} is not the master (yet)")
+        return conn
+
+    @classmethod
+    async def connect(cls, endpoint: Endpoint, timeout: float) -> _RespConnection:
+        """A connection to ``endpoint``, authenticated."""
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(endpoint.host, endpoint.port, ssl=endpoint.ssl), timeout
+        )
+        conn = cls(reader, writer)
+        try:
+            if endpoint.password:
+                args = [endpoint.username, endpoint.password] if endpoint.username else [endpoint.password]
+                await asyncio.wait_for(conn.call("AUTH", *args), timeout)
+        except BaseException:
+            conn.abort()
+            raise
         return conn
 
     def write(self, *args: str | bytes) -> None:
@@ -185,6 +201,7 @@ class RedisBroker(Broker):
         self.wait_replicas = pulse_settings.REDIS_WAIT_REPLICAS
         self.wait_timeout_ms = max(1, int(pulse_settings.REDIS_WAIT_TIMEOUT * 1000))
         self._sync_client: redis_sync.Redis | None = None
+        self._sync_lock = threading.Lock()
         self._sync_script: Any = None
         self._sync_read: Any = None
         # Per event loop state (rebuilt if the broker is used from another loop).
@@ -231,20 +248,21 @@ class RedisBroker(Broker):
     # -- publishing -------------------------------------------------------------------------------------
 
     def _sync(self) -> tuple[redis_sync.Redis, Any]:
-        client = self._sync_client
-        if client is None:
-            # Threads publish at once: the scripts are set before the client, which is what the check reads.
-            client = sync_client(
-                self.url,
-                retry=_no_retry(),
-                socket_connect_timeout=CONNECT_TIMEOUT,
-                socket_timeout=CONNECT_TIMEOUT,
-                health_check_interval=30,
-            )
-            self._sync_script = client.register_script(PUBLISH_SCRIPT)
-            self._sync_read = client.register_script(READ_SCRIPT)
-            self._sync_client = client
-        return client, self._sync_script
+        if self._sync_client is None:
+            # Sync views publish from several threads at once: the client is published last, with its scripts.
+            with self._sync_lock:
+                if self._sync_client is None:
+                    client = sync_client(
+                        self.url,
+                        retry=_no_retry(),
+                        socket_connect_timeout=CONNECT_TIMEOUT,
+                        socket_timeout=CONNECT_TIMEOUT,
+                        health_check_interval=30,
+                    )
+                    self._sync_script = client.register_script(PUBLISH_SCRIPT)
+                    self._sync_read = client.register_script(READ_SCRIPT)
+                    self._sync_client = client
+        return self._sync_client, self._sync_script
 
     def _async(self) -> tuple[redis_async.Redis, Any]:
         self._bind_loop()
@@ -278,12 +296,8 @@ class RedisBroker(Broker):
         try:
             if not self.wait_replicas:
                 return await script(keys=keys, args=args)
-            # One connection for both: WAIT counts the replicas holding this connection's last write.
-            async with client.pipeline(transaction=False) as pipe:
-                await script(keys=keys, args=args, client=pipe)
-                pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-                reply, acked = await pipe.execute()
-        except (RedisError, OSError) as exc:
+            reply, acked = await self._publish_and_wait(client, keys, args)
+        except _FAILURES as exc:
             raise self._unavailable(_publish_failed(exc), exc) from None
         self._replicated(_serial_of(reply), int(acked))
         return reply
@@ -294,11 +308,8 @@ class RedisBroker(Broker):
         try:
             if not self.wait_replicas:
                 return script(keys=keys, args=args)
-            with client.pipeline(transaction=False) as pipe:
-                script(keys=keys, args=args, client=pipe)
-                pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)  # type: ignore[no-untyped-call]
-                reply, acked = pipe.execute()
-        except (RedisError, OSError) as exc:
+            reply, acked = self._publish_and_wait_sync(client, keys, args)
+        except _FAILURES as exc:
             raise self._unavailable(_publish_failed(exc), exc) from None
         self._replicated(_serial_of(reply), int(acked))
         return reply
@@ -316,6 +327,22 @@ class RedisBroker(Broker):
     def publish_once_sync(self, topic: str, head: str, message_id: str, window_ms: int) -> tuple[int, bool]:
         serial, repeat = self._publish_sync(topic, head, (message_id, window_ms))
         return int(serial), bool(repeat)
+
+    async def _publish_and_wait(self, client: Any, keys: list[str], args: list[str | int]) -> tuple[Any, Any]:
+        """The publish script and ``WAIT`` on one connection of ``client`` (WAIT counts the replicas holding that
+        connection's last write): (the script's reply, replicas that acknowledged)."""
+        async with client.pipeline(transaction=False) as pipe:
+            await self._script(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            reply, acked = await pipe.execute()
+        return reply, acked
+
+    def _publish_and_wait_sync(self, client: Any, keys: list[str], args: list[str | int]) -> tuple[Any, Any]:
+        with client.pipeline(transaction=False) as pipe:
+            self._sync_script(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            reply, acked = pipe.execute()
+        return reply, acked
 
     def _replicated(self, serial: int, acked: int) -> int:
         if acked < self.wait_replicas:
@@ -353,7 +380,7 @@ class RedisBroker(Broker):
         keys, args = self._read_args(topic, after, before, limit)
         try:
             reply = await self._read_script(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             raise self._unavailable("Redis is unreachable.", exc) from None
         return self._history_read(reply)
 
@@ -362,22 +389,22 @@ class RedisBroker(Broker):
         keys, args = self._read_args(topic, after, before, limit)
         try:
             reply = self._sync_read(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             raise self._unavailable("Redis is unreachable.", exc) from None
         return self._history_read(reply)
 
     async def broadcast(self, topic: str, text: str) -> None:
         client, _ = self._async()
         try:
-            await client.publish(self.redis_channel(topic), text)
-        except (RedisError, OSError) as exc:
+            await client.execute_command(self.publish_command, self.redis_channel(topic), text)  # type: ignore[no-untyped-call]
+        except _FAILURES as exc:
             raise self._unavailable("Redis is unreachable.", exc) from None
 
     async def deliver(self, topic: str, text: str) -> bool:
         client, _ = self._async()
         try:
-            receivers = await client.publish(self.redis_channel(topic), text)
-        except (RedisError, OSError) as exc:
+            receivers = await client.execute_command(self.publish_command, self.redis_channel(topic), text)  # type: ignore[no-untyped-call]
+        except _FAILURES as exc:
             raise self._unavailable("Redis is unreachable.", exc) from None
         return int(receivers) > 0
 
@@ -385,14 +412,14 @@ class RedisBroker(Broker):
         client, _ = self._async()
         try:
             await client.set(f"{self.prefix}:once:{key}", value, px=max(1, int(ttl * 1000)))
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             raise self._unavailable("Redis is unreachable.", exc) from None
 
     async def take_once(self, key: str) -> str | None:
         client, _ = self._async()
         try:
             value = await client.getdel(f"{self.prefix}:once:{key}")
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             raise self._unavailable("Redis is unreachable.", exc) from None
         if value is None:
             return None
@@ -401,15 +428,15 @@ class RedisBroker(Broker):
     def broadcast_sync(self, topic: str, text: str) -> None:
         client, _ = self._sync()
         try:
-            client.publish(self.redis_channel(topic), text)
-        except (RedisError, OSError) as exc:
+            client.execute_command(self.publish_command, self.redis_channel(topic), text)  # type: ignore[no-untyped-call]
+        except _FAILURES as exc:
             raise self._unavailable("Redis is unreachable.", exc) from None
 
     async def last_serial(self, topic: str) -> int:
         client, _ = self._async()
         try:
             value = await client.hget(self.serial_key(topic), "s")
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             raise self._unavailable("Redis is unreachable.", exc) from None
         return int(value or 0)
 

@@ -33,10 +33,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import redis
+from redis.exceptions import ClusterError, RedisClusterException
 
 from .._lua import load_lua
 from ..broker.base import Broker
-from ..broker.connection import sync_client
+from ..broker.connection import is_cluster, sync_client
 from ..broker.keys import bus_channel, channel_key, check_prefix, process_key
 from ..conf import pulse_settings
 from ..exceptions import Unavailable
@@ -106,7 +107,7 @@ class RedisPresence(PresenceBackend):
         self.prefix = check_prefix(prefix or pulse_settings.REDIS_PREFIX)
         self._process_id = process_id
         # The command that broadcasts inside the scripts: the broker's ("SPUBLISH" on a sharded cluster).
-        self.publish_command = "PUBLISH"
+        self.publish_command = "SPUBLISH" if is_cluster(url) else "PUBLISH"
         self.client = sync_client(url, decode_responses=True, health_check_interval=30)
         self._change = self.client.register_script(_CHANGE)
         self._leave_script = self.client.register_script(_LEAVE)
@@ -148,7 +149,7 @@ class RedisPresence(PresenceBackend):
     def _call(self, fn: Callable[[], T]) -> T:
         try:
             return fn()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except (redis.ConnectionError, redis.TimeoutError, ClusterError, RedisClusterException) as exc:
             # No host or port in what clients see (the detail stays in the chained exception and the log).
             logger.debug("Presence store unreachable: %r", exc)
             raise Unavailable("The presence store (Redis) is unreachable.") from exc
