@@ -102,6 +102,7 @@ def measure(port: int, pid: int, subscribers: int, requests: int) -> dict[str, A
         "posts",
         "PUBLISH",
         "",
+        "86400000",  # CHANNEL_TTL (ms), the default
     ]
     started, cpu = time.monotonic(), process_cpu_seconds(pid)
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
