@@ -58,6 +58,32 @@ _SENTINEL_KEYS = {
 }
 
 
+def _setting_dict(name: str, value: Any, allowed: set[str]) -> dict[str, Any]:
+    """``PULSE[name]`` checked to be a dict with only ``allowed`` keys (ValueError naming the setting)."""
+    if not isinstance(value, dict):
+        raise ValueError(f"PULSE['{name}'] must be a dict (docs/settings.md)")
+    unknown = set(value) - allowed
+    if unknown:
+        raise ValueError(f"PULSE['{name}'] has unknown keys: {', '.join(sorted(unknown))}")
+    return value
+
+
+def _tls_options(enabled: bool, ca: str | None, cert: str | None, key: str | None) -> dict[str, Any]:
+    """redis-py's TLS options of a connection (none when TLS is off)."""
+    if not enabled:
+        return {}
+    return {"ssl": True, "ssl_ca_certs": ca, "ssl_certfile": cert, "ssl_keyfile": key}
+
+
+def _ssl_context(enabled: bool, ca: str | None, cert: str | None, key: str | None) -> _ssl.SSLContext | None:
+    if not enabled:
+        return None
+    context = _ssl.create_default_context(cafile=ca)
+    if cert:
+        context.load_cert_chain(cert, key)
+    return context
+
+
 @dataclass(frozen=True)
 class SentinelConfig:
     """``PULSE["REDIS_SENTINEL"]``, validated (docs/settings.md)."""
@@ -77,11 +103,7 @@ class SentinelConfig:
 
     @classmethod
     def from_setting(cls, value: Any) -> SentinelConfig:
-        if not isinstance(value, dict):
-            raise ValueError("PULSE['REDIS_SENTINEL'] must be a dict (docs/settings.md)")
-        unknown = set(value) - _SENTINEL_KEYS
-        if unknown:
-            raise ValueError(f"PULSE['REDIS_SENTINEL'] has unknown keys: {', '.join(sorted(unknown))}")
+        value = _setting_dict("REDIS_SENTINEL", value, _SENTINEL_KEYS)
         if not value.get("service") or not value.get("sentinels"):
             raise ValueError("PULSE['REDIS_SENTINEL'] needs 'service' and 'sentinels'")
         sentinels = tuple((str(host), int(port)) for host, port in value["sentinels"])
@@ -89,14 +111,7 @@ class SentinelConfig:
         return cls(service=str(value["service"]), sentinels=sentinels, **options)
 
     def _tls(self, enabled: bool) -> dict[str, Any]:
-        if not enabled:
-            return {}
-        return {
-            "ssl": True,
-            "ssl_ca_certs": self.ssl_ca_certs,
-            "ssl_certfile": self.ssl_certfile,
-            "ssl_keyfile": self.ssl_keyfile,
-        }
+        return _tls_options(enabled, self.ssl_ca_certs, self.ssl_certfile, self.ssl_keyfile)
 
     def node_kwargs(self) -> dict[str, Any]:
         """Connection options for the master (and replicas)."""
@@ -113,12 +128,7 @@ class SentinelConfig:
         }
 
     def ssl_context(self) -> _ssl.SSLContext | None:
-        if not self.ssl:
-            return None
-        context = _ssl.create_default_context(cafile=self.ssl_ca_certs)
-        if self.ssl_certfile:
-            context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
-        return context
+        return _ssl_context(self.ssl, self.ssl_ca_certs, self.ssl_certfile, self.ssl_keyfile)
 
 
 _CLUSTER_KEYS = {"nodes", "username", "password", "ssl", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile"}
@@ -138,11 +148,7 @@ class ClusterConfig:
 
     @classmethod
     def from_setting(cls, value: Any) -> ClusterConfig:
-        if not isinstance(value, dict):
-            raise ValueError("PULSE['REDIS_CLUSTER'] must be a dict (docs/settings.md)")
-        unknown = set(value) - _CLUSTER_KEYS
-        if unknown:
-            raise ValueError(f"PULSE['REDIS_CLUSTER'] has unknown keys: {', '.join(sorted(unknown))}")
+        value = _setting_dict("REDIS_CLUSTER", value, _CLUSTER_KEYS)
         if not value.get("nodes"):
             raise ValueError("PULSE['REDIS_CLUSTER'] needs 'nodes': [(host, port), ...] (any of the cluster's nodes)")
         nodes = tuple((str(host), int(port)) for host, port in value["nodes"])
@@ -151,23 +157,11 @@ class ClusterConfig:
 
     def node_kwargs(self) -> dict[str, Any]:
         """Connection options of every node (redis-py's, for ``Redis`` and ``RedisCluster`` alike)."""
-        tls: dict[str, Any] = {}
-        if self.ssl:
-            tls = {
-                "ssl": True,
-                "ssl_ca_certs": self.ssl_ca_certs,
-                "ssl_certfile": self.ssl_certfile,
-                "ssl_keyfile": self.ssl_keyfile,
-            }
+        tls = _tls_options(self.ssl, self.ssl_ca_certs, self.ssl_certfile, self.ssl_keyfile)
         return {"username": self.username, "password": self.password, **tls}
 
     def ssl_context(self) -> _ssl.SSLContext | None:
-        if not self.ssl:
-            return None
-        context = _ssl.create_default_context(cafile=self.ssl_ca_certs)
-        if self.ssl_certfile:
-            context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
-        return context
+        return _ssl_context(self.ssl, self.ssl_ca_certs, self.ssl_certfile, self.ssl_keyfile)
 
 
 def cluster_config() -> ClusterConfig | None:
