@@ -1544,8 +1544,13 @@
      * server confirms the subscription (every message published after that reaches cb).
      */
     subscribe(event, listener) {
-      if (isFunction(event) && listener === undefined) this._messages.on(event);
-      else this._messages.on(event, listener);
+      return this._listen(this._messages, event, listener);
+    }
+
+    /** Add listener (or, given only a function, a listener of everything) to emitter, and attach. */
+    _listen(emitter, event, listener) {
+      if (isFunction(event) && listener === undefined) emitter.on(event);
+      else emitter.on(event, listener);
       return this.attach();
     }
 
@@ -1610,9 +1615,7 @@
      * messages); resolves once attached.
      */
     listenForWhisper(name, listener) {
-      if (isFunction(name) && listener === undefined) this._whispers.on(name);
-      else this._whispers.on(name, listener);
-      return this.attach();
+      return this._listen(this._whispers, name, listener);
     }
 
     /** stopListeningForWhisper(), (cb), (name) or (name, cb); detaches when nothing listens any more. */
