@@ -237,6 +237,7 @@ async def test_one_pubsub_connection_per_shard_whatever_the_channels(
     await broker.aclose()
 
 
+@pytest.mark.slow
 async def test_kill_9_of_a_master_while_publishing(cluster: RedisCluster, settings: Any) -> None:
     """Publishes round-robin on channels of every shard; one master is killed; with REDIS_WAIT_REPLICAS 1 every
     publish reported successful survives the failover. The killed node is restarted once its replica has been

@@ -160,6 +160,7 @@ async def _until(predicate: Any) -> None:
         await asyncio.sleep(0.02)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group", [2], indirect=True, ids=["2 replicas"])
 async def test_kill_9_of_the_master_while_publishing(group: SentinelGroup, sentinel_settings: dict[str, Any]) -> None:
     def kill() -> float:
@@ -170,6 +171,7 @@ async def test_kill_9_of_the_master_while_publishing(group: SentinelGroup, senti
     await _check_failover(group, kill)
 
 
+@pytest.mark.slow
 async def test_sentinel_failover_command_while_publishing(
     group: SentinelGroup, sentinel_settings: dict[str, Any]
 ) -> None:
@@ -181,6 +183,7 @@ async def test_sentinel_failover_command_while_publishing(
     await _check_failover(group, failover)
 
 
+@pytest.mark.slow
 async def test_a_publish_no_replica_confirms_fails_clearly(
     group: SentinelGroup, sentinel_settings: dict[str, Any]
 ) -> None:

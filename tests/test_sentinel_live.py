@@ -13,9 +13,13 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 from tests.rawws import RawWebSocket
 from tests.redis_topology import sentinel_group
 from tests.servers import LiveServer, live_pair
+
+pytestmark = pytest.mark.slow  # two server processes and a Sentinel group
 
 
 def _publisher(server: LiveServer, results: list[tuple[str, bool]], stop: threading.Event) -> None:
@@ -64,8 +68,15 @@ async def test_kill_9_of_the_master_under_two_live_processes() -> None:
                 mark = len(results)
 
                 def carried_on() -> bool:
-                    return sum(ok for _id, ok in results[mark:]) >= 20 and any(
-                        f["action"] == "discontinuity" for f in frames
+                    # At least 20 publishes succeeded after the switch, the listener had its discontinuity, and
+                    # one of those publishes then reached it live. The publisher keeps going until then: the
+                    # listener's process may re-subscribe after the first 20 (its reconnect backs off).
+                    notices = [n for n, f in enumerate(frames) if f["action"] == "discontinuity"]
+                    ok_after = {i for i, ok in results[mark:] if ok}
+                    return (
+                        len(ok_after) >= 20
+                        and bool(notices)
+                        and any(f.get("id") in ok_after for f in frames[notices[-1] + 1 :])
                     )
 
                 deadline = time.monotonic() + 40
@@ -75,16 +86,11 @@ async def test_kill_9_of_the_master_under_two_live_processes() -> None:
             finally:
                 stop.set()
                 await asyncio.to_thread(thread.join, 10)
-            # The listener hears the new master live after its discontinuity.
-            last_id = next(i for i, ok in reversed(results) if ok)
-            deadline = time.monotonic() + 10
-            while not any(f.get("id") == last_id for f in frames):
-                assert time.monotonic() < deadline, f"{last_id} never arrived live"
-                await asyncio.sleep(0.05)
-            listening.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listening  # it may be inside recv(): the close below reads the same stream
-            await ws.close()
+                await asyncio.sleep(0.5)  # the last publishes arrive
+                listening.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listening  # it may be inside recv(): the close below reads the same stream
+                await ws.close()
 
             # Every publish that answered 200 is delivered live or retained; the listener's live messages
             # only grow in serial between discontinuities.

@@ -17,6 +17,8 @@ from tests.sseclient import SDKStream, open_stream, post_json, sdk_stream
 
 SERVERS = ["daphne", "uvicorn"]
 
+pytestmark = pytest.mark.slow  # real server processes
+
 
 async def publish(server: LiveServer, channel: str, event: str, data: Any = None) -> str:
     return await asyncio.to_thread(server.publish, channel, event, data)
