@@ -5,8 +5,9 @@ must accept ``**kwargs``. They are sent on the process where the event happened 
 that holds the connection or made the change), from async code with ``asend`` (sync receivers run in a
 thread, as Django does it). A receiver that raises is logged and never breaks delivery.
 
-- ``message_published``: ``kb_id, channel, event, id, serial, client_id, data`` (``client_id`` None when the
-  server published; ``data`` as subscribers decode it from JSON). ``django_pulse.testing`` records it.
+- ``message_published``: ``kb_id, channel, event, id, serial, client_id, data, exclude`` (``client_id`` None
+  when the server published; ``data`` as subscribers decode it from JSON; ``exclude`` the connection id it was
+  published for the others of, else None). ``django_pulse.testing`` records it.
 - ``client_connected``: ``kb_id, client_id, connection_id``.
 - ``client_disconnected``: ``kb_id, client_id, connection_id, code`` (the close code).
 - ``connection_recovered``: ``kb_id, client_id, connection_id, process_id, previous_process_id`` — a new

@@ -66,6 +66,7 @@ class PublishedMessage:
     kb_id: str
     serial: int
     client_id: str | None
+    exclude: str | None = None  # published for the others of this connection id (``exclude`` / ``toOthers``)
 
     def matches(self, channel: str | None, event: str | None, data: Any, kb_id: str | None) -> bool:
         return (
@@ -136,9 +137,10 @@ class PulseCapture:
         serial: int,
         client_id: str | None,
         data: Any = None,
+        exclude: str | None = None,
         **kwargs: Any,
     ) -> None:
-        self._messages.append(PublishedMessage(channel, event, data, id, kb_id, serial, client_id))
+        self._messages.append(PublishedMessage(channel, event, data, id, kb_id, serial, client_id, exclude))
 
     def run_on_commit(self) -> None:
         """Run the pending on-commit callbacks registered since the capture started, when only the test case's

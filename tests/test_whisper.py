@@ -26,6 +26,7 @@ from django_pulse.protocol import (
     whisper_frame,
 )
 from django_pulse.server.recovery import ReplaySink
+from django_pulse.testing import capture_published
 from tests.wsutil import Client, connect, open_client, token
 
 WHISPER_ONLY = {"room": ["subscribe", "whisper"]}
@@ -244,8 +245,11 @@ async def test_a_server_publish_excluding_a_connection_and_its_resume(backend: s
     first = await ada.request("subscribe", channel="room")
     ada_id, key, epoch = ada.connected["connectionId"], ada.connected["connectionKey"], first["epoch"]
     await ada.close()
-    message_id = await pulse.apublish("room", "said", {"text": "mine"}, exclude=ada_id)
-    other = await pulse.apublish("room", "said", {"text": "theirs"})
+    with capture_published() as published:
+        message_id = await pulse.apublish("room", "said", {"text": "mine"}, exclude=ada_id)
+        other = await pulse.apublish("room", "said", {"text": "theirs"})
+    # The message_published signal (and so the test capture) says whom each was published for the others of.
+    assert [(m.id, m.exclude) for m in published.messages] == [(message_id, ada_id), (other, None)]
     assert [(await bob.recv(timeout=5))["id"] for _ in range(2)] == [message_id, other]
     back = await open_client()
     await back.send({"action": "auth", "token": await token("ada"), "recover": key})

@@ -20,7 +20,15 @@ from ..broker.base import message_topic
 from ..conf import pulse_settings
 from ..exceptions import LimitExceeded, ProtocolViolation
 from ..metrics import publish_source
-from ..protocol import CONNECTION_ID_RE, ErrorCode, is_valid_channel, message_frame, message_head, utf8_len
+from ..protocol import (
+    CONNECTION_ID_RE,
+    ErrorCode,
+    excluded_connection,
+    is_valid_channel,
+    message_frame,
+    message_head,
+    utf8_len,
+)
 from .runtime import get_runtime
 
 __all__ = ["abroadcast_once", "broadcast_once", "build_message", "encode_data", "publish_as_client"]
@@ -112,6 +120,7 @@ def _published_kwargs(
         "serial": serial,
         "client_id": client_id,
         "data": data,
+        "exclude": excluded_connection(head),  # the connection it was published for the others of, or None
     }
 
 
