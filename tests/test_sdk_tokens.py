@@ -88,3 +88,41 @@ def test_capabilities_are_carried() -> None:
     assert claims.allows("orders.1", "subscribe") and not claims.allows("orders.1", "publish")
     with pytest.raises(ValueError):
         pulse.get_token("u", capabilities={"x": ["fly"]})
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_connection_storm_verifies_tokens_without_the_database_until_the_app_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After one check against the database, tokens of that app are verified on the event loop (no thread hop,
+    no query) while its secret is cached; a forged token is still refused there, and disabling the app ends it
+    at once: the next check reads the database and refuses."""
+    from asgiref.sync import sync_to_async
+
+    from django_pulse.server import app_access
+
+    token = (await sync_to_async(pulse.get_token)("ada"))["token"]
+    assert (await app_access.aauthenticate_token(token)).client_id == "ada"
+    through_database: list[str] = []
+    real = app_access._authenticate_in_thread
+
+    async def counted(t: object) -> object:
+        through_database.append(str(t))
+        return await real(t)
+
+    monkeypatch.setattr(app_access, "_authenticate_in_thread", counted)
+    for _ in range(3):
+        assert (await app_access.aauthenticate_token(token)).client_id == "ada"
+    with pytest.raises(TokenError):
+        await app_access.aauthenticate_token(token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB"))
+    assert through_database == []
+
+    def disable() -> None:
+        app = PulseApp.objects.get(kb_id="default")
+        app.enabled = False
+        app.save()
+
+    await sync_to_async(disable)()
+    with pytest.raises(AppError) as info:
+        await app_access.aauthenticate_token(token)
+    assert info.value.code is ErrorCode.APP_DISABLED and through_database == [token]

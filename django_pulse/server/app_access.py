@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
@@ -144,7 +145,25 @@ def authenticate_token(token: object) -> Claims:
     claims = verify_token(token, secret=app.token_secret, kb_id=kb_id, leeway=pulse_settings.TOKEN_LEEWAY)
     if not app.enabled:
         raise AppError(f"The Pulse app {kb_id!r} is disabled.", ErrorCode.APP_DISABLED)
+    _apps().remember_secret(kb_id, app.token_secret)
     return claims
 
 
-aauthenticate_token = sync_to_async(authenticate_token, thread_sensitive=True)
+_authenticate_in_thread = database_sync_to_async(authenticate_token)
+
+
+async def aauthenticate_token(token: object) -> Claims:
+    """``authenticate_token`` for async code (a connection's ``auth``, a token refresh, an SSE ticket).
+
+    While the app's secret is cached (it was read enabled less than ENABLED_APP_TTL ago, and has not been saved,
+    deleted or disabled since: ``AppCache``), the token is verified on the event loop: no thread hop and no
+    query, which a burst of connections would otherwise queue behind one thread. Else through the database,
+    which fills the cache. Raises as ``authenticate_token``.
+    """
+    kb_id = peek_kb_id(token)
+    secret = _apps().token_secret(kb_id)
+    if secret is None:
+        claims: Claims = await _authenticate_in_thread(token)
+        return claims
+    assert isinstance(token, str)
+    return verify_token(token, secret=secret, kb_id=kb_id, leeway=pulse_settings.TOKEN_LEEWAY)

@@ -53,7 +53,7 @@ from ..protocol import (
 from ..protocol.tokens import Claims
 from ..streams import StreamGrant, remember_stream
 from ._server_io import install_daphne_shutdown
-from .app_access import authenticate_token
+from .app_access import aauthenticate_token
 from .control import RECOVERED
 from .outbox import Outbox, Sink
 from .recovery import ReplaySink, connection_key, recovered_connection_id
@@ -128,8 +128,6 @@ def _connection_limits() -> _Limits:
     limits: _Limits = cached[1]
     return limits
 
-
-_authenticate = database_sync_to_async(authenticate_token)
 
 # Seconds a closed connection waits for the server's websocket.disconnect before it ends itself.
 ABANDON_AFTER = 5.0
@@ -432,7 +430,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         if self.claims is not None:
             return await self._refresh(token)
         try:
-            claims = await _authenticate(token)
+            claims = await aauthenticate_token(token)
         except PulseError as exc:
             get_runtime().metrics.auth_failed(exc.code.value)
             if not self.closed:
@@ -557,7 +555,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
             get_runtime().hub.recovered(command)
 
     async def _refresh(self, token: str) -> dict[str, Any]:
-        claims = await _authenticate(token)
+        claims = await aauthenticate_token(token)
         if claims.client_id != self.client_id or claims.kb_id != self.kb_id:
             raise TokenError("The new token is for another client or app.", ErrorCode.CLIENT_ID_MISMATCH)
         self.claims = claims

@@ -38,15 +38,13 @@ from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from channels.db import database_sync_to_async
-
 from ..conf import pulse_settings
 from ..exceptions import PulseError
 from ..protocol import Action, CloseCode, ErrorCode, Operation, Request, dumps, parse_frame
 from ..protocol import sse as sse_wire
 from ..protocol.tokens import Claims
 from ._server_io import buffer_probe, install_daphne_shutdown, response_writer
-from .app_access import authenticate_token
+from .app_access import aauthenticate_token
 from .consumer import PulseConsumer
 from .runtime import get_runtime
 
@@ -129,7 +127,6 @@ class _MessageCache:
         return parsed
 
 
-_authenticate = database_sync_to_async(authenticate_token)
 _events = _EventCache()
 _messages = _MessageCache()
 
@@ -554,7 +551,7 @@ async def _ticket(scope: dict[str, Any], receive: Any, send: Any, cors: list[tup
         await _error(send, 400, ErrorCode.BAD_REQUEST.value, "token must be a string of 1-8192 characters.", cors)
         return
     try:
-        claims = await _authenticate(token)
+        claims = await aauthenticate_token(token)
     except PulseError as exc:
         await _error(send, _TOKEN_STATUS.get(exc.code, 400), exc.code.value, exc.message, cors)
         return
