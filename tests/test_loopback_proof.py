@@ -51,10 +51,10 @@ SERVERS = 4
 # Publishers: HTTP_RATE messages/s through the servers' HTTP endpoint (threads, each waiting for its answer),
 # the rest of RATE with the SDK from this process (tasks). Each lane publishes on its own share of channels.
 HTTP_RATE = 20.0
-HTTP_LANES = 4
 # Lanes wait for each answer (a publish with WAIT is several round trips): enough of them to keep the rate when an
-# answer takes ~100 ms on a loaded machine.
-SDK_LANES = 32
+# answer takes up to ~400 ms on a loaded machine (each lane publishes 2.5 messages/s).
+HTTP_LANES = 8
+SDK_LANES = max(32, int((RATE - HTTP_RATE) / 2.5))
 LANES = HTTP_LANES + SDK_LANES
 STEADY_SECONDS = 8.0
 # Presence heals within PROCESS_TIMEOUT + PROCESS_HEARTBEAT (docs/presence.md), counted from the promotion.
