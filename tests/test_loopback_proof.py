@@ -56,6 +56,7 @@ HTTP_RATE = 20.0
 # (tests/proof_publisher.py): they only spread the channels.
 HTTP_LANES = 8
 SDK_LANES = 32
+SDK_PROCESSES = 1  # worker processes sharing the SDK lanes
 LANES = HTTP_LANES + SDK_LANES
 STEADY_SECONDS = 8.0
 # Presence heals within PROCESS_TIMEOUT + PROCESS_HEARTBEAT (docs/presence.md), counted from the promotion.
@@ -76,6 +77,7 @@ class Publishes:
     failed: set[str] = field(default_factory=set)
     reasons: list[str] = field(default_factory=list)
     answered: list[tuple[float, bool]] = field(default_factory=list)
+    via_http: list[bool] = field(default_factory=list)  # beside answered: through the HTTP endpoint
 
 
 def _record(
@@ -89,6 +91,7 @@ def _record(
     else:
         published.ok.setdefault(channel, {})[message_id] = k
     published.answered.append((time.monotonic() if at is None else at, error is None))
+    published.via_http.append(at is None)
 
 
 def _lane(k: int, index: int) -> tuple[str, str]:
@@ -118,14 +121,16 @@ def _http_publisher(servers: list[LiveServer], published: Publishes, stop: threa
             next_at = time.monotonic()
 
 
-def _sdk_publisher(server: LiveServer, published: Publishes, stop: threading.Event) -> None:
-    """A fifth process of the site (as a worker would be, tests/proof_publisher.py) publishing with
-    ``pulse.apublish``: the rest of RATE, over SDK_LANES lanes. Its answers are read here, line by line."""
+def _sdk_publisher(server: LiveServer, published: Publishes, stop: threading.Event, index: int) -> None:
+    """Worker process ``index`` of the site (tests/proof_publisher.py) publishing with ``pulse.apublish``: its
+    share of the rest of RATE, over its share of SDK_LANES lanes. Its answers are read here, line by line."""
     import subprocess
     import sys
 
-    command = [sys.executable, "-m", "tests.proof_publisher", str(RATE - HTTP_RATE), str(SDK_LANES)]
-    command += [str(HTTP_LANES), str(LANES), str(CHANNELS)]
+    lanes = SDK_LANES // SDK_PROCESSES
+    rate = (RATE - HTTP_RATE) / SDK_PROCESSES
+    command = [sys.executable, "-m", "tests.proof_publisher", str(rate), str(lanes)]
+    command += [str(HTTP_LANES + index * lanes), str(LANES), str(CHANNELS)]
     proc = subprocess.Popen(
         command, env=server.env, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
     )
@@ -279,17 +284,20 @@ async def _prove_with(pulse: dict[str, Any], kill: Callable[[], float], label: s
         publishing_from = time.monotonic()
         for thread in threads:
             thread.start()
-        threads.append(threading.Thread(target=_sdk_publisher, args=(servers[0], published, stop), daemon=True))
-        threads[-1].start()
+        for i in range(SDK_PROCESSES):
+            threads.append(threading.Thread(target=_sdk_publisher, args=(servers[0], published, stop, i), daemon=True))
+            threads[-1].start()
         switch_seconds = presence_seconds = 0.0
         try:
             # 1. Steady traffic (counted from the first answers: the publishing process takes a while to start).
-            await _until(lambda: len(published.answered) >= 20, 60, "the publishers' first answers")
+            # Both kinds: the publishing process starts (Django set-up) well after the HTTP threads' first answers.
+            await _until(
+                lambda: sum(published.via_http) >= 20 and len(published.via_http) - sum(published.via_http) >= 20,
+                60,
+                "the publishers' first answers",
+            )
             publishing_from = time.monotonic()
             await asyncio.sleep(STEADY_SECONDS)
-            steady_ok = sum(1 for t, ok in published.answered if ok and t >= publishing_from)
-            steady_rate = steady_ok / (time.monotonic() - publishing_from)
-            steady_failed = len(published.failed)
             steady_reasons = published.reasons[:2]
             # 2. The failover, while traffic runs.
             killed_at = time.monotonic()
@@ -319,6 +327,17 @@ async def _prove_with(pulse: dict[str, Any], kill: Callable[[], float], label: s
             for thread in threads:
                 await asyncio.to_thread(thread.join, 15)
         elapsed = published.answered[-1][0] - publishing_from if published.answered else 0
+        # The steady phase's figures, from the answers' own times (read once every answer is in: the publishing
+        # process's lines reach this busy process late).
+        steady = [
+            (ok, http)
+            for (t, ok), http in zip(published.answered, published.via_http, strict=True)
+            if publishing_from <= t < killed_at
+        ]
+        steady_seconds = killed_at - publishing_from
+        steady_ok = sum(ok for ok, _http in steady)
+        steady_failed = len(steady) - steady_ok
+        steady_http = sum(ok and http for ok, http in steady)
         failed_during = [t for t, ok in published.answered if not ok]
         publish_gap = (max(failed_during) - killed_at) if failed_during else 0.0
 
@@ -384,7 +403,8 @@ async def _prove_with(pulse: dict[str, Any], kill: Callable[[], float], label: s
             f"\n{label}: {CONNECTIONS} connections on {CHANNELS} channels over {SERVERS} daphne processes "
             f"(opened in {connect_seconds:.1f} s); {total_ok} messages answered 200 and {len(published.failed)} "
             f"failed over {elapsed:.0f} s (target {RATE:.0f}/s); steady phase: {steady_ok} ok "
-            f"({steady_rate:.0f}/s), {steady_failed} "
+            f"({steady_ok / steady_seconds:.0f}/s: {steady_http / steady_seconds:.0f}/s through HTTP, "
+            f"{(steady_ok - steady_http) / steady_seconds:.0f}/s with the SDK), {steady_failed} "
             f"failed {steady_reasons}; replica promoted after {switch_seconds:.2f} s; "
             f"publishes failed until {publish_gap:.2f} s "
             f"after the kill; subscribers exact: {exact}, with a discontinuity: {disrupted}; presence right "
