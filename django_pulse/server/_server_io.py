@@ -54,6 +54,7 @@ __all__ = [
     "DAPHNE_REQUEST",
     "GRANIAN_SIGNALS",
     "REQUIREMENTS",
+    "TWISTED_HTTP_CHANNEL",
     "TWISTED_REACTOR",
     "TWISTED_TRANSPORT",
     "UVICORN_FLOW",
@@ -179,6 +180,12 @@ DAPHNE_CONNECTION_REQUEST = Requirement(
     "autobahn's ConnectionRequest (daphne's protocol.request; daphne reads its path after the handshake)",
     ("headers", "params", "origin", "protocols", "extensions"),
 )
+TWISTED_HTTP_CHANNEL = Requirement(
+    "daphne",
+    "Twisted",
+    "twisted.web.http.HTTPChannel (the upgraded connection's producer; its requests list holds daphne's WebRequest)",
+    ("requests",),
+)
 UVICORN_HANDSHAKE = Requirement(
     "uvicorn",
     "uvicorn",
@@ -208,6 +215,7 @@ REQUIREMENTS = (
     TWISTED_REACTOR,
     DAPHNE_HANDSHAKE,
     DAPHNE_CONNECTION_REQUEST,
+    TWISTED_HTTP_CHANNEL,
     UVICORN_HANDSHAKE,
     WEBSOCKETS_HANDSHAKE,
     GRANIAN_SIGNALS,
@@ -813,7 +821,32 @@ def _release_daphne_handshake(protocol: Any) -> bool:
     request.origin = None
     request.protocols = []
     request.extensions = []
+    _release_upgraded_request(getattr(protocol, "transport", None))
     return True
+
+
+def _release_upgraded_request(transport: Any) -> None:
+    """daphne's HTTP request that asked for the upgrade (``WebRequest``: its headers, body buffer, addresses)
+    stays in the ``requests`` list of Twisted's ``HTTPChannel``, which stays registered as the TCP transport's
+    producer for the whole connection. Once daphne handed the socket over (the request's ``transport`` is None),
+    that channel gets no more data (the transport's protocol is the WebSocket one), so the list is read by nothing
+    but the channel's ``connectionLost``, which Twisted no longer calls: drop the handed-over requests."""
+    try:
+        from daphne.http_protocol import WebRequest
+        from twisted.web.http import HTTPChannel
+    except ImportError:
+        return
+    channel = getattr(transport, "producer", None)
+    if not isinstance(channel, HTTPChannel) or TWISTED_HTTP_CHANNEL.missing(channel):
+        return
+    requests = channel.requests
+    if (
+        isinstance(requests, list)
+        and requests
+        and all(isinstance(r, WebRequest) and getattr(r, "transport", True) is None for r in requests)
+        and getattr(transport, "protocol", None) is not channel
+    ):
+        requests.clear()
 
 
 # -- daphne: graceful shutdown -------------------------------------------------------------------------------
