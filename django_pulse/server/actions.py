@@ -109,7 +109,7 @@ async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any] | N
         conn.send_frame(ok_frame(request.ref, result))
     for frame in plan.frames:
         conn.send_frame(_as_seen_by(conn.connection_id, frame))
-    sink.release(read.serial)
+    sink.release(read.serial, settled=broker.settled())
     return None
 
 
