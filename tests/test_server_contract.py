@@ -810,6 +810,26 @@ def test_websockets_reads_the_offered_extensions_only_in_accept() -> None:
     assert callers("process_request") == {"accept"}, version_of("websockets")
 
 
+def test_websockets_parser_reads_the_request_only_before_the_handshake_ends() -> None:
+    """websockets' ServerProtocol.parse keeps the opening request as a local for the whole connection (it then
+    parses frames with ``yield from super().parse()``); release_handshake empties its headers, which is safe while
+    parse reads the request only before that point."""
+    from websockets.datastructures import Headers
+    from websockets.server import ServerProtocol
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(ServerProtocol.parse)))
+    frames = [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.YieldFrom) and ast.unparse(node.value) == "super().parse()"
+    ]
+    reads = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Name) and node.id == "request"]
+    assert len(frames) == 1 and reads and max(reads) < frames[0], (
+        f"{version_of('websockets')}: ServerProtocol.parse reads its request at lines {reads}, frames from {frames}"
+    )
+    assert_has(server_io.WEBSOCKETS_HEADERS, Headers())
+
+
 def test_autobahn_and_daphne_read_the_handshake_state_only_during_the_handshake() -> None:
     """autobahn reads its copies of the request and response only while shaking hands; daphne reads its
     ``request`` only in ``onConnect`` and its ``path`` afterwards (access log lines): what release_handshake
@@ -844,8 +864,12 @@ async def test_uvicorn_connection_works_after_its_handshake_state_is_released() 
         protocol = send.__self__
         assert_has(server_io.UVICORN_HANDSHAKE, protocol)
         assert_has(server_io.WEBSOCKETS_HANDSHAKE, protocol.conn)
+        request = protocol.request
+        assert_has(server_io.WEBSOCKETS_REQUEST, request)
+        assert len(request.headers) > 0
         released["done"] = server_io.release_handshake(send)
         released["state"] = (protocol.request, protocol.response, protocol.conn.available_extensions)
+        released["headers"] = len(request.headers)
         await send({"type": "websocket.send", "text": "one"})
         message = await receive()
         await asyncio.sleep(0.3)  # a few keepalive pings
@@ -865,7 +889,7 @@ async def test_uvicorn_connection_works_after_its_handshake_state_is_released() 
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 10)
         assert ws.close_code == 4321
-    assert released == {"done": True, "state": (None, None, None)}, f"{version_of('uvicorn')}: {released}"
+    assert released == {"done": True, "state": (None, None, None), "headers": 0}, f"{version_of('uvicorn')}: {released}"
 
 
 def test_release_handshake_ignores_an_unknown_send() -> None:

@@ -63,6 +63,8 @@ __all__ = [
     "UVICORN_PROTOCOL",
     "WEBSOCKETS_CONNECTION",
     "WEBSOCKETS_HANDSHAKE",
+    "WEBSOCKETS_HEADERS",
+    "WEBSOCKETS_REQUEST",
     "FastPathReport",
     "Requirement",
     "ResponseWriter",
@@ -198,6 +200,12 @@ WEBSOCKETS_HANDSHAKE = Requirement(
     "websockets' ServerProtocol, its opening handshake (read by accept)",
     ("available_extensions",),
 )
+# The request also stays a local of the ServerProtocol's parser generator (ServerProtocol.parse) for the whole
+# connection: its headers, which nothing reads after accept, are emptied with Headers.clear().
+WEBSOCKETS_REQUEST = Requirement(
+    "uvicorn", "websockets", "websockets' Request (the opening handshake's, uvicorn's protocol.request)", ("headers",)
+)
+WEBSOCKETS_HEADERS = Requirement("uvicorn", "websockets", "websockets' Headers (the request's headers)", ("clear",))
 GRANIAN_SIGNALS = Requirement(
     "granian",
     "granian",
@@ -218,6 +226,8 @@ REQUIREMENTS = (
     TWISTED_HTTP_CHANNEL,
     UVICORN_HANDSHAKE,
     WEBSOCKETS_HANDSHAKE,
+    WEBSOCKETS_REQUEST,
+    WEBSOCKETS_HEADERS,
     GRANIAN_SIGNALS,
 )
 
@@ -792,6 +802,9 @@ def _release_uvicorn_handshake(protocol: Any) -> bool:
     # handshake completes and handle_connect only on the request's arrival (tests/test_server_contract.py).
     if protocol.handshake_complete is not True or protocol.initial_response is not None or protocol.close_sent:
         return False
+    headers = getattr(protocol.request, "headers", None)
+    if headers is not None and not WEBSOCKETS_HEADERS.missing(headers):
+        headers.clear()  # the parser generator keeps the request itself (tests/test_server_contract.py)
     protocol.request = None
     protocol.response = None
     conn.available_extensions = None  # read by accept() only (the extensions in use are conn.extensions)
