@@ -42,6 +42,7 @@ import functools
 import logging
 import struct
 import sys
+import types
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from importlib import metadata
@@ -390,8 +391,10 @@ def buffer_probe(send: Any) -> Callable[[], int] | None:
     protocol = daphne_protocol(send)
     if protocol is None:
         return None
-    # A partial, not a closure: a third of the memory per connection (docs/performance.md).
-    return functools.partial(_protocol_buffered, protocol)
+    # The function bound to the protocol as a method: 64 bytes per connection, against ~190 for a partial (its
+    # argument tuple and keyword dict) and ~550 for a closure (docs/performance.md); called the same way.
+    probe: Callable[[], int] = types.MethodType(_protocol_buffered, protocol)
+    return probe
 
 
 def _protocol_buffered(protocol: Any) -> int:
