@@ -283,3 +283,80 @@ async def test_replay_sink_stops_filtering_when_the_counter_starts_again() -> No
     assert [json.loads(t).get("serial") for t in out.texts] == [None, 1]
     await asyncio.sleep(0)
     assert caught_up == [sink]
+
+
+async def test_replay_sink_released_settled_hands_over_at_once_and_still_forwards_what_it_held() -> None:
+    """The broker has nothing on its way (``settled``): no frame at or below the read can come any more, so the
+    subscription hands over to the outbox right after the release, not at its first live message."""
+    from django_pulse.server.recovery import ReplaySink
+
+    out = Collect()
+    caught_up: list[ReplaySink] = []
+    sink = ReplaySink(out, caught_up.append)
+    sink.push(frame(5), 1)  # dispatched between the read (5) and the release: in the replay already
+    sink.push(frame(6), 1)
+    sink.release(5, settled=True)
+    assert [json.loads(t)["serial"] for t in out.texts] == [6]
+    await asyncio.sleep(0)
+    assert caught_up == [sink]
+    idle = ReplaySink(out, caught_up.append)
+    idle.release(6, settled=True)
+    await asyncio.sleep(0)
+    assert caught_up == [sink, idle]
+    unsettled = ReplaySink(out, caught_up.append)
+    unsettled.release(6, settled=False)
+    await asyncio.sleep(0)
+    assert caught_up == [sink, idle]  # waits for a live frame above 6, as before
+
+
+async def test_the_memory_broker_is_settled_only_when_nothing_published_is_on_its_way() -> None:
+    """A publish from another thread is queued for the loop: until the loop has dispatched it the broker is not
+    settled (a subscription reading now must keep filtering); once dispatched it is."""
+    from django_pulse.broker.memory import MemoryBroker
+
+    broker = MemoryBroker()
+    received: list[str] = []
+
+    class Hub:
+        def dispatch(self, topic: str, text: str) -> None:
+            received.append(text)
+
+        def discontinuity(self, topic: str, reason: str) -> None:
+            pass
+
+    broker.delivery = Hub()  # type: ignore[assignment]
+    await broker.subscribe("m:kb:posts")
+    assert broker.settled()
+    import threading
+
+    publisher = threading.Thread(target=broker.publish_message_sync, args=("m:kb:posts", head(1)))
+    publisher.start()
+    publisher.join()  # the loop does not run meanwhile: the frame waits for it
+    assert not broker.settled() and received == []
+    await asyncio.sleep(0.05)
+    assert broker.settled() and len(received) == 1
+    await broker.publish_message("m:kb:posts", head(2))  # on the loop: dispatched before it returns
+    assert broker.settled() and len(received) == 2
+    await broker.aclose()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_idle_subscription_keeps_nothing_of_its_subscribe_in_memory() -> None:
+    """Subscribed with nothing on its way (in-memory broker): the connection's outbox is the topic's sink right
+    after the reply, and no ReplaySink or catching_up map is left; live messages still arrive once, in order."""
+    from django_pulse.server.consumer import PulseConsumer
+    from tests.wsutil import connect
+
+    await pulse.apublish("idle", "before", {"i": 0})
+    client = await connect("ann")
+    reply = await client.request("subscribe", channel="idle")
+    assert reply["action"] == "ok" and reply["serial"] == 1, reply
+    await asyncio.sleep(0.05)
+    (conn,) = [c for c in get_runtime().connections if isinstance(c, PulseConsumer)]
+    assert conn.catching_up is None
+    assert get_runtime().hub.topics[conn.subscriptions["idle"]] == {conn.outbox}
+    await pulse.apublish("idle", "after", {"i": 1})
+    message = await client.recv()
+    assert (message["name"], message["serial"]) == ("after", 2), message
+    assert await client.nothing(0.1)
+    await client.close()

@@ -126,3 +126,43 @@ async def test_a_connection_storm_verifies_tokens_without_the_database_until_the
     with pytest.raises(AppError) as info:
         await app_access.aauthenticate_token(token)
     assert info.value.code is ErrorCode.APP_DISABLED and through_database == [token]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_verified_claims_are_shared_but_every_token_is_still_verified() -> None:
+    """A connection keeps its token's claims for its whole life: the same token verified again gives the same
+    ``Claims`` object, other tokens with the same capabilities share one capability map and the interned client
+    and app ids; a tampered token is refused even after its genuine twin was shared."""
+    import sys
+
+    from asgiref.sync import sync_to_async
+
+    from django_pulse.server import app_access
+
+    def tokens() -> list[str]:
+        caps = {"room-*": ["subscribe", "presence"]}
+        return [pulse.get_token(user, capabilities=caps)["token"] for user in ("ada", "ada", "bob")]
+
+    ada1, ada2, bob = await sync_to_async(tokens)()
+    first = await app_access.aauthenticate_token(ada1)
+    assert await app_access.aauthenticate_token(ada1) is first
+    other = await app_access.aauthenticate_token(ada2)
+    assert other is not first and other.token_id != first.token_id
+    assert other.client_id is first.client_id and other.client_id is sys.intern("ada")
+    third = await app_access.aauthenticate_token(bob)
+    assert third.capabilities is first.capabilities == {"room-*": ["presence", "subscribe"]}
+    assert third.kb_id is first.kb_id
+    with pytest.raises(TokenError):
+        await app_access.aauthenticate_token(ada1[:-4] + ("AAAA" if not ada1.endswith("AAAA") else "BBBB"))
+
+
+def test_shared_claims_are_bounded() -> None:
+    from django_pulse.protocol.tokens import Claims
+    from django_pulse.server.app_cache import SHARED_CLAIMS, AppCache
+
+    cache = AppCache()
+    claims = [Claims(f"c{i}", "kb", 1, 2, f"t{i}", {"*": ["subscribe"]}) for i in range(SHARED_CLAIMS + 5)]
+    shared = [cache.share_claims(c) for c in claims]
+    assert shared == claims and len({id(c.capabilities) for c in shared}) == 1
+    assert cache.share_claims(claims[-1]) is shared[-1]
+    assert cache.share_claims(claims[0]) is not shared[0]  # dropped: the oldest went first

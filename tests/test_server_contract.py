@@ -9,12 +9,16 @@ A failure here names the server, its version and the missing name: update _serve
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import functools
+import inspect
+import itertools
 import json
 import logging
 import socket
+import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import metadata
 from typing import Any
@@ -740,3 +744,305 @@ async def test_uvicorn_h11_keeps_the_asgi_path_for_sse_without_a_warning() -> No
     assert checked.is_set()
     entry = report.as_dict()["uvicorn-sse"]
     assert (entry["path"], entry["drift"]) == ("asgi", False) and "h11" in entry["reason"], entry
+
+
+# -- the opening handshake's state, released once the connection is open (release_handshake) --------------------
+
+
+def self_reads(cls: type, names: set[str]) -> list[tuple[str, str, list[ast.AST]]]:
+    """Every read of ``self.<name>`` (``name`` in ``names``) in ``cls``'s own source: (method, name, the AST
+    nodes enclosing it, outermost first)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    reads: list[tuple[str, str, list[ast.AST]]] = []
+
+    def walk(node: ast.AST, method: str, path: list[ast.AST]) -> None:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            method = node.name
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "self"
+            and node.attr in names
+            and isinstance(node.ctx, ast.Load)
+        ):
+            reads.append((method, node.attr, [*path, node]))
+        for child in ast.iter_child_nodes(node):
+            walk(child, method, [*path, node])
+
+    walk(tree, "", [])
+    return reads
+
+
+def _under_not_handshake_complete(path: list[ast.AST]) -> bool:
+    """True when a node is in the body (not the ``else``) of an ``if`` testing ``not self.handshake_complete``."""
+    return any(
+        isinstance(node, ast.If)
+        and "not self.handshake_complete" in ast.unparse(node.test)
+        and any(inner is child for child in node.body)
+        for node, inner in itertools.pairwise(path)
+    )
+
+
+def test_uvicorn_reads_the_request_and_response_only_during_the_handshake() -> None:
+    """``release_handshake`` drops uvicorn's ``request`` and ``response`` once the connection is accepted: that is
+    safe while uvicorn reads them only where the request arrives (``handle_connect``) and in ``send`` before the
+    handshake completes. A uvicorn that reads them anywhere else fails here."""
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    reads = self_reads(WebSocketsSansIOProtocol, {"request", "response"})
+    assert reads, f"{version_of('uvicorn')}: no read of request/response found: the source changed shape"
+    elsewhere = [
+        (method, name)
+        for method, name, path in reads
+        if method != "handle_connect" and not (method == "send" and _under_not_handshake_complete(path))
+    ]
+    assert not elsewhere, f"{version_of('uvicorn')} reads {elsewhere} after the handshake: update release_handshake"
+
+
+def test_websockets_reads_the_offered_extensions_only_in_accept() -> None:
+    from websockets.server import ServerProtocol
+
+    def callers(name: str) -> set[str]:
+        return {method for method, _, _ in self_reads(ServerProtocol, {name})}
+
+    assert callers("available_extensions") == {"process_extensions"}, version_of("websockets")
+    assert callers("process_extensions") == {"process_request"}, version_of("websockets")
+    assert callers("process_request") == {"accept"}, version_of("websockets")
+
+
+def test_websockets_parser_reads_the_request_only_before_the_handshake_ends() -> None:
+    """websockets' ServerProtocol.parse keeps the opening request as a local for the whole connection (it then
+    parses frames with ``yield from super().parse()``); release_handshake empties its headers, which is safe while
+    parse reads the request only before that point."""
+    from websockets.datastructures import Headers
+    from websockets.server import ServerProtocol
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(ServerProtocol.parse)))
+    frames = [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.YieldFrom) and ast.unparse(node.value) == "super().parse()"
+    ]
+    reads = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Name) and node.id == "request"]
+    assert len(frames) == 1 and reads and max(reads) < frames[0], (
+        f"{version_of('websockets')}: ServerProtocol.parse reads its request at lines {reads}, frames from {frames}"
+    )
+    assert_has(server_io.WEBSOCKETS_HEADERS, Headers())
+
+
+def test_autobahn_and_daphne_read_the_handshake_state_only_during_the_handshake() -> None:
+    """autobahn reads its copies of the request and response only while shaking hands; daphne reads its
+    ``request`` only in ``onConnect`` and its ``path`` afterwards (access log lines): what release_handshake
+    keeps."""
+    from autobahn.websocket.protocol import WebSocketProtocol, WebSocketServerProtocol
+    from daphne.ws_protocol import WebSocketProtocol as DaphneWebSocketProtocol
+
+    names = set(server_io.DAPHNE_HANDSHAKE.names) - {"state", "request"}
+    for cls in (WebSocketProtocol, WebSocketServerProtocol, DaphneWebSocketProtocol):
+        methods = {method for method, _, _ in self_reads(cls, names)}
+        assert methods <= {"processHandshake", "succeedHandshake", "failHandshake"}, (
+            f"{version_of('autobahn')}, {version_of('daphne')}: {cls.__qualname__} reads handshake state in {methods}"
+        )
+    for method, _, path in self_reads(DaphneWebSocketProtocol, {"request"}):
+        if method != "onConnect":
+            parent = path[-2]
+            assert isinstance(parent, ast.Attribute) and parent.attr == "path", (
+                f"{version_of('daphne')}: {method} reads self.request beyond its path"
+            )
+
+
+async def test_uvicorn_connection_works_after_its_handshake_state_is_released() -> None:
+    """On a real uvicorn (keepalive pings on): released right after the accept, the connection still sends,
+    receives, answers pings and closes with the application's code."""
+    from websockets.asyncio.client import connect
+
+    released: dict[str, Any] = {}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        protocol = send.__self__
+        assert_has(server_io.UVICORN_HANDSHAKE, protocol)
+        assert_has(server_io.WEBSOCKETS_HANDSHAKE, protocol.conn)
+        request = protocol.request
+        assert_has(server_io.WEBSOCKETS_REQUEST, request)
+        assert len(request.headers) > 0
+        released["done"] = server_io.release_handshake(send)
+        released["state"] = (protocol.request, protocol.response, protocol.conn.available_extensions)
+        released["headers"] = len(request.headers)
+        await send({"type": "websocket.send", "text": "one"})
+        message = await receive()
+        await asyncio.sleep(0.3)  # a few keepalive pings
+        await send({"type": "websocket.send", "text": "got " + message["text"]})
+        await send({"type": "websocket.close", "code": 4321})
+        await receive()
+
+    from websockets.exceptions import ConnectionClosed
+
+    async with (
+        uvicorn_serving(app, ws_ping_interval=0.05, ws_ping_timeout=5) as port,
+        connect(f"ws://127.0.0.1:{port}/", compression=None) as ws,
+    ):
+        assert await asyncio.wait_for(ws.recv(), 10) == "one"
+        await ws.send("two")
+        assert await asyncio.wait_for(ws.recv(), 10) == "got two"
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 10)
+        assert ws.close_code == 4321
+    assert released == {"done": True, "state": (None, None, None), "headers": 0}, f"{version_of('uvicorn')}: {released}"
+
+
+def test_release_handshake_ignores_an_unknown_send() -> None:
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    assert not server_io.release_handshake(send)
+
+
+@contextlib.asynccontextmanager
+async def daphne_websocket() -> AsyncIterator[tuple[Any, Any, Any, socket.socket, Callable[[], bytes]]]:
+    """A real daphne ``Server``'s HTTP factory channel on a real ``tcp.Connection`` (a socket pair), fed a real
+    WebSocket upgrade that daphne hands to its WebSocket protocol: yields the application's ``send`` once it
+    accepted, its ``receive``, the Twisted connection, the client's socket and ``received()`` (what the client got
+    since the last call; the reactor does not run here, Twisted's buffer is flushed by hand)."""
+    import daphne.server  # noqa: F401  (installs the asyncio reactor first, as daphne does)
+    from daphne.http_protocol import HTTPFactory
+    from daphne.server import Server
+    from daphne.ws_protocol import WebSocketFactory
+    from twisted.internet import reactor, tcp
+    from twisted.internet.address import IPv4Address
+
+    accepted: asyncio.Future[tuple[Any, Any]] = asyncio.get_running_loop().create_future()
+    done = asyncio.Event()
+
+    async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "websocket"
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        accepted.set_result((send, receive))
+        await done.wait()
+
+    server = Server(application=application, endpoints=["tcp:port=0:interface=127.0.0.1"], signal_handlers=False)
+    server.connections = {}
+    server.ws_factory = WebSocketFactory(server, server=server.server_name)
+    server.ws_factory.setProtocolOptions(allowNullOrigin=True)
+    factory = HTTPFactory(server)
+
+    class Connection(tcp.Connection):  # type: ignore[misc]
+        def getPeer(self) -> IPv4Address:
+            return IPv4Address("TCP", "127.0.0.1", 50000)
+
+        def getHost(self) -> IPv4Address:
+            return IPv4Address("TCP", "127.0.0.1", 8000)
+
+    left, right = socket.socketpair()
+    left.setblocking(False)
+    right.setblocking(False)
+    protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+    conn = Connection(left, protocol, reactor)
+    conn.connected = 1
+    protocol.makeConnection(conn)
+
+    def received() -> bytes:
+        conn.doWrite()
+        chunks = []
+        with contextlib.suppress(BlockingIOError):
+            while data := right.recv(1 << 20):
+                chunks.append(data)
+        return b"".join(chunks)
+
+    try:
+        protocol.dataReceived(
+            b"GET /pulse/ws/ HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        send, receive = await asyncio.wait_for(accepted, 10)
+        assert received().startswith(b"HTTP/1.1 101 "), version_of("daphne")
+        yield send, receive, conn, right, received
+    finally:
+        done.set()
+        conn.stopWriting()
+        conn.stopReading()
+        left.close()
+        right.close()
+        for entry in server.connections.values():
+            task = entry.get("application_instance")
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(task, 5)
+
+
+async def test_daphne_connection_works_after_its_handshake_state_is_released() -> None:
+    """daphne's protocol after a real upgrade has the handshake state release_handshake drops; released, the
+    connection still sends, receives and closes with the application's code, and daphne logs the disconnection
+    (it reads the request's path then)."""
+    from twisted.internet.error import ConnectionDone
+    from twisted.python.failure import Failure
+    from twisted.web.http import HTTPChannel
+
+    async with daphne_websocket() as (send, receive, conn, client, received):
+        protocol = daphne_protocol(send)
+        assert_has(server_io.DAPHNE_HANDSHAKE, protocol)
+        assert_has(server_io.DAPHNE_CONNECTION_REQUEST, protocol.request)
+        channel = conn.producer
+        assert isinstance(channel, HTTPChannel), f"{version_of('Twisted')}: the producer is {channel!r}"
+        assert_has(server_io.TWISTED_HTTP_CHANNEL, channel)
+        assert len(channel.requests) == 1 and channel.requests[0].transport is None, (
+            f"{version_of('daphne')}: the upgraded request is not the channel's one handed-over request"
+        )
+        path = protocol.request.path
+        assert server_io.release_handshake(send), version_of("autobahn")
+        assert all(getattr(protocol, name) is None for name in server_io.DAPHNE_HANDSHAKE.names[1:-1])
+        assert protocol.request.headers == {} and protocol.request.path == path
+        assert channel.requests == []
+        await send({"type": "websocket.send", "text": "one"})
+        assert received() == server_io.text_frame(b"one")
+        mask = b"\x01\x02\x03\x04"
+        client.send(b"\x81\x83" + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(b"two")))
+        await asyncio.sleep(0.05)
+        conn.doRead()
+        assert await asyncio.wait_for(receive(), 10) == {"type": "websocket.receive", "text": "two"}
+        await send({"type": "websocket.close", "code": 4321})
+        assert received() == b"\x88\x02" + (4321).to_bytes(2, "big"), version_of("autobahn")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        assert (await asyncio.wait_for(receive(), 10))["type"] == "websocket.disconnect"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("direct_write", [True, False])
+async def test_the_pulse_consumer_releases_the_handshake_state_unless_direct_write_is_off(
+    direct_write: bool, settings: Any
+) -> None:
+    """A Pulse connection under a real uvicorn gives up uvicorn's handshake state once accepted, and still
+    authenticates, subscribes and receives; with ``DIRECT_WRITE`` off Pulse leaves the server's objects alone."""
+    from websockets.asyncio.client import connect
+
+    from django_pulse import pulse
+    from tests.asgi import application
+    from tests.wsutil import token
+
+    settings.PULSE = {**getattr(settings, "PULSE", {}), "DIRECT_WRITE": direct_write}
+    protocols: list[Any] = []
+
+    async def recording(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            protocols.append(send.__self__)
+        await application(scope, receive, send)
+
+    async with (
+        uvicorn_serving(recording) as port,
+        connect(f"ws://127.0.0.1:{port}/pulse/ws/", compression=None) as ws,
+    ):
+        await ws.send(json.dumps({"action": "auth", "token": await token("ann")}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["action"] == "connected"
+        await ws.send(json.dumps({"action": "subscribe", "channel": "trimmed", "ref": 1}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["action"] == "ok"
+        await pulse.apublish("trimmed", "tick", {"i": 1})
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["data"] == {"i": 1}
+        (protocol,) = protocols
+        state = (protocol.request, protocol.response, protocol.conn.available_extensions)
+    if direct_write:
+        assert state == (None, None, None), f"{version_of('uvicorn')}: {state}"
+    else:
+        assert all(value is not None for value in state), state

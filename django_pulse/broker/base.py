@@ -181,6 +181,13 @@ class Broker(abc.ABC):
         """The value ``put_once`` kept under ``key``, removed as it is read; None when absent or expired."""
         raise NotImplementedError(f"{type(self).__name__} does not keep SSE tickets (put_once/take_once)")
 
+    def settled(self) -> bool:
+        """True when every frame published so far has been handed to the hub (``delivery``): none is on its way
+        any more. A new subscription's read then covers every frame it could still receive that is not newer than
+        the read, so it stops filtering at once (``recovery.ReplaySink``). False when the broker cannot tell (Redis:
+        frames travel through the pub/sub connection); call it on the event loop."""
+        return False
+
     def holds(self, topic: str) -> bool:
         """Whether this process is subscribed to ``topic`` (state of such a topic is kept past ``CHANNEL_TTL``).
         True when the broker cannot tell."""

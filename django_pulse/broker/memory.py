@@ -265,6 +265,12 @@ class MemoryBroker(Broker):
         if running is self._loop:
             self._drain()
 
+    def settled(self) -> bool:
+        # Serials are assigned and frames queued under the lock; _drain dispatches each one it pops before the
+        # loop runs anything else, so on the loop an empty queue means everything published has been dispatched.
+        with self._lock:
+            return not self._pending
+
     async def publish_message(self, topic: str, head: str) -> int:
         return self._publish(topic, head)
 

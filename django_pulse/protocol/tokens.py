@@ -32,7 +32,8 @@ ALGORITHM = "HS256"
 ISSUER = "django-pulse"
 
 
-@dataclass(frozen=True)
+# Slots: every connection keeps its token's claims (no instance dict, ~100 bytes less each).
+@dataclass(frozen=True, slots=True)
 class Claims:
     client_id: str
     kb_id: str

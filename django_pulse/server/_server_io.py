@@ -42,22 +42,30 @@ import functools
 import logging
 import struct
 import sys
+import types
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
 __all__ = [
+    "DAPHNE_CONNECTION_REQUEST",
+    "DAPHNE_HANDSHAKE",
     "DAPHNE_PROTOCOL",
     "DAPHNE_REQUEST",
     "GRANIAN_SIGNALS",
     "REQUIREMENTS",
+    "TWISTED_HTTP_CHANNEL",
     "TWISTED_REACTOR",
     "TWISTED_TRANSPORT",
     "UVICORN_FLOW",
+    "UVICORN_HANDSHAKE",
     "UVICORN_HTTP_CYCLE",
     "UVICORN_PROTOCOL",
     "WEBSOCKETS_CONNECTION",
+    "WEBSOCKETS_HANDSHAKE",
+    "WEBSOCKETS_HEADERS",
+    "WEBSOCKETS_REQUEST",
     "FastPathReport",
     "Requirement",
     "ResponseWriter",
@@ -68,6 +76,7 @@ __all__ = [
     "http_chunk",
     "install_daphne_shutdown",
     "install_granian_shutdown",
+    "release_handshake",
     "response_writer",
     "server_version",
     "text_frame",
@@ -145,6 +154,59 @@ TWISTED_REACTOR = Requirement(
     "Twisted's asyncio reactor (daphne installs it)",
     ("running", "_asyncioEventloop", "addSystemEventTrigger"),
 )
+# Not the fast path: the opening handshake's state, which the servers keep for the whole connection but read only
+# during the handshake; ``release_handshake`` drops it once the connection is open (docs/performance.md).
+DAPHNE_HANDSHAKE = Requirement(
+    "daphne",
+    "autobahn",
+    "daphne's WebSocketProtocol, its opening handshake (read by autobahn's processHandshake and succeedHandshake)",
+    (
+        "state",
+        "http_request_data",
+        "http_status_line",
+        "http_headers",
+        "http_request_uri",
+        "http_request_path",
+        "http_request_params",
+        "http_request_host",
+        "websocket_origin",
+        "websocket_protocols",
+        "websocket_extensions",
+        "_wskey",
+        "http_response_data",
+        "request",
+    ),
+)
+DAPHNE_CONNECTION_REQUEST = Requirement(
+    "daphne",
+    "autobahn",
+    "autobahn's ConnectionRequest (daphne's protocol.request; daphne reads its path after the handshake)",
+    ("headers", "params", "origin", "protocols", "extensions"),
+)
+TWISTED_HTTP_CHANNEL = Requirement(
+    "daphne",
+    "Twisted",
+    "twisted.web.http.HTTPChannel (the upgraded connection's producer; its requests list holds daphne's WebRequest)",
+    ("requests",),
+)
+UVICORN_HANDSHAKE = Requirement(
+    "uvicorn",
+    "uvicorn",
+    "uvicorn's WebSocketsSansIOProtocol, its opening handshake (read by handle_connect and send before the accept)",
+    ("handshake_complete", "initial_response", "close_sent", "request", "response"),
+)
+WEBSOCKETS_HANDSHAKE = Requirement(
+    "uvicorn",
+    "websockets",
+    "websockets' ServerProtocol, its opening handshake (read by accept)",
+    ("available_extensions",),
+)
+# The request also stays a local of the ServerProtocol's parser generator (ServerProtocol.parse) for the whole
+# connection: its headers, which nothing reads after accept, are emptied with Headers.clear().
+WEBSOCKETS_REQUEST = Requirement(
+    "uvicorn", "websockets", "websockets' Request (the opening handshake's, uvicorn's protocol.request)", ("headers",)
+)
+WEBSOCKETS_HEADERS = Requirement("uvicorn", "websockets", "websockets' Headers (the request's headers)", ("clear",))
 GRANIAN_SIGNALS = Requirement(
     "granian",
     "granian",
@@ -160,6 +222,13 @@ REQUIREMENTS = (
     UVICORN_HTTP_CYCLE,
     UVICORN_FLOW,
     TWISTED_REACTOR,
+    DAPHNE_HANDSHAKE,
+    DAPHNE_CONNECTION_REQUEST,
+    TWISTED_HTTP_CHANNEL,
+    UVICORN_HANDSHAKE,
+    WEBSOCKETS_HANDSHAKE,
+    WEBSOCKETS_REQUEST,
+    WEBSOCKETS_HEADERS,
     GRANIAN_SIGNALS,
 )
 
@@ -322,8 +391,10 @@ def buffer_probe(send: Any) -> Callable[[], int] | None:
     protocol = daphne_protocol(send)
     if protocol is None:
         return None
-    # A partial, not a closure: a third of the memory per connection (docs/performance.md).
-    return functools.partial(_protocol_buffered, protocol)
+    # The function bound to the protocol as a method: 64 bytes per connection, against ~190 for a partial (its
+    # argument tuple and keyword dict) and ~550 for a closure (docs/performance.md); called the same way.
+    probe: Callable[[], int] = types.MethodType(_protocol_buffered, protocol)
+    return probe
 
 
 def _protocol_buffered(protocol: Any) -> int:
@@ -701,6 +772,97 @@ def direct_writer(send: Any, report: FastPathReport) -> DirectWriter | None:
         return None
     _other_path(send, report)
     return None
+
+
+# -- the opening handshake's state ----------------------------------------------------------------------------
+
+# autobahn's attributes holding the opening handshake (the request's bytes, status line, headers and their parts,
+# the key, the response text): set by processHandshake and succeedHandshake, read by nothing else.
+_AUTOBAHN_HANDSHAKE_ATTRS = DAPHNE_HANDSHAKE.names[1:-1]
+
+
+def release_handshake(send: Any) -> bool:
+    """Once a connection is open, drop what its server keeps of the opening handshake for the whole connection
+    but reads only during it: under uvicorn the request and the response (``websockets``' ``Request`` and
+    ``Response`` with their headers) and the deflate offer factory; under daphne autobahn's copies of the request
+    (its bytes, headers, path, host, origin, key) and of the response text. ~1.5-3 KB per connection
+    (docs/performance.md, "Memory per connection"). True when released; False (nothing touched) for other
+    servers, a connection not open yet, or versions whose internals differ from the ``Requirement``s."""
+    protocol = _uvicorn_protocol(send)
+    if protocol is not None:
+        return _release_uvicorn_handshake(protocol)
+    protocol = daphne_protocol(send)
+    if protocol is not None:
+        return _release_daphne_handshake(protocol)
+    return False
+
+
+def _release_uvicorn_handshake(protocol: Any) -> bool:
+    conn = getattr(protocol, "conn", None)
+    if conn is None or UVICORN_HANDSHAKE.missing(protocol) or WEBSOCKETS_HANDSHAKE.missing(conn):
+        return False
+    # Accepted (not refused, not a denial response being streamed): send() reads the response only before the
+    # handshake completes and handle_connect only on the request's arrival (tests/test_server_contract.py).
+    if protocol.handshake_complete is not True or protocol.initial_response is not None or protocol.close_sent:
+        return False
+    headers = getattr(protocol.request, "headers", None)
+    if headers is not None and not WEBSOCKETS_HEADERS.missing(headers):
+        headers.clear()  # the parser generator keeps the request itself (tests/test_server_contract.py)
+    protocol.request = None
+    protocol.response = None
+    conn.available_extensions = None  # read by accept() only (the extensions in use are conn.extensions)
+    return True
+
+
+def _release_daphne_handshake(protocol: Any) -> bool:
+    try:
+        from autobahn.websocket.protocol import WebSocketProtocol
+    except ImportError:
+        return False
+    request = getattr(protocol, "request", None)
+    if (
+        not isinstance(protocol, WebSocketProtocol)
+        or request is None
+        or DAPHNE_HANDSHAKE.missing(protocol)
+        or DAPHNE_CONNECTION_REQUEST.missing(request)
+        or protocol.state != getattr(WebSocketProtocol, "STATE_OPEN", None)
+    ):
+        return False
+    for name in _AUTOBAHN_HANDSHAKE_ATTRS:
+        setattr(protocol, name, None)
+    # daphne keeps the request for its path (access log lines); the rest is autobahn's handshake, shared with the
+    # attributes above.
+    request.headers = {}
+    request.params = {}
+    request.origin = None
+    request.protocols = []
+    request.extensions = []
+    _release_upgraded_request(getattr(protocol, "transport", None))
+    return True
+
+
+def _release_upgraded_request(transport: Any) -> None:
+    """daphne's HTTP request that asked for the upgrade (``WebRequest``: its headers, body buffer, addresses)
+    stays in the ``requests`` list of Twisted's ``HTTPChannel``, which stays registered as the TCP transport's
+    producer for the whole connection. Once daphne handed the socket over (the request's ``transport`` is None),
+    that channel gets no more data (the transport's protocol is the WebSocket one), so the list is read by nothing
+    but the channel's ``connectionLost``, which Twisted no longer calls: drop the handed-over requests."""
+    try:
+        from daphne.http_protocol import WebRequest
+        from twisted.web.http import HTTPChannel
+    except ImportError:
+        return
+    channel = getattr(transport, "producer", None)
+    if not isinstance(channel, HTTPChannel) or TWISTED_HTTP_CHANNEL.missing(channel):
+        return
+    requests = channel.requests
+    if (
+        isinstance(requests, list)
+        and requests
+        and all(isinstance(r, WebRequest) and getattr(r, "transport", True) is None for r in requests)
+        and getattr(transport, "protocol", None) is not channel
+    ):
+        requests.clear()
 
 
 # -- daphne: graceful shutdown -------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ reply. ``HANDLERS`` maps actions to them (the consumer registers them). Presence
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -69,15 +70,17 @@ async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any] | N
         await conn.authorize(channel, Operation.HISTORY)
     elif resume is not None and not await _may_read_history(conn, channel):
         size = 0  # recovery replays history: without the history operation only an exact resume succeeds
-    topic = message_topic(conn.kb_id, channel)
+    # Interned: every connection subscribed to a channel holds these two strings as long as it stays subscribed.
+    channel = sys.intern(channel)
+    topic = sys.intern(message_topic(conn.kb_id, channel))
     sink = ReplaySink(conn.outbox, conn._caught_up)
     conn.subscriptions[channel] = topic
-    conn.catching_up[topic] = sink
+    conn.catch_up(topic, sink)
     try:
         await hub.subscribe(topic, sink)
     except BaseException:
         conn.subscriptions.pop(channel, None)
-        conn.catching_up.pop(topic, None)
+        conn.stop_catching_up(topic)
         raise
     try:
         if conn.closed:  # closed while waiting for the broker: _finish may have run already
@@ -91,7 +94,7 @@ async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any] | N
             raise _Gone
     except BaseException as exc:
         conn.subscriptions.pop(channel, None)
-        conn.catching_up.pop(topic, None)
+        conn.stop_catching_up(topic)
         await hub.unsubscribe(topic, sink)
         if isinstance(exc, _Gone):
             return None
@@ -106,7 +109,7 @@ async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any] | N
         conn.send_frame(ok_frame(request.ref, result))
     for frame in plan.frames:
         conn.send_frame(_as_seen_by(conn.connection_id, frame))
-    sink.release(read.serial)
+    sink.release(read.serial, settled=broker.settled())
     return None
 
 
@@ -160,7 +163,7 @@ async def unsubscribe(conn: PulseConsumer, request: Request) -> dict[str, Any]:
 async def publish(conn: PulseConsumer, request: Request) -> dict[str, Any]:
     channel = request.channel
     await conn.authorize(channel, Operation.PUBLISH)
-    if not conn._publishes.allow(time.monotonic()):
+    if not conn.publish_limiter().allow(time.monotonic()):
         get_runtime().metrics.rate_limited()
         raise LimitExceeded(
             f"At most {conn.limits.publish_rate:g} publishes per second per connection.", ErrorCode.RATE_LIMITED
@@ -189,7 +192,7 @@ async def whisper(conn: PulseConsumer, request: Request) -> dict[str, Any]:
     pub/sub only: never stored, no serial, not sent back to this connection (docs/protocol.md)."""
     channel = request.channel
     await conn.authorize(channel, Operation.WHISPER)
-    if not conn._whispers.allow(time.monotonic()):
+    if not conn.whisper_limiter().allow(time.monotonic()):
         get_runtime().metrics.rate_limited()
         raise LimitExceeded(
             f"At most {conn.limits.whisper_rate:g} whispers per second per connection.", ErrorCode.RATE_LIMITED

@@ -161,9 +161,13 @@ async def aauthenticate_token(token: object) -> Claims:
     which fills the cache. Raises as ``authenticate_token``.
     """
     kb_id = peek_kb_id(token)
-    secret = _apps().token_secret(kb_id)
+    apps = _apps()
+    secret = apps.token_secret(kb_id)
+    claims: Claims
     if secret is None:
-        claims: Claims = await _authenticate_in_thread(token)
-        return claims
-    assert isinstance(token, str)
-    return verify_token(token, secret=secret, kb_id=kb_id, leeway=pulse_settings.TOKEN_LEEWAY)
+        claims = await _authenticate_in_thread(token)
+    else:
+        assert isinstance(token, str)
+        claims = verify_token(token, secret=secret, kb_id=kb_id, leeway=pulse_settings.TOKEN_LEEWAY)
+    # A connection keeps its claims for its whole life: equal ones are kept once (AppCache.share_claims).
+    return apps.share_claims(claims)

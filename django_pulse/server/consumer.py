@@ -52,7 +52,7 @@ from ..protocol import (
 )
 from ..protocol.tokens import Claims
 from ..streams import StreamGrant, remember_stream
-from ._server_io import install_daphne_shutdown
+from ._server_io import install_daphne_shutdown, release_handshake
 from .app_access import aauthenticate_token
 from .control import RECOVERED
 from .outbox import Outbox, Sink
@@ -129,6 +129,12 @@ def _connection_limits() -> _Limits:
     return limits
 
 
+def _full_bucket(rate: float) -> RateLimiter:
+    """A rate limit of ``rate`` per second with a burst of one second's worth (at least 1), full: the same as one
+    made when the connection opened, since a bucket refills to its burst and stays there until used."""
+    return RateLimiter(rate, max(rate, 1.0), time.monotonic())
+
+
 # Seconds a closed connection waits for the server's websocket.disconnect before it ends itself.
 ABANDON_AFTER = 5.0
 
@@ -201,13 +207,15 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self.client_id = ""
         self.kb_id = ""
         self.subscriptions: dict[str, str] = {}
+        # The next three are None until first needed: most connections never use them, and an empty dict is 64
+        # bytes (docs/performance.md, "Memory per connection").
         # channel -> what a signed stream name presented on this connection grants there (live templates).
-        self.stream_grants: dict[str, StreamGrant] = {}
-        # topic -> the sink of a subscription still catching up with live delivery (history.ReplaySink).
-        self.catching_up: dict[str, ReplaySink] = {}
+        self.stream_grants: dict[str, StreamGrant] | None = None
+        # topic -> the sink of a subscription still catching up with live delivery (recovery.ReplaySink).
+        self.catching_up: dict[str, ReplaySink] | None = None
         self.outbox: Outbox | None = None
         # channel -> the sink of a presence.subscribe (presence_actions.PresenceSink)
-        self.presence_subscriptions: dict[str, Any] = {}
+        self.presence_subscriptions: dict[str, Any] | None = None
         self._user: Any = None
         self._user_loaded = False
         self.limits = _connection_limits()
@@ -220,8 +228,9 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         now = time.monotonic()
         self._last_seen = now
         self._inbound = RateLimiter(self.limits.rate, self.limits.rate_burst, now)
-        self._publishes = RateLimiter(self.limits.publish_rate, max(self.limits.publish_rate, 1.0), now)
-        self._whispers = RateLimiter(self.limits.whisper_rate, max(self.limits.whisper_rate, 1.0), now)
+        # Made by the first publish / whisper (publish_limiter, whisper_limiter): most connections only listen.
+        self._publishes: RateLimiter | None = None
+        self._whispers: RateLimiter | None = None
         self._task: asyncio.Task[Any] | None = None
         self._abandoned = False
         self._abandon_timer: asyncio.TimerHandle | None = None
@@ -339,6 +348,9 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         install_daphne_shutdown(logged_shutdown)
         self.outbox = self.make_outbox(self.base_send, direct_write=self.limits.direct_write)
         self.outbox.push({"type": "websocket.accept"}, 0)
+        if self.limits.direct_write:
+            # What daphne and uvicorn keep of the opening handshake is never read again (docs/performance.md).
+            release_handshake(self.base_send)
         if get_runtime().shut_down:
             # This process has begun its graceful shutdown and still accepts (its server stops listening later;
             # a load balancer may route a reconnect here meanwhile): go elsewhere now, instead of being dropped
@@ -403,6 +415,8 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
                         f"Action {request.action.value!r} is not available on this server.", ErrorCode.UNKNOWN_ACTION
                     )
                 if "stream" in request.members:  # a signed stream name from a page (live templates)
+                    if self.stream_grants is None:
+                        self.stream_grants = {}
                     remember_stream(
                         self.stream_grants,
                         request.members["stream"],
@@ -598,6 +612,18 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
     def max_subscriptions(self) -> int:
         return self.limits.max_subscriptions
 
+    def publish_limiter(self) -> RateLimiter:
+        """This connection's publish rate limit (``PUBLISH_RATE``), made by its first publish."""
+        if self._publishes is None:
+            self._publishes = _full_bucket(self.limits.publish_rate)
+        return self._publishes
+
+    def whisper_limiter(self) -> RateLimiter:
+        """This connection's whisper rate limit (``WHISPER_RATE``), made by its first whisper."""
+        if self._whispers is None:
+            self._whispers = _full_bucket(self.limits.whisper_rate)
+        return self._whispers
+
     # -- authorization ------------------------------------------------------------------------------
 
     async def get_user(self) -> Any:
@@ -610,7 +636,8 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
     async def authorize(self, channel: str, operation: Operation) -> Decision:
         """Allow ``operation`` on ``channel`` (capabilities, then authorize hooks) or raise ``Forbidden``."""
         assert self.claims is not None
-        return await decide(self.claims, channel, operation, self.get_user, self.stream_grants.get(channel))
+        grants = self.stream_grants
+        return await decide(self.claims, channel, operation, self.get_user, grants.get(channel) if grants else None)
 
     # -- hooks ------------------------------------------------------------------------------------------
 
@@ -635,9 +662,25 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
 
     # -- subscriptions -------------------------------------------------------------------------------------
 
+    def catch_up(self, topic: str, sink: ReplaySink) -> None:
+        """The new subscription to ``topic`` reaches the hub through ``sink`` until it has caught up."""
+        if self.catching_up is None:
+            self.catching_up = {}
+        self.catching_up[topic] = sink
+
+    def stop_catching_up(self, topic: str) -> ReplaySink | None:
+        """Forget the ``ReplaySink`` of ``topic``'s subscription (returned; None when it had caught up)."""
+        pending = self.catching_up
+        if not pending:
+            return None
+        sink = pending.pop(topic, None)
+        if not pending:
+            self.catching_up = None
+        return sink
+
     def take_sink(self, topic: str) -> Sink:
         """The hub sink of this connection's subscription to ``topic``, which is ending."""
-        sink = self.catching_up.pop(topic, None)
+        sink = self.stop_catching_up(topic)
         if sink is not None:
             return sink
         assert self.outbox is not None
@@ -646,14 +689,15 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
     def subscription_sink(self, topic: str) -> Sink | None:
         """The sink this connection's subscription to ``topic`` has in the hub (a ``ReplaySink`` while it catches
         up, then the outbox); the hub checks it is among the topic's sinks (exclusions: ``Hub.dispatch``)."""
-        sink = self.catching_up.get(topic)
+        pending = self.catching_up
+        sink = pending.get(topic) if pending else None
         return sink if sink is not None else self.outbox
 
     def _caught_up(self, sink: ReplaySink) -> None:
         # The subscription's live delivery has passed its replay: deliver straight to the outbox from now on.
-        for topic, pending in list(self.catching_up.items()):
+        for topic, pending in list((self.catching_up or {}).items()):
             if pending is sink:
-                del self.catching_up[topic]
+                self.stop_catching_up(topic)
                 if self.outbox is not None and not self._finished:
                     get_runtime().hub.replace(topic, sink, self.outbox)
 

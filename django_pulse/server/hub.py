@@ -43,8 +43,9 @@ class Hub:
         self._subscribing: dict[str, asyncio.Future[None]] = {}
         # kbId -> authenticated connections (for control messages and counts).
         self.connections: dict[str, set[ControlTarget]] = {}
-        # connectionId -> its connections here (two while a recovered one supersedes the old), for exclusions.
-        self.by_id: dict[str, set[ControlTarget]] = {}
+        # connectionId -> its connection here, for exclusions; a set of them while a recovered one supersedes the
+        # old (two with one id): a set for each connection would cost ~220 bytes each (docs/performance.md).
+        self.by_id: dict[str, ControlTarget | set[ControlTarget]] = {}
         self._control: ControlSink | None = None
         self.discontinuity_listeners: list[Callable[[str, str], None]] = []
         self._signal_tasks: set[asyncio.Task[list[tuple[Any, Any]]]] = set()
@@ -74,7 +75,7 @@ class Hub:
         publishes"): a ``whisper`` skips its sender; a ``message`` published for the others only reaches its
         excluded connection as an ``excluded`` frame in its place, so that connection's serials stay continuous."""
         skipped: list[Sink] = []
-        for conn in self.by_id.get(connection_id, ()):
+        for conn in self.with_id(connection_id):
             sink = conn.subscription_sink(topic)
             if sink is not None and sink in sinks:
                 skipped.append(sink)
@@ -200,7 +201,13 @@ class Hub:
     async def register(self, conn: ControlTarget) -> None:
         """Track an authenticated connection (control messages reach it from then on)."""
         self.connections.setdefault(conn.kb_id, set()).add(conn)
-        self.by_id.setdefault(conn.connection_id, set()).add(conn)
+        held = self.by_id.get(conn.connection_id)
+        if held is None:
+            self.by_id[conn.connection_id] = conn
+        elif isinstance(held, set):
+            held.add(conn)
+        elif held is not conn:
+            self.by_id[conn.connection_id] = {held, conn}
         if self._control is None:
             control = ControlSink(self)
             self._control = control
@@ -216,8 +223,21 @@ class Hub:
             conns.discard(conn)
             if not conns:
                 del self.connections[conn.kb_id]
-        same = self.by_id.get(conn.connection_id)
-        if same is not None:
-            same.discard(conn)
-            if not same:
+        held = self.by_id.get(conn.connection_id)
+        if held is conn:
+            del self.by_id[conn.connection_id]
+        elif isinstance(held, set):
+            held.discard(conn)
+            if len(held) == 1:
+                self.by_id[conn.connection_id] = next(iter(held))
+            elif not held:
                 del self.by_id[conn.connection_id]
+
+    def with_id(self, connection_id: str) -> tuple[ControlTarget, ...]:
+        """This process's connections with id ``connection_id`` (none, one, or two while one supersedes another)."""
+        held = self.by_id.get(connection_id)
+        if held is None:
+            return ()
+        if isinstance(held, set):
+            return tuple(held)
+        return (held,)

@@ -122,9 +122,10 @@ class Outbox:
         if direct is None and direct_write:
             direct = direct_writer(send, get_runtime().fast_path)
         self._direct = direct
-        # Bound once: a bound method per send would be one more object for the cyclic GC per delivery, and
-        # with thousands of sends in flight (granian) the collector's passes over them show in the profile.
-        self._on_future_done = self._future_done
+        # Bound once, by the first send that returns a future (granian): a bound method per send would be one more
+        # object for the cyclic GC per delivery, and with thousands of sends in flight the collector's passes over
+        # them show in the profile. None until then: daphne's and uvicorn's sends never need it (64 bytes each).
+        self._on_future_done: Callable[[Any], None] | None = None
         # Made by the first message that has to wait, dropped once drained: an empty deque is ~760 bytes, and
         # most connections never have a send in flight when the next frame comes (docs/performance.md).
         self._queue: deque[tuple[dict[str, Any], int]] | None = None
@@ -208,6 +209,8 @@ class Outbox:
                 self._future_failed(result)
             else:
                 self._busy = True
+                if self._on_future_done is None:
+                    self._on_future_done = self._future_done
                 result.add_done_callback(self._on_future_done)
             return
         if kind == _OTHER:  # an awaitable we cannot step: a task awaits it

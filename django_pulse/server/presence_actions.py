@@ -46,8 +46,8 @@ class PresenceConnection(Protocol):
     outbox: Outbox | None
     closed: bool
     superseded: bool
-    # channel -> the sink of this connection's presence.subscribe on it
-    presence_subscriptions: dict[str, PresenceSink]
+    # channel -> the sink of this connection's presence.subscribe on it (None until the first one)
+    presence_subscriptions: dict[str, PresenceSink] | None
 
     @property
     def max_subscriptions(self) -> int: ...
@@ -168,6 +168,8 @@ async def subscribe(conn: PresenceConnection, request: Request) -> dict[str, Any
     await _require(conn, channel, Operation.PRESENCE, Operation.SUBSCRIBE)
     assert conn.outbox is not None
     subs = conn.presence_subscriptions
+    if subs is None:
+        subs = conn.presence_subscriptions = {}
     if channel in subs:  # idempotent: a fresh snapshot, events keep flowing once
         snapshot = await get_runtime().presence.snapshot(conn.kb_id, channel)
         return {"channel": channel, "members": [m.to_dict() for m in snapshot.members]}
@@ -202,7 +204,8 @@ async def subscribe(conn: PresenceConnection, request: Request) -> dict[str, Any
 
 async def unsubscribe(conn: PresenceConnection, request: Request) -> dict[str, Any]:
     channel = request.channel
-    sink = conn.presence_subscriptions.pop(channel, None)
+    subs = conn.presence_subscriptions
+    sink = subs.pop(channel, None) if subs else None
     if sink is not None:
         await get_runtime().hub.unsubscribe(presence_topic(conn.kb_id, channel), sink)
     return {"channel": channel}
@@ -234,9 +237,10 @@ async def connection_ended(conn: PresenceConnection, code: int) -> None:
     """The connection is gone: stop its presence subscriptions, and leave now or after the grace period."""
     hub = get_runtime().hub
     subs = conn.presence_subscriptions
-    for channel, sink in list(subs.items()):
-        await hub.unsubscribe(presence_topic(conn.kb_id, channel), sink)
-    subs.clear()
+    if subs:
+        for channel, sink in list(subs.items()):
+            await hub.unsubscribe(presence_topic(conn.kb_id, channel), sink)
+        subs.clear()
     if conn.claims is None:
         return
     get_runtime().liveness.connection_closed()

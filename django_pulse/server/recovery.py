@@ -116,7 +116,9 @@ class ReplaySink:
        broker's queue), so the filter stays until a frame above ``after`` shows they have all passed (the broker
        delivers in serial order), or a ``history_lost`` notice says the counter started again.
     3. Then ``caught_up(self)`` is scheduled (``loop.call_soon``, not inside the hub's dispatch loop): the caller
-       swaps this sink for the connection's outbox, and delivery costs nothing extra from then on.
+       swaps this sink for the connection's outbox, and delivery costs nothing extra from then on. When the
+       broker is *settled* at ``release`` (nothing published is still on its way: the in-memory broker can tell),
+       step 2 is skipped and the swap is scheduled at once.
 
     Notices (``discontinuity``) are always forwarded, in order.
     """
@@ -135,12 +137,19 @@ class ReplaySink:
         else:
             self._forward(message, nbytes)
 
-    def release(self, after: int) -> None:
-        """The reply and the replay up to serial ``after`` are queued: forward what is newer from now on."""
+    def release(self, after: int, *, settled: bool = False) -> None:
+        """The reply and the replay up to serial ``after`` are queued: forward what is newer from now on.
+
+        ``settled``: no frame published before now is still on its way to the hub (``Broker.settled()``), so no
+        frame at or below ``after`` can come any more: the filter is not needed, and the subscription hands over to
+        the outbox at once instead of at its first live message (this sink, its held list and its place in the
+        connection's ``catching_up`` are freed: an idle subscriber keeps nothing of its subscribe)."""
         held, self.held = self.held or [], None
         self.after = after
         for message, nbytes in held:
             self._forward(message, nbytes)
+        if settled and self.caught_up is not None:
+            self._done()
 
     def _forward(self, message: dict[str, Any], nbytes: int) -> None:
         if self.caught_up is not None:
