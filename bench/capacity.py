@@ -30,7 +30,7 @@ MEASURED = {
         "server CPU per delivery, pulse-daphne-redis, C=1,000 (make bench; docs/performance.md)",
     ),
     "kb_per_connection": (
-        25.8,
+        20.6,
         "RSS per idle connection, pulse-daphne-redis, C=5,000 (bench --open-only; docs/performance.md)",
     ),
     "conns_per_process": (5_000, "largest C the bench measures per process (docs/performance.md)"),
