@@ -159,6 +159,7 @@ def api(url: str, path: str, key: str, body: dict[str, Any] | None = None) -> An
         except urllib.error.HTTPError as exc:
             if exc.code not in (502, 503, 504) or attempt == 49:
                 raise
+            exc.close()  # its response holds the socket: left to the GC, it warns in a later test
         except (urllib.error.URLError, TimeoutError, ConnectionError):
             if attempt == 49:
                 raise

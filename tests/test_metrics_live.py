@@ -70,6 +70,7 @@ async def test_two_processes_metrics_add_up(redis_url: str, redis_prefix: str) -
         key = json.loads(enabled.stdout)["apiKey"]
         with pytest.raises(urllib.error.HTTPError) as refused:
             await asyncio.to_thread(scrape, a, None)
+        refused.value.close()  # its response holds the socket
         assert refused.value.code in (401, 403)
 
         subscribers = []

@@ -151,7 +151,11 @@ class PulseClient:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
-            raise _api_error(exc) from None
+            try:
+                error = _api_error(exc)
+            finally:
+                exc.close()  # its response holds the socket until closed (a ResourceWarning when collected)
+            raise error from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
             raise PulseConnectionError(f"No Pulse server answers at {self.base_url}: {reason}.") from None

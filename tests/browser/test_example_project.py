@@ -254,6 +254,7 @@ def test_markup_reaching_the_seed_pages_innerhtml_does_not_run(server: LiveServe
     )
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
+    refused.value.close()  # its response holds the socket: left to the GC, it warns in a later test
     assert refused.value.code == 403
     mark = secrets.token_hex(3)
     post = {"id": 999999, "user_name": "server", "content": f"{mark} {XSS}", "created_at": None}
@@ -282,5 +283,6 @@ def test_markup_reaching_the_seed_pages_innerhtml_does_not_run(server: LiveServe
         page.wait_for_timeout(300)
         assert page.evaluate("() => window.__xss") is None  # ... whose onerror never ran
     assert any("inline event handler" in v or "script-src" in v for v in violations), violations
-    headers = urllib.request.urlopen(server.url + "/seed/", timeout=10).headers
+    with urllib.request.urlopen(server.url + "/seed/", timeout=10) as response:
+        headers = response.headers
     assert headers["X-Frame-Options"] == "DENY" and "frame-ancestors 'none'" in headers["Content-Security-Policy"]
