@@ -477,29 +477,26 @@ def test_twisted_frames_a_chunk_as_http_chunk_does() -> None:
 
 
 @contextlib.asynccontextmanager
-async def daphne_http_response() -> AsyncIterator[tuple[Any, Callable[[], bytes]]]:
-    """A real daphne ``Server`` and its HTTP factory's real channel on a real ``tcp.Connection`` (one end of a
-    socket pair), fed a real request: yields the ``send`` daphne gives the application once the response started
-    with ``SSE_HEADERS`` and a first body, and ``received()``, what the client end has received since the last
-    call (Twisted's buffer is flushed by hand: the reactor does not run in this test)."""
+async def daphne_on_socketpair(
+    application: Any, *, websocket: bool = False
+) -> AsyncIterator[tuple[Any, Any, socket.socket, Callable[[], bytes]]]:
+    """A real daphne ``Server`` running ``application`` and its HTTP factory's real channel on a real
+    ``tcp.Connection`` (one end of a socket pair; with ``websocket``, the server's WebSocket factory too):
+    yields the channel, the Twisted connection, the client's socket and ``received()``, what the client end has
+    received since the last call (Twisted's buffer is flushed by hand: the reactor does not run in these tests).
+    On exit the sockets are closed and the application's tasks are awaited (cancelled for a WebSocket)."""
     import daphne.server  # noqa: F401  (installs the asyncio reactor first, as daphne does)
     from daphne.http_protocol import HTTPFactory
     from daphne.server import Server
+    from daphne.ws_protocol import WebSocketFactory
     from twisted.internet import reactor, tcp
     from twisted.internet.address import IPv4Address
 
-    started: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    done = asyncio.Event()
-
-    async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        assert scope["type"] == "http"
-        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        await send({"type": "http.response.body", "body": b":ok\n\n", "more_body": True})
-        started.set_result(send)
-        await done.wait()
-
     server = Server(application=application, endpoints=["tcp:port=0:interface=127.0.0.1"], signal_handlers=False)
     server.connections = {}
+    if websocket:
+        server.ws_factory = WebSocketFactory(server, server=server.server_name)
+        server.ws_factory.setProtocolOptions(allowNullOrigin=True)
     factory = HTTPFactory(server)
 
     class Connection(tcp.Connection):  # type: ignore[misc]
@@ -513,6 +510,7 @@ async def daphne_http_response() -> AsyncIterator[tuple[Any, Callable[[], bytes]
 
     left, right = socket.socketpair()
     left.setblocking(False)
+    right.setblocking(False)
     protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
     conn = Connection(left, protocol, reactor)
     conn.connected = 1
@@ -521,23 +519,14 @@ async def daphne_http_response() -> AsyncIterator[tuple[Any, Callable[[], bytes]
     def received() -> bytes:
         conn.doWrite()  # what the reactor does when the socket is writable
         chunks = []
-        right.setblocking(False)
         with contextlib.suppress(BlockingIOError):
             while data := right.recv(1 << 20):
                 chunks.append(data)
         return b"".join(chunks)
 
     try:
-        protocol.dataReceived(
-            b"GET /pulse/sse/?ticket=t HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
-        )
-        send = await asyncio.wait_for(started, 10)
-        head = received()
-        assert head.startswith(b"HTTP/1.1 200 ") and b"chunked" in head.lower(), head
-        assert head.endswith(b"\r\n\r\n" + server_io.http_chunk(b":ok\n\n")), head
-        yield send, received
+        yield protocol, conn, right, received
     finally:
-        done.set()
         conn.stopWriting()
         conn.stopReading()
         left.close()
@@ -545,8 +534,41 @@ async def daphne_http_response() -> AsyncIterator[tuple[Any, Callable[[], bytes]
         for entry in server.connections.values():
             task = entry.get("application_instance")
             if task is not None:
+                if websocket:
+                    task.cancel()
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(task, 5)
+
+
+@contextlib.asynccontextmanager
+async def daphne_http_response() -> AsyncIterator[tuple[Any, Callable[[], bytes]]]:
+    """A real daphne ``Server`` and its HTTP factory's real channel on a real ``tcp.Connection`` (one end of a
+    socket pair), fed a real request: yields the ``send`` daphne gives the application once the response started
+    with ``SSE_HEADERS`` and a first body, and ``received()``, what the client end has received since the last
+    call (Twisted's buffer is flushed by hand: the reactor does not run in this test)."""
+
+    started: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    done = asyncio.Event()
+
+    async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        await send({"type": "http.response.body", "body": b":ok\n\n", "more_body": True})
+        started.set_result(send)
+        await done.wait()
+
+    async with daphne_on_socketpair(application) as (protocol, _conn, _client, received):
+        try:
+            protocol.dataReceived(
+                b"GET /pulse/sse/?ticket=t HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+            )
+            send = await asyncio.wait_for(started, 10)
+            head = received()
+            assert head.startswith(b"HTTP/1.1 200 ") and b"chunked" in head.lower(), head
+            assert head.endswith(b"\r\n\r\n" + server_io.http_chunk(b":ok\n\n")), head
+            yield send, received
+        finally:
+            done.set()
 
 
 async def test_daphne_http_send_is_handle_reply_bound_to_a_twisted_request_with_what_the_sse_path_reads() -> None:
@@ -905,12 +927,6 @@ async def daphne_websocket() -> AsyncIterator[tuple[Any, Any, Any, socket.socket
     WebSocket upgrade that daphne hands to its WebSocket protocol: yields the application's ``send`` once it
     accepted, its ``receive``, the Twisted connection, the client's socket and ``received()`` (what the client got
     since the last call; the reactor does not run here, Twisted's buffer is flushed by hand)."""
-    import daphne.server  # noqa: F401  (installs the asyncio reactor first, as daphne does)
-    from daphne.http_protocol import HTTPFactory
-    from daphne.server import Server
-    from daphne.ws_protocol import WebSocketFactory
-    from twisted.internet import reactor, tcp
-    from twisted.internet.address import IPv4Address
 
     accepted: asyncio.Future[tuple[Any, Any]] = asyncio.get_running_loop().create_future()
     done = asyncio.Event()
@@ -922,55 +938,17 @@ async def daphne_websocket() -> AsyncIterator[tuple[Any, Any, Any, socket.socket
         accepted.set_result((send, receive))
         await done.wait()
 
-    server = Server(application=application, endpoints=["tcp:port=0:interface=127.0.0.1"], signal_handlers=False)
-    server.connections = {}
-    server.ws_factory = WebSocketFactory(server, server=server.server_name)
-    server.ws_factory.setProtocolOptions(allowNullOrigin=True)
-    factory = HTTPFactory(server)
-
-    class Connection(tcp.Connection):  # type: ignore[misc]
-        def getPeer(self) -> IPv4Address:
-            return IPv4Address("TCP", "127.0.0.1", 50000)
-
-        def getHost(self) -> IPv4Address:
-            return IPv4Address("TCP", "127.0.0.1", 8000)
-
-    left, right = socket.socketpair()
-    left.setblocking(False)
-    right.setblocking(False)
-    protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
-    conn = Connection(left, protocol, reactor)
-    conn.connected = 1
-    protocol.makeConnection(conn)
-
-    def received() -> bytes:
-        conn.doWrite()
-        chunks = []
-        with contextlib.suppress(BlockingIOError):
-            while data := right.recv(1 << 20):
-                chunks.append(data)
-        return b"".join(chunks)
-
-    try:
-        protocol.dataReceived(
-            b"GET /pulse/ws/ HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        send, receive = await asyncio.wait_for(accepted, 10)
-        assert received().startswith(b"HTTP/1.1 101 "), version_of("daphne")
-        yield send, receive, conn, right, received
-    finally:
-        done.set()
-        conn.stopWriting()
-        conn.stopReading()
-        left.close()
-        right.close()
-        for entry in server.connections.values():
-            task = entry.get("application_instance")
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await asyncio.wait_for(task, 5)
+    async with daphne_on_socketpair(application, websocket=True) as (protocol, conn, client, received):
+        try:
+            protocol.dataReceived(
+                b"GET /pulse/ws/ HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            send, receive = await asyncio.wait_for(accepted, 10)
+            assert received().startswith(b"HTTP/1.1 101 "), version_of("daphne")
+            yield send, receive, conn, client, received
+        finally:
+            done.set()
 
 
 async def test_daphne_connection_works_after_its_handshake_state_is_released() -> None:
