@@ -5,7 +5,7 @@ pulse enable`` / ``keys --rotate``), which shows the new key once; the inline li
 revoked or renamed, but cannot add a row (an added row had an empty prefix and hash). Unticking "Enabled"
 closes the app's open connections on every server process (``django_pulse.models``' ``post_save``).
 
-``LiveAdmin`` puts the live view (``django_pulse.live_view``, docs/admin.md) at ``/admin/django_pulse/live/``,
+``LiveAdmin`` puts the live view (``django_pulse.ops.live_view``, docs/admin.md) at ``/admin/django_pulse/live/``,
 listed on the admin index for staff with the permission ``django_pulse.view_live``.
 """
 
@@ -19,7 +19,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path
 
 from .models import ApiKey, Live, PulseApp
-from .staff_channel import may_watch
+from .ops.staff_channel import may_watch
 
 
 class ApiKeyInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -79,7 +79,7 @@ class LiveAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return False
 
     def get_urls(self) -> list[URLPattern]:
-        from . import live_view
+        from .ops import live_view
 
         wrap = self.admin_site.admin_view  # staff only (else the login page), CSRF-protected, never cached
         return [
@@ -92,6 +92,6 @@ class LiveAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         ]
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        from . import live_view
+        from .ops import live_view
 
         return live_view.page_view(request, self)

@@ -11,19 +11,19 @@ class PulseConfig(AppConfig):
     def ready(self) -> None:
         from django.utils.module_loading import autodiscover_modules
 
-        from . import checks  # noqa: F401  (registers the system checks)
+        from . import _checks  # noqa: F401  (registers the system checks)
 
         # Like admin.py: every installed app's pulse.py (authorize hooks, publishers.register(...)) is imported
         # once the app registry is ready, so no app has to import it from its own ready().
         autodiscover_modules("pulse")
 
         # The admin's live view: a subscribe admitted to the staff channel starts this process's watcher.
-        from .live_view import start_watching
-        from .staff_channel import watch_requested
+        from .ops.live_view import start_watching
+        from .ops.staff_channel import watch_requested
 
-        watch_requested.connect(start_watching, dispatch_uid="django_pulse.live_view.start_watching")
+        watch_requested.connect(start_watching, dispatch_uid="django_pulse.ops.live_view.start_watching")
 
-        from .conf import pulse_settings
+        from ._conf import pulse_settings
 
         if pulse_settings.BROKER_BACKEND == "django_pulse.broker.memory.MemoryBroker":
             from .broker.memory import warn_if_several_workers

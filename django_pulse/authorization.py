@@ -54,11 +54,11 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import ValidationError
 from django.utils.module_loading import import_string
 
-from .conf import pulse_settings
+from ._conf import pulse_settings
 from .exceptions import Forbidden
+from .ops.staff_channel import STAFF_KB_ID, admit
 from .protocol import ErrorCode, Operation
 from .protocol.tokens import Claims, capability_allows
-from .staff_channel import STAFF_KB_ID, admit
 
 if TYPE_CHECKING:
     from .streams import StreamGrant

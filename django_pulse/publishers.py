@@ -48,7 +48,8 @@ from django.db.models.fields.files import FieldFile
 from django.db.models.signals import post_init, post_save, pre_delete
 from rest_framework.serializers import BaseSerializer
 
-from . import metrics, signals
+from . import signals
+from .ops import metrics
 
 __all__ = [
     "ModelPublisher",
@@ -532,7 +533,7 @@ def publish_instances(instances: Iterable[models.Model], action: Action, *, usin
 
     def publish() -> None:
         from . import sdk
-        from .conf import pulse_settings
+        from ._conf import pulse_settings
 
         by_app: dict[str | None, list[tuple[dict[str, Any], models.Model, ModelPublisher]]] = {}
         for kb_id, message, instance, publisher in pending:

@@ -27,7 +27,7 @@ from asgiref.sync import markcoroutinefunction
 from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator, WebsocketDenier
 from django.urls import path
 
-from .conf import pulse_settings
+from ._conf import pulse_settings
 from .server.consumer import PulseConsumer
 
 __all__ = [

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from asgiref.sync import sync_to_async
 from django.core.exceptions import SynchronousOnlyOperation
 
+from ._conf import pulse_settings
 from .authorization import authorize
 from .broker.base import CONTROL_TOPIC, message_topic
-from .conf import pulse_settings
 from .exceptions import LimitExceeded, ProtocolViolation
 from .protocol import ErrorCode, dumps, is_valid_channel
 from .server.control import app_disabled_command

@@ -58,7 +58,7 @@ def sign_stream(
     (a JSON-able dict) it also lets the connection enter the channel's presence, with exactly that data. Raises
     ``ProtocolViolation`` for an invalid channel name.
     """
-    from .conf import pulse_settings
+    from ._conf import pulse_settings
 
     if not is_valid_channel(channel):
         raise ProtocolViolation(f"Invalid channel name: {channel!r}.", ErrorCode.INVALID_CHANNEL)

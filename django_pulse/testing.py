@@ -336,7 +336,7 @@ def _origin_refusal(origin: str | None) -> str | None:
     """Why Pulse's origin check refuses ``origin``, or None when it allows it."""
     from channels.security.websocket import OriginValidator
 
-    from .conf import pulse_settings
+    from ._conf import pulse_settings
 
     allowed = pulse_settings.ALLOWED_ORIGINS
     if allowed is not None and "*" in allowed:
@@ -383,7 +383,7 @@ class PulseCommunicator:
     ) -> None:
         from channels.testing import WebsocketCommunicator
 
-        from .conf import pulse_settings
+        from ._conf import pulse_settings
 
         self.application = application if application is not None else _default_application()
         self.path = path if path is not None else "/" + pulse_settings.WS_PATH

@@ -346,12 +346,12 @@ def test_unknown_path_under_the_mount_is_404() -> None:
     [
         ({"API_THROTTLE_RATE": "lots"}, ["django_pulse.E020"]),
         ({"API_THROTTLE_RATE": "10/min", "TOKEN_PERMISSION": "no.such.module.hook"}, ["django_pulse.E021"]),
-        ({"TOKEN_PERMISSION": "django_pulse.conf.DEFAULTS"}, ["django_pulse.E021"]),
+        ({"TOKEN_PERMISSION": "django_pulse._conf.DEFAULTS"}, ["django_pulse.E021"]),
         ({"API_THROTTLE_RATE": None, "TOKEN_PERMISSION": f"{__name__}.only_staff_chat"}, []),
     ],
 )
 def test_api_settings_checks(settings: Any, pulse: dict[str, Any], ids: list[str]) -> None:
-    from django_pulse.checks import check_api_settings
+    from django_pulse._checks import check_api_settings
 
     settings.PULSE = pulse
     assert [m.id for m in check_api_settings()] == ids

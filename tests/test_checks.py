@@ -49,7 +49,7 @@ def test_missing_channels() -> None:
 
 
 def test_redis_url_from_channel_layer() -> None:
-    from django_pulse.conf import pulse_settings
+    from django_pulse._conf import pulse_settings
 
     layer = {
         "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": ["redis://h:1/2"]}}

@@ -77,9 +77,9 @@ def _layer(module: str) -> str:
 # Which top-level parts each layer may import (besides itself).
 ALLOWED = {
     "protocol": {"exceptions"},
-    "broker": {"protocol", "exceptions", "conf", "_lua", "_redis"},
-    "presence": {"protocol", "exceptions", "conf", "_lua", "_redis", "broker", "signals"},
-    "cluster": {"protocol", "exceptions", "conf", "_lua", "_redis", "broker", "presence"},
+    "broker": {"protocol", "exceptions", "_conf", "_lua", "_redis"},
+    "presence": {"protocol", "exceptions", "_conf", "_lua", "_redis", "broker", "signals"},
+    "cluster": {"protocol", "exceptions", "_conf", "_lua", "_redis", "broker", "presence"},
 }
 
 

@@ -14,8 +14,8 @@ from django.test import Client
 
 from django_pulse import pulse, signals
 from django_pulse.models import PulseApp
+from django_pulse.ops.staff_channel import STAFF_CHANNEL, STAFF_KB_ID
 from django_pulse.server.runtime import get_runtime
-from django_pulse.staff_channel import STAFF_CHANNEL, STAFF_KB_ID
 from tests.wsutil import connect, open_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -258,7 +258,7 @@ def test_the_grant_snippet_of_the_docs_lets_a_staff_user_in_and_press_buttons() 
 
 
 def test_process_health_is_the_age_of_its_last_heartbeat() -> None:
-    from django_pulse.live_view import _health
+    from django_pulse.ops.live_view import _health
 
     now = 1_000_000
     assert _health({"beatAt": now - 3000}, now) == "ok"

@@ -10,7 +10,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from django_pulse import metrics
+from django_pulse.ops import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -105,7 +105,7 @@ async def _until(predicate: Any, timeout: float, what: str) -> None:
 def test_the_cluster_setting_is_validated_and_selects_the_cluster_broker(settings: Any) -> None:
     from django.core import checks
 
-    from django_pulse.conf import pulse_settings
+    from django_pulse._conf import pulse_settings
 
     with pytest.raises(ValueError, match="needs 'nodes'"):
         ClusterConfig.from_setting({"password": "x"})

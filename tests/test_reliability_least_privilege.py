@@ -18,8 +18,8 @@ from django.core.checks import run_checks
 from django.test import Client
 
 from django_pulse import pulse
+from django_pulse._checks import check_authorize_hooks
 from django_pulse.authorization import authorize, unregister
-from django_pulse.checks import check_authorize_hooks
 from django_pulse.models import PulseApp
 from django_pulse.server.app_access import authenticate_token
 from tests.wsutil import Client as WsClient

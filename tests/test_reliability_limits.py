@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from django_pulse.conf import DEFAULTS
+from django_pulse._conf import DEFAULTS
 from tests.servers import LiveServer, live_pair, live_server
 from tests.sseclient import sdk_stream
 from tests.test_reliability_live import close_code, open_ws, recv_json
@@ -238,7 +238,7 @@ async def test_one_connection_cannot_enter_presence_on_more_channels_than_the_li
 
 
 def test_the_settings_of_the_limits_are_checked(settings: Any) -> None:
-    from django_pulse.checks import check_settings
+    from django_pulse._checks import check_settings
 
     settings.PULSE = {"PRESENCE_MAX_MEMBERS": 10, "PRESENCE_MAX_MEMBERS_PER_CLIENT": 10}
     assert "django_pulse.W040" in [m.id for m in check_settings(None)]

@@ -1,4 +1,4 @@
-"""docs/settings.md cannot drift from django_pulse.conf: one row per key of DEFAULTS, with its default value,
+"""docs/settings.md cannot drift from django_pulse._conf: one row per key of DEFAULTS, with its default value,
 and a property on pulse_settings for each."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from django_pulse.conf import DEFAULTS, PulseSettings
+from django_pulse._conf import DEFAULTS, PulseSettings
 
 ROW = re.compile(r"^\| `([A-Z_]+)` \| `(.*?)` \| (.+) \|$", re.MULTILINE)
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "settings.md"

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.test import TestCase, TransactionTestCase
 
 from django_pulse import pulse
-from django_pulse.conf import pulse_settings
+from django_pulse._conf import pulse_settings
 from django_pulse.publishers import ModelPublisher, register, unregister
 from django_pulse.testing import (
     HandshakeRefused,

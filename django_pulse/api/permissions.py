@@ -10,7 +10,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from ..conf import pulse_settings
+from .._conf import pulse_settings
 from .authentication import PulseCaller
 
 __all__ = ["HasApiKey", "IsPulseAdmin", "MayRequestToken", "token_capabilities"]

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.validators import RegexValidator
 from rest_framework import serializers
 
-from ..conf import pulse_settings
+from .._conf import pulse_settings
 from ..protocol import CHANNEL_RE, CONNECTION_ID_RE, KB_ID_RE, ErrorCode
 
 __all__ = [

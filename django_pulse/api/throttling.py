@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from ..conf import pulse_settings
+from .._conf import pulse_settings
 from .authentication import PulseCaller
 
 __all__ = ["ApiKeyThrottle"]

@@ -27,8 +27,9 @@ from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from .. import __version__, metrics, overview, sdk
-from ..conf import pulse_settings
+from .. import __version__, sdk
+from .._conf import pulse_settings
+from ..ops import metrics, overview
 from ..protocol import CHANNEL_RE
 from ..server.runtime import get_runtime
 from . import schema as _schema  # noqa: F401  (registers the auth scheme with drf-spectacular)
@@ -309,7 +310,7 @@ class IsMetricsReader(BasePermission):
 
 @extend_schema(exclude=True)  # Prometheus text, not JSON: docs/metrics.md describes it
 class MetricsView(PulseAPIView):
-    """This process's Prometheus metrics (``django_pulse.metrics``); scrape every server process."""
+    """This process's Prometheus metrics (``django_pulse.ops.metrics``); scrape every server process."""
 
     authentication_classes = [ApiKeyAuthentication, SessionAuthentication]
     permission_classes = [IsMetricsReader]

@@ -25,7 +25,7 @@ __all__ = [
 
 def build_broker() -> Broker:
     """A new broker of the class ``pulse_settings.BROKER_BACKEND`` names; raises TypeError if it is not one."""
-    from ..conf import pulse_settings
+    from .._conf import pulse_settings
 
     backend = import_string(pulse_settings.BROKER_BACKEND)
     instance = backend()

@@ -165,7 +165,7 @@ class ClusterConfig:
 
 
 def cluster_config() -> ClusterConfig | None:
-    from ..conf import pulse_settings
+    from .._conf import pulse_settings
 
     value = pulse_settings.REDIS_CLUSTER
     return None if value is None else ClusterConfig.from_setting(value)
@@ -235,7 +235,7 @@ def _async_cluster_class() -> type[Any]:
 
 
 def sentinel_config() -> SentinelConfig | None:
-    from ..conf import pulse_settings
+    from .._conf import pulse_settings
 
     value = pulse_settings.REDIS_SENTINEL
     return None if value is None else SentinelConfig.from_setting(value)

@@ -88,7 +88,7 @@ class MemoryBroker(Broker):
     """
 
     def __init__(self) -> None:
-        from ..conf import pulse_settings
+        from .._conf import pulse_settings
 
         super().__init__()
         self._lock = threading.Lock()

@@ -179,7 +179,7 @@ class RedisBroker(Broker):
         return Unavailable(message)
 
     def __init__(self, url: str | None = None, prefix: str | None = None) -> None:
-        from ..conf import pulse_settings
+        from .._conf import pulse_settings
 
         super().__init__()
         self.url = url or pulse_settings.REDIS_URL or "redis://127.0.0.1:6379/0"

@@ -27,8 +27,8 @@ import logging
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, cast
 
+from .._conf import pulse_settings
 from .._lua import load_lua
-from ..conf import pulse_settings
 
 if TYPE_CHECKING:
     from ..server.runtime import Runtime

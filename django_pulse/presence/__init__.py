@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from django.utils.module_loading import import_string
 
+from .._conf import pulse_settings
 from ..broker.base import Broker
-from ..conf import pulse_settings
 from .base import Member, NotPresent, PresenceBackend, PresenceChange, PresenceSnapshot, presence_topic
 
 __all__ = [

@@ -23,8 +23,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._conf import pulse_settings
 from ..broker.base import Broker, presence_topic
-from ..conf import pulse_settings
 from ..exceptions import LimitExceeded, ProtocolViolation, Unavailable
 from ..protocol import ErrorCode, PresenceEvent, is_valid_channel
 

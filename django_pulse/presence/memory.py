@@ -13,8 +13,8 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from .._conf import pulse_settings
 from ..broker.base import Broker
-from ..conf import pulse_settings
 from ..protocol import PresenceEvent, presence_frame
 from .base import (
     Member,

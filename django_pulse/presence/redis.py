@@ -35,11 +35,11 @@ from typing import Any, TypeVar, cast
 import redis
 from redis.exceptions import ClusterError, RedisClusterException
 
+from .._conf import pulse_settings
 from .._lua import load_lua
 from ..broker.base import Broker
 from ..broker.connection import is_cluster, sync_client
 from ..broker.keys import bus_channel, channel_key, check_prefix, process_key
-from ..conf import pulse_settings
 from ..exceptions import Unavailable
 from ..protocol import PresenceEvent
 from .base import (

@@ -14,8 +14,8 @@ from channels.db import database_sync_to_async
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
+from .._conf import pulse_settings
 from ..broker.base import CONTROL_TOPIC
-from ..conf import pulse_settings
 from ..exceptions import AppError, PulseError
 from ..models import PulseApp
 from ..protocol import ErrorCode

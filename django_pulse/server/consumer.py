@@ -31,9 +31,9 @@ from channels.exceptions import StopConsumer
 from django.conf import settings
 
 from .. import signals
+from .._conf import pulse_settings
 from ..authorization import Decision, decide, resolve_user
 from ..broker.base import CONTROL_TOPIC
-from ..conf import pulse_settings
 from ..exceptions import ProtocolViolation, PulseError, TokenError
 from ..protocol import (
     PING_FRAME,

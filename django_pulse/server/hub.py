@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..broker.base import CONTROL_TOPIC, topic_channel
-from ..metrics import NullMetrics
+from ..ops.metrics import NullMetrics
 from ..protocol import CloseCode, discontinuity_frame, excluded_connection, excluded_frame, utf8_len
 from .control import ControlSink, ControlTarget
 

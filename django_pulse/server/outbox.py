@@ -14,8 +14,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
+from .._types import ASGISend
 from ..protocol import CloseCode, utf8_len
-from ..types import ASGISend
 from ._server_io import buffer_probe, close_going_away, daphne_protocol, direct_writer
 from .runtime import get_runtime
 

@@ -22,7 +22,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import signals
-from ..conf import pulse_settings
+from .._conf import pulse_settings
 from ..exceptions import Forbidden, LimitExceeded
 from ..presence import presence_topic
 from ..protocol import Action, CloseCode, ErrorCode, Operation, Request, ok_frame, presence_frame_serial

@@ -16,10 +16,10 @@ from typing import Any
 from django.core.serializers.json import DjangoJSONEncoder
 
 from .. import signals
+from .._conf import pulse_settings
 from ..broker.base import message_topic
-from ..conf import pulse_settings
 from ..exceptions import LimitExceeded, ProtocolViolation
-from ..metrics import publish_source
+from ..ops.metrics import publish_source
 from ..protocol import (
     CONNECTION_ID_RE,
     ErrorCode,

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from ..broker.base import Broker
     from ..cluster.client_connections import ClientConnections
     from ..cluster.liveness import Liveness
-    from ..metrics import NullMetrics
+    from ..ops.metrics import NullMetrics
     from ..presence.base import PresenceBackend
     from .app_cache import AppCache
     from .hub import Hub
@@ -149,12 +149,12 @@ class Runtime:
 
     @property
     def metrics(self) -> NullMetrics:
-        """Prometheus metrics of this process (django_pulse.metrics, issue 21); does nothing when they are off."""
+        """Prometheus metrics of this process (django_pulse.ops.metrics, issue 21); does nothing when they are off."""
         metrics = self._metrics
         if metrics is None:
             with self._lock:
                 if self._metrics is None:
-                    from ..metrics import build_metrics
+                    from ..ops.metrics import build_metrics
 
                     self._metrics = build_metrics(self)
                 metrics = self._metrics

@@ -38,7 +38,7 @@ from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..conf import pulse_settings
+from .._conf import pulse_settings
 from ..exceptions import PulseError
 from ..protocol import Action, CloseCode, ErrorCode, Operation, Request, dumps, parse_frame
 from ..protocol import sse as sse_wire

@@ -28,7 +28,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, json_script
 from django.utils.safestring import SafeString, mark_safe
 
-from ..conf import pulse_settings
+from .._conf import pulse_settings
 from ..live import stream_name
 from ..streams import sign_stream
 

@@ -23,12 +23,13 @@ from django.db import transaction
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from ... import overview, sdk
+from ... import sdk
+from ..._conf import pulse_settings
 from ...api.authentication import issue_admin_credential
 from ...clients.http import PulseAPIError, PulseClient, PulseConnectionError
-from ...conf import pulse_settings
 from ...exceptions import PulseError
 from ...models import KEY_PREFIX, ApiKey, PulseApp
+from ...ops import overview
 
 
 class _ServerClient(PulseClient):

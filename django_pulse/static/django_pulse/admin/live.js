@@ -1,5 +1,5 @@
 /*
- * The admin's live view (django_pulse/live_view.py, docs/admin.md): renders the snapshot the page carries,
+ * The admin's live view (django_pulse/ops/live_view.py, docs/admin.md): renders the snapshot the page carries,
  * then every snapshot published on the staff channel, which it subscribes to with pulse.js.
  *
  * Everything shown comes from clients (channel names, presence data, client ids), so it is inserted as text

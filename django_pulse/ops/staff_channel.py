@@ -1,4 +1,4 @@
-"""The staff channel: the internal channel the admin's live view (``django_pulse.live_view``) listens on.
+"""The staff channel: the internal channel the admin's live view (``django_pulse.ops.live_view``) listens on.
 
 The live view eats its own dog food: its page subscribes, with pulse.js, to channel ``STAFF_CHANNEL`` of the
 internal app ``STAFF_KB_ID``, and the server process holding that subscription publishes snapshots there
@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 from channels.db import database_sync_to_async
 from django.dispatch import Signal
 
-from .exceptions import Forbidden
-from .protocol import ErrorCode, Operation
+from ..exceptions import Forbidden
+from ..protocol import ErrorCode, Operation
 
 if TYPE_CHECKING:
-    from .protocol.tokens import Claims
+    from ..protocol.tokens import Claims
 
 __all__ = [
     "MANAGE_PERMISSION",

@@ -27,11 +27,11 @@ import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .conf import pulse_settings
+from .._conf import pulse_settings
 
 __all__ = ["METRIC_NAMES", "NullMetrics", "PulseMetrics", "build_metrics", "publish_source"]
 
-logger = logging.getLogger("django_pulse.metrics")
+logger = logging.getLogger("django_pulse.ops.metrics")
 
 SOURCES = ("sdk", "http", "client", "signal")
 METRIC_NAMES = (

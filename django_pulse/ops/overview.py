@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from . import __version__
-from .conf import pulse_settings
-from .exceptions import PulseError
-from .models import PulseApp
+from .. import __version__
+from .._conf import pulse_settings
+from ..exceptions import PulseError
+from ..models import PulseApp
 
 __all__ = ["collect", "redis_health"]
 
@@ -33,7 +33,7 @@ def redis_health() -> dict[str, Any] | None:
         return None
     import redis
 
-    from .broker.connection import sync_client
+    from ..broker.connection import sync_client
 
     client = sync_client(url, socket_connect_timeout=2, socket_timeout=2)
     try:
@@ -60,7 +60,7 @@ def collect(*, channel_lists: bool = False) -> dict[str, Any]:
     lists: dict[str, list[dict[str, Any]]] = {}
     lists_error: str | None = None
     if reachable and enabled:
-        from .server.runtime import get_runtime
+        from ..server.runtime import get_runtime
 
         try:  # pulse.channels() of every enabled app, from one read of the process registry
             lists = get_runtime().liveness.channels_of_apps_sync(enabled)
@@ -83,7 +83,7 @@ def collect(*, channel_lists: bool = False) -> dict[str, Any]:
         apps.append(entry)
     live: dict[str, Any] = {"processes": None, "connections": None, "processList": []}
     if reachable:
-        from .server.runtime import get_runtime
+        from ..server.runtime import get_runtime
 
         try:
             registry = get_runtime().liveness.status_sync()

@@ -11,10 +11,10 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
-from .conf import DEFAULTS, pulse_settings
+from ._conf import DEFAULTS, pulse_settings
+from .ops.staff_channel import STAFF_KB_ID
 from .protocol import KB_ID_RE
 from .protocol.tokens import normalize_capabilities
-from .staff_channel import STAFF_KB_ID
 
 __all__ = [
     "check_authorize_hooks",

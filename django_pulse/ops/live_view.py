@@ -5,7 +5,7 @@ django-pulse itself, with buttons to disconnect a client and to disable or enabl
   ``manage.py pulse status``, across every server process) plus each process's health from the age of its
   last heartbeat. Members of a channel are read when a channel is picked (``members_view``).
 - **How it updates**: the page subscribes with pulse.js to channel ``live`` of the internal app
-  ``_pulse-admin`` (``django_pulse.staff_channel``: staff with ``view_live`` only). The subscribe starts, on
+  ``_pulse-admin`` (``django_pulse.ops.staff_channel``: staff with ``view_live`` only). The subscribe starts, on
   the server process that holds it, one watcher task (``start_watching``) that builds a snapshot every
   ``LIVE_VIEW_INTERVAL`` seconds, or sooner after a connect, disconnect or presence change on that process,
   and publishes it when it differs from the last one (or every ``KEEPALIVE`` s). The watcher ends when the
@@ -35,12 +35,13 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from . import overview, sdk, signals
-from .broker.base import message_topic
-from .conf import pulse_settings
-from .exceptions import PulseError
-from .models import PulseApp
-from .server.runtime import get_runtime
+from .. import sdk, signals
+from .._conf import pulse_settings
+from ..broker.base import message_topic
+from ..exceptions import PulseError
+from ..models import PulseApp
+from ..server.runtime import get_runtime
+from . import overview
 from .staff_channel import (
     MANAGE_PERMISSION,
     STAFF_CHANNEL,
@@ -64,7 +65,7 @@ __all__ = [
     "token_view",
 ]
 
-logger = logging.getLogger("django_pulse.live_view")
+logger = logging.getLogger("django_pulse.ops.live_view")
 
 SNAPSHOT_EVENT = "snapshot"
 WATCHER_TASK = "pulse-live-view"
@@ -169,7 +170,7 @@ async def _watch() -> None:
     async def poke(sender: Any, **kwargs: Any) -> None:
         wake.set()
 
-    uid = f"django_pulse.live_view.{id(wake)}"
+    uid = f"django_pulse.ops.live_view.{id(wake)}"
     for signal in _WAKING_SIGNALS:
         signal.connect(poke, weak=False, dispatch_uid=uid)
     last_digest: str | None = None

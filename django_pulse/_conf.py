@@ -131,7 +131,7 @@ DEFAULTS: dict[str, Any] = {
     "REDIS_CLUSTER": None,
     "REDIS_WAIT_REPLICAS": 0,
     "REDIS_WAIT_TIMEOUT": 1.0,
-    # Operations (issue 21): Prometheus metrics (django_pulse.metrics, docs/metrics.md). None: on when the
+    # Operations (issue 21): Prometheus metrics (django_pulse.ops.metrics, docs/metrics.md). None: on when the
     # prometheus-client package is installed (extra "metrics"); False: off (every counter call is a no-op).
     "METRICS": None,
     # The admin's live view (docs/admin.md): while staff watch it, the server process holding their connection
