@@ -1,4 +1,8 @@
-"""The one exception hierarchy of django-pulse.
+"""The exceptions of django-pulse, importable from this one module.
+
+Raised by the server SDK, the consumer and the HTTP API: one hierarchy, each with an ``ErrorCode``
+(docs/protocol.md lists them) and a human sentence; the WebSocket consumer turns them into error frames / close
+codes and the HTTP API into JSON error bodies::
 
     PulseError (code: ErrorCode)
     ├── TokenError            a token failed verification (token_invalid, token_expired, ...)
@@ -8,23 +12,86 @@
     ├── Forbidden             the capabilities do not allow the operation
     └── Unavailable           the broker (Redis) cannot be reached
 
-Every error carries an ``ErrorCode`` (docs/protocol.md lists them) and a human sentence; the WebSocket
-consumer turns them into error frames / close codes and the HTTP API into JSON error bodies.
+Raised by the clients for other programs (``django_pulse.clients``; the same classes, also importable from
+there)::
+
+    PulseClientError                 base of every client error
+    ├── PulseConnectionError         the server did not answer (HTTP client)
+    ├── PulseReplyError              an ``error`` reply or a refused ``auth`` (WebSocket client): ``code``, ``message``
+    └── PulseAPIError                an HTTP API error body: ``status``, ``code``, ``message``
+        ├── BadRequest (400)  NotAuthenticated (401)  PermissionDenied (403)  NotFound (404)
+        └── PayloadTooLarge (413)  Throttled (429)  ServiceUnavailable (503)
+
+``ErrorCode`` and ``CloseCode`` are the codes an error or a closed connection carries (``CloseCode(code).retry``
+says whether reconnecting can help). The client classes load on first use, so the server never imports the
+clients.
 """
 
 from __future__ import annotations
 
-from .protocol.codes import ErrorCode
+from typing import TYPE_CHECKING, Any
+
+from .protocol.codes import CloseCode, ErrorCode
+
+if TYPE_CHECKING:
+    from .clients.exceptions import PulseClientError, PulseConnectionError, PulseReplyError
+    from .clients.http import (
+        BadRequest,
+        NotAuthenticated,
+        NotFound,
+        PayloadTooLarge,
+        PermissionDenied,
+        PulseAPIError,
+        ServiceUnavailable,
+        Throttled,
+    )
 
 __all__ = [
     "AppError",
+    "BadRequest",
+    "CloseCode",
+    "ErrorCode",
     "Forbidden",
     "LimitExceeded",
+    "NotAuthenticated",
+    "NotFound",
+    "PayloadTooLarge",
+    "PermissionDenied",
     "ProtocolViolation",
+    "PulseAPIError",
+    "PulseClientError",
+    "PulseConnectionError",
     "PulseError",
+    "PulseReplyError",
+    "ServiceUnavailable",
+    "Throttled",
     "TokenError",
     "Unavailable",
 ]
+
+# The clients' exceptions, by the module that defines them (loaded lazily, see __getattr__).
+_CLIENT_ERRORS = {
+    "PulseClientError": "exceptions",
+    "PulseConnectionError": "exceptions",
+    "PulseReplyError": "exceptions",
+    "PulseAPIError": "http",
+    "BadRequest": "http",
+    "NotAuthenticated": "http",
+    "PermissionDenied": "http",
+    "NotFound": "http",
+    "PayloadTooLarge": "http",
+    "Throttled": "http",
+    "ServiceUnavailable": "http",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _CLIENT_ERRORS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"django_pulse.clients.{module}"), name)
 
 
 class PulseError(Exception):
@@ -44,24 +111,36 @@ class PulseError(Exception):
 
 
 class TokenError(PulseError):
+    """A token failed verification: malformed, badly signed, expired, or for another app."""
+
     default_code = ErrorCode.TOKEN_INVALID
 
 
 class AppError(PulseError):
+    """The app (kbId) is unknown or disabled."""
+
     default_code = ErrorCode.APP_UNKNOWN
 
 
 class ProtocolViolation(PulseError):
+    """A frame or request broke the protocol: bad JSON, an unknown action, an invalid channel name."""
+
     default_code = ErrorCode.BAD_REQUEST
 
 
 class LimitExceeded(PulseError):
+    """A limit was hit: a message too large, a rate limit, too many subscriptions or connections."""
+
     default_code = ErrorCode.MESSAGE_TOO_LARGE
 
 
 class Forbidden(PulseError):
+    """The token's capabilities (or an authorize hook) do not allow the operation on the channel."""
+
     default_code = ErrorCode.FORBIDDEN
 
 
 class Unavailable(PulseError):
+    """The broker (Redis) cannot be reached; the operation may succeed when retried."""
+
     default_code = ErrorCode.UNAVAILABLE

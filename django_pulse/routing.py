@@ -29,11 +29,13 @@ from django.urls import path
 
 from ._conf import pulse_settings
 from .server.consumer import PulseConsumer
+from .server.shutdown import shutdown
 
 __all__ = [
     "pulse_lifespan",
     "pulse_websocket_app",
     "register_when_served",
+    "shutdown",
     "sse_urlpatterns",
     "websocket_urlpatterns",
 ]
@@ -72,6 +74,8 @@ def _origin_allowed(scope: dict[str, Any]) -> bool:
     return bool(validator.valid_origin(parsed_origin))
 
 
+#: The WebSocket route: the consumer at ``PULSE["WS_PATH"]`` behind the origin check, for the
+#: ``"websocket"`` side of the ``ProtocolTypeRouter``.
 websocket_urlpatterns = [path(pulse_settings.WS_PATH, pulse_websocket_app)]  # type: ignore[arg-type]
 
 
@@ -82,7 +86,8 @@ def _sse_urlpatterns() -> list[Any]:
     return [path(base + suffix, pulse_sse_app) for suffix in ("", "ticket/", "send/")]  # type: ignore[arg-type]
 
 
-# The SSE transport's HTTP routes (stream, ticket, send), for the "http" side of the ProtocolTypeRouter.
+#: The SSE transport's HTTP routes at ``PULSE["SSE_PATH"]`` (stream, ticket, send), for the ``"http"`` side
+#: of the ``ProtocolTypeRouter``, in front of Django's own application.
 sse_urlpatterns = _sse_urlpatterns()
 
 
@@ -168,15 +173,13 @@ def register_when_served() -> None:
 async def pulse_lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """ASGI lifespan for servers that speak it (uvicorn, granian): route ``"lifespan": pulse_lifespan`` in the
     ``ProtocolTypeRouter``. Startup registers this process; shutdown closes its Pulse connections gracefully
-    (``django_pulse.server.shutdown``) before the server stops."""
+    (``shutdown()``) before the server stops."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             await _register_process()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            from .server.shutdown import shutdown
-
             try:
                 await shutdown()
             except Exception:

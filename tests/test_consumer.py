@@ -503,16 +503,6 @@ async def test_a_close_the_server_never_confirms_ends_the_connection(monkeypatch
     assert "m:default:posts" not in get_runtime().hub.local_topics() and not get_runtime().hub.connections
 
 
-def test_the_old_consumers_path_still_imports_with_a_deprecation_warning() -> None:
-    import importlib
-    import sys
-
-    sys.modules.pop("django_pulse.consumers", None)
-    with pytest.warns(DeprecationWarning, match="django_pulse.server.consumer"):
-        old = importlib.import_module("django_pulse.consumers")
-    assert old.PulseConsumer is PulseConsumer
-
-
 async def test_a_connection_that_arrives_during_the_graceful_shutdown_is_told_to_go_elsewhere() -> None:
     """After ``shutdown()`` began, the server may still accept (it stops listening later): the newcomer gets 1001
     at once rather than a dropped socket when the process exits."""

@@ -74,14 +74,24 @@ def test_the_clients_package_exports_both_clients_and_one_exception_tree() -> No
     assert clients.Realtime.__module__ == "django_pulse.clients.websocket"
 
 
-def test_the_old_client_paths_still_import_with_a_deprecation_warning() -> None:
-    import importlib
-    import sys
+def test_the_removed_deprecated_paths_are_not_in_the_package() -> None:
+    """The 0.2 aliases are gone (CHANGELOG): the package ships no module by those names any more."""
+    import pkgutil
 
-    import pytest
+    shipped = {module.name for module in pkgutil.iter_modules(django_pulse.__path__)}
+    assert "clients" in shipped
+    assert not shipped & {"client", "http_client", "consumers"}
 
-    for old, new in (("django_pulse.client", "Realtime"), ("django_pulse.http_client", "PulseClient")):
-        sys.modules.pop(old, None)
-        with pytest.warns(DeprecationWarning, match="django_pulse.clients"):
-            module = importlib.import_module(old)
-        assert hasattr(module, new)
+
+def test_every_exception_users_catch_imports_from_django_pulse_exceptions() -> None:
+    from django_pulse import clients, exceptions
+    from django_pulse.clients import http
+
+    assert exceptions.PulseClientError is clients.PulseClientError
+    assert exceptions.PulseReplyError is clients.PulseReplyError
+    assert exceptions.PulseAPIError is http.PulseAPIError
+    assert exceptions.Throttled is http.Throttled
+    assert issubclass(exceptions.TokenError, exceptions.PulseError)
+    assert exceptions.CloseCode(4001).retry and not exceptions.CloseCode(4003).retry
+    for name in exceptions.__all__:
+        assert getattr(exceptions, name) is not None, name

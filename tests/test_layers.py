@@ -62,11 +62,7 @@ def _exists(module: str) -> bool:
     return (PACKAGE / rel).with_suffix(".py").exists() or (PACKAGE / rel / "__init__.py").exists()
 
 
-GRAPH = {
-    _module_name(path): _imports(path)
-    for path in PACKAGE.rglob("*.py")
-    if "migrations" not in path.parts and path.name not in ("consumers.py", "client.py", "http_client.py")
-}
+GRAPH = {_module_name(path): _imports(path) for path in PACKAGE.rglob("*.py") if "migrations" not in path.parts}
 
 
 def _layer(module: str) -> str:

@@ -58,31 +58,33 @@ class PulseAPIError(PulseClientError):
 
 
 class BadRequest(PulseAPIError):
-    pass
+    """400: the request was malformed or invalid (a bad channel name, a missing field)."""
 
 
 class NotAuthenticated(PulseAPIError):
-    pass
+    """401: no API key, or one that is unknown or revoked."""
 
 
 class PermissionDenied(PulseAPIError):
-    pass
+    """403: the key may not do this (its app is disabled, or an authorize hook refused)."""
 
 
 class NotFound(PulseAPIError):
-    pass
+    """404: no such app, channel or endpoint."""
 
 
 class PayloadTooLarge(PulseAPIError):
-    pass
+    """413: the body or a message is larger than the server accepts."""
 
 
 class Throttled(PulseAPIError):
+    """429: too many requests; ``retry_after`` is the server's ``Retry-After`` in seconds, when it sent one."""
+
     retry_after: float | None = None
 
 
 class ServiceUnavailable(PulseAPIError):
-    pass
+    """503: the server cannot reach its broker (Redis) right now; retry later."""
 
 
 _BY_STATUS: dict[int, type[PulseAPIError]] = {

@@ -59,6 +59,8 @@ class Operation(StrEnum):
 
 
 class ErrorCode(StrEnum):
+    """The ``code`` of an error reply, an HTTP error body and a ``PulseError`` (docs/protocol.md lists them)."""
+
     BAD_REQUEST = "bad_request"
     INVALID_JSON = "invalid_json"
     UNSUPPORTED_FRAME = "unsupported_frame"
@@ -88,6 +90,9 @@ class ErrorCode(StrEnum):
 
 
 class CloseCode(IntEnum):
+    """The WebSocket close codes the server ends a connection with (docs/protocol.md); ``retry`` says whether
+    reconnecting can help."""
+
     NORMAL = 1000
     GOING_AWAY = 1001
     PROTOCOL_ERROR = 4000

@@ -1,7 +1,7 @@
 """Recovery and rewind on subscribe: which retained messages a new subscription gets, and a seam without
 gaps or duplicates between them and live delivery.
 
-docs/history.md states the guarantees. The subscribe handler (``consumers.py``) does, in order:
+docs/history.md states the guarantees. The subscribe handler (``server/actions.py``) does, in order:
 
 1. subscribe the topic in the hub with a ``ReplaySink`` that holds live frames back;
 2. read the topic's serial, epoch and retained frames in one atomic broker read (``Broker.history``);
