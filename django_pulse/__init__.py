@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+#: The version of django-pulse (pulse.js carries the same one as ``Pulse.VERSION``).
 __version__ = "0.1.0"
 __all__ = ["__version__", "pulse"]
 

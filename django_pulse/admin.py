@@ -5,8 +5,8 @@ pulse enable`` / ``keys --rotate``), which shows the new key once; the inline li
 revoked or renamed, but cannot add a row (an added row had an empty prefix and hash). Unticking "Enabled"
 closes the app's open connections on every server process (``django_pulse.models``' ``post_save``).
 
-``LiveAdmin`` puts the live view (``django_pulse.ops.live_view``, docs/admin.md) at ``/admin/django_pulse/live/``,
-listed on the admin index for staff with the permission ``django_pulse.view_live``.
+``LiveAdmin`` puts the live view (docs/admin.md) at ``/admin/django_pulse/live/``, listed on the admin index for
+staff with the permission ``django_pulse.view_live``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from django.urls import URLPattern, path
 
 from .models import ApiKey, Live, PulseApp
 from .ops.staff_channel import may_watch
+
+__all__ = ["ApiKeyAdmin", "LiveAdmin", "PulseAppAdmin"]
 
 
 class ApiKeyInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -35,6 +37,8 @@ class ApiKeyInline(admin.TabularInline):  # type: ignore[type-arg]
 
 @admin.register(PulseApp)
 class PulseAppAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Pulse apps, with their keys inline and the action "Create an API key" (the key is shown once)."""
+
     list_display = ("kb_id", "name", "enabled", "created_at")
     list_filter = ("enabled",)
     search_fields = ("kb_id", "name")
@@ -54,6 +58,8 @@ class PulseAppAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """API keys: listed, renamed and revoked here; created only by the app's action or the command."""
+
     list_display = ("prefix", "app", "name", "created_at", "last_used_at", "revoked_at")
     list_filter = ("app",)
     readonly_fields = ("prefix", "app", "created_at", "last_used_at")

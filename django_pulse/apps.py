@@ -1,9 +1,20 @@
+"""The Django app of django-pulse: add ``"django_pulse"`` to ``INSTALLED_APPS``.
+
+When Django is ready it registers the system checks, imports every installed app's ``pulse.py`` (authorize hooks,
+``publishers.register(...)``), and connects the admin's live view.
+"""
+
 from __future__ import annotations
 
 from django.apps import AppConfig
 
+__all__ = ["PulseConfig"]
+
 
 class PulseConfig(AppConfig):
+    """The app config Django picks for ``"django_pulse"`` (its label, ``django_pulse``, names the tables and the
+    permissions)."""
+
     name = "django_pulse"
     verbose_name = "Pulse"
     default_auto_field = "django.db.models.BigAutoField"

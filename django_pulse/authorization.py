@@ -158,6 +158,8 @@ def clear_hooks() -> None:
 
 
 def find_hook(channel: str) -> tuple[Hook, dict[str, str]] | None:
+    """The hook whose pattern matches ``channel`` (the first registered wins) and the values of the pattern's
+    placeholders, or None when no hook matches."""
     found = _find(channel)
     return None if found is None else (found[0].func, found[1])
 

@@ -37,11 +37,14 @@ __all__ = [
     "stream_name",
 ]
 
+#: The event name of a live fragment on its channel (pulse.js swaps the HTML it carries into the page).
 FRAGMENT_EVENT = "pulse:html"
 
 # Turbo Streams' set: the first six put ``html`` relative to the target, ``remove`` deletes the target,
 # ``refresh`` asks the page (or the stream's region) to reload itself.
+#: The actions a fragment may carry (Turbo Streams' set).
 ACTIONS = ("append", "prepend", "replace", "update", "remove", "before", "after", "refresh")
+#: The actions that need no target element.
 TARGETLESS_ACTIONS = ("refresh",)
 _NO_HTML = ("remove", "refresh")
 MAX_TARGET_LENGTH = 255

@@ -150,7 +150,7 @@ class ApiKey(models.Model):
 
 
 class Live(models.Model):
-    """No table (``managed = False``, never queried): the admin's live view (``django_pulse.ops.live_view``) and its
+    """No table (``managed = False``, never queried): the admin's live view (docs/admin.md) and its
     permissions. ``view_live``: see it (staff only); ``manage_live``: use its buttons (disconnect a client,
     disable or enable an app)."""
 

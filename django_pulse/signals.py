@@ -40,13 +40,24 @@ __all__ = [
     "publish_failed",
 ]
 
+#: A message was published (by the server or a client): ``kb_id, channel, event, id, serial, client_id, data, exclude``.
 message_published = Signal()
+#: A connection authenticated: ``kb_id, client_id, connection_id``.
 client_connected = Signal()
+#: A connection ended: ``kb_id, client_id, connection_id, code`` (the close code).
 client_disconnected = Signal()
+#: A new connection continued an old one (``auth`` with ``recover``), sent on every process:
+#: ``kb_id, client_id, connection_id, process_id, previous_process_id``.
 connection_recovered = Signal()
+#: A presence member entered: ``kb_id, channel, member``.
 member_entered = Signal()
+#: A presence member updated its data: ``kb_id, channel, member``.
 member_updated = Signal()
+#: A presence member left: ``kb_id, channel, member``.
 member_left = Signal()
+#: A channel's presence set went from empty to one member: ``kb_id, channel``.
 channel_occupied = Signal()
+#: A channel's presence set went from one member to empty: ``kb_id, channel``.
 channel_vacated = Signal()
+#: Publish-on-save could not publish (the save itself was kept): ``instance, channel, event, exception``.
 publish_failed = Signal()
