@@ -191,12 +191,15 @@ _CODE_SPAN = re.compile(r"(``.+?``|`[^`\n]+`)")
 
 
 def _markdown(text: str) -> str:
-    """A docstring as Markdown: ``<placeholder>`` outside code spans would be read as an HTML tag."""
+    """A docstring as Markdown: ``<placeholder>`` outside code spans would be read as an HTML tag, and a
+    trailing ``::`` is reStructuredText."""
     out = []
     for line in text.splitlines():
         if line.startswith("    "):
             out.append(line)  # an indented block is code already
             continue
+        if line.endswith("::"):
+            line = line[:-1]  # reStructuredText's "a code block follows"; Markdown needs only the indentation
         parts = _CODE_SPAN.split(line)
         out.append("".join(p if i % 2 else p.replace("<", "&lt;").replace(">", "&gt;") for i, p in enumerate(parts)))
     return "\n".join(out).strip()
@@ -266,8 +269,8 @@ def _entry(qualname: str, short: str, obj: Any, doc: str | None) -> list[str]:
         for attr, member in obj.__dict__.items():
             if attr.startswith("_") or not inspect.isfunction(member) or not member.__doc__:
                 continue
-            signature = _unquoted(inspect.signature(member))
-            lines += [f"- **`{attr}{signature}`**: {_markdown(inspect.getdoc(member) or '')}"]
+            method = _unquoted(inspect.signature(member))
+            lines += [f"- **`{attr}{method}`**: {_markdown(inspect.getdoc(member) or '')}"]
         if lines[-1].startswith("- "):
             lines.append("")
     return lines
