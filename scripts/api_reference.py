@@ -102,7 +102,8 @@ def setup_django() -> None:
 def top_level_entries() -> list[str]:
     """The modules and packages directly in ``django_pulse/``."""
     names = [p.stem for p in PACKAGE.glob("*.py") if p.name != "__init__.py"]
-    names += [p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()]
+    # A folder of Python files is a package even without __init__.py (a namespace package, as cluster/ is).
+    names += [p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__" and any(p.glob("*.py"))]
     return sorted(names)
 
 

@@ -61,5 +61,8 @@ def test_an_unmarked_internal_module_is_reported(monkeypatch: pytest.MonkeyPatch
         (tmp_path / name).write_text("")
     (tmp_path / "server").mkdir()
     (tmp_path / "server" / "__init__.py").write_text("")
+    (tmp_path / "helpers").mkdir()  # a namespace package counts too
+    (tmp_path / "helpers" / "tools.py").write_text("")
+    (tmp_path / "static").mkdir()  # not Python
     monkeypatch.setattr(api, "PACKAGE", tmp_path)
-    assert api.unclassified_top_level() == ["overview"]
+    assert api.unclassified_top_level() == ["helpers", "overview"]
