@@ -129,7 +129,7 @@ def _on_daphne_reactor() -> bool:
         return False
 
     def started() -> None:
-        from .server._server_io import install_daphne_shutdown
+        from .server._io import install_daphne_shutdown
         from .server.shutdown import logged_shutdown
 
         install_daphne_shutdown(logged_shutdown)
@@ -145,7 +145,7 @@ def _on_prepared_loop() -> bool:
         return False
     loop = asyncio.get_event_loop_policy().get_event_loop()
     loop.call_soon_threadsafe(_spawn_registration, loop)
-    from .server._server_io import install_granian_shutdown
+    from .server._io import install_granian_shutdown
     from .server.shutdown import logged_shutdown
 
     install_granian_shutdown(logged_shutdown)

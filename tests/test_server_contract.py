@@ -1,10 +1,11 @@
-"""The fast path's contract with the servers' internals (docs/servers.md): every name django_pulse.server._server_io
+"""The fast path's contract with the servers' internals (docs/servers.md): every name django_pulse.server._io
 reads exists, with the expected shape, on the REAL objects of the installed daphne, Twisted, autobahn, uvicorn and
 websockets; real server processes take the fast path (and granian the ASGI path); a server whose internals differ
 is logged once at WARNING and still delivers through ASGI.
 
 Run them against the oldest and newest versions tested with ``nox -s servers`` (.ci/constraints/servers-*.txt).
-A failure here names the server, its version and the missing name: update _server_io, or the version table.
+A failure here names the server, its version and the missing name: update django_pulse/server/_io/, or the
+version table.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from django_pulse.server import _server_io as server_io
-from django_pulse.server._server_io import (
+from django_pulse.server import _io as server_io
+from django_pulse.server._io import (
     DAPHNE_PROTOCOL,
     DAPHNE_REQUEST,
     GRANIAN_SIGNALS,
@@ -55,7 +56,7 @@ def assert_has(requirement: Requirement, obj: Any) -> None:
     assert not missing, (
         f"{server_version(requirement.server)}: {requirement.holder} has no {', '.join(missing)}; under this "
         f"{requirement.distribution} ({metadata.version(requirement.distribution)}) the fast path falls back to "
-        "ASGI. Update django_pulse/server/_server_io.py and docs/servers.md."
+        "ASGI. Update django_pulse/server/_io/ and docs/servers.md."
     )
 
 
@@ -158,9 +159,9 @@ def test_twisted_transport_has_what_the_fast_path_reads() -> None:
         conn = tcp.Connection(left, None, reactor)
         conn.connected = 1  # as tcp.Server does once accepted
         assert_has(TWISTED_TRANSPORT, conn)
-        assert server_io._twisted_buffered(conn) == 0, version_of("Twisted")
+        assert server_io.daphne.buffered(conn) == 0, version_of("Twisted")
         conn.write(b"abc")
-        assert server_io._twisted_buffered(conn) == 3, (
+        assert server_io.daphne.buffered(conn) == 3, (
             f"{version_of('Twisted')}: dataBuffer/offset/_tempDataLen no longer count what write() holds"
         )
         conn.stopWriting()
@@ -194,12 +195,12 @@ def _granian_hook_logs_drift() -> bool:
     """install_granian_shutdown without granian._signals: a WARNING naming the version, nothing installed."""
     import logging
 
-    from django_pulse.server._server_io import install_granian_shutdown
+    from django_pulse.server._io import install_granian_shutdown
 
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append  # type: ignore[method-assign]
-    log = logging.getLogger("django_pulse.server._server_io")
+    log = logging.getLogger("django_pulse.server._io")
     log.addHandler(handler)
     try:
 
@@ -276,7 +277,7 @@ async def on_uvicorn_connection(check: Callable[[Any], Awaitable[str]]) -> str:
 async def test_uvicorn_send_is_the_sansio_protocols_bound_send() -> None:
     async def check(send: Any) -> str:
         owner = getattr(send, "__self__", None)
-        assert server_io._uvicorn_protocol(send) is not None, (
+        assert server_io.uvicorn.websocket_protocol(send) is not None, (
             f"{server_version('uvicorn')}: its send is {send!r} on {type(owner).__module__}.{type(owner).__qualname__}"
             f", not {server_io.UVICORN_SANSIO}.WebSocketsSansIOProtocol.send: server_io no longer recognises it"
         )
@@ -360,7 +361,7 @@ async def test_drift_is_a_warning_once_and_delivery_goes_through_asgi(
         UVICORN_PROTOCOL.holder,
         (*UVICORN_PROTOCOL.names, "renamed_by_a_future_uvicorn"),
     )
-    monkeypatch.setattr(server_io, "UVICORN_PROTOCOL", stripped)
+    monkeypatch.setattr(server_io.uvicorn, "UVICORN_PROTOCOL", stripped)
     caplog.set_level(logging.INFO, logger=server_io.logger.name)
 
     async with uvicorn_serving(application) as port:
@@ -461,7 +462,7 @@ async def test_granian_takes_the_asgi_path_and_delivers() -> None:
     assert entry["version"] == server_version("granian"), entry
 
 
-# -- SSE: streamed HTTP responses (_server_io.response_writer) ---------------------------------------------------
+# -- SSE: streamed HTTP responses (_io.response_writer) ---------------------------------------------------
 
 # What the SSE transport writes first (headers and its first body), then a few bodies of every chunk-size shape:
 # one and two hex digits, a multi-byte UTF-8 event, one over 64 KB.
@@ -653,7 +654,7 @@ async def on_uvicorn_http_response(check: Callable[[Any, Callable[[], Awaitable[
 async def test_uvicorn_http_send_is_the_httptools_cycles_bound_send_with_what_the_sse_path_reads() -> None:
     async def check(send: Any, received: Callable[[], Awaitable[bytes]]) -> None:
         owner = getattr(send, "__self__", None)
-        cycle = server_io._uvicorn_cycle(send)
+        cycle = server_io.uvicorn.http_cycle(send)
         assert cycle is not None, (
             f"{server_version('uvicorn')}: its HTTP send is {send!r} on {type(owner).__module__}."
             f"{type(owner).__qualname__}, not {server_io.UVICORN_HTTPTOOLS}.RequestResponseCycle.send"
@@ -715,7 +716,7 @@ async def test_sse_drift_is_a_warning_once_and_events_go_through_asgi(
         UVICORN_HTTP_CYCLE.holder,
         (*UVICORN_HTTP_CYCLE.names, "renamed_by_a_future_uvicorn"),
     )
-    monkeypatch.setattr(server_io, "UVICORN_HTTP_CYCLE", renamed)
+    monkeypatch.setattr(server_io.uvicorn, "UVICORN_HTTP_CYCLE", renamed)
     caplog.set_level(logging.INFO, logger=server_io.logger.name)
 
     async with uvicorn_serving(application) as port, contextlib.AsyncExitStack() as stack:

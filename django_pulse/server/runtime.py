@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.signals import setting_changed
 
-from ._server_io import FastPathReport
+from ._io import FastPathReport
 from .timers import TimerWheel
 
 if TYPE_CHECKING:

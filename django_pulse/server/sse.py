@@ -43,7 +43,7 @@ from ..exceptions import PulseError
 from ..protocol import Action, CloseCode, ErrorCode, Operation, Request, dumps, parse_frame
 from ..protocol import sse as sse_wire
 from ..protocol.tokens import Claims
-from ._server_io import buffer_probe, install_daphne_shutdown, response_writer
+from ._io import buffer_probe, install_daphne_shutdown, response_writer
 from .app_access import aauthenticate_token
 from .consumer import PulseConsumer
 from .runtime import get_runtime
