@@ -68,6 +68,10 @@ def _origin_refusal(origin: str | None) -> str | None:
     )
 
 
+def _awaited(action: str, channel: str | None) -> str:
+    return f"{action!r} frame" + ("" if channel is None else f" on channel {channel!r}")
+
+
 class PulseCommunicator:
     """One in-process WebSocket connection to Pulse, speaking its protocol (docs/protocol.md).
 
@@ -79,9 +83,11 @@ class PulseCommunicator:
     ``application`` defaults to the project's ``ASGI_APPLICATION`` (so your routing and middleware are tested
     too), else the Pulse routes alone. Requests return the server's ``ok`` frame and raise
     ``PulseActionError`` (``.code``, ``.message``) on an ``error`` frame. Frames that arrive while a reply is
-    awaited are kept for ``receive_*``; pings are answered and never returned. The database must be visible
-    to other threads (``TransactionTestCase``, ``django_db(transaction=True)``): the consumer reads the app in a
-    worker thread.
+    awaited are kept for ``receive_*``; pings are answered and never returned. A wait that times out raises
+    ``TimeoutError`` saying what was awaited; the connection is over then (Channels' communicator stops the
+    application on a timeout, so ``async with`` leaves quietly and a later call says it ended). The database must
+    be visible to other threads (``TransactionTestCase``, ``django_db(transaction=True)``): the consumer reads the
+    app in a worker thread.
     """
 
     def __init__(
@@ -107,6 +113,9 @@ class PulseCommunicator:
         self._ref = 0
         self._buffer: list[dict[str, Any]] = []
         self._open = False
+        # What was awaited when a receive timed out: Channels' communicator then stops the application, so the
+        # connection is over and later calls say so instead of failing with the task's CancelledError.
+        self._timed_out: str | None = None
 
     async def __aenter__(self) -> PulseCommunicator:
         await self.connect()
@@ -160,7 +169,7 @@ class PulseCommunicator:
             issued = await sync_to_async(sdk.get_token)(client_id, kb_id=kb_id, capabilities=capabilities, ttl=ttl)
             token = str(issued["token"])
         await self.send({"action": "auth", "token": token})
-        frame = await self._next(2.0, lambda f: f["action"] in ("connected", "error"))
+        frame = await self._next(2.0, lambda f: f["action"] in ("connected", "error"), "reply to 'auth'")
         if frame["action"] == "error":
             raise PulseActionError("auth", frame)
         self.connected = frame
@@ -168,11 +177,32 @@ class PulseCommunicator:
 
     # raw frames
     async def send(self, frame: dict[str, Any]) -> None:
+        self._check_not_timed_out()
         await self.communicator.send_to(text_data=json.dumps(frame))
 
-    async def _read(self, timeout: float) -> dict[str, Any]:
+    def _check_not_timed_out(self) -> None:
+        if self._timed_out is not None:
+            raise RuntimeError(
+                f"This PulseCommunicator's connection ended when waiting for {self._timed_out} timed out (the "
+                "application is stopped on a timeout); open a new PulseCommunicator."
+            )
+
+    async def _output(self, timeout: float, what: str) -> dict[str, Any]:
+        """The application's next ASGI message; ``TimeoutError`` naming ``what`` was awaited when none comes."""
+        self._check_not_timed_out()
+        try:
+            output: dict[str, Any] = await self.communicator.receive_output(timeout)
+        except TimeoutError:
+            self._timed_out = what
+            self._open = False
+            pending = ", ".join(repr(f.get("action")) for f in self._buffer)
+            kept = f" Frames received meanwhile, not what was awaited: {pending}." if pending else ""
+            raise TimeoutError(f"No {what} within {timeout:g} s on {self.path!r}.{kept}") from None
+        return output
+
+    async def _read(self, timeout: float, what: str) -> dict[str, Any]:
         while True:
-            output = await self.communicator.receive_output(timeout)
+            output = await self._output(timeout, what)
             if output["type"] == "websocket.close":
                 self._open = False
                 raise AssertionError(f"The server closed the connection (code {output.get('code')}).")
@@ -182,36 +212,44 @@ class PulseCommunicator:
                 continue
             return frame
 
-    async def _next(self, timeout: float, wanted: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    async def _next(self, timeout: float, wanted: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+        """The first frame ``wanted`` (kept ones first); the others are kept. ``what`` names it in the
+        ``TimeoutError`` raised when it does not come within ``timeout``."""
         for index, frame in enumerate(self._buffer):
             if wanted(frame):
                 return self._buffer.pop(index)
         while True:
-            frame = await self._read(timeout)
+            frame = await self._read(timeout, what)
             if wanted(frame):
                 return frame
             self._buffer.append(frame)
 
     async def receive_frame(self, timeout: float = 1) -> dict[str, Any]:
         """The next frame of any kind (pings excepted)."""
-        return await self._next(timeout, lambda f: True)
+        return await self._next(timeout, lambda f: True, "frame")
 
     async def receive_message(self, channel: str | None = None, timeout: float = 1) -> dict[str, Any]:
         """The next ``message`` frame (on ``channel`` if given); other frames stay for later."""
         return await self._next(
-            timeout, lambda f: f["action"] == "message" and (channel is None or f["channel"] == channel)
+            timeout,
+            lambda f: f["action"] == "message" and (channel is None or f["channel"] == channel),
+            _awaited("message", channel),
         )
 
     async def receive_whisper(self, channel: str | None = None, timeout: float = 1) -> dict[str, Any]:
         """The next ``whisper`` frame (``name``, ``data``, ``clientId``, ``connectionId``; on ``channel`` if given)."""
         return await self._next(
-            timeout, lambda f: f["action"] == "whisper" and (channel is None or f["channel"] == channel)
+            timeout,
+            lambda f: f["action"] == "whisper" and (channel is None or f["channel"] == channel),
+            _awaited("whisper", channel),
         )
 
     async def receive_presence(self, channel: str | None = None, timeout: float = 1) -> dict[str, Any]:
         """The next ``presence`` event frame (``event``: enter/update/leave, ``member``)."""
         return await self._next(
-            timeout, lambda f: f["action"] == "presence" and (channel is None or f["channel"] == channel)
+            timeout,
+            lambda f: f["action"] == "presence" and (channel is None or f["channel"] == channel),
+            _awaited("presence", channel),
         )
 
     async def receive_nothing(self, timeout: float = 0.1) -> bool:
@@ -224,7 +262,7 @@ class PulseCommunicator:
     async def receive_close(self, timeout: float = 2) -> int:
         """Wait for the server to close the connection (frames before it are dropped); returns the close code."""
         while True:
-            output = await self.communicator.receive_output(timeout)
+            output = await self._output(timeout, "close from the server")
             if output["type"] == "websocket.close":
                 self._open = False
                 return int(output.get("code", 1000))
@@ -235,7 +273,9 @@ class PulseCommunicator:
         self._ref += 1
         ref = self._ref
         await self.send({"action": action, "ref": ref, **members})
-        frame = await self._next(2.0, lambda f: f["action"] in ("ok", "error") and f.get("ref") == ref)
+        frame = await self._next(
+            2.0, lambda f: f["action"] in ("ok", "error") and f.get("ref") == ref, f"reply to {action!r} (ref {ref})"
+        )
         if frame["action"] == "error":
             raise PulseActionError(action, frame)
         return frame
