@@ -31,9 +31,11 @@ __all__ = [
     "Endpoint",
     "SentinelConfig",
     "async_client",
+    "async_no_retry",
     "cluster_config",
     "is_cluster",
     "master_endpoint",
+    "no_retry",
     "node_endpoint",
     "sentinel_config",
     "sync_client",
@@ -358,3 +360,21 @@ def node_endpoint(host: str, port: int) -> Endpoint:
     """A node of the Redis Cluster of ``PULSE["REDIS_CLUSTER"]`` (a shard master), with the cluster's credentials."""
     config = _cluster_for(CLUSTER_TARGET)
     return Endpoint(host, int(port), config.ssl_context(), config.username, config.password)
+
+
+def no_retry() -> Any:
+    """Each publish runs its script once: redis-py's default retries (10, on a timeout or a broken connection)
+    would run it again when only the reply was lost, delivering the message twice under two serials. A failed
+    publish raises ``Unavailable`` instead, and the caller retries with the same message id (idempotent)."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return Retry(NoBackoff(), 0)
+
+
+def async_no_retry() -> Any:
+    """``no_retry`` for redis-py's asyncio clients."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return Retry(NoBackoff(), 0)
