@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from django_pulse.server._io import FastPathReport, buffer_probe, direct_writer, text_frame
+from django_pulse.server._io import FastPathReport, buffer_probe, direct_writer
+from django_pulse.server._io.contract import text_frame
 from tests.rawws import RawWebSocket
 from tests.servers import live_server
 

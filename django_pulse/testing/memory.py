@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.test.utils import override_settings
 
-from .capture import UNSET, PublishedMessage, PulseCapture, capture_published
+from .capture import PublishedMessage, PulseCapture, capture_published
 
 __all__ = ["PulseTestMixin", "pulse_in_memory", "reset_pulse_state"]
 
@@ -66,18 +66,10 @@ class PulseTestMixin:
         self.pulse_published = stack.enter_context(capture_published())
         self.addCleanup(stack.close)  # type: ignore[attr-defined]
 
-    def assertPublished(
-        self,
-        channel: str | None = None,
-        event: str | None = None,
-        *,
-        data: Any = UNSET,
-        kb_id: str | None = None,
-        count: int | None = None,
-    ) -> PublishedMessage:
-        return self.pulse_published.assert_published(channel, event, data=data, kb_id=kb_id, count=count)
+    def assertPublished(self, *args: Any, **kwargs: Any) -> PublishedMessage:
+        """``PulseCapture.assert_published`` on this test's capture (the same arguments)."""
+        return self.pulse_published.assert_published(*args, **kwargs)
 
-    def assertNotPublished(
-        self, channel: str | None = None, event: str | None = None, *, data: Any = UNSET, kb_id: str | None = None
-    ) -> None:
-        self.pulse_published.assert_not_published(channel, event, data=data, kb_id=kb_id)
+    def assertNotPublished(self, *args: Any, **kwargs: Any) -> None:
+        """``PulseCapture.assert_not_published`` on this test's capture (the same arguments)."""
+        self.pulse_published.assert_not_published(*args, **kwargs)

@@ -39,74 +39,28 @@ the fallback (ASGI). ``FastPathReport`` keeps, per server, the path taken and th
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from . import daphne, uvicorn
-from .contract import (
-    DAPHNE_CONNECTION_REQUEST,
-    DAPHNE_HANDSHAKE,
-    DAPHNE_PROTOCOL,
-    DAPHNE_REQUEST,
-    GRANIAN_SIGNALS,
-    REQUIREMENTS,
-    TWISTED_HTTP_CHANNEL,
-    TWISTED_REACTOR,
-    TWISTED_TRANSPORT,
-    UVICORN_FLOW,
-    UVICORN_HANDSHAKE,
-    UVICORN_HTTP_CYCLE,
-    UVICORN_PROTOCOL,
-    WEBSOCKETS_CONNECTION,
-    WEBSOCKETS_HANDSHAKE,
-    WEBSOCKETS_HEADERS,
-    WEBSOCKETS_REQUEST,
-    DirectWriter,
-    FastPathReport,
-    Requirement,
-    ResponseWriter,
-    http_chunk,
-    logger,
-    server_version,
-    text_frame,
-)
+from .contract import DirectWriter, FastPathReport, ResponseWriter
 from .daphne import buffer_probe, close_going_away, daphne_protocol, install_daphne_shutdown
 from .granian import install_granian_shutdown
 from .uvicorn import UVICORN_HTTP, UVICORN_HTTPTOOLS, UVICORN_SANSIO, UVICORN_WEBSOCKETS
 
+# What the rest of django_pulse uses; the contract (the Requirements, the frame and chunk bytes) is read from
+# ``contract``, each server's own parts from its module.
 __all__ = [
-    "DAPHNE_CONNECTION_REQUEST",
-    "DAPHNE_HANDSHAKE",
-    "DAPHNE_PROTOCOL",
-    "DAPHNE_REQUEST",
-    "GRANIAN_SIGNALS",
-    "REQUIREMENTS",
-    "TWISTED_HTTP_CHANNEL",
-    "TWISTED_REACTOR",
-    "TWISTED_TRANSPORT",
-    "UVICORN_FLOW",
-    "UVICORN_HANDSHAKE",
-    "UVICORN_HTTP_CYCLE",
-    "UVICORN_PROTOCOL",
-    "WEBSOCKETS_CONNECTION",
-    "WEBSOCKETS_HANDSHAKE",
-    "WEBSOCKETS_HEADERS",
-    "WEBSOCKETS_REQUEST",
+    "DirectWriter",
     "FastPathReport",
-    "Requirement",
     "ResponseWriter",
     "buffer_probe",
     "close_going_away",
     "daphne_protocol",
     "direct_writer",
-    "http_chunk",
     "install_daphne_shutdown",
     "install_granian_shutdown",
-    "logger",
     "release_handshake",
     "response_writer",
-    "server_version",
-    "text_frame",
 ]
 
 
@@ -144,9 +98,9 @@ def response_writer(send: Any, report: FastPathReport) -> ResponseWriter | None:
     cycle = uvicorn.http_cycle(send)
     if cycle is not None:
         return uvicorn.response_writer(cycle, report)
-    if isinstance(send, functools.partial) and getattr(send.func, "__module__", "").startswith("daphne."):
-        what = f"its send is {send.func.__qualname__}, not Server.handle_reply"
-        report.decide("daphne", "asgi", what, drift=True, sse=True)
+    reason = daphne.unrecognised(send)
+    if reason is not None:
+        report.decide("daphne", "asgi", reason, drift=True, sse=True)
         return None
     owner = getattr(send, "__self__", None)
     module = type(owner).__module__ if owner is not None else ""
@@ -176,8 +130,9 @@ def direct_writer(send: Any, report: FastPathReport) -> DirectWriter | None:
     protocol = uvicorn.websocket_protocol(send)
     if protocol is not None:
         return uvicorn.writer(protocol, report)
-    if isinstance(send, functools.partial) and getattr(send.func, "__module__", "").startswith("daphne."):
-        report.decide("daphne", "asgi", f"its send is {send.func.__qualname__}, not Server.handle_reply", drift=True)
+    reason = daphne.unrecognised(send)
+    if reason is not None:
+        report.decide("daphne", "asgi", reason, drift=True)
         return None
     _other_path(send, report)
     return None

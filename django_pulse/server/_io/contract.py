@@ -43,6 +43,7 @@ __all__ = [
     "chunks",
     "frames",
     "http_chunk",
+    "lacking",
     "logger",
     "server_version",
     "text_frame",
@@ -69,6 +70,13 @@ class Requirement:
     def missing(self, obj: Any) -> list[str]:
         """The names ``obj`` lacks (empty when it has them all)."""
         return [name for name in self.names if not hasattr(obj, name)]
+
+
+def lacking(*checks: tuple[Requirement, Any]) -> str:
+    """What the objects lack of their ``Requirement``s, as a drift reason (``"X has no a, b; Y has no c"``);
+    empty when they have it all."""
+    found = ((requirement, requirement.missing(obj)) for requirement, obj in checks)
+    return "; ".join(f"{requirement.holder} has no {', '.join(names)}" for requirement, names in found if names)
 
 
 DAPHNE_PROTOCOL = Requirement(

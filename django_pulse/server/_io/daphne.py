@@ -26,6 +26,7 @@ from .contract import (
     ServerPath,
     chunks,
     frames,
+    lacking,
     logger,
     server_version,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "install_daphne_shutdown",
     "release_handshake",
     "response_writer",
+    "unrecognised",
     "writer",
 ]
 
@@ -111,16 +113,11 @@ def writer(protocol: Any, report: FastPathReport) -> DirectWriter | None:
     elif not isinstance(state_open, int):
         problem = "autobahn's WebSocketProtocol has no STATE_OPEN"
     elif not isinstance(transport, Connection):
-        if type(transport).__name__ == "TLSMemoryBIOProtocol":
-            report.decide("daphne", "asgi", "TLS: the socket carries TLS records, so frames go through Twisted's TLS")
+        if _tls(transport, "frames", report, sse=False):
             return None
-        problem = f"its transport {type(transport).__qualname__} is not a twisted.internet.tcp.Connection"
+        problem = _not_tcp(transport)
     else:
-        missing = [
-            (DAPHNE_PROTOCOL, DAPHNE_PROTOCOL.missing(protocol)),
-            (TWISTED_TRANSPORT, TWISTED_TRANSPORT.missing(transport)),
-        ]
-        problem = "; ".join(f"{req.holder} has no {', '.join(names)}" for req, names in missing if names)
+        problem = lacking((DAPHNE_PROTOCOL, protocol), (TWISTED_TRANSPORT, transport))
     if problem:
         report.decide("daphne", "asgi", problem, drift=True)
         return None
@@ -147,16 +144,42 @@ def _daphne_write(
     if frame is None:
         return False
     stats.frames += 1
+    _write(tcp, sock, frame)
+    return True
+
+
+def _write(tcp: Any, sock: Any, data: bytes) -> None:
+    """Write ``data`` to the socket now when Twisted holds nothing for it; what the kernel does not take, and all
+    of it behind bytes Twisted holds, goes through Twisted's buffer (in order)."""
     if tcp._tempDataLen or tcp.offset != len(tcp.dataBuffer):
-        tcp.write(frame)  # behind what Twisted holds: in order, through its buffer
-        return True
+        tcp.write(data)
+        return
     try:
-        sent = sock.send(frame)
+        sent = sock.send(data)
     except OSError:  # EAGAIN, EINTR, or a failing connection, which Twisted notices on its own write
         sent = 0
-    if sent < len(frame):
-        tcp.write(frame[sent:])
+    if sent < len(data):
+        tcp.write(data[sent:])
+
+
+def _tls(transport: Any, what: str, report: FastPathReport, *, sse: bool) -> bool:
+    """True (the ASGI path decided) when ``transport`` is Twisted's TLS: the socket carries TLS records."""
+    if type(transport).__name__ != "TLSMemoryBIOProtocol":
+        return False
+    report.decide("daphne", "asgi", f"TLS: the socket carries TLS records, so {what} go through Twisted's TLS", sse=sse)
     return True
+
+
+def _not_tcp(transport: Any) -> str:
+    return f"its transport {type(transport).__qualname__} is not a twisted.internet.tcp.Connection"
+
+
+def unrecognised(send: Any) -> str | None:
+    """Why a ``send`` of daphne's is not recognised (not ``Server.handle_reply``: drift); None when it is not
+    daphne's."""
+    if isinstance(send, functools.partial) and getattr(send.func, "__module__", "").startswith("daphne."):
+        return f"its send is {send.func.__qualname__}, not Server.handle_reply"
+    return None
 
 
 def response_writer(request: Any, report: FastPathReport) -> ResponseWriter | None:
@@ -176,18 +199,11 @@ def response_writer(request: Any, report: FastPathReport) -> ResponseWriter | No
     if not isinstance(request, Request):
         problem = f"its request {type(request).__qualname__} is not a twisted.web.http.Request"
     elif not isinstance(transport, Connection):
-        if type(transport).__name__ == "TLSMemoryBIOProtocol":
-            report.decide(
-                "daphne", "asgi", "TLS: the socket carries TLS records, so bodies go through Twisted's TLS", sse=True
-            )
+        if _tls(transport, "bodies", report, sse=True):
             return None
-        problem = f"its transport {type(transport).__qualname__} is not a twisted.internet.tcp.Connection"
+        problem = _not_tcp(transport)
     else:
-        missing = [
-            (DAPHNE_REQUEST, DAPHNE_REQUEST.missing(request)),
-            (TWISTED_TRANSPORT, TWISTED_TRANSPORT.missing(transport)),
-        ]
-        problem = "; ".join(f"{req.holder} has no {', '.join(names)}" for req, names in missing if names)
+        problem = lacking((DAPHNE_REQUEST, request), (TWISTED_TRANSPORT, transport))
     if problem:
         report.decide("daphne", "asgi", problem, drift=True, sse=True)
         return None
@@ -209,18 +225,9 @@ def response_writer(request: Any, report: FastPathReport) -> ResponseWriter | No
         )
 
     def write(body: bytes) -> None:
-        chunk = chunks.get(body)
         request.sentLength += len(body)
         stats.frames += 1
-        if tcp._tempDataLen or tcp.offset != len(tcp.dataBuffer):
-            tcp.write(chunk)  # behind what Twisted holds: in order, through its buffer
-            return
-        try:
-            sent = sock.send(chunk)
-        except OSError:  # EAGAIN, EINTR, or a failing connection, which Twisted notices on its own write
-            sent = 0
-        if sent < len(chunk):
-            tcp.write(chunk[sent:])
+        _write(tcp, sock, chunks.get(body))
 
     return ResponseWriter(ready, write)
 

@@ -23,6 +23,7 @@ from .contract import (
     ServerPath,
     chunks,
     frames,
+    lacking,
 )
 
 __all__ = [
@@ -43,14 +44,20 @@ UVICORN_HTTPTOOLS = "uvicorn.protocols.http.httptools_impl"
 UVICORN_HTTP = "uvicorn.protocols.http."
 
 
-def websocket_protocol(send: Any) -> Any:
-    """uvicorn's websockets-sansio protocol behind an ASGI ``send``, or None."""
-    module = sys.modules.get(UVICORN_SANSIO)
+def _send_of(send: Any, module_name: str, class_name: str) -> Any:
+    """The object whose bound method ``send`` is ``send``, when it is an instance of uvicorn's ``class_name`` (in
+    ``module_name``, if uvicorn loaded it); else None."""
+    module = sys.modules.get(module_name)
     owner = getattr(send, "__self__", None)
     if module is None or owner is None or getattr(send, "__name__", "") != "send":
         return None
-    cls = getattr(module, "WebSocketsSansIOProtocol", None)
+    cls = getattr(module, class_name, None)
     return owner if cls is not None and isinstance(owner, cls) else None
+
+
+def websocket_protocol(send: Any) -> Any:
+    """uvicorn's websockets-sansio protocol behind an ASGI ``send``, or None."""
+    return _send_of(send, UVICORN_SANSIO, "WebSocketsSansIOProtocol")
 
 
 def writer(protocol: Any, report: FastPathReport) -> DirectWriter | None:
@@ -66,10 +73,10 @@ def writer(protocol: Any, report: FastPathReport) -> DirectWriter | None:
         report.decide("uvicorn", "asgi", "cannot import websockets.protocol.State", drift=True)
         return None
     conn = getattr(protocol, "conn", None)
-    missing = [(UVICORN_PROTOCOL, UVICORN_PROTOCOL.missing(protocol))]
+    checks = [(UVICORN_PROTOCOL, protocol)]
     if conn is not None:
-        missing.append((WEBSOCKETS_CONNECTION, WEBSOCKETS_CONNECTION.missing(conn)))
-    problem = "; ".join(f"{req.holder} has no {', '.join(names)}" for req, names in missing if names)
+        checks.append((WEBSOCKETS_CONNECTION, conn))
+    problem = lacking(*checks)
     if problem:
         report.decide("uvicorn", "asgi", problem, drift=True)
         return None
@@ -106,12 +113,7 @@ def _uvicorn_write(
 
 def http_cycle(send: Any) -> Any:
     """uvicorn's httptools request-response cycle behind an HTTP ``send``, or None."""
-    module = sys.modules.get(UVICORN_HTTPTOOLS)
-    owner = getattr(send, "__self__", None)
-    if module is None or owner is None or getattr(send, "__name__", "") != "send":
-        return None
-    cls = getattr(module, "RequestResponseCycle", None)
-    return owner if cls is not None and isinstance(owner, cls) else None
+    return _send_of(send, UVICORN_HTTPTOOLS, "RequestResponseCycle")
 
 
 def response_writer(cycle: Any, report: FastPathReport) -> ResponseWriter | None:
@@ -120,10 +122,10 @@ def response_writer(cycle: Any, report: FastPathReport) -> ResponseWriter | None
     and chunked and uvicorn's flow control is not paused (above the transport's high-water mark ``send`` waits,
     and so the outbox queues)."""
     flow = getattr(cycle, "flow", None)
-    missing = [(UVICORN_HTTP_CYCLE, UVICORN_HTTP_CYCLE.missing(cycle))]
+    checks = [(UVICORN_HTTP_CYCLE, cycle)]
     if flow is not None:
-        missing.append((UVICORN_FLOW, UVICORN_FLOW.missing(flow)))
-    problem = "; ".join(f"{req.holder} has no {', '.join(names)}" for req, names in missing if names)
+        checks.append((UVICORN_FLOW, flow))
+    problem = lacking(*checks)
     if problem:
         report.decide("uvicorn", "asgi", problem, drift=True, sse=True)
         return None
