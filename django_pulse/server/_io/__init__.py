@@ -88,20 +88,9 @@ def _other_path(send: Any, report: FastPathReport) -> None:
         report.decide("granian", "asgi", "granian frames in native code; its send takes the text as it is")
 
 
-def response_writer(send: Any, report: FastPathReport) -> ResponseWriter | None:
-    """For a recognised server's HTTP ``send``: a ``ResponseWriter`` for the response it belongs to; None for
-    other servers, TLS under daphne, uvicorn with ``--http h11``, or versions whose internals differ from what
-    this module expects (logged once, as for WebSockets, under the server's ``-sse`` entry of ``report``)."""
-    request = daphne.daphne_protocol(send)
-    if request is not None:
-        return daphne.response_writer(request, report)
-    cycle = uvicorn.http_cycle(send)
-    if cycle is not None:
-        return uvicorn.response_writer(cycle, report)
-    reason = daphne.unrecognised(send)
-    if reason is not None:
-        report.decide("daphne", "asgi", reason, drift=True, sse=True)
-        return None
+def _other_http_path(send: Any, report: FastPathReport) -> None:
+    """Record the ASGI path of an HTTP ``send`` the SSE fast path knows but does not serve: uvicorn with h11 (or an
+    unknown HTTP implementation: drift) and granian."""
     owner = getattr(send, "__self__", None)
     module = type(owner).__module__ if owner is not None else ""
     if module.startswith(UVICORN_HTTP):
@@ -113,10 +102,33 @@ def response_writer(send: Any, report: FastPathReport) -> ResponseWriter | None:
             report.decide("uvicorn", "asgi", reason, drift=True, sse=True)
     elif module.startswith("granian"):
         report.decide("granian", "asgi", "granian writes responses in native code", sse=True)
-    return None
 
 
 # -- choosing ----------------------------------------------------------------------------------------------------
+
+
+def _choose(send: Any, report: FastPathReport, *, sse: bool) -> Any:
+    """The writer of the server whose ``send`` this is (its response's when ``sse``), or None (recorded)."""
+    target = daphne.daphne_protocol(send)
+    if target is not None:
+        return (daphne.response_writer if sse else daphne.writer)(target, report)
+    target = (uvicorn.http_cycle if sse else uvicorn.websocket_protocol)(send)
+    if target is not None:
+        return (uvicorn.response_writer if sse else uvicorn.writer)(target, report)
+    reason = daphne.unrecognised(send)
+    if reason is not None:
+        report.decide("daphne", "asgi", reason, drift=True, sse=sse)
+    else:
+        (_other_http_path if sse else _other_path)(send, report)
+    return None
+
+
+def response_writer(send: Any, report: FastPathReport) -> ResponseWriter | None:
+    """For a recognised server's HTTP ``send``: a ``ResponseWriter`` for the response it belongs to; None for
+    other servers, TLS under daphne, uvicorn with ``--http h11``, or versions whose internals differ from what
+    this module expects (logged once, as for WebSockets, under the server's ``-sse`` entry of ``report``)."""
+    writer: ResponseWriter | None = _choose(send, report, sse=True)
+    return writer
 
 
 def direct_writer(send: Any, report: FastPathReport) -> DirectWriter | None:
@@ -124,18 +136,8 @@ def direct_writer(send: Any, report: FastPathReport) -> DirectWriter | None:
     returns True, or returns False (nothing written) when the caller must use ``send`` for this message; None
     for other servers, TLS under daphne, or versions whose internals differ from what this module expects.
     What was decided goes to ``report`` (the runtime's: ``get_runtime().fast_path``)."""
-    protocol = daphne.daphne_protocol(send)
-    if protocol is not None:
-        return daphne.writer(protocol, report)
-    protocol = uvicorn.websocket_protocol(send)
-    if protocol is not None:
-        return uvicorn.writer(protocol, report)
-    reason = daphne.unrecognised(send)
-    if reason is not None:
-        report.decide("daphne", "asgi", reason, drift=True)
-        return None
-    _other_path(send, report)
-    return None
+    writer: DirectWriter | None = _choose(send, report, sse=False)
+    return writer
 
 
 def release_handshake(send: Any) -> bool:

@@ -74,8 +74,9 @@ class Requirement:
 
 def lacking(*checks: tuple[Requirement, Any]) -> str:
     """What the objects lack of their ``Requirement``s, as a drift reason (``"X has no a, b; Y has no c"``);
-    empty when they have it all."""
-    found = ((requirement, requirement.missing(obj)) for requirement, obj in checks)
+    empty when they have it all. An object that is None is not checked (the requirement of what holds it names
+    the attribute it was read from)."""
+    found = ((requirement, requirement.missing(obj)) for requirement, obj in checks if obj is not None)
     return "; ".join(f"{requirement.holder} has no {', '.join(names)}" for requirement, names in found if names)
 
 
@@ -242,14 +243,8 @@ class ServerPath:
         self.frames = 0  # frames it wrote (the rest of their frames went through the ASGI send)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "path": self.path,
-            "reason": self.reason,
-            "drift": self.drift,
-            "connections": self.connections,
-            "directFrames": self.frames,
-        }
+        shown = {name: getattr(self, name) for name in ("version", "path", "reason", "drift", "connections")}
+        return {**shown, "directFrames": self.frames}
 
 
 class FastPathReport:
@@ -285,6 +280,16 @@ class FastPathReport:
             logger.info("%s: %sfast path on: %s are written to the sockets directly", entry.version, prefix, what)
         else:
             logger.info("%s: %sASGI path: %s", entry.version, prefix, reason)
+        return entry
+
+    def admit(self, server: str, problem: str, how: str, *, sse: bool = False) -> ServerPath | None:
+        """A connection of ``server`` whose internals were checked: with a ``problem`` the ASGI path (drift) and
+        None; else the fast path (``how`` it writes) and its entry, counting the connection."""
+        if problem:
+            self.decide(server, "asgi", problem, drift=True, sse=sse)
+            return None
+        entry = self.decide(server, "direct", how, sse=sse)
+        entry.connections += 1
         return entry
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
@@ -328,6 +333,13 @@ class _FrameCache:
         self.message = message  # held, so its id cannot be reused by another dict while cached
         self.frame = text_frame(payload)
         return self.frame
+
+    def counted(self, message: dict[str, Any], stats: ServerPath) -> bytes | None:
+        """``get``, counting a frame in ``stats`` (it is about to be written directly)."""
+        frame = self.get(message)
+        if frame is not None:
+            stats.frames += 1
+        return frame
 
 
 frames = _FrameCache()

@@ -22,6 +22,7 @@ from .contract import (
     TWISTED_TRANSPORT,
     DirectWriter,
     FastPathReport,
+    Requirement,
     ResponseWriter,
     ServerPath,
     chunks,
@@ -112,17 +113,14 @@ def writer(protocol: Any, report: FastPathReport) -> DirectWriter | None:
         problem = f"its protocol {type(protocol).__qualname__} is not an autobahn WebSocketProtocol"
     elif not isinstance(state_open, int):
         problem = "autobahn's WebSocketProtocol has no STATE_OPEN"
-    elif not isinstance(transport, Connection):
-        if _tls(transport, "frames", report, sse=False):
-            return None
-        problem = _not_tcp(transport)
     else:
-        problem = lacking((DAPHNE_PROTOCOL, protocol), (TWISTED_TRANSPORT, transport))
-    if problem:
-        report.decide("daphne", "asgi", problem, drift=True)
+        checked = _on_tcp(transport, Connection, (DAPHNE_PROTOCOL, protocol), "frames", report, sse=False)
+        if checked is None:
+            return None
+        problem = checked
+    stats = report.admit("daphne", problem, "plain TCP")
+    if stats is None:
         return None
-    stats = report.decide("daphne", "direct", "plain TCP")
-    stats.connections += 1
     tcp: Any = transport  # Twisted's tcp.Connection (untyped)
     # A partial of a module function, not a closure: ~160 bytes per connection instead of ~550 (its cells).
     return functools.partial(_daphne_write, protocol, tcp, tcp.socket, state_open, stats)
@@ -140,12 +138,10 @@ def _daphne_write(
         or tcp._writeDisconnected
     ):
         return False
-    frame = frames.get(message)
-    if frame is None:
-        return False
-    stats.frames += 1
-    _write(tcp, sock, frame)
-    return True
+    frame = frames.counted(message, stats)
+    if frame is not None:
+        _write(tcp, sock, frame)
+    return frame is not None
 
 
 def _write(tcp: Any, sock: Any, data: bytes) -> None:
@@ -162,15 +158,19 @@ def _write(tcp: Any, sock: Any, data: bytes) -> None:
         tcp.write(data[sent:])
 
 
-def _tls(transport: Any, what: str, report: FastPathReport, *, sse: bool) -> bool:
-    """True (the ASGI path decided) when ``transport`` is Twisted's TLS: the socket carries TLS records."""
-    if type(transport).__name__ != "TLSMemoryBIOProtocol":
-        return False
-    report.decide("daphne", "asgi", f"TLS: the socket carries TLS records, so {what} go through Twisted's TLS", sse=sse)
-    return True
-
-
-def _not_tcp(transport: Any) -> str:
+def _on_tcp(
+    transport: Any, tcp_class: type, check: tuple[Requirement, Any], what: str, report: FastPathReport, *, sse: bool
+) -> str | None:
+    """What keeps a connection on ``transport`` off the fast path (empty: nothing), the protocol object's
+    ``check`` included; None when it is TLS (decided here: the socket carries TLS records, so ``what`` go through
+    Twisted's TLS)."""
+    if isinstance(transport, tcp_class):
+        return lacking(check, (TWISTED_TRANSPORT, transport))
+    if type(transport).__name__ == "TLSMemoryBIOProtocol":
+        report.decide(
+            "daphne", "asgi", f"TLS: the socket carries TLS records, so {what} go through Twisted's TLS", sse=sse
+        )
+        return None
     return f"its transport {type(transport).__qualname__} is not a twisted.internet.tcp.Connection"
 
 
@@ -198,17 +198,14 @@ def response_writer(request: Any, report: FastPathReport) -> ResponseWriter | No
     problem = ""
     if not isinstance(request, Request):
         problem = f"its request {type(request).__qualname__} is not a twisted.web.http.Request"
-    elif not isinstance(transport, Connection):
-        if _tls(transport, "bodies", report, sse=True):
-            return None
-        problem = _not_tcp(transport)
     else:
-        problem = lacking((DAPHNE_REQUEST, request), (TWISTED_TRANSPORT, transport))
-    if problem:
-        report.decide("daphne", "asgi", problem, drift=True, sse=True)
+        checked = _on_tcp(transport, Connection, (DAPHNE_REQUEST, request), "bodies", report, sse=True)
+        if checked is None:
+            return None
+        problem = checked
+    stats = report.admit("daphne", problem, "plain TCP", sse=True)
+    if stats is None:
         return None
-    stats = report.decide("daphne", "direct", "plain TCP", sse=True)
-    stats.connections += 1
     tcp: Any = transport  # Twisted's tcp.Connection (untyped)
     sock = tcp.socket
 
