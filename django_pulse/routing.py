@@ -86,7 +86,7 @@ def _sse_urlpatterns() -> list[Any]:
 sse_urlpatterns = _sse_urlpatterns()
 
 
-# -- Server process registration at startup (issue 21: `pulse status` counts idle processes) -------------------
+# -- Server process registration at startup (so `pulse status` counts idle processes too) -------------------
 #
 # With Redis every server process announces itself in the process registry (docs/architecture.md). It used to
 # do so at its first WebSocket connection, so `pulse status` showed `processes: 0` with idle servers running.

@@ -143,7 +143,7 @@ class PresenceBackend(ABC):
         # Ended connections whose leave failed (the store was unreachable): retried by the registry's loop.
         self._failed_leaves: set[str] = set()
         # Set by a graceful shutdown with shared state: ending connections hand their members over instead of
-        # leaving (issue 21, docs/deployment.md).
+        # leaving (docs/deployment.md).
         self.handing_over = False
 
     # --- primitives (subclasses) ---------------------------------------------------------------------------

@@ -149,7 +149,7 @@ class Runtime:
 
     @property
     def metrics(self) -> NullMetrics:
-        """Prometheus metrics of this process (django_pulse.metrics, issue 21); does nothing when they are off."""
+        """Prometheus metrics of this process (django_pulse.metrics); does nothing when they are off."""
         metrics = self._metrics
         if metrics is None:
             with self._lock:

@@ -74,7 +74,7 @@
   };
   var GIVE_UP_CODES = [4000, 4003, 4004, 4005, 4006];
   var TOKEN_CODES = [4001, 4002];
-  // -- Server restarts (issue 21): a server process that is stopping (a deploy) closes with 1001 going_away
+  // -- Server restarts (a deploy must not lose a client's place): a server process that is stopping (a deploy) closes with 1001 going_away
   // (daphne, django-pulse's shutdown) or 1012 service_restart (uvicorn); another process behind the load
   // balancer takes over, so reconnect now, with no backoff, and continue the connection (auth `recover`).
   var RESTART_CODES = [1001, 1012];
@@ -952,7 +952,7 @@
       this._announceEnd(event);
     }
 
-    // -- every end of a connection is a `disconnected` (issue 22) -----------------------------------
+    // -- every end of a connection is a `disconnected` (one listener sees them all) -----------------------------------
     //
     // The seed's pages listen only to `connected` and `disconnected`. A connection that ends for good (app
     // disabled 4003, client revoked 4005, token refused, the server's normal close) goes to `failed` or
@@ -1393,7 +1393,7 @@
   }
 
   // ---------------------------------------------------------------------------------------------------
-  // Presence per user (issue 22): members are connections; a user (clientId) with two tabs is two members.
+  // Presence per user (an app shows people, not tabs): members are connections; a user (clientId) with two tabs is two members.
   // These group them by clientId. A user joins when their first connection enters and leaves when their
   // last one leaves; anything else (another tab entering or leaving, the representative's data changing)
   // is an update. The user's `data` is the data of their earliest-entered connection (the first tab
@@ -1814,7 +1814,7 @@
   }
 
   // ---------------------------------------------------------------------------------------------------
-  // State listeners get state changes (issue 22): `connection.on(cb)` / `channel.on(cb)` are documented as
+  // State listeners get state changes: `connection.on(cb)` / `channel.on(cb)` are documented as
   // "every state change", so `cb` always gets a `{previous, current, reason, ...}` change. The `error` event
   // (a PulseError) goes to `on('error', cb)` listeners only.
 
