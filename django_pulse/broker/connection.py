@@ -86,22 +86,34 @@ def _ssl_context(enabled: bool, ca: str | None, cert: str | None, key: str | Non
     return context
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Credentials:
+    """The credentials and TLS of the Redis servers (the master and replicas, or the cluster's nodes)."""
+
+    username: str | None = None
+    password: str | None = None
+    ssl: bool = False
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    def _tls(self, enabled: bool) -> dict[str, Any]:
+        return _tls_options(enabled, self.ssl_ca_certs, self.ssl_certfile, self.ssl_keyfile)
+
+    def ssl_context(self) -> _ssl.SSLContext | None:
+        return _ssl_context(self.ssl, self.ssl_ca_certs, self.ssl_certfile, self.ssl_keyfile)
+
+
 @dataclass(frozen=True)
-class SentinelConfig:
+class SentinelConfig(_Credentials):
     """``PULSE["REDIS_SENTINEL"]``, validated (docs/settings.md)."""
 
     service: str
     sentinels: tuple[tuple[str, int], ...]
     db: int = 0
-    username: str | None = None
-    password: str | None = None
     sentinel_username: str | None = None
     sentinel_password: str | None = None
-    ssl: bool = False
     sentinel_ssl: bool = False
-    ssl_ca_certs: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
 
     @classmethod
     def from_setting(cls, value: Any) -> SentinelConfig:
@@ -111,9 +123,6 @@ class SentinelConfig:
         sentinels = tuple((str(host), int(port)) for host, port in value["sentinels"])
         options = {k: v for k, v in value.items() if k not in ("service", "sentinels")}
         return cls(service=str(value["service"]), sentinels=sentinels, **options)
-
-    def _tls(self, enabled: bool) -> dict[str, Any]:
-        return _tls_options(enabled, self.ssl_ca_certs, self.ssl_certfile, self.ssl_keyfile)
 
     def node_kwargs(self) -> dict[str, Any]:
         """Connection options for the master (and replicas)."""
@@ -129,24 +138,15 @@ class SentinelConfig:
             **self._tls(self.sentinel_ssl),
         }
 
-    def ssl_context(self) -> _ssl.SSLContext | None:
-        return _ssl_context(self.ssl, self.ssl_ca_certs, self.ssl_certfile, self.ssl_keyfile)
-
 
 _CLUSTER_KEYS = {"nodes", "username", "password", "ssl", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile"}
 
 
 @dataclass(frozen=True)
-class ClusterConfig:
+class ClusterConfig(_Credentials):
     """``PULSE["REDIS_CLUSTER"]``, validated (docs/settings.md): startup nodes, credentials and TLS of the nodes."""
 
     nodes: tuple[tuple[str, int], ...]
-    username: str | None = None
-    password: str | None = None
-    ssl: bool = False
-    ssl_ca_certs: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
 
     @classmethod
     def from_setting(cls, value: Any) -> ClusterConfig:
@@ -159,11 +159,7 @@ class ClusterConfig:
 
     def node_kwargs(self) -> dict[str, Any]:
         """Connection options of every node (redis-py's, for ``Redis`` and ``RedisCluster`` alike)."""
-        tls = _tls_options(self.ssl, self.ssl_ca_certs, self.ssl_certfile, self.ssl_keyfile)
-        return {"username": self.username, "password": self.password, **tls}
-
-    def ssl_context(self) -> _ssl.SSLContext | None:
-        return _ssl_context(self.ssl, self.ssl_ca_certs, self.ssl_certfile, self.ssl_keyfile)
+        return {"username": self.username, "password": self.password, **self._tls(self.ssl)}
 
 
 def cluster_config() -> ClusterConfig | None:

@@ -135,9 +135,7 @@ class Subscriber:
 
     def __init__(self, *, sharded: bool) -> None:
         self.sharded = sharded
-        prefix = b"s" if sharded else b""
-        self.subscribe_command = prefix.upper() + b"SUBSCRIBE"
-        self.unsubscribe_command = prefix.upper() + b"UNSUBSCRIBE"
+        prefix = b"s" if sharded else b""  # the push kinds of sharded pub/sub: smessage, ssubscribe, sunsubscribe
         self._message = prefix + b"message"
         self._subscribed = prefix + b"subscribe"
         self._unsubscribed = prefix + b"unsubscribe"
