@@ -1,4 +1,4 @@
-"""Server memory under issue 18's oversized-input attacks, before and after the guards (loopback, bounded).
+"""Server memory under the oversized-input attacks of docs/security.md, before and after the guards (loopback, bounded).
 
     .venv/bin/python -m bench.attack_memory
 

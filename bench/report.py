@@ -142,7 +142,7 @@ def _target(
 
 
 def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The ratios issue #3 and #10 set, measured within this one run."""
+    """The ratios docs/performance.md sets as targets, measured within this one run."""
     targets: list[dict[str, Any]] = []
     c = _ref_c(results)
     max_c = max(results["meta"]["plan"]["cs"])

@@ -50,7 +50,7 @@ _POSITIVE_NUMBERS = (
     "CHANNEL_TTL",
 )
 
-# Limits per identity (issue 18): whole numbers, 0 or None turns one off.
+# Limits per identity: whole numbers, 0 or None turns one off.
 _IDENTITY_LIMITS = ("MAX_CONNECTIONS_PER_CLIENT", "PRESENCE_MAX_CHANNELS", "PRESENCE_MAX_MEMBERS_PER_CLIENT")
 
 
@@ -280,7 +280,8 @@ def check_api_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
     return errors
 
 
-# -- installation wiring (issue 22): the URLconf, the ASGI application, static files, the public URL -------
+# -- installation wiring: the URLconf, the ASGI application, static files, the public URL ------------------------------
+# (what a new project most often gets wrong, said at start-up rather than by a page that stays silent)
 
 _MAX_DEPTH = 25
 
@@ -376,7 +377,7 @@ def check_public_url(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
     return []
 
 
-# -- authorize hooks (issue 18) -------------------------------------------------------------------------------
+# -- authorize hooks (a pattern that can never match is a silent hole) -------------------------------------------------
 
 HOOKS_MODULE = "pulse"
 """The module of an installed app where docs/authorization.md tells you to register authorize hooks."""
@@ -424,11 +425,11 @@ def check_authorize_hooks(app_configs: Any = None, **kwargs: Any) -> list[CheckM
     return messages
 
 
-# -- SECRET_KEY signs the admin credential of manage.py pulse (issue 18) ----------------------------------------
+# -- SECRET_KEY signs the admin credential of manage.py pulse (a known key lets anyone forge it) -----------------------
 
 KNOWN_INSECURE_SECRET_KEYS = frozenset(
     {
-        "example-project-insecure-key-change-me",  # django-pulse's example project before issue 18
+        "example-project-insecure-key-change-me",  # django-pulse's example project's key before it generated one
         "change-me",
         "changeme",
         "secret",

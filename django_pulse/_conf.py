@@ -29,9 +29,10 @@ DEFAULTS: dict[str, Any] = {
     # Token lifetime and verification leeway, in seconds.
     "TOKEN_TTL": 3600,
     "TOKEN_LEEWAY": 10,
-    # Least privilege by default (issue 18): capabilities of a token issued without explicit ones (channel
-    # pattern -> operations). Clients may listen, read history and be present, not publish; grant "publish"
-    # explicitly, or restore the old default {"*": ["subscribe", "publish", "presence", "history"]}.
+    # Least privilege by default (a token nobody scoped must not let its holder publish): capabilities of a token
+    # issued without explicit ones (channel pattern -> operations). Clients may listen, read history and be
+    # present, not publish; grant "publish" explicitly, or restore the old default
+    # {"*": ["subscribe", "publish", "presence", "history"]}.
     "DEFAULT_CAPABILITIES": {"*": ["subscribe", "presence", "history"]},
     # A channel no authorize hook matches: "open" (allowed by capabilities alone, private prefixes excepted)
     # or "refuse" (needs a capability naming it, as private channels do).
@@ -67,7 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "PRESENCE_GRACE": 15.0,
     "PRESENCE_MAX_DATA": 2048,
     "PRESENCE_MAX_MEMBERS": 1000,
-    # Limits per identity (issue 18, docs/security.md): open connections (WebSocket + SSE) of one client id of
+    # Limits per identity (docs/security.md): open connections (WebSocket + SSE) of one client id of
     # one app, across every process with Redis (past it: close 4009); channels one connection may be present
     # on; presence slots one client id may hold in one channel (so no identity alone fills PRESENCE_MAX_MEMBERS).
     # 0 (or None) turns a limit off.
@@ -108,7 +109,7 @@ DEFAULTS: dict[str, Any] = {
     "LIVE_ANONYMOUS": True,
     # Live templates: the throttle of POST token/anonymous/ per IP address (DRF syntax; None: off).
     "LIVE_ANONYMOUS_RATE": "60/min",
-    # Installation (issue 22): the site's public base URL (e.g. "https://shop.example") from which get_token()
+    # Installation: the site's public base URL (e.g. "https://shop.example") from which get_token()
     # builds the endpoint when there is no request (workers, shells, signals); None: SERVER_URL. ENDPOINT wins.
     "PUBLIC_URL": None,
     # SSE transport (docs/transports.md): the path of the SSE endpoint (django_pulse.routing.sse_urlpatterns),
@@ -131,7 +132,7 @@ DEFAULTS: dict[str, Any] = {
     "REDIS_CLUSTER": None,
     "REDIS_WAIT_REPLICAS": 0,
     "REDIS_WAIT_TIMEOUT": 1.0,
-    # Operations (issue 21): Prometheus metrics (django_pulse.ops.metrics, docs/metrics.md). None: on when the
+    # Operations: Prometheus metrics (django_pulse.ops.metrics, docs/metrics.md). None: on when the
     # prometheus-client package is installed (extra "metrics"); False: off (every counter call is a no-op).
     "METRICS": None,
     # The admin's live view (docs/admin.md): while staff watch it, the server process holding their connection
@@ -143,7 +144,7 @@ DEFAULTS: dict[str, Any] = {
 class PulseSettings:
     """Typed, live view of ``settings.PULSE`` merged over ``DEFAULTS``."""
 
-    # -- operations (issue 21) --
+    # -- operations --
     @property
     def METRICS(self) -> bool | None:
         value = self._get("METRICS")

@@ -23,7 +23,7 @@ from django.db import models
 from django.template.loader import render_to_string
 
 from .exceptions import ProtocolViolation
-from .protocol import ErrorCode, is_valid_channel
+from .protocol import ErrorCode, check_channel
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -124,9 +124,5 @@ def stream_name(*parts: Any) -> str:
         else:
             names.append(str(part))
     name = ":".join(names)
-    if not is_valid_channel(name):
-        raise ProtocolViolation(
-            f"Invalid channel name {name!r}: 1-255 characters of A-Z a-z 0-9 _ - . : @ = ~ +.",
-            ErrorCode.INVALID_CHANNEL,
-        )
+    check_channel(name)
     return name

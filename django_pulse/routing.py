@@ -91,7 +91,7 @@ def _sse_urlpatterns() -> list[Any]:
 sse_urlpatterns = _sse_urlpatterns()
 
 
-# -- Server process registration at startup (issue 21: `pulse status` counts idle processes) -------------------
+# -- Server process registration at startup (so `pulse status` counts idle processes too) -------------------
 #
 # With Redis every server process announces itself in the process registry (docs/architecture.md). It used to
 # do so at its first WebSocket connection, so `pulse status` showed `processes: 0` with idle servers running.
@@ -134,7 +134,7 @@ def _on_daphne_reactor() -> bool:
         return False
 
     def started() -> None:
-        from .server._server_io import install_daphne_shutdown
+        from .server._io import install_daphne_shutdown
         from .server.shutdown import logged_shutdown
 
         install_daphne_shutdown(logged_shutdown)
@@ -150,7 +150,7 @@ def _on_prepared_loop() -> bool:
         return False
     loop = asyncio.get_event_loop_policy().get_event_loop()
     loop.call_soon_threadsafe(_spawn_registration, loop)
-    from .server._server_io import install_granian_shutdown
+    from .server._io import install_granian_shutdown
     from .server.shutdown import logged_shutdown
 
     install_granian_shutdown(logged_shutdown)

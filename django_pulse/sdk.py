@@ -21,7 +21,7 @@ from ._conf import pulse_settings
 from .authorization import authorize
 from .broker.base import CONTROL_TOPIC, message_topic
 from .exceptions import LimitExceeded, ProtocolViolation
-from .protocol import ErrorCode, dumps, is_valid_channel
+from .protocol import ErrorCode, check_channel, dumps
 from .server.control import app_disabled_command
 from .server.publishing import abroadcast_once, broadcast_once, build_message
 from .server.runtime import get_runtime
@@ -314,8 +314,7 @@ def stream_position(channel: str, *, kb_id: str | None = None) -> tuple[int, str
     """``(serial, epoch)`` of ``channel`` now: a subscriber that resumes from it receives every message
     published after this call (``{% pulse_stream_from %}`` renders it into the page). Raises ``Unavailable``
     when Redis cannot be reached."""
-    if not is_valid_channel(channel):
-        raise ProtocolViolation(f"Invalid channel name {channel!r}.", ErrorCode.INVALID_CHANNEL)
+    check_channel(channel)
     read = get_runtime().broker.history_sync(message_topic(kb_id or pulse_settings.DEFAULT_KB_ID, channel), limit=0)
     return read.serial, read.epoch
 
@@ -330,11 +329,7 @@ def _template(template_name: str | list[str] | None, action: str) -> str | list[
 
 
 def _history_args(channel: Any, limit: Any, before: Any) -> tuple[str, int, int | None]:
-    if not is_valid_channel(channel):
-        raise ProtocolViolation(
-            f"Invalid channel name {channel!r}: 1-255 characters of A-Z a-z 0-9 _ - . : @ = ~ +.",
-            ErrorCode.INVALID_CHANNEL,
-        )
+    check_channel(channel)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError("limit must be a positive whole number")
     if before is not None and (isinstance(before, bool) or not isinstance(before, int) or before < 1):

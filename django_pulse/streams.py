@@ -21,8 +21,8 @@ from typing import Any
 
 from django.core import signing
 
-from .exceptions import Forbidden, ProtocolViolation
-from .protocol import ErrorCode, is_valid_channel
+from .exceptions import Forbidden
+from .protocol import ErrorCode, check_channel
 
 __all__ = ["InvalidStream", "StreamGrant", "remember_stream", "sign_stream", "verify_stream"]
 
@@ -60,8 +60,7 @@ def sign_stream(
     """
     from ._conf import pulse_settings
 
-    if not is_valid_channel(channel):
-        raise ProtocolViolation(f"Invalid channel name: {channel!r}.", ErrorCode.INVALID_CHANNEL)
+    check_channel(channel)
     payload: dict[str, Any] = {"k": kb_id or pulse_settings.DEFAULT_KB_ID, "c": channel}
     if client_id is not None:
         payload["u"] = str(client_id)

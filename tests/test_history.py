@@ -122,7 +122,8 @@ async def test_redis_losing_the_counter_starts_a_new_epoch_and_tells_subscribers
         try:
             assert admin.type(broker.history_key(TOPIC)) == b"stream"
             assert 0 < admin.pttl(broker.history_key(TOPIC)) <= 120_000
-            # An idle channel's counter expires CHANNEL_TTL after its last publish or read (issue 18).
+            # An idle channel's counter expires CHANNEL_TTL after its last publish or read (idle channels must not
+            # hold Redis memory forever).
             assert 86_000 < admin.ttl(broker.serial_key(TOPIC)) <= 86_400
             admin.delete(broker.serial_key(TOPIC))  # what FLUSHDB or eviction does to this channel
         finally:

@@ -1,6 +1,6 @@
 """Idempotent publishing: a message id is published once, recorded by the publish itself (memory and Redis).
 
-The bug these tests pin down (issue 21, the rolling-restart test): the id used to be claimed by a separate
+The bug these tests pin down (found by the rolling-restart test): the id used to be claimed by a separate
 command before the publish and released when the publish raised, so a publish whose reply was lost AFTER Redis
 had run the script released its claim, and the publisher's retry with the same id was delivered a second time.
 """

@@ -1,4 +1,4 @@
-"""The admin's live view (issue 21, docs/admin.md): who may see it, what its buttons do, that its channel is
+"""The admin's live view (docs/admin.md): who may see it, what its buttons do, that its channel is
 refused to everyone but staff with the permission, and that it updates through django-pulse itself."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The admin's live view against two real daphne processes sharing Redis and a database (issue 21, docs/admin.md):
+"""The admin's live view against two real daphne processes sharing Redis and a database (docs/admin.md):
 the page served by one process sees the other's connections and members, updates through its staff channel,
 and its disconnect and disable buttons close connections held by the other process."""
 

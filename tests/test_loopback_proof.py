@@ -1,7 +1,7 @@
-"""The loopback proof of issue 23 (item 6): 4 daphne processes on a Redis Cluster (3 masters + 3 replicas),
-and on Redis Sentinel (1 master, 1 replica, 3 sentinels), started by the test; thousands of WebSocket
-connections on hundreds of channels; messages published at a steady rate, a share through the servers' HTTP
-endpoint and the rest with ``pulse.apublish`` from a fifth process of the site (as a worker would:
+"""The loopback proof (that the Redis Cluster and Sentinel set-ups hold under load, on one machine): 4 daphne processes
+on a Redis Cluster (3 masters + 3 replicas), and on Redis Sentinel (1 master, 1 replica, 3 sentinels), started by the
+test; thousands of WebSocket connections on hundreds of channels; messages published at a steady rate, a share through
+the servers' HTTP endpoint and the rest with ``pulse.apublish`` from a fifth process of the site (as a worker would:
 tests/proof_publisher.py).
 
 1. Steady traffic: every message answered 200 is delivered to every subscriber of its channel once, in order.

@@ -1,4 +1,4 @@
-"""The metrics module, its URL's permissions, its docs and the Grafana dashboard (issue 21)."""
+"""The metrics module, its URL's permissions, its docs and the Grafana dashboard."""
 
 from __future__ import annotations
 

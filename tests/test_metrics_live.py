@@ -1,4 +1,4 @@
-"""Prometheus metrics (issue 21) of two real server processes after a known workload: each process is scraped
+"""Prometheus metrics of two real server processes after a known workload: each process is scraped
 at its own ``/pulse/metrics/`` and the two add up to what was done."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Operating django-pulse (issue 21): ``pulse status`` and ``pulse top`` against real server processes.
+"""Operating django-pulse: ``pulse status`` and ``pulse top`` against real server processes.
 
 Idle server processes used to register in Redis only at their first WebSocket connection, so ``pulse status``
 said ``processes: 0`` with servers up. They now register when their server's loop starts.

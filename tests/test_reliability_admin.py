@@ -1,4 +1,4 @@
-"""Admin and CLI (issue 18): disabling an app anywhere closes its open connections on every process, and the
+"""Admin and CLI: disabling an app anywhere closes its open connections on every process, and the
 admin never creates an API key as an empty row; its action shows a new key once."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Oversized HTTP bodies are refused before they are read (issue 18): ``BodySizeLimit``.
+"""Oversized HTTP bodies are refused before they are read (a client cannot make the server buffer an unbounded
+body): ``BodySizeLimit``.
 
 In-process: the guard answers 413 from ``Content-Length`` without asking for one byte of body, and stops a
 body without ``Content-Length`` the moment it passes the limit. Over a real uvicorn process: a 50 MB

@@ -1,4 +1,4 @@
-"""State that ages out (issue 18, docs/security.md): an idle channel's state (serial counter and epoch, history,
+"""State that ages out (docs/security.md): an idle channel's state (serial counter and epoch, history,
 presence serial and counts) is forgotten ``CHANNEL_TTL`` seconds after its last activity, in Redis and in the
 in-memory broker, so a site with one channel per order does not keep a key per order for ever. A resume across
 the expiry gets ``resumed: false`` and a new epoch: an old position is never taken for one of the new channel.

@@ -1,4 +1,4 @@
-"""The example project models a secure set-up (issue 18): a generated SECRET_KEY kept out of git, DEBUG off,
+"""The example project models a secure set-up (projects copy it): a generated SECRET_KEY kept out of git, DEBUG off,
 ALLOWED_HOSTS from HOST, same-origin POST /posts, no markup in posts, CSP on pages; and the system check that
 warns about a known-insecure SECRET_KEY in any project."""
 

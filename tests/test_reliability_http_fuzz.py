@@ -275,7 +275,7 @@ def test_example_private_api_never_5xx(key: str, body: bytes, content_type: str)
     assert_healthy(key)
 
 
-# The attacks of issue 18, by name: each was a 500 before.
+# The attacks docs/security.md lists, by name: each was a 500 before.
 @pytest.mark.parametrize(
     ("url", "body"),
     [

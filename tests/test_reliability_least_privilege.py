@@ -1,4 +1,4 @@
-"""Least privilege by default (issue 18): a token issued without capabilities may listen, read history and be
+"""Least privilege by default (docs/security.md): a token issued without capabilities may listen, read history and be
 present, not publish; publishing is granted explicitly; authorize hooks are told the operation; channels no
 hook matches are open or refused by PULSE["UNHOOKED_CHANNELS"]; a hooks module nobody imported is warned about.
 """
@@ -36,8 +36,9 @@ async def default_client(client_id: str = "alice") -> WsClient:
 
 
 async def test_a_default_token_listens_and_is_present_but_cannot_publish() -> None:
-    # The shop of issue 18: a logged-in user published a fake order status on their own orders channel and on
-    # 'announcements'. With default capabilities both are refused; listening, presence and history still work.
+    # The shop attack docs/security.md describes: a logged-in user published a fake order status on their own
+    # orders channel and on 'announcements'. With default capabilities both are refused; listening, presence and
+    # history still work.
     alice = await default_client()
     for channel in ("orders.42", "announcements"):
         refused = await alice.request("publish", channel=channel, name="status", data={"paid": True})

@@ -1,4 +1,4 @@
-"""Limits per identity (issue 18, docs/security.md): one client id cannot hold unbounded connections (WebSocket
+"""Limits per identity (docs/security.md): one client id cannot hold unbounded connections (WebSocket
 and SSE, counted across processes with Redis, healed after a ``kill -9``), one connection cannot be present on
 unbounded channels, and one client id alone cannot fill a channel's presence (``presence_full``) and lock the
 next real user out.

@@ -1,4 +1,4 @@
-"""What a new connection sees while its server cannot reach Redis (issue 18: code and docs/protocol.md agree).
+"""What a new connection sees while its server cannot reach Redis (code and docs/protocol.md agree).
 
 A server process that has never reached Redis answers the first ``auth`` with ``unavailable`` and closes 4503
 (``test_consumer.py::test_auth_while_the_broker_is_unreachable_closes_4503``). A process that is already

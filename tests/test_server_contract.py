@@ -1,10 +1,11 @@
-"""The fast path's contract with the servers' internals (docs/servers.md): every name django_pulse.server._server_io
+"""The fast path's contract with the servers' internals (docs/servers.md): every name django_pulse.server._io
 reads exists, with the expected shape, on the REAL objects of the installed daphne, Twisted, autobahn, uvicorn and
 websockets; real server processes take the fast path (and granian the ASGI path); a server whose internals differ
 is logged once at WARNING and still delivers through ASGI.
 
 Run them against the oldest and newest versions tested with ``nox -s servers`` (.ci/constraints/servers-*.txt).
-A failure here names the server, its version and the missing name: update _server_io, or the version table.
+A failure here names the server, its version and the missing name: update django_pulse/server/_io/, or the
+version table.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from typing import Any
 
 import pytest
 
-from django_pulse.server import _server_io as server_io
-from django_pulse.server._server_io import (
+from django_pulse.server import _io as server_io
+from django_pulse.server._io import close_going_away, contract, daphne_protocol, direct_writer, response_writer
+from django_pulse.server._io.contract import (
     DAPHNE_PROTOCOL,
     DAPHNE_REQUEST,
     GRANIAN_SIGNALS,
@@ -38,10 +40,6 @@ from django_pulse.server._server_io import (
     WEBSOCKETS_CONNECTION,
     FastPathReport,
     Requirement,
-    close_going_away,
-    daphne_protocol,
-    direct_writer,
-    response_writer,
     server_version,
 )
 from tests.rawws import RawWebSocket
@@ -55,7 +53,7 @@ def assert_has(requirement: Requirement, obj: Any) -> None:
     assert not missing, (
         f"{server_version(requirement.server)}: {requirement.holder} has no {', '.join(missing)}; under this "
         f"{requirement.distribution} ({metadata.version(requirement.distribution)}) the fast path falls back to "
-        "ASGI. Update django_pulse/server/_server_io.py and docs/servers.md."
+        "ASGI. Update django_pulse/server/_io/ and docs/servers.md."
     )
 
 
@@ -158,9 +156,9 @@ def test_twisted_transport_has_what_the_fast_path_reads() -> None:
         conn = tcp.Connection(left, None, reactor)
         conn.connected = 1  # as tcp.Server does once accepted
         assert_has(TWISTED_TRANSPORT, conn)
-        assert server_io._twisted_buffered(conn) == 0, version_of("Twisted")
+        assert server_io.daphne.buffered(conn) == 0, version_of("Twisted")
         conn.write(b"abc")
-        assert server_io._twisted_buffered(conn) == 3, (
+        assert server_io.daphne.buffered(conn) == 3, (
             f"{version_of('Twisted')}: dataBuffer/offset/_tempDataLen no longer count what write() holds"
         )
         conn.stopWriting()
@@ -194,12 +192,12 @@ def _granian_hook_logs_drift() -> bool:
     """install_granian_shutdown without granian._signals: a WARNING naming the version, nothing installed."""
     import logging
 
-    from django_pulse.server._server_io import install_granian_shutdown
+    from django_pulse.server._io import install_granian_shutdown
 
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append  # type: ignore[method-assign]
-    log = logging.getLogger("django_pulse.server._server_io")
+    log = logging.getLogger("django_pulse.server._io")
     log.addHandler(handler)
     try:
 
@@ -276,9 +274,9 @@ async def on_uvicorn_connection(check: Callable[[Any], Awaitable[str]]) -> str:
 async def test_uvicorn_send_is_the_sansio_protocols_bound_send() -> None:
     async def check(send: Any) -> str:
         owner = getattr(send, "__self__", None)
-        assert server_io._uvicorn_protocol(send) is not None, (
+        assert server_io.uvicorn.websocket_protocol(send) is not None, (
             f"{server_version('uvicorn')}: its send is {send!r} on {type(owner).__module__}.{type(owner).__qualname__}"
-            f", not {server_io.UVICORN_SANSIO}.WebSocketsSansIOProtocol.send: server_io no longer recognises it"
+            f", not {server_io.uvicorn.UVICORN_SANSIO}.WebSocketsSansIOProtocol.send: server_io no longer recognises it"
         )
         return "ok"
 
@@ -360,8 +358,8 @@ async def test_drift_is_a_warning_once_and_delivery_goes_through_asgi(
         UVICORN_PROTOCOL.holder,
         (*UVICORN_PROTOCOL.names, "renamed_by_a_future_uvicorn"),
     )
-    monkeypatch.setattr(server_io, "UVICORN_PROTOCOL", stripped)
-    caplog.set_level(logging.INFO, logger=server_io.logger.name)
+    monkeypatch.setattr(server_io.uvicorn, "UVICORN_PROTOCOL", stripped)
+    caplog.set_level(logging.INFO, logger=contract.logger.name)
 
     async with uvicorn_serving(application) as port:
         clients = []
@@ -379,7 +377,7 @@ async def test_drift_is_a_warning_once_and_delivery_goes_through_asgi(
             assert [f["data"]["i"] for f in frames] == [0, 1, 2]
             await ws.close()
 
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == server_io.logger.name]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == contract.logger.name]
     assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
     text = warnings[0].getMessage()
     assert server_version("uvicorn") in text and "ASGI send" in text and "renamed_by_a_future_uvicorn" in text, text
@@ -404,7 +402,7 @@ def test_a_daphne_send_that_is_not_handle_reply_is_drift(caplog: pytest.LogCaptu
             return None
 
     Server.handle_reply_renamed.__module__ = daphne_server.__name__
-    caplog.set_level(logging.WARNING, logger=server_io.logger.name)
+    caplog.set_level(logging.WARNING, logger=contract.logger.name)
     assert direct_writer(functools.partial(Server().handle_reply_renamed, object()), report) is None
     assert report.as_dict()["daphne"]["drift"] is True
     assert [r.getMessage() for r in caplog.records if "daphne" in r.getMessage()], caplog.text
@@ -461,7 +459,7 @@ async def test_granian_takes_the_asgi_path_and_delivers() -> None:
     assert entry["version"] == server_version("granian"), entry
 
 
-# -- SSE: streamed HTTP responses (_server_io.response_writer) ---------------------------------------------------
+# -- SSE: streamed HTTP responses (_io.response_writer) ---------------------------------------------------
 
 # What the SSE transport writes first (headers and its first body), then a few bodies of every chunk-size shape:
 # one and two hex digits, a multi-byte UTF-8 event, one over 64 KB.
@@ -473,7 +471,7 @@ def test_twisted_frames_a_chunk_as_http_chunk_does() -> None:
     from twisted.web.http import toChunk
 
     for body in SSE_BODIES:
-        assert b"".join(toChunk(body)) == server_io.http_chunk(body), f"{version_of('Twisted')}: toChunk({body[:20]!r})"
+        assert b"".join(toChunk(body)) == contract.http_chunk(body), f"{version_of('Twisted')}: toChunk({body[:20]!r})"
 
 
 @contextlib.asynccontextmanager
@@ -565,7 +563,7 @@ async def daphne_http_response() -> AsyncIterator[tuple[Any, Callable[[], bytes]
             send = await asyncio.wait_for(started, 10)
             head = received()
             assert head.startswith(b"HTTP/1.1 200 ") and b"chunked" in head.lower(), head
-            assert head.endswith(b"\r\n\r\n" + server_io.http_chunk(b":ok\n\n")), head
+            assert head.endswith(b"\r\n\r\n" + contract.http_chunk(b":ok\n\n")), head
             yield send, received
         finally:
             done.set()
@@ -606,7 +604,7 @@ async def test_daphne_the_sse_fast_path_writes_the_bytes_daphnes_send_writes() -
             assert writer.ready()
             writer.write(body)
             direct = received()
-            assert direct == through_asgi == server_io.http_chunk(body), (
+            assert direct == through_asgi == contract.http_chunk(body), (
                 f"{server_version('daphne')}: {len(body)} bytes: direct {direct[:40]!r} vs ASGI {through_asgi[:40]!r}"
             )
             assert request.sentLength == before + 2 * len(body)
@@ -636,7 +634,7 @@ async def on_uvicorn_http_response(check: Callable[[Any, Callable[[], Awaitable[
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         await send({"type": "http.response.body", "body": b":ok\n\n", "more_body": True})
         head = await received()
-        assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(server_io.http_chunk(b":ok\n\n")), head
+        assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(contract.http_chunk(b":ok\n\n")), head
         try:
             await check(send, received)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -653,10 +651,10 @@ async def on_uvicorn_http_response(check: Callable[[Any, Callable[[], Awaitable[
 async def test_uvicorn_http_send_is_the_httptools_cycles_bound_send_with_what_the_sse_path_reads() -> None:
     async def check(send: Any, received: Callable[[], Awaitable[bytes]]) -> None:
         owner = getattr(send, "__self__", None)
-        cycle = server_io._uvicorn_cycle(send)
+        cycle = server_io.uvicorn.http_cycle(send)
         assert cycle is not None, (
             f"{server_version('uvicorn')}: its HTTP send is {send!r} on {type(owner).__module__}."
-            f"{type(owner).__qualname__}, not {server_io.UVICORN_HTTPTOOLS}.RequestResponseCycle.send"
+            f"{type(owner).__qualname__}, not {server_io.uvicorn.UVICORN_HTTPTOOLS}.RequestResponseCycle.send"
         )
         assert_has(UVICORN_HTTP_CYCLE, cycle)
         assert_has(UVICORN_FLOW, cycle.flow)
@@ -679,7 +677,7 @@ async def test_uvicorn_the_sse_fast_path_writes_the_bytes_uvicorns_send_writes()
             assert writer.ready()
             writer.write(body)
             direct = await received()
-            assert direct == through_asgi == server_io.http_chunk(body), (
+            assert direct == through_asgi == contract.http_chunk(body), (
                 f"{server_version('uvicorn')}: {len(body)} bytes: direct {direct[:40]!r} vs ASGI {through_asgi[:40]!r}"
             )
 
@@ -715,8 +713,8 @@ async def test_sse_drift_is_a_warning_once_and_events_go_through_asgi(
         UVICORN_HTTP_CYCLE.holder,
         (*UVICORN_HTTP_CYCLE.names, "renamed_by_a_future_uvicorn"),
     )
-    monkeypatch.setattr(server_io, "UVICORN_HTTP_CYCLE", renamed)
-    caplog.set_level(logging.INFO, logger=server_io.logger.name)
+    monkeypatch.setattr(server_io.uvicorn, "UVICORN_HTTP_CYCLE", renamed)
+    caplog.set_level(logging.INFO, logger=contract.logger.name)
 
     async with uvicorn_serving(application) as port, contextlib.AsyncExitStack() as stack:
         streams = []
@@ -731,7 +729,7 @@ async def test_sse_drift_is_a_warning_once_and_events_go_through_asgi(
             frames = await stream.events.frames_until(lambda f: f.get("data", {}).get("i") == 2)
             assert [f["data"]["i"] for f in frames if f["action"] == "message"] == [0, 1, 2]
 
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == server_io.logger.name]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == contract.logger.name]
     assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
     text = warnings[0].getMessage()
     assert server_version("uvicorn") in text and "SSE fast path off" in text, text
@@ -761,7 +759,7 @@ async def test_uvicorn_h11_keeps_the_asgi_path_for_sse_without_a_warning() -> No
     async with uvicorn_serving(app, http="h11") as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        assert (await asyncio.wait_for(reader.read(), 10)).endswith(server_io.http_chunk(b":ok\n\n") + b"0\r\n\r\n")
+        assert (await asyncio.wait_for(reader.read(), 10)).endswith(contract.http_chunk(b":ok\n\n") + b"0\r\n\r\n")
         writer.close()
     assert checked.is_set()
     entry = report.as_dict()["uvicorn-sse"]
@@ -849,7 +847,7 @@ def test_websockets_parser_reads_the_request_only_before_the_handshake_ends() ->
     assert len(frames) == 1 and reads and max(reads) < frames[0], (
         f"{version_of('websockets')}: ServerProtocol.parse reads its request at lines {reads}, frames from {frames}"
     )
-    assert_has(server_io.WEBSOCKETS_HEADERS, Headers())
+    assert_has(contract.WEBSOCKETS_HEADERS, Headers())
 
 
 def test_autobahn_and_daphne_read_the_handshake_state_only_during_the_handshake() -> None:
@@ -859,7 +857,7 @@ def test_autobahn_and_daphne_read_the_handshake_state_only_during_the_handshake(
     from autobahn.websocket.protocol import WebSocketProtocol, WebSocketServerProtocol
     from daphne.ws_protocol import WebSocketProtocol as DaphneWebSocketProtocol
 
-    names = set(server_io.DAPHNE_HANDSHAKE.names) - {"state", "request"}
+    names = set(contract.DAPHNE_HANDSHAKE.names) - {"state", "request"}
     for cls in (WebSocketProtocol, WebSocketServerProtocol, DaphneWebSocketProtocol):
         methods = {method for method, _, _ in self_reads(cls, names)}
         assert methods <= {"processHandshake", "succeedHandshake", "failHandshake"}, (
@@ -884,10 +882,10 @@ async def test_uvicorn_connection_works_after_its_handshake_state_is_released() 
         await receive()
         await send({"type": "websocket.accept"})
         protocol = send.__self__
-        assert_has(server_io.UVICORN_HANDSHAKE, protocol)
-        assert_has(server_io.WEBSOCKETS_HANDSHAKE, protocol.conn)
+        assert_has(contract.UVICORN_HANDSHAKE, protocol)
+        assert_has(contract.WEBSOCKETS_HANDSHAKE, protocol.conn)
         request = protocol.request
-        assert_has(server_io.WEBSOCKETS_REQUEST, request)
+        assert_has(contract.WEBSOCKETS_REQUEST, request)
         assert len(request.headers) > 0
         released["done"] = server_io.release_handshake(send)
         released["state"] = (protocol.request, protocol.response, protocol.conn.available_extensions)
@@ -961,21 +959,21 @@ async def test_daphne_connection_works_after_its_handshake_state_is_released() -
 
     async with daphne_websocket() as (send, receive, conn, client, received):
         protocol = daphne_protocol(send)
-        assert_has(server_io.DAPHNE_HANDSHAKE, protocol)
-        assert_has(server_io.DAPHNE_CONNECTION_REQUEST, protocol.request)
+        assert_has(contract.DAPHNE_HANDSHAKE, protocol)
+        assert_has(contract.DAPHNE_CONNECTION_REQUEST, protocol.request)
         channel = conn.producer
         assert isinstance(channel, HTTPChannel), f"{version_of('Twisted')}: the producer is {channel!r}"
-        assert_has(server_io.TWISTED_HTTP_CHANNEL, channel)
+        assert_has(contract.TWISTED_HTTP_CHANNEL, channel)
         assert len(channel.requests) == 1 and channel.requests[0].transport is None, (
             f"{version_of('daphne')}: the upgraded request is not the channel's one handed-over request"
         )
         path = protocol.request.path
         assert server_io.release_handshake(send), version_of("autobahn")
-        assert all(getattr(protocol, name) is None for name in server_io.DAPHNE_HANDSHAKE.names[1:-1])
+        assert all(getattr(protocol, name) is None for name in contract.DAPHNE_HANDSHAKE.names[1:-1])
         assert protocol.request.headers == {} and protocol.request.path == path
         assert channel.requests == []
         await send({"type": "websocket.send", "text": "one"})
-        assert received() == server_io.text_frame(b"one")
+        assert received() == contract.text_frame(b"one")
         mask = b"\x01\x02\x03\x04"
         client.send(b"\x81\x83" + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(b"two")))
         await asyncio.sleep(0.05)

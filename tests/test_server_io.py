@@ -1,4 +1,4 @@
-"""The direct-write fast path (django_pulse.server._server_io): the frames it writes are the servers' own, byte
+"""The direct-write fast path (django_pulse.server._io): the frames it writes are the servers' own, byte
 for byte, and real daphne and uvicorn processes deliver every frame intact and in order through it, including
 while the kernel refuses bytes, and keep the ASGI path where it cannot apply (permessage-deflate). Each live
 test checks, through the server process's report (``LiveServer.fast_path()``), that the frames really went the
@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from django_pulse.server._server_io import FastPathReport, buffer_probe, direct_writer, text_frame
+from django_pulse.server._io import FastPathReport, buffer_probe, direct_writer
+from django_pulse.server._io.contract import text_frame
 from tests.rawws import RawWebSocket
 from tests.servers import live_server
 
@@ -176,7 +177,7 @@ async def test_a_compressed_connection_keeps_the_asgi_path_under_uvicorn() -> No
     assert report["uvicorn"]["directFrames"] == received[None], (report, received)
 
 
-# -- SSE: the response fast path (_server_io.response_writer) ------------------------------------------------------
+# -- SSE: the response fast path (_io.response_writer) ------------------------------------------------------
 
 
 @pytest.mark.slow

@@ -54,7 +54,7 @@ def test_no_lower_bound_admits_a_release_older_than_the_oldest_tested() -> None:
 
 
 def test_the_names_read_table_is_what_server_io_declares() -> None:
-    from django_pulse.server._server_io import REQUIREMENTS
+    from django_pulse.server._io.contract import REQUIREMENTS
 
     text = (ROOT / "docs/servers.md").read_text()
     section = text.split("## Names read", 1)[1].split("\n## ", 1)[0]

@@ -152,6 +152,24 @@ async def test_a_missing_websocket_route_is_explained(pulse_memory: None) -> Non
         await PulseCommunicator(path="/elsewhere/").connect()
 
 
+@pytestmark_ws
+async def test_a_receive_that_times_out_says_what_it_awaited(pulse_memory: None) -> None:
+    with pytest.raises(TimeoutError) as timed_out:
+        async with PulseCommunicator() as ws:
+            await ws.auth("alice")
+            await ws.subscribe("orders.1")
+            await ws.subscribe("orders.2")
+            await pulse.apublish("orders.2", "created", {"id": 2})
+            await ws.receive_message("orders.1", timeout=0.2)
+    assert str(timed_out.value) == (
+        f"No 'message' frame on channel 'orders.1' within 0.2 s on {ws.path!r}. "
+        "Frames received meanwhile, not what was awaited: 'message'."
+    )
+    # The application was stopped on the timeout: a later call says the connection ended (not CancelledError).
+    with pytest.raises(RuntimeError, match=r"ended when waiting for 'message' frame on channel 'orders\.1' timed out"):
+        await ws.subscribe("orders.3")
+
+
 # unittest: the mixin -----------------------------------------------------------------------------------------
 
 

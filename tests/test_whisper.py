@@ -1,4 +1,4 @@
-"""Whispers and others-only publishes (issue 22, item 4), over the WebSocket (consumer in-process, memory|Redis
+"""Whispers and others-only publishes, over the WebSocket (consumer in-process, memory|Redis
 broker) and across two real server processes sharing Redis.
 
 A whisper reaches the channel's other subscribers, never its sender, is never stored and has no serial (so it

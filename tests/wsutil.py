@@ -72,7 +72,7 @@ async def open_client(path: str = "/pulse/ws/", headers: list[tuple[bytes, bytes
 
 
 ALL_CAPABILITIES = {"*": ["*"]}
-"""What test clients are granted unless a test says otherwise: publishing is no longer a default (issue 18)."""
+"""What test clients are granted unless a test says otherwise: publishing is no longer a default (least privilege)."""
 
 
 async def token(client_id: str = "alice", **kwargs: Any) -> str:

@@ -8,7 +8,7 @@ from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from .._conf import pulse_settings
-from ..protocol import CHANNEL_RE, CONNECTION_ID_RE, KB_ID_RE, ErrorCode
+from ..protocol import CHANNEL_RE, CHANNEL_RULE, CONNECTION_ID_RE, KB_ID_RE, ErrorCode
 
 __all__ = [
     "ChannelsSerializer",
@@ -22,9 +22,7 @@ __all__ = [
     "TokenSerializer",
 ]
 
-channel_validator = RegexValidator(
-    CHANNEL_RE, "A channel name is 1-255 characters of A-Z a-z 0-9 _ - . : @ = ~ +.", code=ErrorCode.INVALID_CHANNEL
-)
+channel_validator = RegexValidator(CHANNEL_RE, CHANNEL_RULE, code=ErrorCode.INVALID_CHANNEL)
 kb_id_validator = RegexValidator(KB_ID_RE, "A kbId is 1-64 characters of A-Z a-z 0-9 _ -.")
 
 

@@ -96,7 +96,7 @@ class Broker(abc.ABC):
     """
 
     # Failed operations and re-established subscriber connections, counted by the backend; the metrics read them
-    # when Prometheus scrapes (pulse_broker_errors_total, pulse_broker_reconnects_total; issue 21).
+    # when Prometheus scrapes (pulse_broker_errors_total, pulse_broker_reconnects_total).
     errors = 0
     reconnects = 0
 

@@ -31,9 +31,11 @@ __all__ = [
     "Endpoint",
     "SentinelConfig",
     "async_client",
+    "async_no_retry",
     "cluster_config",
     "is_cluster",
     "master_endpoint",
+    "no_retry",
     "node_endpoint",
     "sentinel_config",
     "sync_client",
@@ -84,22 +86,34 @@ def _ssl_context(enabled: bool, ca: str | None, cert: str | None, key: str | Non
     return context
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Credentials:
+    """The credentials and TLS of the Redis servers (the master and replicas, or the cluster's nodes)."""
+
+    username: str | None = None
+    password: str | None = None
+    ssl: bool = False
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    def _tls(self, enabled: bool) -> dict[str, Any]:
+        return _tls_options(enabled, self.ssl_ca_certs, self.ssl_certfile, self.ssl_keyfile)
+
+    def ssl_context(self) -> _ssl.SSLContext | None:
+        return _ssl_context(self.ssl, self.ssl_ca_certs, self.ssl_certfile, self.ssl_keyfile)
+
+
 @dataclass(frozen=True)
-class SentinelConfig:
+class SentinelConfig(_Credentials):
     """``PULSE["REDIS_SENTINEL"]``, validated (docs/settings.md)."""
 
     service: str
     sentinels: tuple[tuple[str, int], ...]
     db: int = 0
-    username: str | None = None
-    password: str | None = None
     sentinel_username: str | None = None
     sentinel_password: str | None = None
-    ssl: bool = False
     sentinel_ssl: bool = False
-    ssl_ca_certs: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
 
     @classmethod
     def from_setting(cls, value: Any) -> SentinelConfig:
@@ -109,9 +123,6 @@ class SentinelConfig:
         sentinels = tuple((str(host), int(port)) for host, port in value["sentinels"])
         options = {k: v for k, v in value.items() if k not in ("service", "sentinels")}
         return cls(service=str(value["service"]), sentinels=sentinels, **options)
-
-    def _tls(self, enabled: bool) -> dict[str, Any]:
-        return _tls_options(enabled, self.ssl_ca_certs, self.ssl_certfile, self.ssl_keyfile)
 
     def node_kwargs(self) -> dict[str, Any]:
         """Connection options for the master (and replicas)."""
@@ -127,24 +138,15 @@ class SentinelConfig:
             **self._tls(self.sentinel_ssl),
         }
 
-    def ssl_context(self) -> _ssl.SSLContext | None:
-        return _ssl_context(self.ssl, self.ssl_ca_certs, self.ssl_certfile, self.ssl_keyfile)
-
 
 _CLUSTER_KEYS = {"nodes", "username", "password", "ssl", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile"}
 
 
 @dataclass(frozen=True)
-class ClusterConfig:
+class ClusterConfig(_Credentials):
     """``PULSE["REDIS_CLUSTER"]``, validated (docs/settings.md): startup nodes, credentials and TLS of the nodes."""
 
     nodes: tuple[tuple[str, int], ...]
-    username: str | None = None
-    password: str | None = None
-    ssl: bool = False
-    ssl_ca_certs: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
 
     @classmethod
     def from_setting(cls, value: Any) -> ClusterConfig:
@@ -157,11 +159,7 @@ class ClusterConfig:
 
     def node_kwargs(self) -> dict[str, Any]:
         """Connection options of every node (redis-py's, for ``Redis`` and ``RedisCluster`` alike)."""
-        tls = _tls_options(self.ssl, self.ssl_ca_certs, self.ssl_certfile, self.ssl_keyfile)
-        return {"username": self.username, "password": self.password, **tls}
-
-    def ssl_context(self) -> _ssl.SSLContext | None:
-        return _ssl_context(self.ssl, self.ssl_ca_certs, self.ssl_certfile, self.ssl_keyfile)
+        return {"username": self.username, "password": self.password, **self._tls(self.ssl)}
 
 
 def cluster_config() -> ClusterConfig | None:
@@ -358,3 +356,21 @@ def node_endpoint(host: str, port: int) -> Endpoint:
     """A node of the Redis Cluster of ``PULSE["REDIS_CLUSTER"]`` (a shard master), with the cluster's credentials."""
     config = _cluster_for(CLUSTER_TARGET)
     return Endpoint(host, int(port), config.ssl_context(), config.username, config.password)
+
+
+def no_retry() -> Any:
+    """Each publish runs its script once: redis-py's default retries (10, on a timeout or a broken connection)
+    would run it again when only the reply was lost, delivering the message twice under two serials. A failed
+    publish raises ``Unavailable`` instead, and the caller retries with the same message id (idempotent)."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return Retry(NoBackoff(), 0)
+
+
+def async_no_retry() -> Any:
+    """``no_retry`` for redis-py's asyncio clients."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return Retry(NoBackoff(), 0)

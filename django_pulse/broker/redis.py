@@ -23,7 +23,6 @@ import contextlib
 import logging
 import threading
 import time
-from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,7 +35,8 @@ from .._redis import close_with_loop
 from ..exceptions import Unavailable
 from . import keys
 from .base import Broker, HistoryRead, new_epoch, topic_channel
-from .connection import SENTINEL_SCHEME, Endpoint, async_client, master_endpoint, sync_client
+from .connection import SENTINEL_SCHEME, async_client, async_no_retry, no_retry, sync_client
+from .pubsub import CONNECT_ERRORS, RespConnection, Subscriber
 
 __all__ = ["RedisBroker"]
 
@@ -62,95 +62,6 @@ def _serial_of(reply: Any) -> int:
 # What a failed Redis call raises: redis-py's errors, a socket's, and the cluster client's "no node serves this
 # slot" (RedisClusterException is not a RedisError).
 _FAILURES = (RedisError, OSError, RedisClusterException)
-
-
-class _ReplyError(Exception):
-    pass
-
-
-class _RespConnection:
-    """A bare RESP2 connection for pub/sub: write commands, read replies and pushes. Not thread-safe."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.last_rx = time.monotonic()
-
-    @classmethod
-    async def open(cls, target: str, timeout: float) -> _RespConnection:
-        """A connection to ``target``'s master: the URL's host, or the one the sentinels name now."""
-        endpoint = await master_endpoint(target, timeout)
-        conn = await cls.connect(endpoint, timeout)
-        if target.startswith(SENTINEL_SCHEME):
-            # A sentinel may still name a master that has just been demoted: subscribing to it would
-            # hear nothing that is published on the new master.
-            role = await asyncio.wait_for(conn.call("ROLE"), timeout)
-            if not role or role[0] != b"master":
-                conn.abort()
-                raise ConnectionError(f"{endpoint.host}:{endpoint.port} is not the master (yet)")
-        return conn
-
-    @classmethod
-    async def connect(cls, endpoint: Endpoint, timeout: float) -> _RespConnection:
-        """A connection to ``endpoint``, authenticated."""
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(endpoint.host, endpoint.port, ssl=endpoint.ssl), timeout
-        )
-        conn = cls(reader, writer)
-        try:
-            if endpoint.password:
-                args = [endpoint.username, endpoint.password] if endpoint.username else [endpoint.password]
-                await asyncio.wait_for(conn.call("AUTH", *args), timeout)
-        except BaseException:
-            conn.abort()
-            raise
-        return conn
-
-    def write(self, *args: str | bytes) -> None:
-        out = [b"*%d\r\n" % len(args)]
-        for arg in args:
-            data = arg.encode() if isinstance(arg, str) else arg
-            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-        self.writer.write(b"".join(out))
-
-    async def call(self, *args: str | bytes) -> Any:
-        """One command and its reply (only before subscribing)."""
-        self.write(*args)
-        reply = await self.read()
-        if isinstance(reply, _ReplyError):
-            raise reply
-        return reply
-
-    async def read(self) -> Any:
-        value = await self._read_value()
-        self.last_rx = time.monotonic()
-        return value
-
-    async def _read_value(self) -> Any:
-        line = await self.reader.readline()
-        if not line.endswith(b"\r\n"):
-            raise ConnectionError("Redis closed the connection")
-        kind, rest = line[:1], line[1:-2]
-        if kind == b"*":
-            count = int(rest)
-            return None if count < 0 else [await self._read_value() for _ in range(count)]
-        if kind == b"$":
-            size = int(rest)
-            if size < 0:
-                return None
-            return (await self.reader.readexactly(size + 2))[:-2]
-        if kind == b":":
-            return int(rest)
-        if kind == b"+":
-            return rest
-        if kind == b"-":
-            return _ReplyError(rest.decode(errors="replace"))
-        raise ConnectionError(f"unexpected RESP type {kind!r}")
-
-    def abort(self) -> None:
-        transport = self.writer.transport
-        if transport is not None:
-            transport.abort()
 
 
 class RedisBroker(Broker):
@@ -211,17 +122,13 @@ class RedisBroker(Broker):
         self._read_script: Any = None
         self._runner: asyncio.Task[None] | None = None
         self._guard: asyncio.Task[None] | None = None
-        self._conn: _RespConnection | None = None
+        self._conn: RespConnection | None = None
         self._connected: asyncio.Event | None = None
         # Set while the last connection attempt failed (so subscribers fail fast during an outage).
         self._down: asyncio.Event | None = None
         self._closed = False
-        # Topics this process wants, futures waiting for (un)subscribe confirmations per Redis channel,
-        # and the channels re-subscribed after a reconnect that still owe their subscribers a discontinuity.
-        self._topics: set[str] = set()
-        self._sub_waiters: dict[bytes, deque[asyncio.Future[None]]] = {}
-        self._unsub_waiters: dict[bytes, deque[asyncio.Future[None]]] = {}
-        self._resubscribed: set[bytes] = set()
+        # The topics this process wants and the (un)subscribe confirmations awaited on its pub/sub connection.
+        self._subs = Subscriber(sharded=False)
 
     # -- names ------------------------------------------------------------------------------------------
 
@@ -254,7 +161,7 @@ class RedisBroker(Broker):
                 if self._sync_client is None:
                     client = sync_client(
                         self.url,
-                        retry=_no_retry(),
+                        retry=no_retry(),
                         socket_connect_timeout=CONNECT_TIMEOUT,
                         socket_timeout=CONNECT_TIMEOUT,
                         health_check_interval=30,
@@ -452,7 +359,7 @@ class RedisBroker(Broker):
                 self._conn.abort()
         self._loop = loop
         self._client = async_client(
-            self.url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT, retry=_async_no_retry()
+            self.url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT, retry=async_no_retry()
         )
         self._script = self._client.register_script(PUBLISH_SCRIPT)
         self._read_script = self._client.register_script(READ_SCRIPT)
@@ -463,9 +370,7 @@ class RedisBroker(Broker):
         self._runner = None
         self._connected = asyncio.Event()
         self._down = asyncio.Event()
-        self._sub_waiters.clear()
-        self._unsub_waiters.clear()
-        self._resubscribed.clear()
+        self._subs.clear()
 
     def _ensure_running(self) -> asyncio.Event:
         self._bind_loop()
@@ -474,7 +379,7 @@ class RedisBroker(Broker):
             self._runner = asyncio.get_running_loop().create_task(self._run(), name="django-pulse redis subscriber")
         return self._connected
 
-    async def _wait_connected(self) -> _RespConnection:
+    async def _wait_connected(self) -> RespConnection:
         connected = self._ensure_running()
         down = self._down
         assert down is not None
@@ -493,40 +398,33 @@ class RedisBroker(Broker):
     async def subscribe(self, topic: str) -> None:
         conn = await self._wait_connected()
         channel = self.redis_channel(topic).encode()
-        self._topics.add(topic)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._sub_waiters.setdefault(channel, deque()).append(future)
+        self._subs.topics.add(topic)
+        future = self._subs.expect(self._subs.sub_waiters, channel)
         conn.write(b"SUBSCRIBE", channel)
         try:
-            await asyncio.wait_for(asyncio.shield(future), CONNECT_TIMEOUT)
-        except BaseException as exc:
-            self._topics.discard(topic)
+            await self._subs.confirmed(future, CONNECT_TIMEOUT)
+        except BaseException:
+            self._subs.topics.discard(topic)
             if self._conn is conn:
                 conn.write(b"UNSUBSCRIBE", channel)
-            if isinstance(exc, TimeoutError):
-                raise Unavailable("Redis did not confirm a subscription in time.") from None
             raise
 
     async def unsubscribe(self, topic: str) -> None:
-        self._topics.discard(topic)
+        self._subs.topics.discard(topic)
         conn = self._conn
         if conn is None or self._loop is not asyncio.get_running_loop():
             return  # not subscribed anywhere now; a reconnect subscribes only the topics still wanted
         channel = self.redis_channel(topic).encode()
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._unsub_waiters.setdefault(channel, deque()).append(future)
-        conn.write(b"UNSUBSCRIBE", channel)
-        with contextlib.suppress(TimeoutError, Unavailable):
-            await asyncio.wait_for(asyncio.shield(future), CONNECT_TIMEOUT)
+        await self._subs.unsubscribe(channel, lambda: conn.write(b"UNSUBSCRIBE", channel), CONNECT_TIMEOUT)
 
     async def _run(self) -> None:
         backoff = 0.1
         ever_connected = False
         while not self._closed:
             try:
-                conn = await _RespConnection.open(self.url, CONNECT_TIMEOUT)
+                conn = await RespConnection.open(self.url, CONNECT_TIMEOUT)
                 await asyncio.wait_for(conn.call("CLIENT", "SETNAME", self.client_name), CONNECT_TIMEOUT)
-            except (OSError, ConnectionError, TimeoutError, asyncio.IncompleteReadError, _ReplyError) as exc:
+            except CONNECT_ERRORS as exc:
                 self.errors += 1
                 assert self._down is not None
                 if not self._down.is_set() or backoff >= MAX_BACKOFF:
@@ -538,11 +436,11 @@ class RedisBroker(Broker):
             backoff = 0.1
             assert self._down is not None
             self._down.clear()
-            channels = [self.redis_channel(topic).encode() for topic in sorted(self._topics)]
+            channels = [self.redis_channel(topic).encode() for topic in sorted(self._subs.topics)]
             if ever_connected:
                 self.reconnects += 1
                 logger.warning("Redis broker reconnected; re-subscribing %d topics", len(channels))
-                self._resubscribed = set(channels)
+                self._subs.resubscribed = set(channels)
             for start in range(0, len(channels), SUBSCRIBE_BATCH):
                 conn.write(b"SUBSCRIBE", *channels[start : start + SUBSCRIBE_BATCH])
             ever_connected = True
@@ -551,7 +449,7 @@ class RedisBroker(Broker):
             self._connected.set()
             health = asyncio.get_running_loop().create_task(self._health(conn))
             try:
-                await self._read_loop(conn)
+                await self._subs.read(conn, self.delivery, self._bus_bytes)
             except (OSError, ConnectionError, asyncio.IncompleteReadError) as exc:
                 if not self._closed:
                     logger.warning("Redis broker lost its subscriber connection: %s", exc)
@@ -560,45 +458,9 @@ class RedisBroker(Broker):
                 self._conn = None
                 self._connected.clear()
                 conn.abort()
-                self._fail_waiters()
+                self._subs.fail_waiters()
 
-    async def _read_loop(self, conn: _RespConnection) -> None:
-        hub = self.delivery
-        bus, bus_len = self._bus_bytes, len(self._bus_bytes)
-        bus_topic = keys.bus_topic
-        while True:
-            reply = await conn.read()
-            if not isinstance(reply, list) or not reply:
-                if isinstance(reply, _ReplyError):
-                    logger.error("Redis refused a pub/sub command: %s", reply)
-                continue
-            kind = reply[0]
-            if kind == b"message" and len(reply) == 3:
-                channel, data = reply[1], reply[2]
-                if channel.startswith(bus):
-                    hub.dispatch(bus_topic(channel[bus_len:]), data.decode())
-            elif kind == b"subscribe":
-                channel = reply[1]
-                waiters = self._sub_waiters.get(channel)
-                if waiters:
-                    waiter = waiters.popleft()
-                    if not waiters:
-                        del self._sub_waiters[channel]
-                    if not waiter.done():
-                        waiter.set_result(None)
-                elif channel in self._resubscribed:
-                    self._resubscribed.discard(channel)
-                    hub.discontinuity(bus_topic(channel[bus_len:]), "broker_unavailable")
-            elif kind == b"unsubscribe":
-                waiters = self._unsub_waiters.get(reply[1])
-                if waiters:
-                    waiter = waiters.popleft()
-                    if not waiters:
-                        del self._unsub_waiters[reply[1]]
-                    if not waiter.done():
-                        waiter.set_result(None)
-
-    async def _health(self, conn: _RespConnection) -> None:
+    async def _health(self, conn: RespConnection) -> None:
         while True:
             await asyncio.sleep(HEALTH_INTERVAL)
             idle = time.monotonic() - conn.last_rx
@@ -608,15 +470,6 @@ class RedisBroker(Broker):
                 return
             if idle > HEALTH_INTERVAL:
                 conn.write(b"PING")
-
-    def _fail_waiters(self) -> None:
-        for table in (self._sub_waiters, self._unsub_waiters):
-            for waiters in table.values():
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_exception(Unavailable("Redis connection lost."))
-                        waiter.exception()
-            table.clear()
 
     # -- shutdown ---------------------------------------------------------------------------------------
 
@@ -647,23 +500,6 @@ class RedisBroker(Broker):
                 self._conn.abort()
         if self._sync_client is not None:
             self._sync_client.close()
-
-
-def _no_retry() -> Any:
-    """Each publish runs its script once: redis-py's default retries (10, on a timeout or a broken connection)
-    would run it again when only the reply was lost, delivering the message twice under two serials. A failed
-    publish raises ``Unavailable`` instead, and the caller retries with the same message id (idempotent)."""
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    return Retry(NoBackoff(), 0)
-
-
-def _async_no_retry() -> Any:
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-
-    return Retry(NoBackoff(), 0)
 
 
 def _publish_failed(exc: BaseException) -> str:

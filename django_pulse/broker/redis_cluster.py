@@ -31,8 +31,9 @@ from redis.crc import key_slot
 from redis.exceptions import AskError, MovedError, RedisError
 
 from ..exceptions import Unavailable
-from .connection import CLUSTER_TARGET, cluster_config, node_endpoint
-from .redis import CONNECT_TIMEOUT, MAX_BACKOFF, RedisBroker, _ReplyError, _RespConnection
+from .connection import CLUSTER_TARGET, async_no_retry, cluster_config, no_retry, node_endpoint
+from .pubsub import CONNECT_ERRORS, ReplyError, RespConnection, Subscriber
+from .redis import CONNECT_TIMEOUT, MAX_BACKOFF, RedisBroker
 
 __all__ = ["RedisClusterBroker"]
 
@@ -53,7 +54,7 @@ class _Shard:
 
     def __init__(self, address: Address) -> None:
         self.address = address
-        self.conn: _RespConnection | None = None
+        self.conn: RespConnection | None = None
         self.channels: set[bytes] = set()
         # SSUBSCRIBEs sent and not answered yet, in order: an error reply answers the oldest.
         self.pending: deque[bytes] = deque()
@@ -75,6 +76,11 @@ class _Shard:
         if self.conn is not None:
             self.conn.write(b"SUNSUBSCRIBE", channel)
 
+    def confirm(self, channel: bytes) -> None:
+        """``channel``'s SSUBSCRIBE was answered."""
+        with contextlib.suppress(ValueError):
+            self.pending.remove(channel)
+
 
 class RedisClusterBroker(RedisBroker):
     """The broker for server processes sharing a Redis Cluster (``PULSE["REDIS_CLUSTER"]``)."""
@@ -84,6 +90,7 @@ class RedisClusterBroker(RedisBroker):
         self.publish_command = "SPUBLISH"
         # A replica can be promoted: a publish on a new master starts a new epoch of the channel (publish.lua).
         self.failover_check = "1"
+        self._subs = Subscriber(sharded=True)
         self._owners: list[Address | None] = [None] * SLOTS
         self._known: list[Address] = []
         self._shards: dict[Address, _Shard] = {}
@@ -163,18 +170,8 @@ class RedisClusterBroker(RedisBroker):
             import redis.asyncio as redis_async
 
             from .._redis import close_with_loop
-            from .redis import _async_no_retry
 
-            config = cluster_config()
-            assert config is not None
-            client = self._nodes[address] = redis_async.Redis(
-                host=address[0],
-                port=address[1],
-                socket_connect_timeout=CONNECT_TIMEOUT,
-                socket_timeout=CONNECT_TIMEOUT,
-                retry=_async_no_retry(),
-                **config.node_kwargs(),
-            )
+            client = self._nodes[address] = redis_async.Redis(**_node_options(address), retry=async_no_retry())
             self._node_guards.append(close_with_loop(client))
         return client
 
@@ -188,18 +185,7 @@ class RedisClusterBroker(RedisBroker):
     def _new_sync_node_client(self, address: Address) -> Any:
         import redis as redis_sync
 
-        from .redis import _no_retry
-
-        config = cluster_config()
-        assert config is not None
-        client = self._sync_nodes[address] = redis_sync.Redis(
-            host=address[0],
-            port=address[1],
-            socket_connect_timeout=CONNECT_TIMEOUT,
-            socket_timeout=CONNECT_TIMEOUT,
-            retry=_no_retry(),
-            **config.node_kwargs(),
-        )
+        client = self._sync_nodes[address] = redis_sync.Redis(**_node_options(address), retry=no_retry())
         return client
 
     # -- the slot map -------------------------------------------------------------------------------------------
@@ -213,13 +199,13 @@ class RedisClusterBroker(RedisBroker):
         last: BaseException | None = None
         for host, port in candidates:
             try:
-                conn = await _RespConnection.connect(node_endpoint(host, port), CONNECT_TIMEOUT)
-            except (OSError, TimeoutError, _ReplyError) as exc:
+                conn = await RespConnection.connect(node_endpoint(host, port), CONNECT_TIMEOUT)
+            except (OSError, TimeoutError, ReplyError) as exc:
                 last = exc
                 continue
             try:
                 reply = await asyncio.wait_for(conn.call("CLUSTER", "SLOTS"), CONNECT_TIMEOUT)
-            except (OSError, ConnectionError, TimeoutError, asyncio.IncompleteReadError, _ReplyError) as exc:
+            except CONNECT_ERRORS as exc:
                 last = exc
                 continue
             finally:
@@ -260,16 +246,16 @@ class RedisClusterBroker(RedisBroker):
         assert shard.opened is not None
         try:
             await asyncio.wait_for(asyncio.shield(shard.opened), CONNECT_TIMEOUT * 2)
-        except (TimeoutError, OSError, ConnectionError, _ReplyError, asyncio.IncompleteReadError) as exc:
+        except (TimeoutError, OSError, ConnectionError, ReplyError, asyncio.IncompleteReadError) as exc:
             raise Unavailable(f"Redis shard unreachable: {exc!r}") from None
         return shard
 
     async def _run_shard(self, shard: _Shard) -> None:
         assert shard.opened is not None
         try:
-            conn = await _RespConnection.connect(node_endpoint(*shard.address), CONNECT_TIMEOUT)
+            conn = await RespConnection.connect(node_endpoint(*shard.address), CONNECT_TIMEOUT)
             await asyncio.wait_for(conn.call("CLIENT", "SETNAME", self.client_name), CONNECT_TIMEOUT)
-        except (OSError, ConnectionError, TimeoutError, asyncio.IncompleteReadError, _ReplyError) as exc:
+        except CONNECT_ERRORS as exc:
             self.errors += 1
             if not shard.opened.done():
                 shard.opened.set_exception(ConnectionError(f"{shard.address}: {exc!r}"))
@@ -297,72 +283,47 @@ class RedisClusterBroker(RedisBroker):
         for channel in shard.channels:
             if self._placement.get(channel) is shard:
                 del self._placement[channel]
-                self._resubscribed.add(channel)
+                self._subs.resubscribed.add(channel)
         shard.channels.clear()
         shard.pending.clear()
         if not self._closed and self._dirty is not None:
             self._dirty.set()
 
-    async def _read_shard(self, shard: _Shard, conn: _RespConnection) -> None:
-        hub = self.delivery
-        bus, bus_len = self._bus_bytes, len(self._bus_bytes)
-        from . import keys
+    async def _read_shard(self, shard: _Shard, conn: RespConnection) -> None:
+        def owns(channel: bytes) -> bool:
+            return self._placement.get(channel) is shard
 
-        bus_topic = keys.bus_topic
-        while True:
-            reply = await conn.read()
-            if isinstance(reply, _ReplyError):
-                # An SSUBSCRIBE refused: MOVED (the slot left this node), CLUSTERDOWN, ... Re-placed by the
-                # supervisor after it has read the slot map again.
-                failed = shard.pending.popleft() if shard.pending else None
-                logger.warning("Redis shard %s:%d refused SSUBSCRIBE: %s", *shard.address, reply)
-                if failed is not None and self._placement.get(failed) is shard:
-                    del self._placement[failed]
-                    shard.channels.discard(failed)
-                    self._resubscribed.add(failed)
+        def subscribed(channel: bytes) -> bool:
+            shard.confirm(channel)
+            return owns(channel)
+
+        def refused(reply: ReplyError) -> None:
+            # An SSUBSCRIBE refused: MOVED (the slot left this node), CLUSTERDOWN, ... Re-placed by the
+            # supervisor after it has read the slot map again.
+            failed = shard.pending.popleft() if shard.pending else None
+            logger.warning("Redis shard %s:%d refused SSUBSCRIBE: %s", *shard.address, reply)
+            if failed is not None and owns(failed):
+                self._unplace(shard, failed)
+            assert self._dirty is not None
+            self._dirty.set()
+
+        def dropped(channel: bytes) -> None:
+            if owns(channel):
+                # Not asked for: the node gave the channel's slot away (resharding, or it became a replica).
+                self._unplace(shard, channel)
                 assert self._dirty is not None
                 self._dirty.set()
-                continue
-            if not isinstance(reply, list) or not reply:
-                continue
-            kind = reply[0]
-            if kind == b"smessage" and len(reply) == 3:
-                channel, data = reply[1], reply[2]
-                if channel.startswith(bus) and self._placement.get(channel) is shard:
-                    hub.dispatch(bus_topic(channel[bus_len:]), data.decode())
-            elif kind == b"ssubscribe":
-                channel = reply[1]
-                with contextlib.suppress(ValueError):
-                    shard.pending.remove(channel)
-                if self._placement.get(channel) is not shard:
-                    continue  # moved on meanwhile
-                waiters = self._sub_waiters.get(channel)
-                if waiters:
-                    waiter = waiters.popleft()
-                    if not waiters:
-                        del self._sub_waiters[channel]
-                    if not waiter.done():
-                        waiter.set_result(None)
-                    self._resubscribed.discard(channel)
-                elif channel in self._resubscribed:
-                    self._resubscribed.discard(channel)
-                    hub.discontinuity(bus_topic(channel[bus_len:]), "broker_unavailable")
-            elif kind == b"sunsubscribe":
-                channel = reply[1]
-                waiters = self._unsub_waiters.get(channel)
-                if waiters:
-                    waiter = waiters.popleft()
-                    if not waiters:
-                        del self._unsub_waiters[channel]
-                    if not waiter.done():
-                        waiter.set_result(None)
-                elif self._placement.get(channel) is shard:
-                    # Not asked for: the node gave the channel's slot away (resharding, or it became a replica).
-                    del self._placement[channel]
-                    shard.channels.discard(channel)
-                    self._resubscribed.add(channel)
-                    assert self._dirty is not None
-                    self._dirty.set()
+
+        await self._subs.read(
+            conn, self.delivery, self._bus_bytes, owns=owns, subscribed=subscribed, refused=refused, dropped=dropped
+        )
+
+    def _unplace(self, shard: _Shard, channel: bytes) -> None:
+        """``channel`` is no longer held on ``shard``: the supervisor places it again, and its subscribers get a
+        discontinuity once it is."""
+        del self._placement[channel]
+        shard.channels.discard(channel)
+        self._subs.resubscribed.add(channel)
 
     # -- the supervisor: every wanted channel subscribed on the master of its slot --------------------------
 
@@ -418,7 +379,7 @@ class RedisClusterBroker(RedisBroker):
         """SSUBSCRIBE every wanted channel on its slot's master (where it is not already), SUNSUBSCRIBE it where
         it no longer belongs, close shards left without channels. Raises if a master cannot be reached."""
         moved = 0
-        for topic in sorted(self._topics):
+        for topic in sorted(self._subs.topics):
             channel = self.redis_channel(topic).encode()
             owner = self._owner(channel)
             current = self._placement.get(channel)
@@ -427,7 +388,7 @@ class RedisClusterBroker(RedisBroker):
             if current is not None:
                 del self._placement[channel]
                 current.sunsubscribe(channel)
-                self._resubscribed.add(channel)
+                self._subs.resubscribed.add(channel)
             shard = await self._shard(owner)
             self._placement[channel] = shard
             shard.ssubscribe(channel)
@@ -440,7 +401,7 @@ class RedisClusterBroker(RedisBroker):
                 del self._shards[address]
                 shard.task.cancel()
 
-    async def _wait_connected(self) -> _RespConnection:
+    async def _wait_connected(self) -> RespConnection:
         raise NotImplementedError  # the cluster broker has one connection per shard (``_shard``)
 
     async def subscribe(self, topic: str) -> None:
@@ -456,42 +417,35 @@ class RedisClusterBroker(RedisBroker):
             if not self._mapped.is_set():
                 raise Unavailable("Redis Cluster is unreachable; cannot subscribe.")
         channel = self.redis_channel(topic).encode()
-        self._topics.add(topic)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._sub_waiters.setdefault(channel, deque()).append(future)
+        self._subs.topics.add(topic)
+        future = self._subs.expect(self._subs.sub_waiters, channel)
         try:
             shard = self._placement.get(channel)
             if shard is None or not shard.alive:
                 shard = await self._shard(self._owner(channel))
                 self._placement[channel] = shard
             shard.ssubscribe(channel)
-            await asyncio.wait_for(asyncio.shield(future), CONNECT_TIMEOUT)
-        except BaseException as exc:
-            self._topics.discard(topic)
-            waiters = self._sub_waiters.get(channel)
+            await self._subs.confirmed(future, CONNECT_TIMEOUT)
+        except BaseException:
+            self._subs.topics.discard(topic)
+            waiters = self._subs.sub_waiters.get(channel)
             if waiters and future in waiters:
                 waiters.remove(future)
                 if not waiters:
-                    del self._sub_waiters[channel]
+                    del self._subs.sub_waiters[channel]
             placed = self._placement.pop(channel, None)
             if placed is not None:
                 placed.sunsubscribe(channel)
-            if isinstance(exc, TimeoutError):
-                raise Unavailable("Redis did not confirm a subscription in time.") from None
             raise
 
     async def unsubscribe(self, topic: str) -> None:
-        self._topics.discard(topic)
+        self._subs.topics.discard(topic)
         channel = self.redis_channel(topic).encode()
         shard = self._placement.pop(channel, None)
-        self._resubscribed.discard(channel)
+        self._subs.resubscribed.discard(channel)
         if shard is None or shard.conn is None or self._loop is not asyncio.get_running_loop():
             return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._unsub_waiters.setdefault(channel, deque()).append(future)
-        shard.sunsubscribe(channel)
-        with contextlib.suppress(TimeoutError, Unavailable):
-            await asyncio.wait_for(asyncio.shield(future), CONNECT_TIMEOUT)
+        await self._subs.unsubscribe(channel, lambda: shard.sunsubscribe(channel), CONNECT_TIMEOUT)
 
     def shard_connections(self) -> dict[Address, int]:
         """Shard master -> channels this process holds SSUBSCRIBEd there (one connection per shard)."""
@@ -531,3 +485,16 @@ class RedisClusterBroker(RedisBroker):
         for client in self._sync_nodes.values():
             client.close()
         super().close_nowait()
+
+
+def _node_options(address: Address) -> dict[str, Any]:
+    """The options of a client of one cluster node (for a publish with WAIT on the slot's master)."""
+    config = cluster_config()
+    assert config is not None
+    return {
+        "host": address[0],
+        "port": address[1],
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": CONNECT_TIMEOUT,
+        **config.node_kwargs(),
+    }

@@ -1,4 +1,5 @@
-"""Open connections per client id and app, counted for ``MAX_CONNECTIONS_PER_CLIENT`` (issue 18).
+"""Open connections per client id and app, counted for ``MAX_CONNECTIONS_PER_CLIENT`` (one client id cannot
+exhaust a server's sockets).
 
 Every authenticated connection (WebSocket or SSE) holds one *slot* of its ``(kbId, clientId)`` while it is
 open; a new connection of a client that holds ``MAX_CONNECTIONS_PER_CLIENT`` slots already is refused

@@ -11,17 +11,11 @@ from django.utils.module_loading import import_string
 
 from .._conf import pulse_settings
 from ..broker.base import Broker
-from .base import Member, NotPresent, PresenceBackend, PresenceChange, PresenceSnapshot, presence_topic
+from . import base
+from .base import *  # noqa: F403  (re-exported: every name of base's __all__)
+from .base import PresenceBackend
 
-__all__ = [
-    "Member",
-    "NotPresent",
-    "PresenceBackend",
-    "PresenceChange",
-    "PresenceSnapshot",
-    "build_presence",
-    "presence_topic",
-]
+__all__ = [*base.__all__, "build_presence"]
 
 
 def build_presence(broker: Broker) -> PresenceBackend:

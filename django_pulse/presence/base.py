@@ -26,7 +26,7 @@ from typing import Any
 from .._conf import pulse_settings
 from ..broker.base import Broker, presence_topic
 from ..exceptions import LimitExceeded, ProtocolViolation, Unavailable
-from ..protocol import ErrorCode, PresenceEvent, is_valid_channel
+from ..protocol import ErrorCode, PresenceEvent, check_channel
 
 __all__ = [
     "Member",
@@ -143,7 +143,7 @@ class PresenceBackend(ABC):
         # Ended connections whose leave failed (the store was unreachable): retried by the registry's loop.
         self._failed_leaves: set[str] = set()
         # Set by a graceful shutdown with shared state: ending connections hand their members over instead of
-        # leaving (issue 21, docs/deployment.md).
+        # leaving (docs/deployment.md).
         self.handing_over = False
 
     # --- primitives (subclasses) ---------------------------------------------------------------------------
@@ -198,7 +198,7 @@ class PresenceBackend(ABC):
         Raises ``ProtocolViolation`` (``invalid_channel``/``bad_request``) for bad input and
         ``LimitExceeded`` (``presence_data_too_large``/``presence_client_limit``/``presence_full``) over a limit.
         """
-        _check_channel(channel)
+        check_channel(channel)
         data_json = encode_data(data)
         member = Member(str(client_id), str(connection_id), data, now_ms())
         change = await self._enter(
@@ -215,7 +215,7 @@ class PresenceBackend(ABC):
 
     async def update(self, kb_id: str, channel: str, *, connection_id: str, data: Any = None) -> PresenceChange:
         """Replace the data of ``connection_id``'s member; ``NotPresent`` if it has not entered."""
-        _check_channel(channel)
+        check_channel(channel)
         data_json = encode_data(data)
         change = await self._update(kb_id, channel, str(connection_id), data, data_json)
         self._own(change)
@@ -224,7 +224,7 @@ class PresenceBackend(ABC):
 
     async def leave(self, kb_id: str, channel: str, *, connection_id: str) -> PresenceChange:
         """Remove ``connection_id``'s member from ``channel``; ``NotPresent`` if it has not entered."""
-        _check_channel(channel)
+        check_channel(channel)
         try:
             change = await self._leave(kb_id, channel, str(connection_id))
         except NotPresent:
@@ -323,12 +323,12 @@ class PresenceBackend(ABC):
 
     async def snapshot(self, kb_id: str, channel: str) -> PresenceSnapshot:
         """The members of ``channel`` and the serial they are current at, read atomically."""
-        _check_channel(channel)
+        check_channel(channel)
         return await self._snapshot(kb_id, channel)
 
     def snapshot_sync(self, kb_id: str, channel: str) -> PresenceSnapshot:
         """``snapshot`` for synchronous callers (views, commands), any thread."""
-        _check_channel(channel)
+        check_channel(channel)
         return self._snapshot_sync(kb_id, channel)
 
     async def members(self, kb_id: str, channel: str) -> list[Member]:
@@ -423,11 +423,6 @@ def encode_data(data: Any) -> str:
             f"presence data is {size} bytes encoded, over the limit of {limit}", ErrorCode.PRESENCE_DATA_TOO_LARGE
         )
     return text
-
-
-def _check_channel(channel: object) -> None:
-    if not is_valid_channel(channel):
-        raise ProtocolViolation(f"invalid channel name {channel!r}", ErrorCode.INVALID_CHANNEL)
 
 
 def full_error(channel: str, limit: int) -> LimitExceeded:

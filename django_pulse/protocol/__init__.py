@@ -9,66 +9,8 @@
 
 from __future__ import annotations
 
-from .codes import PROTOCOL_VERSION, Action, CloseCode, ErrorCode, Operation, PresenceEvent, close_code_for
-from .frames import (
-    CHANNEL_RE,
-    CLIENT_ACTIONS,
-    CONNECTION_ID_RE,
-    KB_ID_RE,
-    PING_FRAME,
-    RateLimiter,
-    Request,
-    connected_frame,
-    discontinuity_frame,
-    dumps,
-    encode_data,
-    error_frame,
-    excluded_connection,
-    excluded_frame,
-    history_ok_frame,
-    is_valid_channel,
-    message_frame,
-    message_frame_serial,
-    message_head,
-    ok_frame,
-    parse_frame,
-    presence_frame,
-    presence_frame_serial,
-    utf8_len,
-    whisper_frame,
-)
+from . import codes, frames
+from .codes import *  # noqa: F403  (re-exported: every name of codes' __all__)
+from .frames import *  # noqa: F403  (re-exported: every name of frames' __all__)
 
-__all__ = [
-    "CHANNEL_RE",
-    "CLIENT_ACTIONS",
-    "CONNECTION_ID_RE",
-    "KB_ID_RE",
-    "PING_FRAME",
-    "PROTOCOL_VERSION",
-    "Action",
-    "CloseCode",
-    "ErrorCode",
-    "Operation",
-    "PresenceEvent",
-    "RateLimiter",
-    "Request",
-    "close_code_for",
-    "connected_frame",
-    "discontinuity_frame",
-    "dumps",
-    "encode_data",
-    "error_frame",
-    "excluded_connection",
-    "excluded_frame",
-    "history_ok_frame",
-    "is_valid_channel",
-    "message_frame",
-    "message_frame_serial",
-    "message_head",
-    "ok_frame",
-    "parse_frame",
-    "presence_frame",
-    "presence_frame_serial",
-    "utf8_len",
-    "whisper_frame",
-]
+__all__ = [*codes.__all__, *frames.__all__]

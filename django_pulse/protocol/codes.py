@@ -79,8 +79,9 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     PRESENCE_DATA_TOO_LARGE = "presence_data_too_large"
     PRESENCE_FULL = "presence_full"
-    # Limits per identity (issue 18): one client id holds too many of a channel's presence slots, one
-    # connection is present on too many channels, one client id has too many open connections.
+    # Limits per identity (one client cannot take a shared resource from the others): one client id holds too
+    # many of a channel's presence slots, one connection is present on too many channels, one client id has too
+    # many open connections.
     PRESENCE_CLIENT_LIMIT = "presence_client_limit"
     TOO_MANY_PRESENCE_CHANNELS = "too_many_presence_channels"
     TOO_MANY_CONNECTIONS = "too_many_connections"

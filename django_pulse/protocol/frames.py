@@ -17,12 +17,14 @@ from .codes import Action, ErrorCode
 
 __all__ = [
     "CHANNEL_RE",
+    "CHANNEL_RULE",
     "CLIENT_ACTIONS",
     "CONNECTION_ID_RE",
     "KB_ID_RE",
     "PING_FRAME",
     "RateLimiter",
     "Request",
+    "check_channel",
     "connected_frame",
     "discontinuity_frame",
     "dumps",
@@ -51,8 +53,20 @@ KB_ID_RE = re.compile(r"\A[A-Za-z0-9_\-]{1,64}\Z")
 CONNECTION_ID_RE = re.compile(r"\A[A-Za-z0-9_\-]{1,64}\Z")
 
 
+# What every refusal of a channel name says (WebSocket, SSE, HTTP API, SDK, signed streams, presence).
+CHANNEL_RULE = "A channel name is 1-255 characters of A-Z a-z 0-9 _ - . : @ = ~ +."
+
+
 def is_valid_channel(name: object) -> bool:
     return isinstance(name, str) and CHANNEL_RE.match(name) is not None
+
+
+def check_channel(name: object) -> None:
+    """``ProtocolViolation`` (``invalid_channel``) naming ``name`` and the rule, unless it is a valid channel name."""
+    if not is_valid_channel(name):
+        raise _exceptions.ProtocolViolation(
+            f"Invalid channel name {name!r:.100}. {CHANNEL_RULE}", ErrorCode.INVALID_CHANNEL
+        )
 
 
 CLIENT_ACTIONS = frozenset(
@@ -224,9 +238,7 @@ def parse_frame(text: str, max_size: int) -> Request:
         if not isinstance(channel, str):
             raise _violation("The member 'channel' is missing or not a string.", ErrorCode.BAD_REQUEST, ref)
         if CHANNEL_RE.match(channel) is None:
-            raise _violation(
-                "A channel name is 1-255 characters of A-Z a-z 0-9 _ - . : @ = ~ +.", ErrorCode.INVALID_CHANNEL, ref
-            )
+            raise _violation(CHANNEL_RULE, ErrorCode.INVALID_CHANNEL, ref)
     if action is Action.AUTH:
         _string_member(members, "token", ref, max_length=8192)
         _string_member(members, "recover", ref, required=False, max_length=MAX_CONNECTION_KEY_LENGTH)

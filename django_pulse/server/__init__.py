@@ -11,6 +11,8 @@ the control plane, shutdown, and the runtime that owns this process's state.
 - ``shutdown``: graceful shutdown.
 - ``sse``: the SSE transport (a ``PulseConsumer`` on an HTTP response; its event format is ``protocol.sse``).
 - ``transport``: the transport interface the WebSocket consumer and ``sse`` implement and use.
-- ``body_limit``: ``BodySizeLimit``, 413 for oversized HTTP bodies before they are read (issue 18).
-- ``_server_io``: what django-pulse knows of daphne's and uvicorn's internals (private; docs/servers.md).
+- ``body_limit``: ``BodySizeLimit``, 413 for oversized HTTP bodies before they are read (a client cannot make
+  the server buffer an unbounded body).
+- ``_io``: what django-pulse knows of daphne's, uvicorn's and granian's internals: one module per server around
+  one contract module (private; docs/servers.md).
 """

@@ -18,6 +18,7 @@ from ..protocol import (
     Action,
     ErrorCode,
     Operation,
+    RateLimiter,
     Request,
     encode_data,
     excluded_connection,
@@ -160,14 +161,17 @@ async def unsubscribe(conn: PulseConsumer, request: Request) -> dict[str, Any]:
     return {"channel": channel}
 
 
+def _within_rate(limiter: RateLimiter, rate: float, what: str) -> None:
+    """``LimitExceeded`` (``rate_limited``, counted) when ``limiter`` refuses one more of ``what`` now."""
+    if not limiter.allow(time.monotonic()):
+        get_runtime().metrics.rate_limited()
+        raise LimitExceeded(f"At most {rate:g} {what} per second per connection.", ErrorCode.RATE_LIMITED)
+
+
 async def publish(conn: PulseConsumer, request: Request) -> dict[str, Any]:
     channel = request.channel
     await conn.authorize(channel, Operation.PUBLISH)
-    if not conn.publish_limiter().allow(time.monotonic()):
-        get_runtime().metrics.rate_limited()
-        raise LimitExceeded(
-            f"At most {conn.limits.publish_rate:g} publishes per second per connection.", ErrorCode.RATE_LIMITED
-        )
+    _within_rate(conn.publish_limiter(), conn.limits.publish_rate, "publishes")
     members = request.members
     exclude = members.get("exclude")
     if exclude is not None and exclude != conn.connection_id:
@@ -192,11 +196,7 @@ async def whisper(conn: PulseConsumer, request: Request) -> dict[str, Any]:
     pub/sub only: never stored, no serial, not sent back to this connection (docs/protocol.md)."""
     channel = request.channel
     await conn.authorize(channel, Operation.WHISPER)
-    if not conn.whisper_limiter().allow(time.monotonic()):
-        get_runtime().metrics.rate_limited()
-        raise LimitExceeded(
-            f"At most {conn.limits.whisper_rate:g} whispers per second per connection.", ErrorCode.RATE_LIMITED
-        )
+    _within_rate(conn.whisper_limiter(), conn.limits.whisper_rate, "whispers")
     members = request.members
     frame = whisper_frame(
         connection_id=conn.connection_id,

@@ -99,7 +99,8 @@ post_save.connect(_on_app_changed, sender=PulseApp, dispatch_uid="django_pulse.a
 post_delete.connect(_on_app_changed, sender=PulseApp, dispatch_uid="django_pulse.app_access.app_deleted")
 
 
-# -- disabling an app anywhere closes its connections everywhere (issue 18) ------------------------------------
+# -- disabling an app anywhere closes its connections everywhere -------------------------------------------------------
+# (an admin's disable must not wait for the tokens to expire)
 
 
 def _close_connections_of_disabled_app(

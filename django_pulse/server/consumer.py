@@ -52,7 +52,7 @@ from ..protocol import (
 )
 from ..protocol.tokens import Claims
 from ..streams import StreamGrant, remember_stream
-from ._server_io import install_daphne_shutdown, release_handshake
+from ._io import install_daphne_shutdown, release_handshake
 from .app_access import aauthenticate_token
 from .control import RECOVERED
 from .outbox import Outbox, Sink

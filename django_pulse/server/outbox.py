@@ -2,7 +2,7 @@
 
 docs/architecture.md ("Delivery") describes the design. The hub hands one shared ASGI message dict to every
 local subscriber's outbox; the outbox writes it straight to the socket when the server allows it
-(``_server_io``), else to the server's ``send``, inline when it can.
+(``_io``), else to the server's ``send``, inline when it can.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from .._types import ASGISend
 from ..protocol import CloseCode, utf8_len
-from ._server_io import buffer_probe, close_going_away, daphne_protocol, direct_writer
+from ._io import buffer_probe, close_going_away, daphne_protocol, direct_writer
 from .runtime import get_runtime
 
 __all__ = ["Outbox", "Sink"]

@@ -23,8 +23,8 @@ from ..ops.metrics import publish_source
 from ..protocol import (
     CONNECTION_ID_RE,
     ErrorCode,
+    check_channel,
     excluded_connection,
-    is_valid_channel,
     message_frame,
     message_head,
     utf8_len,
@@ -65,11 +65,7 @@ def build_message(
     for data that is not JSON-serialisable, ``LimitExceeded`` (``message_too_large``) when the frame would pass
     MAX_MESSAGE_SIZE.
     """
-    if not is_valid_channel(channel):
-        raise ProtocolViolation(
-            f"Invalid channel name {channel!r}: 1-255 characters of A-Z a-z 0-9 _ - . : @ = ~ +.",
-            ErrorCode.INVALID_CHANNEL,
-        )
+    check_channel(channel)
     if not isinstance(event, str) or not 1 <= len(event) <= 255:
         raise ProtocolViolation("The event name must be a string of 1-255 characters.", ErrorCode.BAD_REQUEST)
     if id is None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.signals import setting_changed
 
-from ._server_io import FastPathReport
+from ._io import FastPathReport
 from .timers import TimerWheel
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ class Runtime:
 
     @property
     def metrics(self) -> NullMetrics:
-        """Prometheus metrics of this process (django_pulse.ops.metrics, issue 21); does nothing when they are off."""
+        """Prometheus metrics of this process (django_pulse.ops.metrics); does nothing when they are off."""
         metrics = self._metrics
         if metrics is None:
             with self._lock:

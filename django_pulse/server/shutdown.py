@@ -1,8 +1,8 @@
 """Graceful shutdown: close every connection of this process with 1001 and hand its presence members over
 (with Redis: other processes adopt them when the clients continue their connections there; docs/deployment.md).
 
-It runs by itself on SIGTERM under daphne (``_server_io.install_daphne_shutdown``) and granian
-(``_server_io.install_granian_shutdown``: before granian drops the connections); under uvicorn, which closes
+It runs by itself on SIGTERM under daphne (``_io.install_daphne_shutdown``) and granian
+(``_io.install_granian_shutdown``: before granian drops the connections); under uvicorn, which closes
 the WebSocket connections itself with 1012 before the lifespan shutdown, call ``shutdown()`` from the ASGI
 lifespan shutdown (``routing.pulse_lifespan``, docs/deployment.md) to mark the process draining.
 """

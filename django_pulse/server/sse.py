@@ -22,7 +22,7 @@ and clean-up are the WebSocket connection's own; only the transport differs, and
 ``transport.py``'s interface only. Messages reach it through the hub like any connection (an ``Outbox`` on the
 HTTP response); each message's SSE event is encoded once for every SDK stream it goes to (``_EventCache``: the
 hub hands the same message dict to every sink), and under daphne and uvicorn written to each stream's socket
-directly as one HTTP chunk, itself built once (``_server_io.response_writer``), when the server allows it.
+directly as one HTTP chunk, itself built once (``_io.response_writer``), when the server allows it.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from ..exceptions import PulseError
 from ..protocol import Action, CloseCode, ErrorCode, Operation, Request, dumps, parse_frame
 from ..protocol import sse as sse_wire
 from ..protocol.tokens import Claims
-from ._server_io import buffer_probe, install_daphne_shutdown, response_writer
+from ._io import buffer_probe, install_daphne_shutdown, response_writer
 from .app_access import aauthenticate_token
 from .consumer import PulseConsumer
 from .runtime import get_runtime
@@ -177,7 +177,7 @@ class SSEConnection(PulseConsumer):
         self._receiving = False
         self._woken = False
         self._stream_task: asyncio.Task[Any] | None = None  # the task serving the stream (open() to run())
-        # daphne and uvicorn: events go to the socket directly when they can (_server_io.response_writer).
+        # daphne and uvicorn: events go to the socket directly when they can (_io.response_writer).
         self._writer = response_writer(send, get_runtime().fast_path) if self.limits.direct_write else None
         self.outbox = self.make_outbox(
             self._send_event,

@@ -1,4 +1,4 @@
-"""Every end of a connection reaches the seed's `disconnected` listeners (issue 22, item 7): the seed's own
+"""Every end of a connection reaches the seed's `disconnected` listeners: the seed's own
 "Client SDK" snippet (tests/browser/seed/connect.js, as written) and the example's Live Posts page, which
 listen only to `connected` and `disconnected`, in real Chromium against real daphne servers."""
 

@@ -1,7 +1,7 @@
 """The admin's live view in real Chromium, on the example project served as ``make demo`` serves it (daphne, its
 Content-Security-Policy): a staff user watches; a visitor opens Live Posts in another browser; the view shows
 the visitor's presence without a reload, lists them as a member, and its Disconnect button closes the visitor's
-socket (issue 21, docs/admin.md)."""
+socket (docs/admin.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Presence per user in real Chromium (issue 22): a user's two tabs are two members but one user; "joined" fires
+"""Presence per user in real Chromium: a user's two tabs are two members but one user; "joined" fires
 when their first tab enters and "left" when their last leaves, once per user; the seed's per-member events are
 unchanged; the server SDK groups the same way."""
 

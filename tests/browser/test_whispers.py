@@ -1,4 +1,4 @@
-"""Whispers and others-only publishes in real Chromium (issue 22): the chat recipe of docs/recipes.md, run as
+"""Whispers and others-only publishes in real Chromium: the chat recipe of docs/recipes.md, run as
 written, shows "ada is typing" to bob and never to ada, and keeps it out of history; a publish for the others
 only reaches the user's other tab and not the tab that sent it, also across a reconnect of that tab."""
 

@@ -271,7 +271,7 @@ class Command(BaseCommand):
         if redis is not None and not redis["ok"]:
             raise CommandError(f"Redis at {redis['url']} does not answer: {redis['error']}")
 
-    # -- pulse top (issue 21) -------------------------------------------------------------------------------
+    # -- pulse top: live per-process figures ---------------------------------------------------------------------------
 
     def _top(self, options: dict[str, Any]) -> None:
         """Refresh every ``--interval`` s: the status's processes (connections, uptime, change since the last

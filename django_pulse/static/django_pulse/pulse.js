@@ -74,7 +74,7 @@
   };
   var GIVE_UP_CODES = [4000, 4003, 4004, 4005, 4006];
   var TOKEN_CODES = [4001, 4002];
-  // -- Server restarts (issue 21): a server process that is stopping (a deploy) closes with 1001 going_away
+  // -- Server restarts (a deploy must not lose a client's place): a server process that is stopping (a deploy) closes with 1001 going_away
   // (daphne, django-pulse's shutdown) or 1012 service_restart (uvicorn); another process behind the load
   // balancer takes over, so reconnect now, with no backoff, and continue the connection (auth `recover`).
   var RESTART_CODES = [1001, 1012];
@@ -131,6 +131,31 @@
 
   function isFunction(value) {
     return typeof value === 'function';
+  }
+
+  // A TypeError naming the method when `event` (one event or a list of them) is not among `known`.
+  function checkEvents(method, event, known) {
+    var events = Array.isArray(event) ? event : [event];
+    for (var i = 0; i < events.length; i++) {
+      if (known.indexOf(events[i]) < 0) {
+        throw new TypeError(method + ': event must be one of ' + known.join(', ') + ' (got ' + events[i] + ')');
+      }
+    }
+  }
+
+  // What unsubscribe(), unsubscribe(cb), unsubscribe(event) and unsubscribe(event, cb) remove from `events` and from
+  // `listListeners` (the callbacks of every event); returns the list callbacks that remain.
+  function offListeners(events, listListeners, event, listener) {
+    if (event === undefined) {
+      events.off();
+      return [];
+    }
+    if (isFunction(event) && listener === undefined) {
+      events.off(event);
+      return listListeners.filter(function (l) { return l !== event; });
+    }
+    events.off(event, listener);
+    return listListeners;
   }
 
   function byteLength(text) {
@@ -655,26 +680,38 @@
     }
 
     /**
+     * Why `frame` cannot be sent, as the PulseError its promise is rejected with (`bad_request`: its data is not
+     * JSON; `message_too_large`: with the `overhead` bytes the server adds, over maxMessageSize), or null. The
+     * server cannot tell which request an oversized frame was (it does not parse it), so it could not reject
+     * the promise: it is refused here, with the same code.
+     */
+    _unsendable(frame, overhead) {
+      var text;
+      try {
+        text = JSON.stringify(frame);
+      } catch (error) {
+        return new PulseError('bad_request', 'the data cannot be encoded as JSON: ' + error.message);
+      }
+      var max = this.limits && this.limits.maxMessageSize;
+      var size = byteLength(text) + overhead;
+      if (max && size > max) {
+        return new PulseError('message_too_large', 'the ' + frame.action + ' frame would be about ' +
+          size + ' bytes; the server accepts at most ' + max);
+      }
+      return null;
+    }
+
+    /**
      * A request that must be answered once (publish, presence.get): sent now when connected, queued while
      * the connection is coming up or down, re-sent after a reconnect if its socket dropped before the reply.
      */
     _oneshot(frame, toOthers) {
       var d = deferred();
-      var text;
-      try {
-        text = JSON.stringify(frame);
-      } catch (error) {
-        d.reject(new PulseError('bad_request', 'the data cannot be encoded as JSON: ' + error.message));
-        return d.promise;
-      }
-      var max = this.limits && this.limits.maxMessageSize;
-      // The server cannot tell which request an oversized frame was (it does not parse it), so it could
-      // not reject this promise: refuse it here, with the same code. A published message must also leave
-      // room for what the server adds to it (id, timestamp, clientId, serial: about 150 bytes).
-      var size = byteLength(text) + (frame.action === 'publish' ? 160 : 32) + (toOthers ? 40 : 0);
-      if (max && size > max) {
-        d.reject(new PulseError('message_too_large', 'the ' + frame.action + ' frame would be about ' +
-          size + ' bytes; the server accepts at most ' + max));
+      // A published message must leave room for what the server adds to it (id, timestamp, clientId, serial:
+      // about 150 bytes).
+      var refused = this._unsendable(frame, (frame.action === 'publish' ? 160 : 32) + (toOthers ? 40 : 0));
+      if (refused) {
+        d.reject(refused);
         return d.promise;
       }
       var request = { frame: frame, kind: 'oneshot', resolve: d.resolve, reject: d.reject, toOthers: Boolean(toOthers) };
@@ -697,19 +734,10 @@
      */
     _ephemeral(frame) {
       var d = deferred();
-      var text;
-      try {
-        text = JSON.stringify(frame);
-      } catch (error) {
-        d.reject(new PulseError('bad_request', 'the data cannot be encoded as JSON: ' + error.message));
-        return d.promise;
-      }
-      var max = this.limits && this.limits.maxMessageSize;
       // The server relays it with the sender's connectionId and clientId: leave room for them.
-      var size = byteLength(text) + 120;
-      if (max && size > max) {
-        d.reject(new PulseError('message_too_large', 'the ' + frame.action + ' frame would be about ' +
-          size + ' bytes; the server accepts at most ' + max));
+      var refused = this._unsendable(frame, 120);
+      if (refused) {
+        d.reject(refused);
         return d.promise;
       }
       if (this.state !== 'connected') {
@@ -952,7 +980,7 @@
       this._announceEnd(event);
     }
 
-    // -- every end of a connection is a `disconnected` (issue 22) -----------------------------------
+    // -- every end of a connection is a `disconnected` (one listener sees them all) -----------------------------------
     //
     // The seed's pages listen only to `connected` and `disconnected`. A connection that ends for good (app
     // disabled 4003, client revoked 4005, token refused, the server's normal close) goes to `failed` or
@@ -1104,12 +1132,7 @@
           Promise.resolve().then(function () { newListener(members); }).catch(rethrowLater);
         }
       } else {
-        var events = Array.isArray(event) ? event : [event];
-        for (var i = 0; i < events.length; i++) {
-          if (PRESENCE_EVENTS.indexOf(events[i]) < 0) {
-            throw new TypeError('presence.subscribe: event must be one of enter, leave, update (got ' + events[i] + ')');
-          }
-        }
+        checkEvents('presence.subscribe', event, PRESENCE_EVENTS);
         this._events.on(event, listener);
       }
       var gate = this._usable();
@@ -1123,15 +1146,7 @@
 
     /** unsubscribe(), unsubscribe(cb), unsubscribe(event), unsubscribe(event, cb). */
     unsubscribe(event, listener) {
-      if (event === undefined) {
-        this._events.off();
-        this._listListeners = [];
-      } else if (isFunction(event) && listener === undefined) {
-        this._events.off(event);
-        this._listListeners = this._listListeners.filter(function (l) { return l !== event; });
-      } else {
-        this._events.off(event, listener);
-      }
+      this._listListeners = offListeners(this._events, this._listListeners, event, listener);
       if (this._events.listenerCount() === 0 && this._listListeners.length === 0) {
         this._wantWatch = false;
         this._reconcile();
@@ -1393,7 +1408,7 @@
   }
 
   // ---------------------------------------------------------------------------------------------------
-  // Presence per user (issue 22): members are connections; a user (clientId) with two tabs is two members.
+  // Presence per user (an app shows people, not tabs): members are connections; a user (clientId) with two tabs is two members.
   // These group them by clientId. A user joins when their first connection enters and leaves when their
   // last one leaves; anything else (another tab entering or leaving, the representative's data changing)
   // is an update. The user's `data` is the data of their earliest-entered connection (the first tab
@@ -1470,12 +1485,7 @@
     if (isFunction(event) && listener === undefined) {
       this._userListListeners.push(event);
     } else {
-      var events = Array.isArray(event) ? event : [event];
-      for (var i = 0; i < events.length; i++) {
-        if (USER_EVENTS.indexOf(events[i]) < 0) {
-          throw new TypeError('presence.subscribeUsers: event must be one of joined, left, updated (got ' + events[i] + ')');
-        }
-      }
+      checkEvents('presence.subscribeUsers', event, USER_EVENTS);
       this._userEvents.on(event, listener);
     }
     if (this._listListeners.indexOf(this._usersTick) < 0) {
@@ -1488,15 +1498,7 @@
   /** unsubscribeUsers(), unsubscribeUsers(cb), unsubscribeUsers(event), unsubscribeUsers(event, cb). */
   Presence.prototype.unsubscribeUsers = function (event, listener) {
     if (!this._userEvents) return;
-    if (event === undefined) {
-      this._userEvents.off();
-      this._userListListeners = [];
-    } else if (isFunction(event) && listener === undefined) {
-      this._userEvents.off(event);
-      this._userListListeners = this._userListListeners.filter(function (l) { return l !== event; });
-    } else {
-      this._userEvents.off(event, listener);
-    }
+    this._userListListeners = offListeners(this._userEvents, this._userListListeners, event, listener);
     if (this._userEvents.listenerCount() === 0 && this._userListListeners.length === 0) {
       this.unsubscribe(this._usersTick);
       this._users = null;
@@ -1814,7 +1816,7 @@
   }
 
   // ---------------------------------------------------------------------------------------------------
-  // State listeners get state changes (issue 22): `connection.on(cb)` / `channel.on(cb)` are documented as
+  // State listeners get state changes: `connection.on(cb)` / `channel.on(cb)` are documented as
   // "every state change", so `cb` always gets a `{previous, current, reason, ...}` change. The `error` event
   // (a PulseError) goes to `on('error', cb)` listeners only.
 
