@@ -8,6 +8,7 @@ happen once; the hub builds ONE ASGI message dict and hands it to every local su
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +25,14 @@ if TYPE_CHECKING:
     from .outbox import Sink
 
 __all__ = ["Hub"]
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
 
 logger = logging.getLogger("django_pulse.hub")
 
@@ -48,7 +57,12 @@ class Hub:
         self.by_id: dict[str, ControlTarget | set[ControlTarget]] = {}
         self._control: ControlSink | None = None
         self.discontinuity_listeners: list[Callable[[str, str], None]] = []
+        # Called with the command of every recovered connection (``recovered``), before the signal is sent.
+        self.recovered_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._signal_tasks: set[asyncio.Task[list[tuple[Any, Any]]]] = set()
+        # The loop the topic map was last changed on (set by a subscribe of a new topic): a thread that wants the
+        # map reads it there (``topic_counts``).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # delivery -------------------------------------------------------------------------------------
 
@@ -122,6 +136,11 @@ class Hub:
             "process_id": command.get("processId"),
             "previous_process_id": command.get("previousProcessId"),
         }
+        for listener in self.recovered_listeners:
+            try:
+                listener(command)
+            except Exception:
+                logger.exception("A recovery listener failed")
         task = asyncio.get_running_loop().create_task(
             signals.connection_recovered.asend_robust(sender=__name__, **kwargs)
         )
@@ -144,8 +163,9 @@ class Hub:
         """
         sinks = self.topics.get(topic)
         if sinks is None:
+            loop = self._loop = asyncio.get_running_loop()
             sinks = self.topics[topic] = {sink}
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[None] = loop.create_future()
             self._subscribing[topic] = future
             try:
                 await self.broker.subscribe(topic)
@@ -193,8 +213,43 @@ class Hub:
             sinks.add(new)
 
     def local_topics(self) -> dict[str, int]:
-        """Topic -> number of local sinks, for the topics this process holds."""
+        """Topic -> number of local sinks, for the topics this process holds. On the hub's loop only (the map
+        changes there); other threads call ``topic_counts``."""
         return {topic: len(sinks) for topic, sinks in self.topics.items() if sinks}
+
+    def topic_counts(self) -> dict[str, int]:
+        """``local_topics`` from any thread: read on the hub's loop, where the map changes, while that loop runs
+        (a sync view or command in a thread waits for the loop to hand over the copy); read directly when no
+        loop runs the hub (nothing can change the map then), or on the loop itself."""
+        while True:
+            loop = self._loop
+            if loop is None or loop.is_closed() or not loop.is_running() or _running_loop() is loop:
+                return self.local_topics()
+            counts = self._copied_on(loop)
+            if counts is not None:
+                return counts
+
+    def _copied_on(self, loop: asyncio.AbstractEventLoop) -> dict[str, int] | None:
+        """``local_topics`` as ``loop`` hands it over; None when the loop stopped before it could."""
+        handed: concurrent.futures.Future[dict[str, int]] = concurrent.futures.Future()
+
+        def copy() -> None:
+            if handed.set_running_or_notify_cancel():
+                handed.set_result(self.local_topics())
+
+        try:
+            loop.call_soon_threadsafe(copy)
+        except RuntimeError:
+            return None  # closed meanwhile
+        # A loop that stops before running ``copy`` never answers: look again every second.
+        while loop.is_running():
+            try:
+                return handed.result(timeout=1.0)
+            except concurrent.futures.TimeoutError:
+                continue
+        if handed.cancel():
+            return None
+        return handed.result()  # ``copy`` ran after all
 
     # connections -----------------------------------------------------------------------------------
 
