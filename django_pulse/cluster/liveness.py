@@ -63,7 +63,7 @@ class Liveness(ABC):
     It is handed the parts it reads, never the runtime: the broker (process id), the presence backend (counts,
     sweeps), this process's client connection slots (swept with the members), and ``topics``, a callable that
     returns this process's topic -> local subscriber count and may be called from any thread (the hub's
-    ``topic_counts``: the copy is made on the hub's loop).
+    ``topic_counts``: a whole copy, made under the lock the hub changes its topics under).
     """
 
     def __init__(

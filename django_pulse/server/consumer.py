@@ -9,10 +9,10 @@ Extension points (presence): ``PulseConsumer.handlers`` maps an ``Action`` to an
 ``(consumer, request) -> result dict | None`` (the ``ok`` members; None sends no reply); a handler raises a
 ``PulseError`` for an error reply. ``on_authenticated()`` and ``on_disconnect(code)`` are awaited.
 
-Transports (this WebSocket consumer; ``sse_connection.SSEConnection``) meet the connection through ``transport.Transport``:
-what a transport provides (``send_frame``, ``keepalive``, ``close``, ``silence_timeout``) and what it calls
-here (``attach``/``detach``, ``make_outbox``, ``start_session``, ``end``, ``absorb_cancellation``), so neither
-uses the other's private names.
+Transports (this WebSocket consumer; ``sse_connection.SSEConnection``) meet the connection through
+``transport.Transport``: what a transport provides (``send_frame``, ``keepalive``, ``close``,
+``silence_timeout``) and what it calls here (``attach``/``detach``, ``make_outbox``, ``start_session``,
+``end``, ``absorb_cancellation``), so neither uses the other's private names.
 """
 
 from __future__ import annotations

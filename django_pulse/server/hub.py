@@ -8,8 +8,8 @@ happen once; the hub builds ONE ASGI message dict and hands it to every local su
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -25,13 +25,6 @@ if TYPE_CHECKING:
     from .outbox import Sink
 
 __all__ = ["Hub"]
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 logger = logging.getLogger("django_pulse.hub")
@@ -60,9 +53,9 @@ class Hub:
         # Called with the command of every recovered connection (``recovered``), before the signal is sent.
         self.recovered_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._signal_tasks: set[asyncio.Task[list[tuple[Any, Any]]]] = set()
-        # The loop the topic map was last changed on (set by a subscribe of a new topic): a thread that wants the
-        # map reads it there (``topic_counts``).
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # Held while ``topics`` gains or loses a key (on the loop) and while another thread copies it
+        # (``topic_counts``): taken per subscription change, never per message.
+        self._topics_lock = threading.Lock()
 
     # delivery -------------------------------------------------------------------------------------
 
@@ -163,16 +156,17 @@ class Hub:
         """
         sinks = self.topics.get(topic)
         if sinks is None:
-            loop = self._loop = asyncio.get_running_loop()
-            sinks = self.topics[topic] = {sink}
-            future: asyncio.Future[None] = loop.create_future()
+            with self._topics_lock:
+                sinks = self.topics[topic] = {sink}
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._subscribing[topic] = future
             try:
                 await self.broker.subscribe(topic)
             except BaseException as exc:
                 self._subscribing.pop(topic, None)
                 if self.topics.get(topic) is sinks:
-                    del self.topics[topic]
+                    with self._topics_lock:
+                        del self.topics[topic]
                 if isinstance(exc, Exception):
                     future.set_exception(exc)
                     future.exception()  # retrieved: waiters re-raise it, nobody logs "never retrieved"
@@ -199,7 +193,8 @@ class Hub:
         sinks.discard(sink)
         if sinks or topic in self._subscribing:
             return
-        del self.topics[topic]
+        with self._topics_lock:
+            del self.topics[topic]
         try:
             await self.broker.unsubscribe(topic)
         except Exception:
@@ -213,43 +208,16 @@ class Hub:
             sinks.add(new)
 
     def local_topics(self) -> dict[str, int]:
-        """Topic -> number of local sinks, for the topics this process holds. On the hub's loop only (the map
-        changes there); other threads call ``topic_counts``."""
+        """Topic -> number of local sinks, for the topics this process holds. On the hub's loop (the map changes
+        there); other threads call ``topic_counts``."""
         return {topic: len(sinks) for topic, sinks in self.topics.items() if sinks}
 
     def topic_counts(self) -> dict[str, int]:
-        """``local_topics`` from any thread: read on the hub's loop, where the map changes, while that loop runs
-        (a sync view or command in a thread waits for the loop to hand over the copy); read directly when no
-        loop runs the hub (nothing can change the map then), or on the loop itself."""
-        while True:
-            loop = self._loop
-            if loop is None or loop.is_closed() or not loop.is_running() or _running_loop() is loop:
-                return self.local_topics()
-            counts = self._copied_on(loop)
-            if counts is not None:
-                return counts
-
-    def _copied_on(self, loop: asyncio.AbstractEventLoop) -> dict[str, int] | None:
-        """``local_topics`` as ``loop`` hands it over; None when the loop stopped before it could."""
-        handed: concurrent.futures.Future[dict[str, int]] = concurrent.futures.Future()
-
-        def copy() -> None:
-            if handed.set_running_or_notify_cancel():
-                handed.set_result(self.local_topics())
-
-        try:
-            loop.call_soon_threadsafe(copy)
-        except RuntimeError:
-            return None  # closed meanwhile
-        # A loop that stops before running ``copy`` never answers: look again every second.
-        while loop.is_running():
-            try:
-                return handed.result(timeout=1.0)
-            except concurrent.futures.TimeoutError:
-                continue
-        if handed.cancel():
-            return None
-        return handed.result()  # ``copy`` ran after all
+        """``local_topics`` from any thread (a sync view's, a command's, the liveness's): the map gains and loses
+        topics only under ``_topics_lock`` (a topic's first subscriber, its last one leaving), so a copy made
+        under it is whole. Never on the delivery path."""
+        with self._topics_lock:
+            return self.local_topics()
 
     # connections -----------------------------------------------------------------------------------
 
