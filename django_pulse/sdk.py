@@ -143,13 +143,13 @@ def get_token(
 def _resolve_kb(kb_id: str | None) -> str:
     from .server.app_access import enabled_kb
 
-    return enabled_kb(kb_id)
+    return enabled_kb(kb_id, apps=get_runtime().apps)
 
 
 async def _aresolve_kb(kb_id: str | None) -> str:
     from .server.app_access import aenabled_kb
 
-    return await aenabled_kb(kb_id)
+    return await aenabled_kb(kb_id, apps=get_runtime().apps)
 
 
 @_sync_only("await pulse.apublish(...)")
@@ -181,7 +181,7 @@ def publish(
     """
     head, message_id = build_message(channel, event, data, id=id, client_id=None, exclude=exclude)
     kb = _resolve_kb(kb_id)
-    broadcast_once(kb, channel, event, head, message_id, explicit_id=id is not None, client_id=None)
+    broadcast_once(get_runtime(), kb, channel, event, head, message_id, explicit_id=id is not None, client_id=None)
     return message_id
 
 
@@ -197,7 +197,9 @@ async def apublish(
     """``publish`` for async code."""
     head, message_id = build_message(channel, event, data, id=id, client_id=None, exclude=exclude)
     kb = await _aresolve_kb(kb_id)
-    await abroadcast_once(kb, channel, event, head, message_id, explicit_id=id is not None, client_id=None)
+    await abroadcast_once(
+        get_runtime(), kb, channel, event, head, message_id, explicit_id=id is not None, client_id=None
+    )
     return message_id
 
 
@@ -242,8 +244,11 @@ def publish_batch(messages: Iterable[Mapping[str, Any]], *, kb_id: str | None = 
     items = list(messages)
     built = _build_batch(items)
     kb = _resolve_kb(kb_id)
+    runtime = get_runtime()
     for item, (channel, event, head, message_id) in zip(items, built, strict=True):
-        broadcast_once(kb, channel, event, head, message_id, explicit_id=item.get("id") is not None, client_id=None)
+        broadcast_once(
+            runtime, kb, channel, event, head, message_id, explicit_id=item.get("id") is not None, client_id=None
+        )
     return [message_id for _, _, _, message_id in built]
 
 
@@ -252,9 +257,10 @@ async def apublish_batch(messages: Iterable[Mapping[str, Any]], *, kb_id: str | 
     items = list(messages)
     built = _build_batch(items)
     kb = await _aresolve_kb(kb_id)
+    runtime = get_runtime()
     for item, (channel, event, head, message_id) in zip(items, built, strict=True):
         await abroadcast_once(
-            kb, channel, event, head, message_id, explicit_id=item.get("id") is not None, client_id=None
+            runtime, kb, channel, event, head, message_id, explicit_id=item.get("id") is not None, client_id=None
         )
     return [message_id for _, _, _, message_id in built]
 

@@ -517,3 +517,45 @@ async def test_a_connection_that_arrives_during_the_graceful_shutdown_is_told_to
     closed = await late.receive_output(2)
     assert (closed["type"], closed["code"]) == ("websocket.close", 1001)
     await late.wait()
+
+
+class _NoLookup:
+    """Stands for the process's runtime once connections are open: any use fails the test."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the runtime was looked up again on a connection's path (.{name})")
+
+
+async def test_a_connection_keeps_the_runtime_it_was_made_with(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once made, a connection never looks the runtime up again: subscribe, publish, whisper, history, presence
+    and the connection's end all run on the runtime it took when it was made, even if the process's runtime
+    is no longer to be found."""
+    from django_pulse.server import runtime as runtime_module
+
+    alice = await connect("alice")
+    bob = await connect("bob")
+    real = runtime_module.get_runtime()
+    monkeypatch.setattr(runtime_module, "_runtime", _NoLookup())
+    try:
+        assert (await bob.request("subscribe", channel="room"))["action"] == "ok"
+        assert (await bob.request("presence.subscribe", channel="room"))["action"] == "ok"
+        assert (await alice.request("presence.enter", channel="room", data={"x": 1}))["action"] == "ok"
+        joined = await bob.recv()
+        assert (joined["action"], joined["event"], joined["member"]["clientId"]) == ("presence", "enter", "alice")
+        assert (await alice.request("publish", channel="room", name="said", data="hi"))["action"] == "ok"
+        message = await bob.recv()
+        assert (message["action"], message["name"], message["data"]) == ("message", "said", "hi")
+        assert (await alice.request("whisper", channel="room", name="typing"))["action"] == "ok"
+        assert (await bob.recv())["action"] == "whisper"
+        history = await bob.request("history", channel="room")
+        assert [m["data"] for m in history["messages"]] == ["hi"]
+        members = await bob.request("presence.get", channel="room")
+        assert [m["clientId"] for m in members["members"]] == ["alice"]
+        await alice.close()
+        left = await bob.recv()
+        assert (left["action"], left["event"], left["member"]["clientId"]) == ("presence", "leave", "alice")
+        assert (await bob.request("unsubscribe", channel="room"))["action"] == "ok"
+        await bob.close()
+    finally:
+        # Put back before the teardown resets the runtime.
+        monkeypatch.setattr(runtime_module, "_runtime", real)

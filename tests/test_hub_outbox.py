@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -254,3 +255,48 @@ async def test_hub_subscribe_unsubscribe_counts(count: int, settings: Any) -> No
     for box in boxes:
         await hub.unsubscribe("m:default:a", box)
     assert hub.local_topics() == {}
+
+
+class _SlowTopics(dict[str, Any]):
+    """A topic map whose copy lets other threads run between entries, as a big map copied by a busy process
+    would: a reader that copies it while the loop adds or removes topics sees the map change under it."""
+
+    def items(self) -> Any:
+        for item in super().items():
+            time.sleep(0)
+            yield item
+
+
+async def test_another_thread_copies_the_topic_counts_whole_while_the_loop_changes_them(settings: Any) -> None:
+    """A sync view or command (another thread) asking for the hub's topics (``pulse.channels()``, ``pulse
+    status``) while the loop subscribes and unsubscribes gets whole copies: never an error, never a half-changed
+    map."""
+    settings.PULSE = {}
+    hub = get_runtime().hub
+    hub.topics = _SlowTopics()
+    box = Outbox(Socket().send, limit=10)
+    topics = [f"m:default:t{i}" for i in range(40)]
+    stop = asyncio.Event()
+
+    async def churn() -> None:
+        while not stop.is_set():
+            for topic in topics:
+                await hub.subscribe(topic, box)
+                await asyncio.sleep(0)
+            for topic in topics:
+                await hub.unsubscribe(topic, box)
+                await asyncio.sleep(0)
+
+    def read() -> list[dict[str, int]]:
+        return [hub.topic_counts() for _ in range(300)]
+
+    churner = asyncio.ensure_future(churn())
+    try:
+        await asyncio.sleep(0)
+        copies = await asyncio.to_thread(read)
+    finally:
+        stop.set()
+        await churner
+    assert len(copies) == 300 and all(set(copy) <= set(topics) for copy in copies)
+    assert all(count == 1 for copy in copies for count in copy.values())
+    assert any(copies), "the reader never saw a subscription: the test did not overlap the loop's changes"

@@ -1,5 +1,6 @@
-"""The package's folders are its layers: a lower layer never imports a higher one, there are no import cycles
-(outside ``TYPE_CHECKING``), and process state has one owner (docs/architecture.md)."""
+"""The package's folders are its layers: a lower layer never imports a higher one (not even for type hints), a
+higher one only what its rule allows, there are no import cycles (outside ``TYPE_CHECKING``), and process
+state has one owner (docs/architecture.md). Every layer architecture.md lists has a rule here."""
 
 from __future__ import annotations
 
@@ -25,16 +26,22 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
-def _imports(path: Path) -> set[str]:
-    """Every django_pulse module ``path`` imports at run time (module level or inside functions), not counting
-    imports under ``if TYPE_CHECKING:``."""
-    module = _module_name(path)
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+def _imports(path: Path, *, type_checking: bool = False) -> set[str]:
+    """Every django_pulse module ``path`` imports at run time (module level or inside functions); with
+    ``type_checking`` also those imported under ``if TYPE_CHECKING:`` (for type hints only)."""
+    return _imports_of(
+        _module_name(path), path.read_text(), package=path.name == "__init__.py", type_checking=type_checking
+    )
+
+
+def _imports_of(module: str, source: str, *, package: bool = False, type_checking: bool = False) -> set[str]:
+    """``_imports`` of the source text of module ``module`` (``package``: an ``__init__.py``)."""
+    base_package = module if package else module.rpartition(".")[0]
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and _is_type_checking(child):
+            if isinstance(child, ast.If) and _is_type_checking(child) and not type_checking:
                 for sub in child.orelse:
                     visit(sub)
                 continue
@@ -42,7 +49,7 @@ def _imports(path: Path) -> set[str]:
                 found.update(alias.name for alias in child.names if alias.name.startswith("django_pulse"))
             elif isinstance(child, ast.ImportFrom):
                 if child.level:
-                    base = package.split(".")
+                    base = base_package.split(".")
                     base = base[: len(base) - (child.level - 1)]
                     target = ".".join(base + ([child.module] if child.module else []))
                 else:
@@ -53,7 +60,7 @@ def _imports(path: Path) -> set[str]:
                         found.add(candidate if _exists(candidate) else target)
             visit(child)
 
-    visit(ast.parse(path.read_text()))
+    visit(ast.parse(source))
     return found
 
 
@@ -62,7 +69,19 @@ def _exists(module: str) -> bool:
     return (PACKAGE / rel).with_suffix(".py").exists() or (PACKAGE / rel / "__init__.py").exists()
 
 
-GRAPH = {_module_name(path): _imports(path) for path in PACKAGE.rglob("*.py") if "migrations" not in path.parts}
+def _modules() -> list[Path]:
+    # The deprecated shims at the top level re-export the old names and are no layer.
+    return [
+        path
+        for path in PACKAGE.rglob("*.py")
+        if "migrations" not in path.parts and path.name not in ("consumers.py", "client.py", "http_client.py")
+    ]
+
+
+GRAPH = {_module_name(path): _imports(path) for path in _modules()}
+# With the imports made for type hints only: a layer that names a higher one's class in its annotations is
+# coupled to it as much as one that imports it.
+TYPED_GRAPH = {_module_name(path): _imports(path, type_checking=True) for path in _modules()}
 
 
 def _layer(module: str) -> str:
@@ -70,36 +89,92 @@ def _layer(module: str) -> str:
     return parts[1] if len(parts) > 1 else ""
 
 
-# Which top-level parts each layer may import (besides itself).
+# The lower layers: every top-level part each may import besides itself (run time and type hints alike).
 ALLOWED = {
     "protocol": {"exceptions"},
     "broker": {"protocol", "exceptions", "_conf", "_lua", "_redis"},
     "presence": {"protocol", "exceptions", "_conf", "_lua", "_redis", "broker", "signals"},
+    # Handed the broker, the presence backend and callbacks by the runtime; never the server's objects.
     "cluster": {"protocol", "exceptions", "_conf", "_lua", "_redis", "broker", "presence"},
+    # The clients for other programs ([client] extra) stand alone.
+    "clients": set(),
+}
+
+# The higher layers: the top-level parts each must not import (run time and type hints alike).
+FORBIDDEN = {
+    # The ASGI process never depends on what calls it.
+    "server": {"clients", "api", "management", "sdk"},
+    # The HTTP API goes through the SDK and the ops modules, never the process's runtime or its backends.
+    "api": {"server", "broker", "presence", "cluster", "clients", "management"},
+    # Commands may look the runtime up (an entry point) but reach the backends through it or the SDK.
+    "management": {"broker", "presence", "cluster"},
+    # The operator's views of the installation (overview, live view, staff channel, metrics).
+    "ops": {"api", "clients", "management"},
 }
 
 
-@pytest.mark.parametrize("layer", sorted(ALLOWED))
-def test_a_lower_layer_imports_no_higher_one(layer: str) -> None:
-    bad = {
+def _violations(graph: dict[str, set[str]], layer: str) -> set[tuple[str, str]]:
+    """The imports in ``graph`` of modules of ``layer`` that its rule does not allow."""
+    if layer in ALLOWED:
+        allowed = ALLOWED[layer] | {layer}
+        return {
+            (module, target)
+            for module, targets in graph.items()
+            if _layer(module) == layer
+            for target in targets
+            if _layer(target) not in allowed
+        }
+    forbidden = FORBIDDEN[layer]
+    return {
         (module, target)
-        for module, targets in GRAPH.items()
+        for module, targets in graph.items()
         if _layer(module) == layer
         for target in targets
-        if _layer(target) not in ALLOWED[layer] | {layer}
+        if _layer(target) in forbidden
     }
-    assert not bad, f"{layer}/ reaches up: {sorted(bad)}"
 
 
-def test_the_server_never_imports_the_clients_the_api_or_the_sdk() -> None:
-    bad = {
-        (module, target)
-        for module, targets in GRAPH.items()
-        if _layer(module) == "server"
-        for target in targets
-        if _layer(target) in ("clients", "api", "management", "sdk")
-    }
-    assert not bad, sorted(bad)
+@pytest.mark.parametrize("layer", sorted(ALLOWED.keys() | FORBIDDEN.keys()))
+def test_each_layer_imports_only_what_its_rule_allows(layer: str) -> None:
+    bad = _violations(TYPED_GRAPH, layer)
+    assert not bad, f"{layer}/ imports what its rule forbids: {sorted(bad)}"
+
+
+def _listed_layers() -> set[str]:
+    """The packages of django_pulse that docs/architecture.md's map of the package names (``name/``)."""
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    block = text.split("## The package", 1)[1].split("```", 2)[1]
+    names = {token.rstrip("/") for token in block.split() if token.endswith("/") and token.count("/") == 1}
+    return {name for name in names if any((PACKAGE / name).glob("*.py")) and name != "migrations"}
+
+
+def test_every_layer_the_architecture_lists_has_a_rule() -> None:
+    listed = _listed_layers()
+    assert {"protocol", "server", "broker", "presence", "cluster", "api", "clients"} <= listed
+    assert not listed - (ALLOWED.keys() | FORBIDDEN.keys()), "a layer without a rule here"
+
+
+@pytest.mark.parametrize(
+    ("module", "source", "expected"),
+    [
+        # The API reading the runtime for its metrics (as it once did).
+        ("django_pulse.api.views", "from ..server.runtime import get_runtime\n", "django_pulse.server.runtime"),
+        # Inside a function too.
+        ("django_pulse.api.views", "def f():\n    from ..server import runtime\n", "django_pulse.server.runtime"),
+        # The cluster handed the whole runtime, even for its type hints only (as it once was).
+        (
+            "django_pulse.cluster.liveness",
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..server.runtime import Runtime\n",
+            "django_pulse.server.runtime",
+        ),
+        ("django_pulse.cluster.liveness", "from django_pulse.server.hub import Hub\n", "django_pulse.server.hub"),
+        ("django_pulse.server.consumer", "from ..sdk import publish\n", "django_pulse.sdk"),
+        ("django_pulse.protocol.frames", "from ..broker import base\n", "django_pulse.broker.base"),
+    ],
+)
+def test_a_reintroduced_upward_import_is_caught(module: str, source: str, expected: str) -> None:
+    graph = {**TYPED_GRAPH, module: TYPED_GRAPH.get(module, set()) | _imports_of(module, source, type_checking=True)}
+    assert (module, expected) in _violations(graph, _layer(module))
 
 
 def test_there_is_no_import_cycle_outside_type_checking() -> None:

@@ -12,6 +12,7 @@ from django_pulse.exceptions import AppError, TokenError
 from django_pulse.models import PulseApp
 from django_pulse.protocol import ErrorCode
 from django_pulse.server.app_access import authenticate_token
+from django_pulse.server.runtime import get_runtime
 
 pytestmark = pytest.mark.django_db
 
@@ -101,20 +102,23 @@ async def test_a_connection_storm_verifies_tokens_without_the_database_until_the
 
     from django_pulse.server import app_access
 
+    apps = get_runtime().apps
     token = (await sync_to_async(pulse.get_token)("ada"))["token"]
-    assert (await app_access.aauthenticate_token(token)).client_id == "ada"
+    assert (await app_access.aauthenticate_token(token, apps=apps)).client_id == "ada"
     through_database: list[str] = []
     real = app_access._authenticate_in_thread
 
-    async def counted(t: object) -> object:
+    async def counted(t: object, **kwargs: object) -> object:
         through_database.append(str(t))
-        return await real(t)
+        return await real(t, **kwargs)
 
     monkeypatch.setattr(app_access, "_authenticate_in_thread", counted)
     for _ in range(3):
-        assert (await app_access.aauthenticate_token(token)).client_id == "ada"
+        assert (await app_access.aauthenticate_token(token, apps=apps)).client_id == "ada"
     with pytest.raises(TokenError):
-        await app_access.aauthenticate_token(token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB"))
+        await app_access.aauthenticate_token(
+            apps=apps, token=token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+        )
     assert through_database == []
 
     def disable() -> None:
@@ -124,7 +128,7 @@ async def test_a_connection_storm_verifies_tokens_without_the_database_until_the
 
     await sync_to_async(disable)()
     with pytest.raises(AppError) as info:
-        await app_access.aauthenticate_token(token)
+        await app_access.aauthenticate_token(token, apps=apps)
     assert info.value.code is ErrorCode.APP_DISABLED and through_database == [token]
 
 
@@ -144,16 +148,19 @@ async def test_verified_claims_are_shared_but_every_token_is_still_verified() ->
         return [pulse.get_token(user, capabilities=caps)["token"] for user in ("ada", "ada", "bob")]
 
     ada1, ada2, bob = await sync_to_async(tokens)()
-    first = await app_access.aauthenticate_token(ada1)
-    assert await app_access.aauthenticate_token(ada1) is first
-    other = await app_access.aauthenticate_token(ada2)
+    apps = get_runtime().apps
+    first = await app_access.aauthenticate_token(ada1, apps=apps)
+    assert await app_access.aauthenticate_token(ada1, apps=apps) is first
+    other = await app_access.aauthenticate_token(ada2, apps=apps)
     assert other is not first and other.token_id != first.token_id
     assert other.client_id is first.client_id and other.client_id is sys.intern("ada")
-    third = await app_access.aauthenticate_token(bob)
+    third = await app_access.aauthenticate_token(bob, apps=apps)
     assert third.capabilities is first.capabilities == {"room-*": ["presence", "subscribe"]}
     assert third.kb_id is first.kb_id
     with pytest.raises(TokenError):
-        await app_access.aauthenticate_token(ada1[:-4] + ("AAAA" if not ada1.endswith("AAAA") else "BBBB"))
+        await app_access.aauthenticate_token(
+            apps=apps, token=ada1[:-4] + ("AAAA" if not ada1.endswith("AAAA") else "BBBB")
+        )
 
 
 def test_shared_claims_are_bounded() -> None:

@@ -31,7 +31,6 @@ from .. import __version__, sdk
 from .._conf import pulse_settings
 from ..ops import metrics, overview
 from ..protocol import CHANNEL_RE
-from ..server.runtime import get_runtime
 from . import schema as _schema  # noqa: F401  (registers the auth scheme with drf-spectacular)
 from .authentication import ApiKeyAuthentication, PulseCaller
 from .exceptions import pulse_exception_handler
@@ -317,7 +316,7 @@ class MetricsView(PulseAPIView):
     throttle_classes = []
 
     def get(self, request: Request) -> HttpResponse:
-        body, content_type = get_runtime().metrics.render()
+        body, content_type = overview.metrics_exposition()
         return HttpResponse(body, content_type=content_type)
 
 

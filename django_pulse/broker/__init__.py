@@ -1,7 +1,7 @@
 """Brokers: move frames between server processes, assign per-channel serials, keep history.
 
 ``build_broker()`` makes the broker ``PULSE["BROKER_BACKEND"]`` names (a dotted path); this process's one
-instance is owned by the runtime (``django_pulse.server.runtime.get_runtime().broker``), which rebuilds it
+instance is owned by the runtime (``django_pulse.server.runtime.Runtime.broker``), which rebuilds it
 when settings change.
 """
 

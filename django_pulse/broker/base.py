@@ -85,7 +85,7 @@ class HistoryRead:
 
 
 class Broker(abc.ABC):
-    """One per server process (``django_pulse.broker.get_runtime().broker``).
+    """One per server process (owned by the runtime: ``Runtime.broker``).
 
     ``publish_message`` assigns the topic's next serial ``n``, keeps the finished frame ``head + str(n) + "}"``
     in the topic's history (``HISTORY_SIZE`` / ``HISTORY_TTL``) and broadcasts it, all atomically, so serial

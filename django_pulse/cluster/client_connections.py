@@ -26,13 +26,14 @@ import asyncio
 import contextlib
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from .._conf import pulse_settings
 from .._lua import load_lua
 
 if TYPE_CHECKING:
-    from ..server.runtime import Runtime
+    from ..broker.base import Broker
 
 __all__ = ["ClientConnections", "MemoryClientConnections", "RedisClientConnections", "build_client_connections"]
 
@@ -45,10 +46,16 @@ _RELEASE = load_lua("django_pulse.cluster", "client_release.lua")
 
 
 class ClientConnections(ABC):
-    """The slots of this process's connections; one instance per process, owned by the runtime."""
+    """The slots of this process's connections; one instance per process, owned by the runtime.
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    Handed the parts it uses, never the runtime: the broker (this process's id) and ``registered``, awaited
+    before a slot is taken in a shared store (the liveness loop's ``ensure_started``: slots are recorded under a
+    registered process only).
+    """
+
+    def __init__(self, *, broker: Broker, registered: Callable[[], Awaitable[None]]) -> None:
+        self.broker = broker
+        self.registered = registered
         # slot -> (kbId, clientId): the slots this process holds.
         self.local: dict[str, tuple[str, str]] = {}
 
@@ -82,8 +89,8 @@ class ClientConnections(ABC):
 class MemoryClientConnections(ClientConnections):
     """One process: a set of slots per client."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        super().__init__(runtime)
+    def __init__(self, *, broker: Broker, registered: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(broker=broker, registered=registered)
         self._slots: dict[tuple[str, str], set[str]] = {}
 
     async def acquire(self, kb_id: str, client_id: str, slot: str, limit: int) -> bool:
@@ -113,11 +120,18 @@ class MemoryClientConnections(ClientConnections):
 class RedisClientConnections(ClientConnections):
     """Slots in Redis, shared by every process, healed by the sweep of dead processes."""
 
-    def __init__(self, runtime: Runtime, *, url: str | None = None, prefix: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        broker: Broker,
+        registered: Callable[[], Awaitable[None]],
+        url: str | None = None,
+        prefix: str | None = None,
+    ) -> None:
         from ..broker.connection import sync_client
         from ..broker.keys import check_prefix
 
-        super().__init__(runtime)
+        super().__init__(broker=broker, registered=registered)
         url = url or pulse_settings.REDIS_URL
         if not url:
             raise ValueError("RedisClientConnections needs a Redis URL (PULSE['REDIS_URL'])")
@@ -129,7 +143,7 @@ class RedisClientConnections(ClientConnections):
 
     @property
     def process_id(self) -> str:
-        return str(self.runtime.broker.process_id)
+        return str(self.broker.process_id)
 
     def client_key(self, kb_id: str, client_id: str) -> str:
         from ..broker.keys import client_key
@@ -173,7 +187,7 @@ class RedisClientConnections(ClientConnections):
     async def acquire(self, kb_id: str, client_id: str, slot: str, limit: int) -> bool:
         # Slots are recorded under this process: it must be registered (and heartbeating) first, or a live
         # process could take it for dead and sweep them.
-        await self.runtime.liveness.ensure_started()
+        await self.registered()
         key = self.client_key(kb_id, client_id)
         work = asyncio.ensure_future(asyncio.to_thread(self._acquire_sync, key, slot, limit))
         try:
@@ -255,6 +269,9 @@ class RedisClientConnections(ClientConnections):
         self.client.close()
 
 
-def build_client_connections(runtime: Runtime) -> ClientConnections:
-    """Redis when ``REDIS_URL`` is configured (the limit counts across processes), else this process's."""
-    return RedisClientConnections(runtime) if pulse_settings.REDIS_URL else MemoryClientConnections(runtime)
+def build_client_connections(*, broker: Broker, registered: Callable[[], Awaitable[None]]) -> ClientConnections:
+    """Redis when ``REDIS_URL`` is configured (the limit counts across processes), else this process's (the
+    arguments are ``ClientConnections``'s)."""
+    if pulse_settings.REDIS_URL:
+        return RedisClientConnections(broker=broker, registered=registered)
+    return MemoryClientConnections(broker=broker, registered=registered)

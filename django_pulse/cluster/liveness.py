@@ -26,13 +26,16 @@ import os
 import socket
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from .._conf import pulse_settings
 from .._lua import load_lua
 
 if TYPE_CHECKING:
-    from ..server.runtime import Runtime
+    from ..broker.base import Broker
+    from ..presence.base import PresenceBackend
+    from .client_connections import ClientConnections
 
 __all__ = ["Liveness", "MemoryLiveness", "RedisLiveness", "build_liveness"]
 
@@ -47,18 +50,6 @@ def _message_topics(kb_id: str, topics: dict[str, int]) -> dict[str, int]:
     return {topic[len(head) :]: count for topic, count in topics.items() if topic.startswith(head) and count > 0}
 
 
-def _local_topics(runtime: Runtime) -> dict[str, int]:
-    hub = runtime.hub
-    # Sync callers (views) read from another thread than the hub's loop: retry if a subscription changed the
-    # map while it was being copied.
-    for _attempt in range(9):
-        try:
-            return dict(hub.local_topics())
-        except RuntimeError:
-            continue
-    return dict(hub.local_topics())
-
-
 def _channel_list(subscribers: dict[str, int], presence: dict[str, int]) -> list[dict[str, Any]]:
     return [
         {"name": name, "subscribers": subscribers.get(name, 0), "presence": presence.get(name, 0)}
@@ -67,14 +58,26 @@ def _channel_list(subscribers: dict[str, int], presence: dict[str, int]) -> list
 
 
 class Liveness(ABC):
-    """This process's view of all server processes; one instance per process, owned by ``runtime``.
+    """This process's view of all server processes; one instance per process, owned by the runtime.
 
-    It reads the runtime's hub (local topics), presence backend (counts, sweeps) and broker (process id); it is
-    handed the runtime rather than importing the server layer.
+    It is handed the parts it reads, never the runtime: the broker (process id), the presence backend (counts,
+    sweeps), this process's client connection slots (swept with the members), and ``topics``, a callable that
+    returns this process's topic -> local subscriber count and may be called from any thread (the hub's
+    ``topic_counts``: a whole copy, made under the lock the hub changes its topics under).
     """
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(
+        self,
+        *,
+        broker: Broker,
+        presence: PresenceBackend,
+        client_connections: ClientConnections,
+        topics: Callable[[], dict[str, int]],
+    ) -> None:
+        self.broker = broker
+        self.presence = presence
+        self.client_connections = client_connections
+        self.topics = topics
         self.connections = 0
         self.started_at = int(time.time() * 1000)
 
@@ -114,15 +117,13 @@ class MemoryLiveness(Liveness):
     """One process: the local hub and presence backend are the whole truth."""
 
     def channels_sync(self, kb_id: str) -> list[dict[str, Any]]:
-        return _channel_list(
-            _message_topics(kb_id, _local_topics(self.runtime)), self.runtime.presence.channel_counts_sync(kb_id)
-        )
+        return _channel_list(_message_topics(kb_id, self.topics()), self.presence.channel_counts_sync(kb_id))
 
     async def channels(self, kb_id: str) -> list[dict[str, Any]]:
         return self.channels_sync(kb_id)
 
     def status_sync(self) -> dict[str, Any]:
-        topics = _local_topics(self.runtime)
+        topics = self.topics()
         return {
             "backend": "memory",
             "processes": [self._describe("local", self.connections, self.started_at)],
@@ -151,11 +152,19 @@ class RedisLiveness(Liveness):
     """Liveness keys in Redis, swept by every live process."""
 
     def __init__(
-        self, runtime: Runtime, *, url: str | None = None, prefix: str | None = None, process_id: str | None = None
+        self,
+        *,
+        broker: Broker,
+        presence: PresenceBackend,
+        client_connections: ClientConnections,
+        topics: Callable[[], dict[str, int]],
+        url: str | None = None,
+        prefix: str | None = None,
+        process_id: str | None = None,
     ) -> None:
         from ..broker.connection import sync_client
 
-        super().__init__(runtime)
+        super().__init__(broker=broker, presence=presence, client_connections=client_connections, topics=topics)
         url = url or pulse_settings.REDIS_URL
         if not url:
             raise ValueError("RedisLiveness needs a Redis URL (PULSE['REDIS_URL'])")
@@ -172,7 +181,7 @@ class RedisLiveness(Liveness):
     @property
     def process_id(self) -> str:
         if self._process_id is None:
-            self._process_id = str(self.runtime.broker.process_id)
+            self._process_id = str(self.broker.process_id)
         return self._process_id
 
     def key(self, *parts: str) -> str:
@@ -206,8 +215,8 @@ class RedisLiveness(Liveness):
                 await self.beat()
                 await self.touch_held_channels()
                 await self.sweep()
-                await self.runtime.presence.retry_failed_leaves()
-                await self.runtime.client_connections.retry_failed_releases()
+                await self.presence.retry_failed_leaves()
+                await self.client_connections.retry_failed_releases()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -222,7 +231,7 @@ class RedisLiveness(Liveness):
         every = max(1, int(pulse_settings.CHANNEL_TTL / 4 / max(pulse_settings.PROCESS_HEARTBEAT, 0.001)))
         if self._beats % every:
             return
-        topics = [t for t in _local_topics(self.runtime) if t.startswith(("m:", "p:"))]
+        topics = [t for t in self.topics() if t.startswith(("m:", "p:"))]
         if topics:
             await asyncio.to_thread(self._touch_sync, topics)
 
@@ -260,14 +269,14 @@ class RedisLiveness(Liveness):
 
     async def beat(self) -> None:
         # The hub is read here, on its event loop; only the Redis call goes to a thread.
-        existed = await asyncio.to_thread(self.heartbeat_sync, _local_topics(self.runtime))
+        existed = await asyncio.to_thread(self.heartbeat_sync, self.topics())
         self._beats += 1
         if not existed and self._beats > 1:
             # This process was silent longer than PROCESS_TIMEOUT (a stalled loop?): others may have swept its
             # members. Enter them again so the shared state matches the connections it still serves.
             logger.warning("pulse: process %s missed its heartbeat deadline; re-entering its members", self.process_id)
-            await self.runtime.presence.reassert()
-            await self.runtime.client_connections.reassert()
+            await self.presence.reassert()
+            await self.client_connections.reassert()
 
     def _process_ids_sync(self) -> list[str]:
         return sorted(str(p) for p in cast("set[Any]", self.client.smembers(self.key("procs"))))
@@ -291,10 +300,10 @@ class RedisLiveness(Liveness):
         removed = 0
         for dead in await asyncio.to_thread(self.dead_processes_sync):
             # Connection slots first: the presence sweep forgets the process once its members are gone.
-            released = await self.runtime.client_connections.sweep_process(dead)
+            released = await self.client_connections.sweep_process(dead)
             if released:
                 logger.info("pulse: released %d connection slot(s) of dead process %s", released, dead)
-            presence = self.runtime.presence
+            presence = self.presence
             if isinstance(presence, RedisPresence):
                 changes = await presence.sweep_process(dead)
                 if changes:
@@ -324,8 +333,8 @@ class RedisLiveness(Liveness):
             return
         await asyncio.to_thread(self._unregister_sync, pid)
         with contextlib.suppress(Exception):
-            await self.runtime.client_connections.sweep_process(pid)
-        presence = self.runtime.presence
+            await self.client_connections.sweep_process(pid)
+        presence = self.presence
         if isinstance(presence, RedisPresence):
             # The liveness key is gone, so the sweep script treats this process as dead and takes its members.
             await presence.sweep_process(pid)
@@ -383,7 +392,7 @@ class RedisLiveness(Liveness):
         for _info, topics in live.values():
             for name, count in _message_topics(kb_id, topics).items():
                 subscribers[name] = subscribers.get(name, 0) + count
-        return _channel_list(subscribers, self.runtime.presence.channel_counts_sync(kb_id))
+        return _channel_list(subscribers, self.presence.channel_counts_sync(kb_id))
 
     def channels_sync(self, kb_id: str) -> list[dict[str, Any]]:
         return self._channels_from(self._live_topics_sync(), kb_id)
@@ -407,6 +416,19 @@ class RedisLiveness(Liveness):
         }
 
 
-def build_liveness(runtime: Runtime) -> Liveness:
-    """The liveness of ``runtime``'s process: Redis when ``REDIS_URL`` is configured, else in memory."""
-    return RedisLiveness(runtime) if pulse_settings.REDIS_URL else MemoryLiveness(runtime)
+def build_liveness(
+    *,
+    broker: Broker,
+    presence: PresenceBackend,
+    client_connections: ClientConnections,
+    topics: Callable[[], dict[str, int]],
+) -> Liveness:
+    """This process's liveness (the arguments are ``Liveness``'s): Redis when ``REDIS_URL`` is configured, else in
+    memory."""
+    parts: dict[str, Any] = {
+        "broker": broker,
+        "presence": presence,
+        "client_connections": client_connections,
+        "topics": topics,
+    }
+    return RedisLiveness(**parts) if pulse_settings.REDIS_URL else MemoryLiveness(**parts)

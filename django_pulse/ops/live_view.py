@@ -53,6 +53,8 @@ from .staff_channel import (
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin
 
+    from ..server.runtime import Runtime
+
 __all__ = [
     "SNAPSHOT_EVENT",
     "app_view",
@@ -158,12 +160,12 @@ async def start_watching(sender: Any = None, **kwargs: Any) -> None:
     for task in runtime.background_tasks:
         if task.get_name() == WATCHER_TASK and not task.done() and task.get_loop() is loop:
             return
-    task = loop.create_task(_watch(), name=WATCHER_TASK)
+    task = loop.create_task(_watch(runtime), name=WATCHER_TASK)
     runtime.background_tasks.add(task)
     task.add_done_callback(runtime.background_tasks.discard)
 
 
-async def _watch() -> None:
+async def _watch(runtime: Runtime) -> None:
     topic = message_topic(STAFF_KB_ID, STAFF_CHANNEL)
     wake = asyncio.Event()
 
@@ -181,7 +183,7 @@ async def _watch() -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), pulse_settings.LIVE_VIEW_INTERVAL)
             wake.clear()
-            if not get_runtime().hub.topics.get(topic):
+            if not runtime.hub.topics.get(topic):
                 idle += 1
                 if idle >= IDLE_ROUNDS:
                     return

@@ -14,7 +14,7 @@ from .._conf import pulse_settings
 from ..exceptions import PulseError
 from ..models import PulseApp
 
-__all__ = ["collect", "redis_health"]
+__all__ = ["collect", "metrics_exposition", "redis_health"]
 
 
 def _mask(url: str) -> str:
@@ -108,3 +108,14 @@ def collect(*, channel_lists: bool = False) -> dict[str, Any]:
         "channels": sum(a["channels"] or 0 for a in apps),
         **live,
     }
+
+
+def metrics_exposition() -> tuple[bytes, str]:
+    """This process's Prometheus metrics (``django_pulse.metrics``) as exposition text, and its content type.
+
+    The API's ``GET metrics/`` serves it: the HTTP layer reads the running process through this module, as it
+    does for ``collect``, never through the server layer itself.
+    """
+    from ..server.runtime import get_runtime
+
+    return get_runtime().metrics.render()

@@ -2,7 +2,7 @@
 
 ``build_presence()`` makes the backend ``PULSE["PRESENCE_BACKEND"]`` names (a dotted path; by default Redis
 when ``REDIS_URL`` is configured, else memory). This process's one instance is owned by the runtime
-(``django_pulse.server.runtime.get_runtime().presence``), which rebuilds it when the settings change.
+(``django_pulse.server.runtime.Runtime.presence``), which rebuilds it when the settings change.
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ def _parse_value(connection_id: str, value: str) -> Member:
 
 
 class RedisPresence(PresenceBackend):
-    """Presence in Redis. Configured by keyword arguments; ``get_runtime().presence`` passes the settings."""
+    """Presence in Redis. Configured by keyword arguments; the runtime (``Runtime.presence``) passes the settings."""
 
     def __init__(
         self,

@@ -30,7 +30,6 @@ from ..protocol import (
 )
 from .publishing import publish_as_client
 from .recovery import ReplaySink, plan_subscribe
-from .runtime import get_runtime
 
 if TYPE_CHECKING:
     from .consumer import PulseConsumer
@@ -50,8 +49,8 @@ async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any] | N
     channel = request.channel
     assert conn.claims is not None and conn.outbox is not None
     await conn.authorize(channel, Operation.SUBSCRIBE)
-    broker = get_runtime().broker
-    hub = get_runtime().hub
+    runtime = conn.runtime
+    broker, hub = runtime.broker, runtime.hub
     topic = conn.subscriptions.get(channel)
     if topic is not None:
         # Already subscribed: the connection has been receiving all along; nothing is replayed.
@@ -104,7 +103,7 @@ async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any] | N
     result: dict[str, Any] = {"channel": channel, "serial": plan.serial, "epoch": read.epoch}
     if plan.resumed is not None:
         result["resumed"] = plan.resumed
-        get_runtime().metrics.resumed(plan.resumed)
+        runtime.metrics.resumed(plan.resumed)
     # The reply goes out here, before the replay and the held live frames (the handler returns None).
     if request.ref is not None:
         conn.send_frame(ok_frame(request.ref, result))
@@ -141,7 +140,7 @@ async def history(conn: PulseConsumer, request: Request) -> dict[str, Any] | Non
     members = request.members
     limit = min(int(members.get("limit", DEFAULT_HISTORY_LIMIT)), conn.limits.history_size)
     before = members.get("before")
-    read = await get_runtime().broker.history(message_topic(conn.kb_id, channel), before=before, limit=limit)
+    read = await conn.runtime.broker.history(message_topic(conn.kb_id, channel), before=before, limit=limit)
     if request.ref is not None and not conn.closed:
         conn.send_frame(
             history_ok_frame(
@@ -157,21 +156,21 @@ async def unsubscribe(conn: PulseConsumer, request: Request) -> dict[str, Any]:
     channel = request.channel
     topic = conn.subscriptions.pop(channel, None)
     if topic is not None:
-        await get_runtime().hub.unsubscribe(topic, conn.take_sink(topic))
+        await conn.runtime.hub.unsubscribe(topic, conn.take_sink(topic))
     return {"channel": channel}
 
 
-def _within_rate(limiter: RateLimiter, rate: float, what: str) -> None:
+def _within_rate(conn: PulseConsumer, limiter: RateLimiter, rate: float, what: str) -> None:
     """``LimitExceeded`` (``rate_limited``, counted) when ``limiter`` refuses one more of ``what`` now."""
     if not limiter.allow(time.monotonic()):
-        get_runtime().metrics.rate_limited()
+        conn.runtime.metrics.rate_limited()
         raise LimitExceeded(f"At most {rate:g} {what} per second per connection.", ErrorCode.RATE_LIMITED)
 
 
 async def publish(conn: PulseConsumer, request: Request) -> dict[str, Any]:
     channel = request.channel
     await conn.authorize(channel, Operation.PUBLISH)
-    _within_rate(conn.publish_limiter(), conn.limits.publish_rate, "publishes")
+    _within_rate(conn, conn.publish_limiter(), conn.limits.publish_rate, "publishes")
     members = request.members
     exclude = members.get("exclude")
     if exclude is not None and exclude != conn.connection_id:
@@ -180,6 +179,7 @@ async def publish(conn: PulseConsumer, request: Request) -> dict[str, Any]:
             ErrorCode.BAD_REQUEST,
         )
     message_id, serial = await publish_as_client(
+        conn.runtime,
         kb_id=conn.kb_id,
         client_id=conn.client_id,
         channel=channel,
@@ -196,7 +196,7 @@ async def whisper(conn: PulseConsumer, request: Request) -> dict[str, Any]:
     pub/sub only: never stored, no serial, not sent back to this connection (docs/protocol.md)."""
     channel = request.channel
     await conn.authorize(channel, Operation.WHISPER)
-    _within_rate(conn.whisper_limiter(), conn.limits.whisper_rate, "whispers")
+    _within_rate(conn, conn.whisper_limiter(), conn.limits.whisper_rate, "whispers")
     members = request.members
     frame = whisper_frame(
         connection_id=conn.connection_id,
@@ -208,7 +208,7 @@ async def whisper(conn: PulseConsumer, request: Request) -> dict[str, Any]:
     limit = conn.limits.max_message_size
     if utf8_len(frame) > limit:
         raise LimitExceeded(f"The whisper is larger than maxMessageSize ({limit} bytes).", ErrorCode.MESSAGE_TOO_LARGE)
-    await get_runtime().broker.broadcast(message_topic(conn.kb_id, channel), frame)
+    await conn.runtime.broker.broadcast(message_topic(conn.kb_id, channel), frame)
     return {"channel": channel}
 
 

@@ -36,10 +36,6 @@ __all__ = [
 logger = logging.getLogger("django_pulse.app_access")
 
 
-def _apps() -> AppCache:
-    return get_runtime().apps
-
-
 def resolve_app(kb_id: str | None, *, require_enabled: bool = True) -> PulseApp:
     """The app ``kb_id`` (None: the project's default app, created on first use).
 
@@ -64,13 +60,13 @@ def resolve_app(kb_id: str | None, *, require_enabled: bool = True) -> PulseApp:
     return app
 
 
-def enabled_kb(kb_id: str | None) -> str:
-    """The kbId of app ``kb_id`` (None: the default app) after checking it is enabled, cached per process.
+def enabled_kb(kb_id: str | None, *, apps: AppCache) -> str:
+    """The kbId of app ``kb_id`` (None: the default app) after checking it is enabled, cached in ``apps`` (the
+    runtime's cache).
 
     Raises ``AppError`` (``app_unknown`` / ``app_disabled``) as ``resolve_app`` does.
     """
     kb = kb_id or pulse_settings.DEFAULT_KB_ID
-    apps = _apps()
     if apps.is_enabled(kb):
         return kb
     app = resolve_app(kb)
@@ -78,17 +74,18 @@ def enabled_kb(kb_id: str | None) -> str:
     return app.kb_id
 
 
-async def aenabled_kb(kb_id: str | None) -> str:
+async def aenabled_kb(kb_id: str | None, *, apps: AppCache) -> str:
     """``enabled_kb`` for async code: no thread hop when the answer is cached."""
     kb = kb_id or pulse_settings.DEFAULT_KB_ID
-    if _apps().is_enabled(kb):
+    if apps.is_enabled(kb):
         return kb
-    return await sync_to_async(enabled_kb, thread_sensitive=True)(kb)
+    return await sync_to_async(enabled_kb, thread_sensitive=True)(kb, apps=apps)
 
 
 def forget_app(kb_id: str | None = None) -> None:
-    """Drop the cached state of app ``kb_id`` (None: of every app)."""
-    _apps().forget(kb_id)
+    """Drop this process's cached state of app ``kb_id`` (None: of every app)."""
+    # A model signal's receiver (and the commands'): an entry point, where the runtime is looked up.
+    get_runtime().apps.forget(kb_id)
 
 
 def _on_app_changed(sender: Any, instance: PulseApp, **kwargs: Any) -> None:
@@ -120,6 +117,7 @@ def _close_connections_of_disabled_app(
 
     def close() -> None:
         try:
+            # A model signal's receiver: an entry point, where the runtime is looked up.
             get_runtime().broker.broadcast_sync(CONTROL_TOPIC, app_disabled_command(kb_id))
         except PulseError as exc:
             logger.warning("App %s is disabled but its connections could not be closed now: %s", kb_id, exc.message)
@@ -132,8 +130,9 @@ post_save.connect(
 )
 
 
-def authenticate_token(token: object) -> Claims:
-    """Verify ``token`` against its app; returns its claims or raises ``TokenError`` / ``AppError``.
+def authenticate_token(token: object, *, apps: AppCache | None = None) -> Claims:
+    """Verify ``token`` against its app; returns its claims or raises ``TokenError`` / ``AppError``. With
+    ``apps`` (a runtime's cache) the app's secret is remembered there for ``aauthenticate_token``.
 
     The signature is checked before the app's ``enabled`` flag, so a forged token never learns whether an app
     is disabled.
@@ -146,27 +145,27 @@ def authenticate_token(token: object) -> Claims:
     claims = verify_token(token, secret=app.token_secret, kb_id=kb_id, leeway=pulse_settings.TOKEN_LEEWAY)
     if not app.enabled:
         raise AppError(f"The Pulse app {kb_id!r} is disabled.", ErrorCode.APP_DISABLED)
-    _apps().remember_secret(kb_id, app.token_secret)
+    if apps is not None:
+        apps.remember_secret(kb_id, app.token_secret)
     return claims
 
 
 _authenticate_in_thread = database_sync_to_async(authenticate_token)
 
 
-async def aauthenticate_token(token: object) -> Claims:
+async def aauthenticate_token(token: object, *, apps: AppCache) -> Claims:
     """``authenticate_token`` for async code (a connection's ``auth``, a token refresh, an SSE ticket).
 
     While the app's secret is cached (it was read enabled less than ENABLED_APP_TTL ago, and has not been saved,
     deleted or disabled since: ``AppCache``), the token is verified on the event loop: no thread hop and no
     query, which a burst of connections would otherwise queue behind one thread. Else through the database,
-    which fills the cache. Raises as ``authenticate_token``.
+    which fills the cache (``apps``: the connection's runtime's). Raises as ``authenticate_token``.
     """
     kb_id = peek_kb_id(token)
-    apps = _apps()
     secret = apps.token_secret(kb_id)
     claims: Claims
     if secret is None:
-        claims = await _authenticate_in_thread(token)
+        claims = await _authenticate_in_thread(token, apps=apps)
     else:
         assert isinstance(token, str)
         claims = verify_token(token, secret=secret, kb_id=kb_id, leeway=pulse_settings.TOKEN_LEEWAY)

@@ -1,6 +1,6 @@
 """The kbIds of apps seen enabled, so publishing costs no database query per message, and their token secrets,
 so a connection's token is verified on the event loop with no thread hop and no query (one per process, owned
-by the runtime: ``get_runtime().apps``).
+by the runtime: ``Runtime.apps``).
 
 Entries live ENABLED_APP_TTL seconds. An entry is dropped at once when the app is saved or deleted in this
 process and when an ``app_disabled`` control message arrives (``pulse disable`` sends one to every process), so

@@ -9,10 +9,10 @@ Extension points (presence): ``PulseConsumer.handlers`` maps an ``Action`` to an
 ``(consumer, request) -> result dict | None`` (the ``ok`` members; None sends no reply); a handler raises a
 ``PulseError`` for an error reply. ``on_authenticated()`` and ``on_disconnect(code)`` are awaited.
 
-Transports (this WebSocket consumer; ``sse.SSEConnection``) meet the connection through ``transport.Transport``:
-what a transport provides (``send_frame``, ``keepalive``, ``close``, ``silence_timeout``) and what it calls
-here (``attach``/``detach``, ``make_outbox``, ``start_session``, ``end``, ``absorb_cancellation``), so neither
-uses the other's private names.
+Transports (this WebSocket consumer; ``sse_connection.SSEConnection``) meet the connection through
+``transport.Transport``: what a transport provides (``send_frame``, ``keepalive``, ``close``,
+``silence_timeout``) and what it calls here (``attach``/``detach``, ``make_outbox``, ``start_session``,
+``end``, ``absorb_cancellation``), so neither uses the other's private names.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from channels.consumer import AsyncConsumer, get_handler_name
 from channels.db import database_sync_to_async
@@ -58,6 +58,9 @@ from .control import RECOVERED
 from .outbox import Outbox, Sink
 from .recovery import ReplaySink, connection_key, recovered_connection_id
 from .runtime import get_runtime
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
 
 __all__ = ["Handler", "PulseConsumer"]
 
@@ -117,10 +120,9 @@ class _Limits:
         }
 
 
-def _connection_limits() -> _Limits:
+def _connection_limits(runtime: Runtime) -> _Limits:
     """The process's ``_Limits``, shared by its connections (~200 bytes each otherwise); rebuilt when
     ``settings.PULSE`` is replaced (a PULSE change also resets the runtime, which holds it)."""
-    runtime = get_runtime()
     user = getattr(settings, "PULSE", None)
     cached = runtime.connection_limits
     if cached is None or cached[0] is not user:
@@ -142,8 +144,9 @@ ABANDON_AFTER = 5.0
 class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
     """One WebSocket connection speaking the Pulse protocol.
 
-    Attributes for handlers and hooks: ``connection_id``, ``claims`` (None until authenticated),
-    ``client_id``, ``kb_id``, ``subscriptions`` (channel -> topic), ``outbox``.
+    Attributes for handlers and hooks: ``runtime`` (this process's ``Runtime`` as it was when the connection was
+    made: its broker, hub, presence backend; kept for the connection's life), ``connection_id``, ``claims``
+    (None until authenticated), ``client_id``, ``kb_id``, ``subscriptions`` (channel -> topic), ``outbox``.
     """
 
     # No channel-layer channel per socket: messages arrive through the hub.
@@ -186,6 +189,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         "limits",
         "outbox",
         "presence_subscriptions",
+        "runtime",
         "scope",
         "stream_grants",
         "subscriptions",
@@ -195,8 +199,11 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
     # Filled by actions.py and presence_actions.py (imported at the end of this module).
     handlers: ClassVar[dict[Action, Handler]] = {}
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, runtime: Runtime | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Looked up once, here, where the server makes the connection (``as_asgi()``'s factory, or a transport's
+        # entry point that hands its own): everything below reads ``self.runtime``.
+        self.runtime = runtime if runtime is not None else get_runtime()
         self.connection_id = "c_" + secrets.token_urlsafe(12)
         # Distinguishes this consumer from an older one of a recovered connection id, across processes.
         self.instance = secrets.token_urlsafe(6)
@@ -218,7 +225,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self.presence_subscriptions: dict[str, Any] | None = None
         self._user: Any = None
         self._user_loaded = False
-        self.limits = _connection_limits()
+        self.limits = _connection_limits(self.runtime)
         self.closed = False
         self._close_code: int | None = None
         self._finished = False
@@ -266,25 +273,25 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         """The current task serves this connection until ``detach()``: the process counts it (shutdown closes
         it) and a close the server never confirms cancels this task."""
         self._task = asyncio.current_task()
-        get_runtime().connections.add(self)
+        self.runtime.connections.add(self)
 
     def detach(self) -> None:
         """The serving task is returning (after ``end``, or cancelled)."""
-        get_runtime().connections.discard(self)
+        self.runtime.connections.discard(self)
         if self._abandon_timer is not None:
             self._abandon_timer.cancel()
 
     def make_outbox(self, send: Any, **kwargs: Any) -> Outbox:
         """This connection's outbox on ``send`` (``Outbox``'s keyword arguments in ``kwargs``), with its limit,
         and closing this connection when the outbox cuts a slow consumer."""
-        return Outbox(send, self.limits.outbound_limit, self._outbox_closed, **kwargs)
+        return Outbox(send, self.limits.outbound_limit, self._outbox_closed, report=self.runtime.fast_path, **kwargs)
 
     async def start_session(self) -> bool:
         """For a transport that set ``claims``, ``client_id`` and ``kb_id`` itself (no ``auth`` frame: SSE
         unidirectional streams): register with the hub, start the expiry and heartbeat timers, send
         ``client_connected`` and run ``on_authenticated``. False (nothing started) when the hub refused."""
         try:
-            await get_runtime().hub.register(self)
+            await self.runtime.hub.register(self)
         except PulseError:
             return False
         self._registered = True
@@ -351,7 +358,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         if self.limits.direct_write:
             # What daphne and uvicorn keep of the opening handshake is never read again (docs/performance.md).
             release_handshake(self.base_send)
-        if get_runtime().shut_down:
+        if self.runtime.shut_down:
             # This process has begun its graceful shutdown and still accepts (its server stops listening later;
             # a load balancer may route a reconnect here meanwhile): go elsewhere now, instead of being dropped
             # without a close code when the server stops (seen as 1005/1006 under granian and daphne).
@@ -391,7 +398,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         """Inbound rate limit: False (after an error reply, or a close on a sustained flood) to drop a frame."""
         if self._inbound.allow(now):
             return True
-        get_runtime().metrics.rate_limited()
+        self.runtime.metrics.rate_limited()
         if self._inbound.flooding:
             self.close(CloseCode.RATE_LIMITED)
         else:
@@ -444,9 +451,9 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         if self.claims is not None:
             return await self._refresh(token)
         try:
-            claims = await aauthenticate_token(token)
+            claims = await aauthenticate_token(token, apps=self.runtime.apps)
         except PulseError as exc:
-            get_runtime().metrics.auth_failed(exc.code.value)
+            self.runtime.metrics.auth_failed(exc.code.value)
             if not self.closed:
                 self.send_frame(error_frame(exc.code, exc.message, request.ref))
                 self.close(close_code_for(exc.code))
@@ -462,7 +469,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
             previous = recovered_connection_id(request.members["recover"], claims.kb_id, claims.client_id)
             # Without shared state (the in-memory broker) only this process can continue its own connections:
             # a key from another process means the server restarted and the connection's state is gone.
-            broker = get_runtime().broker
+            broker = self.runtime.broker
             if previous is not None and (broker.shared or previous[1] == broker.process_id):
                 self.connection_id, previous_process = previous
                 recovered = True
@@ -472,7 +479,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
             self._auth_timer.cancel()
             self._auth_timer = None
         try:
-            await get_runtime().hub.register(self)
+            await self.runtime.hub.register(self)
             self._registered = True
         except PulseError as exc:
             self.send_frame(error_frame(exc.code, exc.message, request.ref))
@@ -491,7 +498,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
                 expires_at=claims.expires_at * 1000,
                 limits=self.limits.announce(),
                 connection_key=connection_key(
-                    claims.kb_id, claims.client_id, self.connection_id, get_runtime().broker.process_id
+                    claims.kb_id, claims.client_id, self.connection_id, self.runtime.broker.process_id
                 ),
                 recovered=recovered,
             )
@@ -515,7 +522,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
             return True
         slot = f"{self.connection_id}.{self.instance}"
         try:
-            admitted = await get_runtime().client_connections.acquire(self.kb_id, self.client_id, slot, limit)
+            admitted = await self.runtime.client_connections.acquire(self.kb_id, self.client_id, slot, limit)
         except Exception:
             logger.warning(
                 "Could not count connection %s of %r (Redis unreachable?); admitted",
@@ -557,19 +564,19 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
             "kbId": self.kb_id,
             "clientId": self.client_id,
             "connectionId": self.connection_id,
-            "processId": get_runtime().broker.process_id,
+            "processId": self.runtime.broker.process_id,
             "previousProcessId": previous_process,
             "instance": self.instance,
         }
         try:
-            await get_runtime().broker.broadcast(CONTROL_TOPIC, dumps(command))
+            await self.runtime.broker.broadcast(CONTROL_TOPIC, dumps(command))
         except PulseError:
             # Redis unreachable: this process at least (the control sink does the same locally).
             logger.warning("Could not announce the recovery of %s to other processes", self.connection_id)
-            get_runtime().hub.recovered(command)
+            self.runtime.hub.recovered(command)
 
     async def _refresh(self, token: str) -> dict[str, Any]:
-        claims = await aauthenticate_token(token)
+        claims = await aauthenticate_token(token, apps=self.runtime.apps)
         if claims.client_id != self.client_id or claims.kb_id != self.kb_id:
             raise TokenError("The new token is for another client or app.", ErrorCode.CLIENT_ID_MISMATCH)
         self.claims = claims
@@ -578,7 +585,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
 
     def _schedule_expiry(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self.claims is not None
-        expiries = get_runtime().expiries
+        expiries = self.runtime.expiries
         if self._expiry_timer is not None:
             expiries.discard(self._expiry_timer, self)
         delay = max(0.0, self.claims.expires_at + self.limits.leeway - time.time())
@@ -590,7 +597,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
 
     def _schedule_heartbeat(self) -> None:
         """The next heartbeat in ``HEARTBEAT_INTERVAL`` seconds (on the runtime's shared TimerWheel)."""
-        self._heartbeat_timer = get_runtime().heartbeats.add(self.limits.heartbeat, self)
+        self._heartbeat_timer = self.runtime.heartbeats.add(self.limits.heartbeat, self)
 
     def _auth_timed_out(self) -> None:
         self._auth_timer = None
@@ -699,7 +706,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
             if pending is sink:
                 self.stop_catching_up(topic)
                 if self.outbox is not None and not self._finished:
-                    get_runtime().hub.replace(topic, sink, self.outbox)
+                    self.runtime.hub.replace(topic, sink, self.outbox)
 
     # -- output ------------------------------------------------------------------------------------------
 
@@ -726,7 +733,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
     def _outbox_closed(self, code: int) -> None:
         # The outbox closed the socket itself (slow consumer).
         if code == CloseCode.SLOW_CONSUMER:
-            get_runtime().metrics.slow_consumer()
+            self.runtime.metrics.slow_consumer()
         if not self.closed:
             self.closed = True
             self._close_code = code
@@ -759,9 +766,9 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         if self._auth_timer is not None:
             self._auth_timer.cancel()
         if self._heartbeat_timer is not None:
-            get_runtime().heartbeats.discard(self._heartbeat_timer, self)
+            self.runtime.heartbeats.discard(self._heartbeat_timer, self)
         if self._expiry_timer is not None:
-            get_runtime().expiries.discard(self._expiry_timer, self)
+            self.runtime.expiries.discard(self._expiry_timer, self)
         self._auth_timer = self._heartbeat_timer = self._expiry_timer = None
 
     async def _finish(self, code: int) -> None:
@@ -772,7 +779,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self._cancel_timers()
         if self.outbox is not None:
             self.outbox.cancel()
-        hub = get_runtime().hub
+        hub = self.runtime.hub
         topics = list(self.subscriptions.values())
         self.subscriptions.clear()
         if topics and self.outbox is not None:
@@ -781,7 +788,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
             hub.unregister(self)
         if self._slot is not None:
             slot, self._slot = self._slot, None
-            await get_runtime().client_connections.release(slot)
+            await self.runtime.client_connections.release(slot)
         try:
             await self.on_disconnect(code)
         except Exception:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from .outbox import Sink
 
 __all__ = ["Hub"]
+
 
 logger = logging.getLogger("django_pulse.hub")
 
@@ -48,7 +50,12 @@ class Hub:
         self.by_id: dict[str, ControlTarget | set[ControlTarget]] = {}
         self._control: ControlSink | None = None
         self.discontinuity_listeners: list[Callable[[str, str], None]] = []
+        # Called with the command of every recovered connection (``recovered``), before the signal is sent.
+        self.recovered_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._signal_tasks: set[asyncio.Task[list[tuple[Any, Any]]]] = set()
+        # Held while ``topics`` gains or loses a key (on the loop) and while another thread copies it
+        # (``topic_counts``): taken per subscription change, never per message.
+        self._topics_lock = threading.Lock()
 
     # delivery -------------------------------------------------------------------------------------
 
@@ -122,6 +129,11 @@ class Hub:
             "process_id": command.get("processId"),
             "previous_process_id": command.get("previousProcessId"),
         }
+        for listener in self.recovered_listeners:
+            try:
+                listener(command)
+            except Exception:
+                logger.exception("A recovery listener failed")
         task = asyncio.get_running_loop().create_task(
             signals.connection_recovered.asend_robust(sender=__name__, **kwargs)
         )
@@ -144,7 +156,8 @@ class Hub:
         """
         sinks = self.topics.get(topic)
         if sinks is None:
-            sinks = self.topics[topic] = {sink}
+            with self._topics_lock:
+                sinks = self.topics[topic] = {sink}
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._subscribing[topic] = future
             try:
@@ -152,7 +165,8 @@ class Hub:
             except BaseException as exc:
                 self._subscribing.pop(topic, None)
                 if self.topics.get(topic) is sinks:
-                    del self.topics[topic]
+                    with self._topics_lock:
+                        del self.topics[topic]
                 if isinstance(exc, Exception):
                     future.set_exception(exc)
                     future.exception()  # retrieved: waiters re-raise it, nobody logs "never retrieved"
@@ -179,7 +193,8 @@ class Hub:
         sinks.discard(sink)
         if sinks or topic in self._subscribing:
             return
-        del self.topics[topic]
+        with self._topics_lock:
+            del self.topics[topic]
         try:
             await self.broker.unsubscribe(topic)
         except Exception:
@@ -193,8 +208,16 @@ class Hub:
             sinks.add(new)
 
     def local_topics(self) -> dict[str, int]:
-        """Topic -> number of local sinks, for the topics this process holds."""
+        """Topic -> number of local sinks, for the topics this process holds. On the hub's loop (the map changes
+        there); other threads call ``topic_counts``."""
         return {topic: len(sinks) for topic, sinks in self.topics.items() if sinks}
+
+    def topic_counts(self) -> dict[str, int]:
+        """``local_topics`` from any thread (a sync view's, a command's, the liveness's): the map gains and loses
+        topics only under ``_topics_lock`` (a topic's first subscriber, its last one leaving), so a copy made
+        under it is whole. Never on the delivery path."""
+        with self._topics_lock:
+            return self.local_topics()
 
     # connections -----------------------------------------------------------------------------------
 

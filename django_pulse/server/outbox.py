@@ -16,8 +16,7 @@ from typing import Any, Protocol
 
 from .._types import ASGISend
 from ..protocol import CloseCode, utf8_len
-from ._io import buffer_probe, close_going_away, daphne_protocol, direct_writer
-from .runtime import get_runtime
+from ._io import FastPathReport, buffer_probe, close_going_away, daphne_protocol, direct_writer
 
 __all__ = ["Outbox", "Sink"]
 
@@ -112,15 +111,18 @@ class Outbox:
         direct_write: bool = True,
         probe: Callable[[], int] | None = None,
         direct: Callable[[dict[str, Any]], bool] | None = None,
+        report: FastPathReport | None = None,
     ) -> None:
         """``send`` is the server's WebSocket ``send``, or a transport's own (SSE) that then gives ``probe`` (the
         bytes the server holds unsent) and ``direct`` (its fast path: writes a message and returns True, or
-        returns False to have it sent through ``send``) itself when it has them."""
+        returns False to have it sent through ``send``) itself when it has them. ``report`` (the connection's
+        runtime's ``fast_path``) records which path the server's connections take (without it: a report of this
+        outbox's own)."""
         self._send = send
         self._probe = probe if probe is not None else buffer_probe(send)
         # daphne and uvicorn: frames go to the socket directly when they can (server_io); None elsewhere.
         if direct is None and direct_write:
-            direct = direct_writer(send, get_runtime().fast_path)
+            direct = direct_writer(send, report if report is not None else FastPathReport())
         self._direct = direct
         # Bound once, by the first send that returns a future (granian): a bound method per send would be one more
         # object for the cyclic GC per delivery, and with thousands of sends in flight the collector's passes over

@@ -13,7 +13,7 @@ docs/presence.md are the contract:
   serial above the snapshot's are forwarded: no gap, no duplicate.
 - A clean end (close 1000/1001, or any close the server decided) leaves at once; an abrupt one (1006: no close
   frame; 4011: heartbeat timeout) keeps the members ``PRESENCE_GRACE`` s, so a resuming connection can cancel
-  the leave (``get_runtime().presence.cancel_pending_leave(connection_id)``).
+  the leave (``runtime.presence.cancel_pending_leave(connection_id)``).
 """
 
 from __future__ import annotations
@@ -21,12 +21,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import signals
 from .._conf import pulse_settings
 from ..exceptions import Forbidden, LimitExceeded
 from ..presence import presence_topic
 from ..protocol import Action, CloseCode, ErrorCode, Operation, Request, ok_frame, presence_frame_serial
-from .runtime import get_runtime
 
 logger = logging.getLogger("django_pulse.presence")
 
@@ -34,6 +32,7 @@ if TYPE_CHECKING:
     from ..authorization import Decision
     from ..protocol.tokens import Claims
     from .outbox import Outbox
+    from .runtime import Runtime
 
 
 class PresenceConnection(Protocol):
@@ -42,6 +41,8 @@ class PresenceConnection(Protocol):
     kb_id: str
     client_id: str
     connection_id: str
+    # The runtime the connection was made with: its presence backend, hub and liveness are the ones used here.
+    runtime: Runtime
     claims: Claims | None
     outbox: Outbox | None
     closed: bool
@@ -65,6 +66,7 @@ __all__ = [
     "connection_continued",
     "connection_ended",
     "connection_started",
+    "recovered_elsewhere",
 ]
 
 # Close codes after which a connection's members are kept for the grace period (the client may come back).
@@ -125,7 +127,7 @@ async def enter(conn: PresenceConnection, request: Request) -> dict[str, Any]:
     channel = request.channel
     decision = await _require(conn, channel, Operation.PRESENCE)
     data = request.members.get("data") if decision.presence_data is None else decision.presence_data
-    presence = get_runtime().presence
+    presence = conn.runtime.presence
     limit = pulse_settings.PRESENCE_MAX_CHANNELS
     if limit > 0:
         # Handlers of one connection run one at a time: no other enter of this connection runs meanwhile.
@@ -145,21 +147,21 @@ async def update(conn: PresenceConnection, request: Request) -> dict[str, Any]:
     channel = request.channel
     decision = await _require(conn, channel, Operation.PRESENCE)
     data = request.members.get("data") if decision.presence_data is None else decision.presence_data
-    change = await get_runtime().presence.update(conn.kb_id, channel, connection_id=conn.connection_id, data=data)
+    change = await conn.runtime.presence.update(conn.kb_id, channel, connection_id=conn.connection_id, data=data)
     return {"member": change.member.to_dict()}
 
 
 async def leave(conn: PresenceConnection, request: Request) -> dict[str, Any]:
     channel = request.channel
     # Leaving one's own membership needs no permission (the enter was checked).
-    await get_runtime().presence.leave(conn.kb_id, channel, connection_id=conn.connection_id)
+    await conn.runtime.presence.leave(conn.kb_id, channel, connection_id=conn.connection_id)
     return {"channel": channel}
 
 
 async def get(conn: PresenceConnection, request: Request) -> dict[str, Any]:
     channel = request.channel
     await _require(conn, channel, Operation.PRESENCE, Operation.SUBSCRIBE)
-    snapshot = await get_runtime().presence.snapshot(conn.kb_id, channel)
+    snapshot = await conn.runtime.presence.snapshot(conn.kb_id, channel)
     return {"channel": channel, "members": [m.to_dict() for m in snapshot.members]}
 
 
@@ -171,7 +173,7 @@ async def subscribe(conn: PresenceConnection, request: Request) -> dict[str, Any
     if subs is None:
         subs = conn.presence_subscriptions = {}
     if channel in subs:  # idempotent: a fresh snapshot, events keep flowing once
-        snapshot = await get_runtime().presence.snapshot(conn.kb_id, channel)
+        snapshot = await conn.runtime.presence.snapshot(conn.kb_id, channel)
         return {"channel": channel, "members": [m.to_dict() for m in snapshot.members]}
     if len(subs) >= conn.max_subscriptions:
         raise LimitExceeded(
@@ -181,11 +183,11 @@ async def subscribe(conn: PresenceConnection, request: Request) -> dict[str, Any
     topic = presence_topic(conn.kb_id, channel)
     sink = PresenceSink(conn.outbox)
     subs[channel] = sink
-    hub = get_runtime().hub
+    hub = conn.runtime.hub
     try:
         # Active before the snapshot is read: every later change reaches the sink.
         await hub.subscribe(topic, sink)
-        snapshot = await get_runtime().presence.snapshot(conn.kb_id, channel)
+        snapshot = await conn.runtime.presence.snapshot(conn.kb_id, channel)
     except BaseException:
         subs.pop(channel, None)
         await hub.unsubscribe(topic, sink)
@@ -207,7 +209,7 @@ async def unsubscribe(conn: PresenceConnection, request: Request) -> dict[str, A
     subs = conn.presence_subscriptions
     sink = subs.pop(channel, None) if subs else None
     if sink is not None:
-        await get_runtime().hub.unsubscribe(presence_topic(conn.kb_id, channel), sink)
+        await conn.runtime.hub.unsubscribe(presence_topic(conn.kb_id, channel), sink)
     return {"channel": channel}
 
 
@@ -223,9 +225,10 @@ HANDLERS = {
 
 async def connection_started(conn: PresenceConnection) -> None:
     """An authenticated connection: count it, and make sure this process is registered and sweeping."""
-    liveness = get_runtime().liveness
+    runtime = conn.runtime
+    liveness = runtime.liveness
     liveness.connection_opened()
-    get_runtime().metrics.ensure_loop_monitor()
+    runtime.metrics.ensure_loop_monitor()
     try:
         await liveness.ensure_started()
     except Exception:
@@ -235,7 +238,8 @@ async def connection_started(conn: PresenceConnection) -> None:
 
 async def connection_ended(conn: PresenceConnection, code: int) -> None:
     """The connection is gone: stop its presence subscriptions, and leave now or after the grace period."""
-    hub = get_runtime().hub
+    runtime = conn.runtime
+    hub = runtime.hub
     subs = conn.presence_subscriptions
     if subs:
         for channel, sink in list(subs.items()):
@@ -243,8 +247,8 @@ async def connection_ended(conn: PresenceConnection, code: int) -> None:
         subs.clear()
     if conn.claims is None:
         return
-    get_runtime().liveness.connection_closed()
-    presence = get_runtime().presence
+    runtime.liveness.connection_closed()
+    presence = runtime.presence
     if conn.superseded:
         return  # a newer connection continues this id (auth recover): its members stay with it
     if presence.handing_over or code == HANDOVER_CLOSE_CODE:
@@ -263,14 +267,12 @@ async def connection_ended(conn: PresenceConnection, code: int) -> None:
 async def connection_continued(conn: PresenceConnection, previous_process: str) -> None:
     """``conn`` continues the connection id last held by ``previous_process`` (``auth`` ``recover``): the id's
     members stay, held by this process, with no leave or enter event."""
-    await get_runtime().presence.continue_here(conn.connection_id, previous_process)
+    await conn.runtime.presence.continue_here(conn.connection_id, previous_process)
 
 
-async def _recovered_elsewhere(*, connection_id: str, process_id: str, **kwargs: Any) -> None:
-    """``signals.connection_recovered`` on every process: the processes other than the new holder forget the
-    id's members (without leaving them) and cancel their grace-period leave."""
-    if process_id != get_runtime().broker.process_id:
-        get_runtime().presence.continued_elsewhere(connection_id)
-
-
-signals.connection_recovered.connect(_recovered_elsewhere, dispatch_uid="django_pulse.presence.recovered")
+def recovered_elsewhere(runtime: Runtime, command: dict[str, Any]) -> None:
+    """A connection continued ``command["connectionId"]`` (the hub's ``recovered``, on every process): the
+    processes other than the new holder forget the id's members (without leaving them) and cancel their
+    grace-period leave. The runtime hands it to its hub (``Hub.recovered_listeners``)."""
+    if command.get("processId") != runtime.broker.process_id:
+        runtime.presence.continued_elsewhere(str(command.get("connectionId")))

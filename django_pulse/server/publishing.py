@@ -11,7 +11,7 @@ import json
 import logging
 import secrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 
@@ -29,7 +29,9 @@ from ..protocol import (
     message_head,
     utf8_len,
 )
-from .runtime import get_runtime
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
 
 __all__ = ["abroadcast_once", "broadcast_once", "build_message", "encode_data", "publish_as_client"]
 
@@ -135,9 +137,18 @@ async def _asend_published(**kwargs: Any) -> None:
 
 
 async def publish_as_client(
-    *, kb_id: str, client_id: str, channel: str, event: str, data_json: str, id: str | None, exclude: str | None = None
+    runtime: Runtime,
+    *,
+    kb_id: str,
+    client_id: str,
+    channel: str,
+    event: str,
+    data_json: str,
+    id: str | None,
+    exclude: str | None = None,
 ) -> tuple[str, int | None]:
-    """A client's publish over the WebSocket (the consumer checked the app and capabilities already).
+    """A client's publish over the WebSocket (the consumer checked the app and capabilities already), through
+    ``runtime`` (the connection's).
 
     Returns ``(id, serial)``; ``serial`` is None when ``id`` repeats one published within the idempotency window.
     """
@@ -146,7 +157,7 @@ async def publish_as_client(
     )
     with publish_source("client"):
         serial = await abroadcast_once(
-            kb_id, channel, event, head, message_id, explicit_id=id is not None, client_id=client_id
+            runtime, kb_id, channel, event, head, message_id, explicit_id=id is not None, client_id=client_id
         )
     return message_id, serial
 
@@ -156,16 +167,24 @@ def _window_ms() -> int:
 
 
 def broadcast_once(
-    kb: str, channel: str, event: str, head: str, message_id: str, *, explicit_id: bool, client_id: str | None
+    runtime: Runtime,
+    kb: str,
+    channel: str,
+    event: str,
+    head: str,
+    message_id: str,
+    *,
+    explicit_id: bool,
+    client_id: str | None,
 ) -> int | None:
-    """Broadcast a built message and send ``message_published``; returns its serial.
+    """Broadcast a built message through ``runtime``'s broker and send ``message_published``; returns its serial.
 
     A message whose publisher chose its id is published once (``Broker.publish_once``): a repeat within
     ``IDEMPOTENCY_WINDOW`` is not broadcast (returns None). The broker records the id in the same atomic step
     that publishes, so a retry after a publish whose outcome the publisher never heard (a timeout, a lost
     reply) is not delivered twice, and a retry after a publish that never happened is delivered.
     """
-    broker = get_runtime().broker
+    broker = runtime.broker
     topic = message_topic(kb, channel)
     if explicit_id:
         serial, repeat = broker.publish_once_sync(topic, head, message_id, _window_ms())
@@ -173,16 +192,24 @@ def broadcast_once(
             return None
     else:
         serial = broker.publish_message_sync(topic, head)
-    get_runtime().metrics.published()
+    runtime.metrics.published()
     _send_published(**_published_kwargs(kb, channel, event, message_id, serial, client_id, head))
     return serial
 
 
 async def abroadcast_once(
-    kb: str, channel: str, event: str, head: str, message_id: str, *, explicit_id: bool, client_id: str | None
+    runtime: Runtime,
+    kb: str,
+    channel: str,
+    event: str,
+    head: str,
+    message_id: str,
+    *,
+    explicit_id: bool,
+    client_id: str | None,
 ) -> int | None:
     """``broadcast_once`` for async code."""
-    broker = get_runtime().broker
+    broker = runtime.broker
     topic = message_topic(kb, channel)
     if explicit_id:
         serial, repeat = await broker.publish_once(topic, head, message_id, _window_ms())
@@ -190,6 +217,6 @@ async def abroadcast_once(
             return None
     else:
         serial = await broker.publish_message(topic, head)
-    get_runtime().metrics.published()
+    runtime.metrics.published()
     await _asend_published(**_published_kwargs(kb, channel, event, message_id, serial, client_id, head))
     return serial

@@ -8,12 +8,18 @@ the broker, liveness reads all three), and the whole is dropped when ``PULSE`` o
 channels' ``ChannelLayerManager`` plays for channel layers.
 
 Lower layers (``protocol``, ``broker``, ``presence``, ``cluster``) never import this module; they are handed
-what they need by it.
+what they need by it (``cluster`` gets the broker, the presence backend and a callback for the hub's topics,
+never the runtime).
+
+``get_runtime()`` is called at the entry points only (the connection factories, the SDK, views, commands,
+the server's start and shutdown): a connection takes the runtime once, when it is made, and keeps it
+(``PulseConsumer.runtime``); the modules below it are handed the runtime or the parts they use.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import operator
 import threading
 import weakref
@@ -67,11 +73,16 @@ class Runtime:
         # (settings.PULSE it was read from, consumer._Limits): the limits every connection shares.
         self.connection_limits: tuple[Any, Any] | None = None
         self._metrics: NullMetrics | None = None
+        # The runtime that replaced this one (reset_runtime): a connection made before the reset keeps this one;
+        # what it asks for that is gone (closed) it gets from the current runtime, as if it had looked it up.
+        self._successor: Runtime | None = None
 
     @property
     def broker(self) -> Broker:
         broker = self._broker
         if broker is None:
+            if self._successor is not None:
+                return self._successor.broker
             self._build_transport()
             broker = self._broker
             assert broker is not None
@@ -81,6 +92,8 @@ class Runtime:
     def hub(self) -> Hub:
         hub = self._hub
         if hub is None:
+            if self._successor is not None:
+                return self._successor.hub
             self._build_transport()
             hub = self._hub
             assert hub is not None
@@ -90,18 +103,23 @@ class Runtime:
         """The broker and the hub, together: the broker hands every frame it receives to the hub."""
         from ..broker import build_broker
         from .hub import Hub
+        from .presence_actions import recovered_elsewhere
 
         with self._lock:
             if self._broker is None:
                 broker = build_broker()
                 hub = Hub(broker, self.apps, self.metrics)
                 broker.delivery = hub
+                # Presence elsewhere forgets a connection id that another process now holds.
+                hub.recovered_listeners.append(functools.partial(recovered_elsewhere, self))
                 self._hub, self._broker = hub, broker
 
     @property
     def presence(self) -> PresenceBackend:
         presence = self._presence
         if presence is None:
+            if self._successor is not None:
+                return self._successor.presence
             from ..presence import build_presence
 
             with self._lock:
@@ -114,11 +132,21 @@ class Runtime:
     def liveness(self) -> Liveness:
         liveness = self._liveness
         if liveness is None:
+            if self._successor is not None:
+                return self._successor.liveness
             from ..cluster.liveness import build_liveness
 
+            broker, presence, counter = self.broker, self.presence, self.client_connections
             with self._lock:
                 if self._liveness is None:
-                    self._liveness = build_liveness(self)
+                    # The hub is built when its topics are first read (a command reading liveness needs no hub
+                    # otherwise); ``topic_counts`` may be called from any thread.
+                    self._liveness = build_liveness(
+                        broker=broker,
+                        presence=presence,
+                        client_connections=counter,
+                        topics=lambda: self.hub.topic_counts(),
+                    )
                 liveness = self._liveness
         return liveness
 
@@ -127,11 +155,17 @@ class Runtime:
         """The open connections per client id (``MAX_CONNECTIONS_PER_CLIENT``): across processes with Redis."""
         counter = self._client_connections
         if counter is None:
+            if self._successor is not None:
+                return self._successor.client_connections
             from ..cluster.client_connections import build_client_connections
 
+            broker = self.broker
             with self._lock:
                 if self._client_connections is None:
-                    self._client_connections = build_client_connections(self)
+                    # Slots are taken by a registered process only: the liveness loop runs first.
+                    self._client_connections = build_client_connections(
+                        broker=broker, registered=lambda: self.liveness.ensure_started()
+                    )
                 counter = self._client_connections
         return counter
 
@@ -139,6 +173,8 @@ class Runtime:
     def apps(self) -> AppCache:
         apps = self._apps
         if apps is None:
+            if self._successor is not None:
+                return self._successor.apps
             from .app_cache import AppCache
 
             with self._lock:
@@ -152,6 +188,8 @@ class Runtime:
         """Prometheus metrics of this process (django_pulse.ops.metrics); does nothing when they are off."""
         metrics = self._metrics
         if metrics is None:
+            if self._successor is not None:
+                return self._successor.metrics
             with self._lock:
                 if self._metrics is None:
                     from ..ops.metrics import build_metrics
@@ -204,6 +242,7 @@ def reset_runtime() -> None:
         _runtime.fast_path = old.fast_path
         _runtime.background_tasks = old.background_tasks
         _runtime.heartbeats, _runtime.expiries = old.heartbeats, old.expiries
+        old._successor = _runtime
     old.close()
 
 
