@@ -70,7 +70,7 @@ def warn_if_several_workers() -> bool:
         logger.warning(
             "In-memory broker in one of several worker processes (%s): each process is its own island, so "
             "publishes reach only the sockets of the process that made them and presence is split. Set "
-            "PULSE['REDIS_URL'] (pip install 'django-pulse[redis]') or run one worker process.",
+            "PULSE['REDIS_URL'] (pip install 'django-pulse-realtime[redis]') or run one worker process.",
             why,
         )
     return why is not None
