@@ -66,3 +66,20 @@ def test_the_example_projects_asgi_py_is_the_helper() -> None:
     assert "application = get_asgi_application(static_files=True)" in source
     assert "ProtocolTypeRouter" not in source
     assert Path(DOCS / "example.md").read_text().count("get_asgi_application(static_files=True)") == 1
+
+
+def test_the_secure_settings_block_applies_to_a_new_project(tmp_path: Path, monkeypatch: Any) -> None:
+    """installation.md's "Secure settings" added to ``startproject``'s settings: each middleware once, the
+    clickjacking one among them, and framing denied."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "django", "startproject", "mysite", str(tmp_path)], check=True, timeout=60)
+    block = next(code for _, code in blocks("installation.md", "python") if code.startswith("# settings.py\n"))
+    monkeypatch.setenv("DJANGO_SECRET_KEY", "a-long-random-value-for-this-test")
+    namespace: dict[str, Any] = {"__file__": str(tmp_path / "mysite" / "settings.py")}
+    exec(compile((tmp_path / "mysite" / "settings.py").read_text() + "\n" + block, "settings.py", "exec"), namespace)
+    middleware = namespace["MIDDLEWARE"]
+    assert len(middleware) == len(set(middleware)), middleware
+    assert "django.middleware.clickjacking.XFrameOptionsMiddleware" in middleware
+    assert namespace["X_FRAME_OPTIONS"] == "DENY"
