@@ -13,6 +13,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,14 @@ def test_the_installation_page_works_under_each_server(served: tuple[int, Path],
     page.goto(f"http://127.0.0.1:{port}/live/")
     page.locator("#news", has_text="It works").wait_for()
     assert page.locator("#state").text_content() == "connected"
-    token = json.loads(page.locator("#pulse-token").text_content() or "{}")["token"]
+    issued = json.loads(page.locator("#pulse-token").text_content() or "{}")
+    token = issued["token"]
+    # Each visitor its own client id (a shared one would refuse the 51st tab too_many_connections): the same
+    # one again for this browser's session, another for a visitor without its cookie.
+    again = re.search(r'"clientId": "([^"]+)"', page.request.get(f"http://127.0.0.1:{port}/live/").text())
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/live/", timeout=10) as response:
+        other = re.search(r'"clientId": "([^"]+)"', response.read().decode())
+    assert again and other and issued["clientId"] == again.group(1) != other.group(1), (issued, again, other)
     # The SSE transport through the same asgi.py: a ticket, then a stream that says connected.
     ticket = page.request.post(f"http://127.0.0.1:{port}/pulse/sse/ticket/", data=json.dumps({"token": token}))
     assert ticket.status == 200, ticket.text()
