@@ -164,14 +164,15 @@ class MemoryBroker(Broker):
         # Idempotent publishes: (topic, message id) -> (expiry, monotonic; serial), oldest first.
         self._seen_ids: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
 
-    def _enqueue(self, topic: str, text: str) -> None:
+    def _enqueue(self, topic: str, text: str, *, published: bool = True) -> None:
         # Called with self._lock held.
         loop = self._loop
         if loop is None or loop.is_closed():
             # No connection of this process has subscribed anything: nobody here to deliver to. That is
             # normal in a server before its first subscriber, and a mistake in a separate process (shell,
-            # worker): say so once.
-            if not self._warned:
+            # worker) that publishes: say so once. A control broadcast (an app disabled by `pulse disable`,
+            # which reaches the server over HTTP) has nothing to act on here, and nothing to warn about.
+            if published and not self._warned:
                 self._warned = True
                 logger.warning(
                     "In-memory broker: no WebSocket connection of this process has subscribed yet, so messages "
@@ -306,7 +307,7 @@ class MemoryBroker(Broker):
 
     def _broadcast(self, topic: str, text: str) -> None:
         with self._lock:
-            self._enqueue(topic, text)
+            self._enqueue(topic, text, published=False)
         self._drain_if_on_loop()
 
     def _drain_if_on_loop(self) -> None:
