@@ -31,7 +31,13 @@ def test_every_doc_shows_the_installation_pages_asgi_py() -> None:
     installation = next(code for _, code in blocks("installation.md", "python") if "# yourproject/asgi.py" in code)
     expected = _body(installation)
     shown = [(page, code) for page, code in _python_blocks() if "django_pulse.asgi" in code]
-    assert {page for page, _ in shown} >= {"installation.md", "deployment.md", "transports.md", "testing.md"}
+    assert {page for page, _ in shown} >= {
+        "README.md",
+        "installation.md",
+        "deployment.md",
+        "transports.md",
+        "testing.md",
+    }
     for page, code in shown:
         if page == "example.md":  # the example project's own file, static files served with DEBUG off
             assert code.strip() in (ROOT / "example_project" / "example_project" / "asgi.py").read_text()
