@@ -341,8 +341,9 @@ def check_wiring(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                     Warning(
                         f"ASGI_APPLICATION {path!r} does not route django_pulse.routing.websocket_urlpatterns, so "
                         "the browser SDK cannot connect (its WebSocket gets 404 or 'No route found').",
-                        hint='Route it under ProtocolTypeRouter({"websocket": URLRouter(websocket_urlpatterns)}) '
-                        "(docs/installation.md); silence django_pulse.W021 if a wrapper of your own hides it.",
+                        hint="Build it with django_pulse.asgi.get_asgi_application(), or route it under "
+                        'ProtocolTypeRouter({"websocket": URLRouter(websocket_urlpatterns)}) (docs/installation.md); '
+                        "silence django_pulse.W021 if a wrapper of your own hides it.",
                         id="django_pulse.W021",
                     )
                 )
