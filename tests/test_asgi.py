@@ -78,8 +78,13 @@ async def test_under_daphne_sse_keeps_the_fast_path_and_the_slow_reader_cut() ->
             # A stream not read until the cut (its reader stops at 2 KB, its kernel buffer small): daphne's fills.
             status, ticket = await post_json(server.port, "/pulse/sse/ticket/", {"token": slow_token})
             assert status == 200, ticket
-            reader, writer = await asyncio.open_connection("127.0.0.1", server.port, limit=1024)
-            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            # Its receive buffer made small before it connects (shrinking an open connection's window stalls
+            # the sender for its zero-window probes' back-off, seconds to minutes).
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", server.port))
+            sock.setblocking(False)
+            reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
             writer.write(f"GET /pulse/sse/?ticket={ticket['ticket']} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             await reader.readuntil(b'"action":"connected"')
             frames = [json.dumps({"action": "subscribe", "channel": "big"})]
@@ -92,8 +97,15 @@ async def test_under_daphne_sse_keeps_the_fast_path_and_the_slow_reader_cut() ->
                 if "Closing a slow consumer" in server.log():
                     break
             # The server cut it as a slow consumer: without daphne's own send it has no buffer probe and would
-            # keep buffering for a reader that never reads.
+            # keep buffering for a reader that never reads. Read now, the stream ends with the 4010 close event.
             assert "Closing a slow consumer" in server.log(), server.log()[-3000:]
+            tail = b""
+            async with asyncio.timeout(30):
+                while not tail.endswith(b"\r\n0\r\n\r\n"):  # the end of the chunked response
+                    chunk = await reader.read(65536)
+                    assert chunk, tail
+                    tail = (tail + chunk)[-300:]
+            assert b'data: {"action":"close","code":4010,"reason":"slow_consumer"}\n\n' in tail, tail
             writer.transport.abort()
             # The reader that keeps up was not held back and got the events by direct writes.
             frame = await fast.events.frames_until(lambda f: f.get("action") == "message", 30)
