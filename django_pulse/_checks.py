@@ -342,8 +342,9 @@ def check_wiring(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                     Warning(
                         f"ASGI_APPLICATION {path!r} does not route django_pulse.routing.websocket_urlpatterns, so "
                         "the browser SDK cannot connect (its WebSocket gets 404 or 'No route found').",
-                        hint='Route it under ProtocolTypeRouter({"websocket": URLRouter(websocket_urlpatterns)}) '
-                        "(docs/installation.md); silence django_pulse.W021 if a wrapper of your own hides it.",
+                        hint="Build it with django_pulse.asgi.get_asgi_application(), or route it under "
+                        'ProtocolTypeRouter({"websocket": URLRouter(websocket_urlpatterns)}) (docs/installation.md); '
+                        "silence django_pulse.W021 if a wrapper of your own hides it.",
                         id="django_pulse.W021",
                     )
                 )
@@ -422,6 +423,37 @@ def check_authorize_hooks(app_configs: Any = None, **kwargs: Any) -> list[CheckM
                     id="django_pulse.W024",
                 )
             )
+    return messages
+
+
+@register(Tags.security)
+def check_authorize_patterns(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E025: an authorize hook whose pattern no valid channel name can match.
+
+    Its hook never runs, so the channels it was meant to guard are decided without it. The pattern's shortest
+    channel (each ``{placeholder}`` one character) is a valid channel name exactly when some channel can
+    match: the rest of the pattern is literal.
+    """
+    from .authorization import _PLACEHOLDER, _hooks
+    from .protocol import CHANNEL_RE
+
+    messages: list[CheckMessage] = []
+    for hook in list(_hooks):
+        if CHANNEL_RE.match(_PLACEHOLDER.sub("x", hook.pattern)) is not None:
+            continue
+        odd = sorted({c for c in _PLACEHOLDER.sub("", hook.pattern) if CHANNEL_RE.match(c) is None})
+        why = f"it contains {', '.join(repr(c) for c in odd)}" if odd else "it is longer than 255 characters"
+        messages.append(
+            Error(
+                f"The authorize pattern {hook.pattern!r} can never match a channel name ({why}), so its hook "
+                "never runs and the channels it was meant to guard are decided without it.",
+                hint="A channel name is 1-255 characters of A-Z a-z 0-9 _ - . : @ = ~ +; a pattern matches "
+                "parts with {placeholders}, not wildcards: 'orders.{order_id}', not 'orders.*' "
+                "(docs/authorization.md).",
+                obj=hook.module or hook.pattern,
+                id="django_pulse.E025",
+            )
+        )
     return messages
 
 

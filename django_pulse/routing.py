@@ -114,7 +114,12 @@ async def _register_process() -> None:
 
     get_runtime().metrics.ensure_loop_monitor()
     if not pulse_settings.REDIS_URL:
-        return  # in memory, the one process is always the whole installation
+        # In memory, the one process must be the whole installation: say so if another one serves the site.
+        if pulse_settings.BROKER_BACKEND == "django_pulse.broker.memory.MemoryBroker":
+            from .broker.memory import claim_database
+
+            claim_database()
+        return
     try:
         await get_runtime().liveness.ensure_started()
     except Exception:

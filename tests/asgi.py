@@ -1,29 +1,18 @@
+"""The test project's ASGI application, built as docs/installation.md tells a project to build it
+(``django_pulse.asgi.get_asgi_application``), so every live test runs through the helper users run."""
+
 from __future__ import annotations
 
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
-from django.core.asgi import get_asgi_application
+from django_pulse.asgi import get_asgi_application
 
-django_asgi_app = get_asgi_application()
+# Test servers serve /static/ themselves whatever DEBUG says (runserver --insecure), so browser tests load the
+# real pulse.js.
+application = get_asgi_application(static_files=True)
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from django.urls import re_path  # noqa: E402
-
-from django_pulse.routing import sse_urlpatterns, websocket_urlpatterns  # noqa: E402
-from django_pulse.server.body_limit import BodySizeLimit  # noqa: E402
-
-# Test servers serve /static/ themselves (as runserver does), so browser tests load the real pulse.js.
-application = ProtocolTypeRouter(
-    {
-        "http": URLRouter([*sse_urlpatterns, re_path(r"", ASGIStaticFilesHandler(django_asgi_app))]),
-        "websocket": URLRouter(websocket_urlpatterns),
-    }
-)
-
-# The same, with oversized request bodies refused before they are read (tests/test_reliability_body_limit.py).
-guarded_application = ProtocolTypeRouter(
-    {"http": BodySizeLimit(ASGIStaticFilesHandler(django_asgi_app)), "websocket": URLRouter(websocket_urlpatterns)}
-)
+# The body limit is part of every application the helper builds; the name stays for the tests that say they
+# need it (tests/test_reliability_body_limit.py).
+guarded_application = application

@@ -1,14 +1,8 @@
-"""``tests.asgi`` plus ``"lifespan": pulse_lifespan``: how a project served by uvicorn or granian wires the
-startup registration and graceful shutdown (docs/deployment.md)."""
+"""``tests.asgi``, named for the tests that run uvicorn or granian with the lifespan on: the helper-built
+application routes ``"lifespan": pulse_lifespan`` itself (docs/deployment.md)."""
 
 from __future__ import annotations
 
-from channels.routing import ProtocolTypeRouter
+from tests.asgi import application
 
-from tests.asgi import application as _base
-
-mapping = dict(_base.application_mapping)  # tests.asgi has set Django up by now
-
-from django_pulse.routing import pulse_lifespan  # noqa: E402
-
-application = ProtocolTypeRouter({**mapping, "lifespan": pulse_lifespan})
+__all__ = ["application"]

@@ -62,6 +62,30 @@ def test_bad_patterns(bad: str) -> None:
         pulse.authorize(bad)
 
 
+@pytest.mark.parametrize(
+    ("pattern", "error"),
+    [
+        ("orders.*", "'*'"),  # a wildcard where a placeholder was meant
+        ("orders/{order_id}", "'/'"),
+        ("room {name}", "' '"),
+        ("x" * 255 + ".{id}", "longer than 255 characters"),
+        ("orders.{order_id}", None),
+        ("private-chat.{a}:{b}@x=~+_", None),
+        ("x" * 253 + ".{id}", None),  # 255 with a one-character id
+    ],
+)
+def test_a_pattern_no_channel_can_match_is_a_check_error(pattern: str, error: str | None) -> None:
+    from django.core.checks import run_checks
+
+    pulse.authorize(pattern)(lambda user, **parts: True)
+    found = [m for m in run_checks() if m.id == "django_pulse.E025"]
+    if error is None:
+        assert found == []
+    else:
+        assert len(found) == 1 and found[0].is_serious() and error in found[0].msg, found
+        assert "{placeholders}" in (found[0].hint or "")
+
+
 def test_duplicate_pattern() -> None:
     pulse.authorize("a.{x}")(lambda user, x: True)
     with pytest.raises(ValueError):

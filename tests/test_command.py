@@ -141,3 +141,43 @@ def test_redis_unreachable_is_one_line_and_non_zero(settings: Any, sub: list[str
         assert message.startswith("Pulse app default is disabled") and not PulseApp.objects.get().enabled
     if sub == ["status"]:
         assert "DOES NOT ANSWER" in out.getvalue()  # the rest of the status is still shown
+
+
+def test_disable_in_memory_prints_no_false_warning(tmp_path: Any) -> None:
+    """`pulse disable` in the in-memory setup, as a user runs it: the app disabled, the server asked over HTTP
+    (none runs here, said in one line), and no warning that published messages reach no one (it publishes
+    none: the control message that closes connections has nobody to reach in the command's process)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.servers import ROOT
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.live_settings",
+        "PULSE_LIVE_DB": str(tmp_path / "db.sqlite3"),
+        "PULSE_LIVE_SETTINGS": json.dumps({"SERVER_URL": f"http://127.0.0.1:{free_port()}"}),
+    }
+    env.pop("DATABASE_URL", None)
+
+    def pulse(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "django", *args]
+        return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=True)
+
+    pulse("migrate", "-v0")
+    pulse("pulse", "enable")
+    done = pulse("pulse", "disable")
+    assert "Pulse app default disabled" in done.stdout
+    assert "In-memory broker" not in done.stdout + done.stderr, done.stderr
+
+
+def test_the_in_memory_broker_warns_about_publishes_not_control_messages(caplog: Any) -> None:
+    from django_pulse.broker.memory import MemoryBroker
+
+    broker = MemoryBroker()
+    with caplog.at_level("WARNING", logger="django_pulse.broker"):
+        broker.broadcast_sync("control", "{}")
+        assert "In-memory broker" not in caplog.text
+        broker.publish_message_sync("kb:posts", '{"action":"message"}')
+    assert "messages published here reach no one" in caplog.text

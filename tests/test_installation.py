@@ -19,7 +19,7 @@ from django.test import override_settings
 
 from django_pulse import pulse
 from django_pulse.broker.memory import several_workers, warn_if_several_workers
-from tests.servers import ASGI_APP, ROOT, free_port
+from tests.servers import ASGI_APP, ROOT, free_port, live_server
 
 
 def _messages(**kwargs: Any) -> dict[str, str]:
@@ -118,6 +118,33 @@ def test_uvicorn_with_two_workers_and_no_redis_warns_at_start_up(tmp_path: Path)
     text = log.read_text()
     assert text.count("each process is its own island") == 2, text  # one per worker
     assert "2 workers" in text
+
+
+@pytest.mark.slow
+def test_two_daphne_processes_on_one_database_without_redis_warn() -> None:
+    """Two daphne processes serving one project (its database) with the in-memory broker: no worker count says
+    so, but the second one to start logs that each is its own island."""
+    with live_server(server="daphne") as first:
+        with live_server(server="daphne", database=first.database) as second:
+            deadline = time.monotonic() + 30
+            while "each process is its own island" not in second.log() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert "another server process on this machine serves the same database" in second.log(), second.log()
+        assert "each process is its own island" not in first.log(), first.log()
+
+
+def test_an_in_memory_sqlite_database_is_never_shared(monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.db import connections
+
+    from django_pulse.broker.memory import _database_identity
+
+    config = connections["default"].settings_dict
+    for name in (":memory:", "file:memorydb_default?mode=memory&cache=shared"):
+        monkeypatch.setitem(config, "ENGINE", "django.db.backends.sqlite3")
+        monkeypatch.setitem(config, "NAME", name)
+        assert _database_identity() is None
+    monkeypatch.setitem(config, "NAME", "db.sqlite3")
+    assert _database_identity() == f"django.db.backends.sqlite3|||{Path('db.sqlite3').resolve()}"
 
 
 @pytest.mark.django_db(transaction=True)

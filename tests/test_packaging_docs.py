@@ -11,7 +11,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # A distribution from the index; "pip install -e ." (a checkout, docs/servers.md) installs this tree itself.
-PIP_INSTALL = re.compile(r"pip install\s+(?!-e\s)'?([A-Za-z0-9_.\-]+)(?:\[([a-z,]+)\])?")
+PIP_INSTALL = re.compile(r"""pip install\s+(?!-e\s)['"]?([A-Za-z0-9_.\-]+)(?:\[([a-z,]+)\])?""")
+# A requirement with extras, wherever it is written (docs, docstrings, log messages): the name must be ours.
+REQUIREMENT_WITH_EXTRAS = re.compile(r"django[-_]pulse[A-Za-z0-9_.\-]*\[")
 
 
 def install_lines() -> list[tuple[str, str, str | None]]:
@@ -30,6 +32,20 @@ def test_every_install_line_names_this_distribution_and_a_real_extra() -> None:
     for doc, name, wanted in lines:
         assert name == "django-pulse-realtime", f"{doc}: pip install {name} (django-pulse is another project)"
         assert set((wanted or "").split(",")) - {""} <= extras, f"{doc}: unknown extra in [{wanted}]"
+
+
+def test_every_requirement_with_extras_names_this_distribution() -> None:
+    files = [*DOCS, ROOT / "Makefile", ROOT / "pyproject.toml", *sorted((ROOT / "django_pulse").rglob("*.py"))]
+    files += sorted((ROOT / "example_project").rglob("*.py"))
+    wrong = [
+        f"{path.relative_to(ROOT)}: {match.group(0)}"
+        for path in files
+        for match in REQUIREMENT_WITH_EXTRAS.finditer(path.read_text())
+        if match.group(0) != "django-pulse-realtime["
+    ]
+    assert not wrong, "django-pulse is another project's distribution: " + ", ".join(wrong)
+    warned = re.search(r"pip install '([\w-]+)\[redis\]'", (ROOT / "django_pulse" / "broker" / "memory.py").read_text())
+    assert warned and warned.group(1) == "django-pulse-realtime"
 
 
 def _noxfile_constant(name: str) -> object:

@@ -12,8 +12,10 @@ import base64
 import datetime as dt
 import decimal
 import logging
+import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -476,3 +478,21 @@ async def test_publish_instances_reports_a_failing_batch(
         (orders[0].pk, "app_unknown"),
         (orders[1].pk, "app_unknown"),
     ]
+
+
+def test_every_registration_argument_is_in_a_docs_table() -> None:
+    """signals.md's table lists every argument of ``publishes``/``register`` (the template ones are in
+    live-templates.md's), so none is found only by reading the code."""
+    import dataclasses
+
+    from django_pulse.publishers import ModelPublisher
+
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    rows = {
+        page: set(re.findall(r"^\| `(\w+)`(?:, `(\w+)`)?", (docs / page).read_text(), re.M))
+        for page in ("signals.md", "live-templates.md")
+    }
+    listed = {page: {name for pair in found for name in pair if name} for page, found in rows.items()}
+    arguments = [f.name for f in dataclasses.fields(ModelPublisher) if f.init and f.name != "model"]
+    assert "watch_fields" in arguments and "watch_fields" in listed["signals.md"]
+    assert [name for name in arguments if not any(name in names for names in listed.values())] == []

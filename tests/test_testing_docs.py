@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import django_pulse
 from tests.docsnippets import named_files, write_project
 
 
@@ -26,7 +27,8 @@ def test_the_pages_project_passes_its_own_tests(tmp_path: Path, page: str, app: 
     write_project(tmp_path, files)
     (tmp_path / "tests" / "__init__.py").unlink()  # rootdir-relative test modules, as users lay them out
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST_"))}
-    env["PYTHONPATH"] = str(tmp_path)
+    # The project first, then the django_pulse under test (the checkout these tests run from).
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(Path(django_pulse.__file__).parent.parent)])
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error",
          "-W", "ignore::DeprecationWarning:twisted.*", "-W", "ignore::DeprecationWarning:autobahn.*", "tests"],

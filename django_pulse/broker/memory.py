@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections import OrderedDict, deque
 from pathlib import Path
+from typing import Any
 
 from ..protocol import message_frame
 from .base import Broker, HistoryRead, new_epoch
 
-__all__ = ["MemoryBroker", "several_workers", "warn_if_several_workers"]
+__all__ = ["MemoryBroker", "claim_database", "several_workers", "warn_if_several_workers"]
 
 logger = logging.getLogger("django_pulse.broker")
 
@@ -67,13 +70,62 @@ def warn_if_several_workers() -> bool:
     it did. Called at start-up (``PulseConfig.ready``) when the in-memory broker is configured."""
     why = several_workers()
     if why:
-        logger.warning(
-            "In-memory broker in one of several worker processes (%s): each process is its own island, so "
-            "publishes reach only the sockets of the process that made them and presence is split. Set "
-            "PULSE['REDIS_URL'] (pip install 'django-pulse[redis]') or run one worker process.",
-            why,
-        )
+        _warn_island(why)
     return why is not None
+
+
+# The lock this server process holds on its database while it serves with the in-memory broker (claim_database).
+_claim: Any = None
+
+
+def _database_identity() -> str | None:
+    """What makes two processes one installation: the database they share. None for an in-memory SQLite
+    database (never shared between processes)."""
+    from django.db import connections
+
+    config = connections["default"].settings_dict
+    name = str(config.get("NAME") or "")
+    if config.get("ENGINE", "").endswith("sqlite3"):
+        if not name or name == ":memory:" or "mode=memory" in name:
+            return None
+        name = str(Path(name).resolve())
+    return "|".join([str(config.get("ENGINE")), str(config.get("HOST") or ""), str(config.get("PORT") or ""), name])
+
+
+def claim_database(identity: str | None = None) -> bool:
+    """Called when a server process starts serving with the in-memory broker: take a lock, for this process's
+    life, named after the project's database; if another process on this machine holds it, that process is
+    another server of the same site with its own in-memory state (``daphne -p 8001`` and ``daphne -p 8002``
+    without Redis, which ``several_workers`` cannot see): log the warning and return True."""
+    global _claim
+    if _claim is not None or several_workers():
+        return False  # claimed already, or warned about at start-up
+    try:
+        import fcntl
+    except ImportError:  # not on Unix: nothing to lock with
+        return False
+    identity = _database_identity() if identity is None else identity
+    if identity is None:
+        return False
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:24]
+    handle = open(Path(tempfile.gettempdir()) / f"django-pulse-memory-{digest}.lock", "a")  # noqa: SIM115
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        _warn_island("another server process on this machine serves the same database")
+        return True
+    _claim = handle  # held open (and so locked) until the process exits
+    return False
+
+
+def _warn_island(why: str) -> None:
+    logger.warning(
+        "In-memory broker in one of several server processes (%s): each process is its own island, so "
+        "publishes reach only the sockets of the process that made them and presence is split. Set "
+        "PULSE['REDIS_URL'] (pip install 'django-pulse-realtime[redis]') or run one server process.",
+        why,
+    )
 
 
 class MemoryBroker(Broker):
@@ -112,14 +164,15 @@ class MemoryBroker(Broker):
         # Idempotent publishes: (topic, message id) -> (expiry, monotonic; serial), oldest first.
         self._seen_ids: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
 
-    def _enqueue(self, topic: str, text: str) -> None:
+    def _enqueue(self, topic: str, text: str, *, published: bool = True) -> None:
         # Called with self._lock held.
         loop = self._loop
         if loop is None or loop.is_closed():
             # No connection of this process has subscribed anything: nobody here to deliver to. That is
             # normal in a server before its first subscriber, and a mistake in a separate process (shell,
-            # worker): say so once.
-            if not self._warned:
+            # worker) that publishes: say so once. A control broadcast (an app disabled by `pulse disable`,
+            # which reaches the server over HTTP) has nothing to act on here, and nothing to warn about.
+            if published and not self._warned:
                 self._warned = True
                 logger.warning(
                     "In-memory broker: no WebSocket connection of this process has subscribed yet, so messages "
@@ -254,7 +307,7 @@ class MemoryBroker(Broker):
 
     def _broadcast(self, topic: str, text: str) -> None:
         with self._lock:
-            self._enqueue(topic, text)
+            self._enqueue(topic, text, published=False)
         self._drain_if_on_loop()
 
     def _drain_if_on_loop(self) -> None:

@@ -1,6 +1,6 @@
 """Prometheus metrics of one server process (docs/metrics.md), with the ``prometheus-client`` library.
 
-Install the extra ``django-pulse[metrics]``; ``PULSE["METRICS"] = False`` turns them off (every call below is
+Install the extra ``django-pulse-realtime[metrics]``; ``PULSE["METRICS"] = False`` turns them off (every call below is
 then a no-op). Each server process counts what it does and serves its own numbers at
 ``GET <mount>/metrics/`` (``django_pulse.urls``); Prometheus scrapes every process (one target per process)
 and ``sum()`` adds them up. Nothing is aggregated through Redis.

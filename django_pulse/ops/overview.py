@@ -111,7 +111,7 @@ def collect(*, channel_lists: bool = False) -> dict[str, Any]:
 
 
 def metrics_exposition() -> tuple[bytes, str]:
-    """This process's Prometheus metrics (``django_pulse.metrics``) as exposition text, and its content type.
+    """This process's Prometheus metrics (``django_pulse.ops.metrics``) as exposition text, and its content type.
 
     The API's ``GET metrics/`` serves it: the HTTP layer reads the running process through this module, as it
     does for ``collect``, never through the server layer itself.

@@ -1,21 +1,26 @@
 """docs/installation.md followed literally: a project from ``django-admin startproject``, the page's blocks added
 as they say (extracted from the Markdown, not copied here), its commands run, and its first page opened in
 Chromium under each server's documented command (daphne, uvicorn, granian): pulse.js is served, the WebSocket
-connects, a message goes round, and no server complains about lifespan."""
+connects, a message goes round, an SSE stream connects through the same asgi.py, and no server complains about
+lifespan."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import django_pulse
 from tests.docsnippets import blocks
 from tests.servers import free_port, wait_for_port
 
@@ -27,7 +32,8 @@ BIN = Path(sys.executable).parent
 
 def _env(root: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST_"))}
-    env["PYTHONPATH"] = str(root)
+    # The project first, then the django_pulse under test (the checkout these tests run from).
+    env["PYTHONPATH"] = os.pathsep.join([str(root), str(Path(django_pulse.__file__).parent.parent)])
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
 
@@ -109,5 +115,25 @@ def test_the_installation_page_works_under_each_server(served: tuple[int, Path],
     page.goto(f"http://127.0.0.1:{port}/live/")
     page.locator("#news", has_text="It works").wait_for()
     assert page.locator("#state").text_content() == "connected"
+    issued = json.loads(page.locator("#pulse-token").text_content() or "{}")
+    token = issued["token"]
+    # Each visitor its own client id (a shared one would refuse the 51st tab too_many_connections): the same
+    # one again for this browser's session, another for a visitor without its cookie.
+    again = re.search(r'"clientId": "([^"]+)"', page.request.get(f"http://127.0.0.1:{port}/live/").text())
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/live/", timeout=10) as response:
+        other = re.search(r'"clientId": "([^"]+)"', response.read().decode())
+    assert again and other and issued["clientId"] == again.group(1) != other.group(1), (issued, again, other)
+    # The SSE transport through the same asgi.py: a ticket, then a stream that says connected.
+    ticket = page.request.post(f"http://127.0.0.1:{port}/pulse/sse/ticket/", data=json.dumps({"token": token}))
+    assert ticket.status == 200, ticket.text()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        head = f"GET /pulse/sse/?ticket={ticket.json()['ticket']} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        sock.sendall(head.encode())
+        received = b""
+        while b'"action":"connected"' not in received:
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 200"), received
     page.close()
     assert "lifespan" not in log.read_text(errors="replace").lower(), log.read_text()

@@ -1,0 +1,73 @@
+"""The whole ASGI application of a project that uses Pulse, in one call: a project's ``asgi.py`` is
+
+    import os
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "yourproject.settings")
+
+    from django_pulse.asgi import get_asgi_application
+
+    application = get_asgi_application()
+
+the same file under daphne, uvicorn and granian. Like Django's ``django.core.asgi.get_asgi_application`` (which it
+calls, so it sets Django up first), it returns one application; this one serves:
+
+- ``"http"``: the SSE transport at ``PULSE["SSE_PATH"]`` (``/pulse/sse/``), then Django behind
+  ``BodySizeLimit`` (``413`` for bodies over ``DATA_UPLOAD_MAX_MEMORY_SIZE``), with ``/static/`` served from the
+  installed apps as ``runserver`` serves it: when ``DEBUG`` is on (``static_files=True``: always, as
+  ``runserver --insecure``; ``False``: never, your web server or WhiteNoise serves ``STATIC_ROOT``);
+- ``"websocket"``: ``/pulse/ws/`` behind the ``Origin`` check of ``PULSE["ALLOWED_ORIGINS"]``, then the routes
+  you pass in ``websocket_urlpatterns``;
+- ``"lifespan"``: ``pulse_lifespan`` (registration at startup, graceful shutdown), for the servers that speak it.
+
+The SSE routes come before the body limit on purpose: the SSE stream must receive the server's own ``send``
+(a wrapper's would hide the server from Pulse's server adapter: no buffer probe, so no slow-consumer cut under
+daphne, and no direct writes), and the SSE endpoints bound the bodies they read themselves (a ticket request
+at 16 KB, a request of frames at four times ``MAX_MESSAGE_SIZE``). docs/installation.md shows the explicit
+``ProtocolTypeRouter`` this builds ("Under the hood").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .server.body_limit import BodySizeLimit
+
+__all__ = ["BodySizeLimit", "get_asgi_application"]
+
+
+def get_asgi_application(
+    *,
+    static_files: bool | None = None,
+    max_body_size: int | None = None,
+    websocket_urlpatterns: Sequence[Any] = (),
+) -> Any:
+    """Set Django up and return the project's ASGI application (a Channels ``ProtocolTypeRouter``).
+
+    ``static_files``: serve ``/static/`` from the installed apps (``None``, the default: when ``DEBUG`` is on
+    and ``django.contrib.staticfiles`` is installed, as ``runserver`` does). ``max_body_size``: the largest
+    HTTP body Django gets, in bytes (``None``: ``DATA_UPLOAD_MAX_MEMORY_SIZE``; that setting at ``None`` turns
+    the limit off). ``websocket_urlpatterns``: your own WebSocket routes, tried after Pulse's.
+
+    Call it once, in ``asgi.py``, with ``DJANGO_SETTINGS_MODULE`` set.
+    """
+    from django.core.asgi import get_asgi_application as django_asgi_application
+
+    django_app: Any = django_asgi_application()  # django.setup(): the imports below need the app registry
+
+    from channels.routing import ProtocolTypeRouter, URLRouter
+    from django.apps import apps
+    from django.conf import settings
+    from django.urls import re_path
+
+    from . import routing
+
+    if static_files is None:
+        static_files = bool(settings.DEBUG) and apps.is_installed("django.contrib.staticfiles")
+    if static_files:
+        from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+        django_app = ASGIStaticFilesHandler(django_app)
+    http = URLRouter([*routing.sse_urlpatterns, re_path(r"", BodySizeLimit(django_app, max_body_size))])  # type: ignore[arg-type]
+    websocket = URLRouter([*routing.websocket_urlpatterns, *websocket_urlpatterns])
+    return ProtocolTypeRouter({"http": http, "websocket": websocket, "lifespan": routing.pulse_lifespan})
