@@ -59,7 +59,7 @@ def _start(root: Path) -> tuple[subprocess.Popen[bytes], int]:
 
 def _drain(port: int, stop: threading.Event) -> None:
     client = redis.Redis(host="127.0.0.1", port=port)
-    pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call, unused-ignore]
     pubsub.subscribe(CHANNEL)
     while not stop.is_set():
         pubsub.get_message(timeout=0.2)

@@ -112,16 +112,19 @@ def _spawn_registration(loop: asyncio.AbstractEventLoop) -> None:
 async def _register_process() -> None:
     from .server.runtime import get_runtime
 
-    get_runtime().metrics.ensure_loop_monitor()
+    runtime = get_runtime()
+    runtime.metrics.ensure_loop_monitor()
     if not pulse_settings.REDIS_URL:
         # In memory, the one process must be the whole installation: say so if another one serves the site.
-        if pulse_settings.BROKER_BACKEND == "django_pulse.broker.memory.MemoryBroker":
+        # Tried once per process (a second lock taken by the same process would look like another server).
+        if pulse_settings.BROKER_BACKEND == "django_pulse.broker.memory.MemoryBroker" and not runtime.database_claimed:
             from .broker.memory import claim_database
 
-            claim_database()
+            runtime.database_claimed = True
+            runtime.database_claim = claim_database()
         return
     try:
-        await get_runtime().liveness.ensure_started()
+        await runtime.liveness.ensure_started()
     except Exception:
         # Redis unreachable at startup: the first connection tries again (presence_actions.connection_started).
         logger.warning("pulse: could not register this server process at startup", exc_info=True)

@@ -30,7 +30,9 @@ def _body(code: str) -> str:
 def test_every_doc_shows_the_installation_pages_asgi_py() -> None:
     installation = next(code for _, code in blocks("installation.md", "python") if "# yourproject/asgi.py" in code)
     expected = _body(installation)
-    shown = [(page, code) for page, code in _python_blocks() if "django_pulse.asgi" in code]
+    shown = [
+        (page, code) for page, code in _python_blocks() if "from django_pulse.asgi import get_asgi_application" in code
+    ]
     assert {page for page, _ in shown} >= {
         "README.md",
         "installation.md",

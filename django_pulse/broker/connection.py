@@ -199,7 +199,7 @@ class _LazySyncCluster:
         if self._client is None:
             from redis.cluster import ClusterNode, RedisCluster
 
-            nodes = [ClusterNode(host, port) for host, port in self._config.nodes]  # type: ignore[no-untyped-call]
+            nodes = [ClusterNode(host, port) for host, port in self._config.nodes]  # type: ignore[no-untyped-call, unused-ignore]
             self._client = RedisCluster(startup_nodes=nodes, **self._config.node_kwargs(), **self._kwargs)
         return self._client
 
@@ -284,8 +284,8 @@ def sync_client(target: str, **kwargs: Any) -> redis_sync.Redis:
     from redis.sentinel import Sentinel
 
     config = _sentinel_for(target)
-    sentinel = Sentinel(list(config.sentinels), sentinel_kwargs=config.sentinel_kwargs(), **config.node_kwargs())  # type: ignore[no-untyped-call]
-    client = cast("_SyncSentinelRedis", sentinel.master_for(config.service, redis_class=_SyncSentinelRedis, **kwargs))  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(list(config.sentinels), sentinel_kwargs=config.sentinel_kwargs(), **config.node_kwargs())  # type: ignore[no-untyped-call, unused-ignore]
+    client = cast("_SyncSentinelRedis", sentinel.master_for(config.service, redis_class=_SyncSentinelRedis, **kwargs))  # type: ignore[no-untyped-call, unused-ignore]
     client.pulse_sentinel = sentinel
     return client
 
@@ -308,7 +308,7 @@ def async_client(target: str, **kwargs: Any) -> redis_async.Redis:
     from redis.asyncio.sentinel import Sentinel
 
     config = _sentinel_for(target)
-    sentinel = Sentinel(list(config.sentinels), sentinel_kwargs=config.sentinel_kwargs(), **config.node_kwargs())  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(list(config.sentinels), sentinel_kwargs=config.sentinel_kwargs(), **config.node_kwargs())  # type: ignore[no-untyped-call, unused-ignore]
     client = cast("_AsyncSentinelRedis", sentinel.master_for(config.service, redis_class=_AsyncSentinelRedis, **kwargs))
     client.pulse_sentinel = sentinel
     return client
@@ -341,7 +341,7 @@ async def master_endpoint(target: str, timeout: float) -> Endpoint:
     from redis.asyncio.sentinel import Sentinel
 
     config = _sentinel_for(target)
-    sentinel = Sentinel(list(config.sentinels), sentinel_kwargs=config.sentinel_kwargs())  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(list(config.sentinels), sentinel_kwargs=config.sentinel_kwargs())  # type: ignore[no-untyped-call, unused-ignore]
     try:
         host, port = await asyncio.wait_for(sentinel.discover_master(config.service), timeout)
     except redis_sync.RedisError as exc:

@@ -74,10 +74,6 @@ def warn_if_several_workers() -> bool:
     return why is not None
 
 
-# The lock this server process holds on its database while it serves with the in-memory broker (claim_database).
-_claim: Any = None
-
-
 def _database_identity() -> str | None:
     """What makes two processes one installation: the database they share. None for an in-memory SQLite
     database (never shared between processes)."""
@@ -92,21 +88,22 @@ def _database_identity() -> str | None:
     return "|".join([str(config.get("ENGINE")), str(config.get("HOST") or ""), str(config.get("PORT") or ""), name])
 
 
-def claim_database(identity: str | None = None) -> bool:
-    """Called when a server process starts serving with the in-memory broker: take a lock, for this process's
-    life, named after the project's database; if another process on this machine holds it, that process is
-    another server of the same site with its own in-memory state (``daphne -p 8001`` and ``daphne -p 8002``
-    without Redis, which ``several_workers`` cannot see): log the warning and return True."""
-    global _claim
-    if _claim is not None or several_workers():
-        return False  # claimed already, or warned about at start-up
+def claim_database(identity: str | None = None) -> Any:
+    """Called once per process when a server starts serving with the in-memory broker: take a lock named after
+    the project's database and return the open file that holds it (the caller keeps it open, and so locked,
+    for the process's life: the runtime does); None when nothing was locked. If another process on this
+    machine holds the lock, that process is another server of the same site with its own in-memory state
+    (``daphne -p 8001`` and ``daphne -p 8002`` without Redis, which ``several_workers`` cannot see): the
+    warning is logged."""
+    if several_workers():
+        return None  # warned about at start-up
     try:
         import fcntl
     except ImportError:  # not on Unix: nothing to lock with
-        return False
+        return None
     identity = _database_identity() if identity is None else identity
     if identity is None:
-        return False
+        return None
     digest = hashlib.sha256(identity.encode()).hexdigest()[:24]
     handle = open(Path(tempfile.gettempdir()) / f"django-pulse-memory-{digest}.lock", "a")  # noqa: SIM115
     try:
@@ -114,9 +111,8 @@ def claim_database(identity: str | None = None) -> bool:
     except OSError:
         handle.close()
         _warn_island("another server process on this machine serves the same database")
-        return True
-    _claim = handle  # held open (and so locked) until the process exits
-    return False
+        return None
+    return handle
 
 
 def _warn_island(why: str) -> None:

@@ -62,6 +62,10 @@ class Runtime:
         # Per ASGI server: the path its connections take (the direct-write fast path or ASGI), decided and logged
         # by its first connection, and the frames written directly (docs/servers.md).
         self.fast_path = FastPathReport()
+        # The in-memory broker's lock on the project's database (broker.memory.claim_database), held open for
+        # the process's life; tried once.
+        self.database_claimed = False
+        self.database_claim: Any = None
         # Tasks this process started and must keep a reference to until they end (e.g. registering at startup).
         self.background_tasks: set[asyncio.Task[None]] = set()
         # Set by the graceful shutdown (server.shutdown): under granian it runs on SIGTERM and again from the
@@ -240,6 +244,7 @@ def reset_runtime() -> None:
         # the server the process runs under: its path is decided and logged once.
         _runtime.connections = old.connections
         _runtime.fast_path = old.fast_path
+        _runtime.database_claimed, _runtime.database_claim = old.database_claimed, old.database_claim
         _runtime.background_tasks = old.background_tasks
         _runtime.heartbeats, _runtime.expiries = old.heartbeats, old.expiries
         old._successor = _runtime
