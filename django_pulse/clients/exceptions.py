@@ -1,11 +1,7 @@
-"""The one exception tree of the clients for other programs::
+"""The exceptions of the clients for other programs: ``PulseClientError`` and its subclasses.
 
-PulseClientError                 base of every client error
-├── PulseConnectionError         the server did not answer (HTTP client)
-├── PulseReplyError              an ``error`` reply or a refused ``auth`` (WebSocket client): ``code``, ``message``
-└── PulseAPIError                an HTTP API error body: ``status``, ``code``, ``message``
-    ├── BadRequest (400)  NotAuthenticated (401)  PermissionDenied (403)  NotFound (404)
-    └── PayloadTooLarge (413)  Throttled (429)  ServiceUnavailable (503)
+Their tree, and what each carries, is drawn in ``django_pulse.exceptions``, where users import them from (they
+are the same classes).
 """
 
 from __future__ import annotations
