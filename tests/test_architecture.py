@@ -195,6 +195,17 @@ def test_the_paths_name_functions_that_exist(heading: str) -> None:
     assert not broken, f"{heading} names what the code does not have: {broken}"
 
 
+def test_every_reference_by_path_on_the_page_exists() -> None:
+    # The design sections too: a name written with its module's path (``server/shutdown.shutdown``) is a claim
+    # about the code. (Bare ``x.y`` outside the path sections may be an object's attribute, as ``runtime.hub``.)
+    broken = [
+        f"{path}.{dotted}"
+        for path, dotted in _references(DOC)
+        if "/" in path and ((module_file := _module_file(path)) is None or not _resolves(module_file, dotted))
+    ]
+    assert not broken, f"docs/architecture.md names what the code does not have: {broken}"
+
+
 def test_a_reference_to_a_gone_name_is_caught() -> None:
     refs = _references("`server/publishing.build_message` `server/_server_io.direct_writer` `sdk.gone`")
     assert refs == [("server/publishing", "build_message"), ("server/_server_io", "direct_writer"), ("sdk", "gone")]
