@@ -52,6 +52,7 @@ def test_schema_is_served_and_describes_the_api(capsys: pytest.CaptureFixture[st
     assert "Warning" not in capsys.readouterr().err
 
 
+@pytest.mark.fuzz
 def test_fuzz_the_api_against_its_schema() -> None:
     """Random valid and invalid requests, with a real API key: every answer is documented and none is a 5xx.
 

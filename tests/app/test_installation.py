@@ -100,6 +100,7 @@ def test_the_warning_names_the_fix(monkeypatch: pytest.MonkeyPatch, caplog: pyte
     assert "each process is its own island" in caplog.text and "PULSE['REDIS_URL']" in caplog.text
 
 
+@pytest.mark.processes
 def test_uvicorn_with_two_workers_and_no_redis_warns_at_start_up(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "uvicorn.log"

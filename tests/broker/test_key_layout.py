@@ -74,6 +74,7 @@ def cluster() -> Iterator[RedisCluster]:
             client.close()
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(("kb_id", "channel"), CHANNELS)
 def test_broker_scripts_run_on_one_cluster_shard(cluster: RedisCluster, kb_id: str, channel: str) -> None:
     broker = RedisBroker(url="redis://127.0.0.1:1/0", prefix="pulse")
@@ -107,6 +108,7 @@ def test_broker_scripts_run_on_one_cluster_shard(cluster: RedisCluster, kb_id: s
     assert got[1:] == [head + "1}", head + "2}", head + "3}"]
 
 
+@pytest.mark.processes
 def test_presence_scripts_run_on_one_cluster_shard(cluster: RedisCluster) -> None:
     presence = presence_redis.RedisPresence(
         url="redis://127.0.0.1:1/0",
@@ -132,6 +134,7 @@ def test_presence_scripts_run_on_one_cluster_shard(cluster: RedisCluster) -> Non
     assert leave(keys=channel_keys, args=["c1", '"c1"', channel, "p2", "SPUBLISH", 1000])[:2] == ["leave", 2]
 
 
+@pytest.mark.processes
 def test_a_script_given_keys_of_two_channels_is_refused_by_the_cluster(cluster: RedisCluster) -> None:
     """The check the tests above rely on: redis-py's cluster client refuses cross-slot scripts."""
     presence = presence_redis.RedisPresence(

@@ -24,6 +24,8 @@ from django_pulse.protocol import message_head
 from django_pulse.server.runtime import get_runtime
 from tests.support.redis_topology import start_node
 
+pytestmark = pytest.mark.processes
+
 
 def test_a_timed_out_publish_is_not_sent_again(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(broker_redis, "CONNECT_TIMEOUT", 0.5)

@@ -18,6 +18,8 @@ from django_pulse.protocol import message_head
 from django_pulse.server.runtime import get_runtime
 from tests.support.redis_topology import RedisNode, start_node
 
+pytestmark = pytest.mark.processes
+
 N = 50
 
 

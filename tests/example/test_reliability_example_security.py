@@ -40,6 +40,7 @@ def example_settings(**env: str) -> dict[str, Any]:
     return result
 
 
+@pytest.mark.processes
 def test_the_demo_secret_key_is_random_kept_in_an_ignored_file_and_debug_is_off() -> None:
     first, second = example_settings(), example_settings()
     assert first["key"] == second["key"] and len(first["key"]) >= 50

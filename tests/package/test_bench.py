@@ -127,6 +127,7 @@ def test_percentiles_count_lost_deliveries_as_never_delivered() -> None:
     assert lossy["p50_ms"] == 100.0 and lossy["p95_ms"] is None and lossy["p99_ms"] is None
 
 
+@pytest.mark.processes
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_quick_mode_runs_every_server_end_to_end(tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench.capacity import MEASURED, Scenario, plan, table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,6 +26,7 @@ def test_redis_shards_grow_with_publishes_and_processes_with_deliveries() -> Non
     assert slower.processes > faster.processes
 
 
+@pytest.mark.processes
 def test_redis_ceiling_measures_the_publish_script_on_a_redis_of_its_own() -> None:
     """What ``make bench`` records per Redis shard (bench/run.py runs it after the Redis servers)."""
     import pytest

@@ -14,6 +14,8 @@ import pytest
 
 import django_pulse
 
+pytestmark = pytest.mark.processes
+
 STATIC = Path(__file__).resolve().parents[2] / "django_pulse" / "static" / "django_pulse"
 NODE = shutil.which("node")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -33,6 +33,7 @@ def test_the_asgi_snippet_routes_the_sse_endpoint_before_django() -> None:
     assert patterns[-1] == ""  # Django gets everything else
 
 
+@pytest.mark.processes
 @pytest.mark.skipif(shutil.which("nginx") is None and not os.path.exists("/usr/sbin/nginx"), reason="no nginx")
 def test_the_nginx_snippet_is_valid_nginx() -> None:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -62,6 +63,7 @@ http {{
         assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.processes
 @pytest.mark.skipif(shutil.which("nginx") is None and not os.path.exists("/usr/sbin/nginx"), reason="no nginx")
 async def test_streams_pass_through_nginx_configured_as_documented() -> None:
     """nginx with the documented locations in front of daphne: an SDK stream and a unidirectional stream get

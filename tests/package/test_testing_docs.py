@@ -15,6 +15,8 @@ import pytest
 
 from tests.support.docsnippets import named_files, write_project
 
+pytestmark = pytest.mark.processes
+
 
 @pytest.mark.parametrize(
     ("page", "app", "tests"),

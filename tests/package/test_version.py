@@ -43,6 +43,7 @@ def test_stamp_rewrites_only_the_version_line() -> None:
         stamper.stamp(source + "  var VERSION = '1';\n", "9.8.7")
 
 
+@pytest.mark.processes
 def test_check_mode_reports_drift(tmp_path: Path) -> None:
     ok = subprocess.run([sys.executable, str(SCRIPT), "--check"], capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stdout

@@ -21,7 +21,7 @@ import django_pulse
 
 # Building twice (sdist, then wheel) and a clean install of Django, Channels, daphne, DRF... from the index take
 # minutes on a loaded machine.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.processes, pytest.mark.slow, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_SUFFIXES = (".lua", ".js", ".mjs", ".ts", ".html", ".css", ".typed")

@@ -140,6 +140,7 @@ def _attack(port: int, declared: int, send_bytes: int, chunked: bool = False) ->
         sock.close()
 
 
+@pytest.mark.processes
 @pytest.mark.django_db
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_a_50_mb_unauthenticated_body_is_refused_before_it_is_read(chunked: bool) -> None:

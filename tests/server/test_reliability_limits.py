@@ -106,6 +106,7 @@ async def ws_answer(server: LiveServer, client_id: str) -> tuple[Any, dict[str, 
 LIVENESS = {"PROCESS_HEARTBEAT": 0.5, "PROCESS_TIMEOUT": 2.0}
 
 
+@pytest.mark.processes
 @pytest.mark.redis
 @pytest.mark.slow
 async def test_the_limit_counts_across_two_processes_and_heals_after_kill_9(redis_url: str, redis_prefix: str) -> None:
@@ -145,6 +146,7 @@ async def test_the_limit_counts_across_two_processes_and_heals_after_kill_9(redi
             await sock.close()
 
 
+@pytest.mark.processes
 @pytest.mark.slow
 async def test_sse_streams_count_against_the_same_limit() -> None:
     with live_server(pulse={"MAX_CONNECTIONS_PER_CLIENT": 2}) as server:

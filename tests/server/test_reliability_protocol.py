@@ -167,6 +167,7 @@ FUZZ = hsettings(
 )
 
 
+@pytest.mark.fuzz
 @FUZZ
 @given(st.lists(frames().map(encode), min_size=10, max_size=10))
 def test_fuzzed_request_shaped_frames_get_a_request_or_a_documented_error(batch: list[str]) -> None:
@@ -174,6 +175,7 @@ def test_fuzzed_request_shaped_frames_get_a_request_or_a_documented_error(batch:
         check_parse(text)
 
 
+@pytest.mark.fuzz
 @FUZZ
 @given(st.lists(texts, min_size=10, max_size=10))
 def test_fuzzed_text_gets_a_request_or_a_documented_error(batch: list[str]) -> None:

@@ -427,6 +427,7 @@ async def test_a_uvicorn_send_under_another_name_is_drift() -> None:
 # -- real server processes ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.processes
 @pytest.mark.slow
 @pytest.mark.parametrize("server_name", ["daphne", "uvicorn"])
 async def test_a_real_server_takes_the_fast_path_and_reports_its_versions(server_name: str) -> None:
@@ -445,6 +446,7 @@ async def test_a_real_server_takes_the_fast_path_and_reports_its_versions(server
     assert "fast path off" not in server.log(), server.log()[-2000:]
 
 
+@pytest.mark.processes
 @pytest.mark.slow
 async def test_granian_takes_the_asgi_path_and_delivers() -> None:
     with live_server(server="granian", pulse={"HISTORY_SIZE": 0}) as server:

@@ -85,6 +85,7 @@ async def read_until(ws: RawWebSocket, count: int, timeout: float = 30) -> list[
     return frames
 
 
+@pytest.mark.processes
 @pytest.mark.slow
 @pytest.mark.parametrize("server_name", ["daphne", "uvicorn"])
 @pytest.mark.parametrize("direct", [True, False], ids=["direct", "asgi"])
@@ -118,6 +119,7 @@ async def test_a_reader_that_stalls_gets_every_frame_intact_and_in_order(server_
         assert report == {}, report
 
 
+@pytest.mark.processes
 @pytest.mark.slow
 @pytest.mark.parametrize("server_name", ["daphne", "uvicorn"])
 async def test_many_subscribers_get_the_same_frames_through_the_fast_path(server_name: str) -> None:
@@ -139,6 +141,7 @@ async def test_many_subscribers_get_the_same_frames_through_the_fast_path(server
     assert entry["directFrames"] >= 50 * 20, entry
 
 
+@pytest.mark.processes
 @pytest.mark.slow
 async def test_a_compressed_connection_keeps_the_asgi_path_under_uvicorn() -> None:
     """A client that negotiates permessage-deflate (browsers do) gets frames compressed by uvicorn, beside a
@@ -179,6 +182,7 @@ async def test_a_compressed_connection_keeps_the_asgi_path_under_uvicorn() -> No
 # -- SSE: the response fast path (_server_io.response_writer) ------------------------------------------------------
 
 
+@pytest.mark.processes
 @pytest.mark.slow
 @pytest.mark.parametrize("server_name", ["daphne", "uvicorn"])
 @pytest.mark.parametrize("direct", [True, False], ids=["direct", "asgi"])

@@ -281,6 +281,7 @@ async def test_the_sdk_refuses_an_exclude_that_is_not_a_connection_id() -> None:
 # -- two server processes on Redis -------------------------------------------------------------------------
 
 
+@pytest.mark.processes
 @pytest.mark.slow
 @pytest.mark.redis
 async def test_whispers_and_others_only_publishes_across_two_processes(redis_url: str, redis_prefix: str) -> None:
@@ -346,6 +347,7 @@ async def test_whispers_and_others_only_publishes_across_two_processes(redis_url
 # -- over SSE's POST commands --------------------------------------------------------------------------------
 
 
+@pytest.mark.processes
 async def test_whispers_and_others_only_publishes_over_sse() -> None:
     from django_pulse.clients import Realtime
     from tests.support.servers import live_server

@@ -14,8 +14,10 @@ checkout it lives in.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -33,10 +35,27 @@ ROOT = Path(__file__).resolve().parents[2]
 ASGI_APP = "tests.asgi:application"
 
 
+# Ports handed to servers come from a block of this pytest worker's own, below the kernel's ephemeral range
+# (32768-60999 on Linux): with pytest-xdist, a port one worker picked cannot be picked by another before its
+# server binds it, nor taken as the source port of an outgoing connection meanwhile (what port 0 allowed).
+_PORT_BASE, _PORT_BLOCK = 16000, 600
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_ports = itertools.cycle(range(_PORT_BLOCK))
+for _ in range(random.randrange(_PORT_BLOCK)):  # another test run on the machine starts elsewhere in the block
+    next(_ports)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on or recently used, from this worker's block."""
+    for _ in range(_PORT_BLOCK):
+        port = _PORT_BASE + _WORKER * _PORT_BLOCK + next(_ports)
+        with socket.socket() as s:
+            try:  # without SO_REUSEADDR: a port still in TIME_WAIT is passed over too
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in worker {_WORKER}'s block of {_PORT_BLOCK}")
 
 
 def wait_for_port(port: int, timeout: float = 60.0, proc: subprocess.Popen[bytes] | None = None) -> None:
