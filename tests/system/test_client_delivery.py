@@ -22,7 +22,9 @@ async def client_for(server: LiveServer, client_id: str = "tester", **kwargs: An
     return await Realtime.connect(token["endpoint"], token["token"])
 
 
-@pytest.mark.parametrize("server_name", ["daphne", "uvicorn", "granian"])
+# daphne's case is the live smoke test of every cell of the CI matrix (noxfile.py): a real server, a message
+# end to end.
+@pytest.mark.parametrize("server_name", [pytest.param("daphne", marks=pytest.mark.smoke), "uvicorn", "granian"])
 async def test_subscribe_and_receive_what_a_view_publishes(server_name: str) -> None:
     with live_server(server=server_name) as server:
         alice = await client_for(server, "alice")
