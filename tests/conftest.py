@@ -97,7 +97,7 @@ _TESTS = Path(__file__).resolve().parent
 # worker, after the others of its group. The load tests and measurements (thousands of connections, the
 # benchmark, the rolling restart behind nginx, Redis's own throughput) are one group, so two of them never run
 # at once and their timing margins are the ones they were written with. (Tests that share a module- or
-# package-scoped fixture, such as one Chromium or one Redis Cluster, are grouped by that fixture below.)
+# package-scoped fixture, such as one Chromium or one Redis Cluster, are grouped by module below.)
 LOAD_GROUP = (
     "system/test_loopback_proof.py",
     "system/test_deployment_nginx.py",
@@ -118,21 +118,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if any(test == entry or test.startswith(entry + "::") for entry in LOAD_GROUP):
             item.add_marker(pytest.mark.xdist_group("load"))
             continue
-        shared = _shared_fixture_scope(item)
-        if shared is not None:
-            item.add_marker(pytest.mark.xdist_group(shared))
+        if _uses_a_shared_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.partition("::")[0]))
 
 
-def _shared_fixture_scope(item: pytest.Item) -> str | None:
-    """Where the widest module- or package-scoped fixture of ``item`` is defined (its tests are then run on one
-    worker, so the fixture is set up once), else None."""
+def _uses_a_shared_fixture(item: pytest.Item) -> bool:
+    """Whether ``item`` uses a module- or package-scoped fixture (a Chromium, a Redis Cluster, a built wheel).
+    The tests of its module then run on one worker, so the fixture is set up once per module, not per worker."""
     info = getattr(item, "_fixtureinfo", None)
-    places = [
-        definitions[-1].baseid or item.nodeid.partition("::")[0]
-        for definitions in (info.name2fixturedefs.values() if info is not None else ())
-        if definitions[-1].scope in ("module", "package")
-    ]
-    return min(places, key=len) if places else None
+    definitions = info.name2fixturedefs.values() if info is not None else ()
+    return any(fixture[-1].scope in ("module", "package") for fixture in definitions)
 
 
 class _ProcessGuard:

@@ -53,6 +53,7 @@ def test_schema_is_served_and_describes_the_api(capsys: pytest.CaptureFixture[st
 
 
 @pytest.mark.fuzz
+@pytest.mark.timeout(600)  # CPU-bound: on a loaded machine (make test runs 4 workers on 2 cores) it took over 120 s
 def test_fuzz_the_api_against_its_schema() -> None:
     """Random valid and invalid requests, with a real API key: every answer is documented and none is a 5xx.
 

@@ -168,6 +168,7 @@ FUZZ = hsettings(
 
 
 @pytest.mark.fuzz
+@pytest.mark.timeout(600)  # CPU-bound: on a loaded machine (make test runs 4 workers on 2 cores) it took over 120 s
 @FUZZ
 @given(st.lists(frames().map(encode), min_size=10, max_size=10))
 def test_fuzzed_request_shaped_frames_get_a_request_or_a_documented_error(batch: list[str]) -> None:
@@ -176,6 +177,7 @@ def test_fuzzed_request_shaped_frames_get_a_request_or_a_documented_error(batch:
 
 
 @pytest.mark.fuzz
+@pytest.mark.timeout(600)  # CPU-bound: on a loaded machine (make test runs 4 workers on 2 cores) it took over 120 s
 @FUZZ
 @given(st.lists(texts, min_size=10, max_size=10))
 def test_fuzzed_text_gets_a_request_or_a_documented_error(batch: list[str]) -> None:
