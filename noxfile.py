@@ -5,12 +5,13 @@
     .venv/bin/nox -s "unit(py3.13-django6.0)"
     .venv/bin/nox -s servers         # pytest -m server_internals per .ci/constraints/servers-*.txt
 
-`make test` runs the whole suite (browser and slow tests included) on the default combination, Python 3.11 and
-the newest Django 5.2 (what `.venv` holds); the other combinations run the unit suite (no browser, slow or
-reliability tests), which is where a Python or Django version shows: the browser, multi-process and fault/fuzz
-tests exercise the same code through real servers and cost most of the time. Interpreters are found on PATH and
-in pyenv. The sessions inherit the environment: CI=true (Redis and Node must be there), DATABASE_URL,
-PULSE_TEST_REDIS_URL.
+`make test` runs the whole suite (browser, system and fuzz tests included) on the default combination, Python
+3.11 and the newest Django 5.2 (what `.venv` holds). The other combinations run the fast tier (`make
+test-fast`: every test that starts no process and is no long fuzz run), which is where a Python or Django version
+shows, plus one live smoke test: a real daphne process started, a message passed end to end through it. The
+browser, multi-process and fault tests exercise the same code through real servers and cost most of the time.
+Interpreters are found on PATH and in pyenv. The sessions inherit the environment: CI=true (Redis and Node must be
+there), DATABASE_URL, PULSE_TEST_REDIS_URL.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ ROOT = Path(__file__).resolve().parent
 PYTHONS = ("3.11", "3.12", "3.13")
 DJANGOS = {"5.2": "django>=5.2,<5.3", "6.0": "django>=6.0,<6.1"}
 DEFAULT = ("3.11", "5.2")  # `make test`'s combination (the .venv of the Makefile)
-UNIT_MARKERS = "not browser and not slow and not reliability"
+FAST_TIER = "not processes and not fuzz"  # make test-fast's selection (Makefile)
+UNIT_MARKERS = f"({FAST_TIER}) or smoke"
 
 
 def _release(name: str) -> tuple[int, ...]:
@@ -66,11 +68,11 @@ COMBINATIONS = [
 @nox.session
 @nox.parametrize("python,django", COMBINATIONS)
 def unit(session: nox.Session, django: str) -> None:
-    """The unit suite (no browser, slow or reliability tests) on one Python x Django combination."""
+    """The fast tier and the live smoke test on one Python x Django combination, on two xdist workers."""
     session.install("--quiet", "-e", ".[test]", DJANGOS[django])
     session.run("python", "-c", "import django, sys; print('Python', sys.version, 'Django', django.__version__)")
     session.run(
-        "python", "-m", "pytest", "-m", UNIT_MARKERS, "-q", "-p", "no:cacheprovider", *session.posargs,
+        "python", "-m", "pytest", "-n", "2", "-m", UNIT_MARKERS, "-q", "-p", "no:cacheprovider", *session.posargs,
     )  # fmt: skip
 
 
@@ -86,4 +88,4 @@ def servers(session: nox.Session, constraints: str) -> None:
     session.install("--quiet", "-e", ".[test]", "-c", pins)
     session.run("python", "-m", "pip", "freeze", "--quiet", silent=False)
     # Exit code 5 (no test marked server_internals) fails the session: a constraints file must be exercised.
-    session.run("python", "-m", "pytest", "-m", "server_internals", "-q", "-p", "no:cacheprovider")
+    session.run("python", "-m", "pytest", "-n", "2", "-m", "server_internals", "-q", "-p", "no:cacheprovider")

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.attack_memory
 
-Each row starts a fresh server process (tests/servers.py), measures its RSS, runs one attack from this process
+Each row starts a fresh server process (tests/support/servers.py), measures its RSS, runs one attack from this process
 and samples the server's RSS every 10 ms until the attack is over: the table gives RSS before, the peak and
 the answer. HTTP attacks send to ``POST /pulse/publish/``; "guarded" is ``tests.asgi:guarded_application``
 (``BodySizeLimit``, default limit 2.5 MB). The WebSocket attack is 60 authenticated connections each sending
@@ -116,7 +116,7 @@ async def ws_attack(server: Any, connections: int, frame: int) -> str:
 def main() -> None:
     import django
 
-    from tests.servers import live_server
+    from tests.support.servers import live_server
 
     rows: list[tuple[str, str, str, int, int, str]] = []
 

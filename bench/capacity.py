@@ -14,7 +14,7 @@ code changes. The model:
 - each process also reads every message of every channel it holds (the fan-in), counted at the cost of one
   delivery;
 - a presence change costs Redis about two publishes (4 round trips, 8 commands, against 1 and 5: counted by
-  tests/test_redis_cost.py);
+  tests/broker/test_redis_cost.py);
 - Redis shards (Redis Cluster masters or independent Sentinel groups) each give one core at UTILISATION.
 """
 
@@ -42,7 +42,10 @@ MEASURED = {
         0.44,
         "Redis CPU per extra subscribed process per publish ((29.2 - 22.1) / 16, bench.redis_ceiling)",
     ),
-    "presence_change_publishes": (2.0, "Redis cost of a presence change in publishes (tests/test_redis_cost.py)"),
+    "presence_change_publishes": (
+        2.0,
+        "Redis cost of a presence change in publishes (tests/broker/test_redis_cost.py)",
+    ),
 }
 
 UTILISATION = 0.5  # plan every core (server or Redis) at half its measured ceiling: bursts, GC, failover

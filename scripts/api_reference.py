@@ -3,7 +3,7 @@
     python scripts/api_reference.py          # rewrite docs/api.md
     python scripts/api_reference.py --check  # exit 1 when docs/api.md is out of date or a public name is undocumented
 
-What is public is decided here, in ``PUBLIC_MODULES``; ``tests/test_api_reference.py`` fails when the page is
+What is public is decided here, in ``PUBLIC_MODULES``; ``tests/package/test_api_reference.py`` fails when the page is
 stale, when a name in a public module's ``__all__`` has no documentation, and when a top-level module or package
 of ``django_pulse`` is neither public, nor a Django convention, nor ``_``-marked, nor an internal layer.
 
@@ -84,7 +84,7 @@ starts with `_`, ...) is internal and may change in any release. Django finds `m
 `templatetags/` by convention: {conventions}
 
 This page is generated from the docstrings by `python scripts/api_reference.py`; do not edit it by hand
-(`tests/test_api_reference.py` fails when it is out of date).
+(`tests/package/test_api_reference.py` fails when it is out of date).
 """
 
 

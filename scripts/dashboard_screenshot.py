@@ -9,7 +9,7 @@ API (``/api/v1/query_range``), the same queries Grafana would send.
     apt-get install prometheus redis-server        # the daemons are not started: this script starts its own
     .venv/bin/python scripts/dashboard_screenshot.py [--seconds 240] [--out docs/grafana/dashboard.png]
 
-The run (tests/test_metrics_live.py's set-up, bigger and longer): two daphne processes on Redis
+The run (tests/system/test_metrics_scrape.py's set-up, bigger and longer): two daphne processes on Redis
 (``PULSE_TEST_REDIS_URL``, default db 15, a fresh key prefix), 60 WebSocket clients subscribed to one channel
 and present on it, publishes from the server SDK (5/s), the HTTP API (10/s) and clients (1 every 2 s), a bad
 token every 10 s, a client dropping its connection and resuming every 20 s, and a burst past PUBLISH_RATE every
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from django_pulse.clients.websocket import PulseClientError, Realtime  # noqa: E402
-from tests.servers import LiveServer, free_port, live_pair, wait_for_port  # noqa: E402
+from tests.support.servers import LiveServer, free_port, live_pair, wait_for_port  # noqa: E402
 
 DASHBOARD = ROOT / "docs" / "grafana" / "django-pulse.json"
 CLIENTS = 60

@@ -1,7 +1,7 @@
 """Write django_pulse.__version__ into pulse.js (its ``VERSION``), the one other place the version appears.
 
     python scripts/stamp_version.py           # stamp pulse.js after changing __version__
-    python scripts/stamp_version.py --check   # exit 1 if pulse.js disagrees (tests/test_version.py checks too)
+    python scripts/stamp_version.py --check   # exit 1 if pulse.js disagrees (tests/package/test_version.py checks too)
 
 pyproject.toml reads the version from ``django_pulse/__init__.py`` itself (setuptools ``dynamic``).
 """

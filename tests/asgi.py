@@ -14,5 +14,5 @@ from django_pulse.asgi import get_asgi_application
 application = get_asgi_application(static_files=True)
 
 # The body limit is part of every application the helper builds; the name stays for the tests that say they
-# need it (tests/test_reliability_body_limit.py).
+# need it (tests/server/test_reliability_body_limit.py).
 guarded_application = application

@@ -1,11 +1,22 @@
-"""Shared fixtures. Redis: PULSE_TEST_REDIS_URL (default db 15); with CI=true a missing Redis fails the run."""
+"""Shared fixtures and the process guard. Redis: PULSE_TEST_REDIS_URL (default db 15); with CI=true a missing
+Redis fails the run.
+
+The process guard: a test that starts another process (a server under daphne, uvicorn or granian, redis-server,
+nginx, Chromium, node, ``python -m ...``) carries the ``processes`` marker, and one that does not and starts one
+fails, in every run. So ``make test-fast`` (``-m "not processes"``) can never start a server by accident, and
+the marker cannot go stale as tests change. Everything under tests/system/ and tests/browser/ is marked by its
+folder; elsewhere a test (or its module) says ``@pytest.mark.processes`` itself.
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
 import socket
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -76,3 +87,94 @@ def _fresh_pulse_process_state() -> Iterator[None]:
     reset_runtime()
     yield
     reset_runtime()
+
+
+# Folders whose every test starts processes: the marker is given by the folder, not written on each test.
+PROCESS_FOLDERS = ("system", "browser")
+_TESTS = Path(__file__).resolve().parent
+
+# `make test` runs the suite on several pytest-xdist workers with --dist loadgroup; a test in a group runs on one
+# worker, after the others of its group. The load tests and measurements (thousands of connections, the
+# benchmark, the rolling restart behind nginx, Redis's own throughput) are one group, so two of them never run
+# at once and their timing margins are the ones they were written with. (Tests that share a module- or
+# package-scoped fixture, such as one Chromium or one Redis Cluster, are grouped by module below.)
+LOAD_GROUP = (
+    "system/test_loopback_proof.py",
+    "system/test_deployment_nginx.py",
+    "package/test_bench.py::test_quick_mode_runs_every_server_end_to_end",
+    "package/test_capacity.py::test_redis_ceiling_measures_the_publish_script_on_a_redis_of_its_own",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = Path(str(item.path)).resolve()
+        if not path.is_relative_to(_TESTS):
+            continue
+        relative = path.relative_to(_TESTS)
+        if relative.parts[0] in PROCESS_FOLDERS:
+            item.add_marker(pytest.mark.processes)
+        test = f"{relative.as_posix()}::{item.name.partition('[')[0]}"
+        if any(test == entry or test.startswith(entry + "::") for entry in LOAD_GROUP):
+            item.add_marker(pytest.mark.xdist_group("load"))
+            continue
+        if _uses_a_shared_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.partition("::")[0]))
+
+
+def _uses_a_shared_fixture(item: pytest.Item) -> bool:
+    """Whether ``item`` uses a module- or package-scoped fixture (a Chromium, a Redis Cluster, a built wheel).
+    The tests of its module then run on one worker, so the fixture is set up once per module, not per worker."""
+    info = getattr(item, "_fixtureinfo", None)
+    definitions = info.name2fixturedefs.values() if info is not None else ()
+    return any(fixture[-1].scope in ("module", "package") for fixture in definitions)
+
+
+class _ProcessGuard:
+    """Wraps ``subprocess.Popen`` (which ``subprocess.run``, asyncio's subprocesses and Playwright all go
+    through): while a test without the ``processes`` marker runs, starting a process fails that test."""
+
+    def __init__(self) -> None:
+        self.current: str | None = None  # the node id of a running test that may not start processes
+        self.started: list[str] = []  # what such a test tried to start (a thread's failure is reported too)
+        self._execute_child = subprocess.Popen._execute_child  # type: ignore[attr-defined]
+        guard = self
+
+        def execute_child(popen: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs: Any) -> Any:
+            if guard.current is not None:
+                guard.started.append(str(args))
+                pytest.fail(
+                    f"{guard.current} starts a process ({args!r}) but is not marked: mark it "
+                    "@pytest.mark.processes (or move it to tests/system/) so the fast tier leaves it out."
+                )
+            return guard._execute_child(popen, args, *rest, **kwargs)
+
+        subprocess.Popen._execute_child = execute_child  # type: ignore[attr-defined]
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:
+        return (yield from self._guarded(item))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
+        return (yield from self._guarded(item))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> Generator[None, object, object]:
+        return (yield from self._guarded(item))
+
+    def _guarded(self, item: pytest.Item) -> Generator[None, object, object]:
+        if item.get_closest_marker("processes") is not None:
+            return (yield)
+        self.current, self.started = item.nodeid, []
+        try:
+            result = yield
+        finally:
+            self.current = None
+        if self.started:  # caught and swallowed by the test (or raised in another thread): still a failure
+            pytest.fail(f"{item.nodeid} started a process without the processes marker: {self.started[0]}")
+        return result
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_ProcessGuard(), "pulse-process-guard")

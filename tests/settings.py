@@ -56,3 +56,6 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "/static/"
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 PULSE: dict[str, object] = {}
+# PBKDF2 at its production cost (about half a second per hash) was most of the time of a test that creates or
+# logs in a user; the hasher is Django's, not what these tests check (Django's own advice for test settings).
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

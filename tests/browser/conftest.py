@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import LiveServer
+from tests.support.servers import LiveServer
 
 CHROMIUM = os.environ.get("PULSE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -1,6 +1,6 @@
 """A tiny scripted server speaking docs/protocol.md, for the client-side edge cases of pulse.js that the
 real server cannot be made to produce on demand (every close code, a server that stops talking, a reply
-that never comes). Acceptance tests run against the real server (tests/servers.py); this one only plays
+that never comes). Acceptance tests run against the real server (tests/support/servers.py); this one only plays
 the other end of the wire so the SDK's state machine can be tested deterministically.
 
     def script(conn: FakeConnection) -> None:      # runs once per WebSocket connection, in a thread

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import logs, wait_for_log
-from tests.servers import example_server, live_server
+from tests.support.servers import example_server, live_server
 
 pytestmark = pytest.mark.browser
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import LiveServer, example_server
+from tests.support.servers import LiveServer, example_server
 
 pytestmark = pytest.mark.browser
 
@@ -239,7 +239,7 @@ def test_markup_reaching_the_seed_pages_innerhtml_does_not_run(server: LiveServe
     import urllib.error
     import urllib.request
 
-    from tests.servers import EXAMPLE_DIR
+    from tests.support.servers import EXAMPLE_DIR
 
     seed = open_live_posts(context, server, "/seed/")
     other = open_live_posts(context, server, "/seed/")

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 import django_pulse
-from tests.docsnippets import blocks
-from tests.servers import free_port, wait_for_port
+from tests.support.docsnippets import blocks
+from tests.support.servers import free_port, wait_for_port
 
 pytestmark = pytest.mark.browser
 

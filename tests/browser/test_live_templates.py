@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from tests.browser.test_reliability_failover import Balancer
-from tests.servers import ROOT, LiveServer, example_server
+from tests.support.servers import ROOT, LiveServer, example_server
 
 pytestmark = pytest.mark.browser
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import ROOT, LiveServer, example_server
+from tests.support.servers import ROOT, LiveServer, example_server
 
 pytestmark = pytest.mark.browser
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import LiveServer, live_server
+from tests.support.servers import LiveServer, live_server
 
 pytestmark = pytest.mark.browser
 

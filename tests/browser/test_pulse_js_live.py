@@ -1,4 +1,4 @@
-"""pulse.js in real headless Chromium against a real django-pulse server (daphne, tests/servers.py).
+"""pulse.js in real headless Chromium against a real django-pulse server (daphne, tests/support/servers.py).
 
 The seed's "Client SDK" snippets (tests/browser/seed/) and its "Complete Example" frontend (the example
 project's copy) run as written; a server restart, an expired token and a frozen server are survived without
@@ -21,7 +21,7 @@ import pytest
 
 import django_pulse
 from tests.browser.conftest import logs, wait_for_log
-from tests.servers import LiveServer, live_server
+from tests.support.servers import LiveServer, live_server
 
 pytestmark = pytest.mark.browser
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.servers import LiveServer, live_server
-from tests.tcpproxy import CuttableProxy
+from tests.support.servers import LiveServer, live_server
+from tests.support.tcpproxy import CuttableProxy
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import LiveServer, free_port, live_pair
+from tests.support.servers import LiveServer, free_port, live_pair
 
 pytestmark = [pytest.mark.browser, pytest.mark.reliability, pytest.mark.slow, pytest.mark.redis]
 

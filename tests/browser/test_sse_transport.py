@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.servers import LiveServer, example_server, free_port, live_pair, live_server
-from tests.tcpproxy import CuttableProxy
+from tests.support.servers import LiveServer, example_server, free_port, live_pair, live_server
+from tests.support.tcpproxy import CuttableProxy
 
 pytestmark = pytest.mark.browser
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.docsnippets import blocks
-from tests.servers import LiveServer, live_server
-from tests.tcpproxy import CuttableProxy
+from tests.support.docsnippets import blocks
+from tests.support.servers import LiveServer, live_server
+from tests.support.tcpproxy import CuttableProxy
 
 pytestmark = pytest.mark.browser
 

@@ -1,0 +1,427 @@
+"""Recovery over the WebSocket (memory|Redis broker, consumer in-process): resume replays the missed messages
+exactly once and joins live delivery without gap or duplicate; outside the window or in another epoch the
+reply says resumed false; rewind and the history action."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis
+
+from django_pulse import pulse
+from django_pulse.broker import message_topic
+from django_pulse.broker.redis import RedisBroker
+from django_pulse.server.runtime import get_runtime
+from tests.support.wsutil import Client, connect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def backend(request: pytest.FixtureRequest, settings: Any) -> AsyncIterator[str]:
+    if request.param == "redis":
+        request.getfixturevalue("pulse_redis")
+    yield str(request.param)
+    from django_pulse.server.runtime import get_runtime
+
+    await get_runtime().liveness.stop()
+    await get_runtime().broker.aclose()
+
+
+async def messages(client: Client, count: int) -> list[dict[str, Any]]:
+    frames = [await client.recv(timeout=5) for _ in range(count)]
+    assert all(f["action"] == "message" for f in frames), frames
+    return frames
+
+
+async def seen_then_gone(channel: str = "posts", count: int = 3) -> tuple[int, str]:
+    """A client that subscribed, received ``count`` messages and dropped: its (last serial, epoch)."""
+    alice = await connect("alice")
+    reply = await alice.request("subscribe", channel=channel)
+    for i in range(count):
+        await pulse.apublish(channel, "e", {"i": i})
+    frames = await messages(alice, count)
+    await alice.close()
+    return frames[-1]["serial"], reply["epoch"]
+
+
+async def test_resume_replays_the_gap_exactly_once_then_live(backend: str) -> None:
+    serial, epoch = await seen_then_gone()
+    missed = [await pulse.apublish("posts", "e", {"i": i}) for i in range(3, 8)]
+    alice = await connect("alice")
+    reply = await alice.request("subscribe", channel="posts", resume={"serial": serial, "epoch": epoch})
+    assert reply == {
+        "action": "ok",
+        "ref": reply["ref"],
+        "channel": "posts",
+        "serial": 3,
+        "epoch": epoch,
+        "resumed": True,
+    }
+    replayed = await messages(alice, 5)
+    assert [f["id"] for f in replayed] == missed
+    assert [f["serial"] for f in replayed] == [4, 5, 6, 7, 8]
+    await pulse.apublish("posts", "e", "live")
+    live = await messages(alice, 1)
+    assert (live[0]["serial"], live[0]["data"]) == (9, "live")
+    assert await alice.nothing()
+    await alice.close()
+
+
+async def test_resume_seam_has_no_gap_and_no_duplicate_while_publishing(backend: str, settings: Any) -> None:
+    """Messages keep being published (from the loop and from a thread) while subscriptions, history reads and
+    replays happen."""
+    settings.PULSE = {**settings.PULSE, "HISTORY_SIZE": 1000}
+    serial, epoch = await seen_then_gone(count=1)
+    stop = asyncio.Event()
+
+    async def publisher() -> int:
+        sent = 0
+        while not stop.is_set():
+            if sent % 2:
+                await pulse.apublish("posts", "e", sent)
+            else:
+                await asyncio.to_thread(pulse.publish, "posts", "e", sent)
+            sent += 1
+            await asyncio.sleep(0.001)
+        return sent
+
+    task = asyncio.get_running_loop().create_task(publisher())
+    clients = []
+    try:
+        for _ in range(5):  # several resumes land at different points of the stream
+            await asyncio.sleep(0.02)
+            client = await connect("alice")
+            reply = await client.request("subscribe", channel="posts", resume={"serial": serial, "epoch": epoch})
+            assert reply["resumed"] is True and reply["serial"] == serial
+            clients.append(client)
+    finally:
+        stop.set()
+        sent = await task
+    last = 1 + sent
+    for client in clients:
+        got = [f["serial"] for f in await messages(client, last - serial)]
+        assert got == list(range(serial + 1, last + 1))
+        assert await client.nothing()
+        await client.close()
+
+
+async def test_resume_outside_the_window_reports_resumed_false(backend: str, settings: Any) -> None:
+    settings.PULSE = {**settings.PULSE, "HISTORY_SIZE": 3}
+    serial, epoch = await seen_then_gone()
+    for i in range(5):  # 5 missed, 3 retained
+        await pulse.apublish("posts", "e", i)
+    alice = await connect("alice")
+    reply = await alice.request("subscribe", channel="posts", resume={"serial": serial, "epoch": epoch})
+    assert (reply["resumed"], reply["serial"], reply["epoch"]) == (False, 8, epoch)
+    assert await alice.nothing()  # nothing replayed: the client reloads its state
+    await pulse.apublish("posts", "e", "live")
+    assert [f["serial"] for f in await messages(alice, 1)] == [9]
+    await alice.close()
+
+
+async def test_resume_from_another_epoch_reports_resumed_false(backend: str) -> None:
+    serial, _ = await seen_then_gone()
+    alice = await connect("alice")
+    reply = await alice.request("subscribe", channel="posts", resume={"serial": serial, "epoch": "gone"})
+    assert (reply["resumed"], reply["serial"]) == (False, 3)
+    assert await alice.nothing()
+    await alice.close()
+
+
+@pytest.mark.redis
+async def test_resume_after_redis_lost_the_counter_reports_resumed_false(pulse_redis: str) -> None:
+    serial, epoch = await seen_then_gone()
+    broker = get_runtime().broker
+    assert isinstance(broker, RedisBroker)
+    admin = redis.Redis.from_url(pulse_redis)
+    try:
+        admin.delete(broker.serial_key(message_topic("default", "posts")))  # a flush, for this channel
+    finally:
+        admin.close()
+    await pulse.apublish("posts", "e", "after the flush")
+    alice = await connect("alice")
+    reply = await alice.request("subscribe", channel="posts", resume={"serial": serial, "epoch": epoch})
+    assert reply["resumed"] is False and reply["epoch"] != epoch and reply["serial"] == 1
+    assert await alice.nothing()
+    await alice.close()
+    await broker.aclose()
+
+
+@pytest.mark.redis
+async def test_a_live_subscriber_is_told_when_the_counter_is_lost(pulse_redis: str) -> None:
+    broker = get_runtime().broker
+    assert isinstance(broker, RedisBroker)
+    alice = await connect("alice")
+    await alice.request("subscribe", channel="posts")
+    await pulse.apublish("posts", "e", 1)
+    await messages(alice, 1)
+    admin = redis.Redis.from_url(pulse_redis)
+    try:
+        admin.delete(broker.serial_key(message_topic("default", "posts")))
+    finally:
+        admin.close()
+    await pulse.apublish("posts", "e", 2)
+    assert await alice.recv() == {"action": "discontinuity", "channel": "posts", "reason": "history_lost"}
+    assert (await alice.recv())["serial"] == 1
+    await alice.close()
+    await broker.aclose()
+
+
+async def test_rewind_delivers_the_newest_messages_then_live(backend: str) -> None:
+    for i in range(6):
+        await pulse.apublish("posts", "e", i)
+    alice = await connect("alice")
+    reply = await alice.request("subscribe", channel="posts", rewind=4)
+    assert (reply["serial"], "resumed" in reply) == (2, False)
+    assert [f["data"] for f in await messages(alice, 4)] == [2, 3, 4, 5]
+    await pulse.apublish("posts", "e", 6)
+    assert [f["serial"] for f in await messages(alice, 1)] == [7]
+    # Subscribing again replays nothing: the connection has been receiving all along.
+    again = await alice.request("subscribe", channel="posts", rewind=4)
+    assert again["serial"] == 7 and await alice.nothing()
+    await alice.close()
+
+
+async def test_history_action(backend: str) -> None:
+    ids = [await pulse.apublish("posts", "e", i) for i in range(5)]
+    alice = await connect("alice")
+    reply = await alice.request("history", channel="posts", limit=3)
+    assert [m["id"] for m in reply["messages"]] == ids[2:]
+    assert reply["messages"][0]["action"] == "message" and reply["serial"] == 5
+    older = await alice.request("history", channel="posts", before=3)
+    assert [m["serial"] for m in older["messages"]] == [1, 2]
+    empty = await alice.request("history", channel="nothing-here")
+    assert (empty["messages"], empty["serial"]) == ([], 0)
+    for bad in ({"limit": 0}, {"limit": "3"}, {"before": 0}, {"limit": True}):
+        error = await alice.request("history", channel="posts", **bad)
+        assert error["code"] == "bad_request", bad
+    await alice.close()
+
+
+@pytest.mark.parametrize(
+    "resume",
+    [{"serial": -1, "epoch": "e"}, {"serial": 1}, {"serial": 1, "epoch": ""}, "1", {"serial": True, "epoch": "e"}],
+)
+async def test_bad_resume_or_rewind_is_a_bad_request(resume: Any) -> None:
+    alice = await connect("alice")
+    reply = await alice.request("subscribe", channel="posts", resume=resume)
+    assert reply["code"] == "bad_request" and "resume" in reply["message"]
+    reply = await alice.request("subscribe", channel="posts", rewind=-1)
+    assert reply["code"] == "bad_request" and "rewind" in reply["message"]
+    await alice.close()
+
+
+async def test_history_needs_the_history_capability() -> None:
+    for i in range(3):
+        await pulse.apublish("posts", "e", i)
+    bob = await connect("bob", capabilities={"posts": ["subscribe"]})
+    assert (await bob.request("history", channel="posts"))["code"] == "forbidden"
+    assert (await bob.request("subscribe", channel="posts", rewind=2))["code"] == "forbidden"
+    # Recovery replays history: without the capability only a resume that missed nothing succeeds.
+    ok = await bob.request("subscribe", channel="posts", resume={"serial": 1, "epoch": "x"})
+    epoch = ok["epoch"]
+    await bob.request("unsubscribe", channel="posts")
+    assert (await bob.request("subscribe", channel="posts", resume={"serial": 1, "epoch": epoch}))["resumed"] is False
+    await bob.request("unsubscribe", channel="posts")
+    exact = await bob.request("subscribe", channel="posts", resume={"serial": 3, "epoch": epoch})
+    assert exact["resumed"] is True
+    await bob.close()
+
+
+# -- continuing a connection (auth recover) ------------------------------------------------------------
+
+
+async def auth_recover(client_id: str, key: Any) -> Client:
+    from tests.support.wsutil import open_client, token
+
+    client = await open_client()
+    await client.send({"action": "auth", "token": await token(client_id), "recover": key})
+    frame = await client.recv()
+    assert frame["action"] == "connected", frame
+    client.connected = frame
+    return client
+
+
+async def test_a_new_connection_continues_an_earlier_connection_id(backend: str) -> None:
+    from django_pulse import signals
+
+    recovered: list[dict[str, Any]] = []
+
+    async def receiver(**kwargs: Any) -> None:
+        recovered.append(kwargs)
+
+    signals.connection_recovered.connect(receiver)
+    try:
+        first = await connect("alice")
+        key = first.connected["connectionKey"]
+        assert "recovered" not in first.connected
+        # The old socket is still open as far as the server knows (the client abandoned it): it is closed 4006.
+        second = await auth_recover("alice", key)
+        assert second.connected["recovered"] is True
+        assert second.connected["connectionId"] == first.connected["connectionId"]
+        assert second.connected["connectionKey"] == key
+        assert await first.closed() == 4006
+        for _ in range(50):
+            if recovered:
+                break
+            await asyncio.sleep(0.01)
+        assert recovered == [
+            {
+                "signal": signals.connection_recovered,
+                "sender": "django_pulse.server.hub",
+                "kb_id": "default",
+                "client_id": "alice",
+                "connection_id": first.connected["connectionId"],
+                "process_id": get_runtime().broker.process_id,
+                "previous_process_id": get_runtime().broker.process_id,
+            }
+        ]
+        # The continued connection works as any other.
+        await second.request("subscribe", channel="posts")
+        await pulse.apublish("posts", "e", 1)
+        assert (await second.recv())["data"] == 1
+        await second.close()
+        await first.close()
+    finally:
+        signals.connection_recovered.disconnect(receiver)
+
+
+@pytest.mark.parametrize("forged", ["other-client", "garbage", "tampered"])
+async def test_a_connection_key_of_another_client_or_forged_is_not_continued(forged: str) -> None:
+    first = await connect("alice")
+    key = first.connected["connectionKey"]
+    if forged == "other-client":
+        client = await auth_recover("mallory", key)
+    elif forged == "garbage":
+        client = await auth_recover("alice", "c_abc:def")
+    else:
+        client = await auth_recover("alice", "c_" + key[2:-1] + ("A" if key[-1] != "A" else "B"))
+    assert client.connected["recovered"] is False
+    assert client.connected["connectionId"] != first.connected["connectionId"]
+    assert await first.nothing()  # nobody was closed
+    await client.close()
+    await first.close()
+
+
+async def test_recover_must_be_a_string() -> None:
+    from tests.support.wsutil import open_client, token
+
+    client = await open_client()
+    await client.send({"action": "auth", "token": await token("alice"), "recover": 5, "ref": 1})
+    frame = await client.recv()
+    assert (frame["code"], frame["ref"]) == ("bad_request", 1) and "recover" in frame["message"]
+    await client.close()
+
+
+# -- presence continuity ---------------------------------------------------------------------------------
+
+
+async def next_presence(client: Client, timeout: float = 3) -> dict[str, Any]:
+    while True:
+        frame = await client.recv(timeout)
+        if frame["action"] == "presence":
+            return frame
+
+
+async def test_a_recovered_connection_keeps_its_presence_without_leave_or_enter(backend: str, settings: Any) -> None:
+    settings.PULSE = {**settings.PULSE, "PRESENCE_GRACE": 0.5}
+    watcher = await connect("watcher")
+    await watcher.request("presence.subscribe", channel="room")
+    alice = await connect("alice")
+    entered = await alice.request("presence.enter", channel="room", data={"name": "Alice"})
+    assert (await next_presence(watcher))["event"] == "enter"
+    await alice.comm.disconnect(code=1006)  # the network went away: members kept for the grace period
+    again = await auth_recover("alice", alice.connected["connectionKey"])
+    assert again.connected["recovered"] is True
+    assert await watcher.nothing(1.0)  # past the grace period: no leave, no enter
+    members = (await pulse.apresence("room"))["members"]
+    assert members == [entered["member"]]
+    # The member belongs to the new socket: it updates it, and its clean close leaves.
+    await again.request("presence.update", channel="room", data={"name": "Alice 2"})
+    assert (await next_presence(watcher))["event"] == "update"
+    await again.comm.disconnect(code=1000)
+    event = await next_presence(watcher)
+    assert (event["event"], event["member"]["connectionId"]) == ("leave", alice.connected["connectionId"])
+    await watcher.close()
+
+
+async def test_an_unnoticed_old_socket_is_superseded_without_leaving(backend: str) -> None:
+    watcher = await connect("watcher")
+    await watcher.request("presence.subscribe", channel="room")
+    alice = await connect("alice")
+    await alice.request("presence.enter", channel="room")
+    await next_presence(watcher)
+    again = await auth_recover("alice", alice.connected["connectionKey"])
+    assert await alice.closed() == 4006
+    await alice.comm.disconnect(code=4006)
+    assert await watcher.nothing(0.5)
+    assert (await pulse.apresence("room"))["count"] == 1
+    await again.request("presence.leave", channel="room")
+    assert (await next_presence(watcher))["event"] == "leave"
+    await again.close()
+    await watcher.close()
+
+
+async def test_without_recovery_the_member_leaves_after_the_grace_period(backend: str, settings: Any) -> None:
+    settings.PULSE = {**settings.PULSE, "PRESENCE_GRACE": 0.3}
+    watcher = await connect("watcher")
+    await watcher.request("presence.subscribe", channel="room")
+    alice = await connect("alice")
+    await alice.request("presence.enter", channel="room")
+    await next_presence(watcher)
+    await alice.comm.disconnect(code=1006)
+    fresh = await connect("alice")  # reconnects without recover: a new member, the old one leaves
+    assert (await next_presence(watcher, timeout=3))["event"] == "leave"
+    await fresh.close()
+    await watcher.close()
+
+
+# -- idempotent publish and history ----------------------------------------------------------------------
+
+
+async def test_the_same_id_published_three_times_is_delivered_and_kept_once(backend: str) -> None:
+    import secrets
+
+    from asgiref.sync import sync_to_async
+
+    oid = f"order-{secrets.token_hex(4)}"  # the in-memory id record is per process, shared by every test
+    alice = await connect("alice")
+    reply = await alice.request("subscribe", channel="posts")
+    bob = await connect("bob")
+    assert await pulse.apublish("posts", "e", {"try": 1}, id=oid) == oid
+    assert await sync_to_async(pulse.publish)("posts", "e", {"try": 2}, id=oid) == oid
+    repeat = await bob.request("publish", channel="posts", name="e", data={"try": 3}, id=oid)
+    assert repeat["id"] == oid
+    await pulse.apublish("posts", "e", "next")
+    frames = await messages(alice, 2)
+    assert [(f["id"], f["data"], f["serial"]) for f in frames] == [(oid, {"try": 1}, 1), (frames[1]["id"], "next", 2)]
+    assert await alice.nothing()
+    assert [m["id"] for m in await pulse.ahistory("posts")] == [oid, frames[1]["id"]]
+    # A client that resumes from before the first try gets it once too.
+    again = await connect("alice")
+    resumed = await again.request("subscribe", channel="posts", resume={"serial": 0, "epoch": reply["epoch"]})
+    assert resumed["resumed"] is True
+    assert [f["id"] for f in await messages(again, 2)] == [oid, frames[1]["id"]]
+    assert await again.nothing()
+    for client in (alice, bob, again):
+        await client.close()
+
+
+async def test_a_connection_of_a_restarted_process_is_continued_only_with_shared_state(backend: str) -> None:
+    from django_pulse.server.runtime import reset_runtime
+
+    alice = await connect("alice")
+    key = alice.connected["connectionKey"]
+    await alice.comm.disconnect(code=1006)
+    old = get_runtime().broker
+    reset_runtime()  # this process now has a new runtime (broker, presence...): as if the server had restarted
+    await old.aclose()
+    again = await auth_recover("alice", key)
+    # Memory: the old process's state is gone, so this is a new connection. Redis: the state is shared.
+    assert again.connected["recovered"] is (backend == "redis")
+    assert (again.connected["connectionId"] == alice.connected["connectionId"]) is (backend == "redis")
+    await again.close()

@@ -1,0 +1,28 @@
+"""Settings of server processes started by tests (tests/support/servers.py): the test settings, a SQLite file
+(PULSE_LIVE_DB, shared only by the processes of one test) and PULSE overrides from PULSE_LIVE_SETTINGS (JSON)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import dj_database_url
+
+from tests.settings import *  # noqa: F403
+
+ROOT_URLCONF = "tests.server_urls"
+# Always a file of its own (never DATABASE_URL): server processes of different tests must not share state.
+DATABASES = {
+    "default": dj_database_url.parse(
+        f"sqlite:///{os.environ.get('PULSE_LIVE_DB', '/tmp/pulse-live.sqlite3')}", conn_max_age=0
+    )
+}
+PULSE = json.loads(os.environ.get("PULSE_LIVE_SETTINGS") or "{}")
+if os.environ.get("PULSE_LIVE_ALLOWED_HOSTS"):
+    ALLOWED_HOSTS = os.environ["PULSE_LIVE_ALLOWED_HOSTS"].split(",")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("PULSE_LIVE_LOGLEVEL", "WARNING")},
+}
