@@ -126,6 +126,7 @@ def test_uvicorn_with_two_workers_and_no_redis_warns_at_start_up(tmp_path: Path)
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_two_daphne_processes_on_one_database_without_redis_warn() -> None:
     """Two daphne processes serving one project (its database) with the in-memory broker: no worker count says
     so, but the second one to start logs that each is its own island."""

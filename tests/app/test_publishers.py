@@ -487,7 +487,7 @@ def test_every_registration_argument_is_in_a_docs_table() -> None:
 
     from django_pulse.publishers import ModelPublisher
 
-    docs = Path(__file__).resolve().parent.parent / "docs"
+    docs = Path(__file__).resolve().parent.parent.parent / "docs"
     rows = {
         page: set(re.findall(r"^\| `(\w+)`(?:, `(\w+)`)?", (docs / page).read_text(), re.M))
         for page in ("signals.md", "live-templates.md")

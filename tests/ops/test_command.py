@@ -143,6 +143,7 @@ def test_redis_unreachable_is_one_line_and_non_zero(settings: Any, sub: list[str
         assert "DOES NOT ANSWER" in out.getvalue()  # the rest of the status is still shown
 
 
+@pytest.mark.processes
 def test_disable_in_memory_prints_no_false_warning(tmp_path: Any) -> None:
     """`pulse disable` in the in-memory setup, as a user runs it: the app disabled, the server asked over HTTP
     (none runs here, said in one line), and no warning that published messages reach no one (it publishes

@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support.docsnippets import DOCS, blocks
 
 ROOT = DOCS.parent
@@ -76,6 +78,7 @@ def test_the_example_projects_asgi_py_is_the_helper() -> None:
     assert Path(DOCS / "example.md").read_text().count("get_asgi_application(static_files=True)") == 1
 
 
+@pytest.mark.processes
 def test_the_secure_settings_block_applies_to_a_new_project(tmp_path: Path, monkeypatch: Any) -> None:
     """installation.md's "Secure settings" added to ``startproject``'s settings: each middleware once, the
     clickjacking one among them, and framing denied."""

@@ -19,8 +19,8 @@ import pytest
 from django_pulse._conf import DEFAULTS
 from tests.support.servers import LiveServer, live_pair, live_server
 from tests.support.sseclient import sdk_stream
-from tests.system.test_reliability_servers import close_code, open_ws, recv_json
 from tests.support.wsutil import Client, connect, open_client, token
+from tests.system.test_reliability_servers import close_code, open_ws, recv_json
 
 pytestmark = [pytest.mark.reliability, pytest.mark.django_db(transaction=True)]
 
