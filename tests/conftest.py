@@ -120,6 +120,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             continue
         if _uses_a_shared_fixture(item):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.partition("::")[0]))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # Under xdist, the long tests (those that start processes, the fuzz runs) are handed out first and the
+        # quick in-process ones fill the workers' gaps at the end, instead of a few long system tests last.
+        items.sort(key=lambda item: not any(item.get_closest_marker(name) for name in ("processes", "fuzz")))
 
 
 def _uses_a_shared_fixture(item: pytest.Item) -> bool:

@@ -2,7 +2,7 @@
 the protocol, deterministically — the backoff schedule, every close code, the heartbeat watchdog,
 queueing before `connected`, resync after a reconnect, token renewal paths and error shapes.
 
-The acceptance tests against the real django-pulse server are in test_pulse_js_live.py.
+The acceptance tests against the real django-pulse server are in test_pulse_js_with_a_real_server.py.
 """
 
 from __future__ import annotations
