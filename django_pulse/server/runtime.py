@@ -23,7 +23,8 @@ import functools
 import operator
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from django.core.signals import setting_changed
 
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from .hub import Hub
 
 __all__ = ["Runtime", "get_runtime", "reset_runtime"]
+
+_Part = TypeVar("_Part")
 
 
 class Runtime:
@@ -81,126 +84,112 @@ class Runtime:
         # what it asks for that is gone (closed) it gets from the current runtime, as if it had looked it up.
         self._successor: Runtime | None = None
 
+    def _part(self, name: str, build: Callable[[], _Part]) -> _Part:
+        """The part kept as ``_<name>``, built by ``build`` on first use, once, under the lock (the lock is
+        re-entrant: a part's build may use another part). A runtime replaced by ``reset_runtime`` that has closed
+        its parts hands out its successor's instead, so a connection that outlives a settings change goes on."""
+        if self._successor is not None:
+            return cast("_Part", getattr(self._successor, name))
+        with self._lock:
+            part = cast("_Part | None", getattr(self, "_" + name))
+            if part is None:
+                part = build()
+                setattr(self, "_" + name, part)
+        return part
+
+    # Each property reads its attribute first: after the first use that is all a hot path pays.
+
     @property
     def broker(self) -> Broker:
         broker = self._broker
-        if broker is None:
-            if self._successor is not None:
-                return self._successor.broker
-            self._build_transport()
-            broker = self._broker
-            assert broker is not None
-        return broker
+        return broker if broker is not None else self._part("broker", self._build_broker)
 
     @property
     def hub(self) -> Hub:
         hub = self._hub
-        if hub is None:
-            if self._successor is not None:
-                return self._successor.hub
-            self._build_transport()
-            hub = self._hub
-            assert hub is not None
-        return hub
+        return hub if hub is not None else self._part("hub", self._build_hub)
 
-    def _build_transport(self) -> None:
-        """The broker and the hub, together: the broker hands every frame it receives to the hub."""
+    def _build_broker(self) -> Broker:
+        """The broker, and with it the hub: the broker hands every frame it receives to the hub."""
         from ..broker import build_broker
         from .hub import Hub
         from .presence_actions import recovered_elsewhere
 
-        with self._lock:
-            if self._broker is None:
-                broker = build_broker()
-                hub = Hub(broker, self.apps, self.metrics)
-                broker.delivery = hub
-                # Presence elsewhere forgets a connection id that another process now holds.
-                hub.recovered_listeners.append(functools.partial(recovered_elsewhere, self))
-                self._hub, self._broker = hub, broker
+        broker = build_broker()
+        hub = Hub(broker, self.apps, self.metrics)
+        broker.delivery = hub
+        # Presence elsewhere forgets a connection id that another process now holds.
+        hub.recovered_listeners.append(functools.partial(recovered_elsewhere, self))
+        self._hub = hub
+        return broker
+
+    def _build_hub(self) -> Hub:
+        self.broker  # noqa: B018  (builds the hub with it)
+        assert self._hub is not None
+        return self._hub
 
     @property
     def presence(self) -> PresenceBackend:
         presence = self._presence
-        if presence is None:
-            if self._successor is not None:
-                return self._successor.presence
-            from ..presence import build_presence
+        return presence if presence is not None else self._part("presence", self._build_presence)
 
-            with self._lock:
-                if self._presence is None:
-                    self._presence = build_presence(self.broker)
-                presence = self._presence
-        return presence
+    def _build_presence(self) -> PresenceBackend:
+        from ..presence import build_presence
+
+        return build_presence(self.broker)
 
     @property
     def liveness(self) -> Liveness:
         liveness = self._liveness
-        if liveness is None:
-            if self._successor is not None:
-                return self._successor.liveness
-            from ..cluster.liveness import build_liveness
+        return liveness if liveness is not None else self._part("liveness", self._build_liveness)
 
-            broker, presence, counter = self.broker, self.presence, self.client_connections
-            with self._lock:
-                if self._liveness is None:
-                    # The hub is built when its topics are first read (a command reading liveness needs no hub
-                    # otherwise); ``topic_counts`` may be called from any thread.
-                    self._liveness = build_liveness(
-                        broker=broker,
-                        presence=presence,
-                        client_connections=counter,
-                        topics=lambda: self.hub.topic_counts(),
-                    )
-                liveness = self._liveness
-        return liveness
+    def _build_liveness(self) -> Liveness:
+        from ..cluster.liveness import build_liveness
+
+        # The hub is built when its topics are first read (a command reading liveness needs no hub otherwise);
+        # ``topic_counts`` may be called from any thread.
+        return build_liveness(
+            broker=self.broker,
+            presence=self.presence,
+            client_connections=self.client_connections,
+            topics=lambda: self.hub.topic_counts(),
+        )
 
     @property
     def client_connections(self) -> ClientConnections:
         """The open connections per client id (``MAX_CONNECTIONS_PER_CLIENT``): across processes with Redis."""
         counter = self._client_connections
-        if counter is None:
-            if self._successor is not None:
-                return self._successor.client_connections
-            from ..cluster.client_connections import build_client_connections
+        if counter is not None:
+            return counter
+        return self._part("client_connections", self._build_client_connections)
 
-            broker = self.broker
-            with self._lock:
-                if self._client_connections is None:
-                    # Slots are taken by a registered process only: the liveness loop runs first.
-                    self._client_connections = build_client_connections(
-                        broker=broker, registered=lambda: self.liveness.ensure_started()
-                    )
-                counter = self._client_connections
-        return counter
+    def _build_client_connections(self) -> ClientConnections:
+        from ..cluster.client_connections import build_client_connections
+
+        # Slots are taken by a registered process only: the liveness loop runs first.
+        return build_client_connections(broker=self.broker, registered=lambda: self.liveness.ensure_started())
 
     @property
     def apps(self) -> AppCache:
         apps = self._apps
-        if apps is None:
-            if self._successor is not None:
-                return self._successor.apps
-            from .app_cache import AppCache
+        return apps if apps is not None else self._part("apps", self._build_apps)
 
-            with self._lock:
-                if self._apps is None:
-                    self._apps = AppCache()
-                apps = self._apps
-        return apps
+    @staticmethod
+    def _build_apps() -> AppCache:
+        from .app_cache import AppCache
+
+        return AppCache()
 
     @property
     def metrics(self) -> NullMetrics:
         """Prometheus metrics of this process (django_pulse.ops.metrics); does nothing when they are off."""
         metrics = self._metrics
-        if metrics is None:
-            if self._successor is not None:
-                return self._successor.metrics
-            with self._lock:
-                if self._metrics is None:
-                    from ..ops.metrics import build_metrics
+        return metrics if metrics is not None else self._part("metrics", self._build_metrics)
 
-                    self._metrics = build_metrics(self)
-                metrics = self._metrics
-        return metrics
+    def _build_metrics(self) -> NullMetrics:
+        from ..ops.metrics import build_metrics
+
+        return build_metrics(self)
 
     def close(self) -> None:
         """Release what this runtime built (connections to Redis, timers); nothing is awaited."""
