@@ -298,15 +298,20 @@ class Outbox:
             await self._send({"type": "websocket.close", "code": int(code)})
 
     async def flush(self, timeout: float) -> None:
-        """Wait (at most ``timeout`` s) until what is queued has been handed to the server and, where the
-        server's buffer can be seen (daphne), until that is written to the socket too."""
+        """Wait (at most ``timeout`` s) until what is queued has been handed to the server, until the server has
+        finished the send in flight (granian's send futures), and, where the server's buffer can be seen
+        (daphne), until that is written to the socket too.
+
+        Under granian the wait for the send in flight is what makes a close arrive with its code: granian's
+        close runs on its own threads after ``send`` returned, and an application that returns before it ran
+        has granian close the socket itself, with a close frame that carries no code (clients see 1005)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         task = self._task
         if task is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(task), timeout)
-        while self._probe is not None and self._probe() > 0 and loop.time() < deadline:
+        while (self._busy or (self._probe is not None and self._probe() > 0)) and loop.time() < deadline:
             await asyncio.sleep(0.01)
 
     def cancel(self) -> None:

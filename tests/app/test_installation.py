@@ -145,6 +145,9 @@ def test_an_in_memory_sqlite_database_is_never_shared(monkeypatch: pytest.Monkey
     from django_pulse.broker.memory import _database_identity
 
     config = connections["default"].settings_dict
+    # A file database has no host or port, whatever the test run's own database is (PostgreSQL under CI).
+    monkeypatch.setitem(config, "HOST", "")
+    monkeypatch.setitem(config, "PORT", "")
     for name in (":memory:", "file:memorydb_default?mode=memory&cache=shared"):
         monkeypatch.setitem(config, "ENGINE", "django.db.backends.sqlite3")
         monkeypatch.setitem(config, "NAME", name)

@@ -125,18 +125,22 @@ def test_wheel_installs_and_works_in_a_clean_virtualenv(wheel: Path, tmp_path: P
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
+    # Nothing of this source tree on the path, for pip as for the project: building the sdist leaves
+    # django_pulse_realtime.egg-info in the tree, and a pip that sees it (PYTHONPATH naming the checkout) takes
+    # the package for installed already and skips the wheel, leaving a virtualenv without django_pulse.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DJANGO_SETTINGS_MODULE", "VIRTUAL_ENV")}
     subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(wheel)],
         check=True,
         capture_output=True,
+        env=env,
     )
     project = tmp_path / "project"
     project.mkdir()
     (project / "minimal_settings.py").write_text(MINIMAL_SETTINGS)
     (project / "minimal_urls.py").write_text(MINIMAL_URLS)
     (project / "minimal_asgi.py").write_text(MINIMAL_ASGI)
-    # Only the project on the path (not this source tree), as in a user's project.
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DJANGO_SETTINGS_MODULE", "VIRTUAL_ENV")}
+    # Only the project on the path, as in a user's project.
     env.update(PYTHONPATH=str(project), DJANGO_SETTINGS_MODULE="minimal_settings")
 
     def run(*args: str) -> str:

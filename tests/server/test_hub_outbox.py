@@ -214,6 +214,27 @@ async def test_future_sends_done_at_once_and_failures() -> None:
     assert sock.sent == ["a", "b", "c"]
 
 
+async def test_flush_waits_until_the_server_finished_the_close_it_was_handed() -> None:
+    """granian finishes a send after ``send`` returned; an application that returns before that has granian close
+    the socket itself, without the code (graceful shutdown's 1001 reached clients as 1005 under load)."""
+    sock = FutureSocket()
+    box = Outbox(sock.send, limit=1000)
+    box.push(frame("a"), 1)
+    box.close(1001)
+    flushing = asyncio.ensure_future(box.flush(5.0))
+    sock.complete_all()  # the frame is written; the close is handed over next, and is still in flight
+    await settle()
+    assert sock.sent == ["a", "websocket.close"] and not flushing.done()
+    sock.complete_all()  # the close frame has left
+    await asyncio.wait_for(flushing, 1.0)
+    never_done = FutureSocket()
+    stuck = Outbox(never_done.send, limit=1000)
+    stuck.close(1001)
+    started = time.monotonic()
+    await stuck.flush(0.05)  # a server that never finishes the close holds the flush for its timeout only
+    assert time.monotonic() - started < 1.0
+
+
 async def test_slow_consumer_is_closed_4010_and_others_are_not_held_back() -> None:
     slow, fast = Socket(), Socket()
     closed: list[int] = []

@@ -537,16 +537,17 @@ async def test_sigterm_tells_clients_to_reconnect(server_name: str, expected: in
             await client.subscribe("posts")
         unauthenticated = await open_ws(server)
         # An HTTP keep-alive connection that stays open: it used to make daphne's own shutdown trigger fail.
-        keepalive = socket.create_connection(("127.0.0.1", server.port))
-        keepalive.sendall(b"GET /__test__/state/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        keepalive.recv(65536)
-        server.proc.send_signal(signal.SIGTERM)
-        codes = [await asyncio.wait_for(client.wait_closed(), 10) for client in clients]
-        assert codes == [expected] * 20
-        assert await close_code(unauthenticated) == expected
-        returncode = await asyncio.to_thread(server.proc.wait, 10)
-        assert returncode in (0, -signal.SIGTERM), returncode  # exited on its own (daphne used to segfault)
-        keepalive.close()
+        # Closed by the with block even when an assertion fails: left to the garbage collector, its "unclosed
+        # socket" warning would fail whichever later test happens to be running then.
+        with socket.create_connection(("127.0.0.1", server.port)) as keepalive:
+            keepalive.sendall(b"GET /__test__/state/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            keepalive.recv(65536)
+            server.proc.send_signal(signal.SIGTERM)
+            codes = [await asyncio.wait_for(client.wait_closed(), 10) for client in clients]
+            assert codes == [expected] * 20
+            assert await close_code(unauthenticated) == expected
+            returncode = await asyncio.to_thread(server.proc.wait, 10)
+            assert returncode in (0, -signal.SIGTERM), returncode  # exited on its own (daphne used to segfault)
         # The client rule: 1001/1012 mean reconnect; a restarted server takes them back.
         with live_server(server=server_name, database=server.database) as again:
             client = await Realtime.connect(again.ws_url, token)
