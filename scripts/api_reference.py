@@ -240,10 +240,15 @@ def _signature(name: str, obj: Any) -> str | None:
         return None
     text = str(sig)
     if inspect.isclass(obj):
-        if text in ("(*args, **kwargs)", "()") or issubclass(obj, BaseException):
+        # An enum's signature is its metaclass's call, which each Python version spells differently.
+        if text in ("(*args, **kwargs)", "()") or issubclass(obj, (BaseException, enum.Enum)):
             return f"class {name}"
         return f"class {name}{text}"
-    prefix = "async def " if inspect.iscoroutinefunction(obj) else "def "
+    # Decided from the code object: Python 3.12's iscoroutinefunction also says yes to a function marked as one
+    # (asgiref's markcoroutinefunction), 3.11's does not, and the page must be the same on every version.
+    code = getattr(inspect.unwrap(obj), "__code__", None)
+    is_async = code is not None and bool(code.co_flags & inspect.CO_COROUTINE)
+    prefix = "async def " if is_async else "def "
     return f"{prefix}{name}{text}"
 
 
