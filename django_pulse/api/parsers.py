@@ -16,10 +16,9 @@ from typing import IO, Any
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
-__all__ = ["MAX_DEPTH", "StrictJSONParser", "loads_strict"]
+from ..protocol.frames import MAX_DEPTH, nested_too_deeply
 
-MAX_DEPTH = 64
-"""Deepest nesting of arrays and objects accepted in an HTTP body (a message's ``data`` included)."""
+__all__ = ["MAX_DEPTH", "StrictJSONParser", "loads_strict"]
 
 
 class _NotJSON(ValueError):
@@ -55,36 +54,6 @@ def _check(value: Any, depth: int) -> None:
             stack.extend((child, level + 1) for child in children)
 
 
-def _nesting_over_limit(text: str) -> bool:
-    # Cheap pre-check so that 100,000 '[' never reach json.loads (which would recurse until RecursionError).
-    # Brackets inside strings count too: an over-estimate that only matters for strings of 64+ brackets.
-    return text.count("[") + text.count("{") > MAX_DEPTH and _max_depth(text) > MAX_DEPTH
-
-
-def _max_depth(text: str) -> int:
-    depth = deepest = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > MAX_DEPTH:
-                    return deepest
-        elif char in "]}":
-            depth -= 1
-    return deepest
-
-
 def loads_strict(raw: bytes | str) -> Any:
     """Decode an HTTP body as strict JSON (UTF-8). Raises ``ValueError`` saying why it is refused."""
     if isinstance(raw, bytes):
@@ -94,7 +63,7 @@ def loads_strict(raw: bytes | str) -> Any:
             raise _NotJSON("the body is not UTF-8") from None
     else:
         text = raw
-    if _nesting_over_limit(text):
+    if nested_too_deeply(text):
         raise _NotJSON(f"the body is nested deeper than {MAX_DEPTH} levels")
     try:
         value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)

@@ -313,3 +313,19 @@ def test_every_error_and_close_code_is_documented_and_named_by_the_clients() -> 
     for code in CloseCode:
         if code >= 4000:
             assert f"{int(code)}: '{code.name.lower()}'" in script, code
+
+
+def test_nesting_is_refused_past_64_levels_on_every_python_version() -> None:
+    """The limit is the protocol's, not the JSON decoder's (Python 3.13 decodes far deeper than 3.11 and 3.12):
+    64 levels of data pass, 65 are invalid_json, and brackets inside strings do not count."""
+    from django_pulse.protocol.frames import MAX_DEPTH
+
+    def frame(depth: int, text: str = "") -> str:
+        data = '{"a":' * depth + json.dumps(text) + "}" * depth
+        return '{"action":"publish","channel":"posts","name":"e","ref":1,"data":' + data + "}"
+
+    assert parse_frame(frame(MAX_DEPTH - 1), 1 << 20).members["data"]  # the frame itself is one level
+    with pytest.raises(ProtocolViolation) as refused:
+        parse_frame(frame(MAX_DEPTH), 1 << 20)
+    assert refused.value.code.value == "invalid_json" and "64 levels" in refused.value.message
+    assert parse_frame(frame(3, "[{" * 500), 1 << 20).members["data"]
