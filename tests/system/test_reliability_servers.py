@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
 import json
 import signal
 import socket
@@ -516,9 +517,14 @@ async def test_bursts_of_1000_connections_leave_nothing_behind() -> None:
             f"\n10 x 1000 connections in {took:.1f} s; RSS after each round (MB): "
             f"{[round(r / 1e6, 1) for r in rss]}; growth after round 1: {growth / 1e6:.1f} MB"
         )
-        # 10,000 connections came and went; what stays is allocator slack, not per-connection state
-        # (28 KB per connection would be 252 MB for rounds 2-10).
-        assert growth < 10_000_000, rss
+        # 10,000 connections came and went; what stays is allocator slack, not per-connection state (28 KB per
+        # connection would be 252 MB for rounds 2-10). State kept per connection grows the process every round
+        # (1,000 connections each), so rounds in which it did not grow at all rule it out; the allocator grows in
+        # steps now and then (a 6 MB arena step in one round made a 10 MB bound on the total fail once), so the
+        # total is bounded more loosely and the rounds are what tells.
+        per_round = [after - before for before, after in itertools.pairwise(rss[1:])]
+        assert sum(step < 300_000 for step in per_round) >= 3, rss  # 0.3 KB per connection would show every round
+        assert growth < 20_000_000, rss
         # The server still works.
         alive = await Realtime.connect(server.ws_url, token)
         await alive.subscribe("after")
