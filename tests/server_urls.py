@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
+from django.views.static import serve
 
 from tests.urls import urlpatterns as base_urlpatterns
 
@@ -105,6 +107,15 @@ def seed_page(request: HttpRequest) -> HttpResponse:
     return HttpResponse(SEED_FRONTEND.read_text())
 
 
+def built_app(request: HttpRequest, path: str) -> HttpResponse:
+    """A front-end app a test built (tests/browser/test_js_frameworks.py), from the folder PULSE_TEST_APPS: served by
+    this server, so its pages reach /pulse/ws/ and the token endpoint on their own origin, as a deployed app does."""
+    root = os.environ.get("PULSE_TEST_APPS")
+    if not root:
+        raise Http404("no PULSE_TEST_APPS")
+    return serve(request, path + "index.html" if path.endswith("/") else path, document_root=root)
+
+
 @csrf_exempt
 def revoke(request: HttpRequest) -> JsonResponse:
     """``pulse.disconnect(clientId)`` inside the server process (close 4005 on the client's connections)."""
@@ -161,6 +172,7 @@ urlpatterns = [
     path("__test__/presence-users/", presence_users),
     path("__test__/page/", page),
     path("__test__/seed/", seed_page),
+    path("__test__/apps/<path:path>", built_app),
     path("auth", seed_backend),
     path("posts", seed_backend),
 ]

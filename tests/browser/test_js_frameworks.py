@@ -1,0 +1,222 @@
+"""The npm package's React hooks and Vue composables in the apps a front-end developer would write
+(tests/browser/apps/react and apps/vue, docs/js-frameworks.md): each app's dependencies installed from the npm
+registry with `npm ci` from its lock file, the package installed from the tarball `npm pack` makes, built with
+Vite, served by a real django-pulse server, and driven in headless Chromium.
+
+The React app renders under <StrictMode> in a development build, so React mounts every component twice as it does
+while developing: the hooks must still subscribe once. Both apps are built once per test session (module scope).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.servers import LiveServer, live_server
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+APPS = Path(__file__).resolve().parent / "apps"
+PACKAGE = ROOT / "js"
+APP_NAMES = ("react", "vue")
+
+# Installed in every page before its scripts: counts the WebSockets opened and keeps every frame sent, so a test
+# sees on the wire whether a component subscribed (or entered presence) once or twice.
+RECORD_SOCKETS = """
+(() => {
+  window.sockets = 0;
+  window.sent = [];
+  const Native = window.WebSocket;
+  window.WebSocket = class extends Native {
+    constructor(...args) { super(...args); window.sockets += 1; }
+    send(data) { try { window.sent.push(JSON.parse(data)); } catch (e) {} return super.send(data); }
+  };
+})();
+"""
+
+
+def npm() -> str:
+    found = shutil.which("npm")
+    if found is None:
+        message = "npm (Node.js) is not installed; the React and Vue app tests need it."
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+    done = subprocess.run(
+        args, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=300, check=False
+    )
+    if done.returncode:
+        raise AssertionError(f"{' '.join(args)} in {cwd} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+
+
+def pack(destination: Path) -> Path:
+    """`npm pack` of js/ (its prepack copies the SDK Django serves in): the tarball's path."""
+    out = subprocess.run(
+        [npm(), "pack", "--json", "--loglevel=error", "--pack-destination", str(destination)],
+        cwd=PACKAGE,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    return destination / json.loads(out)[0]["filename"]
+
+
+@pytest.fixture(scope="module")
+def built_apps() -> Iterator[Path]:
+    """Both apps built from a copy of their sources: `npm ci`, the packed tarball, `vite build`."""
+    npm_bin = npm()
+    work = Path(tempfile.mkdtemp(prefix="pulse-apps-"))
+    started = time.monotonic()
+    tarball = pack(work)
+    served = work / "served"
+    for name in APP_NAMES:
+        app = work / name
+        shutil.copytree(APPS / name, app, ignore=shutil.ignore_patterns("node_modules", "dist"))
+        run([npm_bin, "ci", "--no-audit", "--no-fund", "--loglevel=error"], app)
+        run([npm_bin, "install", "--no-save", "--no-audit", "--no-fund", "--loglevel=error", str(tarball)], app)
+        # React: a development build, so <StrictMode> double-mounts as it does on a developer's machine.
+        run(
+            [npm_bin, "run", "build", "--", "--logLevel", "warn"],
+            app,
+            {"NODE_ENV": "development"} if name == "react" else None,
+        )
+        shutil.copytree(app / "dist", served / name)
+    print(f"\nnpm ci + npm pack + vite build of both apps: {time.monotonic() - started:.1f} s")
+    try:
+        yield served
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server(built_apps: Path) -> Iterator[LiveServer]:
+    with live_server(extra_env={"PULSE_TEST_APPS": str(built_apps)}) as live:
+        yield live
+
+
+@pytest.fixture(params=APP_NAMES)
+def app(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def open_app(context: Any, server: LiveServer, app: str, client: str) -> Any:
+    context.add_init_script(RECORD_SOCKETS)
+    page = context.new_page()
+    page.goto(f"{server.url}/__test__/apps/{app}/?client={client}")
+    page.wait_for_function("() => document.getElementById('state')?.textContent === 'connected'")
+    return page
+
+
+def wait_members(page: Any, *names: str, timeout: int = 15_000) -> None:
+    page.wait_for_function(
+        "(names) => [...document.querySelectorAll('#members li')].map((li) => li.textContent).sort().join() === names",
+        arg=",".join(sorted(names)),
+        timeout=timeout,
+    )
+
+
+def wait_message(page: Any, text: str) -> None:
+    page.wait_for_function(
+        "(text) => [...document.querySelectorAll('#messages li')].some((li) => li.textContent === text)", arg=text
+    )
+
+
+def frames(page: Any, action: str, channel: str = "room") -> int:
+    return int(
+        page.evaluate("([a, c]) => sent.filter((f) => f.action === a && f.channel === c).length", [action, channel])
+    )
+
+
+def test_two_tabs_see_each_others_messages_and_presence(server: LiveServer, context: Any, app: str) -> None:
+    alice = open_app(context, server, app, "alice")
+    bob = open_app(context, server, app, "bob")
+    for tab in (alice, bob):
+        wait_members(tab, "alice", "bob")
+
+    alice.fill("#text", "hello from alice")
+    alice.click("#send")
+    bob.fill("#text", "hi alice")
+    bob.click("#send")
+    for tab in (alice, bob):
+        wait_message(tab, "alice: hello from alice")
+        wait_message(tab, "bob: hi alice")
+
+    # Closing a tab closes its connection cleanly: bob leaves at once, not after the server's grace period.
+    bob.close()
+    wait_members(alice, "alice", timeout=5_000)
+
+
+def test_each_component_subscribes_and_enters_once(server: LiveServer, context: Any, app: str) -> None:
+    page = open_app(context, server, app, "carol")
+    wait_members(page, "carol")
+    page.wait_for_function("() => sent.some((f) => f.action === 'subscribe' && f.channel === 'room')")
+    server.publish("room", "message", {"from": "server", "text": "once"})
+    wait_message(page, "server: once")
+    time.sleep(0.3)  # a second handler would have been called by now, in the same task as the first
+    # React's strict mode mounted each component twice; still one connection, one subscription, one entry, and
+    # each message handled once.
+    assert page.evaluate("() => window.received") == ["once"]
+    assert page.evaluate("() => sockets") == 1
+    assert frames(page, "subscribe") == 1
+    assert frames(page, "presence.enter") == 1
+    assert frames(page, "presence.leave") == 0
+    assert frames(page, "unsubscribe") == 0
+
+
+def test_an_unmounted_component_stops_receiving(server: LiveServer, context: Any, app: str) -> None:
+    page = open_app(context, server, app, "dave")
+    page.wait_for_function("() => sent.some((f) => f.action === 'subscribe' && f.channel === 'room')")
+    server.publish("room", "message", {"from": "server", "text": "before"})
+    wait_message(page, "server: before")
+
+    page.click("#toggle-chat")  # unmounts the chat: its handler goes, and with it the channel's subscription
+    page.wait_for_function("() => sent.some((f) => f.action === 'unsubscribe' && f.channel === 'room')")
+    server.publish("room", "message", {"from": "server", "text": "while hidden"})
+    time.sleep(0.5)
+    assert page.evaluate("() => window.received") == ["before"]
+    wait_members(page, "dave")  # the presence list, another component, is still live
+
+    # Mounted again: subscribed again, resuming where the channel left off (pulse.js's channel keeps its last
+    # serial): a message published after the server took the unsubscribe arrives first, once, then the new ones;
+    # one the page got while its unsubscribe was on the way had advanced that serial, and stays handled by nobody.
+    page.click("#toggle-chat")
+    page.wait_for_function("() => sent.filter((f) => f.action === 'subscribe' && f.channel === 'room').length === 2")
+    server.publish("room", "message", {"from": "server", "text": "after"})
+    wait_message(page, "server: after")
+    assert page.evaluate("() => window.received") in (["before", "while hidden", "after"], ["before", "after"])
+
+
+def test_a_server_restart_is_survived(built_apps: Path, context: Any, app: str) -> None:
+    env = {"PULSE_TEST_APPS": str(built_apps)}
+    with live_server(extra_env=env) as first:
+        port, database = first.port, first.database
+        alice = open_app(context, first, app, "alice")
+        bob = open_app(context, first, app, "bob")
+        wait_members(alice, "alice", "bob")
+        first.stop()
+        for tab in (alice, bob):
+            tab.wait_for_function("() => document.getElementById('state').textContent !== 'connected'")
+
+    with live_server(port=port, database=database, extra_env=env):
+        for tab in (alice, bob):
+            tab.wait_for_function("() => document.getElementById('state').textContent === 'connected'", timeout=30_000)
+            # Present again on the new server, and subscribed again: a message sent now arrives.
+            wait_members(tab, "alice", "bob")
+        bob.fill("#text", "still here")
+        bob.click("#send")
+        wait_message(alice, "bob: still here")
