@@ -13,7 +13,7 @@
 'use strict';
 
 var React = require('react');
-var Pulse = require('./pulse.js');
+var ownedRealtime = require('./shared.cjs').ownedRealtime;
 
 var PulseContext = React.createContext(null);
 
@@ -33,9 +33,8 @@ function PulseProvider(props) {
   var given = props.client || null;
   var options = props.options;
   var owned = React.useState(function () {
-    if (given || !options) return null;
-    // autoConnect off: the effect connects, so a render that React throws away opens no connection.
-    return new Pulse.Realtime(Object.assign({}, options, { autoConnect: false }));
+    // Connected by the effect below, so a render that React throws away (or a server render) opens nothing.
+    return given || !options ? null : ownedRealtime(options);
   })[0];
   if (!given && !owned) throw new Error('PulseProvider needs a `client` (a Realtime) or `options`');
   var realtime = given || owned;

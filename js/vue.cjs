@@ -12,7 +12,7 @@
 'use strict';
 
 var vue = require('vue');
-var Pulse = require('./pulse.js');
+var ownedRealtime = require('./shared.cjs').ownedRealtime;
 
 var PULSE_KEY = Symbol('django-pulse-realtime');
 
@@ -26,7 +26,7 @@ function isRealtime(value) {
  */
 function createPulse(clientOrOptions) {
   var given = isRealtime(clientOrOptions) ? clientOrOptions : null;
-  var realtime = given || new Pulse.Realtime(Object.assign({}, clientOrOptions, { autoConnect: false }));
+  var realtime = given || ownedRealtime(clientOrOptions);
   var connect = !given && !(clientOrOptions && clientOrOptions.autoConnect === false);
   return {
     realtime: realtime,

@@ -10,9 +10,7 @@ while developing: the hooks must still subscribe once. Both apps are built once 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,13 +19,12 @@ from typing import Any
 
 import pytest
 
+from tests.support.npm import install, npm, pack, run
 from tests.support.servers import LiveServer, live_server
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[2]
 APPS = Path(__file__).resolve().parent / "apps"
-PACKAGE = ROOT / "js"
 APP_NAMES = ("react", "vue")
 
 # Installed in every page before its scripts: counts the WebSockets opened and keeps every frame sent, so a test
@@ -45,62 +42,36 @@ RECORD_SOCKETS = """
 """
 
 
-def npm() -> str:
-    found = shutil.which("npm")
-    if found is None:
-        message = "npm (Node.js) is not installed; the React and Vue app tests need it."
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
-
-
-def run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
-    done = subprocess.run(
-        args, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=300, check=False
-    )
-    if done.returncode:
-        raise AssertionError(f"{' '.join(args)} in {cwd} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-
-
-def pack(destination: Path) -> Path:
-    """`npm pack` of js/ (its prepack copies the SDK Django serves in): the tarball's path."""
-    out = subprocess.run(
-        [npm(), "pack", "--json", "--loglevel=error", "--pack-destination", str(destination)],
-        cwd=PACKAGE,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
-    return destination / json.loads(out)[0]["filename"]
-
-
 @pytest.fixture(scope="module")
-def built_apps() -> Iterator[Path]:
-    """Both apps built from a copy of their sources: `npm ci`, the packed tarball, `vite build`."""
+def workspace() -> Iterator[Path]:
+    """Both apps installed and built from a copy of their sources (`npm ci`, the packed tarball, `vite build`):
+    <workspace>/<app> is each npm project, <workspace>/served/<app> its build, which the test server serves."""
     npm_bin = npm()
     work = Path(tempfile.mkdtemp(prefix="pulse-apps-"))
     started = time.monotonic()
-    tarball = pack(work)
-    served = work / "served"
+    tarball, _ = pack(work)
     for name in APP_NAMES:
         app = work / name
         shutil.copytree(APPS / name, app, ignore=shutil.ignore_patterns("node_modules", "dist"))
         run([npm_bin, "ci", "--no-audit", "--no-fund", "--loglevel=error"], app)
-        run([npm_bin, "install", "--no-save", "--no-audit", "--no-fund", "--loglevel=error", str(tarball)], app)
+        install(app, tarball)
         # React: a development build, so <StrictMode> double-mounts as it does on a developer's machine.
         run(
             [npm_bin, "run", "build", "--", "--logLevel", "warn"],
             app,
             {"NODE_ENV": "development"} if name == "react" else None,
         )
-        shutil.copytree(app / "dist", served / name)
+        shutil.copytree(app / "dist", work / "served" / name)
     print(f"\nnpm ci + npm pack + vite build of both apps: {time.monotonic() - started:.1f} s")
     try:
-        yield served
+        yield work
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def built_apps(workspace: Path) -> Path:
+    return workspace / "served"
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +191,43 @@ def test_a_server_restart_is_survived(built_apps: Path, context: Any, app: str) 
         bob.fill("#text", "still here")
         bob.click("#send")
         wait_message(alice, "bob: still here")
+
+
+# Server-side rendering (Next.js, Nuxt, Vite SSR): the hooks render their initial state and open nothing; Node 20
+# has no WebSocket, so a connection attempt would throw.
+SSR = {
+    "react": """
+      import { createElement as h } from 'react';
+      import { renderToString } from 'react-dom/server';
+      import { PulseProvider, useChannel, usePresence, useConnectionState } from 'django-pulse-realtime/react';
+      function Page() {
+        useChannel('room', 'message', () => {});
+        const members = usePresence('room', { name: 'ssr' });
+        return h('p', null, `${useConnectionState()} ${members.length}`);
+      }
+      const html = renderToString(h(PulseProvider, { options: { authUrl: '/token/' } }, h(Page)));
+      console.log(JSON.stringify({ html, websocket: typeof WebSocket }));
+    """,
+    "vue": """
+      import { createSSRApp, h } from 'vue';
+      import { renderToString } from 'vue/server-renderer';
+      import { createPulse, useChannel, usePresence, useConnectionState } from 'django-pulse-realtime/vue';
+      const Page = { setup() {
+        useChannel('room', 'message', () => {});
+        const members = usePresence('room', { name: 'ssr' });
+        const state = useConnectionState();
+        return () => h('p', null, `${state.value} ${members.value.length}`);
+      } };
+      const html = await renderToString(createSSRApp(Page).use(createPulse({ authUrl: '/token/' })));
+      console.log(JSON.stringify({ html, websocket: typeof WebSocket }));
+    """,
+}
+
+
+def test_server_side_rendering_renders_the_initial_state_and_connects_nothing(workspace: Path, app: str) -> None:
+    script = workspace / app / "ssr.mjs"
+    script.write_text(SSR[app])
+    node = shutil.which("node") or "node"
+    result = json.loads(run([node, str(script)], workspace / app, {"NODE_ENV": "production"}))
+    assert result["websocket"] == "undefined"
+    assert result["html"].endswith("<p>initialized 0</p>") or result["html"] == "<p>initialized 0</p>"
