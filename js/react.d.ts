@@ -1,6 +1,6 @@
 // Types of django-pulse-realtime/react (react.cjs): React hooks over pulse.js.
 import type { Context, ReactElement, ReactNode } from 'react';
-import type { Channel, ConnectionState, Message, PresenceMember, Realtime, RealtimeOptions } from './pulse.js';
+import type { Channel, ConnectionState, Message, PresenceMember, Realtime, RealtimeOptions } from 'django-pulse-realtime';
 
 export type PulseProviderProps =
   | { /** A Realtime the app created (shared, never closed by the provider). */ client: Realtime; options?: never; children?: ReactNode }

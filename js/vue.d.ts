@@ -1,6 +1,6 @@
 // Types of django-pulse-realtime/vue (vue.cjs): Vue 3 composables over pulse.js.
 import type { App, InjectionKey, MaybeRefOrGetter, Ref, ShallowRef } from 'vue';
-import type { Channel, ConnectionState, Message, PresenceMember, Realtime, RealtimeOptions } from './pulse.js';
+import type { Channel, ConnectionState, Message, PresenceMember, Realtime, RealtimeOptions } from 'django-pulse-realtime';
 
 export const PULSE_KEY: InjectionKey<Realtime>;
 
