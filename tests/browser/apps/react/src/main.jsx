@@ -1,3 +1,4 @@
+// src/main.jsx: the test harness (tests/browser/test_js_frameworks.py); docs/js-frameworks.md shows the provider.
 import { StrictMode } from 'react';
 import { createRoot } from 'react-dom/client';
 import { PulseProvider } from 'django-pulse-realtime/react';

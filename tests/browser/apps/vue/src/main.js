@@ -1,3 +1,4 @@
+// src/main.js: the test harness (tests/browser/test_js_frameworks.py); docs/js-frameworks.md shows the plugin.
 import { createApp } from 'vue';
 import { createPulse } from 'django-pulse-realtime/vue';
 import App from './App.vue';
