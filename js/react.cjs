@@ -13,7 +13,7 @@
 'use strict';
 
 var React = require('react');
-var ownedRealtime = require('./shared.cjs').ownedRealtime;
+var shared = require('./shared.cjs');
 
 var PulseContext = React.createContext(null);
 
@@ -34,7 +34,7 @@ function PulseProvider(props) {
   var options = props.options;
   var owned = React.useState(function () {
     // Connected by the effect below, so a render that React throws away (or a server render) opens nothing.
-    return given || !options ? null : ownedRealtime(options);
+    return given || !options ? null : shared.ownedRealtime(options);
   })[0];
   if (!given && !owned) throw new Error('PulseProvider needs a `client` (a Realtime) or `options`');
   var realtime = given || owned;
@@ -71,28 +71,21 @@ function useRealtime() {
  * changing moves the subscription. Returns the Channel (channel.publish(...)); null while `name` is null.
  */
 function useChannel(name, event, handler) {
-  if (handler === undefined && typeof event === 'function') {
-    handler = event;
-    event = null;
-  }
+  var args = shared.channelArguments(event, handler);
+  event = args[0];
+  handler = args[1];
   var realtime = useRealtime();
   var latest = React.useRef(handler);
   latest.current = handler;
   var channel = name == null ? null : realtime.channels.get(name);
-  var eventKey = event == null ? '' : JSON.stringify(event);
+  var eventKey = event === null ? '' : JSON.stringify(event);
   React.useEffect(function () {
     if (!channel) return undefined;
     var events = eventKey ? JSON.parse(eventKey) : null;
     var listener = function (message) {
       if (latest.current) latest.current(message);
     };
-    var subscribed = events === null ? channel.subscribe(listener) : channel.subscribe(events, listener);
-    subscribed.catch(function () { /* reported on the channel: its state and its 'failed' event */ });
-    return function () {
-      // The last listener's unsubscribe detaches the channel from the server.
-      if (events === null) channel.unsubscribe(listener);
-      else channel.unsubscribe(events, listener);
-    };
+    return shared.listen(channel, events, listener);
   }, [channel, eventKey]);
   return channel;
 }

@@ -21,4 +21,25 @@ function ownedRealtime(options) {
   return new Pulse.Realtime(settings);
 }
 
+/** useChannel's arguments, (handler) or (event | [events] | null, handler): [events or null, handler]. */
+function channelArguments(event, handler) {
+  return handler === undefined && typeof event === 'function' ? [null, event] : [event == null ? null : event, handler];
+}
+
+/**
+ * Subscribe `listener` to `events` of `channel` (null: every event); the function returned unsubscribes it (the
+ * channel's last listener detaches it from the server). A refusal is reported on the channel (its state, its
+ * 'failed' event), so the promise's rejection is not an unhandled one.
+ */
+function listen(channel, events, listener) {
+  var subscribed = events === null ? channel.subscribe(listener) : channel.subscribe(events, listener);
+  subscribed.catch(function () { /* reported on the channel */ });
+  return function () {
+    if (events === null) channel.unsubscribe(listener);
+    else channel.unsubscribe(events, listener);
+  };
+}
+
 exports.ownedRealtime = ownedRealtime;
+exports.channelArguments = channelArguments;
+exports.listen = listen;

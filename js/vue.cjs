@@ -12,7 +12,7 @@
 'use strict';
 
 var vue = require('vue');
-var ownedRealtime = require('./shared.cjs').ownedRealtime;
+var shared = require('./shared.cjs');
 
 var PULSE_KEY = Symbol('django-pulse-realtime');
 
@@ -26,7 +26,7 @@ function isRealtime(value) {
  */
 function createPulse(clientOrOptions) {
   var given = isRealtime(clientOrOptions) ? clientOrOptions : null;
-  var realtime = given || ownedRealtime(clientOrOptions);
+  var realtime = given || shared.ownedRealtime(clientOrOptions);
   var connect = !given && !(clientOrOptions && clientOrOptions.autoConnect === false);
   return {
     realtime: realtime,
@@ -76,10 +76,7 @@ function whileMounted(source, start) {
  * mounted. `name` may be a ref or getter: the subscription follows it. Returns a ShallowRef of the Channel.
  */
 function useChannel(name, event, handler) {
-  if (handler === undefined && typeof event === 'function') {
-    handler = event;
-    event = null;
-  }
+  var args = shared.channelArguments(event, handler);
   var realtime = useRealtime();
   var channelRef = vue.shallowRef(null);
   whileMounted(function () { return vue.toValue(name); }, function (current) {
@@ -88,15 +85,8 @@ function useChannel(name, event, handler) {
       return null;
     }
     var channel = realtime.channels.get(current);
-    var listener = function (message) { handler(message); };
-    var subscribed = event == null ? channel.subscribe(listener) : channel.subscribe(event, listener);
-    subscribed.catch(function () { /* reported on the channel: its state and its 'failed' event */ });
     channelRef.value = channel;
-    return function () {
-      // The last listener's unsubscribe detaches the channel from the server.
-      if (event == null) channel.unsubscribe(listener);
-      else channel.unsubscribe(event, listener);
-    };
+    return shared.listen(channel, args[0], function (message) { args[1](message); });
   });
   return channelRef;
 }
