@@ -17,9 +17,8 @@ var shared = require('./shared.cjs');
 
 var PulseContext = React.createContext(null);
 
-// React's StrictMode (in development) mounts, unmounts and mounts again at once. What a component starts in an
-// effect (a connection, a presence entry) is therefore ended a moment later, not at once: a remount within the
-// same task cancels the end, so other clients never see this client leave and come back.
+// React's StrictMode (in development) mounts, unmounts and mounts again at once. The provider's connection is
+// therefore closed a moment later, not at once: a remount within the same task cancels the close.
 function later(fn) {
   var timer = setTimeout(fn, 0);
   return function cancel() { clearTimeout(timer); };
@@ -90,19 +89,6 @@ function useChannel(name, event, handler) {
   return channel;
 }
 
-// Presence entries of this Realtime's components, per channel: how many mounted components entered it, and the
-// pending leave of the last one that unmounted (cancelled by a remount).
-var entries = new WeakMap();
-
-function entryOf(presence) {
-  var entry = entries.get(presence);
-  if (!entry) {
-    entry = { count: 0, cancelLeave: null };
-    entries.set(presence, entry);
-  }
-  return entry;
-}
-
 /**
  * usePresence(name) -> the channel's present members, kept live (PresenceMember[]).
  * usePresence(name, data) also enters the channel with `data` while the component is mounted (null enters
@@ -132,20 +118,9 @@ function usePresence(name, data) {
 
   React.useEffect(function () {
     if (!presence || !enters) return undefined;
-    var entry = entryOf(presence);
-    entry.count += 1;
-    if (entry.cancelLeave) {
-      entry.cancelLeave();
-      entry.cancelLeave = null;
-    }
-    return function () {
-      entry.count -= 1;
-      if (entry.count > 0) return;
-      entry.cancelLeave = later(function () {
-        entry.cancelLeave = null;
-        presence.leave().catch(function () { /* the connection is gone: the server ends the entry */ });
-      });
-    };
+    // Under strict mode the remount enters again at once; pulse.js, still waiting for the server's answer to the
+    // first enter, then sends neither the leave nor the second enter.
+    return shared.holdPresence(presence);
   }, [presence, enters]);
 
   React.useEffect(function () {

@@ -40,6 +40,23 @@ function listen(channel, events, listener) {
   };
 }
 
+// How many mounted components are present on each channel.
+var presentCount = new WeakMap();
+
+/**
+ * Count one more component present on `presence`'s channel; the function returned uncounts it, and the last one
+ * leaves: one connection is one member, however many of its components entered.
+ */
+function holdPresence(presence) {
+  presentCount.set(presence, (presentCount.get(presence) || 0) + 1);
+  return function release() {
+    var count = presentCount.get(presence) - 1;
+    presentCount.set(presence, count);
+    if (count === 0) presence.leave().catch(function () { /* the connection is gone: the server ends the entry */ });
+  };
+}
+
 exports.ownedRealtime = ownedRealtime;
+exports.holdPresence = holdPresence;
 exports.channelArguments = channelArguments;
 exports.listen = listen;

@@ -109,7 +109,9 @@ function usePresence(name, data) {
     members.value = presence.syncComplete ? presence.members() : [];
     presence.subscribe(listener).catch(function () { /* reported on the channel */ });
     var stopUpdates = null;
+    var release = null;
     if (enters) {
+      release = shared.holdPresence(presence);
       presence.enter(vue.toValue(data)).catch(function () { /* reported on the channel */ });
       stopUpdates = vue.watch(function () { return vue.toValue(data); }, function (value) {
         presence.update(value).catch(function () { /* reported on the channel */ });
@@ -119,7 +121,7 @@ function usePresence(name, data) {
       presence.unsubscribe(listener);
       if (!enters) return;
       stopUpdates();
-      presence.leave().catch(function () { /* the connection is gone: the server ends the entry */ });
+      release();
     };
   });
   return members;

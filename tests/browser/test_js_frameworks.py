@@ -91,9 +91,15 @@ def app(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def open_app(context: Any, server: LiveServer, app: str, client: str) -> Any:
+@pytest.fixture
+def tabs(context: Any) -> Any:
+    """The test's browser context, its pages recording their WebSocket frames."""
     context.add_init_script(RECORD_SOCKETS)
-    page = context.new_page()
+    return context
+
+
+def open_app(tabs: Any, server: LiveServer, app: str, client: str) -> Any:
+    page = tabs.new_page()
     page.goto(f"{server.url}/__test__/apps/{app}/?client={client}")
     page.wait_for_function("() => document.getElementById('state')?.textContent === 'connected'")
     return page
@@ -123,9 +129,9 @@ def frames(page: Any, action: str, channel: str = "room") -> int:
     )
 
 
-def test_two_tabs_see_each_others_messages_and_presence(server: LiveServer, context: Any, app: str) -> None:
-    alice = open_app(context, server, app, "alice")
-    bob = open_app(context, server, app, "bob")
+def test_two_tabs_see_each_others_messages_and_presence(server: LiveServer, tabs: Any, app: str) -> None:
+    alice = open_app(tabs, server, app, "alice")
+    bob = open_app(tabs, server, app, "bob")
     for tab in (alice, bob):
         wait_members(tab, "alice", "bob")
 
@@ -137,13 +143,19 @@ def test_two_tabs_see_each_others_messages_and_presence(server: LiveServer, cont
         wait_message(tab, "alice: hello from alice")
         wait_message(tab, "bob: hi alice")
 
+    # Bob entered once, as alice's page was told: his strict-mode remount did not leave and enter again.
+    # (No event at all when bob was already in the member list alice's page synced first.)
+    bob_events = alice.evaluate(
+        "() => got.filter((f) => f.action === 'presence' && f.member.clientId === 'bob').map((f) => f.event)"
+    )
+    assert "leave" not in bob_events and bob_events.count("enter") <= 1, bob_events
     # Closing a tab closes its connection cleanly: bob leaves at once, not after the server's grace period.
     bob.close()
     wait_members(alice, "alice", timeout=5_000)
 
 
-def test_each_component_subscribes_and_enters_once(server: LiveServer, context: Any, app: str) -> None:
-    page = open_app(context, server, app, "carol")
+def test_each_component_subscribes_and_enters_once(server: LiveServer, tabs: Any, app: str) -> None:
+    page = open_app(tabs, server, app, "carol")
     wait_members(page, "carol")
     page.wait_for_function("() => sent.some((f) => f.action === 'subscribe' && f.channel === 'room')")
     server.publish("room", "message", {"from": "server", "text": "once"})
@@ -159,8 +171,8 @@ def test_each_component_subscribes_and_enters_once(server: LiveServer, context: 
     assert frames(page, "unsubscribe") == 0
 
 
-def test_an_unmounted_component_stops_receiving(server: LiveServer, context: Any, app: str) -> None:
-    page = open_app(context, server, app, "dave")
+def test_an_unmounted_component_stops_receiving(server: LiveServer, tabs: Any, app: str) -> None:
+    page = open_app(tabs, server, app, "dave")
     page.wait_for_function("() => sent.some((f) => f.action === 'subscribe' && f.channel === 'room')")
     server.publish("room", "message", {"from": "server", "text": "before"})
     wait_message(page, "server: before")
@@ -176,7 +188,9 @@ def test_an_unmounted_component_stops_receiving(server: LiveServer, context: Any
     time.sleep(0.5)
     # The server no longer sends the channel's messages to this page at all.
     assert not page.evaluate("() => got.some((f) => f.data && f.data.text === 'while hidden')")
-    wait_members(page, "dave")  # the presence list, another component, is still live
+    # The chat was present in the room as the member list is: the one that stays keeps the tab present.
+    assert frames(page, "presence.leave") == 0
+    wait_members(page, "dave")
 
     # Mounted again: subscribed again, resuming where the channel left off (pulse.js's channel keeps its last
     # serial), so the message published meanwhile arrives first, once, then the new ones.
@@ -187,12 +201,12 @@ def test_an_unmounted_component_stops_receiving(server: LiveServer, context: Any
     assert messages(page) == ["server: while hidden", "server: after"]
 
 
-def test_a_server_restart_is_survived(built_apps: Path, context: Any, app: str) -> None:
+def test_a_server_restart_is_survived(built_apps: Path, tabs: Any, app: str) -> None:
     env = {"PULSE_TEST_APPS": str(built_apps)}
     with live_server(extra_env=env) as first:
         port, database = first.port, first.database
-        alice = open_app(context, first, app, "alice")
-        bob = open_app(context, first, app, "bob")
+        alice = open_app(tabs, first, app, "alice")
+        bob = open_app(tabs, first, app, "bob")
         wait_members(alice, "alice", "bob")
         first.stop()
         for tab in (alice, bob):

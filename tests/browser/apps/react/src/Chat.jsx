@@ -1,6 +1,6 @@
 // src/Chat.jsx
 import { useState } from 'react';
-import { useChannel } from 'django-pulse-realtime/react';
+import { useChannel, usePresence } from 'django-pulse-realtime/react';
 
 export function Chat({ name }) {
   const [messages, setMessages] = useState([]);
@@ -9,6 +9,8 @@ export function Chat({ name }) {
   const channel = useChannel('room', 'message', (message) => {
     setMessages((previous) => [...previous, message.data]);
   });
+  // Members (another component) enters 'room' too: present while either is mounted.
+  const here = usePresence('room', { name });
   const send = (event) => {
     event.preventDefault();
     channel.publish('message', { from: name, text });
@@ -16,6 +18,7 @@ export function Chat({ name }) {
   };
   return (
     <section>
+      <p id="here">{here.length} here</p>
       <ul id="messages">
         {messages.map((m, i) => <li key={i}>{m.from}: {m.text}</li>)}
       </ul>
