@@ -187,7 +187,7 @@ def parse_frame(text: str, max_size: int) -> Request:
         # socket it reaches.
         members = loads_strict(text, "the frame")
     except InvalidJSON as exc:
-        raise _violation(f"{str(exc).capitalize()}.", ErrorCode.INVALID_JSON) from None
+        raise _violation(exc.sentence(), ErrorCode.INVALID_JSON) from None
     if not isinstance(members, dict):
         raise _violation("The frame must be a JSON object.", ErrorCode.INVALID_JSON)
     ref = members.get("ref")

@@ -30,6 +30,11 @@ MAX_DEPTH = 64
 class InvalidJSON(ValueError):
     """Text ``loads_strict`` refuses; the message says why, in words a client can act on."""
 
+    def sentence(self) -> str:
+        """The message as a sentence, for an error body or frame."""
+        text = str(self)
+        return f"{text[:1].upper()}{text[1:]}."
+
 
 def _reject_constant(name: str) -> Any:
     # json.loads accepts NaN, Infinity and -Infinity; JSON (and every browser's JSON.parse) does not.

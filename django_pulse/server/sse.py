@@ -139,7 +139,7 @@ async def _json_object(send: Any, raw: bytes, cors: list[tuple[bytes, bytes]]) -
     try:
         body = loads_strict(raw)
     except InvalidJSON as exc:
-        await _error(send, 400, ErrorCode.INVALID_JSON.value, f"{str(exc).capitalize()}.", cors)
+        await _error(send, 400, ErrorCode.INVALID_JSON.value, exc.sentence(), cors)
         return None
     if not isinstance(body, dict):
         await _error(send, 400, ErrorCode.BAD_REQUEST.value, "The body must be a JSON object.", cors)
