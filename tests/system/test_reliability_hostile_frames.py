@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from typing import Any
@@ -23,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.support.rawws import RawWebSocket
-from tests.support.servers import ROOT, LiveServer, live_server
+from tests.support.servers import LiveServer, live_server, pulse_command
 from tests.support.sseclient import SDKStream, post_json, sdk_stream
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
@@ -66,16 +64,7 @@ def _has_lone(frame: dict[str, Any]) -> bool:
 
 def enable(server: LiveServer) -> str:
     """``manage.py pulse enable``: the app's API key."""
-    done = subprocess.run(
-        [sys.executable, "-m", "django", "pulse", "enable", "--json"],
-        env=server.env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return str(json.loads(done.stdout)["apiKey"])
+    return str(json.loads(pulse_command(server, "enable", "--json"))["apiKey"])
 
 
 def api(server: LiveServer, method: str, path: str, key: str, body: bytes | None = None) -> tuple[int, Any]:
