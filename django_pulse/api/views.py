@@ -19,7 +19,6 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, Polymorphic
 from drf_spectacular.views import SpectacularJSONAPIView
 from rest_framework import exceptions
 from rest_framework.authentication import SessionAuthentication
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -168,7 +167,6 @@ class AnonymousTokenView(PulseAPIView):
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
     throttle_classes = [_AnonymousTokenThrottle]
-    parser_classes = [JSONParser]
 
     def post(self, request: Request) -> Response:
         if not pulse_settings.LIVE_ANONYMOUS:
@@ -320,6 +318,9 @@ class MetricsView(PulseAPIView):
         return HttpResponse(body, content_type=content_type)
 
 
+_SCHEMA_VERSION = re.compile(r"\A[A-Za-z0-9._-]{0,64}\Z")
+
+
 class SchemaView(SpectacularJSONAPIView):
     """The OpenAPI 3 schema of the Pulse API alone, with paths under wherever ``django_pulse.urls`` is mounted."""
 
@@ -336,6 +337,10 @@ class SchemaView(SpectacularJSONAPIView):
     }
 
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        version = request.query_params.get("version")
+        if version is not None and not _SCHEMA_VERSION.match(version):
+            # drf-spectacular puts the version into the Content-Disposition header: a newline there was a 500.
+            raise exceptions.ValidationError({"version": ["A version is at most 64 characters of A-Z a-z 0-9 . _ -."]})
         match = request.resolver_match
         route = match.route if match is not None else "schema/"
         mount = route[: len(route) - len("schema/")] if route.endswith("schema/") else ""

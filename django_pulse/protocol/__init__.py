@@ -3,6 +3,7 @@
 - ``codes``: actions, operations, presence events, error and close codes (a leaf module).
 - ``frames``: channel-name rules, frame parsing and validation, frame building, rate limiting.
 - ``tokens``: issuing and verifying tokens (JWT) and matching capabilities.
+- ``strict_json``: ``loads_strict``, the one decoder of everything a client sends (frames and HTTP bodies).
 
 ``from django_pulse.protocol import X`` gives every name of ``codes`` and ``frames``.
 """

@@ -7,13 +7,13 @@ docs/protocol.md is the human-readable form of this module; keep the two in step
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from .. import exceptions as _exceptions
 from .codes import Action, ErrorCode
+from .strict_json import MAX_DEPTH, InvalidJSON, loads_strict, nested_too_deeply
 
 __all__ = [
     "CHANNEL_RE",
@@ -96,22 +96,6 @@ MAX_REF_LENGTH = 64
 MAX_SAFE_INTEGER = 2**53 - 1
 
 
-class _NotJSON(ValueError):
-    """Raised while decoding a frame for text Python's json module accepts but JSON does not."""
-
-
-def _reject_constant(name: str) -> Any:
-    # json.loads accepts NaN, Infinity and -Infinity; JSON (and every browser's JSON.parse) does not.
-    raise _NotJSON(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e999 decodes to inf, which would be re-encoded as Infinity
-        raise _NotJSON(f"{text} is out of range")
-    return value
-
-
 # Bounds of the history members (the server also caps them at HISTORY_SIZE).
 MAX_REWIND = 10_000
 MAX_HISTORY_LIMIT = 1000
@@ -122,48 +106,6 @@ MAX_CONNECTION_KEY_LENGTH = 256
 def dumps(value: Any) -> str:
     """The one JSON encoding of frames: compact, UTF-8 (not ``\\u``-escaped)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-MAX_DEPTH = 64
-"""Deepest nesting of arrays and objects accepted in a frame or an HTTP body (a message's ``data`` included)."""
-
-
-def nested_too_deeply(text: str) -> bool:
-    """Whether the JSON ``text`` nests arrays and objects deeper than ``MAX_DEPTH``, decided before decoding it:
-    the decoder's own limit is the interpreter's (a ``RecursionError`` at about 1,000 levels on Python 3.11 and
-    3.12; Python 3.13 decodes far deeper), so without this the same frame would be refused on one version and
-    relayed on another. Brackets inside strings are skipped; a text with few brackets costs two ``count``s."""
-    if text.count("[") + text.count("{") <= MAX_DEPTH:
-        return False
-    depth = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > MAX_DEPTH:
-                return True
-        elif char in "]}":
-            depth -= 1
-    return False
-
-
-def _encodable(value: Any) -> bool:
-    try:
-        dumps(value).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    except (ValueError, RecursionError):
-        return True  # not about surrogates; whoever encodes it next reports it
-    return True
 
 
 def encode_data(value: Any, member: str = "data") -> str:
@@ -239,18 +181,15 @@ def parse_frame(text: str, max_size: int) -> Request:
     # Characters <= bytes <= 4 * characters: most frames are decided without encoding.
     if len(text) > max_size or (len(text) * 4 > max_size and utf8_len(text) > max_size):
         raise _exceptions.LimitExceeded(f"The frame is larger than {max_size} bytes.", ErrorCode.MESSAGE_TOO_LARGE)
-    if nested_too_deeply(text):
-        raise _violation(f"The frame is nested deeper than {MAX_DEPTH} levels.", ErrorCode.INVALID_JSON)
     try:
-        members = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
-    except (ValueError, RecursionError):
-        raise _violation("The frame is not valid JSON.", ErrorCode.INVALID_JSON) from None
+        # The one decoder of client text (strict_json): a lone surrogate, escaped or raw (a frame that came in
+        # an SSE send/ body is text decoded from JSON, not from UTF-8), relayed to subscribers would break every
+        # socket it reaches.
+        members = loads_strict(text, "the frame")
+    except InvalidJSON as exc:
+        raise _violation(exc.sentence(), ErrorCode.INVALID_JSON) from None
     if not isinstance(members, dict):
         raise _violation("The frame must be a JSON object.", ErrorCode.INVALID_JSON)
-    if "\\u" in text and not _encodable(members):
-        # A \uD800-\uDFFF escape without its pair decodes to a lone surrogate, which cannot be sent as UTF-8:
-        # relayed to subscribers it would break every socket it reaches.
-        raise _violation("The frame contains an unpaired surrogate escape (\\uD800-\\uDFFF).", ErrorCode.INVALID_JSON)
     ref = members.get("ref")
     if ref is not None and (
         isinstance(ref, bool)

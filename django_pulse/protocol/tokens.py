@@ -126,6 +126,10 @@ def peek_kb_id(token: object) -> str:
     """
     if not isinstance(token, str) or not token or len(token) > 8192:
         raise TokenError("The token is missing or not a string.", ErrorCode.TOKEN_INVALID)
+    if not token.isascii():
+        # A JWT is base64url and dots; anything else (a lone surrogate among it) would fail in the decoder's
+        # UTF-8 encoding, which raises outside PyJWT's own errors.
+        raise TokenError("The token is malformed: it is not ASCII.", ErrorCode.TOKEN_INVALID)
     try:
         header = jwt.get_unverified_header(token)
         payload = jwt.decode(token, options={"verify_signature": False})

@@ -36,6 +36,7 @@ from .._conf import pulse_settings
 from ..exceptions import PulseError
 from ..protocol import Action, CloseCode, ErrorCode, Operation, Request, dumps, parse_frame
 from ..protocol import sse as sse_wire
+from ..protocol.strict_json import InvalidJSON, loads_strict
 from ..protocol.tokens import Claims
 from .app_access import aauthenticate_token
 from .runtime import get_runtime
@@ -132,6 +133,20 @@ async def _read_body(receive: Any, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
+async def _json_object(send: Any, raw: bytes, cors: list[tuple[bytes, bytes]]) -> dict[str, Any] | None:
+    """The body as a JSON object, decoded by the one decoder of client text (so a frame inside ``send/`` can hold
+    no lone surrogate, which no subscriber's socket could take); None once a 400 has answered it."""
+    try:
+        body = loads_strict(raw)
+    except InvalidJSON as exc:
+        await _error(send, 400, ErrorCode.INVALID_JSON.value, exc.sentence(), cors)
+        return None
+    if not isinstance(body, dict):
+        await _error(send, 400, ErrorCode.BAD_REQUEST.value, "The body must be a JSON object.", cors)
+        return None
+    return body
+
+
 _TOKEN_STATUS = {
     ErrorCode.TOKEN_INVALID: 401,
     ErrorCode.TOKEN_EXPIRED: 401,
@@ -149,13 +164,10 @@ async def _ticket(
     if raw is None:
         await _error(send, 413, ErrorCode.MESSAGE_TOO_LARGE.value, "The body is too large.", cors)
         return
-    try:
-        body = json.loads(raw or b"{}")
-        token = body["token"]
-        recover = body.get("recover")
-    except (ValueError, KeyError, TypeError):
-        await _error(send, 400, ErrorCode.BAD_REQUEST.value, 'Send {"token": "...", "recover"?: "..."}.', cors)
+    body = await _json_object(send, raw or b"{}", cors)
+    if body is None:
         return
+    token, recover = body.get("token"), body.get("recover")
     if not isinstance(token, str) or not 1 <= len(token) <= 8192 or not (recover is None or isinstance(recover, str)):
         await _error(send, 400, ErrorCode.BAD_REQUEST.value, "token must be a string of 1-8192 characters.", cors)
         return
@@ -192,14 +204,10 @@ async def _send_frames(
     if raw is None:
         await _error(send, 413, ErrorCode.MESSAGE_TOO_LARGE.value, f"A send body is at most {limit} bytes.", cors)
         return
-    try:
-        body = json.loads(raw)
-        stream = body["stream"]
-        frames = body.get("frames", [])
-        close = body.get("close")
-    except (ValueError, KeyError, TypeError):
-        await _error(send, 400, ErrorCode.BAD_REQUEST.value, 'Send {"stream": "...", "frames": ["..."]}.', cors)
+    body = await _json_object(send, raw, cors)
+    if body is None:
         return
+    stream, frames, close = body.get("stream"), body.get("frames", []), body.get("close")
     if (
         not isinstance(stream, str)
         or not 1 <= len(stream) <= 64

@@ -14,16 +14,22 @@ from django.db import models
 
 from django_pulse.publishers import instance_data, publishes, register
 
+from .security import inner_html_text, refuse_markup
+
 
 def post_data(post: Post) -> dict[str, Any]:
-    """A post as the seed's database row: ``{id, user_name, content, created_at}`` (ISO 8601 time)."""
-    return instance_data(post)
+    """A post as the seed's database row: ``{id, user_name, content, created_at}`` (ISO 8601 time), its text
+    safe for the seed page's ``innerHTML`` (security.py)."""
+    data = instance_data(post)
+    for field in ("user_name", "content"):
+        data[field] = inner_html_text(data[field])
+    return data
 
 
 @publishes(channel="posts", created="new_post", updated=None, deleted=None, data=lambda post: {"post": post_data(post)})
 class Post(models.Model):
-    user_name = models.CharField(max_length=100)
-    content = models.TextField(max_length=2000)
+    user_name = models.CharField(max_length=100, validators=[refuse_markup])
+    content = models.TextField(max_length=2000, validators=[refuse_markup])
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

@@ -286,3 +286,70 @@ def test_markup_reaching_the_seed_pages_innerhtml_does_not_run(server: LiveServe
     with urllib.request.urlopen(server.url + "/seed/", timeout=10) as response:
         headers = response.headers
     assert headers["X-Frame-Options"] == "DENY" and "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+
+
+# Markup the seed's page (innerHTML) would act on although the CSP blocks scripts: a navigation to another site,
+# a phishing link, a style that hides the page.
+SEED_MARKUP = [
+    '<meta http-equiv="refresh" content="0;url=http://evil.example/">',
+    '<a id="phish" href="http://evil.example/login">Your session expired: log in again</a>',
+    "<style>body{display:none}</style>",
+]
+
+
+def assert_shown_as_text(page: Any, server: LiveServer, texts: list[str]) -> None:
+    """Each text is in the seed page's posts as the characters it is; no element came of it; the page is
+    where it was and visible."""
+    for text in texts:
+        page.locator("#posts div", has_text=text).first.wait_for()
+    page.wait_for_timeout(1500)  # a meta refresh of 0 s would have navigated by now
+    assert page.url == server.url + "/seed/"
+    assert page.locator("#posts meta, #posts a, #posts style").count() == 0
+    assert page.evaluate("() => getComputedStyle(document.body).display") != "none"
+
+
+def test_stored_markup_reaches_the_seed_page_as_text(
+    context: Any, redis_url: str, redis_prefix: str, page_errors: Any
+) -> None:
+    """The seed's page stays unchanged; the example never hands it markup: the templates-only page's form and
+    the seed's own form (POST /posts) refuse it, and a row stored past them (the shell) is handed over escaped,
+    to an open tab (live, through Redis) and on a fresh load (``list``); nothing navigates."""
+    import subprocess
+    import sys
+
+    from tests.support.servers import EXAMPLE_DIR, example_server
+
+    with example_server(redis_url=redis_url, redis_prefix=redis_prefix) as server:
+        seed = open_live_posts(context, server, "/seed/")
+        wait_online(seed, 1)
+        navigations: list[str] = []
+        seed.on("framenavigated", lambda frame: navigations.append(frame.url) if frame == seed.main_frame else None)
+        live = open_live_posts(context, server, "/live/")
+        for markup in SEED_MARKUP:
+            live.fill("#name", "mallory")
+            live.fill("#content", markup)
+            live.click("form button[type=submit], form input[type=submit]")
+            live.locator("#error").filter(has_text="plain text").wait_for()
+            seed.fill("#content", markup)  # the seed's own form: POST /posts create
+            with seed.expect_response(lambda r: r.url.endswith("/posts") and r.request.method == "POST") as answer:
+                seed.click("button[type=submit]")
+            assert answer.value.status == 400
+        shell = "; ".join(
+            ["from posts.models import Post"]
+            + [f"Post.objects.create(user_name='shell', content={markup!r})" for markup in SEED_MARKUP]
+        )
+        subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", shell],
+            cwd=EXAMPLE_DIR,
+            env=server.env,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        assert_shown_as_text(seed, server, SEED_MARKUP)
+        assert navigations == []
+        fresh = open_live_posts(context, server, "/seed/")
+        assert_shown_as_text(fresh, server, SEED_MARKUP)
+        # Only the rows stored past the forms exist: the refused ones never were.
+        assert fresh.locator("#posts div").count() == len(SEED_MARKUP)
+        assert all(text.startswith("shell: ") for text in fresh.locator("#posts div").all_text_contents())

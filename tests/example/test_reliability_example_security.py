@@ -121,3 +121,52 @@ def test_startprojects_development_key_is_warned_about_under_check_deploy(settin
     settings.SECRET_KEY = "django-insecure-" + "k" * 20 + "v2mYk8qG0V9Zp3Kx7Qb5"
     assert "django_pulse.W030" not in {m.id for m in run_checks()}
     assert "django_pulse.W030" in {m.id for m in run_checks(include_deployment_checks=True)}
+
+
+# What the seed's page (innerHTML) must never be handed: a navigation no CSP stops, a phishing link, a style.
+SEED_MARKUP = [
+    '<meta http-equiv="refresh" content="0;url=http://evil.example/">',
+    '<a href="http://evil.example/login">Your session expired: log in again</a>',
+    "<style>body{display:none}</style>",
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.urls("example_project.urls")
+@pytest.mark.parametrize("markup", SEED_MARKUP)
+def test_every_way_of_creating_a_post_refuses_markup(admin_client: Client, markup: str) -> None:
+    """POST /posts, the templates-only page's form and the admin: one rule, the Post fields' validator."""
+    from posts.models import Post
+
+    for field in ("content", "userName"):
+        body = {"action": "create", "userName": "a", "content": "b", field: markup}
+        response = admin_client.post("/posts", json.dumps(body), content_type="application/json")
+        assert response.status_code == 400 and "plain text" in response.json()["error"], response.content
+    for field in ("content", "user_name"):
+        form = {"user_name": "a", "content": "b", field: markup}
+        response = admin_client.post("/live/posts", form)
+        assert response.status_code == 400 and b"Posts are plain text" in response.content, field
+        response = admin_client.post("/admin/posts/post/add/", form)
+        assert response.status_code == 200 and b"Posts are plain text" in response.content, field  # the form again
+    assert not Post.objects.exists()
+    assert admin_client.post("/live/posts", {"user_name": "a", "content": "a < b & <3"}).status_code == 302
+    assert Post.objects.get().content == "a < b & <3"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("markup", SEED_MARKUP)
+def test_a_row_stored_another_way_reaches_the_seed_page_escaped(markup: str) -> None:
+    """The shell, a fixture or data from before the rule: what the seed's page is handed (``new_post`` and
+    ``list``, both post_data) shows the text as it is under innerHTML."""
+    import html
+
+    from django_pulse.testing import capture_published
+    from posts.models import Post, post_data
+
+    with capture_published() as published:
+        post = Post.objects.create(user_name=markup, content=f"see {markup}")
+    data = post_data(post)
+    assert data["user_name"] == html.escape(markup, quote=False) and "<" not in data["content"]
+    assert [m.data["post"]["content"] for m in published.messages if m.channel == "posts"] == [data["content"]]
+    plain = Post.objects.create(user_name="bob", content="a < b & <3")
+    assert post_data(plain)["content"] == "a < b & <3"  # text the rule lets in is handed over unchanged

@@ -329,3 +329,49 @@ def test_nesting_is_refused_past_64_levels_on_every_python_version() -> None:
         parse_frame(frame(MAX_DEPTH), 1 << 20)
     assert refused.value.code.value == "invalid_json" and "64 levels" in refused.value.message
     assert parse_frame(frame(3, "[{" * 500), 1 << 20).members["data"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # The character itself: what a frame decoded from an SSE send/ body holds (a WebSocket cannot carry it).
+        '{"action":"whisper","channel":"posts","name":"n","data":"\ud800"}',
+        '{"action":"publish","channel":"posts","name":"\udfff","data":1}',
+        '{"action":"presence.enter","channel":"posts","data":{"\ud800":1}}',
+        # The escape: what a WebSocket text frame can carry.
+        '{"action":"whisper","channel":"posts","name":"n","data":"\\ud800"}',
+        '{"action":"presence.update","channel":"posts","data":["ok",{"k":"a\\udc00"}]}',
+    ],
+)
+def test_a_lone_surrogate_raw_or_escaped_is_invalid_json(text: str) -> None:
+    """No subscriber's socket can take a lone surrogate: refused before any handler sees the frame."""
+    with pytest.raises(ProtocolViolation) as refused:
+        parse_frame(text, 1 << 20)
+    assert refused.value.code.value == "invalid_json" and "surrogate" in refused.value.message
+    paired = parse_frame(
+        '{"action":"whisper","channel":"posts","name":"n","data":"\\ud83d\\ude00 \U0001f600"}', 1 << 20
+    )
+    assert paired.members["data"] == "\U0001f600 \U0001f600"
+
+
+def test_one_decoder_for_frames_and_http_bodies() -> None:
+    """The frame parser, DRF's parser and the SSE endpoints decode with the same function; it says why it
+    refuses, as one ValueError."""
+    from django_pulse.api import parsers
+    from django_pulse.protocol import frames, strict_json
+    from django_pulse.server import sse
+
+    assert parsers.loads_strict is frames.loads_strict is sse.loads_strict is strict_json.loads_strict
+    for raw, why in [
+        (b"\xff", "not UTF-8"),
+        ("\ud800", "surrogate"),
+        ('"\\udfff"', "surrogate"),
+        ("[" * 65 + "]" * 65, "64 levels"),
+        ("[" * 100_000, "64 levels"),
+        ('{"a":NaN}', "NaN is not JSON"),
+        ("1e999", "out of range"),
+        ("{nope", "not valid JSON"),
+    ]:
+        with pytest.raises(strict_json.InvalidJSON, match=why):
+            strict_json.loads_strict(raw, "the body")
+    assert strict_json.loads_strict(b'{"a":["\\u00e9\\ud83d\\ude00"]}') == {"a": ["\u00e9\U0001f600"]}

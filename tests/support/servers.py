@@ -302,3 +302,17 @@ def example_server(
             )
         )
         yield live
+
+
+def pulse_command(server: LiveServer, *args: str) -> str:
+    """``manage.py pulse <args>`` in a fresh process with the server's settings (its database); its output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "django", "pulse", *args],
+        env=server.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout

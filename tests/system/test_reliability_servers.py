@@ -567,11 +567,9 @@ async def test_sigterm_tells_clients_to_reconnect(server_name: str, expected: in
 async def test_api_keys_never_reach_the_logs() -> None:
     """A DEBUG-logging server sees valid, wrong, revoked and malformed API keys, through every endpoint (and
     a CLI command that reaches it); none of them, nor the tokens it issued, is in its output."""
-    import subprocess
-    import sys
 
     from django_pulse.clients.http import NotAuthenticated, PulseAPIError, PulseClient
-    from tests.support.servers import ROOT, free_port
+    from tests.support.servers import free_port, pulse_command
 
     port = free_port()
     with live_server(
@@ -579,16 +577,7 @@ async def test_api_keys_never_reach_the_logs() -> None:
     ) as server:
 
         def cli(*args: str) -> str:
-            done = subprocess.run(
-                [sys.executable, "-m", "django", "pulse", *args],
-                env=server.env,
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert done.returncode == 0, done.stderr
-            return done.stdout
+            return pulse_command(server, *args)
 
         key = old_key = json.loads(await asyncio.to_thread(cli, "enable", "--json"))["apiKey"]
         client = PulseClient(server.url + "/pulse/", key)
