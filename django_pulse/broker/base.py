@@ -76,12 +76,15 @@ class HistoryRead:
     ``serial`` is the topic's last serial at the read (0 if none was ever published in this epoch), ``epoch``
     the lifetime of its counter (a new value whenever the counter starts again from nothing: a new process
     with the memory broker, a flushed or evicted key with Redis), ``frames`` the retained ``message`` frames
-    that matched the read, ``(serial, text)`` in increasing serial order.
+    that matched the read, ``(serial, text)`` in increasing serial order. ``fork``: after a failover (Redis),
+    ``(the epoch this one replaced, the last serial the new master received in it)``; a position at or below
+    that serial in that epoch continues in this one (``server.recovery.plan_subscribe``).
     """
 
     serial: int
     epoch: str
     frames: list[tuple[int, str]] = field(default_factory=list)
+    fork: tuple[str, int] | None = None
 
 
 class Broker(abc.ABC):

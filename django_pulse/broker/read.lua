@@ -2,6 +2,8 @@
 -- KEYS: counter hash, history stream. ARGV: epoch candidate, after, before ('' for none), limit, CHANNEL_TTL (ms).
 -- A read is activity: the counter expires CHANNEL_TTL after the channel's last publish (publish.lua) or read.
 -- A counter created here (serial 0) starts a new epoch and drops stale history.
+-- Returns {serial, epoch, entries, previous epoch, fork serial} (the last two false unless a failover set them:
+-- publish.lua).
 if redis.call('HSETNX', KEYS[1], 's', 0) == 1 then
   redis.call('HSET', KEYS[1], 'e', ARGV[1])
   redis.call('DEL', KEYS[2])
@@ -9,7 +11,7 @@ elseif redis.call('HSETNX', KEYS[1], 'e', ARGV[1]) == 1 then
   redis.call('DEL', KEYS[2])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
-local state = redis.call('HMGET', KEYS[1], 's', 'e')
+local state = redis.call('HMGET', KEYS[1], 's', 'e', 'pe', 'pf')
 local entries = {}
 local limit = tonumber(ARGV[4])
 if limit > 0 then
@@ -17,4 +19,4 @@ if limit > 0 then
   if ARGV[3] ~= '' then max = '(' .. ARGV[3] .. '-0' end
   entries = redis.call('XREVRANGE', KEYS[2], max, '(' .. ARGV[2] .. '-0', 'COUNT', limit)
 end
-return {state[1], state[2], entries}
+return {state[1], state[2], entries, state[3], state[4]}

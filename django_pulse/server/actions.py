@@ -38,6 +38,9 @@ __all__ = ["HANDLERS", "history", "publish", "subscribe", "unsubscribe", "whispe
 
 # Messages a history request without ``limit`` returns (at most HISTORY_SIZE).
 DEFAULT_HISTORY_LIMIT = 100
+# The most messages a resume replays. Redis keeps up to HISTORY_MIN_RETENTION seconds of a channel past
+# HISTORY_SIZE (a failover's backlog): a resume may replay all of it, up to this many.
+RESUME_LIMIT = 10_000
 
 
 async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any] | None:
@@ -87,7 +90,7 @@ async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any] | N
             raise _Gone
         # Read after the subscription is active: every message newer than the read reaches the sink.
         if resume is not None:
-            read = await broker.history(topic, after=resume[0], limit=size)
+            read = await broker.history(topic, after=resume[0], limit=max(size, RESUME_LIMIT) if size else 0)
         else:
             read = await broker.history(topic, limit=min(rewind, size))
         if conn.closed:
