@@ -17,6 +17,7 @@ from typing import Protocol
 
 __all__ = [
     "CONTROL_TOPIC",
+    "RESUME_LIMIT",
     "Broker",
     "Delivery",
     "HistoryRead",
@@ -27,6 +28,9 @@ __all__ = [
 ]
 
 CONTROL_TOPIC = "ctl"
+# The most messages one resume replays, and so the most a Redis channel's history keeps however young
+# (HISTORY_MIN_RETENTION keeps a failover's backlog past HISTORY_SIZE, up to this many).
+RESUME_LIMIT = 10_000
 
 
 class Delivery(Protocol):

@@ -4,8 +4,9 @@
 -- ("PUBLISH"; "SPUBLISH" on Redis Cluster, where KEYS[2] is a shard channel in the keys' slot), failover check
 -- ("1" with replicas that can be promoted, else ""), CHANNEL_TTL (ms): the counter expires that long after the
 -- channel's last publish or read (read.lua), and a counter created again afterwards has a new epoch;
--- HISTORY_MIN_RETENTION (ms): entries younger than this are kept even past HISTORY_SIZE (0: trim by count only);
--- and with KEYS[4] the idempotency window (ms).
+-- HISTORY_MIN_RETENTION (ms): entries younger than this are kept even past HISTORY_SIZE (0: trim by count only),
+-- and the most entries kept however young (what one resume may replay); and with KEYS[4] the idempotency
+-- window (ms).
 -- Returns the serial; with KEYS[4], {serial, 1} when the id was published within the window (that publish's
 -- serial; nothing is published now) and {serial, 0} otherwise. The record is written by the script that
 -- publishes, so a publish whose reply was lost (a timeout after the script ran) is never published twice by
@@ -53,7 +54,7 @@ if size > 0 then
     -- Trimmed by count only where entries are older than the retention window: a failover's backlog stays
     -- resumable however fast the channel is. At most 8 entries go per publish (each adds one), so the stream
     -- comes back to HISTORY_SIZE once the burst is older than the window.
-    redis.call('XADD', KEYS[3], n .. '-0', 'f', frame, 't', ARGV[3])
+    redis.call('XADD', KEYS[3], 'MAXLEN', math.max(size, tonumber(ARGV[11])), n .. '-0', 'f', frame, 't', ARGV[3])
     local excess = redis.call('XLEN', KEYS[3]) - size
     if excess > 0 then
       local horizon = tonumber(ARGV[3]) - keep
@@ -71,7 +72,7 @@ if size > 0 then
 end
 redis.call(ARGV[7], KEYS[2], frame)
 if KEYS[4] then
-  redis.call('SET', KEYS[4], n, 'PX', ARGV[11])
+  redis.call('SET', KEYS[4], n, 'PX', ARGV[12])
   return {n, 0}
 end
 return n

@@ -34,7 +34,7 @@ from .._lua import load_lua
 from .._redis import close_with_loop
 from ..exceptions import Unavailable
 from . import keys
-from .base import Broker, HistoryRead, new_epoch, topic_channel
+from .base import RESUME_LIMIT, Broker, HistoryRead, new_epoch, topic_channel
 from .connection import SENTINEL_SCHEME, async_client, async_no_retry, no_retry, sentinel_endpoints, sync_client
 from .pubsub import CONNECT_ERRORS, FAST_RETRY, MAX_BACKOFF, Outage, RespConnection, Subscriber
 
@@ -202,6 +202,7 @@ class RedisBroker(Broker):
             self.failover_check,
             self.channel_ttl_ms,
             self.min_retention_ms,
+            RESUME_LIMIT,
         ]
         if once is not None:
             message_id, window_ms = once

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..broker.base import message_topic
+from ..broker.base import RESUME_LIMIT, message_topic
 from ..exceptions import Forbidden, LimitExceeded, ProtocolViolation
 from ..protocol import (
     Action,
@@ -38,9 +38,6 @@ __all__ = ["HANDLERS", "history", "publish", "subscribe", "unsubscribe", "whispe
 
 # Messages a history request without ``limit`` returns (at most HISTORY_SIZE).
 DEFAULT_HISTORY_LIMIT = 100
-# The most messages a resume replays. Redis keeps up to HISTORY_MIN_RETENTION seconds of a channel past
-# HISTORY_SIZE (a failover's backlog): a resume may replay all of it, up to this many.
-RESUME_LIMIT = 10_000
 
 
 async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any] | None:

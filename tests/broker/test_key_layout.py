@@ -85,7 +85,7 @@ def test_broker_scripts_run_on_one_cluster_shard(cluster: RedisCluster, kb_id: s
     pubsub = cluster.pubsub()
     pubsub.ssubscribe(broker.redis_channel(topic))
     keys_ = [broker.serial_key(topic), broker.redis_channel(topic), broker.history_key(topic)]
-    args = [head, "E1", int(time.time() * 1000), 10, 60_000, channel, "SPUBLISH", "", 86_400_000, 30_000]
+    args = [head, "E1", int(time.time() * 1000), 10, 60_000, channel, "SPUBLISH", "", 86_400_000, 30_000, 10_000]
     assert publish(keys=keys_, args=args) == 1
     assert publish(keys=keys_, args=args) == 2
     # An idempotent publish: the record of its id is a fourth key, in the same slot.
