@@ -10,12 +10,8 @@
 -- Returns the serial; with KEYS[4], {serial, 1} when the id was published within the window (that publish's
 -- serial; nothing is published now) and {serial, 0} otherwise. The record is written by the script that
 -- publishes, so a publish whose reply was lost (a timeout after the script ran) is never published twice by
--- the publisher's retry, and a publish that never ran leaves no record to block the retry. With the check, the counter remembers the replication id of
--- the master that last wrote it (field ``r``): a publish on another master (a promoted replica) starts a new
--- epoch, because the old master may have handed out serials this one never received (asynchronous
--- replication), and a resume across that gap must not pass for exact. The counter keeps the epoch it replaced
--- (``pe``) and the last serial this master received in it (``pf``, the fork point): a client whose last
--- serial is at or below the fork saw nothing this master lacks, so its resume stays exact (read.lua).
+-- the publisher's retry, and a publish that never ran leaves no record to block the retry. With the check, a
+-- channel served by another master than the one that last wrote it forks a new epoch (failover.lua).
 -- A channel name needs no JSON escaping (protocol.CHANNEL_RE), so the notice is built here.
 if KEYS[4] then
   local first = redis.call('GET', KEYS[4])
@@ -33,18 +29,9 @@ if n == 1 then
   end
 end
 if ARGV[8] ~= '' then
-  local node = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
-  local seen = redis.call('HGET', KEYS[1], 'r')
-  if seen ~= node then
-    redis.call('HSET', KEYS[1], 'r', node)
-    if seen and n > 1 then
-      -- The history stays: it is what this master received, all of it delivered and true. No notice is
-      -- published: every process lost its subscriber connection to the old master and has told its
-      -- subscribers (broker_unavailable) before anything of this master reaches them.
-      local previous = redis.call('HGET', KEYS[1], 'e')
-      redis.call('HSET', KEYS[1], 'e', ARGV[2], 'pe', previous, 'pf', n - 1)
-    end
-  end
+  -- No notice is published: every process lost its subscriber connection to the old master and has told its
+  -- subscribers (broker_unavailable) before anything of this master reaches them.
+  fork_if_new_master(KEYS[1], ARGV[2], n - 1)
 end
 local frame = ARGV[1] .. n .. '}'
 local size = tonumber(ARGV[4])

@@ -42,9 +42,9 @@ __all__ = ["RedisBroker"]
 
 logger = logging.getLogger("django_pulse.broker")
 
-PUBLISH_SCRIPT = load_lua("django_pulse.broker", "publish.lua")
+PUBLISH_SCRIPT = load_lua("django_pulse.broker", "publish.lua", "failover.lua")
 
-READ_SCRIPT = load_lua("django_pulse.broker", "read.lua")
+READ_SCRIPT = load_lua("django_pulse.broker", "read.lua", "failover.lua")
 
 CONNECT_TIMEOUT = 3.0
 # The subscriber connection sends PING after this many idle seconds and is declared dead (and reconnected)
@@ -286,6 +286,7 @@ class RedisBroker(Broker):
             "" if before is None else max(1, int(before)),
             max(0, int(limit)),
             self.channel_ttl_ms,
+            self.failover_check,
         ]
         return keys, args
 

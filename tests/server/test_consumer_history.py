@@ -501,3 +501,30 @@ async def test_a_process_deaf_for_more_than_history_size_is_resumed_within_the_r
         await alice.close()
         await elsewhere.aclose()
         await get_runtime().broker.aclose()
+
+
+async def test_a_resume_crosses_the_epoch_a_promoted_replica_forks(pulse_redis: Any) -> None:
+    """Under Sentinel or Cluster, the channel's counter remembers which master last wrote it. Served by another
+    one (here: the record says another replication id wrote it, as after a promotion), the channel forks a new
+    epoch at its last serial: a client that saw up to there resumes exactly into the new epoch; a client of an
+    unrelated epoch reloads."""
+    broker = get_runtime().broker
+    assert isinstance(broker, RedisBroker)
+    broker.failover_check = "1"  # on under Sentinel and Cluster (replicas can be promoted)
+    serial, epoch = await seen_then_gone()  # serials 1..3 on "the old master"
+    store = redis.Redis.from_url(broker.url)
+    try:
+        store.hset(broker.serial_key(message_topic("default", "posts")), "r", "0" * 40)  # another master wrote it
+    finally:
+        store.close()
+    missed = [await pulse.apublish("posts", "e", i) for i in range(3, 6)]  # the first forks the epoch at 3
+    alice = await connect("alice")
+    reply = await alice.request("subscribe", channel="posts", resume={"serial": serial, "epoch": epoch})
+    assert (reply["resumed"], reply["serial"]) == (True, 3) and reply["epoch"] != epoch
+    assert [f["id"] for f in await messages(alice, 3)] == missed
+    bob = await connect("bob")
+    reply = await bob.request("subscribe", channel="posts", resume={"serial": 2, "epoch": "another"})
+    assert (reply["resumed"], reply["serial"]) == (False, 6)
+    for client in (alice, bob):
+        await client.close()
+    await broker.aclose()

@@ -99,6 +99,7 @@ class Follower:
     problems: list[str] = field(default_factory=list)
     discontinuities: list[str] = field(default_factory=list)
     resumes: int = 0
+    epochs: list[str] = field(default_factory=list)  # every epoch it was told, in order
     _task: asyncio.Task[None] | None = None
     _ref: int = 0
 
@@ -111,7 +112,7 @@ class Follower:
         ws.send_json({"action": "subscribe", "channel": channel, "ref": 0})
         reply = await asyncio.wait_for(ws.recv_json(), 10)
         assert (reply["action"], reply["ref"]) == ("ok", 0), reply
-        follower = cls(server, client_id, channel, ws, reply["serial"], reply["epoch"])
+        follower = cls(server, client_id, channel, ws, reply["serial"], reply["epoch"], epochs=[reply["epoch"]])
         follower._task = asyncio.ensure_future(follower._follow())
         return follower
 
@@ -138,6 +139,8 @@ class Follower:
         if not reply.get("resumed"):
             self.problems.append(f"resume from {self.serial} answered {reply}")
         self.serial, self.epoch = reply["serial"], reply["epoch"]
+        if self.epoch != self.epochs[-1]:
+            self.epochs.append(self.epoch)
 
     async def _follow(self) -> None:
         with contextlib.suppress(asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
