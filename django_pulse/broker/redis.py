@@ -139,7 +139,6 @@ class RedisBroker(Broker):
         # The topics this process wants and the (un)subscribe confirmations awaited on its pub/sub connection.
         self._subs = Subscriber(sharded=False)
         self._outage = Outage("Redis broker")
-        self.master_switches = 0
 
     # -- names ------------------------------------------------------------------------------------------
 
@@ -514,7 +513,6 @@ class RedisBroker(Broker):
                 conn.abort()
 
     def _master_switched(self, old: tuple[str, int], new: tuple[str, int]) -> None:
-        self.master_switches += 1
         logger.warning("Redis Sentinel: the master moved from %s:%d to %s:%d", *old, *new)
         conn = self._conn
         if conn is not None and conn.address != new:
