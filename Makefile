@@ -99,7 +99,7 @@ test-valkey: $(VENV)/.dev-installed $(VALKEY_BIN)/valkey-server
 	PULSE_TEST_REDIS_SERVER=$(CURDIR)/$(VALKEY_BIN)/valkey-server PULSE_TEST_REDIS_CLI=$(CURDIR)/$(VALKEY_BIN)/valkey-cli \
 	PULSE_TEST_EXPECT_SERVER=valkey \
 		$(PY) -m pytest -q -p no:cacheprovider tests/system/test_redis_topology.py tests/system/test_redis_cluster.py \
-		tests/system/test_sentinel.py tests/system/test_sentinel_servers.py
+		tests/system/test_sentinel.py tests/system/test_sentinel_servers.py tests/system/test_failover_delivery.py
 
 bench: $(VENV)/.dev-installed
 	$(PY) -m bench $(BENCH_ARGS)

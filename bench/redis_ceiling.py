@@ -103,6 +103,8 @@ def measure(port: int, pid: int, subscribers: int, requests: int) -> dict[str, A
         "PUBLISH",
         "",
         "86400000",  # CHANNEL_TTL (ms), the default
+        "30000",  # HISTORY_MIN_RETENTION (ms), the default
+        "10000",  # the most entries kept however young (broker.base.RESUME_LIMIT)
     ]
     started, cpu = time.monotonic(), process_cpu_seconds(pid)
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout

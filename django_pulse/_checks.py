@@ -93,6 +93,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="django_pulse.E030",
             )
         )
+    retention = (raw or {}).get("HISTORY_MIN_RETENTION", DEFAULTS["HISTORY_MIN_RETENTION"])
+    if isinstance(retention, bool) or not isinstance(retention, int | float) or retention < 0:
+        errors.append(
+            Error(
+                f"PULSE['HISTORY_MIN_RETENTION'] must be a number of seconds, 0 or more, not {retention!r}.",
+                hint="0 trims history by HISTORY_SIZE only; remove it to use the default (30).",
+                id="django_pulse.E031",
+            )
+        )
     if not KB_ID_RE.match(str(pulse_settings.DEFAULT_KB_ID)):
         errors.append(
             Error(

@@ -99,6 +99,9 @@ DEFAULTS: dict[str, Any] = {
     # published less than HISTORY_TTL seconds ago are kept. HISTORY_SIZE 0 keeps none (no recovery).
     "HISTORY_SIZE": 100,
     "HISTORY_TTL": 120.0,
+    # Redis: a message younger than this many seconds stays in history even past HISTORY_SIZE, so what was
+    # published while the subscribers of a failover reconnect can still be resumed (0: HISTORY_SIZE only).
+    "HISTORY_MIN_RETENTION": 30.0,
     # Under daphne and uvicorn, write each fanned-out frame to the sockets directly, built once per message,
     # instead of through the server's ASGI send (docs/architecture.md, "The direct-write fast path").
     # False: everything through ASGI.
@@ -366,6 +369,10 @@ class PulseSettings:
     @property
     def HISTORY_TTL(self) -> float:
         return float(self._get("HISTORY_TTL"))
+
+    @property
+    def HISTORY_MIN_RETENTION(self) -> float:
+        return float(self._get("HISTORY_MIN_RETENTION"))
 
     @property
     def DIRECT_WRITE(self) -> bool:

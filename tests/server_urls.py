@@ -40,7 +40,9 @@ def publish(request: HttpRequest) -> JsonResponse:
         )
     except PulseError as exc:  # as the HTTP API answers: 503 when the broker is unreachable
         status = 503 if exc.code == "unavailable" else 400
-        return JsonResponse({"error": {"code": exc.code.value, "message": exc.message}}, status=status)
+        response = JsonResponse({"error": {"code": exc.code.value, "message": exc.message}}, status=status)
+        response._has_been_logged = True  # type: ignore[attr-defined]  # as the API: the broker logs outages
+        return response
     return JsonResponse({"id": message_id})
 
 

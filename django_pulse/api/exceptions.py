@@ -89,7 +89,12 @@ def _first_code(codes: Any) -> str | None:
 def pulse_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF exception handler of the Pulse views (set per view, so the project's own handler is untouched)."""
     if isinstance(exc, PulseError):
-        return Response(error_body(exc.code.value, exc.message), status=STATUS_FOR_CODE.get(exc.code.value, 400))
+        answer = Response(error_body(exc.code.value, exc.message), status=STATUS_FOR_CODE.get(exc.code.value, 400))
+        if exc.code == ErrorCode.UNAVAILABLE:
+            # The broker logged the outage once, when calls started failing (and logs when they succeed again):
+            # Django's ERROR line for each 503 would bury that under one line per refused request.
+            answer._has_been_logged = True  # type: ignore[attr-defined]
+        return answer
     if isinstance(exc, RequestDataTooBig):
         return Response(
             error_body("request_too_large", "The request body is larger than the server accepts."),

@@ -17,6 +17,7 @@ from typing import Protocol
 
 __all__ = [
     "CONTROL_TOPIC",
+    "RESUME_LIMIT",
     "Broker",
     "Delivery",
     "HistoryRead",
@@ -27,6 +28,9 @@ __all__ = [
 ]
 
 CONTROL_TOPIC = "ctl"
+# The most messages one resume replays, and so the most a Redis channel's history keeps however young
+# (HISTORY_MIN_RETENTION keeps a failover's backlog past HISTORY_SIZE, up to this many).
+RESUME_LIMIT = 10_000
 
 
 class Delivery(Protocol):
@@ -76,12 +80,15 @@ class HistoryRead:
     ``serial`` is the topic's last serial at the read (0 if none was ever published in this epoch), ``epoch``
     the lifetime of its counter (a new value whenever the counter starts again from nothing: a new process
     with the memory broker, a flushed or evicted key with Redis), ``frames`` the retained ``message`` frames
-    that matched the read, ``(serial, text)`` in increasing serial order.
+    that matched the read, ``(serial, text)`` in increasing serial order. ``fork``: after a failover (Redis),
+    ``(the epoch this one replaced, the last serial the new master received in it)``; a position at or below
+    that serial in that epoch continues in this one (``server.recovery.plan_subscribe``).
     """
 
     serial: int
     epoch: str
     frames: list[tuple[int, str]] = field(default_factory=list)
+    fork: tuple[str, int] | None = None
 
 
 class Broker(abc.ABC):

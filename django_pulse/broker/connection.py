@@ -352,6 +352,16 @@ async def master_endpoint(target: str, timeout: float) -> Endpoint:
     return Endpoint(str(host), int(port), config.ssl_context(), config.username, config.password)
 
 
+def sentinel_endpoints(target: str) -> tuple[str, list[Endpoint]]:
+    """The Sentinel service of ``target`` (``sentinel://<service>``) and its sentinels, with their credentials."""
+    config = _sentinel_for(target)
+    ssl = _ssl_context(config.sentinel_ssl, config.ssl_ca_certs, config.ssl_certfile, config.ssl_keyfile)
+    endpoints = [
+        Endpoint(host, port, ssl, config.sentinel_username, config.sentinel_password) for host, port in config.sentinels
+    ]
+    return config.service, endpoints
+
+
 def node_endpoint(host: str, port: int) -> Endpoint:
     """A node of the Redis Cluster of ``PULSE["REDIS_CLUSTER"]`` (a shard master), with the cluster's credentials."""
     config = _cluster_for(CLUSTER_TARGET)

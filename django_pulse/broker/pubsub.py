@@ -22,7 +22,7 @@ from . import keys
 from .base import Delivery
 from .connection import SENTINEL_SCHEME, Endpoint, master_endpoint
 
-__all__ = ["CONNECT_ERRORS", "ReplyError", "RespConnection", "Subscriber"]
+__all__ = ["CONNECT_ERRORS", "Outage", "ReplyError", "RespConnection", "Subscriber"]
 
 logger = logging.getLogger("django_pulse.broker")
 
@@ -38,6 +38,7 @@ class RespConnection:
         self.reader = reader
         self.writer = writer
         self.last_rx = time.monotonic()
+        self.address: tuple[str, int] | None = None
 
     @classmethod
     async def open(cls, target: str, timeout: float) -> RespConnection:
@@ -60,6 +61,7 @@ class RespConnection:
             asyncio.open_connection(endpoint.host, endpoint.port, ssl=endpoint.ssl), timeout
         )
         conn = cls(reader, writer)
+        conn.address = (endpoint.host, endpoint.port)
         try:
             if endpoint.password:
                 args = [endpoint.username, endpoint.password] if endpoint.username else [endpoint.password]
@@ -120,6 +122,60 @@ class RespConnection:
 CONNECT_ERRORS = (OSError, ConnectionError, TimeoutError, asyncio.IncompleteReadError, ReplyError)
 
 Waiters = dict[bytes, deque[asyncio.Future[None]]]
+
+# While Redis is down, the subscriber side tries again every FAST_RETRY seconds for FAST_RETRY_WINDOW seconds
+# (a failover completes within that: the sooner a process hears the new master, the shorter its subscribers'
+# gap), then every MAX_BACKOFF seconds.
+FAST_RETRY = 0.25
+FAST_RETRY_WINDOW = 30.0
+MAX_BACKOFF = 5.0
+
+
+class Outage:
+    """The state of a broker's subscriber side for the log and the retries: one WARNING when it breaks, one
+    when it is back (with how long it took), nothing per failed attempt in between; when to try again; and a
+    ``wake()`` that ends the wait at once (a topology change: the new master is known)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.since: float | None = None
+        self.attempts = 0
+        self._wake: asyncio.Event | None = None
+
+    def lost(self, reason: object) -> None:
+        """The connection broke (or the first one could not be made): logged once."""
+        if self.since is None:
+            self.since = time.monotonic()
+            logger.warning("%s: %s; reconnecting", self.name, reason)
+        else:
+            logger.debug("%s: %s; still reconnecting", self.name, reason)
+
+    def back(self, detail: str) -> None:
+        """Connected again: logged once, with the outage's length and the attempts it took."""
+        if self.since is not None:
+            logger.warning(
+                "%s: back after %.1f s (%d attempts); %s",
+                self.name,
+                time.monotonic() - self.since,
+                self.attempts,
+                detail,
+            )
+        self.since, self.attempts = None, 0
+
+    def wake(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def pause(self) -> None:
+        """Wait before the next attempt (shorter while the outage is young), or until ``wake()``."""
+        self.attempts += 1
+        young = self.since is None or time.monotonic() - self.since < FAST_RETRY_WINDOW
+        woken = self._wake = asyncio.Event()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), FAST_RETRY if young else MAX_BACKOFF)
+        finally:
+            self._wake = None
 
 
 class Subscriber:

@@ -34,23 +34,22 @@ from .._lua import load_lua
 from .._redis import close_with_loop
 from ..exceptions import Unavailable
 from . import keys
-from .base import Broker, HistoryRead, new_epoch, topic_channel
-from .connection import SENTINEL_SCHEME, async_client, async_no_retry, no_retry, sync_client
-from .pubsub import CONNECT_ERRORS, RespConnection, Subscriber
+from .base import RESUME_LIMIT, Broker, HistoryRead, new_epoch, topic_channel
+from .connection import SENTINEL_SCHEME, async_client, async_no_retry, no_retry, sentinel_endpoints, sync_client
+from .pubsub import CONNECT_ERRORS, FAST_RETRY, MAX_BACKOFF, Outage, RespConnection, Subscriber
 
 __all__ = ["RedisBroker"]
 
 logger = logging.getLogger("django_pulse.broker")
 
-PUBLISH_SCRIPT = load_lua("django_pulse.broker", "publish.lua")
+PUBLISH_SCRIPT = load_lua("django_pulse.broker", "publish.lua", "failover.lua")
 
-READ_SCRIPT = load_lua("django_pulse.broker", "read.lua")
+READ_SCRIPT = load_lua("django_pulse.broker", "read.lua", "failover.lua")
 
 CONNECT_TIMEOUT = 3.0
 # The subscriber connection sends PING after this many idle seconds and is declared dead (and reconnected)
 # after three times as long without any byte from Redis.
 HEALTH_INTERVAL = 5.0
-MAX_BACKOFF = 5.0
 SUBSCRIBE_BATCH = 500
 
 
@@ -69,25 +68,32 @@ class RedisBroker(Broker):
 
     shared = True
 
-    _unavailable_logged_at: float
-    _unavailable_suppressed: int
+    # Since when calls fail (None: they succeed), and how many failed.
+    _refusing_since: float | None
+    _refused: int
 
     def _unavailable(self, message: str, exc: BaseException) -> Unavailable:
         """The error callers (and through them HTTP and WebSocket clients) see: no host, port or driver detail,
-        which would tell a client where the infrastructure is. The detail goes to the log as a warning, at most
-        once per UNAVAILABLE_LOG_INTERVAL seconds (an outage fails every call), with the count of those not
-        shown."""
+        which would tell a client where the infrastructure is. The detail goes to the log as one WARNING when
+        calls start failing (an outage fails every call: they are counted, not logged), and one when they
+        succeed again (``_accepted``)."""
         self.errors += 1
-        now = time.monotonic()
-        if now - self._unavailable_logged_at >= UNAVAILABLE_LOG_INTERVAL:
-            suppressed = self._unavailable_suppressed
-            logger.warning(
-                "%s (%r)%s", message, exc, f"; {suppressed} more since the last report" if suppressed else ""
-            )
-            self._unavailable_logged_at, self._unavailable_suppressed = now, 0
-        else:
-            self._unavailable_suppressed += 1
+        if self._refusing_since is None:
+            self._refusing_since, self._refused = time.monotonic(), 0
+            logger.warning("Redis broker: calls fail: %s (%s: %s)", message, type(exc).__name__, exc)
+        self._refused += 1
         return Unavailable(message)
+
+    def _accepted(self) -> None:
+        """A call succeeded: if calls were failing, say once that they no longer do."""
+        since = self._refusing_since
+        if since is not None:
+            self._refusing_since = None
+            logger.warning(
+                "Redis broker: calls succeed again after %.1f s; %d failed meanwhile",
+                time.monotonic() - since,
+                self._refused,
+            )
 
     def __init__(self, url: str | None = None, prefix: str | None = None) -> None:
         from .._conf import pulse_settings
@@ -98,10 +104,12 @@ class RedisBroker(Broker):
         self._bus = f"{self.prefix}:bus:"
         self._bus_bytes = self._bus.encode()
         self.client_name = f"{self.prefix}:sub:{self.process_id}".replace(" ", "_")
-        self._unavailable_logged_at = -1e9
-        self._unavailable_suppressed = 0
+        self._refusing_since = None
+        self._refused = 0
         self.history_size = pulse_settings.HISTORY_SIZE
         self.history_ttl_ms = int(pulse_settings.HISTORY_TTL * 1000)
+        # Entries younger than this stay past HISTORY_SIZE (what a failover's subscribers resume from).
+        self.min_retention_ms = int(min(pulse_settings.HISTORY_MIN_RETENTION, pulse_settings.HISTORY_TTL) * 1000)
         # A channel's counter (serial, epoch) expires this long after its last publish or read.
         self.channel_ttl_ms = max(1, int(pulse_settings.CHANNEL_TTL * 1000))
         # The command that broadcasts inside the scripts ("SPUBLISH" for a sharded cluster broker).
@@ -121,6 +129,7 @@ class RedisBroker(Broker):
         self._script: Any = None
         self._read_script: Any = None
         self._runner: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._guard: asyncio.Task[None] | None = None
         self._conn: RespConnection | None = None
         self._connected: asyncio.Event | None = None
@@ -129,6 +138,7 @@ class RedisBroker(Broker):
         self._closed = False
         # The topics this process wants and the (un)subscribe confirmations awaited on its pub/sub connection.
         self._subs = Subscriber(sharded=False)
+        self._outage = Outage("Redis broker")
 
     # -- names ------------------------------------------------------------------------------------------
 
@@ -190,6 +200,8 @@ class RedisBroker(Broker):
             self.publish_command,
             self.failover_check,
             self.channel_ttl_ms,
+            self.min_retention_ms,
+            RESUME_LIMIT,
         ]
         if once is not None:
             message_id, window_ms = once
@@ -202,11 +214,14 @@ class RedisBroker(Broker):
         keys, args = self._publish_args(topic, head, once)
         try:
             if not self.wait_replicas:
-                return await script(keys=keys, args=args)
-            reply, acked = await self._publish_and_wait(client, keys, args)
+                reply = await script(keys=keys, args=args)
+            else:
+                reply, acked = await self._publish_and_wait(client, keys, args)
+                self._replicated(_serial_of(reply), int(acked))
         except _FAILURES as exc:
             raise self._unavailable(_publish_failed(exc), exc) from None
-        self._replicated(_serial_of(reply), int(acked))
+        if self._refusing_since is not None:
+            self._accepted()
         return reply
 
     def _publish_sync(self, topic: str, head: str, once: tuple[str, int] | None) -> Any:
@@ -214,11 +229,14 @@ class RedisBroker(Broker):
         keys, args = self._publish_args(topic, head, once)
         try:
             if not self.wait_replicas:
-                return script(keys=keys, args=args)
-            reply, acked = self._publish_and_wait_sync(client, keys, args)
+                reply = script(keys=keys, args=args)
+            else:
+                reply, acked = self._publish_and_wait_sync(client, keys, args)
+                self._replicated(_serial_of(reply), int(acked))
         except _FAILURES as exc:
             raise self._unavailable(_publish_failed(exc), exc) from None
-        self._replicated(_serial_of(reply), int(acked))
+        if self._refusing_since is not None:
+            self._accepted()
         return reply
 
     async def publish_message(self, topic: str, head: str) -> int:
@@ -267,11 +285,12 @@ class RedisBroker(Broker):
             "" if before is None else max(1, int(before)),
             max(0, int(limit)),
             self.channel_ttl_ms,
+            self.failover_check,
         ]
         return keys, args
 
     def _history_read(self, reply: Any) -> HistoryRead:
-        serial, epoch, entries = reply
+        serial, epoch, entries, fork_epoch, fork_serial = reply
         horizon = int(time.time() * 1000) - self.history_ttl_ms
         frames: list[tuple[int, str]] = []
         for entry_id, fields in entries:  # newest first
@@ -280,7 +299,8 @@ class RedisBroker(Broker):
                 break
             frames.append((int(entry_id.split(b"-", 1)[0]), values[b"f"].decode()))
         frames.reverse()
-        return HistoryRead(int(serial or 0), epoch.decode() if isinstance(epoch, bytes) else str(epoch), frames)
+        fork = (_text(fork_epoch), int(fork_serial)) if fork_epoch and fork_serial else None
+        return HistoryRead(int(serial or 0), _text(epoch), frames, fork)
 
     async def history(self, topic: str, *, after: int = 0, before: int | None = None, limit: int = 0) -> HistoryRead:
         self._async()
@@ -368,6 +388,9 @@ class RedisBroker(Broker):
         self._guard = close_with_loop(self._client)
         self._conn = None
         self._runner = None
+        if self._watcher is not None:
+            self._watcher.cancel()
+        self._watcher = None
         self._connected = asyncio.Event()
         self._down = asyncio.Event()
         self._subs.clear()
@@ -376,7 +399,10 @@ class RedisBroker(Broker):
         self._bind_loop()
         assert self._connected is not None
         if self._runner is None and not self._closed:
-            self._runner = asyncio.get_running_loop().create_task(self._run(), name="django-pulse redis subscriber")
+            loop = asyncio.get_running_loop()
+            self._runner = loop.create_task(self._run(), name="django-pulse redis subscriber")
+            if self.url.startswith(SENTINEL_SCHEME):
+                self._watcher = loop.create_task(self._watch_master(), name="django-pulse sentinel watcher")
         return self._connected
 
     async def _wait_connected(self) -> RespConnection:
@@ -418,29 +444,28 @@ class RedisBroker(Broker):
         await self._subs.unsubscribe(channel, lambda: conn.write(b"UNSUBSCRIBE", channel), CONNECT_TIMEOUT)
 
     async def _run(self) -> None:
-        backoff = 0.1
         ever_connected = False
         while not self._closed:
+            opened: RespConnection | None = None
             try:
-                conn = await RespConnection.open(self.url, CONNECT_TIMEOUT)
+                conn = opened = await RespConnection.open(self.url, CONNECT_TIMEOUT)
                 await asyncio.wait_for(conn.call("CLIENT", "SETNAME", self.client_name), CONNECT_TIMEOUT)
             except CONNECT_ERRORS as exc:
+                if opened is not None:
+                    opened.abort()  # it broke between connecting and naming itself: no socket left behind
                 self.errors += 1
                 assert self._down is not None
-                if not self._down.is_set() or backoff >= MAX_BACKOFF:
-                    logger.warning("Redis broker cannot connect to %s: %s; retrying", _safe_url(self.url), exc)
+                self._outage.lost(f"cannot connect to {_safe_url(self.url)}: {exc}")
                 self._down.set()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                await self._outage.pause()
                 continue
-            backoff = 0.1
             assert self._down is not None
             self._down.clear()
             channels = [self.redis_channel(topic).encode() for topic in sorted(self._subs.topics)]
             if ever_connected:
                 self.reconnects += 1
-                logger.warning("Redis broker reconnected; re-subscribing %d topics", len(channels))
                 self._subs.resubscribed = set(channels)
+            self._outage.back(f"re-subscribing {len(channels)} topics")
             for start in range(0, len(channels), SUBSCRIBE_BATCH):
                 conn.write(b"SUBSCRIBE", *channels[start : start + SUBSCRIBE_BATCH])
             ever_connected = True
@@ -452,13 +477,47 @@ class RedisBroker(Broker):
                 await self._subs.read(conn, self.delivery, self._bus_bytes)
             except (OSError, ConnectionError, asyncio.IncompleteReadError) as exc:
                 if not self._closed:
-                    logger.warning("Redis broker lost its subscriber connection: %s", exc)
+                    self._outage.lost(f"lost its subscriber connection ({exc})")
             finally:
                 health.cancel()
                 self._conn = None
                 self._connected.clear()
                 conn.abort()
                 self._subs.fail_waiters()
+
+    async def _watch_master(self) -> None:
+        """Under Sentinel: listen to ``+switch-master`` on one sentinel at a time, so this process moves its
+        subscriber connection to a new master as soon as the sentinels name it (not at its next retry)."""
+        service, sentinels = sentinel_endpoints(self.url)
+        turn = 0
+        while not self._closed:
+            endpoint = sentinels[turn % len(sentinels)]
+            turn += 1
+            try:
+                conn = await RespConnection.connect(endpoint, CONNECT_TIMEOUT)
+            except CONNECT_ERRORS:
+                await asyncio.sleep(FAST_RETRY if turn % len(sentinels) else MAX_BACKOFF)
+                continue
+            try:
+                conn.write(b"SUBSCRIBE", b"+switch-master")
+                while True:
+                    reply = await conn.read()
+                    if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
+                        # "<service> <old ip> <old port> <new ip> <new port>"
+                        parts = reply[2].decode(errors="replace").split()
+                        if len(parts) == 5 and parts[0] == service:
+                            self._master_switched((parts[1], int(parts[2])), (parts[3], int(parts[4])))
+            except (OSError, ConnectionError, ValueError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                conn.abort()
+
+    def _master_switched(self, old: tuple[str, int], new: tuple[str, int]) -> None:
+        logger.warning("Redis Sentinel: the master moved from %s:%d to %s:%d", *old, *new)
+        conn = self._conn
+        if conn is not None and conn.address != new:
+            conn.abort()  # subscribed to the old master: it hears nothing published on the new one
+        self._outage.wake()
 
     async def _health(self, conn: RespConnection) -> None:
         while True:
@@ -475,11 +534,12 @@ class RedisBroker(Broker):
 
     async def aclose(self) -> None:
         self._closed = True
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await runner
+        for task in (self._runner, self._watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._runner = self._watcher = None
         guard, self._guard = self._guard, None
         if guard is not None:
             guard.cancel()
@@ -491,7 +551,7 @@ class RedisBroker(Broker):
     def close_nowait(self) -> None:
         self._closed = True
         if self._loop is not None and not self._loop.is_closed():
-            for task in (self._runner, self._guard):
+            for task in (self._runner, self._watcher, self._guard):
                 if task is not None:
                     with contextlib.suppress(RuntimeError):
                         self._loop.call_soon_threadsafe(task.cancel)
@@ -500,6 +560,10 @@ class RedisBroker(Broker):
                 self._conn.abort()
         if self._sync_client is not None:
             self._sync_client.close()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _publish_failed(exc: BaseException) -> str:
@@ -514,9 +578,6 @@ def _publish_failed(exc: BaseException) -> str:
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
         return "Redis did not confirm the publish; the message may or may not have been delivered."
     return "Redis is unreachable; the message was not published."
-
-
-UNAVAILABLE_LOG_INTERVAL = 5.0
 
 
 def _safe_url(url: str) -> str:

@@ -32,8 +32,8 @@ from redis.exceptions import AskError, MovedError, RedisError
 
 from ..exceptions import Unavailable
 from .connection import CLUSTER_TARGET, async_no_retry, cluster_config, no_retry, node_endpoint
-from .pubsub import CONNECT_ERRORS, ReplyError, RespConnection, Subscriber
-from .redis import CONNECT_TIMEOUT, MAX_BACKOFF, RedisBroker
+from .pubsub import CONNECT_ERRORS, Outage, ReplyError, RespConnection, Subscriber
+from .redis import CONNECT_TIMEOUT, RedisBroker
 
 __all__ = ["RedisClusterBroker"]
 
@@ -91,6 +91,7 @@ class RedisClusterBroker(RedisBroker):
         # A replica can be promoted: a publish on a new master starts a new epoch of the channel (publish.lua).
         self.failover_check = "1"
         self._subs = Subscriber(sharded=True)
+        self._outage = Outage("Redis cluster broker")
         self._owners: list[Address | None] = [None] * SLOTS
         self._known: list[Address] = []
         self._shards: dict[Address, _Shard] = {}
@@ -269,7 +270,7 @@ class RedisClusterBroker(RedisBroker):
             await self._read_shard(shard, conn)
         except (OSError, ConnectionError, asyncio.IncompleteReadError) as exc:
             if not self._closed:
-                logger.warning("Redis broker lost its connection to shard %s:%d: %s", *shard.address, exc)
+                self._outage.lost(f"lost its connection to shard {shard.address[0]}:{shard.address[1]} ({exc})")
         finally:
             health.cancel()
             conn.abort()
@@ -353,31 +354,30 @@ class RedisClusterBroker(RedisBroker):
         return self._connected
 
     async def _supervise(self) -> None:
-        backoff = 0.1
         assert self._dirty is not None and self._down is not None and self._connected is not None
+        outage = self._outage
         while not self._closed:
             try:
                 await self._read_slots()
-                await self._place_all()
+                moved = await self._place_all()
             except Exception as exc:  # a node down, a slot map being rewritten: try again, never stop
                 self.errors += 1
-                if not self._down.is_set() or backoff >= MAX_BACKOFF:
-                    logger.warning("Redis cluster broker: %s; retrying", exc)
+                outage.lost(exc)
                 self._down.set()
                 self._connected.clear()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                await outage.pause()
                 continue
-            backoff = 0.1
+            outage.back(f"{moved} channels subscribed on their new shard")
             self._down.clear()
             self._connected.set()
             self._dirty.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), TOPOLOGY_INTERVAL)
 
-    async def _place_all(self) -> None:
+    async def _place_all(self) -> int:
         """SSUBSCRIBE every wanted channel on its slot's master (where it is not already), SUNSUBSCRIBE it where
-        it no longer belongs, close shards left without channels. Raises if a master cannot be reached."""
+        it no longer belongs, close shards left without channels; the number of channels placed anew. Raises if
+        a master cannot be reached."""
         moved = 0
         for topic in sorted(self._subs.topics):
             channel = self.redis_channel(topic).encode()
@@ -395,11 +395,11 @@ class RedisClusterBroker(RedisBroker):
             moved += 1
         if moved:
             self.reconnects += 1
-            logger.warning("Redis cluster broker: %d channels subscribed on their new shard", moved)
         for address, shard in list(self._shards.items()):
             if not shard.channels and not shard.pending and shard.task is not None:
                 del self._shards[address]
                 shard.task.cancel()
+        return moved
 
     async def _wait_connected(self) -> RespConnection:
         raise NotImplementedError  # the cluster broker has one connection per shard (``_shard``)

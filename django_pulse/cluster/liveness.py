@@ -209,6 +209,11 @@ class RedisLiveness(Liveness):
             self._task = loop.create_task(self._run(), name="pulse-process-registry")
 
     async def _run(self) -> None:
+        from redis.exceptions import RedisError
+
+        from ..exceptions import Unavailable
+
+        failing_since: float | None = None
         while True:
             await asyncio.sleep(pulse_settings.PROCESS_HEARTBEAT)
             try:
@@ -219,9 +224,19 @@ class RedisLiveness(Liveness):
                 await self.client_connections.retry_failed_releases()
             except asyncio.CancelledError:
                 raise
+            except (RedisError, OSError, Unavailable) as exc:
+                # Redis may be down for a while (a failover): said once, when it starts and when it ends; the
+                # next round tries again.
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    logger.warning("pulse: process heartbeat failed (%s: %s); retrying", type(exc).__name__, exc)
+                continue
             except Exception:
-                # Redis may be down for a while; the next round tries again.
                 logger.exception("pulse: process heartbeat/sweep failed")
+                continue
+            if failing_since is not None:
+                logger.warning("pulse: process heartbeat back after %.1f s", time.monotonic() - failing_since)
+                failing_since = None
 
     async def touch_held_channels(self) -> None:
         """About four times per ``CHANNEL_TTL``, push back the expiry of the serial counters and presence serials

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..broker.base import message_topic
+from ..broker.base import RESUME_LIMIT, message_topic
 from ..exceptions import Forbidden, LimitExceeded, ProtocolViolation
 from ..protocol import (
     Action,
@@ -87,7 +87,7 @@ async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any] | N
             raise _Gone
         # Read after the subscription is active: every message newer than the read reaches the sink.
         if resume is not None:
-            read = await broker.history(topic, after=resume[0], limit=size)
+            read = await broker.history(topic, after=resume[0], limit=max(size, RESUME_LIMIT) if size else 0)
         else:
             read = await broker.history(topic, limit=min(rewind, size))
         if conn.closed:

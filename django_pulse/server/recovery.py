@@ -86,11 +86,14 @@ def plan_subscribe(read: HistoryRead, *, resume: tuple[int, str] | None, rewind:
     ``resume`` is ``(serial, epoch)`` the client saw last: the missed messages ``serial+1 .. read.serial`` are
     replayed if they are all retained and the epoch is the same (``resumed`` True, reply ``serial`` = the
     client's), else nothing is (``resumed`` False, reply ``serial`` = ``read.serial``: the client must reload
-    its state). Without ``resume``, ``rewind`` > 0 replays the newest ``rewind`` retained messages; ``read``
+    its state). A position at or below ``read.fork``'s serial in its epoch (a failover) continues in the read's
+    epoch. Without ``resume``, ``rewind`` > 0 replays the newest ``rewind`` retained messages; ``read``
     must have been made with ``after`` = the resume serial (or 0) and a limit covering what is wanted.
     """
     if resume is not None:
         serial, epoch = resume
+        if read.fork is not None and epoch == read.fork[0] and serial <= read.fork[1]:
+            epoch = read.epoch  # a position the new master holds: the old epoch continues in the new one
         if epoch != read.epoch or serial > read.serial:
             return SubscribePlan(read.serial, False, [])
         missed = read.serial - serial

@@ -75,3 +75,8 @@ def test_history_settings() -> None:
         assert _ids() == set()
     with override_settings(PULSE={"HISTORY_TTL": 0}):
         assert "django_pulse.E002" in _ids()
+    for retention in (-1, True, "30"):
+        with override_settings(PULSE={"HISTORY_MIN_RETENTION": retention}):
+            assert "django_pulse.E031" in _ids(), retention
+    with override_settings(PULSE={"HISTORY_MIN_RETENTION": 0}):
+        assert _ids() == set()

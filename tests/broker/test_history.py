@@ -65,6 +65,7 @@ async def test_history_keeps_the_delivered_frames_with_their_serials(broker: Bro
 
 async def test_history_is_trimmed_to_history_size(broker: Broker, settings: Any) -> None:
     broker.history_size = 3  # type: ignore[attr-defined]
+    broker.min_retention_ms = 0  # type: ignore[attr-defined]  # Redis: else the last 30 s stay too
     for i in range(8):
         await asyncio.to_thread(broker.publish_message_sync, TOPIC, head(i))
     read = await broker.history(TOPIC, limit=100)
@@ -182,6 +183,22 @@ def test_plan_resume_with_nothing_missed() -> None:
 def test_plan_resume_fails_when_the_gap_cannot_be_filled(server: HistoryRead, resume: tuple[int, str]) -> None:
     plan = plan_subscribe(server, resume=resume, rewind=0)
     assert (plan.serial, plan.resumed, plan.frames) == (server.serial, False, [])
+
+
+def test_plan_resume_across_a_failover_from_a_position_the_new_master_holds() -> None:
+    """After a failover the channel is in a new epoch "F" that forked from "E" at serial 6 (the last serial the
+    promoted replica received): a client at or below 6 in "E" resumes exactly, into "F"; one past it saw a
+    serial the new master never had, and reloads."""
+
+    def after_failover(after: int) -> HistoryRead:  # a read made with ``after`` = the resume serial
+        return HistoryRead(9, "F", [(s, f"m{s}") for s in range(after + 1, 10)], fork=("E", 6))
+
+    plan = plan_subscribe(after_failover(4), resume=(4, "E"), rewind=0)
+    assert (plan.serial, plan.resumed, plan.frames) == (4, True, [f"m{s}" for s in range(5, 10)])
+    assert plan_subscribe(after_failover(6), resume=(6, "E"), rewind=0).resumed is True
+    plan = plan_subscribe(after_failover(7), resume=(7, "E"), rewind=0)
+    assert (plan.serial, plan.resumed, plan.frames) == (9, False, [])
+    assert plan_subscribe(after_failover(4), resume=(4, "D"), rewind=0).resumed is False
 
 
 def test_plan_rewind_and_plain() -> None:

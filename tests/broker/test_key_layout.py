@@ -85,14 +85,14 @@ def test_broker_scripts_run_on_one_cluster_shard(cluster: RedisCluster, kb_id: s
     pubsub = cluster.pubsub()
     pubsub.ssubscribe(broker.redis_channel(topic))
     keys_ = [broker.serial_key(topic), broker.redis_channel(topic), broker.history_key(topic)]
-    args = [head, "E1", int(time.time() * 1000), 10, 60_000, channel, "SPUBLISH", "", 86_400_000]
+    args = [head, "E1", int(time.time() * 1000), 10, 60_000, channel, "SPUBLISH", "", 86_400_000, 30_000, 10_000]
     assert publish(keys=keys_, args=args) == 1
     assert publish(keys=keys_, args=args) == 2
     # An idempotent publish: the record of its id is a fourth key, in the same slot.
     once_keys, once_args = [*keys_, broker.idempotency_key(topic, "msg-1")], [*args, 60_000]
     assert publish(keys=once_keys, args=once_args) == [3, 0]
     assert publish(keys=once_keys, args=once_args) == [3, 1]  # a repeat: nothing published
-    serial, epoch, entries = read(
+    serial, epoch, entries, _fork_epoch, _fork_serial = read(
         keys=[broker.serial_key(topic), broker.history_key(topic)], args=["E2", 0, "", 10, 1000]
     )
     assert (int(serial), epoch, [e[0] for e in entries]) == (3, "E1", ["3-0", "2-0", "1-0"])

@@ -110,7 +110,7 @@ async def test_resume_seam_has_no_gap_and_no_duplicate_while_publishing(backend:
 
 
 async def test_resume_outside_the_window_reports_resumed_false(backend: str, settings: Any) -> None:
-    settings.PULSE = {**settings.PULSE, "HISTORY_SIZE": 3}
+    settings.PULSE = {**settings.PULSE, "HISTORY_SIZE": 3, "HISTORY_MIN_RETENTION": 0}
     serial, epoch = await seen_then_gone()
     for i in range(5):  # 5 missed, 3 retained
         await pulse.apublish("posts", "e", i)
@@ -121,6 +121,30 @@ async def test_resume_outside_the_window_reports_resumed_false(backend: str, set
     await pulse.apublish("posts", "e", "live")
     assert [f["serial"] for f in await messages(alice, 1)] == [9]
     await alice.close()
+
+
+async def test_redis_keeps_the_retention_window_past_history_size(pulse_redis: Any, settings: Any) -> None:
+    """With Redis, messages younger than HISTORY_MIN_RETENTION stay past HISTORY_SIZE (a failover's backlog
+    stays resumable); once older, the channel's history comes back to HISTORY_SIZE."""
+    settings.PULSE = {**settings.PULSE, "HISTORY_SIZE": 3, "HISTORY_MIN_RETENTION": 1.0}
+    broker = get_runtime().broker
+    assert isinstance(broker, RedisBroker)
+    serial, epoch = await seen_then_gone()
+    missed = [await pulse.apublish("posts", "e", i) for i in range(20)]  # 20 missed, more than HISTORY_SIZE
+    alice = await connect("alice")
+    reply = await alice.request("subscribe", channel="posts", resume={"serial": serial, "epoch": epoch})
+    assert (reply["resumed"], reply["serial"]) == (True, serial)
+    assert [f["id"] for f in await messages(alice, 20)] == missed
+    await alice.close()
+    await asyncio.sleep(1.1)  # the window has passed: each publish trims the old entries, 8 at a time
+    for i in range(3):
+        await pulse.apublish("posts", "e", i)
+    store = redis.Redis.from_url(broker.url)
+    try:
+        assert store.xlen(broker.history_key(message_topic("default", "posts"))) == 3
+    finally:
+        store.close()
+    await broker.aclose()
 
 
 async def test_resume_from_another_epoch_reports_resumed_false(backend: str) -> None:
@@ -425,3 +449,82 @@ async def test_a_connection_of_a_restarted_process_is_continued_only_with_shared
     assert again.connected["recovered"] is (backend == "redis")
     assert (again.connected["connectionId"] == alice.connected["connectionId"]) is (backend == "redis")
     await again.close()
+
+
+@pytest.mark.parametrize("retention", [30.0, 0.0], ids=["retention 30 s", "HISTORY_SIZE only"])
+async def test_a_process_deaf_for_more_than_history_size_is_resumed_within_the_retention_window(
+    retention: float, redis_url: str, redis_prefix: str, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """This process's Redis subscriber connection is cut while 250 messages (2.5 times HISTORY_SIZE: 5 s at 50 per
+    second) are published from elsewhere. Its subscriber is told (``broker_unavailable``) and resumes: all 250
+    are replayed while they are younger than HISTORY_MIN_RETENTION; with 0 (count only) the resume fails."""
+    from urllib.parse import urlsplit
+
+    from django_pulse.protocol import message_head
+    from tests.support.tcpproxy import CuttableProxy
+
+    parts = urlsplit(redis_url)
+    with CuttableProxy(parts.port or 6379) as proxy:
+        settings.PULSE = {
+            "REDIS_URL": f"redis://127.0.0.1:{proxy.port}{parts.path}",
+            "REDIS_PREFIX": redis_prefix,
+            "HISTORY_SIZE": 100,
+            "HISTORY_MIN_RETENTION": retention,
+        }
+        alice = await connect("alice")
+        epoch = (await alice.request("subscribe", channel="posts"))["epoch"]
+        elsewhere = RedisBroker(url=redis_url, prefix=redis_prefix)  # another process, not behind the proxy
+        topic = message_topic("default", "posts")
+
+        def head(n: int) -> str:
+            return message_head(channel="posts", name="e", data_json=str(n), id=f"m{n}", timestamp=1)
+
+        await elsewhere.publish_message(topic, head(0))
+        assert (await alice.recv(timeout=5))["serial"] == 1
+        proxy.cut()
+        for n in range(1, 251):
+            await elsewhere.publish_message(topic, head(n))
+        proxy.restore()
+        notice = await alice.recv(timeout=10)
+        assert notice == {"action": "discontinuity", "channel": "posts", "reason": "broker_unavailable"}
+        await alice.request("unsubscribe", channel="posts")
+        reply = await alice.request("subscribe", channel="posts", resume={"serial": 1, "epoch": epoch})
+        if retention:
+            assert (reply["resumed"], reply["serial"]) == (True, 1)
+            assert [f["id"] for f in await messages(alice, 250)] == [f"m{n}" for n in range(1, 251)]
+        else:
+            assert (reply["resumed"], reply["serial"]) == (False, 251)
+        assert await alice.nothing()
+        # The operator's log: the connection lost, then back; not a line per failed reconnect attempt.
+        said = [r.getMessage() for r in caplog.records if r.name == "django_pulse.broker" and r.levelname != "DEBUG"]
+        assert len(said) == 2 and "reconnecting" in said[0] and "back after" in said[1], said
+        await alice.close()
+        await elsewhere.aclose()
+        await get_runtime().broker.aclose()
+
+
+async def test_a_resume_crosses_the_epoch_a_promoted_replica_forks(pulse_redis: Any) -> None:
+    """Under Sentinel or Cluster, the channel's counter remembers which master last wrote it. Served by another
+    one (here: the record says another replication id wrote it, as after a promotion), the channel forks a new
+    epoch at its last serial: a client that saw up to there resumes exactly into the new epoch; a client of an
+    unrelated epoch reloads."""
+    broker = get_runtime().broker
+    assert isinstance(broker, RedisBroker)
+    broker.failover_check = "1"  # on under Sentinel and Cluster (replicas can be promoted)
+    serial, epoch = await seen_then_gone()  # serials 1..3 on "the old master"
+    store = redis.Redis.from_url(broker.url)
+    try:
+        store.hset(broker.serial_key(message_topic("default", "posts")), "r", "0" * 40)  # another master wrote it
+    finally:
+        store.close()
+    missed = [await pulse.apublish("posts", "e", i) for i in range(3, 6)]  # the first forks the epoch at 3
+    alice = await connect("alice")
+    reply = await alice.request("subscribe", channel="posts", resume={"serial": serial, "epoch": epoch})
+    assert (reply["resumed"], reply["serial"]) == (True, 3) and reply["epoch"] != epoch
+    assert [f["id"] for f in await messages(alice, 3)] == missed
+    bob = await connect("bob")
+    reply = await bob.request("subscribe", channel="posts", resume={"serial": 2, "epoch": "another"})
+    assert (reply["resumed"], reply["serial"]) == (False, 6)
+    for client in (alice, bob):
+        await client.close()
+    await broker.aclose()

@@ -126,7 +126,9 @@ def check_no_silent_gap(frames: list[dict[str, Any]], published: dict[str, int])
     previous = None
     for frame in frames:
         if frame["action"] == "discontinuity":
-            assert frame == {"action": "discontinuity", "channel": "numbers", "reason": "broker_unavailable"}
+            # broker_unavailable: this process was deaf; history_lost: Redis came back empty and the first publish
+            # restarted the counter (heard when this process re-subscribed before it).
+            assert frame["channel"] == "numbers" and frame["reason"] in ("broker_unavailable", "history_lost"), frame
             told = True
             previous = None
             continue
