@@ -205,6 +205,8 @@ _PUBLISH_RESPONSE = PolymorphicProxySerializer(
 class PublishView(PulseAPIView):
     """Publish one message, or a batch published in order."""
 
+    publishes = True  # a 503 body says whether the message was published (api.exceptions)
+
     def post(self, request: Request) -> Response:
         with metrics.publish_source("http"):
             return self._publish()

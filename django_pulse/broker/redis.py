@@ -72,7 +72,7 @@ class RedisBroker(Broker):
     _unavailable_logged_at: float
     _unavailable_suppressed: int
 
-    def _unavailable(self, message: str, exc: BaseException) -> Unavailable:
+    def _unavailable(self, message: str, exc: BaseException, *, published: bool | None = False) -> Unavailable:
         """The error callers (and through them HTTP and WebSocket clients) see: no host, port or driver detail,
         which would tell a client where the infrastructure is. The detail goes to the log as a warning, at most
         once per UNAVAILABLE_LOG_INTERVAL seconds (an outage fails every call), with the count of those not
@@ -87,7 +87,7 @@ class RedisBroker(Broker):
             self._unavailable_logged_at, self._unavailable_suppressed = now, 0
         else:
             self._unavailable_suppressed += 1
-        return Unavailable(message)
+        return Unavailable(message, published=published)
 
     def __init__(self, url: str | None = None, prefix: str | None = None) -> None:
         from .._conf import pulse_settings
@@ -205,7 +205,8 @@ class RedisBroker(Broker):
                 return await script(keys=keys, args=args)
             reply, acked = await self._publish_and_wait(client, keys, args)
         except _FAILURES as exc:
-            raise self._unavailable(_publish_failed(exc), exc) from None
+            message, published = _publish_failed(exc)
+            raise self._unavailable(message, exc, published=published) from None
         self._replicated(_serial_of(reply), int(acked))
         return reply
 
@@ -217,7 +218,8 @@ class RedisBroker(Broker):
                 return script(keys=keys, args=args)
             reply, acked = self._publish_and_wait_sync(client, keys, args)
         except _FAILURES as exc:
-            raise self._unavailable(_publish_failed(exc), exc) from None
+            message, published = _publish_failed(exc)
+            raise self._unavailable(message, exc, published=published) from None
         self._replicated(_serial_of(reply), int(acked))
         return reply
 
@@ -254,8 +256,10 @@ class RedisBroker(Broker):
     def _replicated(self, serial: int, acked: int) -> int:
         if acked < self.wait_replicas:
             raise self._unavailable(
-                "Redis replicas did not confirm the message in time; it may have been delivered.",
+                "Redis replicas did not confirm the message in time: it was published and its id is consumed "
+                "(a retry with the same id is not delivered again), but a failover may still lose it.",
                 RedisError(f"WAIT: {acked} of {self.wait_replicas} replicas acknowledged serial {serial}"),
+                published=True,
             )
         return serial
 
@@ -502,18 +506,19 @@ class RedisBroker(Broker):
             self._sync_client.close()
 
 
-def _publish_failed(exc: BaseException) -> str:
-    """What a failed publish tells its caller. A refused connection means nothing was sent; a connection that
-    broke or timed out after the script was sent (a master killed mid-command) leaves the outcome unknown."""
+def _publish_failed(exc: BaseException) -> tuple[str, bool | None]:
+    """What a failed publish tells its caller, and whether it was published (``Unavailable.published``). A refused
+    connection means nothing was sent; a connection that broke or timed out after the script was sent (a master
+    killed mid-command) leaves the outcome unknown."""
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
     cause = exc.__cause__ or exc.__context__
     if isinstance(cause, ConnectionRefusedError) or isinstance(exc, ConnectionRefusedError):
-        return "Redis is unreachable; the message was not published."
+        return "Redis is unreachable; the message was not published.", False
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
-        return "Redis did not confirm the publish; the message may or may not have been delivered."
-    return "Redis is unreachable; the message was not published."
+        return "Redis did not confirm the publish; the message may or may not have been delivered.", None
+    return "Redis is unreachable; the message was not published.", False
 
 
 UNAVAILABLE_LOG_INTERVAL = 5.0
