@@ -150,12 +150,21 @@ class PresenceBackend(ABC):
 
     @abstractmethod
     async def _enter(
-        self, kb_id: str, channel: str, member: Member, data_json: str, max_members: int, max_per_client: int = 0
+        self,
+        kb_id: str,
+        channel: str,
+        member: Member,
+        data_json: str,
+        max_members: int,
+        max_per_client: int = 0,
+        max_anonymous: int = 0,
     ) -> PresenceChange:
         """Add ``member`` (or, if its connection is present already, replace its data keeping its entry time:
         an ``update``), bump the serial and publish the frame, atomically. ``LimitExceeded(presence_client_limit)``
         when its client id holds ``max_per_client`` members of the channel already (0: no limit), checked first;
-        ``LimitExceeded(presence_full)`` when a new member would pass ``max_members``."""
+        ``LimitExceeded(presence_full)`` when a new member would pass ``max_members``, counting the members of
+        signed-in clients only; a member of an anonymous visitor (``is_anonymous_client``) is counted apart and
+        refused (``presence_full``) past ``max_anonymous`` of them."""
 
     @abstractmethod
     async def _update(self, kb_id: str, channel: str, connection_id: str, data: Any, data_json: str) -> PresenceChange:
@@ -208,6 +217,7 @@ class PresenceBackend(ABC):
             data_json,
             pulse_settings.PRESENCE_MAX_MEMBERS,
             pulse_settings.PRESENCE_MAX_MEMBERS_PER_CLIENT,
+            pulse_settings.PRESENCE_MAX_ANONYMOUS_MEMBERS,
         )
         self._own(change)
         await self._notify(change)
@@ -429,6 +439,25 @@ def full_error(channel: str, limit: int) -> LimitExceeded:
     return LimitExceeded(
         f"channel {channel!r} has {limit} members already (PRESENCE_MAX_MEMBERS)", ErrorCode.PRESENCE_FULL
     )
+
+
+def anonymous_full_error(channel: str, limit: int) -> LimitExceeded:
+    return LimitExceeded(
+        f"channel {channel!r} has {limit} members of anonymous visitors already (PRESENCE_MAX_ANONYMOUS_MEMBERS); "
+        "signed-in members have slots of their own",
+        ErrorCode.PRESENCE_FULL,
+    )
+
+
+#: The client-id prefixes of anonymous visitors: ``anon-`` (``POST token/anonymous/``) and ``anonymous-`` (an SSE
+#: stream without a session). Their members are counted apart (``PRESENCE_MAX_ANONYMOUS_MEMBERS``); the Redis
+#: scripts (common.lua's ``is_anonymous``) apply the same rule.
+ANONYMOUS_PREFIXES = ("anon-", "anonymous-")
+
+
+def is_anonymous_client(client_id: str) -> bool:
+    """Whether ``client_id`` is an anonymous visitor's, minted by the server (``ANONYMOUS_PREFIXES``)."""
+    return client_id.startswith(ANONYMOUS_PREFIXES)
 
 
 def client_limit_error(channel: str, limit: int) -> LimitExceeded:

@@ -21,8 +21,10 @@ from .base import (
     PresenceBackend,
     PresenceChange,
     PresenceSnapshot,
+    anonymous_full_error,
     client_limit_error,
     full_error,
+    is_anonymous_client,
     not_present_error,
     presence_topic,
 )
@@ -77,7 +79,14 @@ class MemoryPresence(PresenceBackend):
             self._serials.pop(key, None)
 
     async def _enter(
-        self, kb_id: str, channel: str, member: Member, data_json: str, max_members: int, max_per_client: int = 0
+        self,
+        kb_id: str,
+        channel: str,
+        member: Member,
+        data_json: str,
+        max_members: int,
+        max_per_client: int = 0,
+        max_anonymous: int = 0,
     ) -> PresenceChange:
         with self._lock:
             members = self._channels.get((kb_id, channel), {})
@@ -87,9 +96,13 @@ class MemoryPresence(PresenceBackend):
                 event = PresenceEvent.UPDATE
             elif 0 < max_per_client <= sum(m.client_id == member.client_id for m in members.values()):
                 raise client_limit_error(channel, max_per_client)
-            elif len(members) >= max_members:
-                raise full_error(channel, max_members)
             else:
+                anonymous = sum(is_anonymous_client(m.client_id) for m in members.values())
+                if is_anonymous_client(member.client_id):
+                    if anonymous >= max_anonymous:
+                        raise anonymous_full_error(channel, max_anonymous)
+                elif len(members) - anonymous >= max_members:
+                    raise full_error(channel, max_members)
                 event = PresenceEvent.ENTER
             members[member.connection_id] = member  # an update keeps its place (entry order)
             change = self._apply(kb_id, channel, event, member, members)

@@ -47,6 +47,7 @@ from .base import (
     PresenceBackend,
     PresenceChange,
     PresenceSnapshot,
+    anonymous_full_error,
     client_limit_error,
     encode_json,
     full_error,
@@ -173,6 +174,7 @@ class RedisPresence(PresenceBackend):
         max_members: int,
         mode: str,
         max_per_client: int = 0,
+        max_anonymous: int = 0,
     ) -> PresenceChange:
         pid = self.process_id
         entry = _entry(kb_id, channel, member.connection_id)
@@ -194,15 +196,18 @@ class RedisPresence(PresenceBackend):
                     mode,
                     self.publish_command,
                     max_per_client,
+                    max_anonymous,
                 ],
             )
         )
-        if result[0] in ("full", "client", "absent"):
+        if result[0] in ("full", "anonymous_full", "client", "absent"):
             if indexed:
                 with contextlib.suppress(redis.RedisError):
                     self.client.srem(self.process_key("procmembers", pid), entry)
             if result[0] == "full":
                 raise full_error(channel, max_members)
+            if result[0] == "anonymous_full":
+                raise anonymous_full_error(channel, max_anonymous)
             if result[0] == "client":
                 raise client_limit_error(channel, max_per_client)
             raise not_present_error(channel, member.connection_id)
@@ -231,10 +236,17 @@ class RedisPresence(PresenceBackend):
         return bool(added)
 
     async def _enter(
-        self, kb_id: str, channel: str, member: Member, data_json: str, max_members: int, max_per_client: int = 0
+        self,
+        kb_id: str,
+        channel: str,
+        member: Member,
+        data_json: str,
+        max_members: int,
+        max_per_client: int = 0,
+        max_anonymous: int = 0,
     ) -> PresenceChange:
         return await asyncio.to_thread(
-            self._change_sync, kb_id, channel, member, data_json, max_members, "enter", max_per_client
+            self._change_sync, kb_id, channel, member, data_json, max_members, "enter", max_per_client, max_anonymous
         )
 
     async def _update(self, kb_id: str, channel: str, connection_id: str, data: Any, data_json: str) -> PresenceChange:
