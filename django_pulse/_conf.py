@@ -99,6 +99,10 @@ DEFAULTS: dict[str, Any] = {
     # token from POST token/ and with which capabilities (None: DEFAULT_CAPABILITIES); it refuses by raising
     # PermissionDenied or returning False. None: every logged-in user and API key gets default tokens.
     "TOKEN_PERMISSION": None,
+    # HTTP API: a token issued with an API key names that key; True: once the key is revoked, its tokens are
+    # refused when they connect or renew (within ENABLED_APP_TTL, 2 s, on every process). False: they stay
+    # valid until they expire (rotating keys then disconnects no one).
+    "REVOKE_TOKENS_WITH_KEY": False,
     # History of each channel (replay on resume, rewind, the history action): the last HISTORY_SIZE messages
     # published less than HISTORY_TTL seconds ago are kept. HISTORY_SIZE 0 keeps none (no recovery).
     "HISTORY_SIZE": 100,
@@ -361,6 +365,10 @@ class PulseSettings:
     def LIVE_ANONYMOUS_RATE(self) -> str | None:
         value = self._get("LIVE_ANONYMOUS_RATE")
         return None if value is None else str(value)
+
+    @property
+    def REVOKE_TOKENS_WITH_KEY(self) -> bool:
+        return bool(self._get("REVOKE_TOKENS_WITH_KEY"))
 
     @property
     def TRUSTED_PROXIES(self) -> int | list[str] | None:

@@ -131,7 +131,12 @@ class TokenView(PulseAPIView):
             capabilities = body["capabilities"]
         try:
             result = sdk.get_token(
-                user_id, kb_id=kb_id, capabilities=capabilities, ttl=body.get("ttl"), request=request
+                user_id,
+                kb_id=kb_id,
+                capabilities=capabilities,
+                ttl=body.get("ttl"),
+                request=request,
+                key_id=auth.api_key.prefix if isinstance(auth, PulseCaller) and auth.api_key is not None else None,
             )
         except ValueError as exc:
             raise exceptions.ValidationError({"non_field_errors": [str(exc)]}) from None
@@ -292,7 +297,8 @@ class CloseConnectionsView(PulseAPIView):
 
 
 class IsMetricsReader(BasePermission):
-    """Any API key or the admin credential (as the other endpoints), or a logged-in staff user."""
+    """Any API key (another app's key: that app's series only) or the admin credential, or a logged-in staff
+    user."""
 
     message = "Send 'Authorization: Bearer <api key>', or log in as staff."
 
@@ -310,7 +316,12 @@ class MetricsView(PulseAPIView):
     throttle_classes = []
 
     def get(self, request: Request) -> HttpResponse:
-        body, content_type = overview.metrics_exposition()
+        # Another app's API key reads that app's series only (the processes serve every app); the project's own
+        # app's keys (what Prometheus scrapes with), the admin credential and staff read everything.
+        caller = request.auth
+        scoped = isinstance(caller, PulseCaller) and not caller.admin and caller.kb_id != pulse_settings.DEFAULT_KB_ID
+        app = caller.kb_id if scoped and isinstance(caller, PulseCaller) else None
+        body, content_type = overview.metrics_exposition(app=app)
         return HttpResponse(body, content_type=content_type)
 
 
