@@ -4,11 +4,9 @@ which decides what its retry does (docs/http-api.md, "Idempotency")."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from django_pulse import pulse
@@ -17,23 +15,6 @@ from django_pulse.server.runtime import get_runtime, reset_runtime
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _clear_throttle_counts() -> Iterator[None]:
-    cache.clear()
-    yield
-    cache.clear()
-
-
-@pytest.fixture
-def app() -> PulseApp:
-    return PulseApp.objects.ensure("default")[0]
-
-
-@pytest.fixture
-def key(app: PulseApp) -> str:
-    return app.create_key("tests")[1]
 
 
 def publish(key: str, **body: Any) -> Any:
