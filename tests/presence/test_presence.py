@@ -208,6 +208,22 @@ async def test_anonymous_visitors_fill_their_own_slots_never_those_of_signed_in_
         await backend.aclose()
 
 
+async def test_a_wrongly_swept_anonymous_member_is_restored(backend: PresenceBackend) -> None:
+    """``reassert`` (a process that was taken for dead enters its members again) restores anonymous members
+    within their own slots too."""
+    from django_pulse.presence.memory import MemoryPresence
+
+    await backend.enter(KB, "posts", client_id="anon-0000000000000001", connection_id="c_1")
+    await backend.enter(KB, "posts", client_id="alice", connection_id="c_2")
+    if isinstance(backend, MemoryPresence):
+        backend._channels.clear()
+    else:
+        backend.client.delete(*backend._channel_keys(KB, "posts")[:2], backend._channel_keys(KB, "posts")[3])  # type: ignore[attr-defined]
+    assert await backend.count(KB, "posts") == 0
+    assert len(await backend.reassert()) == 2
+    assert sorted(m.client_id for m in await backend.members(KB, "posts")) == ["alice", "anon-0000000000000001"]
+
+
 async def test_no_anonymous_member_when_their_slots_are_zero(backend: PresenceBackend, settings: Any) -> None:
     settings.PULSE = {**settings.PULSE, "PRESENCE_MAX_ANONYMOUS_MEMBERS": 0}
     backend = get_runtime().presence
