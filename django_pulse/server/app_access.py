@@ -12,6 +12,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
+from django.db import connection as db_connection
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
@@ -131,9 +132,13 @@ def _close_connections_of_disabled_app(
 
     def sweep_again() -> None:
         try:
-            close()
-        except Exception:  # a runtime torn down meanwhile (process exit): nothing of it is left to close
+            # Only if it is still disabled: an app enabled again meanwhile keeps its new connections.
+            if PulseApp.objects.filter(kb_id=kb_id, enabled=False).exists():
+                close()
+        except Exception:  # a runtime or database torn down meanwhile (process exit): nothing left to close
             logger.debug("The second close of disabled app %s's connections did not run.", kb_id, exc_info=True)
+        finally:
+            db_connection.close()  # this thread's own connection, opened by the query
 
     def close_and_sweep_again() -> None:
         close()

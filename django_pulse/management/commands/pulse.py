@@ -212,7 +212,9 @@ class Command(BaseCommand):
             # was read before the save, so none outlives ENABLED_APP_TTL: wait that long and close again,
             # and when the command returns no process accepts the app's credentials.
             time.sleep(ENABLED_APP_TTL + 0.1)
-            note = self._close_app_connections(app.kb_id, remote, options)
+            app.refresh_from_db(fields=["enabled"])
+            if not app.enabled:  # (enabled again meanwhile: its new connections stay)
+                note = self._close_app_connections(app.kb_id, remote, options)
         state = "disabled" if was_enabled else "was already disabled"
         self._emit(
             {"kbId": app.kb_id, "enabled": False, "serverAnswered": not note},
