@@ -62,3 +62,20 @@ async def test_no_process_accepts_the_app_once_disable_returns(redis_url: str, r
                 rt = await Realtime.connect(server.ws_url, token["token"])
                 await rt.close()
             assert refused.value.code == "app_disabled", f"{server.url} accepted a token of a disabled app"
+
+
+async def test_a_key_is_refused_as_soon_as_its_app_is_disabled(redis_url: str, redis_prefix: str) -> None:
+    """A disable the processes hear nothing about (another program writing the table: no signal, no control
+    message) is seen by the next request with the app's key, although the process had just used it: the key is
+    checked with its app, not through the process's 2 s memory of enabled apps."""
+    import sqlite3
+
+    with live_pair(redis_url=redis_url, redis_prefix=redis_prefix) as (a, b):
+        key = str(pulse_json(a, "enable")["apiKey"])
+        via_b = PulseClient(b.url + "/pulse/", key)
+        for n in range(3):
+            await asyncio.to_thread(via_b.publish, "orders", "paid", n)
+        with sqlite3.connect(a.database) as db:
+            db.execute("UPDATE django_pulse_pulseapp SET enabled = 0 WHERE kb_id = 'default'")
+        with pytest.raises(PermissionDenied, match="disabled"):
+            await asyncio.to_thread(via_b.publish, "orders", "paid", "right after")
