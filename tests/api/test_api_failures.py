@@ -88,3 +88,21 @@ def test_a_failure_of_another_endpoint_says_nothing_about_publishing(settings: A
     response = client.get("/pulse/presence/orders/")
     assert response.status_code == 503
     assert set(response.json()["error"]) == {"code", "message"}
+
+
+@pytest.mark.parametrize(("body", "published"), [(True, True), (False, False), ("unknown", "unknown"), (None, None)])
+def test_the_python_client_reads_what_a_failed_publish_did(body: Any, published: Any) -> None:
+    import io
+    import json
+    import urllib.error
+    from email.message import Message
+
+    from django_pulse.clients.http import ServiceUnavailable, _api_error
+
+    error: dict[str, Any] = {"code": "unavailable", "message": "m"}
+    if body is not None:
+        error["published"] = body
+    raw = io.BytesIO(json.dumps({"error": error}).encode())
+    exc = urllib.error.HTTPError("http://x/pulse/publish/", 503, "Service Unavailable", Message(), raw)
+    err = _api_error(exc)
+    assert isinstance(err, ServiceUnavailable) and err.published == published
