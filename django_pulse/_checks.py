@@ -157,6 +157,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     errors += _check_identity_limits(raw or {})
+    errors += _check_anonymous_visitors(raw or {})
     if pulse_settings.REDIS_URL and importlib.util.find_spec("redis") is None:
         errors.append(
             Error(
@@ -560,6 +561,43 @@ def _check_identity_limits(raw: dict[str, Any]) -> list[CheckMessage]:
                 "HISTORY_TTL promises.",
                 hint="Keep CHANNEL_TTL at least HISTORY_TTL (defaults: 86400 and 120 seconds).",
                 id="django_pulse.W041",
+            )
+        )
+    return errors
+
+
+def _check_anonymous_visitors(raw: dict[str, Any]) -> list[CheckMessage]:
+    """E051: PRESENCE_MAX_ANONYMOUS_MEMBERS not a whole number >= 0; E052: TRUSTED_PROXIES neither None, a
+    number of proxies nor a list of addresses or networks."""
+    import ipaddress
+
+    errors: list[CheckMessage] = []
+    slots = raw.get("PRESENCE_MAX_ANONYMOUS_MEMBERS", DEFAULTS["PRESENCE_MAX_ANONYMOUS_MEMBERS"])
+    if isinstance(slots, bool) or not isinstance(slots, int) or slots < 0:
+        errors.append(
+            Error(
+                f"PULSE['PRESENCE_MAX_ANONYMOUS_MEMBERS'] must be a whole number (0: anonymous visitors never "
+                f"enter presence), not {slots!r}.",
+                hint="Remove it to use the default (200); docs/presence.md explains the anonymous slots.",
+                id="django_pulse.E051",
+            )
+        )
+    proxies = raw.get("TRUSTED_PROXIES", DEFAULTS["TRUSTED_PROXIES"])
+    valid = proxies is None or (isinstance(proxies, int) and not isinstance(proxies, bool) and proxies >= 0)
+    if isinstance(proxies, list | tuple):
+        try:
+            for entry in proxies:
+                ipaddress.ip_network(str(entry), strict=False)
+            valid = True
+        except ValueError:
+            valid = False
+    if not valid:
+        errors.append(
+            Error(
+                f"PULSE['TRUSTED_PROXIES'] must be None, a number of proxies, or a list of their addresses or "
+                f"networks, not {proxies!r}.",
+                hint='E.g. 1 behind one proxy, or ["10.0.0.0/8"]; None trusts no X-Forwarded-For (docs/security.md).',
+                id="django_pulse.E052",
             )
         )
     return errors

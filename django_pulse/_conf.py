@@ -75,6 +75,10 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CONNECTIONS_PER_CLIENT": 50,
     "PRESENCE_MAX_CHANNELS": 32,
     "PRESENCE_MAX_MEMBERS_PER_CLIENT": 20,
+    # Presence members of anonymous visitors (client ids the server minted: "anon-…", "anonymous-…") per
+    # channel, counted apart from PRESENCE_MAX_MEMBERS: identities that cost nothing fill these slots only,
+    # never those of signed-in clients. 0: anonymous visitors watch presence without entering it.
+    "PRESENCE_MAX_ANONYMOUS_MEMBERS": 200,
     # Seconds after which an idle channel's state in Redis (serial counter and epoch, presence serial) or in
     # the in-memory broker expires; refreshed by every publish, read and presence change, kept while a member
     # is present. A channel recreated afterwards has a new epoch (a resume across it gets resumed: false).
@@ -95,6 +99,10 @@ DEFAULTS: dict[str, Any] = {
     # token from POST token/ and with which capabilities (None: DEFAULT_CAPABILITIES); it refuses by raising
     # PermissionDenied or returning False. None: every logged-in user and API key gets default tokens.
     "TOKEN_PERMISSION": None,
+    # HTTP API: a token issued with an API key names that key; True: once the key is revoked, its tokens are
+    # refused when they connect or renew (within ENABLED_APP_TTL, 2 s, on every process). False: they stay
+    # valid until they expire (rotating keys then disconnects no one).
+    "REVOKE_TOKENS_WITH_KEY": False,
     # History of each channel (replay on resume, rewind, the history action): the last HISTORY_SIZE messages
     # published less than HISTORY_TTL seconds ago are kept. HISTORY_SIZE 0 keeps none (no recovery).
     "HISTORY_SIZE": 100,
@@ -112,6 +120,10 @@ DEFAULTS: dict[str, Any] = {
     "LIVE_ANONYMOUS": True,
     # Live templates: the throttle of POST token/anonymous/ per IP address (DRF syntax; None: off).
     "LIVE_ANONYMOUS_RATE": "60/min",
+    # The proxies whose X-Forwarded-For is believed when an IP address matters (the anonymous token's
+    # throttle): None (trust no forwarding header), a number of proxies in front of the server (as DRF's
+    # NUM_PROXIES), or a list of their addresses or networks ("10.0.0.0/8").
+    "TRUSTED_PROXIES": None,
     # Installation: the site's public base URL (e.g. "https://shop.example") from which get_token()
     # builds the endpoint when there is no request (workers, shells, signals); None: SERVER_URL. ENDPOINT wins.
     "PUBLIC_URL": None,
@@ -322,6 +334,10 @@ class PulseSettings:
         return int(self._get("PRESENCE_MAX_MEMBERS_PER_CLIENT") or 0)
 
     @property
+    def PRESENCE_MAX_ANONYMOUS_MEMBERS(self) -> int:
+        return int(self._get("PRESENCE_MAX_ANONYMOUS_MEMBERS") or 0)
+
+    @property
     def CHANNEL_TTL(self) -> float:
         return float(self._get("CHANNEL_TTL"))
 
@@ -352,6 +368,17 @@ class PulseSettings:
     def LIVE_ANONYMOUS_RATE(self) -> str | None:
         value = self._get("LIVE_ANONYMOUS_RATE")
         return None if value is None else str(value)
+
+    @property
+    def REVOKE_TOKENS_WITH_KEY(self) -> bool:
+        return bool(self._get("REVOKE_TOKENS_WITH_KEY"))
+
+    @property
+    def TRUSTED_PROXIES(self) -> int | list[str] | None:
+        value = self._get("TRUSTED_PROXIES")
+        if value is None or isinstance(value, int):
+            return value
+        return [str(v) for v in value]
 
     @property
     def API_THROTTLE_RATE(self) -> str | None:

@@ -141,6 +141,17 @@ class Forbidden(PulseError):
 
 
 class Unavailable(PulseError):
-    """The broker (Redis) cannot be reached; the operation may succeed when retried."""
+    """The broker (Redis) cannot be reached; the operation may succeed when retried.
+
+    ``published`` says what a failed publish did: ``False`` nothing was written (its message id is still free,
+    so a retry is delivered), ``True`` the message was published and its id recorded but the replicas did not
+    confirm it (``REDIS_WAIT_REPLICAS``; a retry with the same id is answered with that id and not delivered
+    again), ``None`` unknown (the connection broke after the publish was sent: retry with the same id). It is
+    ``False`` for every other operation.
+    """
 
     default_code = ErrorCode.UNAVAILABLE
+
+    def __init__(self, message: str, code: ErrorCode | None = None, *, published: bool | None = False) -> None:
+        super().__init__(message, code)
+        self.published = published

@@ -106,13 +106,16 @@ def get_token(
     capabilities: dict[str, list[str]] | None = None,
     ttl: int | None = None,
     request: HttpRequest | None = None,
+    key_id: str | None = None,
 ) -> dict[str, Any]:
     """Issue a token for client ``user_id`` of app ``kb_id``.
 
     Returns ``{"token", "endpoint", "kbId", "clientId", "expiresAt"}`` (``expiresAt`` in ms since the epoch).
     ``capabilities`` (channel pattern -> operations) defaults to ``PULSE["DEFAULT_CAPABILITIES"]``; ``ttl``
-    (seconds) to ``PULSE["TOKEN_TTL"]``. Raises ``ValueError`` for a bad user id, capabilities or ttl, and
-    ``AppError`` when the app is unknown or disabled.
+    (seconds) to ``PULSE["TOKEN_TTL"]``. ``key_id``: the prefix of the API key the token is issued for (the HTTP
+    API passes it); with ``PULSE["REVOKE_TOKENS_WITH_KEY"]`` the token stops being accepted when that key is
+    revoked. Raises ``ValueError`` for a bad user id, capabilities or ttl, and ``AppError`` when the app is
+    unknown or disabled.
     """
     from .protocol.tokens import issue_token, normalize_capabilities
     from .server.app_access import resolve_app
@@ -126,7 +129,7 @@ def get_token(
     caps = normalize_capabilities(pulse_settings.DEFAULT_CAPABILITIES if capabilities is None else capabilities)
     app = resolve_app(kb_id)
     token, claims = issue_token(
-        secret=app.token_secret, kb_id=app.kb_id, client_id=client_id, capabilities=caps, ttl=lifetime
+        secret=app.token_secret, kb_id=app.kb_id, client_id=client_id, capabilities=caps, ttl=lifetime, key_id=key_id
     )
     return {
         "token": token,

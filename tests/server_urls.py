@@ -118,6 +118,14 @@ def built_app(request: HttpRequest, path: str) -> HttpResponse:
     return serve(request, path + "index.html" if path.endswith("/") else path, document_root=root)
 
 
+def lobby(request: HttpRequest) -> HttpResponse:
+    """A live page with ``{% pulse_presence 'lobby' %}``, rendered for this request's visitor (and session)."""
+    from django.template import engines
+
+    template = engines["django"].from_string("{% load pulse %}{% pulse_presence 'lobby' %}")
+    return HttpResponse(template.render({}, request))
+
+
 @csrf_exempt
 def revoke(request: HttpRequest) -> JsonResponse:
     """``pulse.disconnect(clientId)`` inside the server process (close 4005 on the client's connections)."""
@@ -171,6 +179,7 @@ urlpatterns = [
     path("__test__/app/", app),
     path("__test__/state/", state),
     path("__test__/revoke/", revoke),
+    path("__test__/lobby/", lobby),
     path("__test__/presence-users/", presence_users),
     path("__test__/page/", page),
     path("__test__/seed/", seed_page),

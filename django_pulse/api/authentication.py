@@ -2,7 +2,8 @@
 
 ``Authorization: Bearer <credential>`` where the credential is
 
-- an API key (``pk_…``): the key selects its app; its last use is recorded (at most one write a minute);
+- an API key (``pk_…``): the key selects its app, which must be enabled (read with the key on every request,
+  so a disable is seen at once by every process); its last use is recorded (at most one write a minute);
 - an admin credential (``padm_…``): a short-lived value signed with the project's ``SECRET_KEY``
   (``django.core.signing``, its own salt, valid ``ADMIN_CREDENTIAL_MAX_AGE`` seconds) naming one app. The
   management commands mint one themselves to reach a running server whose state lives in its memory; anyone
@@ -22,7 +23,9 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 
+from ..exceptions import AppError
 from ..models import ApiKey, PulseApp
+from ..protocol import ErrorCode
 
 __all__ = [
     "ADMIN_CREDENTIAL_MAX_AGE",
@@ -97,6 +100,10 @@ class ApiKeyAuthentication(BaseAuthentication):
         key = ApiKey.objects.authenticate(raw)
         if key is None:
             raise exceptions.AuthenticationFailed("The API key is unknown or revoked.")
+        if not key.app.enabled:
+            # Read with the key (one query), never from a process's cache of enabled apps: a key of an app
+            # disabled a moment ago on another process is refused here at once.
+            raise AppError(f"The Pulse app {key.app.kb_id!r} is disabled.", ErrorCode.APP_DISABLED)
         key.touch()
         return AnonymousUser(), PulseCaller(app=key.app, api_key=key)
 

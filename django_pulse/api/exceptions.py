@@ -14,7 +14,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from ..exceptions import PulseError
+from ..exceptions import PulseError, Unavailable
 from ..protocol import ErrorCode
 
 __all__ = ["STATUS_FOR_CODE", "error_body", "pulse_exception_handler"]
@@ -58,6 +58,15 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": str(code), "message": message, **extra}}
 
 
+def _publishes(view: Any) -> bool:
+    return bool(getattr(view, "publishes", False))
+
+
+def _outcome(published: bool | None) -> bool | str:
+    """``Unavailable.published`` as the body says it: ``true``, ``false`` or ``"unknown"``."""
+    return "unknown" if published is None else published
+
+
 def _first_message(detail: Any, path: str = "") -> str:
     """One sentence out of DRF's nested validation detail, naming the field it is about."""
     if isinstance(detail, dict) and detail:
@@ -88,6 +97,12 @@ def _first_code(codes: Any) -> str | None:
 
 def pulse_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF exception handler of the Pulse views (set per view, so the project's own handler is untouched)."""
+    if isinstance(exc, Unavailable) and context.get("view") is not None and _publishes(context["view"]):
+        # A publish's retry depends on what the failure did: say it, for the message and its id alike.
+        return Response(
+            error_body(exc.code.value, exc.message, published=_outcome(exc.published)),
+            status=STATUS_FOR_CODE.get(exc.code.value, 503),
+        )
     if isinstance(exc, PulseError):
         answer = Response(error_body(exc.code.value, exc.message), status=STATUS_FOR_CODE.get(exc.code.value, 400))
         if exc.code == ErrorCode.UNAVAILABLE:

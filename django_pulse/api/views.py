@@ -6,8 +6,6 @@ the views themselves, so the project's ``REST_FRAMEWORK`` settings neither chang
 
 from __future__ import annotations
 
-import re
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,6 +26,7 @@ from rest_framework.views import APIView
 
 from .. import __version__, sdk
 from .._conf import pulse_settings
+from .._visitors import anonymous_client_id, client_ip
 from ..ops import metrics, overview
 from ..protocol import CHANNEL_RE
 from . import schema as _schema  # noqa: F401  (registers the auth scheme with drf-spectacular)
@@ -131,7 +130,12 @@ class TokenView(PulseAPIView):
             capabilities = body["capabilities"]
         try:
             result = sdk.get_token(
-                user_id, kb_id=kb_id, capabilities=capabilities, ttl=body.get("ttl"), request=request
+                user_id,
+                kb_id=kb_id,
+                capabilities=capabilities,
+                ttl=body.get("ttl"),
+                request=request,
+                key_id=auth.api_key.prefix if isinstance(auth, PulseCaller) and auth.api_key is not None else None,
             )
         except ValueError as exc:
             raise exceptions.ValidationError({"non_field_errors": [str(exc)]}) from None
@@ -139,7 +143,8 @@ class TokenView(PulseAPIView):
 
 
 class _AnonymousTokenThrottle(SimpleRateThrottle):
-    """``PULSE["LIVE_ANONYMOUS_RATE"]`` per IP address."""
+    """``PULSE["LIVE_ANONYMOUS_RATE"]`` per IP address, the address seen through ``PULSE["TRUSTED_PROXIES"]``
+    only (DRF's own ``get_ident`` believes any ``X-Forwarded-For`` unless ``NUM_PROXIES`` is set)."""
 
     scope = "pulse-anonymous"
 
@@ -147,19 +152,16 @@ class _AnonymousTokenThrottle(SimpleRateThrottle):
         return pulse_settings.LIVE_ANONYMOUS_RATE
 
     def get_cache_key(self, request: Request, view: APIView) -> str | None:
-        return f"pulse:throttle:anon:{self.get_ident(request)}"
-
-
-_ANONYMOUS_ID = re.compile(r"\Aanon-[A-Za-z0-9_-]{16}\Z")
+        return f"pulse:throttle:anon:{client_ip(request.META)}"
 
 
 @extend_schema(
     request=None,
     responses={200: TokenSerializer, **_errors(403, 429)},
     description="For live templates (`{% pulse_script %}` on a page seen by a visitor who is not logged in): "
-    "a token with no capabilities for an anonymous client id (`anon-...`; the `clientId` of an earlier one is "
-    "kept). It opens only the signed streams of pages the server rendered. Off with "
-    "`PULSE['LIVE_ANONYMOUS'] = False`.",
+    "a token with no capabilities for the visitor's anonymous client id (`anon-...`), minted by the server "
+    "and kept in the visitor's session (a `clientId` in the body is ignored). It opens only the signed "
+    "streams of pages the server rendered. Off with `PULSE['LIVE_ANONYMOUS'] = False`.",
 )
 class AnonymousTokenView(PulseAPIView):
     """A capability-less token for a visitor who is not logged in (live templates)."""
@@ -171,14 +173,9 @@ class AnonymousTokenView(PulseAPIView):
     def post(self, request: Request) -> Response:
         if not pulse_settings.LIVE_ANONYMOUS:
             raise exceptions.PermissionDenied("Anonymous live pages are off (PULSE['LIVE_ANONYMOUS']).")
-        try:
-            body = request.data if isinstance(request.data, dict) else {}
-        except exceptions.ParseError:
-            body = {}
-        client_id = body.get("clientId")
-        if not isinstance(client_id, str) or not _ANONYMOUS_ID.match(client_id):
-            client_id = "anon-" + secrets.token_urlsafe(12)
-        return Response(sdk.get_token(client_id, capabilities={}, request=request))
+        # The id is the session's, never the body's: an id is visible to every presence reader, and naming it
+        # must not make it yours.
+        return Response(sdk.get_token(anonymous_client_id(request), capabilities={}, request=request))
 
 
 _PUBLISH_REQUEST = PolymorphicProxySerializer(
@@ -202,6 +199,8 @@ _PUBLISH_RESPONSE = PolymorphicProxySerializer(
 )
 class PublishView(PulseAPIView):
     """Publish one message, or a batch published in order."""
+
+    publishes = True  # a 503 body says whether the message was published (api.exceptions)
 
     def post(self, request: Request) -> Response:
         with metrics.publish_source("http"):
@@ -296,7 +295,8 @@ class CloseConnectionsView(PulseAPIView):
 
 
 class IsMetricsReader(BasePermission):
-    """Any API key or the admin credential (as the other endpoints), or a logged-in staff user."""
+    """Any API key (another app's key: that app's series only) or the admin credential, or a logged-in staff
+    user."""
 
     message = "Send 'Authorization: Bearer <api key>', or log in as staff."
 
@@ -314,7 +314,12 @@ class MetricsView(PulseAPIView):
     throttle_classes = []
 
     def get(self, request: Request) -> HttpResponse:
-        body, content_type = overview.metrics_exposition()
+        # Another app's API key reads that app's series only (the processes serve every app); the project's own
+        # app's keys (what Prometheus scrapes with), the admin credential and staff read everything.
+        caller = request.auth
+        scoped = isinstance(caller, PulseCaller) and not caller.admin and caller.kb_id != pulse_settings.DEFAULT_KB_ID
+        app = caller.kb_id if scoped and isinstance(caller, PulseCaller) else None
+        body, content_type = overview.metrics_exposition(app=app)
         return HttpResponse(body, content_type=content_type)
 
 

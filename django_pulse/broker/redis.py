@@ -72,7 +72,7 @@ class RedisBroker(Broker):
     _refusing_since: float | None
     _refused: int
 
-    def _unavailable(self, message: str, exc: BaseException) -> Unavailable:
+    def _unavailable(self, message: str, exc: BaseException, *, published: bool | None = False) -> Unavailable:
         """The error callers (and through them HTTP and WebSocket clients) see: no host, port or driver detail,
         which would tell a client where the infrastructure is. The detail goes to the log as one WARNING when
         calls start failing (an outage fails every call: they are counted, not logged), and one when they
@@ -82,7 +82,7 @@ class RedisBroker(Broker):
             self._refusing_since, self._refused = time.monotonic(), 0
             logger.warning("Redis broker: calls fail: %s (%s: %s)", message, type(exc).__name__, exc)
         self._refused += 1
-        return Unavailable(message)
+        return Unavailable(message, published=published)
 
     def _accepted(self) -> None:
         """A call succeeded: if calls were failing, say once that they no longer do."""
@@ -219,7 +219,8 @@ class RedisBroker(Broker):
                 reply, acked = await self._publish_and_wait(client, keys, args)
                 self._replicated(_serial_of(reply), int(acked))
         except _FAILURES as exc:
-            raise self._unavailable(_publish_failed(exc), exc) from None
+            message, published = _publish_failed(exc)
+            raise self._unavailable(message, exc, published=published) from None
         if self._refusing_since is not None:
             self._accepted()
         return reply
@@ -234,7 +235,8 @@ class RedisBroker(Broker):
                 reply, acked = self._publish_and_wait_sync(client, keys, args)
                 self._replicated(_serial_of(reply), int(acked))
         except _FAILURES as exc:
-            raise self._unavailable(_publish_failed(exc), exc) from None
+            message, published = _publish_failed(exc)
+            raise self._unavailable(message, exc, published=published) from None
         if self._refusing_since is not None:
             self._accepted()
         return reply
@@ -272,8 +274,10 @@ class RedisBroker(Broker):
     def _replicated(self, serial: int, acked: int) -> int:
         if acked < self.wait_replicas:
             raise self._unavailable(
-                "Redis replicas did not confirm the message in time; it may have been delivered.",
+                "Redis replicas did not confirm the message in time: it was published and its id is consumed "
+                "(a retry with the same id is not delivered again), but a failover may still lose it.",
                 RedisError(f"WAIT: {acked} of {self.wait_replicas} replicas acknowledged serial {serial}"),
+                published=True,
             )
         return serial
 
@@ -566,18 +570,19 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _publish_failed(exc: BaseException) -> str:
-    """What a failed publish tells its caller. A refused connection means nothing was sent; a connection that
-    broke or timed out after the script was sent (a master killed mid-command) leaves the outcome unknown."""
+def _publish_failed(exc: BaseException) -> tuple[str, bool | None]:
+    """What a failed publish tells its caller, and whether it was published (``Unavailable.published``). A refused
+    connection means nothing was sent; a connection that broke or timed out after the script was sent (a master
+    killed mid-command) leaves the outcome unknown."""
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
     cause = exc.__cause__ or exc.__context__
     if isinstance(cause, ConnectionRefusedError) or isinstance(exc, ConnectionRefusedError):
-        return "Redis is unreachable; the message was not published."
+        return "Redis is unreachable; the message was not published.", False
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
-        return "Redis did not confirm the publish; the message may or may not have been delivered."
-    return "Redis is unreachable; the message was not published."
+        return "Redis did not confirm the publish; the message may or may not have been delivered.", None
+    return "Redis is unreachable; the message was not published.", False
 
 
 def _safe_url(url: str) -> str:

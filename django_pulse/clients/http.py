@@ -84,7 +84,11 @@ class Throttled(PulseAPIError):
 
 
 class ServiceUnavailable(PulseAPIError):
-    """503: the server cannot reach its broker (Redis) right now; retry later."""
+    """503: the server cannot reach its broker (Redis) right now; retry later. For a publish, ``published`` is
+    the body's answer — ``False`` (not published: a retry is delivered), ``True`` (published, its id consumed:
+    a retry with the same id is not delivered again) or ``"unknown"``; None for other calls."""
+
+    published: bool | str | None = None
 
 
 _BY_STATUS: dict[int, type[PulseAPIError]] = {
@@ -166,6 +170,7 @@ class PulseClient:
 def _api_error(exc: urllib.error.HTTPError) -> PulseAPIError:
     raw = exc.read()
     code, message = f"http_{exc.code}", f"HTTP {exc.code} {exc.reason}"
+    error: Any = {}
     try:
         error = json.loads(raw)["error"]
         code, message = str(error["code"]), str(error["message"])
@@ -176,4 +181,7 @@ def _api_error(exc: urllib.error.HTTPError) -> PulseAPIError:
     if isinstance(err, Throttled):
         retry = exc.headers.get("Retry-After")
         err.retry_after = float(retry) if retry and retry.replace(".", "", 1).isdigit() else None
+    if isinstance(err, ServiceUnavailable) and isinstance(error, dict):
+        published = error.get("published")
+        err.published = published if isinstance(published, bool) or published == "unknown" else None
     return err

@@ -6,6 +6,7 @@ in-memory default it asks the running server (``GET status/``), whose memory hol
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -110,12 +111,30 @@ def collect(*, channel_lists: bool = False) -> dict[str, Any]:
     }
 
 
-def metrics_exposition() -> tuple[bytes, str]:
+def metrics_exposition(*, app: str | None = None) -> tuple[bytes, str]:
     """This process's Prometheus metrics (``django_pulse.ops.metrics``) as exposition text, and its content type.
+    With ``app``, only the series labelled with that app (``app="<kbId>"``): what one app's API key may read of a
+    process that other apps share.
 
     The API's ``GET metrics/`` serves it: the HTTP layer reads the running process through this module, as it
     does for ``collect``, never through the server layer itself.
     """
     from ..server.runtime import get_runtime
 
-    return get_runtime().metrics.render()
+    body, content_type = get_runtime().metrics.render()
+    return (body if app is None else _series_of_app(body, app)), content_type
+
+
+def _series_of_app(body: bytes, kb_id: str) -> bytes:
+    """The samples of exposition text ``body`` labelled ``app="<kb_id>"``, each family with its HELP and TYPE."""
+    label = re.compile(r'[{,]app="' + re.escape(kb_id) + r'"[,}]')
+    kept: list[str] = []
+    header: list[str] = []
+    for line in body.decode().splitlines():
+        if line.startswith("#"):
+            header = [line] if line.startswith("# HELP") else [*header, line]
+        elif label.search(line.split(" ", 1)[0]):
+            kept += header
+            header = []
+            kept.append(line)
+    return "".join(line + "\n" for line in kept).encode()

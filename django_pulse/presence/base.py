@@ -21,7 +21,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._conf import pulse_settings
 from ..broker.base import Broker, presence_topic
@@ -123,6 +123,15 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class EnterLimits(NamedTuple):
+    """The limits a new member is checked against: ``PRESENCE_MAX_MEMBERS`` (signed-in clients),
+    ``PRESENCE_MAX_MEMBERS_PER_CLIENT`` (0: none) and ``PRESENCE_MAX_ANONYMOUS_MEMBERS``."""
+
+    members: int
+    per_client: int = 0
+    anonymous: int = 0
+
+
 class PresenceBackend(ABC):
     """Presence state of every app and channel; one instance per process (the runtime's ``presence``).
 
@@ -150,12 +159,14 @@ class PresenceBackend(ABC):
 
     @abstractmethod
     async def _enter(
-        self, kb_id: str, channel: str, member: Member, data_json: str, max_members: int, max_per_client: int = 0
+        self, kb_id: str, channel: str, member: Member, data_json: str, limits: EnterLimits
     ) -> PresenceChange:
         """Add ``member`` (or, if its connection is present already, replace its data keeping its entry time:
         an ``update``), bump the serial and publish the frame, atomically. ``LimitExceeded(presence_client_limit)``
-        when its client id holds ``max_per_client`` members of the channel already (0: no limit), checked first;
-        ``LimitExceeded(presence_full)`` when a new member would pass ``max_members``."""
+        when its client id holds ``limits.per_client`` members of the channel already (0: no limit), checked
+        first; ``LimitExceeded(presence_full)`` when a new member would pass ``limits.members``, counting the
+        members of signed-in clients only; a member of an anonymous visitor (``is_anonymous_client``) is counted
+        apart and refused (``presence_full``) past ``limits.anonymous`` of them."""
 
     @abstractmethod
     async def _update(self, kb_id: str, channel: str, connection_id: str, data: Any, data_json: str) -> PresenceChange:
@@ -201,14 +212,12 @@ class PresenceBackend(ABC):
         check_channel(channel)
         data_json = encode_data(data)
         member = Member(str(client_id), str(connection_id), data, now_ms())
-        change = await self._enter(
-            kb_id,
-            channel,
-            member,
-            data_json,
+        limits = EnterLimits(
             pulse_settings.PRESENCE_MAX_MEMBERS,
             pulse_settings.PRESENCE_MAX_MEMBERS_PER_CLIENT,
+            pulse_settings.PRESENCE_MAX_ANONYMOUS_MEMBERS,
         )
+        change = await self._enter(kb_id, channel, member, data_json, limits)
         self._own(change)
         await self._notify(change)
         return change
@@ -356,9 +365,11 @@ class PresenceBackend(ABC):
                 continue  # ended: to be left, not re-entered
             for (kb_id, channel), member in list(held.items()):
                 try:
-                    change = await self._enter(
-                        kb_id, channel, member, encode_data(member.data), pulse_settings.PRESENCE_MAX_MEMBERS
+                    # No per-client limit: the member was admitted before, and is only restored.
+                    limits = EnterLimits(
+                        pulse_settings.PRESENCE_MAX_MEMBERS, 0, pulse_settings.PRESENCE_MAX_ANONYMOUS_MEMBERS
                     )
+                    change = await self._enter(kb_id, channel, member, encode_data(member.data), limits)
                 except LimitExceeded:
                     self._disown(connection_id, kb_id, channel)
                     logger.warning("presence: could not re-enter %s on %s (channel full)", connection_id, channel)
@@ -429,6 +440,25 @@ def full_error(channel: str, limit: int) -> LimitExceeded:
     return LimitExceeded(
         f"channel {channel!r} has {limit} members already (PRESENCE_MAX_MEMBERS)", ErrorCode.PRESENCE_FULL
     )
+
+
+def anonymous_full_error(channel: str, limit: int) -> LimitExceeded:
+    return LimitExceeded(
+        f"channel {channel!r} has {limit} members of anonymous visitors already (PRESENCE_MAX_ANONYMOUS_MEMBERS); "
+        "signed-in members have slots of their own",
+        ErrorCode.PRESENCE_FULL,
+    )
+
+
+#: The client-id prefixes of anonymous visitors: ``anon-`` (``POST token/anonymous/``) and ``anonymous-`` (an SSE
+#: stream without a session). Their members are counted apart (``PRESENCE_MAX_ANONYMOUS_MEMBERS``); the Redis
+#: scripts (common.lua's ``is_anonymous``) apply the same rule.
+ANONYMOUS_PREFIXES = ("anon-", "anonymous-")
+
+
+def is_anonymous_client(client_id: str) -> bool:
+    """Whether ``client_id`` is an anonymous visitor's, minted by the server (``ANONYMOUS_PREFIXES``)."""
+    return client_id.startswith(ANONYMOUS_PREFIXES)
 
 
 def client_limit_error(channel: str, limit: int) -> LimitExceeded:

@@ -8,10 +8,13 @@
 -- KEYS[4] counts the members of each client id (clientId-JSON -> count), for the per-client limit.
 -- ARGV: owner, connectionId, connectionId-JSON, clientId-JSON, data-JSON, timestamp, max members, channel,
 --       mode ("enter" | "update"), publish command ("PUBLISH" | "SPUBLISH", as the broker's), max members per
---       client id (0: none)
+--       client id (0: none), max members of anonymous visitors
 -- The per-client limit is checked before the channel's: one client id alone never makes a channel "full".
+-- Anonymous visitors' members (is_anonymous) are counted apart, under the field '*anon' of KEYS[4] (a client
+-- field is JSON, so it starts with '"'): they fill their own ARGV[12] slots, never the ARGV[7] of signed-in
+-- clients, so identities that cost nothing cannot lock the channel for those that do.
 -- While a member is present the channel's presence keys do not expire (leave.lua sets the serial's expiry).
--- -> {event, serial, frame, count, stored value} | {"full"} | {"client"} | {"absent"}
+-- -> {event, serial, frame, count, stored value} | {"full"} | {"anonymous_full"} | {"client"} | {"absent"}
 local current = redis.call('HGET', KEYS[1], ARGV[2])
 local event, ts, client = 'enter', ARGV[6], ARGV[4]
 if current then
@@ -30,10 +33,17 @@ else
   if per_client > 0 and tonumber(redis.call('HGET', KEYS[4], ARGV[4]) or '0') >= per_client then
     return {'client'}
   end
-  if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[7]) then
+  local anonymous = is_anonymous(ARGV[4])
+  local anonymous_count = tonumber(redis.call('HGET', KEYS[4], '*anon') or '0')
+  if anonymous then
+    if anonymous_count >= tonumber(ARGV[12]) then
+      return {'anonymous_full'}
+    end
+  elseif redis.call('HLEN', KEYS[1]) - anonymous_count >= tonumber(ARGV[7]) then
     return {'full'}
   end
   redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
+  if anonymous then redis.call('HINCRBY', KEYS[4], '*anon', 1) end
 end
 local value = ARGV[1] .. '\t' .. ts .. '\t' .. client .. '\t' .. ARGV[5]
 redis.call('HSET', KEYS[1], ARGV[2], value)

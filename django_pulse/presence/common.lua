@@ -13,3 +13,8 @@ local function frame(channel, event, member, serial)
   return '{"action":"presence","channel":"' .. channel .. '","event":"' .. event .. '","member":' .. member ..
          ',"serial":' .. serial .. '}'
 end
+-- Whether a clientId-JSON is an anonymous visitor's (presence.base.is_anonymous_client: "anon-..." minted by
+-- POST token/anonymous/, "anonymous-..." of a session-less SSE stream).
+local function is_anonymous(client_json)
+  return string.sub(client_json, 1, 6) == '"anon-' or string.sub(client_json, 1, 11) == '"anonymous-'
+end

@@ -8,7 +8,7 @@
 -- Removes member ARGV[1] if process ARGV[4] owns it: only the owning process leaves a member (a late
 -- grace-period leave from a process the connection has just moved away from must not remove it), and a sweep
 -- of a dead process removes each of its members exactly once however many processes sweep at the same time.
--- KEYS[4] counts the members of each client id (change.lua). The last member out starts the expiry of the
+-- KEYS[4] counts the members of each client id, and of anonymous visitors under '*anon' (change.lua). The last member out starts the expiry of the
 -- presence serial (ARGV[6] ms, CHANNEL_TTL; the member and count hashes are gone once empty).
 -- ARGV: connectionId, connectionId-JSON, channel, owner, publish command, expiry (ms)
 -- -> {"leave", serial, frame, count, stored value} | {"absent"}
@@ -21,6 +21,9 @@ local p2 = string.find(current, '\t', string.find(current, '\t', 1, true) + 1, t
 local p3 = string.find(current, '\t', p2 + 1, true)
 local client = string.sub(current, p2 + 1, p3 - 1)
 if redis.call('HINCRBY', KEYS[4], client, -1) <= 0 then redis.call('HDEL', KEYS[4], client) end
+if is_anonymous(client) and redis.call('HINCRBY', KEYS[4], '*anon', -1) <= 0 then
+  redis.call('HDEL', KEYS[4], '*anon')
+end
 local count = redis.call('HLEN', KEYS[1])
 local serial = redis.call('INCR', KEYS[2])
 if count == 0 then redis.call('PEXPIRE', KEYS[2], ARGV[6]) end

@@ -17,12 +17,15 @@ from .._conf import pulse_settings
 from ..broker.base import Broker
 from ..protocol import PresenceEvent, presence_frame
 from .base import (
+    EnterLimits,
     Member,
     PresenceBackend,
     PresenceChange,
     PresenceSnapshot,
+    anonymous_full_error,
     client_limit_error,
     full_error,
+    is_anonymous_client,
     not_present_error,
     presence_topic,
 )
@@ -77,7 +80,7 @@ class MemoryPresence(PresenceBackend):
             self._serials.pop(key, None)
 
     async def _enter(
-        self, kb_id: str, channel: str, member: Member, data_json: str, max_members: int, max_per_client: int = 0
+        self, kb_id: str, channel: str, member: Member, data_json: str, limits: EnterLimits
     ) -> PresenceChange:
         with self._lock:
             members = self._channels.get((kb_id, channel), {})
@@ -85,11 +88,15 @@ class MemoryPresence(PresenceBackend):
             if current is not None:
                 member = Member(member.client_id, member.connection_id, member.data, current.timestamp)
                 event = PresenceEvent.UPDATE
-            elif 0 < max_per_client <= sum(m.client_id == member.client_id for m in members.values()):
-                raise client_limit_error(channel, max_per_client)
-            elif len(members) >= max_members:
-                raise full_error(channel, max_members)
+            elif 0 < limits.per_client <= sum(m.client_id == member.client_id for m in members.values()):
+                raise client_limit_error(channel, limits.per_client)
             else:
+                anonymous = sum(is_anonymous_client(m.client_id) for m in members.values())
+                if is_anonymous_client(member.client_id):
+                    if anonymous >= limits.anonymous:
+                        raise anonymous_full_error(channel, limits.anonymous)
+                elif len(members) - anonymous >= limits.members:
+                    raise full_error(channel, limits.members)
                 event = PresenceEvent.ENTER
             members[member.connection_id] = member  # an update keeps its place (entry order)
             change = self._apply(kb_id, channel, event, member, members)

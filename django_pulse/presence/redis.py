@@ -43,10 +43,12 @@ from ..broker.keys import bus_channel, channel_key, check_prefix, process_key
 from ..exceptions import Unavailable
 from ..protocol import PresenceEvent
 from .base import (
+    EnterLimits,
     Member,
     PresenceBackend,
     PresenceChange,
     PresenceSnapshot,
+    anonymous_full_error,
     client_limit_error,
     encode_json,
     full_error,
@@ -165,14 +167,7 @@ class RedisPresence(PresenceBackend):
         ]
 
     def _change_sync(
-        self,
-        kb_id: str,
-        channel: str,
-        member: Member,
-        data_json: str,
-        max_members: int,
-        mode: str,
-        max_per_client: int = 0,
+        self, kb_id: str, channel: str, member: Member, data_json: str, mode: str, limits: EnterLimits
     ) -> PresenceChange:
         pid = self.process_id
         entry = _entry(kb_id, channel, member.connection_id)
@@ -189,22 +184,25 @@ class RedisPresence(PresenceBackend):
                     encode_json(member.client_id),
                     data_json,
                     member.timestamp,
-                    max_members,
+                    limits.members,
                     channel,
                     mode,
                     self.publish_command,
-                    max_per_client,
+                    limits.per_client,
+                    limits.anonymous,
                 ],
             )
         )
-        if result[0] in ("full", "client", "absent"):
+        if result[0] in ("full", "anonymous_full", "client", "absent"):
             if indexed:
                 with contextlib.suppress(redis.RedisError):
                     self.client.srem(self.process_key("procmembers", pid), entry)
             if result[0] == "full":
-                raise full_error(channel, max_members)
+                raise full_error(channel, limits.members)
+            if result[0] == "anonymous_full":
+                raise anonymous_full_error(channel, limits.anonymous)
             if result[0] == "client":
-                raise client_limit_error(channel, max_per_client)
+                raise client_limit_error(channel, limits.per_client)
             raise not_present_error(channel, member.connection_id)
         event, serial, frame, count, value = result
         if event == "enter":
@@ -231,15 +229,13 @@ class RedisPresence(PresenceBackend):
         return bool(added)
 
     async def _enter(
-        self, kb_id: str, channel: str, member: Member, data_json: str, max_members: int, max_per_client: int = 0
+        self, kb_id: str, channel: str, member: Member, data_json: str, limits: EnterLimits
     ) -> PresenceChange:
-        return await asyncio.to_thread(
-            self._change_sync, kb_id, channel, member, data_json, max_members, "enter", max_per_client
-        )
+        return await asyncio.to_thread(self._change_sync, kb_id, channel, member, data_json, "enter", limits)
 
     async def _update(self, kb_id: str, channel: str, connection_id: str, data: Any, data_json: str) -> PresenceChange:
         member = Member("", connection_id, data, 0)
-        return await asyncio.to_thread(self._change_sync, kb_id, channel, member, data_json, 0, "update")
+        return await asyncio.to_thread(self._change_sync, kb_id, channel, member, data_json, "update", EnterLimits(0))
 
     def _remove(self, kb_id: str, channel: str, connection_id: str, owner: str) -> PresenceChange | None:
         """Remove the member if ``owner`` owns it (one script in the channel's slot); None if it does not."""

@@ -3,7 +3,8 @@
 Pure functions: no database, no settings. ``django_pulse.server.app_access`` looks the app up and calls these.
 
 Claims: ``sub`` client id, ``kb`` app id (also the header's ``kid``), ``iat``, ``nbf``, ``exp``, ``jti``
-(unique id), ``cap`` (capabilities: channel pattern -> list of operations).
+(unique id), ``cap`` (capabilities: channel pattern -> list of operations), and ``key`` (the prefix of the API
+key that asked for the token through the HTTP API, if one did: ``PULSE["REVOKE_TOKENS_WITH_KEY"]``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Claims:
     expires_at: int
     token_id: str
     capabilities: dict[str, list[str]] = field(default_factory=dict)
+    key_id: str | None = None
 
     def allows(self, channel: str, operation: Operation | str) -> bool:
         return capability_allows(self.capabilities, channel, operation)
@@ -94,8 +96,10 @@ def issue_token(
     capabilities: dict[str, list[str]],
     ttl: int,
     now: float | None = None,
+    key_id: str | None = None,
 ) -> tuple[str, Claims]:
-    """Sign a token for ``client_id`` of app ``kb_id``; returns the JWT and its claims."""
+    """Sign a token for ``client_id`` of app ``kb_id``; returns the JWT and its claims. ``key_id``: the prefix of
+    the API key it is issued for (the ``key`` claim)."""
     issued = int(now if now is not None else time.time())
     claims = Claims(
         client_id=client_id,
@@ -104,8 +108,9 @@ def issue_token(
         expires_at=issued + int(ttl),
         token_id=secrets.token_urlsafe(12),
         capabilities=capabilities,
+        key_id=key_id,
     )
-    payload = {
+    payload: dict[str, Any] = {
         "iss": ISSUER,
         "sub": client_id,
         "kb": kb_id,
@@ -115,6 +120,8 @@ def issue_token(
         "jti": claims.token_id,
         "cap": capabilities,
     }
+    if key_id is not None:
+        payload["key"] = key_id
     token = jwt.encode(payload, secret, algorithm=ALGORITHM, headers={"kid": kb_id})
     return token, claims
 
@@ -177,6 +184,9 @@ def verify_token(token: str, *, secret: str, kb_id: str, leeway: int, now: float
     sub = payload.get("sub")
     if not isinstance(sub, str) or not sub:
         raise TokenError("The token has no client id.", ErrorCode.TOKEN_INVALID)
+    key_id = payload.get("key")
+    if key_id is not None and (not isinstance(key_id, str) or not 0 < len(key_id) <= 16):
+        raise TokenError("The token's key claim is malformed.", ErrorCode.TOKEN_INVALID)
     try:
         caps = normalize_capabilities(payload.get("cap", {}))
     except ValueError as exc:
@@ -188,4 +198,5 @@ def verify_token(token: str, *, secret: str, kb_id: str, leeway: int, now: float
         expires_at=exp,
         token_id=str(payload["jti"]),
         capabilities=caps,
+        key_id=key_id,
     )

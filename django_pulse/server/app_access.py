@@ -7,20 +7,22 @@ Channel-level decisions (capabilities, authorize hooks) are ``django_pulse.autho
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
+from django.db import connection as db_connection
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
 from .._conf import pulse_settings
 from ..broker.base import CONTROL_TOPIC
-from ..exceptions import AppError, PulseError
-from ..models import PulseApp
+from ..exceptions import AppError, PulseError, TokenError
+from ..models import ApiKey, PulseApp
 from ..protocol import ErrorCode
 from ..protocol.tokens import Claims, peek_kb_id, verify_token
-from .app_cache import AppCache
+from .app_cache import ENABLED_APP_TTL, AppCache
 from .control import app_disabled_command
 from .runtime import get_runtime
 
@@ -92,7 +94,13 @@ def _on_app_changed(sender: Any, instance: PulseApp, **kwargs: Any) -> None:
     forget_app(instance.kb_id)
 
 
+def _on_key_revoked(sender: Any, instance: ApiKey, **kwargs: Any) -> None:
+    if instance.revoked_at is not None:
+        forget_app()  # this process checks its tokens' keys again at once (the others within ENABLED_APP_TTL)
+
+
 post_save.connect(_on_app_changed, sender=PulseApp, dispatch_uid="django_pulse.app_access.app_saved")
+post_save.connect(_on_key_revoked, sender=ApiKey, dispatch_uid="django_pulse.app_access.key_revoked")
 post_delete.connect(_on_app_changed, sender=PulseApp, dispatch_uid="django_pulse.app_access.app_deleted")
 
 
@@ -122,7 +130,26 @@ def _close_connections_of_disabled_app(
         except PulseError as exc:
             logger.warning("App %s is disabled but its connections could not be closed now: %s", kb_id, exc.message)
 
-    transaction.on_commit(close, robust=True)
+    def sweep_again() -> None:
+        try:
+            # Only if it is still disabled: an app enabled again meanwhile keeps its new connections.
+            if PulseApp.objects.filter(kb_id=kb_id, enabled=False).exists():
+                close()
+        except Exception:  # a runtime or database torn down meanwhile (process exit): nothing left to close
+            logger.debug("The second close of disabled app %s's connections did not run.", kb_id, exc_info=True)
+        finally:
+            db_connection.close()  # this thread's own connection, opened by the query
+
+    def close_and_sweep_again() -> None:
+        close()
+        # A process may verify a token from its cache of enabled apps just before the control message reaches
+        # it and open that connection after the close: every such entry was read before the save and expires
+        # within ENABLED_APP_TTL, so one more close then leaves none (``manage.py pulse disable`` waits for it).
+        sweep = threading.Timer(ENABLED_APP_TTL + 0.1, sweep_again)
+        sweep.daemon = True
+        sweep.start()
+
+    transaction.on_commit(close_and_sweep_again, robust=True)
 
 
 post_save.connect(
@@ -147,7 +174,36 @@ def authenticate_token(token: object, *, apps: AppCache | None = None) -> Claims
         raise AppError(f"The Pulse app {kb_id!r} is disabled.", ErrorCode.APP_DISABLED)
     if apps is not None:
         apps.remember_secret(kb_id, app.token_secret)
+    _check_issuing_key(claims, apps, _key_is_active(claims))
     return claims
+
+
+def _needs_key_check(claims: Claims) -> bool:
+    return claims.key_id is not None and pulse_settings.REVOKE_TOKENS_WITH_KEY
+
+
+def _key_is_active(claims: Claims) -> bool | None:
+    """Whether the API key that ``claims``' token was issued for is active (a query); None: nothing to check."""
+    if not _needs_key_check(claims):
+        return None
+    return ApiKey.objects.filter(app__kb_id=claims.kb_id, prefix=claims.key_id, revoked_at__isnull=True).exists()
+
+
+def _check_issuing_key(claims: Claims, apps: AppCache | None, active: bool | None) -> None:
+    """``REVOKE_TOKENS_WITH_KEY``: refuse a token whose API key is revoked (``token_invalid``: the client gets a
+    new token, issued with a key that is still active); ``active`` None means nothing was checked."""
+    if active is None:
+        return
+    assert claims.key_id is not None
+    if apps is not None:
+        apps.remember_key(claims.kb_id, claims.key_id, active)
+    if not active:
+        raise TokenError(
+            "The API key this token was issued with has been revoked; get a new token.", ErrorCode.TOKEN_INVALID
+        )
+
+
+_key_is_active_in_thread = database_sync_to_async(_key_is_active)
 
 
 _authenticate_in_thread = database_sync_to_async(authenticate_token)
@@ -169,5 +225,11 @@ async def aauthenticate_token(token: object, *, apps: AppCache) -> Claims:
     else:
         assert isinstance(token, str)
         claims = verify_token(token, secret=secret, kb_id=kb_id, leeway=pulse_settings.TOKEN_LEEWAY)
+        if _needs_key_check(claims):
+            assert claims.key_id is not None
+            active = apps.key_active(kb_id, claims.key_id)
+            if active is None:
+                active = await _key_is_active_in_thread(claims)
+            _check_issuing_key(claims, apps, active)
     # A connection keeps its claims for its whole life: equal ones are kept once (AppCache.share_claims).
     return apps.share_claims(claims)

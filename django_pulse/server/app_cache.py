@@ -36,6 +36,8 @@ class AppCache:
     def __init__(self) -> None:
         self.enabled: dict[str, float] = {}  # kbId -> monotonic expiry
         self.secrets: dict[str, tuple[str, float]] = {}  # kbId of an enabled app -> (token secret, expiry)
+        # (kbId, API key prefix) -> (active, expiry): REVOKE_TOKENS_WITH_KEY checks a token's key with no query
+        self.keys: dict[tuple[str, str], tuple[bool, float]] = {}
         self._lock = threading.Lock()
         self._claims: dict[str, Claims] = {}  # token id -> the Claims shared by the connections of that token
         self._capabilities: dict[tuple[tuple[str, tuple[str, ...]], ...], dict[str, list[str]]] = {}
@@ -61,15 +63,31 @@ class AppCache:
             self.secrets[kb] = (secret, expiry)
             self.enabled[kb] = expiry
 
+    def key_active(self, kb: str, prefix: str) -> bool | None:
+        """Whether API key ``prefix`` of app ``kb`` was active when read less than ENABLED_APP_TTL ago; None:
+        not known."""
+        entry = self.keys.get((kb, prefix))
+        if entry is None or entry[1] <= time.monotonic():
+            return None
+        return entry[0]
+
+    def remember_key(self, kb: str, prefix: str, active: bool) -> None:
+        with self._lock:
+            _bounded(self.keys, SHARED_CLAIMS)
+            self.keys[(kb, prefix)] = (active, time.monotonic() + ENABLED_APP_TTL)
+
     def forget(self, kb_id: str | None = None) -> None:
         """Drop the cached state of app ``kb_id`` (None: of every app)."""
         with self._lock:
             if kb_id is None:
                 self.enabled.clear()
                 self.secrets.clear()
+                self.keys.clear()
             else:
                 self.enabled.pop(kb_id, None)
                 self.secrets.pop(kb_id, None)
+                for key in [key for key in self.keys if key[0] == kb_id]:
+                    self.keys.pop(key, None)
 
     def share_claims(self, claims: Claims) -> Claims:
         """``claims``, just verified, or an equal ``Claims`` already held: the one returned for the same token

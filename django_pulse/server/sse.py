@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from .._conf import pulse_settings
+from .._visitors import ANONYMOUS_ID_RE
+from .._visitors import SESSION_KEY as ANONYMOUS_SESSION_KEY
 from ..exceptions import PulseError
 from ..protocol import Action, CloseCode, ErrorCode, Operation, Request, dumps, parse_frame
 from ..protocol import sse as sse_wire
@@ -239,7 +241,9 @@ async def _send_frames(
 
 
 async def _session_client_id(scope: dict[str, Any]) -> str | None:
-    """The client id (user pk) of the Django session whose cookie came with the request; None if anonymous."""
+    """The client id of the Django session whose cookie came with the request: the user's pk, or for a visitor
+    who is not logged in the anonymous id the session holds (``_visitors``: the id its pages' presence streams
+    are bound to); None without either."""
     from django.conf import settings
 
     if "django.contrib.sessions" not in settings.INSTALLED_APPS:
@@ -256,12 +260,14 @@ async def _session_client_id(scope: dict[str, Any]) -> str | None:
     from importlib import import_module
 
     from channels.auth import get_user
+    from channels.db import database_sync_to_async
 
     store = import_module(settings.SESSION_ENGINE).SessionStore(morsel.value)
     user = await get_user({"session": store})
-    if not getattr(user, "is_authenticated", False):
-        return None
-    return str(user.pk)
+    if getattr(user, "is_authenticated", False):
+        return str(user.pk)
+    anonymous = await database_sync_to_async(store.get)(ANONYMOUS_SESSION_KEY)
+    return anonymous if isinstance(anonymous, str) and ANONYMOUS_ID_RE.match(anonymous) else None
 
 
 async def _unidirectional(
@@ -311,8 +317,9 @@ async def _unidirectional(
     except PulseError as exc:
         await _error(send, 403, exc.code.value, exc.message, cors)
         return
-    # A signed-in visitor's streams count among the connections of their client id (MAX_CONNECTIONS_PER_CLIENT),
-    # refused before the response starts; anonymous streams each have an id of their own.
+    # A visitor's streams count among the connections of their client id (MAX_CONNECTIONS_PER_CLIENT), the
+    # session's anonymous id included, refused before the response starts; streams without a session each have
+    # an id of their own.
     if client_id is not None and not await conn.take_slot():
         await _error(send, 429, ErrorCode.TOO_MANY_CONNECTIONS.value, conn.too_many_message(), cors)
         return

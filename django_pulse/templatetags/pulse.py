@@ -29,6 +29,7 @@ from django.utils.html import format_html, json_script
 from django.utils.safestring import SafeString, mark_safe
 
 from .._conf import pulse_settings
+from .._visitors import anonymous_client_id
 from ..live import stream_name
 from ..streams import sign_stream
 
@@ -49,10 +50,19 @@ def _user(request: Any) -> Any:
     return user if user is not None and user.is_authenticated else None
 
 
-def _bound_client(request: Any, bind: bool) -> str | None:
-    """The client id a logged-in user's token has (``POST /pulse/token/`` issues it for ``str(user.pk)``)."""
+def _bound_client(request: Any, bind: bool, *, anonymous: bool = False) -> str | None:
+    """The client id a logged-in user's token has (``POST /pulse/token/`` issues it for ``str(user.pk)``); with
+    ``anonymous``, for a visitor who is not logged in, the anonymous id of the visitor's session, which
+    ``POST /pulse/token/anonymous/`` issues its tokens for."""
+    if not bind:
+        return None
     user = _user(request)
-    return str(user.pk) if bind and user is not None else None
+    if user is not None:
+        return str(user.pk)
+    # Without a session (no SessionMiddleware) there is no visitor to bind to: the stream stays unbound.
+    if anonymous and getattr(request, "session", None) is not None and pulse_settings.LIVE_ANONYMOUS:
+        return anonymous_client_id(request)
+    return None
 
 
 @register.simple_tag(takes_context=True)
@@ -139,7 +149,9 @@ def pulse_presence(
     ``name`` defaults to the logged-in user's username (empty for anonymous visitors). The data is signed
     into the page: the client cannot change it. ``template_name`` renders the region (context: ``channel``,
     ``count``, ``members`` now, ``attrs`` for the root element); the SDK keeps ``[data-pulse-count]`` and
-    ``[data-pulse-members]`` up to date (docs/live-templates.md).
+    ``[data-pulse-members]`` up to date (docs/live-templates.md). ``bind`` (default True): the stream is valid
+    only for the visitor the page was rendered for (the logged-in user, or the anonymous id of the visitor's
+    session).
     """
     request = _request(context)
     channel = stream_name(*parts)
@@ -148,7 +160,10 @@ def pulse_presence(
         if name is None:
             name = user.get_username() if user is not None else ""
         data = {"name": str(name)}
-    signed = sign_stream(channel, kb_id=kb_id, client_id=_bound_client(request, bind), presence=data if enter else None)
+    # A stream that enters presence is bound to the visitor, anonymous ones included: a page fetched once must
+    # not let its fetcher enter the channel with many identities.
+    client_id = _bound_client(request, bind, anonymous=enter)
+    signed = sign_stream(channel, kb_id=kb_id, client_id=client_id, presence=data if enter else None)
     members: list[dict[str, Any]] = []
     try:
         from ..sdk import presence

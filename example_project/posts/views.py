@@ -9,9 +9,11 @@ with publish-on-save (models.py), which publishes ``new_post`` once the insert h
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect, render
@@ -134,6 +136,7 @@ def posts_api(request: HttpRequest) -> HttpResponse:
 def _posts_action(request: HttpRequest, action: Any, data: dict[str, Any]) -> dict[str, Any]:
     if action == "getPulseToken":
         # Live Posts clients may read 'posts' and be present on it; only the server publishes there.
+        _claim_identity(request, data.get("userId"))
         token = _pulse_call(
             pulse.get_token,
             data.get("userId"),
@@ -150,6 +153,46 @@ def _posts_action(request: HttpRequest, action: Any, data: dict[str, Any]) -> di
         result: dict[str, Any] = _pulse_call(pulse.presence, POSTS_CHANNEL)
         return result
     raise BadRequest("Unknown action")
+
+
+# Identities of the seed's page -----------------------------------------------------------------------------
+# The seed's page names itself (a random 'user_…' per page load), so the server cannot refuse a name: it bounds
+# how many a visitor can mint instead. A name belongs to the browser session that first asked for it (another
+# session asking for it is refused, so a name seen in presence cannot be taken over), and an address may
+# claim NEW_IDENTITIES_PER_MINUTE new names a minute; asking again for a name the session holds (a token
+# renewal, another tab) is free. Without these, a script minted 1,000 present members in 4.6 s.
+
+NEW_IDENTITIES_PER_MINUTE = 20
+IDENTITY_OWNER_TTL = 24 * 3600  # seconds a name stays its session's (longer than any token it gets)
+SESSION_IDENTITIES = "posts_identities"
+SESSION_IDENTITIES_KEPT = 20  # the names a session remembers (its newest), so a session stays small
+
+
+def _claim_identity(request: HttpRequest, user_id: Any) -> None:
+    """Let this visitor's session use ``user_id``, or raise ``BadRequest`` (403 another session's, 429 too many
+    new names from this address). A malformed id is left to ``get_token`` to refuse."""
+    if not isinstance(user_id, str) or not user_id or len(user_id) > 255:
+        return
+    held: list[str] = request.session.get(SESSION_IDENTITIES, [])
+    if user_id in held:
+        return
+    if request.session.session_key is None:
+        request.session.save()  # a new visitor: the key that names its session from now on
+    owner_key = "posts:identity:" + hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()
+    owner = cache.get(owner_key)
+    if owner is not None and owner != request.session.session_key:
+        raise BadRequest("This userId belongs to another visitor; pick another one.", status=403)
+    address = request.META.get("REMOTE_ADDR", "")
+    window = "posts:new-identities:" + address
+    cache.add(window, 0, 60)
+    try:
+        count = cache.incr(window)
+    except ValueError:  # the minute ended between the two calls
+        cache.set(window, count := 1, 60)
+    if count > NEW_IDENTITIES_PER_MINUTE:
+        raise BadRequest("Too many new userIds from this address; retry in a minute.", status=429)
+    cache.set(owner_key, request.session.session_key, IDENTITY_OWNER_TTL)
+    request.session[SESSION_IDENTITIES] = [*held, user_id][-SESSION_IDENTITIES_KEPT:]
 
 
 # Private messages (the seed's "Private Channels") ---------------------------------------------------------

@@ -10,7 +10,6 @@ from unittest import mock
 import pytest
 from django.contrib.auth.models import User
 from django.core import signing
-from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.utils.crypto import get_random_string
 from rest_framework.test import APIClient
@@ -21,23 +20,6 @@ from django_pulse.server.app_access import authenticate_token
 from django_pulse.testing import PulseCapture, capture_published
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _clear_throttle_counts() -> Iterator[None]:
-    cache.clear()
-    yield
-    cache.clear()
-
-
-@pytest.fixture
-def app() -> PulseApp:
-    return PulseApp.objects.ensure("default")[0]
-
-
-@pytest.fixture
-def key(app: PulseApp) -> str:
-    return app.create_key("tests")[1]
 
 
 def client_with(credential: str | None = None) -> APIClient:

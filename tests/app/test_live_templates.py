@@ -313,17 +313,49 @@ def test_pulse_presence_signs_the_data_the_server_chose() -> None:
 
 
 @pytest.mark.django_db
-def test_anonymous_token_has_no_capabilities_and_keeps_its_client_id(client: Any, settings: Any) -> None:
+def test_anonymous_token_has_no_capabilities_and_the_id_of_the_visitors_session(client: Any, settings: Any) -> None:
     first = client.post("/pulse/token/anonymous/", {}, content_type="application/json").json()
     assert first["clientId"].startswith("anon-") and len(first["clientId"]) == 21
-    again = client.post("/pulse/token/anonymous/", {"clientId": first["clientId"]}, content_type="application/json")
-    assert again.json()["clientId"] == first["clientId"]
-    forged = client.post("/pulse/token/anonymous/", {"clientId": "admin"}, content_type="application/json").json()
-    assert forged["clientId"].startswith("anon-")
+    assert client.post("/pulse/token/anonymous/").json()["clientId"] == first["clientId"]  # the session's id
     claims = _claims(first["token"])
     assert claims["cap"] == {}  # no capability at all: only signed streams open anything
     settings.PULSE = {"LIVE_ANONYMOUS": False}
     assert client.post("/pulse/token/anonymous/", {}, content_type="application/json").status_code == 403
+
+
+@pytest.mark.django_db
+def test_a_visitor_cannot_claim_another_visitors_anonymous_id() -> None:
+    from django.test import Client
+
+    victim = Client().post("/pulse/token/anonymous/").json()["clientId"]
+    attacker = Client()
+    for body in ({"clientId": victim}, {"clientId": "admin"}):
+        taken = attacker.post("/pulse/token/anonymous/", body, content_type="application/json").json()
+        assert taken["clientId"] != victim and taken["clientId"].startswith("anon-")
+    assert Client().post("/pulse/token/anonymous/").json()["clientId"] != victim  # a new visitor, a new id
+
+
+@pytest.mark.django_db
+def test_an_anonymous_visitors_presence_stream_is_bound_to_that_visitor() -> None:
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.test import Client
+
+    from django_pulse.streams import InvalidStream
+
+    visitor = Client()
+    token = visitor.post("/pulse/token/anonymous/").json()
+    request = RequestFactory().get("/page")
+    request.user = AnonymousUser()
+    request.session = SessionStore(visitor.cookies["sessionid"].value)  # type: ignore[attr-defined]
+    html = Template("{% load pulse %}{% pulse_presence 'lobby' %}").render(Context({"request": request}))
+    signed = attrs(html, "pulse-presence")["signed-stream-name"]
+    assert verify_stream(signed, client_id=token["clientId"]).presence == {"name": ""}
+    other = Client().post("/pulse/token/anonymous/").json()["clientId"]
+    with pytest.raises(InvalidStream):
+        verify_stream(signed, client_id=other)
+    # A stream that only watches, and a page rendered without a session, stay unbound.
+    watch = Template("{% load pulse %}{% pulse_presence 'lobby' enter=False %}").render(Context({"request": request}))
+    assert verify_stream(attrs(watch, "pulse-presence")["signed-stream-name"]).client_id is None
 
 
 def _claims(token: str) -> dict[str, Any]:

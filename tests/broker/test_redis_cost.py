@@ -86,11 +86,12 @@ async def test_a_presence_enter_and_leave_cost(own_redis: RedisNode) -> None:
     per_leave = _delta(before, _stats(own_redis))
     print("per enter:", per_enter, "per leave:", per_leave)
     # Round trips: the process's index (a pipeline of 2), the script, the channel index. Inside the script, the
-    # client's count (HGET, HINCRBY: PRESENCE_MAX_MEMBERS_PER_CLIENT) and the serial kept while members are present.
+    # client's count (HGET, HINCRBY: PRESENCE_MAX_MEMBERS_PER_CLIENT), the anonymous members' count (HGET:
+    # PRESENCE_MAX_ANONYMOUS_MEMBERS) and the serial kept while members are present.
     assert per_enter == {
         "sadd": 2,
         "evalsha": 1,
-        "hget": 2,
+        "hget": 3,
         "hincrby": 1,
         "hlen": 2,
         "hset": 1,

@@ -302,3 +302,31 @@ async def test_private_channel_is_refused_to_everyone_but_its_owner(settings: An
     assert (await stranger.request("subscribe", channel=ada.private_channel))["code"] == "forbidden"
     for client in (as_ada, as_bob, stranger):
         await client.close()
+
+
+def test_a_user_id_belongs_to_the_session_that_first_asked_for_it(client: Client) -> None:
+    from django.core.cache import cache
+
+    cache.clear()
+    assert call(client, {"action": "getPulseToken", "userId": "user_ada"})[0] == 200
+    assert call(client, {"action": "getPulseToken", "userId": "user_ada"})[0] == 200  # a renewal, another tab
+    status, body, _ = call(Client(), {"action": "getPulseToken", "userId": "user_ada"})
+    assert status == 403 and "another visitor" in body["error"]
+
+
+def test_new_identities_from_one_address_are_bounded(client: Client) -> None:
+    """A script minting present members (1,000 in 4.6 s before) gets 20 a minute per address; the names a
+    session holds stay usable."""
+    from django.core.cache import cache
+
+    from posts.views import NEW_IDENTITIES_PER_MINUTE
+
+    cache.clear()
+    codes = [
+        call(Client(), {"action": "getPulseToken", "userId": f"user_{n}"})[0]
+        for n in range(NEW_IDENTITIES_PER_MINUTE + 5)
+    ]
+    assert codes == [200] * NEW_IDENTITIES_PER_MINUTE + [429] * 5
+    assert call(client, {"action": "getPulseToken", "userId": "user_late"})[0] == 429
+    cache.clear()
+    assert call(client, {"action": "getPulseToken", "userId": "user_late"})[0] == 200

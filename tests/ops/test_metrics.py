@@ -49,3 +49,27 @@ def test_every_metric_is_documented_and_the_dashboard_uses_only_real_ones() -> N
     assert used and used <= set(metrics.METRIC_NAMES), used - set(metrics.METRIC_NAMES)
     # Every metric has a panel.
     assert used == set(metrics.METRIC_NAMES), set(metrics.METRIC_NAMES) - used
+
+
+@pytest.mark.django_db
+def test_another_apps_key_reads_only_its_apps_series() -> None:
+    """A process serves every app: a tenant app's key must not read the others' (nor the process's) figures."""
+    from django_pulse.api.authentication import issue_admin_credential
+    from django_pulse.models import PulseApp
+    from django_pulse.server.runtime import get_runtime
+
+    live = get_runtime()
+    live.hub.connections.update({"default": {object()}, "shop": {object(), object()}})  # type: ignore[dict-item]
+    try:
+        _, shop_key = PulseApp.objects.ensure("shop")[0].create_key("tenant")
+        _, own_key = PulseApp.objects.ensure("default")[0].create_key("prometheus")
+        shop = Client().get("/pulse/metrics/", HTTP_AUTHORIZATION=f"Bearer {shop_key}")
+        assert shop.status_code == 200
+        lines = [line for line in shop.content.decode().splitlines() if not line.startswith("#")]
+        assert lines == ['pulse_connections{app="shop",transport="websocket"} 2.0'], lines
+        assert "# TYPE pulse_connections gauge" in shop.content.decode()
+        for credential in (own_key, issue_admin_credential("shop")):
+            full = Client().get("/pulse/metrics/", HTTP_AUTHORIZATION=f"Bearer {credential}").content
+            assert b'app="default"' in full and b'app="shop"' in full and b"pulse_deliveries_total" in full
+    finally:
+        live.hub.connections.clear()

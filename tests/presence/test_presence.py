@@ -164,6 +164,78 @@ async def test_limits_and_bad_input(backend: PresenceBackend, settings: Any) -> 
         await backend.aclose()
 
 
+async def test_anonymous_visitors_fill_their_own_slots_never_those_of_signed_in_clients(
+    backend: PresenceBackend, settings: Any
+) -> None:
+    settings.PULSE = {
+        **settings.PULSE,
+        "PRESENCE_MAX_MEMBERS": 2,
+        "PRESENCE_MAX_ANONYMOUS_MEMBERS": 3,
+        "PRESENCE_MAX_MEMBERS_PER_CLIENT": 2,
+    }
+    backend = get_runtime().presence  # rebuilt for the new settings
+    try:
+        # Cheap identities, two tabs each: the anonymous slots are full after three members...
+        entered = 0
+        for n in range(4):
+            for tab in range(2):
+                try:
+                    await backend.enter(KB, "posts", client_id=f"anon-{n:016d}", connection_id=f"c_a{n}{tab}")
+                    entered += 1
+                except LimitExceeded as exc:
+                    assert exc.code is ErrorCode.PRESENCE_FULL and "anonymous" in exc.message
+        assert entered == 3
+        with pytest.raises(LimitExceeded) as info:  # a session-less SSE stream's id is anonymous too
+            await backend.enter(KB, "posts", client_id="anonymous-x", connection_id="c_sse")
+        assert info.value.code is ErrorCode.PRESENCE_FULL
+        # ... and the signed-in clients still have both of theirs.
+        await backend.enter(KB, "posts", client_id="alice", connection_id="c_1")
+        await backend.enter(KB, "posts", client_id="bob", connection_id="c_2")
+        with pytest.raises(LimitExceeded) as info:
+            await backend.enter(KB, "posts", client_id="carol", connection_id="c_3")
+        assert info.value.code is ErrorCode.PRESENCE_FULL and "anonymous" not in info.value.message
+        assert await backend.count(KB, "posts") == 5
+        # An anonymous member leaving frees an anonymous slot, not a signed-in one.
+        await backend.leave(KB, "posts", connection_id="c_a00")
+        with pytest.raises(LimitExceeded):
+            await backend.enter(KB, "posts", client_id="carol", connection_id="c_3")
+        await backend.enter(KB, "posts", client_id="anon-0000000000000009", connection_id="c_a9")
+        # A client id that only looks similar is a signed-in one.
+        await backend.leave(KB, "posts", connection_id="c_2")
+        await backend.enter(KB, "posts", client_id="anonymized_bob", connection_id="c_2")
+        assert await backend.count(KB, "posts") == 5
+    finally:
+        await backend.aclose()
+
+
+async def test_a_wrongly_swept_anonymous_member_is_restored(backend: PresenceBackend) -> None:
+    """``reassert`` (a process that was taken for dead enters its members again) restores anonymous members
+    within their own slots too."""
+    from django_pulse.presence.memory import MemoryPresence
+
+    await backend.enter(KB, "posts", client_id="anon-0000000000000001", connection_id="c_1")
+    await backend.enter(KB, "posts", client_id="alice", connection_id="c_2")
+    if isinstance(backend, MemoryPresence):
+        backend._channels.clear()
+    else:
+        backend.client.delete(*backend._channel_keys(KB, "posts")[:2], backend._channel_keys(KB, "posts")[3])  # type: ignore[attr-defined]
+    assert await backend.count(KB, "posts") == 0
+    assert len(await backend.reassert()) == 2
+    assert sorted(m.client_id for m in await backend.members(KB, "posts")) == ["alice", "anon-0000000000000001"]
+
+
+async def test_no_anonymous_member_when_their_slots_are_zero(backend: PresenceBackend, settings: Any) -> None:
+    settings.PULSE = {**settings.PULSE, "PRESENCE_MAX_ANONYMOUS_MEMBERS": 0}
+    backend = get_runtime().presence
+    try:
+        with pytest.raises(LimitExceeded) as info:
+            await backend.enter(KB, "posts", client_id="anon-0000000000000001", connection_id="c_1")
+        assert info.value.code is ErrorCode.PRESENCE_FULL
+        await backend.enter(KB, "posts", client_id="alice", connection_id="c_2")
+    finally:
+        await backend.aclose()
+
+
 async def test_apps_never_see_each_others_members(backend: PresenceBackend) -> None:
     await backend.enter("app1", "posts", client_id="a", connection_id="c_1")
     await backend.enter("app2", "posts", client_id="b", connection_id="c_2")

@@ -30,6 +30,7 @@ from ...clients.http import PulseAPIError, PulseClient, PulseConnectionError
 from ...exceptions import PulseError
 from ...models import KEY_PREFIX, ApiKey, PulseApp
 from ...ops import overview
+from ...server.app_cache import ENABLED_APP_TTL
 
 
 class _ServerClient(PulseClient):
@@ -204,21 +205,16 @@ class Command(BaseCommand):
             app.enabled = False
             app.save(update_fields=["enabled"])
         remote = self._remote(options)
-        note = ""
-        if remote is None:
-            try:
-                sdk.close_app_connections(app.kb_id)
-            except PulseError as exc:
-                raise CommandError(
-                    f"Pulse app {app.kb_id} is disabled (new connections and publishes are refused), "
-                    f"but its open connections could not be closed: {exc.message} "
-                    f"[{exc.code.value}]"
-                ) from None
-        else:
-            try:
-                remote.close_connections()
-            except PulseConnectionError:
-                note = f" No server answers at {self._server_url(options)}, so no connections were open there."
+        note = self._close_app_connections(app.kb_id, remote, options)
+        if not note:
+            # A process may have verified a token from its cache of enabled apps just before it heard of the
+            # disable, and opened that connection after its connections were closed. Every such cache entry
+            # was read before the save, so none outlives ENABLED_APP_TTL: wait that long and close again,
+            # and when the command returns no process accepts the app's credentials.
+            time.sleep(ENABLED_APP_TTL + 0.1)
+            app.refresh_from_db(fields=["enabled"])
+            if not app.enabled:  # (enabled again meanwhile: its new connections stay)
+                note = self._close_app_connections(app.kb_id, remote, options)
         state = "disabled" if was_enabled else "was already disabled"
         self._emit(
             {"kbId": app.kb_id, "enabled": False, "serverAnswered": not note},
@@ -227,6 +223,25 @@ class Command(BaseCommand):
                 f"are being closed.{note}"
             ],
         )
+
+    def _close_app_connections(self, kb_id: str, remote: _ServerClient | None, options: dict[str, Any]) -> str:
+        """Close app ``kb_id``'s connections on every process: through the broker, or by asking the embedded
+        server. Returns a note when no server answered (then it had no connections)."""
+        if remote is None:
+            try:
+                sdk.close_app_connections(kb_id)
+            except PulseError as exc:
+                raise CommandError(
+                    f"Pulse app {kb_id} is disabled (new connections and publishes are refused), "
+                    f"but its open connections could not be closed: {exc.message} "
+                    f"[{exc.code.value}]"
+                ) from None
+            return ""
+        try:
+            remote.close_connections()
+        except PulseConnectionError:
+            return f" No server answers at {self._server_url(options)}, so no connections were open there."
+        return ""
 
     def _status(self, options: dict[str, Any]) -> None:
         remote = self._remote(options)
