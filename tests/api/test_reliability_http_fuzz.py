@@ -18,7 +18,6 @@ from urllib.parse import quote
 
 import pytest
 from django.contrib.auth.models import User
-from django.core.cache import cache
 from django.test import Client
 from django.urls import URLResolver, get_resolver, include, path
 from hypothesis import HealthCheck, given, settings
@@ -144,19 +143,7 @@ def bodies(endpoint_members: dict[str, Any]) -> st.SearchStrategy[bytes]:
 @pytest.fixture(autouse=True)
 def _no_throttle(settings: Any) -> Iterator[None]:
     settings.PULSE = {**(settings.PULSE or {}), "API_THROTTLE_RATE": None}
-    cache.clear()
     yield
-    cache.clear()
-
-
-@pytest.fixture
-def app() -> PulseApp:
-    return PulseApp.objects.ensure("default")[0]
-
-
-@pytest.fixture
-def key(app: PulseApp) -> str:
-    return app.create_key("fuzz")[1]
 
 
 def _client() -> Client:
