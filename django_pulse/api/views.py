@@ -6,6 +6,7 @@ the views themselves, so the project's ``REST_FRAMEWORK`` settings neither chang
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
