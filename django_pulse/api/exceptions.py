@@ -97,14 +97,14 @@ def _first_code(codes: Any) -> str | None:
 
 def pulse_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF exception handler of the Pulse views (set per view, so the project's own handler is untouched)."""
-    if isinstance(exc, Unavailable) and context.get("view") is not None and _publishes(context["view"]):
-        # A publish's retry depends on what the failure did: say it, for the message and its id alike.
-        return Response(
-            error_body(exc.code.value, exc.message, published=_outcome(exc.published)),
-            status=STATUS_FOR_CODE.get(exc.code.value, 503),
-        )
     if isinstance(exc, PulseError):
-        answer = Response(error_body(exc.code.value, exc.message), status=STATUS_FOR_CODE.get(exc.code.value, 400))
+        extra: dict[str, Any] = {}
+        if isinstance(exc, Unavailable) and context.get("view") is not None and _publishes(context["view"]):
+            # A publish's retry depends on what the failure did: say it, for the message and its id alike.
+            extra["published"] = _outcome(exc.published)
+        answer = Response(
+            error_body(exc.code.value, exc.message, **extra), status=STATUS_FOR_CODE.get(exc.code.value, 400)
+        )
         if exc.code == ErrorCode.UNAVAILABLE:
             # The broker logged the outage once, when calls started failing (and logs when they succeed again):
             # Django's ERROR line for each 503 would bury that under one line per refused request.
