@@ -23,7 +23,7 @@ from .broker.base import CONTROL_TOPIC, message_topic
 from .exceptions import LimitExceeded, ProtocolViolation
 from .protocol import ErrorCode, check_channel, dumps
 from .server.control import app_disabled_command
-from .server.publishing import abroadcast_once, broadcast_once, build_message
+from .server.publishing import Built, abroadcast_once, broadcast_once, build_message
 from .server.runtime import get_runtime
 
 if TYPE_CHECKING:
@@ -179,10 +179,9 @@ def publish(
     ``excluded`` frame in its place, so its serials stay continuous and a resume does not replay the message to
     it. The message is otherwise a normal one (a serial, history, every other subscriber).
     """
-    head, message_id = build_message(channel, event, data, id=id, client_id=None, exclude=exclude)
-    kb = _resolve_kb(kb_id)
-    broadcast_once(get_runtime(), kb, channel, event, head, message_id, explicit_id=id is not None, client_id=None)
-    return message_id
+    message = build_message(channel, event, data, id=id, client_id=None, exclude=exclude)
+    broadcast_once(get_runtime(), _resolve_kb(kb_id), message)
+    return message.id
 
 
 async def apublish(
@@ -195,15 +194,12 @@ async def apublish(
     exclude: str | None = None,
 ) -> str:
     """``publish`` for async code."""
-    head, message_id = build_message(channel, event, data, id=id, client_id=None, exclude=exclude)
-    kb = await _aresolve_kb(kb_id)
-    await abroadcast_once(
-        get_runtime(), kb, channel, event, head, message_id, explicit_id=id is not None, client_id=None
-    )
-    return message_id
+    message = build_message(channel, event, data, id=id, client_id=None, exclude=exclude)
+    await abroadcast_once(get_runtime(), await _aresolve_kb(kb_id), message)
+    return message.id
 
 
-def _build_batch(messages: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str, str]]:
+def _build_batch(messages: Iterable[Mapping[str, Any]]) -> list[Built]:
     items = list(messages)
     if len(items) > pulse_settings.MAX_BATCH:
         raise ProtocolViolation(
@@ -217,19 +213,20 @@ def _build_batch(messages: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, 
         if unknown:
             raise ProtocolViolation(f"messages[{index}] has unknown members {sorted(unknown)}.", ErrorCode.BAD_REQUEST)
         try:
-            head, message_id = build_message(
-                message.get("channel"),
-                message.get("event"),
-                message.get("data"),
-                id=message.get("id"),
-                client_id=None,
-                exclude=message.get("exclude"),
+            built.append(
+                build_message(
+                    message.get("channel"),
+                    message.get("event"),
+                    message.get("data"),
+                    id=message.get("id"),
+                    client_id=None,
+                    exclude=message.get("exclude"),
+                )
             )
         except (ProtocolViolation, LimitExceeded) as exc:
             raise type(exc)(f"messages[{index}]: {exc.message}", exc.code) from None
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"messages[{index}]: {exc}") from None
-        built.append((str(message["channel"]), str(message["event"]), head, message_id))
     return built
 
 
@@ -241,28 +238,22 @@ def publish_batch(messages: Iterable[Mapping[str, Any]], *, kb_id: str | None = 
     ``id`` published within ``IDEMPOTENCY_WINDOW`` (also earlier in the same batch) is skipped; its id is
     still returned.
     """
-    items = list(messages)
-    built = _build_batch(items)
+    built = _build_batch(messages)
     kb = _resolve_kb(kb_id)
     runtime = get_runtime()
-    for item, (channel, event, head, message_id) in zip(items, built, strict=True):
-        broadcast_once(
-            runtime, kb, channel, event, head, message_id, explicit_id=item.get("id") is not None, client_id=None
-        )
-    return [message_id for _, _, _, message_id in built]
+    for message in built:
+        broadcast_once(runtime, kb, message)
+    return [message.id for message in built]
 
 
 async def apublish_batch(messages: Iterable[Mapping[str, Any]], *, kb_id: str | None = None) -> list[str]:
     """``publish_batch`` for async code."""
-    items = list(messages)
-    built = _build_batch(items)
+    built = _build_batch(messages)
     kb = await _aresolve_kb(kb_id)
     runtime = get_runtime()
-    for item, (channel, event, head, message_id) in zip(items, built, strict=True):
-        await abroadcast_once(
-            runtime, kb, channel, event, head, message_id, explicit_id=item.get("id") is not None, client_id=None
-        )
-    return [message_id for _, _, _, message_id in built]
+    for message in built:
+        await abroadcast_once(runtime, kb, message)
+    return [message.id for message in built]
 
 
 # -- live templates --------------------------------------------------------------------------------------
