@@ -12,7 +12,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Required, TypedDict, TypeVar, Unpack
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import SynchronousOnlyOperation
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from django.http import HttpRequest
 
 __all__ = [
+    "FragmentOptions",
     "achannels",
     "aclose_app_connections",
     "adisconnect",
@@ -259,16 +260,22 @@ async def apublish_batch(messages: Iterable[Mapping[str, Any]], *, kb_id: str | 
 # -- live templates --------------------------------------------------------------------------------------
 
 
+class FragmentOptions(TypedDict, total=False):
+    """The keyword arguments of ``publish_html`` and ``apublish_html``: ``action`` (required), ``target``
+    (an element id; None for ``refresh``), ``kb_id`` and ``id`` (as ``publish``'s), ``morph`` (default False)."""
+
+    action: Required[str]
+    target: str | None
+    kb_id: str | None
+    id: str | None
+    morph: bool
+
+
 def publish_html(
     channel: str,
     template_name: str | list[str] | None = None,
     context: Mapping[str, Any] | None = None,
-    *,
-    action: str,
-    target: str | None = None,
-    kb_id: str | None = None,
-    id: str | None = None,
-    morph: bool = False,
+    **options: Unpack[FragmentOptions],
 ) -> str:
     """Render ``template_name`` with ``context`` once and publish it as a fragment on ``channel``.
 
@@ -279,32 +286,47 @@ def publish_html(
     with data ``{"action", "target", "html"}``: same serial, history, resume and size limit. ``morph``
     (replace/update): Turbo pages morph the element instead of swapping it. Returns the
     message id; raises what ``publish`` raises, what rendering raises, and ``ProtocolViolation`` for a bad
-    action or target. For synchronous code; ``apublish_html`` in async code.
+    action or target. For synchronous code; ``apublish_html`` in async code. The keyword arguments are
+    ``FragmentOptions``'s.
     """
-    from .live import FRAGMENT_EVENT, render_fragment
+    from .live import FRAGMENT_EVENT
 
-    data = render_fragment(_template(template_name, action), context, action=action, target=target, morph=morph)
-    return publish(channel, FRAGMENT_EVENT, data, kb_id=kb_id, id=id)
+    render, kb_id, id = _fragment(template_name, context, **options)
+    return publish(channel, FRAGMENT_EVENT, render(), kb_id=kb_id, id=id)
 
 
 async def apublish_html(
     channel: str,
     template_name: str | list[str] | None = None,
     context: Mapping[str, Any] | None = None,
+    **options: Unpack[FragmentOptions],
+) -> str:
+    """``publish_html`` for async code (the template renders in a thread: it may query the database)."""
+    from .live import FRAGMENT_EVENT
+
+    render, kb_id, id = _fragment(template_name, context, **options)
+    data = await sync_to_async(render, thread_sensitive=True)()
+    return await apublish(channel, FRAGMENT_EVENT, data, kb_id=kb_id, id=id)
+
+
+def _fragment(
+    template_name: str | list[str] | None,
+    context: Mapping[str, Any] | None,
     *,
     action: str,
     target: str | None = None,
     kb_id: str | None = None,
     id: str | None = None,
     morph: bool = False,
-) -> str:
-    """``publish_html`` for async code (the template renders in a thread: it may query the database)."""
-    from .live import FRAGMENT_EVENT, render_fragment
+) -> tuple[Callable[[], dict[str, Any]], str | None, str | None]:
+    """``(render, kb_id, id)`` of a ``publish_html``: the fragment's rendering (a call, so that async code runs it
+    in a thread) and where it is published. Checks the keyword arguments (a TypeError names a wrong one)."""
+    from .live import render_fragment
 
-    data = await sync_to_async(render_fragment, thread_sensitive=True)(
-        _template(template_name, action), context, action=action, target=target, morph=morph
+    render = functools.partial(
+        render_fragment, _template(template_name, action), context, action=action, target=target, morph=morph
     )
-    return await apublish(channel, FRAGMENT_EVENT, data, kb_id=kb_id, id=id)
+    return render, kb_id, id
 
 
 def stream_position(channel: str, *, kb_id: str | None = None) -> tuple[int, str]:

@@ -359,7 +359,12 @@ def test_the_docs_python_snippets_name_real_arguments() -> None:
 
     blocks = "\n".join(doc_blocks("python"))
     assert "publish_html(" in blocks and "@publishes(" in blocks
-    html_args = set(inspect.signature(pulse.publish_html).parameters)
+    named = {
+        name
+        for name, parameter in inspect.signature(pulse.publish_html).parameters.items()
+        if parameter.kind is not parameter.VAR_KEYWORD
+    }
+    html_args = named | pulse.FragmentOptions.__required_keys__ | pulse.FragmentOptions.__optional_keys__
     for name in re.findall(r"publish_html\([^)]*?\b(\w+)=", blocks):
         assert name in html_args, name
     publishes_args = set(inspect.signature(register).parameters)
