@@ -18,6 +18,7 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import SynchronousOnlyOperation
 
 from ._conf import pulse_settings
+from .api.parsers import loads_strict
 from .authorization import authorize
 from .broker.base import CONTROL_TOPIC, message_topic
 from .exceptions import LimitExceeded, ProtocolViolation
@@ -47,6 +48,7 @@ __all__ = [
     "endpoint_url",
     "get_token",
     "history",
+    "loads_strict",
     "presence",
     "presence_users",
     "publish",
