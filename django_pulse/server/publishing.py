@@ -33,7 +33,7 @@ from ..protocol import (
 if TYPE_CHECKING:
     from .runtime import Runtime
 
-__all__ = ["Built", "abroadcast_once", "broadcast_once", "build_message", "encode_data", "publish_as_client"]
+__all__ = ["Built", "abroadcast_once", "broadcast_once", "build_message", "publish_as_client"]
 
 logger = logging.getLogger("django_pulse")
 
@@ -41,7 +41,7 @@ logger = logging.getLogger("django_pulse")
 _SERIAL_ROOM = 21
 
 
-def encode_data(data: Any) -> str:
+def _encode_data(data: Any) -> str:
     try:
         return json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except TypeError as exc:
@@ -94,7 +94,7 @@ def build_message(
     head = message_head(
         channel=channel,
         name=event,
-        data_json=encode_data(data) if data_json is None else data_json,
+        data_json=_encode_data(data) if data_json is None else data_json,
         id=id,
         timestamp=int(time.time() * 1000),
         client_id=client_id,
