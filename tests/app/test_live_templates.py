@@ -112,6 +112,11 @@ def test_publish_html_refusals() -> None:
         pulse.publish_html("orders", "testapp/_order.html", {}, action="morph", target="orders")
     with pytest.raises(Exception, match="larger than MAX_MESSAGE_SIZE"):
         pulse.publish_html("orders", "testapp/_order.html", {"extra": "x" * 70000}, action="update", target="orders")
+    # The keyword arguments are checked as a signature would: a misspelt or a missing one is a TypeError.
+    with pytest.raises(TypeError, match="unexpected keyword argument 'traget'"):
+        pulse.publish_html("orders", "testapp/_order.html", {}, action="append", traget="orders")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="'action'"):
+        pulse.publish_html("orders", "testapp/_order.html", {}, target="orders")  # type: ignore[call-arg]
     assert pulse.history("orders") == []
 
 
