@@ -440,27 +440,20 @@ def check_authorize_hooks(app_configs: Any = None, **kwargs: Any) -> list[CheckM
 def check_authorize_patterns(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """E025: an authorize hook whose pattern no valid channel name can match.
 
-    Its hook never runs, so the channels it was meant to guard are decided without it. The pattern's shortest
-    channel (each ``{placeholder}`` one character) is a valid channel name exactly when some channel can
-    match: the rest of the pattern is literal.
+    Its hook never runs, so the channels it was meant to guard are decided without it.
     """
-    from .authorization import _PLACEHOLDER, _hooks
-    from .protocol import CHANNEL_RE
+    from .authorization import unmatchable_hooks
 
     messages: list[CheckMessage] = []
-    for hook in list(_hooks):
-        if CHANNEL_RE.match(_PLACEHOLDER.sub("x", hook.pattern)) is not None:
-            continue
-        odd = sorted({c for c in _PLACEHOLDER.sub("", hook.pattern) if CHANNEL_RE.match(c) is None})
-        why = f"it contains {', '.join(repr(c) for c in odd)}" if odd else "it is longer than 255 characters"
+    for pattern, module, why in unmatchable_hooks():
         messages.append(
             Error(
-                f"The authorize pattern {hook.pattern!r} can never match a channel name ({why}), so its hook "
+                f"The authorize pattern {pattern!r} can never match a channel name ({why}), so its hook "
                 "never runs and the channels it was meant to guard are decided without it.",
                 hint="A channel name is 1-255 characters of A-Z a-z 0-9 _ - . : @ = ~ +; a pattern matches "
                 "parts with {placeholders}, not wildcards: 'orders.{order_id}', not 'orders.*' "
                 "(docs/authorization.md).",
-                obj=hook.module or hook.pattern,
+                obj=module or pattern,
                 id="django_pulse.E025",
             )
         )

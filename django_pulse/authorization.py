@@ -57,7 +57,7 @@ from django.utils.module_loading import import_string
 from ._conf import pulse_settings
 from .exceptions import Forbidden
 from .ops.staff_channel import STAFF_KB_ID, admit
-from .protocol import ErrorCode, Operation
+from .protocol import CHANNEL_RE, ErrorCode, Operation
 from .protocol.tokens import Claims, capability_allows
 
 if TYPE_CHECKING:
@@ -71,6 +71,7 @@ __all__ = [
     "find_hook",
     "registered_modules",
     "resolve_user",
+    "unmatchable_hooks",
     "unregister",
 ]
 
@@ -175,6 +176,21 @@ def _find(channel: str) -> tuple[_Registered, dict[str, str]] | None:
 def registered_modules() -> set[str]:
     """The modules that defined the registered hooks (for the system check)."""
     return {hook.module for hook in _hooks}
+
+
+def unmatchable_hooks() -> list[tuple[str, str, str]]:
+    """``(pattern, module, why)`` of each registered hook whose pattern no valid channel name can match, so the
+    hook never runs (for the system check). The pattern's shortest channel (each ``{placeholder}`` one
+    character) is a valid channel name exactly when some channel can match: the rest of the pattern is literal.
+    """
+    found = []
+    for hook in list(_hooks):
+        if CHANNEL_RE.match(_PLACEHOLDER.sub("x", hook.pattern)) is not None:
+            continue
+        odd = sorted({c for c in _PLACEHOLDER.sub("", hook.pattern) if CHANNEL_RE.match(c) is None})
+        why = f"it contains {', '.join(repr(c) for c in odd)}" if odd else "it is longer than 255 characters"
+        found.append((hook.pattern, hook.module, why))
+    return found
 
 
 def _default_user_resolver(client_id: str) -> Any:

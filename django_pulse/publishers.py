@@ -39,7 +39,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Required, TypedDict, TypeVar, Unpack
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
@@ -53,6 +53,7 @@ from .ops import metrics
 
 __all__ = [
     "ModelPublisher",
+    "Registration",
     "instance_data",
     "publish_instances",
     "publishers_for",
@@ -437,41 +438,29 @@ def register(
     return publisher
 
 
-def publishes(
-    *,
-    channel: ChannelSpec,
-    created: str | None = "created",
-    updated: str | None = "updated",
-    deleted: str | None = "deleted",
-    data: DataSpec = None,
-    fields: Sequence[str] | None = None,
-    exclude: Sequence[str] = (),
-    kb_id: str | None = None,
-    template: str | list[str] | None = None,
-    action: str = "append",
-    target: TargetSpec | None = None,
-    dom_id: TargetSpec = "{model_name}-{pk}",
-    watch_fields: Sequence[str] | None = None,
-) -> Callable[[M], M]:
-    """Class decorator form of ``register`` (same arguments)."""
+class Registration(TypedDict, total=False):
+    """The keyword arguments of ``register`` (see there), for ``publishes``."""
+
+    channel: Required[ChannelSpec]
+    created: str | None
+    updated: str | None
+    deleted: str | None
+    data: DataSpec
+    fields: Sequence[str] | None
+    exclude: Sequence[str]
+    kb_id: str | None
+    template: str | list[str] | None
+    action: str
+    target: TargetSpec | None
+    dom_id: TargetSpec
+    watch_fields: Sequence[str] | None
+
+
+def publishes(**options: Unpack[Registration]) -> Callable[[M], M]:
+    """Class decorator form of ``register`` (same keyword arguments)."""
 
     def decorate(model: M) -> M:
-        register(
-            model,
-            channel=channel,
-            created=created,
-            updated=updated,
-            deleted=deleted,
-            data=data,
-            fields=fields,
-            exclude=exclude,
-            kb_id=kb_id,
-            template=template,
-            action=action,
-            target=target,
-            dom_id=dom_id,
-            watch_fields=watch_fields,
-        )
+        register(model, **options)
         return model
 
     return decorate

@@ -12,24 +12,26 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Required, TypedDict, TypeVar, Unpack
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import SynchronousOnlyOperation
 
 from ._conf import pulse_settings
+from .api.parsers import loads_strict
 from .authorization import authorize
 from .broker.base import CONTROL_TOPIC, message_topic
 from .exceptions import LimitExceeded, ProtocolViolation
 from .protocol import ErrorCode, check_channel, dumps
 from .server.control import app_disabled_command
-from .server.publishing import abroadcast_once, broadcast_once, build_message
+from .server.publishing import Built, abroadcast_once, broadcast_once, build_message
 from .server.runtime import get_runtime
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
 
 __all__ = [
+    "FragmentOptions",
     "achannels",
     "aclose_app_connections",
     "adisconnect",
@@ -46,6 +48,7 @@ __all__ = [
     "endpoint_url",
     "get_token",
     "history",
+    "loads_strict",
     "presence",
     "presence_users",
     "publish",
@@ -182,10 +185,9 @@ def publish(
     ``excluded`` frame in its place, so its serials stay continuous and a resume does not replay the message to
     it. The message is otherwise a normal one (a serial, history, every other subscriber).
     """
-    head, message_id = build_message(channel, event, data, id=id, client_id=None, exclude=exclude)
-    kb = _resolve_kb(kb_id)
-    broadcast_once(get_runtime(), kb, channel, event, head, message_id, explicit_id=id is not None, client_id=None)
-    return message_id
+    message = build_message(channel, event, data, id=id, client_id=None, exclude=exclude)
+    broadcast_once(get_runtime(), _resolve_kb(kb_id), message)
+    return message.id
 
 
 async def apublish(
@@ -198,15 +200,12 @@ async def apublish(
     exclude: str | None = None,
 ) -> str:
     """``publish`` for async code."""
-    head, message_id = build_message(channel, event, data, id=id, client_id=None, exclude=exclude)
-    kb = await _aresolve_kb(kb_id)
-    await abroadcast_once(
-        get_runtime(), kb, channel, event, head, message_id, explicit_id=id is not None, client_id=None
-    )
-    return message_id
+    message = build_message(channel, event, data, id=id, client_id=None, exclude=exclude)
+    await abroadcast_once(get_runtime(), await _aresolve_kb(kb_id), message)
+    return message.id
 
 
-def _build_batch(messages: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str, str]]:
+def _build_batch(messages: Iterable[Mapping[str, Any]]) -> list[Built]:
     items = list(messages)
     if len(items) > pulse_settings.MAX_BATCH:
         raise ProtocolViolation(
@@ -220,19 +219,20 @@ def _build_batch(messages: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, 
         if unknown:
             raise ProtocolViolation(f"messages[{index}] has unknown members {sorted(unknown)}.", ErrorCode.BAD_REQUEST)
         try:
-            head, message_id = build_message(
-                message.get("channel"),
-                message.get("event"),
-                message.get("data"),
-                id=message.get("id"),
-                client_id=None,
-                exclude=message.get("exclude"),
+            built.append(
+                build_message(
+                    message.get("channel"),
+                    message.get("event"),
+                    message.get("data"),
+                    id=message.get("id"),
+                    client_id=None,
+                    exclude=message.get("exclude"),
+                )
             )
         except (ProtocolViolation, LimitExceeded) as exc:
             raise type(exc)(f"messages[{index}]: {exc.message}", exc.code) from None
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"messages[{index}]: {exc}") from None
-        built.append((str(message["channel"]), str(message["event"]), head, message_id))
     return built
 
 
@@ -244,43 +244,43 @@ def publish_batch(messages: Iterable[Mapping[str, Any]], *, kb_id: str | None = 
     ``id`` published within ``IDEMPOTENCY_WINDOW`` (also earlier in the same batch) is skipped; its id is
     still returned.
     """
-    items = list(messages)
-    built = _build_batch(items)
+    built = _build_batch(messages)
     kb = _resolve_kb(kb_id)
     runtime = get_runtime()
-    for item, (channel, event, head, message_id) in zip(items, built, strict=True):
-        broadcast_once(
-            runtime, kb, channel, event, head, message_id, explicit_id=item.get("id") is not None, client_id=None
-        )
-    return [message_id for _, _, _, message_id in built]
+    for message in built:
+        broadcast_once(runtime, kb, message)
+    return [message.id for message in built]
 
 
 async def apublish_batch(messages: Iterable[Mapping[str, Any]], *, kb_id: str | None = None) -> list[str]:
     """``publish_batch`` for async code."""
-    items = list(messages)
-    built = _build_batch(items)
+    built = _build_batch(messages)
     kb = await _aresolve_kb(kb_id)
     runtime = get_runtime()
-    for item, (channel, event, head, message_id) in zip(items, built, strict=True):
-        await abroadcast_once(
-            runtime, kb, channel, event, head, message_id, explicit_id=item.get("id") is not None, client_id=None
-        )
-    return [message_id for _, _, _, message_id in built]
+    for message in built:
+        await abroadcast_once(runtime, kb, message)
+    return [message.id for message in built]
 
 
 # -- live templates --------------------------------------------------------------------------------------
+
+
+class FragmentOptions(TypedDict, total=False):
+    """The keyword arguments of ``publish_html`` and ``apublish_html``: ``action`` (required), ``target``
+    (an element id; None for ``refresh``), ``kb_id`` and ``id`` (as ``publish``'s), ``morph`` (default False)."""
+
+    action: Required[str]
+    target: str | None
+    kb_id: str | None
+    id: str | None
+    morph: bool
 
 
 def publish_html(
     channel: str,
     template_name: str | list[str] | None = None,
     context: Mapping[str, Any] | None = None,
-    *,
-    action: str,
-    target: str | None = None,
-    kb_id: str | None = None,
-    id: str | None = None,
-    morph: bool = False,
+    **options: Unpack[FragmentOptions],
 ) -> str:
     """Render ``template_name`` with ``context`` once and publish it as a fragment on ``channel``.
 
@@ -291,32 +291,47 @@ def publish_html(
     with data ``{"action", "target", "html"}``: same serial, history, resume and size limit. ``morph``
     (replace/update): Turbo pages morph the element instead of swapping it. Returns the
     message id; raises what ``publish`` raises, what rendering raises, and ``ProtocolViolation`` for a bad
-    action or target. For synchronous code; ``apublish_html`` in async code.
+    action or target. For synchronous code; ``apublish_html`` in async code. The keyword arguments are
+    ``FragmentOptions``'s.
     """
-    from .live import FRAGMENT_EVENT, render_fragment
+    from .live import FRAGMENT_EVENT
 
-    data = render_fragment(_template(template_name, action), context, action=action, target=target, morph=morph)
-    return publish(channel, FRAGMENT_EVENT, data, kb_id=kb_id, id=id)
+    render, kb_id, id = _fragment(template_name, context, **options)
+    return publish(channel, FRAGMENT_EVENT, render(), kb_id=kb_id, id=id)
 
 
 async def apublish_html(
     channel: str,
     template_name: str | list[str] | None = None,
     context: Mapping[str, Any] | None = None,
+    **options: Unpack[FragmentOptions],
+) -> str:
+    """``publish_html`` for async code (the template renders in a thread: it may query the database)."""
+    from .live import FRAGMENT_EVENT
+
+    render, kb_id, id = _fragment(template_name, context, **options)
+    data = await sync_to_async(render, thread_sensitive=True)()
+    return await apublish(channel, FRAGMENT_EVENT, data, kb_id=kb_id, id=id)
+
+
+def _fragment(
+    template_name: str | list[str] | None,
+    context: Mapping[str, Any] | None,
     *,
     action: str,
     target: str | None = None,
     kb_id: str | None = None,
     id: str | None = None,
     morph: bool = False,
-) -> str:
-    """``publish_html`` for async code (the template renders in a thread: it may query the database)."""
-    from .live import FRAGMENT_EVENT, render_fragment
+) -> tuple[Callable[[], dict[str, Any]], str | None, str | None]:
+    """``(render, kb_id, id)`` of a ``publish_html``: the fragment's rendering (a call, so that async code runs it
+    in a thread) and where it is published. Checks the keyword arguments (a TypeError names a wrong one)."""
+    from .live import render_fragment
 
-    data = await sync_to_async(render_fragment, thread_sensitive=True)(
-        _template(template_name, action), context, action=action, target=target, morph=morph
+    render = functools.partial(
+        render_fragment, _template(template_name, action), context, action=action, target=target, morph=morph
     )
-    return await apublish(channel, FRAGMENT_EVENT, data, kb_id=kb_id, id=id)
+    return render, kb_id, id
 
 
 def stream_position(channel: str, *, kb_id: str | None = None) -> tuple[int, str]:

@@ -10,7 +10,9 @@ folder; elsewhere a test (or its module) says ``@pytest.mark.processes`` itself.
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -104,6 +106,34 @@ LOAD_GROUP = (
     "package/test_bench.py::test_quick_mode_runs_every_server_end_to_end",
     "package/test_capacity.py::test_redis_ceiling_measures_the_publish_script_on_a_redis_of_its_own",
 )
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under a ``-m`` that leaves out every test with the ``processes`` marker (``make test-fast``), the folders
+    whose every test has it are not even imported: their imports (Playwright, the servers' test helpers) were a
+    good part of each worker's start."""
+    if collection_path.parent == _TESTS and collection_path.name in PROCESS_FOLDERS:
+        return True if _deselects_processes(config.getoption("markexpr")) else None
+    return None
+
+
+def _deselects_processes(markexpr: str) -> bool:
+    """Whether the mark expression ``markexpr`` is false for every test with the ``processes`` marker, whatever
+    its other markers."""
+    if not markexpr:
+        return False
+    from _pytest.mark.expression import Expression
+
+    try:
+        expression = Expression.compile(markexpr)
+    except Exception:  # pytest reports a bad expression itself
+        return False
+    names = sorted(set(re.findall(r"[A-Za-z_][\w]*", markexpr)) - {"and", "or", "not", "processes"})
+    for values in itertools.product((False, True), repeat=len(names)):
+        marks = dict(zip(names, values, strict=True), processes=True)
+        if expression.evaluate(lambda name, /, marks=marks, **kwargs: marks.get(name, False)):
+            return False
+    return True
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

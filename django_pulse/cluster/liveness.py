@@ -27,7 +27,7 @@ import socket
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack, cast
 
 from .._conf import pulse_settings
 from .._lua import load_lua
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ..presence.base import PresenceBackend
     from .client_connections import ClientConnections
 
-__all__ = ["Liveness", "MemoryLiveness", "RedisLiveness", "build_liveness"]
+__all__ = ["Liveness", "LivenessParts", "MemoryLiveness", "RedisLiveness", "build_liveness"]
 
 logger = logging.getLogger("django_pulse.liveness")
 
@@ -57,6 +57,15 @@ def _channel_list(subscribers: dict[str, int], presence: dict[str, int]) -> list
     ]
 
 
+class LivenessParts(TypedDict):
+    """What a ``Liveness`` is handed (see there)."""
+
+    broker: Broker
+    presence: PresenceBackend
+    client_connections: ClientConnections
+    topics: Callable[[], dict[str, int]]
+
+
 class Liveness(ABC):
     """This process's view of all server processes; one instance per process, owned by the runtime.
 
@@ -66,18 +75,11 @@ class Liveness(ABC):
     ``topic_counts``: a whole copy, made under the lock the hub changes its topics under).
     """
 
-    def __init__(
-        self,
-        *,
-        broker: Broker,
-        presence: PresenceBackend,
-        client_connections: ClientConnections,
-        topics: Callable[[], dict[str, int]],
-    ) -> None:
-        self.broker = broker
-        self.presence = presence
-        self.client_connections = client_connections
-        self.topics = topics
+    def __init__(self, **parts: Unpack[LivenessParts]) -> None:
+        self.broker = parts["broker"]
+        self.presence = parts["presence"]
+        self.client_connections = parts["client_connections"]
+        self.topics = parts["topics"]
         self.connections = 0
         self.started_at = int(time.time() * 1000)
 
@@ -151,25 +153,15 @@ _TOUCH = load_lua("django_pulse.broker", "touch.lua")
 class RedisLiveness(Liveness):
     """Liveness keys in Redis, swept by every live process."""
 
-    def __init__(
-        self,
-        *,
-        broker: Broker,
-        presence: PresenceBackend,
-        client_connections: ClientConnections,
-        topics: Callable[[], dict[str, int]],
-        url: str | None = None,
-        prefix: str | None = None,
-        process_id: str | None = None,
-    ) -> None:
+    def __init__(self, **parts: Unpack[LivenessParts]) -> None:
         from ..broker.connection import sync_client
 
-        super().__init__(broker=broker, presence=presence, client_connections=client_connections, topics=topics)
-        url = url or pulse_settings.REDIS_URL
+        super().__init__(**parts)
+        url = pulse_settings.REDIS_URL
         if not url:
             raise ValueError("RedisLiveness needs a Redis URL (PULSE['REDIS_URL'])")
-        self.prefix = prefix or pulse_settings.REDIS_PREFIX
-        self._process_id = process_id
+        self.prefix = pulse_settings.REDIS_PREFIX
+        self._process_id: str | None = None  # the broker's, read when first needed
         self.client = sync_client(url, decode_responses=True)
         self._heartbeat_script = self.client.register_script(_HEARTBEAT)
         self._touch_script = self.client.register_script(_TOUCH)
@@ -431,19 +423,6 @@ class RedisLiveness(Liveness):
         }
 
 
-def build_liveness(
-    *,
-    broker: Broker,
-    presence: PresenceBackend,
-    client_connections: ClientConnections,
-    topics: Callable[[], dict[str, int]],
-) -> Liveness:
-    """This process's liveness (the arguments are ``Liveness``'s): Redis when ``REDIS_URL`` is configured, else in
-    memory."""
-    parts: dict[str, Any] = {
-        "broker": broker,
-        "presence": presence,
-        "client_connections": client_connections,
-        "topics": topics,
-    }
+def build_liveness(**parts: Unpack[LivenessParts]) -> Liveness:
+    """This process's liveness: Redis when ``REDIS_URL`` is configured, else in memory."""
     return RedisLiveness(**parts) if pulse_settings.REDIS_URL else MemoryLiveness(**parts)

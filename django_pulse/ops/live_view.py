@@ -53,6 +53,7 @@ from .staff_channel import (
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin
 
+    from ..cluster.liveness import Liveness
     from ..server.runtime import Runtime
 
 __all__ = [
@@ -102,11 +103,12 @@ def _trim(channels: list[dict[str, Any]], limit: int) -> tuple[list[dict[str, An
     return sorted(busiest, key=lambda c: c["name"]), len(channels) - limit
 
 
-def snapshot(*, max_channels: int = MAX_CHANNELS) -> dict[str, Any]:
+def snapshot(*, max_channels: int = MAX_CHANNELS, liveness: Liveness | None = None) -> dict[str, Any]:
     """What the live view shows, across every server process: ``overview.collect(channel_lists=True)`` with
     each process's ``health`` and ``at`` (this server's clock, ms), each app's channel list cut to its
-    ``max_channels`` busiest (``channelsLeftOut`` counts the rest), and ``staffKbId``."""
-    info = overview.collect(channel_lists=True)
+    ``max_channels`` busiest (``channelsLeftOut`` counts the rest), and ``staffKbId``. ``liveness`` as
+    ``overview.collect``'s."""
+    info = overview.collect(channel_lists=True, liveness=liveness)
     now = int(time.time() * 1000)
     for process in info.get("processList", []):
         process["health"] = _health(process, now)
@@ -122,12 +124,12 @@ def snapshot(*, max_channels: int = MAX_CHANNELS) -> dict[str, Any]:
     return info
 
 
-def _fitting_snapshot() -> dict[str, Any]:
+def _fitting_snapshot(liveness: Liveness) -> dict[str, Any]:
     """``snapshot()`` small enough to publish (``MAX_MESSAGE_SIZE``): fewer channels per app until it fits."""
     limit = pulse_settings.MAX_MESSAGE_SIZE - 1024  # room for the frame around the data
     channels = MAX_CHANNELS
     while True:
-        snap = snapshot(max_channels=channels)
+        snap = snapshot(max_channels=channels, liveness=liveness)
         if len(json.dumps(snap, separators=(",", ":")).encode()) <= limit or channels == 0:
             return snap
         channels //= 2
@@ -190,7 +192,7 @@ async def _watch(runtime: Runtime) -> None:
                 continue
             idle = 0
             try:
-                snap = await database_sync_to_async(_fitting_snapshot)()
+                snap = await database_sync_to_async(_fitting_snapshot)(runtime.liveness)
                 digest = _digest(snap)
                 now = time.monotonic()
                 if digest != last_digest or now - last_sent >= KEEPALIVE:

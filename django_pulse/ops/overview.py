@@ -7,13 +7,16 @@ in-memory default it asks the running server (``GET status/``), whose memory hol
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .. import __version__
 from .._conf import pulse_settings
 from ..exceptions import PulseError
 from ..models import PulseApp
+
+if TYPE_CHECKING:
+    from ..cluster.liveness import Liveness
 
 __all__ = ["collect", "metrics_exposition", "redis_health"]
 
@@ -46,14 +49,24 @@ def redis_health() -> dict[str, Any] | None:
     return {"url": _mask(url), "ok": True, "error": None}
 
 
-def collect(*, channel_lists: bool = False) -> dict[str, Any]:
+def collect(*, channel_lists: bool = False, liveness: Liveness | None = None) -> dict[str, Any]:
     """Version, apps, backends, Redis health, and live processes, connections and channels across all processes.
 
     ``processes``/``connections`` come from the process registry (``django_pulse.cluster.liveness``): with Redis,
     every live server process's last heartbeat; in memory, this process. With ``channel_lists`` (the admin's
     live view) each app also has ``channelList`` (``pulse.channels()``), and ``drainingList`` names the
-    processes that stopped gracefully and still hold their members.
+    processes that stopped gracefully and still hold their members. ``liveness``: the runtime's, handed down by
+    a caller in the server (the live view's watcher); None for the entry points (the command, the HTTP API and
+    the admin's views), which look the runtime up here.
     """
+
+    def registry() -> Liveness:
+        if liveness is not None:
+            return liveness
+        from ..server.runtime import get_runtime
+
+        return get_runtime().liveness
+
     redis = redis_health()
     reachable = redis is None or redis["ok"]
     rows = list(PulseApp.objects.all())
@@ -61,10 +74,8 @@ def collect(*, channel_lists: bool = False) -> dict[str, Any]:
     lists: dict[str, list[dict[str, Any]]] = {}
     lists_error: str | None = None
     if reachable and enabled:
-        from ..server.runtime import get_runtime
-
         try:  # pulse.channels() of every enabled app, from one read of the process registry
-            lists = get_runtime().liveness.channels_of_apps_sync(enabled)
+            lists = registry().channels_of_apps_sync(enabled)
         except PulseError as exc:
             lists_error = exc.message
     apps: list[dict[str, Any]] = []
@@ -84,21 +95,19 @@ def collect(*, channel_lists: bool = False) -> dict[str, Any]:
         apps.append(entry)
     live: dict[str, Any] = {"processes": None, "connections": None, "processList": []}
     if reachable:
-        from ..server.runtime import get_runtime
-
         try:
-            registry = get_runtime().liveness.status_sync()
+            status = registry().status_sync()
         except PulseError as exc:
             live["error"] = exc.message
         else:
             live = {
-                "processes": len(registry["processes"]),
-                "connections": registry["connections"],
-                "processList": registry["processes"],
-                "draining": len(registry.get("draining", [])),
+                "processes": len(status["processes"]),
+                "connections": status["connections"],
+                "processList": status["processes"],
+                "draining": len(status.get("draining", [])),
             }
             if channel_lists:
-                live["drainingList"] = registry.get("draining", [])
+                live["drainingList"] = status.get("draining", [])
     return {
         "version": __version__,
         "mode": "redis" if pulse_settings.REDIS_URL else "embedded",

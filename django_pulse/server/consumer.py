@@ -11,8 +11,8 @@ Extension points (presence): ``PulseConsumer.handlers`` maps an ``Action`` to an
 
 Transports (this WebSocket consumer; ``sse_connection.SSEConnection``) meet the connection through
 ``transport.Transport``: what a transport provides (``send_frame``, ``keepalive``, ``close``,
-``silence_timeout``) and what it calls here (``attach``/``detach``, ``make_outbox``, ``start_session``,
-``end``, ``absorb_cancellation``), so neither uses the other's private names.
+``silence_timeout``) and what it calls here (``attach``/``detach``, ``serving``, ``make_outbox``,
+``start_session``, ``end``, ``absorb_cancellation``), so neither uses the other's private names.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from channels.consumer import AsyncConsumer, get_handler_name
@@ -255,17 +255,10 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         self.channel_layer = None
         self.base_send = send
         self.attach()
-        try:
-            while True:
-                await self.dispatch(await receive())
-        except StopConsumer:
-            pass
-        except asyncio.CancelledError:
-            if await self.absorb_cancellation():
-                return
-            raise
-        finally:
-            self.detach()
+        async with self.serving():
+            with contextlib.suppress(StopConsumer):
+                while True:
+                    await self.dispatch(await receive())
 
     # -- what transports call (transport.Transport) ---------------------------------------------------------
 
@@ -278,6 +271,18 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
     def detach(self) -> None:
         """The serving task is returning (after ``end``, or cancelled)."""
         self.runtime.connections.discard(self)
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[None]:
+        """Around a transport's receive loop (after ``attach``): a cancellation of the task ends the connection
+        (``absorb_cancellation``) and is re-raised unless it was this connection's own; then ``detach``."""
+        try:
+            yield
+        except asyncio.CancelledError:
+            if not await self.absorb_cancellation():
+                raise
+        finally:
+            self.detach()
         if self._abandon_timer is not None:
             self._abandon_timer.cancel()
 

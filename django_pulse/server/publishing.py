@@ -11,7 +11,7 @@ import json
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.core.serializers.json import DjangoJSONEncoder
 
@@ -33,7 +33,7 @@ from ..protocol import (
 if TYPE_CHECKING:
     from .runtime import Runtime
 
-__all__ = ["abroadcast_once", "broadcast_once", "build_message", "encode_data", "publish_as_client"]
+__all__ = ["Built", "abroadcast_once", "broadcast_once", "build_message", "publish_as_client"]
 
 logger = logging.getLogger("django_pulse")
 
@@ -41,13 +41,24 @@ logger = logging.getLogger("django_pulse")
 _SERIAL_ROOM = 21
 
 
-def encode_data(data: Any) -> str:
+def _encode_data(data: Any) -> str:
     try:
         return json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except TypeError as exc:
         raise TypeError(f"The message data must be JSON-serialisable: {exc}") from None
     except ValueError as exc:  # NaN/Infinity or a circular reference
         raise ValueError(f"The message data must be JSON-serialisable: {exc}") from None
+
+
+class Built(NamedTuple):
+    """A validated message with its frame head encoded once: what ``broadcast_once`` publishes."""
+
+    channel: str
+    event: str
+    head: str
+    id: str
+    explicit_id: bool  # the publisher chose the id: the message is published once per id
+    client_id: str | None
 
 
 def build_message(
@@ -59,8 +70,8 @@ def build_message(
     client_id: str | None,
     data_json: str | None = None,
     exclude: Any = None,
-) -> tuple[str, str]:
-    """Validate one message and encode its frame head once; returns ``(head, message id)``.
+) -> Built:
+    """Validate one message and encode its frame head once.
 
     ``exclude``: a connection id that gets the message's ``excluded`` stand-in instead of the message (others
     only; docs/protocol.md). Raises ``ProtocolViolation`` (``invalid_channel`` / ``bad_request``), ``TypeError``
@@ -68,6 +79,7 @@ def build_message(
     MAX_MESSAGE_SIZE.
     """
     check_channel(channel)
+    explicit_id = id is not None
     if not isinstance(event, str) or not 1 <= len(event) <= 255:
         raise ProtocolViolation("The event name must be a string of 1-255 characters.", ErrorCode.BAD_REQUEST)
     if id is None:
@@ -82,7 +94,7 @@ def build_message(
     head = message_head(
         channel=channel,
         name=event,
-        data_json=encode_data(data) if data_json is None else data_json,
+        data_json=_encode_data(data) if data_json is None else data_json,
         id=id,
         timestamp=int(time.time() * 1000),
         client_id=client_id,
@@ -102,21 +114,20 @@ def build_message(
         raise LimitExceeded(
             f"The message is larger than MAX_MESSAGE_SIZE ({limit} bytes).", ErrorCode.MESSAGE_TOO_LARGE
         )
-    return head, id
+    return Built(channel, event, head, id, explicit_id, client_id)
 
 
-def _published_kwargs(
-    kb_id: str, channel: str, event: str, id: str, serial: int, client_id: str | None, head: str
-) -> dict[str, Any]:
+def _published_kwargs(kb_id: str, message: Built, serial: int) -> dict[str, Any]:
+    head = message.head
     # The data as subscribers decode it; decoded only when someone listens (the hot path has no receiver).
     data = json.loads(message_frame(head, serial))["data"] if signals.message_published.has_listeners() else None
     return {
         "kb_id": kb_id,
-        "channel": channel,
-        "event": event,
-        "id": id,
+        "channel": message.channel,
+        "event": message.event,
+        "id": message.id,
         "serial": serial,
-        "client_id": client_id,
+        "client_id": message.client_id,
         "data": data,
         "exclude": excluded_connection(head),  # the connection it was published for the others of, or None
     }
@@ -152,32 +163,19 @@ async def publish_as_client(
 
     Returns ``(id, serial)``; ``serial`` is None when ``id`` repeats one published within the idempotency window.
     """
-    head, message_id = build_message(
-        channel, event, None, id=id, client_id=client_id, data_json=data_json, exclude=exclude
-    )
+    message = build_message(channel, event, None, id=id, client_id=client_id, data_json=data_json, exclude=exclude)
     with publish_source("client"):
-        serial = await abroadcast_once(
-            runtime, kb_id, channel, event, head, message_id, explicit_id=id is not None, client_id=client_id
-        )
-    return message_id, serial
+        serial = await abroadcast_once(runtime, kb_id, message)
+    return message.id, serial
 
 
 def _window_ms() -> int:
     return max(1, int(pulse_settings.IDEMPOTENCY_WINDOW * 1000))
 
 
-def broadcast_once(
-    runtime: Runtime,
-    kb: str,
-    channel: str,
-    event: str,
-    head: str,
-    message_id: str,
-    *,
-    explicit_id: bool,
-    client_id: str | None,
-) -> int | None:
-    """Broadcast a built message through ``runtime``'s broker and send ``message_published``; returns its serial.
+def broadcast_once(runtime: Runtime, kb: str, message: Built) -> int | None:
+    """Broadcast a built message on app ``kb`` through ``runtime``'s broker and send ``message_published``;
+    returns its serial.
 
     A message whose publisher chose its id is published once (``Broker.publish_once``): a repeat within
     ``IDEMPOTENCY_WINDOW`` is not broadcast (returns None). The broker records the id in the same atomic step
@@ -185,38 +183,28 @@ def broadcast_once(
     reply) is not delivered twice, and a retry after a publish that never happened is delivered.
     """
     broker = runtime.broker
-    topic = message_topic(kb, channel)
-    if explicit_id:
-        serial, repeat = broker.publish_once_sync(topic, head, message_id, _window_ms())
+    topic = message_topic(kb, message.channel)
+    if message.explicit_id:
+        serial, repeat = broker.publish_once_sync(topic, message.head, message.id, _window_ms())
         if repeat:
             return None
     else:
-        serial = broker.publish_message_sync(topic, head)
+        serial = broker.publish_message_sync(topic, message.head)
     runtime.metrics.published()
-    _send_published(**_published_kwargs(kb, channel, event, message_id, serial, client_id, head))
+    _send_published(**_published_kwargs(kb, message, serial))
     return serial
 
 
-async def abroadcast_once(
-    runtime: Runtime,
-    kb: str,
-    channel: str,
-    event: str,
-    head: str,
-    message_id: str,
-    *,
-    explicit_id: bool,
-    client_id: str | None,
-) -> int | None:
+async def abroadcast_once(runtime: Runtime, kb: str, message: Built) -> int | None:
     """``broadcast_once`` for async code."""
     broker = runtime.broker
-    topic = message_topic(kb, channel)
-    if explicit_id:
-        serial, repeat = await broker.publish_once(topic, head, message_id, _window_ms())
+    topic = message_topic(kb, message.channel)
+    if message.explicit_id:
+        serial, repeat = await broker.publish_once(topic, message.head, message.id, _window_ms())
         if repeat:
             return None
     else:
-        serial = await broker.publish_message(topic, head)
+        serial = await broker.publish_message(topic, message.head)
     runtime.metrics.published()
-    await _asend_published(**_published_kwargs(kb, channel, event, message_id, serial, client_id, head))
+    await _asend_published(**_published_kwargs(kb, message, serial))
     return serial

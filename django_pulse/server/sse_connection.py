@@ -128,8 +128,8 @@ class SSEConnection(PulseConsumer):
     """One SSE stream speaking the Pulse protocol: a ``PulseConsumer`` whose transport is an HTTP response
     (server to client) and ``send/`` POSTs (client to server). It meets the connection through
     ``transport.Transport`` only: it provides ``send_frame`` (unidirectional streams turn subscribe replies into
-    positions), ``keepalive``, ``close``; it calls ``attach``/``detach``, ``make_outbox``, ``start_session``,
-    ``end``, ``absorb_cancellation``, and extends ``on_disconnect`` for its own clean-up."""
+    positions), ``keepalive``, ``close``; it calls ``attach``, ``serving`` (which detaches), ``make_outbox``,
+    ``start_session``, ``end``, and extends ``on_disconnect`` for its own clean-up."""
 
     transport = "sse"
     # Nothing comes back over SSE, so there is no silence check: a vanished peer shows as a failing write, a full
@@ -375,7 +375,7 @@ class SSEConnection(PulseConsumer):
         The task waits in ``receive()`` for the client's disconnect, with no helper task: when the server
         closes the stream, ``_wake`` cancels that wait (and only that wait) and the loop ends.
         """
-        try:
+        async with self.serving():
             while not self._closing.is_set():
                 self._receiving = True
                 try:
@@ -401,12 +401,6 @@ class SSEConnection(PulseConsumer):
             elif self.outbox is not None and not self._response_ended:
                 await self.outbox.flush(1.0)
             await self.end(ABRUPT)  # ABRUPT unless this side closed (then its code) or the page POSTed a close
-        except asyncio.CancelledError:
-            if await self.absorb_cancellation():
-                return
-            raise
-        finally:
-            self.detach()
 
     def _wake(self) -> None:
         """Stop the task's wait for the client (the server closed the stream)."""

@@ -8,6 +8,7 @@ protocols (the end of ``sse.py``).
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
@@ -44,6 +45,9 @@ class ConnectionCore(Protocol):
 
     def detach(self) -> None:
         """The serving task is returning."""
+
+    def serving(self) -> AbstractAsyncContextManager[None]:
+        """Around the transport's receive loop: a cancellation ends the connection, then ``detach``."""
 
     def make_outbox(self, send: Any, **kwargs: Any) -> Outbox:
         """The connection's outbox on ``send``, with the connection's limit and slow-consumer close."""

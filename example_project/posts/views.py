@@ -20,7 +20,6 @@ from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 
 from django_pulse import pulse
-from django_pulse.api.parsers import loads_strict
 from django_pulse.exceptions import PulseError
 
 from .models import Member, Post, post_data
@@ -73,7 +72,7 @@ def _json_body(request: HttpRequest) -> dict[str, Any]:
     try:
         # Strict JSON: no lone surrogates (the database and UTF-8 sockets refuse them), NaN or nesting past
         # 64 levels; each is a 400 here instead of a 500 further on.
-        body = loads_strict(request.body)
+        body = pulse.loads_strict(request.body)
     except ValueError as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}.") from None
     if not isinstance(body, dict):

@@ -217,6 +217,7 @@ def test_presence_and_channels_never_5xx(key: str, channel: str, method: str) ->
     assert_healthy(key)
 
 
+@pytest.mark.fuzz  # 360 requests, a third of them building the OpenAPI schema: the slowest of these runs
 @FUZZ
 @given(body=bodies({}), content_type=CONTENT_TYPES, credential=st.one_of(st.none(), ANY_TEXT, st.just("padm_x")))
 def test_admin_endpoints_and_credentials_never_5xx(

@@ -112,6 +112,11 @@ def test_publish_html_refusals() -> None:
         pulse.publish_html("orders", "testapp/_order.html", {}, action="morph", target="orders")
     with pytest.raises(Exception, match="larger than MAX_MESSAGE_SIZE"):
         pulse.publish_html("orders", "testapp/_order.html", {"extra": "x" * 70000}, action="update", target="orders")
+    # The keyword arguments are checked as a signature would: a misspelt or a missing one is a TypeError.
+    with pytest.raises(TypeError, match="unexpected keyword argument 'traget'"):
+        pulse.publish_html("orders", "testapp/_order.html", {}, action="append", traget="orders")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="'action'"):
+        pulse.publish_html("orders", "testapp/_order.html", {}, target="orders")  # type: ignore[call-arg]
     assert pulse.history("orders") == []
 
 
@@ -391,7 +396,12 @@ def test_the_docs_python_snippets_name_real_arguments() -> None:
 
     blocks = "\n".join(doc_blocks("python"))
     assert "publish_html(" in blocks and "@publishes(" in blocks
-    html_args = set(inspect.signature(pulse.publish_html).parameters)
+    named = {
+        name
+        for name, parameter in inspect.signature(pulse.publish_html).parameters.items()
+        if parameter.kind is not parameter.VAR_KEYWORD
+    }
+    html_args = named | pulse.FragmentOptions.__required_keys__ | pulse.FragmentOptions.__optional_keys__
     for name in re.findall(r"publish_html\([^)]*?\b(\w+)=", blocks):
         assert name in html_args, name
     publishes_args = set(inspect.signature(register).parameters)

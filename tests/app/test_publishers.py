@@ -129,6 +129,14 @@ def test_bad_registrations_are_refused(options: dict[str, Any], message: str) ->
     assert publishers_for(Order) == []
 
 
+def test_publishes_checks_its_keywords_as_register_does() -> None:
+    with pytest.raises(TypeError, match="unexpected keyword argument 'chanel'"):
+        publishes(chanel="customers")(Customer)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="'channel'"):
+        publishes(created="new")(Customer)  # type: ignore[call-arg]
+    assert publishers_for(Customer) == []
+
+
 def test_register_needs_a_model() -> None:
     with pytest.raises(ImproperlyConfigured, match="needs a model class"):
         register(dict, channel="x")  # type: ignore[arg-type]
