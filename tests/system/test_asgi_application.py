@@ -7,8 +7,11 @@ fast path and a stream whose reader stops is cut (4010) past ``OUTBOUND_BUFFER_L
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,51 +69,112 @@ def test_the_wiring_check_sees_the_websocket_route() -> None:
         assert "django_pulse.W021" not in {m.id for m in run_checks()}
 
 
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a server process and its children (granian serves from a worker process)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parents[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    family, todo = {pid}, [pid]
+    while todo:
+        parent = todo.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent and child not in family]
+        family.update(children)
+        todo.extend(children)
+    total = 0
+    for member in family:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+    return total
+
+
+async def _stalled_stream(port: int, token: str, channel: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """An SDK stream subscribed to ``channel`` whose reader then stops reading (its receive buffer made small
+    before it connects: shrinking an open connection's window stalls the sender for its zero-window probes'
+    back-off, seconds to minutes)."""
+    status, ticket = await post_json(port, "/pulse/sse/ticket/", {"token": token})
+    assert status == 200, ticket
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
+    writer.write(f"GET /pulse/sse/?ticket={ticket['ticket']} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await reader.readuntil(b'"action":"connected"')
+    frames = [json.dumps({"action": "subscribe", "channel": channel})]
+    status, _ = await post_json(port, "/pulse/sse/send/", {"stream": ticket["stream"], "frames": frames})
+    assert status == 202
+    return reader, writer
+
+
+async def _until_end(reader: asyncio.StreamReader) -> bytes:
+    """Read a stream to the end of its chunked response; its last 300 bytes."""
+    tail = b""
+    async with asyncio.timeout(60):
+        while not tail.endswith(b"\r\n0\r\n\r\n"):
+            chunk = await reader.read(65536)
+            assert chunk, tail
+            tail = (tail + chunk)[-300:]
+    return tail
+
+
+STALLED = 5
+BLOB = "z" * 60_000
+SLOW_LIMIT = 128 * 1024
+
+
 @pytest.mark.slow
-async def test_under_daphne_sse_keeps_the_fast_path_and_the_slow_reader_cut() -> None:
-    limit = {"OUTBOUND_BUFFER_LIMIT": 128 * 1024}
-    with live_server(server="daphne", pulse=limit, extra_env={"PULSE_LIVE_LOGLEVEL": "INFO"}) as server:
+@pytest.mark.parametrize("server_name", ["daphne", "uvicorn", "granian"])
+async def test_behind_a_projects_middleware_sse_keeps_the_fast_path_and_the_slow_reader_cut(server_name: str) -> None:
+    """The application as docs/installation.md builds it, wrapped in a project's middleware that passes a closure
+    as ``send`` (``tests.asgi.wrapped_application``): five streams whose readers stop are each cut with 4010
+    past ``OUTBOUND_BUFFER_LIMIT`` while far more than that is published to them, the server's memory stays
+    within their limits and is given back, and a reader that keeps up gets every event by direct writes (daphne,
+    uvicorn) -- the middleware hides the server's send from neither."""
+    settings = {"OUTBOUND_BUFFER_LIMIT": SLOW_LIMIT}
+    app = "tests.asgi:wrapped_application"
+    env = {"PULSE_LIVE_LOGLEVEL": "INFO"}
+    with live_server(server=server_name, pulse=settings, app=app, extra_env=env) as server:
+        tokens = [(await asyncio.to_thread(server.token, f"slow{i}"))["token"] for i in range(STALLED)]
         fast_token = (await asyncio.to_thread(server.token, "fast"))["token"]
-        slow_token = (await asyncio.to_thread(server.token, "slow"))["token"]
         async with sdk_stream(server.port, fast_token) as fast:
             assert (await fast.events.next_frame() or {}).get("action") == "connected"
             assert (await fast.request({"action": "subscribe", "channel": "big"}))["action"] == "ok"
-            # A stream not read until the cut (its reader stops at 2 KB, its kernel buffer small): daphne's fills.
-            status, ticket = await post_json(server.port, "/pulse/sse/ticket/", {"token": slow_token})
-            assert status == 200, ticket
-            # Its receive buffer made small before it connects (shrinking an open connection's window stalls
-            # the sender for its zero-window probes' back-off, seconds to minutes).
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(("127.0.0.1", server.port))
-            sock.setblocking(False)
-            reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
-            writer.write(f"GET /pulse/sse/?ticket={ticket['ticket']} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            await reader.readuntil(b'"action":"connected"')
-            frames = [json.dumps({"action": "subscribe", "channel": "big"})]
-            status, _ = await post_json(server.port, "/pulse/sse/send/", {"stream": ticket["stream"], "frames": frames})
-            assert status == 202
+            stalled = [await _stalled_stream(server.port, token, "big") for token in tokens]
             await asyncio.sleep(0.5)
-            blob = "z" * 60_000
-            for _ in range(400):  # up to 24 MB: far past the limit and the kernel's buffers for a non-reader
-                await asyncio.to_thread(server.publish, "big", "blob", blob)
-                if "Closing a slow consumer" in server.log():
+            idle = tree_rss(server.proc.pid)
+            peak = idle
+            published = 0
+            for _ in range(100):  # up to 6 MB to each stream: 47 times its limit, far past the kernel's buffers
+                await asyncio.to_thread(server.publish, "big", "blob", BLOB)
+                published += len(BLOB)
+                peak = max(peak, tree_rss(server.proc.pid))
+                if server.log().count("Closing a slow consumer") >= STALLED:
                     break
-            # The server cut it as a slow consumer: without daphne's own send it has no buffer probe and would
-            # keep buffering for a reader that never reads. Read now, the stream ends with the 4010 close event.
-            assert "Closing a slow consumer" in server.log(), server.log()[-3000:]
-            tail = b""
-            async with asyncio.timeout(30):
-                while not tail.endswith(b"\r\n0\r\n\r\n"):  # the end of the chunked response
-                    chunk = await reader.read(65536)
-                    assert chunk, tail
-                    tail = (tail + chunk)[-300:]
-            assert b'data: {"action":"close","code":4010,"reason":"slow_consumer"}\n\n' in tail, tail
-            writer.transport.abort()
-            # The reader that keeps up was not held back and got the events by direct writes.
+            # Every stalled reader was cut as a slow consumer; read now, each stream ends with the 4010 event.
+            assert server.log().count("Closing a slow consumer") == STALLED, server.log()[-3000:]
+            for reader, writer in stalled:
+                tail = await _until_end(reader)
+                assert b'data: {"action":"close","code":4010,"reason":"slow_consumer"}\n\n' in tail, tail
+                writer.transport.abort()
             frame = await fast.events.frames_until(lambda f: f.get("action") == "message", 30)
-            assert frame[-1]["data"] == blob
+            assert frame[-1]["data"] == BLOB
+        await asyncio.sleep(1)
+        after = tree_rss(server.proc.pid)
         report = await asyncio.to_thread(server.fast_path)
-    entry = report["daphne-sse"]
-    assert (entry["path"], entry["drift"]) == ("direct", False), report
-    assert entry["directFrames"] > 0, report
+    mb = 1024 * 1024
+    print(
+        f"\n{server_name}: {STALLED} stalled streams, {published / mb:.1f} MB published to each: idle "
+        f"{idle / mb:.1f} MB, peak +{(peak - idle) / mb:.1f} MB, after the cut +{(after - idle) / mb:.1f} MB"
+    )
+    # Held for them: at most their limits (0.6 MB) and the event being encoded; without the cut the server keeps
+    # everything published for each of them (here 5 x 6 MB).
+    assert peak - idle < 12 * mb, (idle, peak)
+    assert after - idle < 12 * mb, (idle, after)
+    if server_name != "granian":  # granian writes responses in native code: no fast path
+        entry = report.get(f"{server_name}-sse", {})
+        assert (entry.get("path"), entry.get("drift")) == ("direct", False), report
+        assert entry["directFrames"] > 0, report
