@@ -178,3 +178,64 @@ async def test_behind_a_projects_middleware_sse_keeps_the_fast_path_and_the_slow
         entry = report.get(f"{server_name}-sse", {})
         assert (entry.get("path"), entry.get("drift")) == ("direct", False), report
         assert entry["directFrames"] > 0, report
+
+
+BODY = 200 * 1024 * 1024
+CHUNK = b"0" * (256 * 1024)
+
+
+def _post_huge(port: int, path: str, chunked: bool) -> tuple[int, bytes]:
+    """POST a 200 MB body (``Content-Length``, or chunked without one) streamed from a loop, never held whole:
+    (bytes the server took before it refused or stopped reading, the start of its answer)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    head += "Transfer-Encoding: chunked\r\n\r\n" if chunked else f"Content-Length: {BODY}\r\n\r\n"
+    sent = 0
+    try:
+        sock.sendall(head.encode())
+        sock.settimeout(3)  # a server that stops reading (and answered) blocks the send: it took no more
+        frame = b"%x\r\n%b\r\n" % (len(CHUNK), CHUNK) if chunked else CHUNK
+        while sent < BODY:
+            sock.sendall(frame)
+            sent += len(CHUNK)
+    except OSError:  # reset, broken pipe (the server closed), or the timeout above
+        pass
+    answer = b""
+    with contextlib.suppress(OSError):
+        sock.settimeout(5)
+        answer = sock.recv(4096)
+    sock.close()
+    return sent, answer
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("server_name", ["daphne", "uvicorn", "granian"])
+async def test_five_huge_bodies_are_refused_before_the_server_reads_them(server_name: str, chunked: bool) -> None:
+    """Five concurrent unauthenticated 200 MB bodies to the SSE ``send/`` endpoint and to a Django view: each is
+    answered 413 (or its connection closed) after a few MB at most, and the server stays within 40 MB of its idle
+    size (daphne reads a whole body before the application runs, unless the adapter refuses it first)."""
+    with live_server(server=server_name) as server:
+        await asyncio.sleep(0.5)
+        idle = tree_rss(server.proc.pid)
+        peak = idle
+        paths = ["/pulse/sse/send/", "/pulse/sse/send/", "/pulse/token/", "/pulse/token/", "/pulse/sse/ticket/"]
+        posts = [asyncio.to_thread(_post_huge, server.port, path, chunked) for path in paths]
+        running = asyncio.gather(*posts)
+        while not running.done():
+            peak = max(peak, tree_rss(server.proc.pid))
+            await asyncio.sleep(0.1)
+        results = await running
+        after = tree_rss(server.proc.pid)
+        assert server.proc.poll() is None, server.log()[-3000:]
+    mb = 1024 * 1024
+    taken = [sent for sent, _ in results]
+    print(
+        f"\n{server_name} ({'chunked' if chunked else 'content-length'}): 5 x 200 MB bodies: idle {idle / mb:.1f} MB, "
+        f"peak +{(peak - idle) / mb:.1f} MB, after +{(after - idle) / mb:.1f} MB; sent before the refusal "
+        f"{[round(sent / mb, 1) for sent in taken]} MB; answers {[answer[:12] for _, answer in results]}"
+    )
+    assert peak - idle < 40 * mb, (idle, peak)
+    for sent, answer in results:
+        assert sent < 50 * mb, taken
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 413"), answer[:200]
