@@ -239,3 +239,58 @@ async def test_five_huge_bodies_are_refused_before_the_server_reads_them(server_
     for sent, answer in results:
         assert sent < 50 * mb, taken
         assert answer == b"" or answer.startswith(b"HTTP/1.1 413"), answer[:200]
+
+
+SLOWLORIS = 400
+# granian closes them itself, given the deadline on its command line (docs/servers.md): the helper cannot reach
+# into its native HTTP parser.
+HEADER_DEADLINE_ARGS = {"daphne": [], "uvicorn": [], "granian": ["--http1-header-read-timeout", "5000"]}
+
+
+async def _slowloris(port: int, opened: list[float], closed: list[float]) -> None:
+    """A WebSocket handshake whose headers never finish: one header line every 2 s until the server closes it
+    (its close time appended to ``closed``), or 12 s."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    start = asyncio.get_running_loop().time()
+    opened.append(start)
+    writer.write(b"GET /pulse/ws/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n")
+    try:
+        for line in range(6):
+            with contextlib.suppress(asyncio.TimeoutError):
+                if await asyncio.wait_for(reader.read(4096), 2) == b"":
+                    break
+                break  # an answer (a 408 or 400) then the close: closed as well
+            writer.write(b"X-Slow-%d: 1\r\n" % line)
+            await writer.drain()
+        else:
+            return
+    except OSError:
+        pass  # reset: closed
+    closed.append(asyncio.get_running_loop().time() - start)
+    writer.transport.abort()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server_name", ["daphne", "uvicorn", "granian"])
+async def test_half_open_handshakes_are_closed_within_seconds(server_name: str) -> None:
+    """400 slowloris sockets (a WebSocket handshake sent one header line every 2 s, never finished) are all closed
+    by the server within the helper's 5 s header deadline (and a little scheduling), while a real client still
+    connects; daphne's own idle timeout is reset by every line, and uvicorn has none before a first request."""
+    with live_server(server=server_name, server_args=HEADER_DEADLINE_ARGS[server_name]) as server:
+        opened: list[float] = []
+        closed: list[float] = []
+        tasks = []
+        for _ in range(SLOWLORIS // 50):  # in batches: the listen backlog is small (Twisted's is 50)
+            tasks += [asyncio.create_task(_slowloris(server.port, opened, closed)) for _ in range(50)]
+            await asyncio.sleep(0.05)
+        async with asyncio.timeout(20):
+            await asyncio.gather(*tasks)
+        token = (await asyncio.to_thread(server.token, "after"))["token"]
+        assert token
+    print(
+        f"\n{server_name}: {len(closed)} of {SLOWLORIS} half-open handshakes closed, after "
+        f"{min(closed, default=0):.1f}-{max(closed, default=0):.1f} s"
+    )
+    assert len(opened) == SLOWLORIS
+    assert len(closed) == SLOWLORIS
+    assert max(closed) < 8.5, sorted(closed)[-5:]

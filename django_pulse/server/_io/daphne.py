@@ -423,10 +423,19 @@ def install_daphne_hooks(max_body_size: int | None, header_timeout: float | None
     HTTPFactory.buildProtocol = build_protocol_with_deadline
 
 
-def _headers_deadline(channel: Any) -> None:
+def _headers_deadline(protocol: Any) -> None:
     """Close a connection whose first request's headers are not in yet."""
+    # Twisted's HTTPFactory builds a _GenericHTTPChannelProtocol (it picks HTTP/1.1 or HTTP/2) around the channel.
+    from twisted.web.http import HTTPChannel
+
+    channel = getattr(protocol, "_channel", protocol)
     transport = getattr(channel, "transport", None)
-    if getattr(channel, "_pulse_headers_in", False) or transport is None or not getattr(transport, "connected", 0):
+    if (
+        not isinstance(channel, HTTPChannel)  # HTTP/2, or a Twisted that wraps it otherwise: left alone
+        or getattr(channel, "_pulse_headers_in", False)
+        or transport is None
+        or not getattr(transport, "connected", 0)
+    ):
         return
     logger.debug("daphne: closing a connection whose request headers did not arrive in time")
     transport.abortConnection()
