@@ -462,8 +462,11 @@ async def test_a_uvicorn_send_under_another_name_is_drift() -> None:
 @pytest.mark.processes
 @pytest.mark.slow
 @pytest.mark.parametrize("server_name", ["daphne", "uvicorn"])
-async def test_a_real_server_takes_the_fast_path_and_reports_its_versions(server_name: str) -> None:
-    with live_server(server=server_name, pulse={"HISTORY_SIZE": 0}) as server:
+@pytest.mark.parametrize("app", ["tests.asgi:application", "tests.asgi:wrapped_application"], ids=["plain", "wrapped"])
+async def test_a_real_server_takes_the_fast_path_and_reports_its_versions(server_name: str, app: str) -> None:
+    """Also behind a project's middleware that passes its own ``send`` (``wrapped``): the server's send reaches
+    the connection in the scope (docs/servers.md, "In front of the application")."""
+    with live_server(server=server_name, pulse={"HISTORY_SIZE": 0}, app=app) as server:
         clients = [await RawWebSocket.subscriber(server, f"v{i}", "versions") for i in range(3)]
         for i in range(5):
             await asyncio.to_thread(server.publish, "versions", "tick", {"i": i})
