@@ -1,7 +1,10 @@
 """``django_pulse.asgi.get_asgi_application``: the whole application from one call. In process: static files as
-runserver serves them, the body limit in front of Django, the lifespan routed. Under a real daphne (the helper
-is what ``tests.asgi`` serves): the SSE stream still gets daphne's own ``send`` through it, so events take the
-fast path and a stream whose reader stops is cut (4010) past ``OUTBOUND_BUFFER_LIMIT`` (docs/transports.md).
+runserver serves them, the body limit in front of Django, the lifespan routed. Under real daphne, uvicorn and
+granian, serving the helper's application (``tests.asgi``) as docs/installation.md builds it: behind a project's
+own middleware the SSE streams keep the fast path and a stream whose reader stops is cut (4010) past
+``OUTBOUND_BUFFER_LIMIT``, its memory given back; huge bodies are refused before the server reads them (daphne
+included, with and without nginx in front); half-open handshakes are closed within the header deadline. The
+figures these print are in docs/security.md.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import contextlib
 import json
 import os
 import socket
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +139,13 @@ async def _until_end(reader: asyncio.StreamReader) -> bytes:
     return tail
 
 
+def _server_state(url: str) -> dict[str, Any]:
+    """What the server process holds (tests/server_urls.py ``state``), garbage collected first."""
+    with urllib.request.urlopen(url + "/__test__/state/?gc=1", timeout=10) as response:
+        state: dict[str, Any] = json.loads(response.read())
+    return state
+
+
 STALLED = 5
 BLOB = "z" * 60_000
 SLOW_LIMIT = 128 * 1024
@@ -185,6 +196,14 @@ async def test_behind_a_projects_middleware_sse_keeps_the_fast_path_and_the_slow
         await asyncio.sleep(1)
         after = tree_rss(server.proc.pid)
         report = await asyncio.to_thread(server.fast_path)
+        # Given back: no connection of theirs (nor its outbox, nor a task) is left in the server.
+        held: dict[str, Any] = {}
+        for _ in range(50):
+            held = await asyncio.to_thread(_server_state, server.url)
+            if held["consumers"] == held["connections"] == 0:
+                break
+            await asyncio.sleep(0.2)
+        assert held["consumers"] == held["connections"] == 0, held
     mb = 1024 * 1024
     print(
         f"\n{server_name}: {STALLED} stalled streams, {published / mb:.1f} MB published to each: idle "
