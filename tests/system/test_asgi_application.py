@@ -96,19 +96,25 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-async def _stalled_stream(port: int, token: str, channel: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """An SDK stream subscribed to ``channel`` whose reader then stops reading (its receive buffer made small
-    before it connects: shrinking an open connection's window stalls the sender for its zero-window probes'
-    back-off, seconds to minutes)."""
-    status, ticket = await post_json(port, "/pulse/sse/ticket/", {"token": token})
-    assert status == 200, ticket
+async def _small_window_get(port: int, query: str, until: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """GET ``/pulse/sse/?<query>`` on a socket whose receive buffer is made small before it connects (shrinking
+    an open connection's window stalls the sender for its zero-window probes' back-off, seconds to minutes),
+    read up to ``until``; the caller then stops reading."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", port))
     sock.setblocking(False)
     reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
-    writer.write(f"GET /pulse/sse/?ticket={ticket['ticket']} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    await reader.readuntil(b'"action":"connected"')
+    writer.write(f"GET /pulse/sse/?{query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await reader.readuntil(until)
+    return reader, writer
+
+
+async def _stalled_stream(port: int, token: str, channel: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """An SDK stream subscribed to ``channel`` whose reader then stops reading."""
+    status, ticket = await post_json(port, "/pulse/sse/ticket/", {"token": token})
+    assert status == 200, ticket
+    reader, writer = await _small_window_get(port, f"ticket={ticket['ticket']}", b'"action":"connected"')
     frames = [json.dumps({"action": "subscribe", "channel": channel})]
     status, _ = await post_json(port, "/pulse/sse/send/", {"stream": ticket["stream"], "frames": frames})
     assert status == 202
@@ -118,14 +124,7 @@ async def _stalled_stream(port: int, token: str, channel: str) -> tuple[asyncio.
 async def _stalled_unidirectional(port: int, channel: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """An anonymous unidirectional stream of ``channel`` (a signed stream name, as ``{% pulse_stream %}`` renders
     it) whose reader stops reading once the stream is open."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.setblocking(False)
-    reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
-    writer.write(f"GET /pulse/sse/?stream={sign_stream(channel)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    await reader.readuntil(b":ok\n\n")
-    return reader, writer
+    return await _small_window_get(port, f"stream={sign_stream(channel)}", b":ok\n\n")
 
 
 async def _until_end(reader: asyncio.StreamReader) -> bytes:
