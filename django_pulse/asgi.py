@@ -19,10 +19,13 @@ calls, so it sets Django up first), it returns one application; this one serves:
   you pass in ``websocket_urlpatterns``;
 - ``"lifespan"``: ``pulse_lifespan`` (registration at startup, graceful shutdown), for the servers that speak it.
 
-The SSE routes come before the body limit on purpose: the SSE stream must receive the server's own ``send``
-(a wrapper's would hide the server from Pulse's server adapter: no buffer probe, so no slow-consumer cut under
-daphne, and no direct writes), and the SSE endpoints bound the bodies they read themselves (a ticket request
-at 16 KB, a request of frames at four times ``MAX_MESSAGE_SIZE``). docs/installation.md shows the explicit
+The SSE routes come before the body limit, whose own bounds they keep (a ticket request at 16 KB, a request of
+frames at four times ``MAX_MESSAGE_SIZE``). Under the server loading it, the helper also sets up what Pulse's
+server adapter puts in front of the application (docs/servers.md, "In front of the application"): each
+connection's scope carries the server's own ``send``, so no ASGI middleware (the body limit, or any a project
+wraps around this application) hides it from the buffer probe, the slow-consumer cut and the direct writes;
+under daphne a body over the largest limit is refused before daphne buffers it; and a connection whose request
+headers do not arrive within ``header_timeout`` seconds is closed. docs/installation.md shows the explicit
 ``ProtocolTypeRouter`` this builds ("Under the hood").
 """
 
@@ -41,13 +44,18 @@ def get_asgi_application(
     static_files: bool | None = None,
     max_body_size: int | None = None,
     websocket_urlpatterns: Sequence[Any] = (),
+    header_timeout: float | None = 5.0,
 ) -> Any:
     """Set Django up and return the project's ASGI application (a Channels ``ProtocolTypeRouter``).
 
     ``static_files``: serve ``/static/`` from the installed apps (``None``, the default: when ``DEBUG`` is on
     and ``django.contrib.staticfiles`` is installed, as ``runserver`` does). ``max_body_size``: the largest
     HTTP body Django gets, in bytes (``None``: ``DATA_UPLOAD_MAX_MEMORY_SIZE``; that setting at ``None`` turns
-    the limit off). ``websocket_urlpatterns``: your own WebSocket routes, tried after Pulse's.
+    the limit off; under daphne, bodies over it, or over what the SSE endpoints accept if that is more, are refused
+    before daphne reads them). ``websocket_urlpatterns``: your own WebSocket routes, tried after Pulse's.
+    ``header_timeout``: seconds a connection has to send its request's headers (a WebSocket handshake's
+    included) before it is closed, under daphne and uvicorn (granian: its ``--http1-header-read-timeout``);
+    ``None``: no deadline.
 
     Call it once, in ``asgi.py``, with ``DJANGO_SETTINGS_MODULE`` set.
     """
@@ -61,6 +69,8 @@ def get_asgi_application(
     from django.urls import re_path
 
     from . import routing
+    from ._conf import pulse_settings
+    from .server._io import install_server_hooks
 
     if static_files is None:
         static_files = bool(settings.DEBUG) and apps.is_installed("django.contrib.staticfiles")
@@ -68,6 +78,11 @@ def get_asgi_application(
         from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
         django_app = ASGIStaticFilesHandler(django_app)
-    http = URLRouter([*routing.sse_urlpatterns, re_path(r"", BodySizeLimit(django_app, max_body_size))])  # type: ignore[arg-type]
+    guarded = BodySizeLimit(django_app, max_body_size)
+    limit = guarded.max_body_size
+    if limit is not None:  # what the SSE endpoints read may be more (sse.py: a request of frames, a ticket)
+        limit = max(limit, pulse_settings.MAX_MESSAGE_SIZE * 4 + 4096, 16384)
+    install_server_hooks(max_body_size=limit, header_timeout=header_timeout)
+    http = URLRouter([*routing.sse_urlpatterns, re_path(r"", guarded)])  # type: ignore[arg-type]
     websocket = URLRouter([*routing.websocket_urlpatterns, *websocket_urlpatterns])
     return ProtocolTypeRouter({"http": http, "websocket": websocket, "lifespan": routing.pulse_lifespan})

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 
@@ -16,3 +17,21 @@ application = get_asgi_application(static_files=True)
 # The body limit is part of every application the helper builds; the name stays for the tests that say they
 # need it (tests/server/test_reliability_body_limit.py).
 guarded_application = application
+
+
+def _plain_middleware(app: Any) -> Any:
+    """ASGI middleware as projects write it: every connection's ``send`` replaced by a closure of its own (here
+    one that passes each message on), so the application never sees the server's ``send`` itself."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        async def passing_send(message: Any) -> None:
+            await send(message)
+
+        await app(scope, receive, passing_send)
+
+    return wrapped
+
+
+# The same application behind a project's own middleware: the server adapter must find the server's send anyway
+# (tests/system/test_asgi_application.py).
+wrapped_application = _plain_middleware(application)

@@ -31,7 +31,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-__all__ = ["BodySizeLimit"]
+__all__ = ["REFUSAL_BODY", "BodySizeLimit"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -39,7 +39,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]  # servers and Django type their arguments differently
 
-_BODY = json.dumps(
+# The JSON body of every 413 refusal (also written by the server adapter, django_pulse.server._io).
+REFUSAL_BODY = json.dumps(
     {"error": {"code": "request_too_large", "message": "The request body is larger than the server accepts."}}
 ).encode()
 
@@ -120,9 +121,9 @@ async def _refuse(send: Send) -> None:
             "status": 413,
             "headers": [
                 (b"content-type", b"application/json"),
-                (b"content-length", str(len(_BODY)).encode()),
+                (b"content-length", str(len(REFUSAL_BODY)).encode()),
                 (b"connection", b"close"),
             ],
         }
     )
-    await send({"type": "http.response.body", "body": _BODY})
+    await send({"type": "http.response.body", "body": REFUSAL_BODY})

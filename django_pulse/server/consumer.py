@@ -52,7 +52,7 @@ from ..protocol import (
 )
 from ..protocol.tokens import Claims
 from ..streams import StreamGrant, remember_stream
-from ._io import install_daphne_shutdown, release_handshake
+from ._io import install_daphne_shutdown, release_handshake, server_send
 from .app_access import aauthenticate_token
 from .control import RECOVERED
 from .outbox import Outbox, Sink
@@ -358,11 +358,13 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         from .shutdown import logged_shutdown
 
         install_daphne_shutdown(logged_shutdown)
-        self.outbox = self.make_outbox(self.base_send, direct_write=self.limits.direct_write)
+        # The server's own send, behind any ASGI middleware's (docs/servers.md, "In front of the application").
+        server = server_send(self.scope, self.base_send)
+        self.outbox = self.make_outbox(self.base_send, direct_write=self.limits.direct_write, server=server)
         self.outbox.push({"type": "websocket.accept"}, 0)
         if self.limits.direct_write:
             # What daphne and uvicorn keep of the opening handshake is never read again (docs/performance.md).
-            release_handshake(self.base_send)
+            release_handshake(server)
         if self.runtime.shut_down:
             # This process has begun its graceful shutdown and still accepts (its server stops listening later;
             # a load balancer may route a reconnect here meanwhile): go elsewhere now, instead of being dropped

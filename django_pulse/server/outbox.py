@@ -96,6 +96,7 @@ class Outbox:
         "_queue",
         "_queued",
         "_send",
+        "_server",
         "_task",
         "closed",
         "limit",
@@ -112,17 +113,21 @@ class Outbox:
         probe: Callable[[], int] | None = None,
         direct: Callable[[dict[str, Any]], bool] | None = None,
         report: FastPathReport | None = None,
+        server: Any = None,
     ) -> None:
         """``send`` is the server's WebSocket ``send``, or a transport's own (SSE) that then gives ``probe`` (the
         bytes the server holds unsent) and ``direct`` (its fast path: writes a message and returns True, or
         returns False to have it sent through ``send``) itself when it has them. ``report`` (the connection's
         runtime's ``fast_path``) records which path the server's connections take (without it: a report of this
-        outbox's own)."""
+        outbox's own). ``server``: the server's own ``send`` when ``send`` is a middleware's (``_io.server_send``);
+        the probe, the fast path and the 1001 close are the server's, messages still go through ``send``."""
         self._send = send
-        self._probe = probe if probe is not None else buffer_probe(send)
+        server = send if server is None else server
+        self._server = server
+        self._probe = probe if probe is not None else buffer_probe(server)
         # daphne and uvicorn: frames go to the socket directly when they can (server_io); None elsewhere.
         if direct is None and direct_write:
-            direct = direct_writer(send, report if report is not None else FastPathReport())
+            direct = direct_writer(server, report if report is not None else FastPathReport())
         self._direct = direct
         # Bound once, by the first send that returns a future (granian): a bound method per send would be one more
         # object for the cyclic GC per delivery, and with thousands of sends in flight the collector's passes over
@@ -171,7 +176,7 @@ class Outbox:
         self.closed = True
         message = {"type": "websocket.close", "code": int(code)}
         if code == CloseCode.GOING_AWAY and not self._busy and self._probe is not None:
-            protocol = daphne_protocol(self._send)
+            protocol = daphne_protocol(self._server)
             if protocol is not None and close_going_away(protocol, code):
                 return
         if self._busy:

@@ -118,6 +118,11 @@ async def _error(
     await _respond(send, status, {"error": {"code": code, "message": message}}, headers)
 
 
+# On a 413: the server closes the connection after the answer instead of reading the rest of the body to keep
+# it open for another request (uvicorn reads a refused body to its end, all 200 MB of it, otherwise).
+_CLOSE = [(b"connection", b"close")]
+
+
 async def _read_body(receive: Any, limit: int) -> bytes | None:
     """The request body, or None when it is larger than ``limit`` bytes or the client went away."""
     chunks: list[bytes] = []
@@ -164,7 +169,7 @@ async def _ticket(
 ) -> None:
     raw = await _read_body(receive, 16384)
     if raw is None:
-        await _error(send, 413, ErrorCode.MESSAGE_TOO_LARGE.value, "The body is too large.", cors)
+        await _error(send, 413, ErrorCode.MESSAGE_TOO_LARGE.value, "The body is too large.", [*cors, *_CLOSE])
         return
     body = await _json_object(send, raw or b"{}", cors)
     if body is None:
@@ -204,7 +209,8 @@ async def _send_frames(
     limit = pulse_settings.MAX_MESSAGE_SIZE * 4 + 4096
     raw = await _read_body(receive, limit)
     if raw is None:
-        await _error(send, 413, ErrorCode.MESSAGE_TOO_LARGE.value, f"A send body is at most {limit} bytes.", cors)
+        message = f"A send body is at most {limit} bytes."
+        await _error(send, 413, ErrorCode.MESSAGE_TOO_LARGE.value, message, [*cors, *_CLOSE])
         return
     body = await _json_object(send, raw, cors)
     if body is None:

@@ -26,7 +26,7 @@ from .._conf import pulse_settings
 from ..exceptions import PulseError
 from ..protocol import CloseCode, dumps
 from ..protocol import sse as sse_wire
-from ._io import buffer_probe, install_daphne_shutdown, response_writer
+from ._io import buffer_probe, install_daphne_shutdown, response_writer, server_send
 from .consumer import PulseConsumer
 
 if TYPE_CHECKING:
@@ -166,13 +166,15 @@ class SSEConnection(PulseConsumer):
         self._receiving = False
         self._woken = False
         self._stream_task: asyncio.Task[Any] | None = None  # the task serving the stream (open() to run())
-        # daphne and uvicorn: events go to the socket directly when they can (_io.response_writer).
-        self._writer = response_writer(send, self.runtime.fast_path) if self.limits.direct_write else None
+        # daphne and uvicorn: events go to the socket directly when they can (_io.response_writer). The server's
+        # own send is found behind any ASGI middleware's (docs/servers.md, "In front of the application").
+        server = server_send(scope, send)
+        self._writer = response_writer(server, self.runtime.fast_path) if self.limits.direct_write else None
         self.outbox = self.make_outbox(
             self._send_event,
             direct_write=False,
             # The backlog that daphne's transport holds for the response counts toward the slow-consumer limit.
-            probe=buffer_probe(send),
+            probe=buffer_probe(server),
             direct=self._write_event if self._writer is not None else None,
         )
 

@@ -88,6 +88,40 @@ async def test_daphne_passes_its_handle_reply_bound_to_the_protocol_as_send() ->
     )
 
 
+def test_daphne_has_what_the_adapter_sets_up_in_front_of_the_application() -> None:
+    """The hooks of ``install_daphne_hooks`` (the server's send in the scope, the body refused before it is
+    buffered, the header deadline): the methods they wrap, called as they are wrapped, and the channel behind
+    Twisted's protocol wrapper that the deadline reads."""
+    from daphne.http_protocol import HTTPFactory, WebRequest
+    from daphne.server import Server
+    from twisted.web.http import HTTPChannel
+
+    for requirement, obj in ((contract.DAPHNE_SERVER, Server), (contract.DAPHNE_BODY, WebRequest)):
+        assert_has(requirement, obj)
+    assert_has(contract.DAPHNE_FACTORY, HTTPFactory)
+    assert list(inspect.signature(Server.create_application).parameters) == ["self", "protocol", "scope"]
+    assert list(inspect.signature(WebRequest.gotLength).parameters) == ["self", "length"]
+    assert list(inspect.signature(WebRequest.handleContentChunk).parameters) == ["self", "data"]
+    server = Server(application=None, endpoints=["tcp:port=0:interface=127.0.0.1"], signal_handlers=False)
+    protocol = HTTPFactory(server).buildProtocol(None)
+    assert isinstance(getattr(protocol, "_channel", protocol), HTTPChannel), (
+        f"{version_of('Twisted')}: HTTPFactory builds {type(protocol).__qualname__} without an HTTPChannel as its "
+        "_channel: the header deadline leaves daphne's connections alone"
+    )
+
+
+def test_uvicorn_has_what_the_adapter_sets_up_in_front_of_the_application() -> None:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    assert_has(contract.UVICORN_HTTPTOOLS_PROTOCOL, HttpToolsProtocol)
+    for cls in (RequestResponseCycle, WebSocketsSansIOProtocol):
+        source = inspect.getsource(cls.run_asgi)
+        assert "self.scope" in source and "self.send" in source, f"{version_of('uvicorn')}: {cls.__qualname__}"
+    for name in ("loop", "cycle", "transport"):
+        assert f"self.{name} =" in inspect.getsource(HttpToolsProtocol), f"{version_of('uvicorn')}: no {name}"
+
+
 def test_daphne_protocol_is_autobahns() -> None:
     from autobahn.websocket.protocol import WebSocketProtocol
     from daphne.ws_protocol import WebSocketProtocol as DaphneWebSocketProtocol
@@ -428,8 +462,11 @@ async def test_a_uvicorn_send_under_another_name_is_drift() -> None:
 @pytest.mark.processes
 @pytest.mark.slow
 @pytest.mark.parametrize("server_name", ["daphne", "uvicorn"])
-async def test_a_real_server_takes_the_fast_path_and_reports_its_versions(server_name: str) -> None:
-    with live_server(server=server_name, pulse={"HISTORY_SIZE": 0}) as server:
+@pytest.mark.parametrize("app", ["tests.asgi:application", "tests.asgi:wrapped_application"], ids=["plain", "wrapped"])
+async def test_a_real_server_takes_the_fast_path_and_reports_its_versions(server_name: str, app: str) -> None:
+    """Also behind a project's middleware that passes its own ``send`` (``wrapped``): the server's send reaches
+    the connection in the scope (docs/servers.md, "In front of the application")."""
+    with live_server(server=server_name, pulse={"HISTORY_SIZE": 0}, app=app) as server:
         clients = [await RawWebSocket.subscriber(server, f"v{i}", "versions") for i in range(3)]
         for i in range(5):
             await asyncio.to_thread(server.publish, "versions", "tick", {"i": i})

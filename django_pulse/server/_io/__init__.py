@@ -42,10 +42,10 @@ from __future__ import annotations
 from typing import Any
 
 from . import daphne, uvicorn
-from .contract import DirectWriter, FastPathReport, ResponseWriter
-from .daphne import buffer_probe, close_going_away, daphne_protocol, install_daphne_shutdown
+from .contract import DirectWriter, FastPathReport, ResponseWriter, server_send
+from .daphne import buffer_probe, close_going_away, daphne_protocol, install_daphne_hooks, install_daphne_shutdown
 from .granian import install_granian_shutdown
-from .uvicorn import UVICORN_HTTP, UVICORN_HTTPTOOLS, UVICORN_SANSIO, UVICORN_WEBSOCKETS
+from .uvicorn import UVICORN_HTTP, UVICORN_HTTPTOOLS, UVICORN_SANSIO, UVICORN_WEBSOCKETS, install_uvicorn_hooks
 
 # What the rest of django_pulse uses; the contract (the Requirements, the frame and chunk bytes) is read from
 # ``contract``, each server's own parts from its module.
@@ -59,8 +59,10 @@ __all__ = [
     "direct_writer",
     "install_daphne_shutdown",
     "install_granian_shutdown",
+    "install_server_hooks",
     "release_handshake",
     "response_writer",
+    "server_send",
 ]
 
 
@@ -102,6 +104,17 @@ def _other_http_path(send: Any, report: FastPathReport) -> None:
             report.decide("uvicorn", "asgi", reason, drift=True, sse=True)
     elif module.startswith("granian"):
         report.decide("granian", "asgi", "granian writes responses in native code", sse=True)
+
+
+def install_server_hooks(*, max_body_size: int | None, header_timeout: float | None) -> None:
+    """Set up, once per process, what the adapter puts in front of the application under the server loading it
+    (docs/servers.md, "In front of the application"): the server's own ``send`` in every scope (daphne, uvicorn),
+    bodies over ``max_body_size`` refused before the server buffers them (daphne; uvicorn and granian do not read
+    a body the application does not ask for), and connections whose first request's headers are not in within
+    ``header_timeout`` seconds closed (daphne, uvicorn httptools; granian: its ``--http1-header-read-timeout``).
+    Called by ``django_pulse.asgi.get_asgi_application`` while the server loads the application."""
+    install_daphne_hooks(max_body_size, header_timeout)
+    install_uvicorn_hooks(header_timeout)
 
 
 # -- choosing ----------------------------------------------------------------------------------------------------

@@ -17,18 +17,23 @@ from importlib import metadata
 from typing import Any
 
 __all__ = [
+    "DAPHNE_BODY",
     "DAPHNE_CONNECTION_REQUEST",
+    "DAPHNE_FACTORY",
     "DAPHNE_HANDSHAKE",
     "DAPHNE_PROTOCOL",
     "DAPHNE_REQUEST",
+    "DAPHNE_SERVER",
     "DISTRIBUTIONS",
     "GRANIAN_SIGNALS",
     "REQUIREMENTS",
+    "SERVER_SEND",
     "TWISTED_HTTP_CHANNEL",
     "TWISTED_REACTOR",
     "TWISTED_TRANSPORT",
     "UVICORN_FLOW",
     "UVICORN_HANDSHAKE",
+    "UVICORN_HTTPTOOLS_PROTOCOL",
     "UVICORN_HTTP_CYCLE",
     "UVICORN_PROTOCOL",
     "WEBSOCKETS_CONNECTION",
@@ -39,13 +44,17 @@ __all__ = [
     "FastPathReport",
     "Requirement",
     "ResponseWriter",
+    "ServerHooks",
     "ServerPath",
     "chunks",
     "frames",
     "http_chunk",
     "lacking",
     "logger",
+    "refusal",
+    "server_send",
     "server_version",
+    "set_server_send",
     "text_frame",
 ]
 
@@ -184,6 +193,29 @@ GRANIAN_SIGNALS = Requirement(
     "granian._signals (how a granian worker hears SIGTERM)",
     ("set_loop_signals",),
 )
+# Not the fast path: what the adapter sets up in front of the application (the server's send in the scope, the
+# body limit before buffering, the header deadline; docs/servers.md, "In front of the application").
+DAPHNE_SERVER = Requirement(
+    "daphne",
+    "daphne",
+    "daphne's Server (it makes each connection's scope and send)",
+    ("create_application", "handle_reply"),
+)
+DAPHNE_BODY = Requirement(
+    "daphne",
+    "Twisted",
+    "daphne's WebRequest (Twisted's http.Request: the body as it arrives)",
+    ("gotLength", "handleContentChunk"),
+)
+DAPHNE_FACTORY = Requirement(
+    "daphne", "daphne", "daphne's HTTPFactory (one HTTPChannel per connection)", ("buildProtocol",)
+)
+UVICORN_HTTPTOOLS_PROTOCOL = Requirement(
+    "uvicorn",
+    "uvicorn",
+    "uvicorn's HttpToolsProtocol (its connection_made; the deadline reads loop, cycle and transport)",
+    ("connection_made",),
+)
 REQUIREMENTS = (
     DAPHNE_PROTOCOL,
     TWISTED_TRANSPORT,
@@ -201,6 +233,10 @@ REQUIREMENTS = (
     WEBSOCKETS_REQUEST,
     WEBSOCKETS_HEADERS,
     GRANIAN_SIGNALS,
+    DAPHNE_SERVER,
+    DAPHNE_BODY,
+    DAPHNE_FACTORY,
+    UVICORN_HTTPTOOLS_PROTOCOL,
 )
 
 # The distributions whose versions a server's log line and report name, the server's own first.
@@ -382,3 +418,60 @@ class ResponseWriter:
     def __init__(self, ready: Callable[[], bool], write: Callable[[bytes], None]) -> None:
         self.ready = ready
         self.write = write
+
+
+# -- in front of the application -------------------------------------------------------------------------------
+
+# The scope extension carrying the server's own ``send`` (``scope["extensions"][SERVER_SEND]``), set by the
+# adapter where the server makes the scope, before any ASGI middleware runs. Middleware that copies the scope
+# (Channels' URLRouter, most wrappers: ``dict(scope, ...)``) shares its ``extensions`` dict, so the server's send
+# is found behind any ``send`` a middleware passes on: the buffer probe, the slow-consumer cut and the fast paths
+# read it; messages still go through the ``send`` the application was given.
+SERVER_SEND = "django_pulse.server_send"
+
+
+def set_server_send(scope: dict[str, Any], send: Any) -> None:
+    """Put the server's own ``send`` in ``scope`` (where the server makes it)."""
+    extensions = scope.get("extensions")
+    if extensions is None:
+        extensions = scope["extensions"] = {}
+    extensions[SERVER_SEND] = send
+
+
+def server_send(scope: Any, send: Any) -> Any:
+    """The server's own ``send`` behind ``send`` (the one the connection's application was given, maybe a
+    middleware's): the scope's ``SERVER_SEND`` extension when the adapter set it, else ``send`` itself. Taken
+    once: the extension is removed, so the scope does not keep it for the connection's life."""
+    extensions = scope.get("extensions") if isinstance(scope, dict) else None
+    if not isinstance(extensions, dict):
+        return send
+    found = extensions.pop(SERVER_SEND, None)
+    if not extensions:
+        # Only ours was there (daphne makes no extensions): the scope is as the server made it, and the dict,
+        # which the server's own scope still holds, shrinks back to an empty one's 64 bytes (from ~190).
+        extensions.clear()
+        del scope["extensions"]
+    return send if found is None else found
+
+
+class ServerHooks:
+    """What one server's hooks in front of the application enforce (``install_*_hooks``), and whether they are
+    installed in this process."""
+
+    __slots__ = ("header_timeout", "installed", "max_body_size")
+
+    def __init__(self) -> None:
+        self.installed = False
+        self.max_body_size: int | None = None
+        self.header_timeout: float | None = None
+
+
+def refusal() -> bytes:
+    """The whole 413 response the adapter writes itself for a body refused before it is read (the body
+    ``BodySizeLimit`` answers with), closing the connection."""
+    from ..body_limit import REFUSAL_BODY
+
+    return (
+        b"HTTP/1.1 413 Request Entity Too Large\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n%b" % (len(REFUSAL_BODY), REFUSAL_BODY)
+    )

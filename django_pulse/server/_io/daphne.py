@@ -13,10 +13,13 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .contract import (
+    DAPHNE_BODY,
     DAPHNE_CONNECTION_REQUEST,
+    DAPHNE_FACTORY,
     DAPHNE_HANDSHAKE,
     DAPHNE_PROTOCOL,
     DAPHNE_REQUEST,
+    DAPHNE_SERVER,
     TWISTED_HTTP_CHANNEL,
     TWISTED_REACTOR,
     TWISTED_TRANSPORT,
@@ -24,19 +27,24 @@ from .contract import (
     FastPathReport,
     Requirement,
     ResponseWriter,
+    ServerHooks,
     ServerPath,
     chunks,
     frames,
     lacking,
     logger,
+    refusal,
     server_version,
+    set_server_send,
 )
 
 __all__ = [
+    "DAPHNE_HOOKS",
     "buffer_probe",
     "buffered",
     "close_going_away",
     "daphne_protocol",
+    "install_daphne_hooks",
     "install_daphne_shutdown",
     "release_handshake",
     "response_writer",
@@ -327,3 +335,142 @@ def install_daphne_shutdown(on_shutdown: Callable[[], Coroutine[Any, Any, None]]
         return defer.Deferred.fromFuture(asyncio.ensure_future(on_shutdown()))
 
     reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
+
+
+# -- daphne: what the adapter sets up in front of the application ---------------------------------------------
+
+# The hooks' settings, one per process (a fact about the daphne classes patched, like the reactor mark above).
+DAPHNE_HOOKS = ServerHooks()
+
+
+def install_daphne_hooks(max_body_size: int | None, header_timeout: float | None) -> None:
+    """Under daphne (its modules loaded: the application is being loaded by daphne), once per process:
+
+    - every connection's scope carries daphne's own ``send`` (``set_server_send``), so that ASGI middleware
+      between daphne and Pulse cannot hide it from the buffer probe and the fast paths;
+    - a request body over ``max_body_size`` is refused with 413 before daphne buffers it: by its
+      ``Content-Length`` as soon as the headers are in, and a body without one (chunked) the moment it passes the
+      limit; the connection is then closed, so nothing more of it is read (daphne otherwise reads the whole body,
+      to memory or a temporary file, before the application runs);
+    - a connection whose first request's headers are not complete ``header_timeout`` seconds after it opened
+      (a slowloris, or a WebSocket handshake left half-open) is closed: Twisted's own timeout is an idle one,
+      reset by every byte, and daphne's ``--websocket_connect_timeout`` starts only once the handshake is in.
+
+    ``None`` turns the limit or the deadline off. Later calls update both values."""
+    DAPHNE_HOOKS.max_body_size = max_body_size
+    DAPHNE_HOOKS.header_timeout = header_timeout
+    if "daphne.server" not in sys.modules or DAPHNE_HOOKS.installed:
+        return
+    try:
+        from daphne.http_protocol import HTTPFactory, WebRequest
+        from daphne.server import Server
+    except ImportError:
+        return
+    DAPHNE_HOOKS.installed = True
+    problem = lacking((DAPHNE_SERVER, Server), (DAPHNE_BODY, WebRequest), (DAPHNE_FACTORY, HTTPFactory))
+    if problem:
+        logger.warning(
+            "%s: body limit before buffering, header deadline and the server's send in the scope off: %s. "
+            "These internals are not the ones django_pulse knows; docs/servers.md lists the versions tested.",
+            server_version("daphne"),
+            problem,
+        )
+        return
+    create_application = Server.create_application
+
+    def create_application_with_send(self: Any, protocol: Any, scope: dict[str, Any]) -> Any:
+        set_server_send(scope, functools.partial(self.handle_reply, protocol))
+        return create_application(self, protocol, scope)
+
+    Server.create_application = create_application_with_send
+    got_length = WebRequest.gotLength
+    handle_content_chunk = WebRequest.handleContentChunk
+
+    def got_length_refusing(self: Any, length: int | None) -> None:
+        self.channel._pulse_headers_in = True  # read by the header deadline
+        limit = DAPHNE_HOOKS.max_body_size
+        if limit is not None and length is not None and length > limit:
+            self._pulse_received = 0
+            _refuse_body(self)
+            return
+        self._pulse_received = 0
+        got_length(self, length)
+
+    def handle_content_chunk_counting(self: Any, data: bytes) -> None:
+        if getattr(self, "_pulse_refused", False):
+            return
+        limit = DAPHNE_HOOKS.max_body_size
+        self._pulse_received = getattr(self, "_pulse_received", 0) + len(data)
+        if limit is not None and self._pulse_received > limit:
+            _refuse_body(self)
+            return
+        handle_content_chunk(self, data)
+
+    WebRequest.gotLength = got_length_refusing
+    WebRequest.handleContentChunk = handle_content_chunk_counting
+    build_protocol = HTTPFactory.buildProtocol
+
+    def build_protocol_with_deadline(self: Any, addr: Any) -> Any:
+        channel = build_protocol(self, addr)
+        timeout = DAPHNE_HOOKS.header_timeout
+        if timeout is not None and channel is not None:
+            from twisted.internet import reactor as twisted_reactor
+
+            reactor: Any = twisted_reactor  # the installed reactor (untyped)
+            reactor.callLater(timeout, _headers_deadline, channel)
+        return channel
+
+    HTTPFactory.buildProtocol = build_protocol_with_deadline
+
+
+def _headers_deadline(protocol: Any) -> None:
+    """Close a connection whose first request's headers are not in yet."""
+    # Twisted's HTTPFactory builds a _GenericHTTPChannelProtocol (it picks HTTP/1.1 or HTTP/2) around the channel.
+    from twisted.web.http import HTTPChannel
+
+    channel = getattr(protocol, "_channel", protocol)
+    transport = getattr(channel, "transport", None)
+    if (
+        not isinstance(channel, HTTPChannel)  # HTTP/2, or a Twisted that wraps it otherwise: left alone
+        or getattr(channel, "_pulse_headers_in", False)
+        or transport is None
+        or not getattr(transport, "connected", 0)
+    ):
+        return
+    logger.debug("daphne: closing a connection whose request headers did not arrive in time")
+    transport.abortConnection()
+
+
+class _Discarded:
+    """The body of a refused request: what arrives of it before the connection closes is dropped."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def seek(self, *args: Any) -> int:
+        return 0
+
+    def read(self, *args: Any) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
+
+
+def _refuse_body(request: Any) -> None:
+    """Answer 413 on the request's connection and close it; the body read so far is dropped."""
+    request._pulse_refused = True
+    content = getattr(request, "content", None)
+    request.content = _Discarded()
+    if content is not None and hasattr(content, "close"):
+        content.close()
+    from twisted.web.http import HTTPChannel
+
+    channel = request.channel
+    transport = getattr(channel, "transport", None)
+    if not isinstance(channel, HTTPChannel) or transport is None:  # HTTP/2: its stream is reset instead
+        if hasattr(channel, "loseConnection"):
+            channel.loseConnection()
+        return
+    transport.write(refusal())
+    transport.loseConnection()  # stops reading: the rest of the body is never received

@@ -6,6 +6,7 @@ handshake's state."""
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
 from typing import Any
 
@@ -13,6 +14,7 @@ from .contract import (
     UVICORN_FLOW,
     UVICORN_HANDSHAKE,
     UVICORN_HTTP_CYCLE,
+    UVICORN_HTTPTOOLS_PROTOCOL,
     UVICORN_PROTOCOL,
     WEBSOCKETS_CONNECTION,
     WEBSOCKETS_HANDSHAKE,
@@ -20,18 +22,24 @@ from .contract import (
     DirectWriter,
     FastPathReport,
     ResponseWriter,
+    ServerHooks,
     ServerPath,
     chunks,
     frames,
     lacking,
+    logger,
+    server_version,
+    set_server_send,
 )
 
 __all__ = [
+    "UVICORN_HOOKS",
     "UVICORN_HTTP",
     "UVICORN_HTTPTOOLS",
     "UVICORN_SANSIO",
     "UVICORN_WEBSOCKETS",
     "http_cycle",
+    "install_uvicorn_hooks",
     "release_handshake",
     "response_writer",
     "websocket_protocol",
@@ -151,3 +159,81 @@ def release_handshake(protocol: Any) -> bool:
     protocol.response = None
     conn.available_extensions = None  # read by accept() only (the extensions in use are conn.extensions)
     return True
+
+
+# -- uvicorn: what the adapter sets up in front of the application --------------------------------------------
+
+UVICORN_HOOKS = ServerHooks()
+
+
+def install_uvicorn_hooks(header_timeout: float | None) -> None:
+    """Under uvicorn (its httptools and websockets-sansio modules loaded), once per process: every connection's
+    scope carries uvicorn's own ``send`` (``set_server_send``: the cycle's, the WebSocket protocol's), so ASGI
+    middleware cannot hide it from the fast paths; and (httptools) a connection whose first request's headers
+    are not in ``header_timeout`` seconds after it opened is closed (uvicorn has no such deadline: its
+    keep-alive timeout starts after a response). Bodies need no hook: uvicorn stops reading the socket while
+    the application does not ask for the body, so ``BodySizeLimit``'s 413 comes before it is read."""
+    UVICORN_HOOKS.header_timeout = header_timeout
+    if UVICORN_HOOKS.installed:
+        return
+    if "uvicorn" not in sys.modules:  # not loaded by uvicorn
+        return
+    UVICORN_HOOKS.installed = True
+    # Imported here: uvicorn may load the application before its protocol modules.
+    http, sansio = _module(UVICORN_HTTPTOOLS), _module(UVICORN_SANSIO)
+    for module, name in ((http, "RequestResponseCycle"), (sansio, "WebSocketsSansIOProtocol")):
+        cls = getattr(module, name, None)
+        if cls is not None and hasattr(cls, "run_asgi"):
+            cls.run_asgi = _with_server_send(cls.run_asgi)
+    protocol = getattr(http, "HttpToolsProtocol", None)
+    if protocol is None:
+        return
+    missing = UVICORN_HTTPTOOLS_PROTOCOL.missing(protocol)
+    if missing:
+        logger.warning(
+            "%s: no header deadline: %s has no %s. docs/servers.md lists the versions tested.",
+            server_version("uvicorn"),
+            UVICORN_HTTPTOOLS_PROTOCOL.holder,
+            ", ".join(missing),
+        )
+        return
+    connection_made = protocol.connection_made
+
+    def connection_made_with_deadline(self: Any, transport: Any) -> None:
+        connection_made(self, transport)
+        timeout = UVICORN_HOOKS.header_timeout
+        if timeout is not None:
+            self.loop.call_later(timeout, _headers_deadline, self)
+
+    protocol.connection_made = connection_made_with_deadline
+
+
+def _module(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ImportError:  # httptools (or websockets) not installed: uvicorn uses h11 (or wsproto), no hooks
+        return None
+
+
+def _with_server_send(run_asgi: Any) -> Any:
+    @functools.wraps(run_asgi)
+    def run_asgi_with_send(self: Any, *args: Any) -> Any:
+        scope = getattr(self, "scope", None)
+        if isinstance(scope, dict):
+            set_server_send(scope, self.send)
+        return run_asgi(self, *args)
+
+    return run_asgi_with_send
+
+
+def _headers_deadline(protocol: Any) -> None:
+    """Close a connection still waiting for its first request's headers (no cycle made, not upgraded)."""
+    transport = getattr(protocol, "transport", None)
+    if (
+        transport is None
+        or getattr(protocol, "cycle", True) is not None
+        or transport.is_closing()
+        or transport.get_protocol() is not protocol
+    ):
+        return
+    transport.close()
