@@ -51,6 +51,7 @@ __all__ = [
     "publish",
     "publish_batch",
     "publish_html",
+    "publish_on_commit",
     "stream_position",
 ]
 
@@ -201,6 +202,32 @@ async def apublish(
         get_runtime(), kb, channel, event, head, message_id, explicit_id=id is not None, client_id=None
     )
     return message_id
+
+
+@_sync_only("await sync_to_async(pulse.publish_on_commit)(...)")
+def publish_on_commit(
+    channel: str,
+    event: str,
+    data: Any = None,
+    *,
+    kb_id: str | None = None,
+    id: str | None = None,
+    using: str | None = None,
+) -> str:
+    """Publish ``event`` with ``data`` on ``channel`` when the current transaction of database ``using`` commits,
+    durably; returns the message id.
+
+    The message is written to the outbox table in that transaction (docs/durability.md): it is published if and
+    only if the transaction commits, even when this process dies right after the commit or the broker is
+    unreachable then (a relay publishes it later, in order, once). Outside a transaction it is written, and
+    published, at once. Raises what ``publish`` raises for bad input (``ProtocolViolation``, ``TypeError``,
+    ``LimitExceeded``, ``AppError``), before anything is written, and what the database raises.
+    """
+    from django.db import DEFAULT_DB_ALIAS
+
+    from ._outbox import Pending, write
+
+    return write([Pending(channel, event, data=data, id=id)], kb_id=kb_id, using=using or DEFAULT_DB_ALIAS)[0]
 
 
 def _build_batch(messages: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str, str]]:
