@@ -87,20 +87,22 @@ def write(messages: Sequence[Pending], *, kb_id: str | None, using: str) -> list
                 lease_until=lease,
             )
         )
-    OutboxMessage.objects.using(using).bulk_create(rows)
-    ids = [row.id for row in rows if row.id is not None]
-    transaction.on_commit(functools.partial(_committed, using, token, ids if len(ids) == len(rows) else None), using)
+    if len(rows) == 1:
+        rows[0].save(using=using, force_insert=True)
+    else:
+        OutboxMessage.objects.using(using).bulk_create(rows)
+    transaction.on_commit(functools.partial(_committed, using, rows if here else []), using)
     return [row.message_id for row in rows]
 
 
-def _committed(using: str, token: str, ids: list[int] | None) -> None:
+def _committed(using: str, rows: list[OutboxMessage]) -> None:
     fault("after_commit")
     # A commit callback: an entry point, where the runtime is looked up.
     runtime = get_runtime()
-    left = not token
-    if token:
+    left = not rows
+    if rows:
         try:
-            result = relay_rows(runtime, using, token, ids)
+            result = relay_rows(runtime, using, rows)
         except Exception:
             logger.warning("Could not publish outbox rows after commit; the relay will", exc_info=True)
             left = True
