@@ -238,9 +238,7 @@ with connection.cursor() as cursor:
 async def test_two_processes_saving_into_one_channel_deliver_in_commit_order(kind: str) -> None:
     per_writer = 100
     with server_on(kind, redis_url=f"redis://127.0.0.1:{REDIS_PORT}/0") as server:
-        setup = await asyncio.to_thread(
-            writer, server, MAKE_COUNTER
-        )
+        setup = await asyncio.to_thread(writer, server, MAKE_COUNTER)
         assert setup.returncode == 0, setup.stderr
         client = await subscriber(server, "ordered")
         code = WRITE_IN_COMMIT_ORDER.format(count=per_writer)
