@@ -13,6 +13,7 @@ commit with ``relay_rows`` (the row is the safety net, not a delay).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.apps import apps as django_apps
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -77,6 +78,14 @@ def _claim(alias: str, token: str, now: dt.datetime, channels: Collection[str] |
     free = _pending(alias, now)
     if channels is not None:
         free = free.filter(channel__in=list(channels))
+    if connections[alias].vendor == "sqlite":
+        # One writer at a time, no row locks: one UPDATE takes the write lock at once and leases the oldest free
+        # rows (a SELECT first, inside the transaction, would deadlock with a writer that waits for its reader).
+        if not free.exists():
+            return []
+        first = free.order_by("id").values("id")[:BATCH]
+        _pending(alias, now).filter(id__in=first).update(lease_token=token, lease_until=lease)
+        return list(OutboxMessage.objects.using(alias).filter(lease_token=token).order_by("id"))
     with transaction.atomic(using=alias):
         candidates = free.order_by("id")
         if connections[alias].features.has_select_for_update_skip_locked:
@@ -84,8 +93,8 @@ def _claim(alias: str, token: str, now: dt.datetime, channels: Collection[str] |
         ids = list(candidates.values_list("id", flat=True)[:BATCH])
         if not ids:
             return []
-        # The lease is conditional too: on SQLite (no row locks) two relays may read the same ids, and only one
-        # update finds them still free.
+        # Conditional too: where SKIP LOCKED is missing (MySQL before 8), two relays may read the same ids, and
+        # only one update finds them still free.
         _pending(alias, now).filter(id__in=ids).update(lease_token=token, lease_until=lease)
     return list(OutboxMessage.objects.using(alias).filter(lease_token=token).order_by("id"))
 
@@ -213,8 +222,9 @@ def _report_dead(row: OutboxMessage, exc: BaseException) -> None:
             logger.error("publish_failed receiver %r raised: %s", receiver, outcome, exc_info=outcome)
 
 
-def _deliver(runtime: Runtime, alias: str, rows: list[OutboxMessage]) -> RoundResult:
-    """Publish the leased ``rows`` (in id order) and delete those published."""
+def _deliver(runtime: Runtime, alias: str, rows: list[OutboxMessage], deleter: Relay | None = None) -> RoundResult:
+    """Publish the leased ``rows`` (in id order) and delete those published (by ``deleter``'s next round if given:
+    they stay leased to their writer until then, and a repeat after a crash is not delivered twice)."""
     result = RoundResult()
     ready, held = _in_order(alias, rows)
     blocked: set[str] = set()
@@ -238,7 +248,9 @@ def _deliver(runtime: Runtime, alias: str, rows: list[OutboxMessage]) -> RoundRe
                 continue
             done.append(row.id)
     finally:
-        if done:
+        if done and deleter is not None:
+            deleter.delete_later(done)
+        elif done:
             _delete(alias, done)
         result.published = len(done)
         result.held = len(held)
@@ -260,7 +272,10 @@ def relay_rows(runtime: Runtime, using: str, rows: list[OutboxMessage]) -> Round
     if any(row.id is None for row in rows):
         tokens = {row.lease_token for row in rows}
         rows = list(OutboxMessage.objects.using(using).filter(lease_token__in=tokens).order_by("id"))
-    return _deliver(runtime, using, rows)
+    # In a server process the relay's thread deletes what was published, off the request's path.
+    relay = runtime.relay
+    deleter = relay if relay is not None and relay.running and relay.using == using else None
+    return _deliver(runtime, using, rows, deleter)
 
 
 def start_relay(runtime: Runtime) -> Relay:
@@ -286,6 +301,24 @@ class Relay:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._published: list[int] = []  # ids published by writers of this process, deleted by the next round
+
+    def delete_later(self, ids: list[int]) -> None:
+        # Not woken for this: the deletes of a busy second go in one statement (on SQLite every write of the relay
+        # is a moment in which the application's writers wait).
+        with self._lock:
+            self._published.extend(ids)
+
+    def _delete_published(self) -> None:
+        with self._lock:
+            ids, self._published = self._published, []
+        if ids:
+            try:
+                _delete(self.using, ids)
+            except Exception:
+                with self._lock:
+                    self._published.extend(ids)
+                raise
 
     def start(self) -> None:
         with self._lock:
@@ -312,7 +345,12 @@ class Relay:
         try:
             while not self._stop.is_set():
                 try:
+                    self._delete_published()
                     result = relay_round(self.runtime, using=self.using)
+                except DatabaseError as exc:  # e.g. SQLite's "database is locked" while a writer commits
+                    logger.warning("The outbox relay could not use its table (%s); trying again", exc)
+                    connections[self.using].close()
+                    result = RoundResult(unavailable=True)
                 except Exception:
                     logger.warning("The outbox relay could not read its table; trying again", exc_info=True)
                     connections[self.using].close()  # a broken connection is replaced on the next round
@@ -327,4 +365,6 @@ class Relay:
                 self._wake.wait(pulse_settings.OUTBOX_POLL_INTERVAL)
                 self._wake.clear()
         finally:
+            with contextlib.suppress(Exception):
+                self._delete_published()
             connections[self.using].close()
