@@ -1,5 +1,6 @@
 """Settings of server processes started by tests (tests/support/servers.py): the test settings, a SQLite file
-(PULSE_LIVE_DB, shared only by the processes of one test; or the database PULSE_LIVE_DATABASE_URL names) and PULSE overrides from PULSE_LIVE_SETTINGS (JSON)."""
+(PULSE_LIVE_DB, shared only by the processes of one test; or the database PULSE_LIVE_DATABASE_URL names) and
+PULSE overrides from PULSE_LIVE_SETTINGS (JSON)."""
 
 from __future__ import annotations
 

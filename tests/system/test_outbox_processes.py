@@ -102,10 +102,8 @@ def writer(server: LiveServer, code: str, *, fault: str | None = None, timeout: 
 
 
 def backlog(server: LiveServer) -> dict[str, Any]:
-    done = writer(
-        server,
-        "from django_pulse.models import OutboxMessage\nprint(__import__('json').dumps(OutboxMessage.objects.backlog()))",
-    )
+    code = "import json\nfrom django_pulse.models import OutboxMessage as O\nprint(json.dumps(O.objects.backlog()))"
+    done = writer(server, code)
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
     return result
@@ -196,23 +194,25 @@ for n in range({count}):
 @pytest.mark.parametrize("kind", databases())
 async def test_redis_away_for_10_s_while_500_saves_commit_loses_nothing_and_repeats_nothing(kind: str) -> None:
     count = 500
-    with CuttableProxy(REDIS_PORT) as proxy:
-        with server_on(kind, redis_url=f"redis://127.0.0.1:{proxy.port}/0") as server:
-            client = await subscriber(server, "numbers")
-            proxy.cut()
-            cut_at = time.monotonic()
-            # 500 transactions committed while Redis is away (about 8 s of writing), each with its message.
-            done = await asyncio.to_thread(writer, server, WRITE_NUMBERS.format(count=count, pause=0.015))
-            assert done.returncode == 0, done.stderr
-            assert (await asyncio.to_thread(backlog, server))["pending"] == count
-            await asyncio.sleep(max(0.0, 10 - (time.monotonic() - cut_at)))
-            proxy.restore()
-            received = await messages(client, "numbers", count, timeout=60)
-            assert [m["data"]["n"] for m in received] == list(range(count))  # every one, in order
-            assert len({m["id"] for m in received}) == count
-            await nothing_more(client, 2)
-            assert (await asyncio.to_thread(backlog, server))["pending"] == 0
-            await client.close()
+    with (
+        CuttableProxy(REDIS_PORT) as proxy,
+        server_on(kind, redis_url=f"redis://127.0.0.1:{proxy.port}/0") as server,
+    ):
+        client = await subscriber(server, "numbers")
+        proxy.cut()
+        cut_at = time.monotonic()
+        # 500 transactions committed while Redis is away (about 8 s of writing), each with its message.
+        done = await asyncio.to_thread(writer, server, WRITE_NUMBERS.format(count=count, pause=0.015))
+        assert done.returncode == 0, done.stderr
+        assert (await asyncio.to_thread(backlog, server))["pending"] == count
+        await asyncio.sleep(max(0.0, 10 - (time.monotonic() - cut_at)))
+        proxy.restore()
+        received = await messages(client, "numbers", count, timeout=60)
+        assert [m["data"]["n"] for m in received] == list(range(count))  # every one, in order
+        assert len({m["id"] for m in received}) == count
+        await nothing_more(client, 2)
+        assert (await asyncio.to_thread(backlog, server))["pending"] == 0
+        await client.close()
 
 
 WRITE_IN_COMMIT_ORDER = """
