@@ -527,6 +527,26 @@ def publishers_for(model: type[models.Model]) -> list[ModelPublisher]:
     return list(_registry.get(model, []))
 
 
+def _registered(
+    instances: Iterable[models.Model], action: Action, using: str | None
+) -> tuple[list[tuple[models.Model, ModelPublisher, str]], str | None]:
+    """``(instance, registration, event)`` for each registration that publishes ``action``, and the database of
+    the batch (``using``, else the first instance's). Raises ``ImproperlyConfigured`` for an unregistered model."""
+    changes = []
+    alias = using
+    for instance in instances:
+        model = type(instance)
+        found = publishers_for(model)
+        if not found:
+            raise ImproperlyConfigured(f"{model.__name__} is not registered for publishing (publishers.register).")
+        alias = alias or router.db_for_write(model)
+        for publisher in found:
+            event = publisher.event_for(action)
+            if event is not None:
+                changes.append((instance, publisher, event))
+    return changes, alias
+
+
 def publish_instances(instances: Iterable[models.Model], action: Action, *, using: str | None = None) -> int:
     """Publish ``action`` for each instance through its model's registrations, in batches, after commit.
 
@@ -545,24 +565,15 @@ def publish_instances(instances: Iterable[models.Model], action: Action, *, usin
         return _write_instances(instances, action, using)
     # (kb_id, message, instance, publisher) per message, grouped by app when published.
     pending: list[tuple[str | None, dict[str, Any], models.Model, ModelPublisher]] = []
-    alias = using
-    for instance in instances:
-        model = type(instance)
-        found = publishers_for(model)
-        if not found:
-            raise ImproperlyConfigured(f"{model.__name__} is not registered for publishing (publishers.register).")
-        alias = alias or router.db_for_write(model)
-        for publisher in found:
-            event = publisher.event_for(action)
-            if event is None:
-                continue
-            try:
-                message = publisher.message_for(instance, action)
-            except Exception as exc:
-                _report(model, instance, None, event, exc)
-                continue
-            if message is not None:
-                pending.append((publisher.kb_id, message, instance, publisher))
+    changes, alias = _registered(instances, action, using)
+    for instance, publisher, event in changes:
+        try:
+            message = publisher.message_for(instance, action)
+        except Exception as exc:
+            _report(publisher.model, instance, None, event, exc)
+            continue
+        if message is not None:
+            pending.append((publisher.kb_id, message, instance, publisher))
     if not pending:
         return 0
 
@@ -592,25 +603,16 @@ def _write_instances(instances: Iterable[models.Model], action: Action, using: s
     from ._outbox import write
 
     by_app: dict[str | None, list[tuple[Pending, models.Model, ModelPublisher]]] = {}
-    alias = using
-    for instance in instances:
-        model = type(instance)
-        found = publishers_for(model)
-        if not found:
-            raise ImproperlyConfigured(f"{model.__name__} is not registered for publishing (publishers.register).")
-        alias = alias or router.db_for_write(model)
-        for publisher in found:
-            event = publisher.event_for(action)
-            if event is None:
-                continue
-            channel = None
-            try:
-                channel = publisher.channel_for(instance)
-                message = publisher.outbox_message(instance, action, channel, event)
-            except Exception as exc:
-                _report(model, instance, channel, event, exc)
-                continue
-            by_app.setdefault(publisher.kb_id, []).append((message, instance, publisher))
+    changes, alias = _registered(instances, action, using)
+    for instance, publisher, event in changes:
+        channel = None
+        try:
+            channel = publisher.channel_for(instance)
+            message = publisher.outbox_message(instance, action, channel, event)
+        except Exception as exc:
+            _report(publisher.model, instance, channel, event, exc)
+            continue
+        by_app.setdefault(publisher.kb_id, []).append((message, instance, publisher))
     written = 0
     for kb_id, items in by_app.items():
         try:

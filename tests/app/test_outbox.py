@@ -141,3 +141,15 @@ def test_status_and_metrics_show_pending_rows_their_age_and_dead_letters(setting
     text = body.decode()
     assert "pulse_outbox_pending 1.0" in text and "pulse_outbox_dead_letters 1.0" in text
     assert "pulse_outbox_oldest_age_seconds 3" in text or "pulse_outbox_oldest_age_seconds 4" in text
+
+
+def test_the_durability_page_example_publishes_once_the_order_is_saved() -> None:
+    from tests.support.docsnippets import blocks
+    from tests.testapp.models import Order
+
+    ((_, code),) = blocks("durability.md", "python")
+    order = Order.objects.create(status="new")
+    exec(code, {"order": order})
+    (message,) = pulse.history(f"orders.{order.pk}")
+    assert (message["name"], message["data"]) == ("paid", {"id": order.pk})
+    assert Order.objects.get(pk=order.pk).status == "paid"

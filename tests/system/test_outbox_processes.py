@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from django_pulse.clients.websocket import Realtime
-from tests.support.servers import ROOT, LiveServer, live_server
+from tests.support.servers import ROOT, LiveServer, live_server, scratch_database
 from tests.support.tcpproxy import CuttableProxy
 
 pytestmark = [pytest.mark.processes]
@@ -46,32 +46,19 @@ def database(kind: str) -> Iterator[dict[str, str]]:
     if kind == "sqlite":
         yield {}
         return
-    import dj_database_url
     import psycopg
 
-    base = PG_BASE or "postgres://postgres@127.0.0.1:5432/postgres"
-    config = dj_database_url.parse(base)
-    admin: dict[str, Any] = {
-        "dbname": "postgres",
-        "user": config.get("USER") or None,
-        "password": config.get("PASSWORD") or None,
-        "host": config.get("HOST") or None,
-        "port": config.get("PORT") or None,
-    }
+    scratch = scratch_database(PG_BASE or "postgres://postgres@127.0.0.1:5432/postgres")
     try:
-        conn = psycopg.connect(**admin, autocommit=True, connect_timeout=3)
+        url = scratch.__enter__()
     except psycopg.OperationalError:
         if os.environ.get("CI"):
             raise
         pytest.skip("no PostgreSQL server answers")
-    name = f"pulse_outbox_{uuid.uuid4().hex[:12]}"
-    with conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield {"PULSE_LIVE_DATABASE_URL": base.rsplit("/", 1)[0] + "/" + name}
+        yield {"PULSE_LIVE_DATABASE_URL": url}
     finally:
-        with psycopg.connect(**admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        scratch.__exit__(None, None, None)
 
 
 def databases() -> list[Any]:
