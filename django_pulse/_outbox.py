@@ -15,14 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from ._conf import pulse_settings
 from .models import OutboxMessage
 from .protocol import check_channel
 from .server.publishing import build_message, encode_data
-from .server.relay import fault, relay_rows
+from .server.relay import NOTIFY_CHANNEL, fault, relay_rows
 from .server.runtime import Runtime, get_runtime
 
 __all__ = ["Pending", "write"]
@@ -91,6 +91,10 @@ def write(messages: Sequence[Pending], *, kb_id: str | None, using: str) -> list
         rows[0].save(using=using, force_insert=True)
     else:
         OutboxMessage.objects.using(using).bulk_create(rows)
+    if not here and connections[using].vendor == "postgresql":
+        # Delivered at the commit, to every relay listening: the server relays at once instead of at its next poll.
+        with connections[using].cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])
     transaction.on_commit(functools.partial(_committed, using, rows if here else []), using)
     return [row.message_id for row in rows]
 

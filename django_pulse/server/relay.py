@@ -38,10 +38,12 @@ from .publishing import broadcast_once, build_message
 if TYPE_CHECKING:
     from .runtime import Runtime
 
-__all__ = ["Relay", "RoundResult", "fault", "relay_round", "relay_rows", "start_relay"]
+__all__ = ["NOTIFY_CHANNEL", "Relay", "RoundResult", "fault", "relay_round", "relay_rows", "start_relay"]
 
 logger = logging.getLogger("django_pulse.relay")
 
+#: The PostgreSQL channel on which writers that leave their rows to the relays notify them.
+NOTIFY_CHANNEL = "django_pulse_outbox"
 #: Rows claimed by one round.
 BATCH = 100
 # The longest a relay waits before trying an unreachable broker again, and the longest a failing row waits.
@@ -325,6 +327,26 @@ class Relay:
             if self._thread is None:
                 self._thread = threading.Thread(target=self.run, name="pulse-relay", daemon=True)
                 self._thread.start()
+                if connections[self.using].vendor == "postgresql":
+                    threading.Thread(target=self._listen, name="pulse-relay-listen", daemon=True).start()
+
+    def _listen(self) -> None:
+        """On PostgreSQL: wake on ``NOTIFY`` from writers of other processes that leave their rows to the relays,
+        on a connection of its own (Django's are per thread and not kept in LISTEN)."""
+        import psycopg
+
+        while not self._stop.is_set():
+            try:
+                database = connections[self.using]
+                params = database.get_connection_params()
+                with psycopg.Connection.connect(**params, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            self._wake.set()
+            except Exception as exc:
+                logger.warning("The outbox relay could not listen for notifications (%s); polling only", exc)
+                self._stop.wait(5.0)
 
     @property
     def running(self) -> bool:
