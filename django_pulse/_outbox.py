@@ -22,7 +22,7 @@ from ._conf import pulse_settings
 from .models import OutboxMessage
 from .protocol import check_channel
 from .server.publishing import build_message, encode_data
-from .server.relay import NOTIFY_CHANNEL, fault, relay_rows
+from .server.relay import NOTIFY_CHANNEL, fault, publish_now, relay_rows
 from .server.runtime import Runtime, get_runtime
 
 __all__ = ["Pending", "write"]
@@ -87,6 +87,17 @@ def write(messages: Sequence[Pending], *, kb_id: str | None, using: str) -> list
                 lease_until=lease,
             )
         )
+    ids = [row.message_id for row in rows]
+    if here and not connections[using].in_atomic_block:
+        # Autocommit: the change has committed already and there is no transaction to share. Publishing at once
+        # and writing only what could not be published keeps what the row is for (nothing lost to a broker
+        # outage or a failing render) and saves the row's own commit.
+        rows = publish_now(runtime, using, rows)
+        if not rows:
+            return ids
+        for row in rows:  # left to the relays
+            row.lease_token, row.lease_until = "", None
+        here = False
     if len(rows) == 1:
         rows[0].save(using=using, force_insert=True)
     else:
@@ -96,7 +107,7 @@ def write(messages: Sequence[Pending], *, kb_id: str | None, using: str) -> list
         with connections[using].cursor() as cursor:
             cursor.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])
     transaction.on_commit(functools.partial(_committed, using, rows if here else []), using)
-    return [row.message_id for row in rows]
+    return ids
 
 
 def _committed(using: str, rows: list[OutboxMessage]) -> None:

@@ -38,7 +38,7 @@ from .publishing import broadcast_once, build_message
 if TYPE_CHECKING:
     from .runtime import Runtime
 
-__all__ = ["NOTIFY_CHANNEL", "Relay", "RoundResult", "fault", "relay_round", "relay_rows", "start_relay"]
+__all__ = ["NOTIFY_CHANNEL", "Relay", "RoundResult", "fault", "publish_now", "relay_round", "relay_rows", "start_relay"]
 
 logger = logging.getLogger("django_pulse.relay")
 
@@ -167,7 +167,9 @@ def _release(alias: str, rows: Iterable[OutboxMessage]) -> None:
         OutboxMessage.objects.using(alias).filter(id__in=ids).update(lease_token="", lease_until=None)
 
 
-def _failed(alias: str, row: OutboxMessage, exc: BaseException, now: dt.datetime) -> None:
+def _failed(alias: str | None, row: OutboxMessage, exc: BaseException, now: dt.datetime) -> None:
+    """Count a failed publish of ``row`` for its own reasons: later again with backoff, or a dead letter. ``alias``
+    None: the row is not written yet (its fields are set for the insert)."""
     attempts = row.attempts + 1
     dead = attempts >= pulse_settings.OUTBOX_MAX_ATTEMPTS
     delay = min(_MAX_ROW_DELAY, 0.5 * 2**attempts)
@@ -182,16 +184,21 @@ def _failed(alias: str, row: OutboxMessage, exc: BaseException, now: dt.datetime
         exc,
         exc_info=(type(exc), exc, exc.__traceback__),
     )
+    fields = {
+        "attempts": attempts,
+        "dead": dead,
+        "last_error": f"{type(exc).__name__}: {exc}"[:2000],
+        "available_at": now + dt.timedelta(seconds=delay),
+        "lease_token": "",
+        "lease_until": None,
+    }
+    if alias is None:
+        for name, value in fields.items():
+            setattr(row, name, value)
+    else:
+        OutboxMessage.objects.using(alias).filter(id=row.id).update(**fields)
     if dead:
         _report_dead(row, exc)
-    OutboxMessage.objects.using(alias).filter(id=row.id).update(
-        attempts=attempts,
-        dead=dead,
-        last_error=f"{type(exc).__name__}: {exc}"[:2000],
-        available_at=now + dt.timedelta(seconds=delay),
-        lease_token="",
-        lease_until=None,
-    )
 
 
 def _delete(alias: str, ids: list[int]) -> None:
@@ -278,6 +285,23 @@ def relay_rows(runtime: Runtime, using: str, rows: list[OutboxMessage]) -> Round
     relay = runtime.relay
     deleter = relay if relay is not None and relay.running and relay.using == using else None
     return _deliver(runtime, using, rows, deleter)
+
+
+def publish_now(runtime: Runtime, using: str, rows: list[OutboxMessage]) -> list[OutboxMessage]:
+    """Publish ``rows`` (not written: their change has committed already) in order unless an older row of one of
+    their channels is still waiting; returns those left to write for the relays (from the first that failed)."""
+    waiting = OutboxMessage.objects.using(using).filter(channel__in={row.channel for row in rows}, dead=False)
+    if waiting.exists():
+        return rows  # they go out after the older ones, through the table
+    for index, row in enumerate(rows):
+        try:
+            _publish(runtime, row)
+        except Unavailable:
+            return rows[index:]
+        except Exception as exc:
+            _failed(None, row, exc, timezone.now())
+            return rows[index:]
+    return []
 
 
 def start_relay(runtime: Runtime) -> Relay:

@@ -128,8 +128,10 @@ async def nothing_more(client: Realtime, seconds: float) -> None:
 
 
 SAVE_POST = """
+from django.db import transaction
 from posts.models import Post
-Post.objects.create(user_name="ada", content={content!r})
+with transaction.atomic():  # as a view under ATOMIC_REQUESTS saves
+    Post.objects.create(user_name="ada", content={content!r})
 """
 
 
