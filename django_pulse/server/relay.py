@@ -13,7 +13,6 @@ commit with ``relay_rows`` (the row is the safety net, not a delay).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import os
@@ -231,9 +230,8 @@ def _report_dead(row: OutboxMessage, exc: BaseException) -> None:
             logger.error("publish_failed receiver %r raised: %s", receiver, outcome, exc_info=outcome)
 
 
-def _deliver(runtime: Runtime, alias: str, rows: list[OutboxMessage], deleter: Relay | None = None) -> RoundResult:
-    """Publish the leased ``rows`` (in id order) and delete those published (by ``deleter``'s next round if given:
-    they stay leased to their writer until then, and a repeat after a crash is not delivered twice)."""
+def _deliver(runtime: Runtime, alias: str, rows: list[OutboxMessage]) -> RoundResult:
+    """Publish the leased ``rows`` (in id order) and delete those published."""
     result = RoundResult()
     ready, held = _in_order(alias, rows)
     blocked: set[str] = set()
@@ -257,9 +255,8 @@ def _deliver(runtime: Runtime, alias: str, rows: list[OutboxMessage], deleter: R
                 continue
             done.append(row.id)
     finally:
-        if done and deleter is not None:
-            deleter.delete_later(done)
-        elif done:
+        if done:
+            # At once: a published row left in the table would hold back its channel's next rows.
             _delete(alias, done)
         result.published = len(done)
         result.held = len(held)
@@ -281,10 +278,7 @@ def relay_rows(runtime: Runtime, using: str, rows: list[OutboxMessage]) -> Round
     if any(row.id is None for row in rows):
         tokens = {row.lease_token for row in rows}
         rows = list(OutboxMessage.objects.using(using).filter(lease_token__in=tokens).order_by("id"))
-    # In a server process the relay's thread deletes what was published, off the request's path.
-    relay = runtime.relay
-    deleter = relay if relay is not None and relay.running and relay.using == using else None
-    return _deliver(runtime, using, rows, deleter)
+    return _deliver(runtime, using, rows)
 
 
 def publish_now(runtime: Runtime, using: str, rows: list[OutboxMessage]) -> list[OutboxMessage]:
@@ -327,24 +321,6 @@ class Relay:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._published: list[int] = []  # ids published by writers of this process, deleted by the next round
-
-    def delete_later(self, ids: list[int]) -> None:
-        # Not woken for this: the deletes of a busy second go in one statement (on SQLite every write of the relay
-        # is a moment in which the application's writers wait).
-        with self._lock:
-            self._published.extend(ids)
-
-    def _delete_published(self) -> None:
-        with self._lock:
-            ids, self._published = self._published, []
-        if ids:
-            try:
-                _delete(self.using, ids)
-            except Exception:
-                with self._lock:
-                    self._published.extend(ids)
-                raise
 
     def start(self) -> None:
         with self._lock:
@@ -391,7 +367,6 @@ class Relay:
         try:
             while not self._stop.is_set():
                 try:
-                    self._delete_published()
                     result = relay_round(self.runtime, using=self.using)
                 except DatabaseError as exc:  # e.g. SQLite's "database is locked" while a writer commits
                     logger.warning("The outbox relay could not use its table (%s); trying again", exc)
@@ -411,6 +386,4 @@ class Relay:
                 self._wake.wait(pulse_settings.OUTBOX_POLL_INTERVAL)
                 self._wake.clear()
         finally:
-            with contextlib.suppress(Exception):
-                self._delete_published()
             connections[self.using].close()
