@@ -219,9 +219,10 @@ def publish_on_commit(
 
     The message is written to the outbox table in that transaction (docs/durability.md): it is published if and
     only if the transaction commits, even when this process dies right after the commit or the broker is
-    unreachable then (a relay publishes it later, in order, once). Outside a transaction it is written, and
-    published, at once. Raises what ``publish`` raises for bad input (``ProtocolViolation``, ``TypeError``,
-    ``LimitExceeded``, ``AppError``), before anything is written, and what the database raises.
+    unreachable then (a relay publishes it later, in order, once). Outside a transaction it is published at
+    once, and written to the outbox only if that fails (the relays publish it then). Raises what ``publish``
+    raises for bad input (``ProtocolViolation``, ``TypeError``, ``LimitExceeded``, ``AppError``), before anything
+    is written, and what the database raises.
     """
     from django.db import DEFAULT_DB_ALIAS
 
