@@ -153,3 +153,27 @@ def test_the_durability_page_example_publishes_once_the_order_is_saved() -> None
     (message,) = pulse.history(f"orders.{order.pk}")
     assert (message["name"], message["data"]) == ("paid", {"id": order.pk})
     assert Order.objects.get(pk=order.pk).status == "paid"
+
+
+def test_pulse_relay_once_publishes_what_is_pending(settings: Any, redis_url: str, redis_prefix: str) -> None:
+    import json
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    settings.PULSE = {"REDIS_URL": redis_url, "REDIS_PREFIX": redis_prefix}
+    for n in range(3):  # left by writers that could not publish (as after an outage)
+        OutboxMessage.objects.create(
+            kb_id="default", channel="orders", event="placed", message_id=f"ob_{n}", data=f'{{"n":{n}}}'
+        )
+    out = StringIO()
+    call_command("pulse", "relay", "--once", "--json", stdout=out)
+    assert json.loads(out.getvalue()) == {"published": 3, "failed": 0, "pending": 0, "oldestAge": 0.0, "dead": 0}
+    assert published("orders") == [{"n": 0}, {"n": 1}, {"n": 2}]
+
+
+def test_pulse_relay_needs_a_shared_broker() -> None:
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="server process relays the outbox itself"):
+        call_command("pulse", "relay", "--once")
