@@ -333,8 +333,10 @@ class Relay:
     def _listen(self) -> None:
         """On PostgreSQL: wake on ``NOTIFY`` from writers of other processes that leave their rows to the relays,
         on a connection of its own (Django's are per thread and not kept in LISTEN)."""
-        import psycopg
-
+        try:
+            import psycopg
+        except ImportError:  # psycopg2: no notifications, polling only
+            return
         while not self._stop.is_set():
             try:
                 database = connections[self.using]
