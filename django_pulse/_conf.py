@@ -147,6 +147,18 @@ DEFAULTS: dict[str, Any] = {
     "REDIS_CLUSTER": None,
     "REDIS_WAIT_REPLICAS": 0,
     "REDIS_WAIT_TIMEOUT": 1.0,
+    # Durable publishes (docs/durability.md). OUTBOX: publish-on-save registrations write their messages to the
+    # outbox table in the transaction of the change (False: published from an on_commit callback, lost if the
+    # process dies or the broker fails at that moment). OUTBOX_RELAY: server processes relay outbox rows (False:
+    # run `manage.py pulse relay` instead). OUTBOX_POLL_INTERVAL: seconds between a relay's looks for rows
+    # committed by other processes. OUTBOX_MAX_ATTEMPTS: failed publishes of a row for its own reasons (a template
+    # error, too large) before it is kept as a dead letter. OUTBOX_LEASE: seconds a relay holds the rows it took
+    # (another relay takes them after that if it died).
+    "OUTBOX": True,
+    "OUTBOX_RELAY": True,
+    "OUTBOX_POLL_INTERVAL": 0.2,
+    "OUTBOX_MAX_ATTEMPTS": 5,
+    "OUTBOX_LEASE": 30.0,
     # Operations: Prometheus metrics (django_pulse.ops.metrics, docs/metrics.md). None: on when the
     # prometheus-client package is installed (extra "metrics"); False: off (every counter call is a no-op).
     "METRICS": None,
@@ -434,6 +446,26 @@ class PulseSettings:
         return None if not value else str(value).rstrip("/")
 
     # SSE transport
+    @property
+    def OUTBOX(self) -> bool:
+        return bool(self._get("OUTBOX"))
+
+    @property
+    def OUTBOX_RELAY(self) -> bool:
+        return bool(self._get("OUTBOX_RELAY"))
+
+    @property
+    def OUTBOX_POLL_INTERVAL(self) -> float:
+        return max(0.01, float(self._get("OUTBOX_POLL_INTERVAL")))
+
+    @property
+    def OUTBOX_MAX_ATTEMPTS(self) -> int:
+        return max(1, int(self._get("OUTBOX_MAX_ATTEMPTS")))
+
+    @property
+    def OUTBOX_LEASE(self) -> float:
+        return max(1.0, float(self._get("OUTBOX_LEASE")))
+
     @property
     def SSE_PATH(self) -> str:
         return str(self._get("SSE_PATH")).strip("/") + "/"

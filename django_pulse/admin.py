@@ -18,10 +18,11 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path
 
-from .models import ApiKey, Live, PulseApp
+from .models import ApiKey, Live, OutboxMessage, PulseApp
 from .ops.staff_channel import may_watch
+from .server.runtime import get_runtime
 
-__all__ = ["ApiKeyAdmin", "LiveAdmin", "PulseAppAdmin"]
+__all__ = ["ApiKeyAdmin", "LiveAdmin", "OutboxMessageAdmin", "PulseAppAdmin"]
 
 
 class ApiKeyInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -101,3 +102,25 @@ class LiveAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         from .ops import live_view
 
         return live_view.page_view(request, self)
+
+
+@admin.register(OutboxMessage)
+class OutboxMessageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Outbox rows (docs/durability.md): dead letters first to look at, with the action "Retry"; read-only."""
+
+    list_display = ("id", "channel", "event", "kb_id", "created_at", "attempts", "dead", "last_error")
+    list_filter = ("dead", "kb_id")
+    search_fields = ("channel", "event", "message_id")
+    actions = ["retry"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Retry (publish the dead letters again)", permissions=["delete"])
+    def retry(self, request: HttpRequest, queryset: QuerySet[OutboxMessage]) -> None:
+        count = OutboxMessage.objects.retry_dead(queryset.values_list("id", flat=True))
+        get_runtime().wake_relay()
+        self.message_user(request, f"{count} dead letters will be published again.", messages.SUCCESS)

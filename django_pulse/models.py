@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from .protocol import KB_ID_RE
 
-__all__ = ["ApiKey", "Live", "PulseApp"]
+__all__ = ["ApiKey", "Live", "OutboxMessage", "PulseApp"]
 
 KEY_PREFIX = "pk_"
 _DUMMY_HASH = hashlib.sha256(b"django-pulse:no-such-key").hexdigest()
@@ -163,3 +163,54 @@ class Live(models.Model):
         ]
         verbose_name = "live view"
         verbose_name_plural = "live view"
+
+
+class OutboxManager(models.Manager["OutboxMessage"]):
+    def backlog(self) -> dict[str, Any]:
+        """``{"pending", "oldestAge", "dead"}``: rows waiting, the age in seconds of the oldest, dead letters."""
+        pending = self.filter(dead=False)
+        oldest = pending.order_by("id").values_list("created_at", flat=True).first()
+        return {
+            "pending": pending.count(),
+            "oldestAge": round((timezone.now() - oldest).total_seconds(), 3) if oldest else 0.0,
+            "dead": self.filter(dead=True).count(),
+        }
+
+    def retry_dead(self, ids: Any = None) -> int:
+        """Make dead letters (``ids``, or all) pending again with a fresh count of attempts; returns how many."""
+        rows = self.filter(dead=True)
+        if ids is not None:
+            rows = rows.filter(id__in=list(ids))
+        return rows.update(dead=False, attempts=0, available_at=timezone.now(), lease_token="", lease_until=None)
+
+
+class OutboxMessage(models.Model):
+    """A message written in the transaction of the change it announces, waiting for a relay to publish it
+    (docs/durability.md). Published rows are deleted; ``dead`` rows are kept for the admin to retry."""
+
+    kb_id = models.CharField("kbId", max_length=64)
+    channel = models.CharField(max_length=255)
+    event = models.CharField(max_length=255)
+    # The publish's idempotency id, chosen when the row is written: a relay that published the row but died
+    # before deleting it publishes it again under the same id, which the broker does not deliver twice.
+    message_id = models.CharField(max_length=255)
+    # The data's JSON text; empty for a live-template fragment, which ``render`` describes instead.
+    data = models.TextField(blank=True)
+    render = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    available_at = models.DateTimeField(default=timezone.now)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    dead = models.BooleanField(default=False)
+    lease_token = models.CharField(max_length=32, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+
+    objects = OutboxManager()
+
+    class Meta:
+        verbose_name = "outbox message"
+        ordering = ["id"]
+        indexes = [models.Index(fields=["channel", "id"], name="pulse_outbox_channel_id")]
+
+    def __str__(self) -> str:
+        return f"{self.event} on {self.channel} ({self.message_id})"

@@ -39,7 +39,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Required, TypedDict, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Literal, Required, TypedDict, TypeVar, Unpack
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
@@ -49,7 +49,11 @@ from django.db.models.signals import post_init, post_save, pre_delete
 from rest_framework.serializers import BaseSerializer
 
 from . import signals
+from ._conf import pulse_settings
 from .ops import metrics
+
+if TYPE_CHECKING:
+    from ._outbox import Pending
 
 __all__ = [
     "ModelPublisher",
@@ -196,6 +200,29 @@ class ModelPublisher:
             raise TypeError(f"the target {spec!r} gave {value!r}, not an element id")
         return value
 
+    def fragment_place(self, instance: models.Model, action: Action) -> tuple[str, str]:
+        """``(fragment action, target element id)`` of what ``action`` publishes for ``instance``."""
+        if action == "deleted":
+            return "remove", self.target_for(instance, self.dom_id)
+        if action == "created":
+            assert self.target is not None
+            return self.action, self.target_for(instance, self.target)
+        return "replace", self.target_for(instance, self.dom_id)
+
+    def outbox_message(self, instance: models.Model, action: Action, channel: str, event: str) -> Pending:
+        """The outbox row of this change (docs/durability.md): JSON data computed now, or a fragment to be rendered
+        by the relay from the committed row (a delete's ``remove`` names its element now)."""
+        from ._outbox import Pending
+        from .live import fragment
+
+        if not self.html:
+            return Pending(channel, event, data=self.data_for(instance))
+        how, where = self.fragment_place(instance, action)
+        if how == "remove":
+            return Pending(channel, event, data=fragment("remove", where))
+        render = {"template": self.template, "model": instance._meta.label, "pk": _json_safe(instance.pk)}
+        return Pending(channel, event, render={**render, "action": how, "target": where})
+
     def fragment_maker(self, instance: models.Model, action: Action) -> Callable[[], dict[str, Any]]:
         """What a change publishes, as a function to call after commit (templates render then, once).
 
@@ -203,14 +230,10 @@ class ModelPublisher:
         """
         from .live import fragment, render_fragment
 
-        if action == "deleted":
-            removed = fragment("remove", self.target_for(instance, self.dom_id))
+        how, where = self.fragment_place(instance, action)
+        if how == "remove":
+            removed = fragment("remove", where)
             return lambda: removed
-        if action == "created":
-            assert self.target is not None
-            how, where = self.action, self.target_for(instance, self.target)
-        else:
-            how, where = "replace", self.target_for(instance, self.dom_id)
         assert self.template is not None
         template = self.template
         context = {"object": instance, str(instance._meta.model_name): instance}
@@ -306,6 +329,16 @@ class ModelPublisher:
         if event is None:
             return
         channel: str | None = None
+        alias = using or router.db_for_write(self.model)
+        if pulse_settings.OUTBOX:
+            from ._outbox import write
+
+            try:
+                channel = self.channel_for(instance)
+                write([self.outbox_message(instance, action, channel, event)], kb_id=self.kb_id, using=alias)
+            except Exception as exc:
+                _report(self.model, instance, channel, event, exc)
+            return
         try:
             channel = self.channel_for(instance)
             if self.html:
@@ -327,7 +360,7 @@ class ModelPublisher:
             except Exception as exc:
                 _report(self.model, instance, channel, event, exc)
 
-        transaction.on_commit(publish, using=using or router.db_for_write(self.model))
+        transaction.on_commit(publish, using=alias)
 
     def connect(self) -> None:
         self._uid = f"django_pulse.publishers:{id(self)}"
@@ -483,6 +516,26 @@ def publishers_for(model: type[models.Model]) -> list[ModelPublisher]:
     return list(_registry.get(model, []))
 
 
+def _registered(
+    instances: Iterable[models.Model], action: Action, using: str | None
+) -> tuple[list[tuple[models.Model, ModelPublisher, str]], str | None]:
+    """``(instance, registration, event)`` for each registration that publishes ``action``, and the database of
+    the batch (``using``, else the first instance's). Raises ``ImproperlyConfigured`` for an unregistered model."""
+    changes = []
+    alias = using
+    for instance in instances:
+        model = type(instance)
+        found = publishers_for(model)
+        if not found:
+            raise ImproperlyConfigured(f"{model.__name__} is not registered for publishing (publishers.register).")
+        alias = alias or router.db_for_write(model)
+        for publisher in found:
+            event = publisher.event_for(action)
+            if event is not None:
+                changes.append((instance, publisher, event))
+    return changes, alias
+
+
 def publish_instances(instances: Iterable[models.Model], action: Action, *, using: str | None = None) -> int:
     """Publish ``action`` for each instance through its model's registrations, in batches, after commit.
 
@@ -497,32 +550,24 @@ def publish_instances(instances: Iterable[models.Model], action: Action, *, usin
     """
     if action not in _ACTIONS:
         raise ValueError(f"action must be one of {', '.join(_ACTIONS)}, not {action!r}")
+    if pulse_settings.OUTBOX:
+        return _write_instances(instances, action, using)
     # (kb_id, message, instance, publisher) per message, grouped by app when published.
     pending: list[tuple[str | None, dict[str, Any], models.Model, ModelPublisher]] = []
-    alias = using
-    for instance in instances:
-        model = type(instance)
-        found = publishers_for(model)
-        if not found:
-            raise ImproperlyConfigured(f"{model.__name__} is not registered for publishing (publishers.register).")
-        alias = alias or router.db_for_write(model)
-        for publisher in found:
-            event = publisher.event_for(action)
-            if event is None:
-                continue
-            try:
-                message = publisher.message_for(instance, action)
-            except Exception as exc:
-                _report(model, instance, None, event, exc)
-                continue
-            if message is not None:
-                pending.append((publisher.kb_id, message, instance, publisher))
+    changes, alias = _registered(instances, action, using)
+    for instance, publisher, event in changes:
+        try:
+            message = publisher.message_for(instance, action)
+        except Exception as exc:
+            _report(publisher.model, instance, None, event, exc)
+            continue
+        if message is not None:
+            pending.append((publisher.kb_id, message, instance, publisher))
     if not pending:
         return 0
 
     def publish() -> None:
         from . import sdk
-        from ._conf import pulse_settings
 
         by_app: dict[str | None, list[tuple[dict[str, Any], models.Model, ModelPublisher]]] = {}
         for kb_id, message, instance, publisher in pending:
@@ -540,3 +585,30 @@ def publish_instances(instances: Iterable[models.Model], action: Action, *, usin
 
     transaction.on_commit(publish, using=alias)
     return len(pending)
+
+
+def _write_instances(instances: Iterable[models.Model], action: Action, using: str | None) -> int:
+    """``publish_instances`` through the outbox: one row per message, written in the current transaction."""
+    from ._outbox import write
+
+    by_app: dict[str | None, list[tuple[Pending, models.Model, ModelPublisher]]] = {}
+    changes, alias = _registered(instances, action, using)
+    for instance, publisher, event in changes:
+        channel = None
+        try:
+            channel = publisher.channel_for(instance)
+            message = publisher.outbox_message(instance, action, channel, event)
+        except Exception as exc:
+            _report(publisher.model, instance, channel, event, exc)
+            continue
+        by_app.setdefault(publisher.kb_id, []).append((message, instance, publisher))
+    written = 0
+    for kb_id, items in by_app.items():
+        try:
+            write([message for message, _, _ in items], kb_id=kb_id, using=alias or "default")
+        except Exception as exc:
+            for message, instance, publisher in items:
+                _report(publisher.model, instance, message.channel, message.event, exc)
+            continue
+        written += len(items)
+    return written

@@ -114,6 +114,12 @@ async def _register_process() -> None:
 
     runtime = get_runtime()
     runtime.metrics.ensure_loop_monitor()
+    if pulse_settings.OUTBOX_RELAY:
+        # Every server process relays the outbox (docs/durability.md): after the database claim below, so that a
+        # row written by another process of an in-memory installation is this process's to publish.
+        from .server.relay import start_relay
+
+        asyncio.get_running_loop().call_soon(start_relay, runtime)
     if not pulse_settings.REDIS_URL:
         # In memory, the one process must be the whole installation: say so if another one serves the site.
         # Tried once per process (a second lock taken by the same process would look like another server).

@@ -54,6 +54,7 @@ __all__ = [
     "publish",
     "publish_batch",
     "publish_html",
+    "publish_on_commit",
     "stream_position",
 ]
 
@@ -203,6 +204,33 @@ async def apublish(
     message = build_message(channel, event, data, id=id, client_id=None, exclude=exclude)
     await abroadcast_once(get_runtime(), await _aresolve_kb(kb_id), message)
     return message.id
+
+
+@_sync_only("await sync_to_async(pulse.publish_on_commit)(...)")
+def publish_on_commit(
+    channel: str,
+    event: str,
+    data: Any = None,
+    *,
+    kb_id: str | None = None,
+    id: str | None = None,
+    using: str | None = None,
+) -> str:
+    """Publish ``event`` with ``data`` on ``channel`` when the current transaction of database ``using`` commits,
+    durably; returns the message id.
+
+    The message is written to the outbox table in that transaction (docs/durability.md): it is published if and
+    only if the transaction commits, even when this process dies right after the commit or the broker is
+    unreachable then (a relay publishes it later, in order, once). Outside a transaction it is published at
+    once, and written to the outbox only if that fails (the relays publish it then). Raises what ``publish``
+    raises for bad input (``ProtocolViolation``, ``TypeError``, ``LimitExceeded``, ``AppError``), before anything
+    is written, and what the database raises.
+    """
+    from django.db import DEFAULT_DB_ALIAS
+
+    from ._outbox import Pending, write
+
+    return write([Pending(channel, event, data=data, id=id)], kb_id=kb_id, using=using or DEFAULT_DB_ALIAS)[0]
 
 
 def _build_batch(messages: Iterable[Mapping[str, Any]]) -> list[Built]:

@@ -20,7 +20,8 @@ thread, as Django does it). A receiver that raises is logged and never breaks de
 - ``channel_occupied`` / ``channel_vacated``: ``kb_id, channel`` — the channel's presence set went from
   empty to one member / from one member to empty.
 - ``publish_failed``: ``instance, channel, event, exception`` — publish-on-save could not publish (the save
-  itself was kept).
+  itself was kept); or, with ``sender`` = ``OutboxMessage`` and the row as ``instance``, an outbox row was given
+  up after ``OUTBOX_MAX_ATTEMPTS`` failed publishes (a dead letter, docs/durability.md).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Settings of server processes started by tests (tests/support/servers.py): the test settings, a SQLite file
-(PULSE_LIVE_DB, shared only by the processes of one test) and PULSE overrides from PULSE_LIVE_SETTINGS (JSON)."""
+(PULSE_LIVE_DB, shared only by the processes of one test; or the database PULSE_LIVE_DATABASE_URL names) and
+PULSE overrides from PULSE_LIVE_SETTINGS (JSON)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ ROOT_URLCONF = "tests.server_urls"
 # Always a file of its own (never DATABASE_URL): server processes of different tests must not share state.
 DATABASES = {
     "default": dj_database_url.parse(
-        f"sqlite:///{os.environ.get('PULSE_LIVE_DB', '/tmp/pulse-live.sqlite3')}", conn_max_age=0
+        os.environ.get("PULSE_LIVE_DATABASE_URL")  # a test that needs another database names it (PostgreSQL)
+        or f"sqlite:///{os.environ.get('PULSE_LIVE_DB', '/tmp/pulse-live.sqlite3')}",
+        conn_max_age=0,
     )
 }
 PULSE = json.loads(os.environ.get("PULSE_LIVE_SETTINGS") or "{}")

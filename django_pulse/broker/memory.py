@@ -16,7 +16,7 @@ from typing import Any
 from ..protocol import message_frame
 from .base import Broker, HistoryRead, new_epoch
 
-__all__ = ["MemoryBroker", "claim_database", "several_workers", "warn_if_several_workers"]
+__all__ = ["MemoryBroker", "claim_database", "database_served_elsewhere", "several_workers", "warn_if_several_workers"]
 
 logger = logging.getLogger("django_pulse.broker")
 
@@ -104,8 +104,7 @@ def claim_database(identity: str | None = None) -> Any:
     identity = _database_identity() if identity is None else identity
     if identity is None:
         return None
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:24]
-    handle = open(Path(tempfile.gettempdir()) / f"django-pulse-memory-{digest}.lock", "a")  # noqa: SIM115
+    handle = open(_lock_path(identity), "a")  # noqa: SIM115
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -113,6 +112,34 @@ def claim_database(identity: str | None = None) -> Any:
         _warn_island("another server process on this machine serves the same database")
         return None
     return handle
+
+
+def _lock_path(identity: str) -> Path:
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:24]
+    return Path(tempfile.gettempdir()) / f"django-pulse-memory-{digest}.lock"
+
+
+def database_served_elsewhere(identity: str | None = None) -> bool:
+    """Whether a server process on this machine serves the project's database with the in-memory broker (it holds
+    ``claim_database``'s lock): a process that is not that server (``manage.py shell``, a worker) must leave its
+    outbox rows for it to relay, since publishing into its own memory would reach no page."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    identity = _database_identity() if identity is None else identity
+    if identity is None:
+        return False
+    path = _lock_path(identity)
+    if not path.exists():
+        return False
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
 
 
 def _warn_island(why: str) -> None:

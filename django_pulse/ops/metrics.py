@@ -33,7 +33,7 @@ __all__ = ["METRIC_NAMES", "NullMetrics", "PulseMetrics", "build_metrics", "publ
 
 logger = logging.getLogger("django_pulse.ops.metrics")
 
-SOURCES = ("sdk", "http", "client", "signal")
+SOURCES = ("sdk", "http", "client", "signal", "outbox")
 METRIC_NAMES = (
     "pulse_connections",
     "pulse_subscriptions",
@@ -51,6 +51,9 @@ METRIC_NAMES = (
     "pulse_resumes_total",
     "pulse_publish_to_write_seconds",
     "pulse_event_loop_lag_seconds",
+    "pulse_outbox_pending",
+    "pulse_outbox_oldest_age_seconds",
+    "pulse_outbox_dead_letters",
 )
 
 # Who publishes: the SDK by default; the HTTP API, client publishes and publish-on-save set it around their
@@ -265,8 +268,22 @@ class _LiveCollector:
         reconnects = CounterMetricFamily(
             "pulse_broker_reconnects", "Times the broker's subscription connection came back after a loss."
         )
+        outbox = [
+            GaugeMetricFamily("pulse_outbox_pending", "Outbox rows waiting to be published (every process's)."),
+            GaugeMetricFamily("pulse_outbox_oldest_age_seconds", "Age of the oldest outbox row waiting, in seconds."),
+            GaugeMetricFamily("pulse_outbox_dead_letters", "Outbox rows given up after OUTBOX_MAX_ATTEMPTS failures."),
+        ]
         live = self._live()
         if live is not None:
+            from ..models import OutboxMessage
+
+            try:
+                backlog = OutboxMessage.objects.backlog()
+            except Exception:  # the database is down or not migrated: the other metrics still answer
+                outbox = []
+            else:
+                for family, key in zip(outbox, ("pending", "oldestAge", "dead"), strict=True):
+                    family.add_metric([], backlog[key])
             by_app, topics, owned = _read_live_state(live.hub, live.presence)
             broker = live.broker
             for app, count in sorted(by_app.items()):
@@ -278,7 +295,7 @@ class _LiveCollector:
                 members.add_metric([app], count)
             errors.add_metric([], getattr(broker, "errors", 0))
             reconnects.add_metric([], getattr(broker, "reconnects", 0))
-        return [connections, subscriptions, channels, members, errors, reconnects]
+        return [connections, subscriptions, channels, members, errors, reconnects, *outbox]
 
 
 def _read_live_state(hub: Any, presence: Any) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from ..presence.base import PresenceBackend
     from .app_cache import AppCache
     from .hub import Hub
+    from .relay import Relay
 
 __all__ = ["Runtime", "get_runtime", "reset_runtime"]
 
@@ -60,6 +61,8 @@ class Runtime:
         self._liveness: Liveness | None = None
         self._client_connections: ClientConnections | None = None
         self._apps: AppCache | None = None
+        # The outbox relay of this process (server.relay.start_relay): set and started when the server starts.
+        self.relay: Relay | None = None
         # Every open connection of this process, authenticated or not (graceful shutdown closes them all).
         self.connections: weakref.WeakSet[Any] = weakref.WeakSet()
         # Per ASGI server: the path its connections take (the direct-write fast path or ASGI), decided and logged
@@ -180,6 +183,12 @@ class Runtime:
 
         return AppCache()
 
+    def wake_relay(self) -> None:
+        """Wake this process's outbox relay, if it runs, for rows just committed."""
+        relay = self.relay
+        if relay is not None:
+            relay.wake()
+
     @property
     def metrics(self) -> NullMetrics:
         """Prometheus metrics of this process (django_pulse.ops.metrics); does nothing when they are off."""
@@ -195,11 +204,14 @@ class Runtime:
         """Release what this runtime built (connections to Redis, timers); nothing is awaited."""
         with self._lock:
             broker, presence, liveness = self._broker, self._presence, self._liveness
-            counter = self._client_connections
+            counter, relay = self._client_connections, self.relay
+            self.relay = None
             self._broker = self._hub = self._presence = self._liveness = None
             self._client_connections = None
             self._apps = None
         metrics, self._metrics = self._metrics, None
+        if relay is not None:
+            relay.stop()
         if metrics is not None:
             metrics.close()
         if broker is not None:

@@ -134,13 +134,15 @@ def posts_api(request: HttpRequest) -> HttpResponse:
 
 def _posts_action(request: HttpRequest, action: Any, data: dict[str, Any]) -> dict[str, Any]:
     if action == "getPulseToken":
-        # Live Posts clients may read 'posts' and be present on it; only the server publishes there.
+        # Live Posts clients may read 'posts' (with its history, so a page that reconnects after a Redis outage
+        # or a server crash resumes and gets every post saved meanwhile, once) and be present on it; only the
+        # server publishes there.
         _claim_identity(request, data.get("userId"))
         token = _pulse_call(
             pulse.get_token,
             data.get("userId"),
             request=request,
-            capabilities={POSTS_CHANNEL: ["subscribe", "presence"]},
+            capabilities={POSTS_CHANNEL: ["subscribe", "presence", "history"]},
         )
         return {**token, "kbId": token["kbId"]}  # the seed: {...tokenData, kbId}
     if action == "list":

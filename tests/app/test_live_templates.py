@@ -176,12 +176,24 @@ def test_a_rolled_back_change_publishes_nothing(html_publisher: ModelPublisher) 
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_template_renders_after_commit_with_the_committed_state(html_publisher: ModelPublisher) -> None:
+def test_the_template_renders_after_commit_from_the_committed_row(html_publisher: ModelPublisher) -> None:
     with transaction.atomic():
         order = Order.objects.create(status="draft")
-        order.status = "final"  # changed later in the same transaction, not saved: rendering sees it
+        Order.objects.filter(pk=order.pk).update(status="final")  # committed with it: rendering sees it
+        order.status = "unsaved"  # never written: rendering does not see it
     (created,) = fragments("orders")
     assert ">final <" in created["html"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_change_of_an_object_deleted_before_the_relay_renders_nothing_and_its_remove_goes_out(
+    html_publisher: ModelPublisher,
+) -> None:
+    with transaction.atomic():
+        order = Order.objects.create(status="new")
+        pk = order.pk
+        order.delete()
+    assert fragments("orders") == [{"action": "remove", "target": f"order-{pk}"}]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -220,22 +232,37 @@ def test_bad_html_registrations_are_refused(options: dict[str, Any], message: st
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_template_error_is_reported_not_raised_into_the_save() -> None:
+def test_a_template_error_is_retried_then_kept_as_a_dead_letter_never_raised_into_the_save(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     from django_pulse import signals
+    from django_pulse.models import OutboxMessage
+    from django_pulse.server.relay import relay_round
+    from django_pulse.server.runtime import get_runtime
 
+    settings.PULSE = {"OUTBOX_MAX_ATTEMPTS": 2}
     seen: list[dict[str, Any]] = []
 
     def receiver(sender: Any, **kwargs: Any) -> None:
-        seen.append(kwargs)
+        seen.append({"sender": sender, **kwargs})
 
     publisher = register(Order, channel="orders", template="testapp/missing.html")
     signals.publish_failed.connect(receiver)
     try:
-        Order.objects.create()
+        Order.objects.create()  # the first attempt, right after the commit, fails: the row is kept
+        (row,) = OutboxMessage.objects.all()
+        assert (row.attempts, row.dead, seen) == (1, False, [])
+        assert row.last_error.startswith("TemplateDoesNotExist")
+        OutboxMessage.objects.update(available_at=row.created_at)  # its retry is due now
+        assert relay_round(get_runtime()).failed == 1
     finally:
         signals.publish_failed.disconnect(receiver)
         unregister(Order, publisher)
-    assert len(seen) == 1 and type(seen[0]["exception"]).__name__ == "TemplateDoesNotExist"
+    (row,) = OutboxMessage.objects.all()
+    assert (row.attempts, row.dead) == (2, True)
+    assert len(seen) == 1 and seen[0]["sender"] is OutboxMessage and seen[0]["instance"] == row
+    assert type(seen[0]["exception"]).__name__ == "TemplateDoesNotExist"
+    assert "kept as a dead letter" in caplog.text
     assert fragments("orders") == []
 
 

@@ -481,7 +481,8 @@ async def test_publish_instances_reports_a_failing_batch(
 ) -> None:
     reg(registrations, Order, channel="orders", kb_id="no-such-app")
     orders = await sync_to_async(lambda: Order.objects.bulk_create([Order(), Order()]))()
-    assert await sync_to_async(publish_instances)(orders, "created") == 2
+    # Refused before anything was written to the outbox: nothing scheduled, both reported.
+    assert await sync_to_async(publish_instances)(orders, "created") == 0
     assert [(f["instance"].pk, f["exception"].code.value) for f in failures] == [
         (orders[0].pk, "app_unknown"),
         (orders[1].pk, "app_unknown"),

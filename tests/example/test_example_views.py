@@ -45,8 +45,10 @@ def test_get_pulse_token_is_the_seeds_shape(client: Client) -> None:
     assert body["endpoint"] == "ws://testserver/pulse/ws/"
     claims = claims_of(body["token"])
     assert claims.client_id == "user123"
-    # A Live Posts client reads 'posts' and is present there; only the server publishes on it.
+    # A Live Posts client reads 'posts' (and its history, to resume) and is present there; only the server
+    # publishes on it.
     assert claims.allows("posts", "subscribe") and claims.allows("posts", "presence")
+    assert claims.allows("posts", "history")
     assert not claims.allows("posts", "publish")
     assert not claims.allows("other", "subscribe")
 
@@ -86,6 +88,33 @@ async def test_create_publishes_new_post_through_publish_on_save() -> None:
     assert "clientId" not in frame  # published by the server
     assert await watcher.nothing()
     await watcher.close()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_seed_pages_token_resumes_posts_and_gets_every_post_saved_while_it_was_away() -> None:
+    """What pulse.js does after a reconnect (a Redis outage, a server crash): subscribe with ``resume``."""
+    from tests.support.wsutil import open_client
+
+    async def page() -> Any:
+        _, body, _ = await sync_to_async(call)(Client(), {"action": "getPulseToken", "userId": "reader"})
+        client = await open_client()
+        await client.send({"action": "auth", "token": body["token"]})
+        assert (await client.recv())["action"] == "connected"
+        return client
+
+    first = await page()
+    subscribed = await first.request("subscribe", channel="posts")
+    await first.close()
+    for n in range(3):  # saved while the page is away
+        await sync_to_async(call)(Client(), {"action": "create", "userName": "ada", "content": f"missed {n}"})
+    again = await page()
+    resume = {"serial": subscribed["serial"], "epoch": subscribed["epoch"]}
+    reply = await again.request("subscribe", channel="posts", resume=resume)
+    assert reply["action"] == "ok" and reply["resumed"] is True
+    replayed = [await again.recv() for _ in range(3)]
+    assert [f["data"]["post"]["content"] for f in replayed] == ["missed 0", "missed 1", "missed 2"]
+    assert await again.nothing()
+    await again.close()
 
 
 def test_presence_is_the_sdks_answer_for_posts(client: Client) -> None:

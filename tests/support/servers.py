@@ -238,10 +238,10 @@ EXAMPLE_DIR = ROOT / "example_project"
 
 
 @contextlib.contextmanager
-def scratch_database() -> Iterator[str]:
-    """The URL of a new, empty database, removed afterwards: on the PostgreSQL server of ``DATABASE_URL``
-    when it names one (CI), else a SQLite file."""
-    base = os.environ.get("DATABASE_URL", "")
+def scratch_database(base: str | None = None) -> Iterator[str]:
+    """The URL of a new, empty database, removed afterwards: on the PostgreSQL server of ``base`` (default:
+    ``DATABASE_URL``) when it names one (CI), else a SQLite file."""
+    base = os.environ.get("DATABASE_URL", "") if base is None else base
     if not base.startswith(("postgres://", "postgresql://")):
         yield "sqlite:///" + os.path.join(tempfile.mkdtemp(prefix="pulse-example-"), "db.sqlite3")
         return

@@ -28,9 +28,11 @@ from ..._conf import pulse_settings
 from ...api.authentication import issue_admin_credential
 from ...clients.http import PulseAPIError, PulseClient, PulseConnectionError
 from ...exceptions import PulseError
-from ...models import KEY_PREFIX, ApiKey, PulseApp
+from ...models import KEY_PREFIX, ApiKey, OutboxMessage, PulseApp
 from ...ops import overview
 from ...server.app_cache import ENABLED_APP_TTL
+from ...server.relay import Relay, relay_round
+from ...server.runtime import get_runtime
 
 
 class _ServerClient(PulseClient):
@@ -49,7 +51,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(
-            dest="sub", required=True, metavar="{enable,disable,status,top,channels,presence,publish,keys}"
+            dest="sub", required=True, metavar="{enable,disable,status,top,channels,presence,publish,keys,relay}"
         )
 
         def add(name: str, help_text: str, *, kb: bool = True, server: bool = False) -> CommandParser:
@@ -105,6 +107,14 @@ class Command(BaseCommand):
         action.add_argument("--create", action="store_true", help="Add a key (the others stay valid).")
         action.add_argument("--rotate", action="store_true", help="Revoke every active key and create a new one.")
         action.add_argument("--revoke", metavar="PREFIX", default=None, help="Revoke the key with this prefix.")
+
+        relay = add(
+            "relay",
+            "Publish the outbox's rows (durable publishes, docs/durability.md) until stopped; server processes do "
+            "it too.",
+            kb=False,
+        )
+        relay.add_argument("--once", action="store_true", help="Publish what is pending now, then exit.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.as_json = bool(options.get("json"))
@@ -272,6 +282,12 @@ class Command(BaseCommand):
             )
         if info.get("connections") is not None:
             lines.append(f"connections: {info['connections']}")
+        outbox = info.get("outbox")
+        if outbox is not None:
+            lines.append(
+                f"outbox:      {outbox['pending']} pending (oldest {outbox['oldestAge']} s), "
+                f"{outbox['dead']} dead letters"
+            )
         lines.append(f"channels:    {info['channels']}")
         lines.append("")
         lines += (
@@ -285,6 +301,33 @@ class Command(BaseCommand):
         self._emit(info, lines)
         if redis is not None and not redis["ok"]:
             raise CommandError(f"Redis at {redis['url']} does not answer: {redis['error']}")
+
+    def _relay(self, options: dict[str, Any]) -> None:
+        runtime = get_runtime()
+        if not runtime.broker.shared:
+            raise CommandError(
+                "With the in-memory broker the server process relays the outbox itself (its memory holds the "
+                "subscribers); 'pulse relay' needs PULSE['REDIS_URL']."
+            )
+        if options["once"]:
+            published = failed = 0
+            while True:
+                result = relay_round(runtime)
+                if result.unavailable:
+                    raise CommandError("The broker (Redis) is unavailable; the rows are kept.")
+                published, failed = published + result.published, failed + result.failed
+                if not result.busy:
+                    break
+            self._emit(
+                {"published": published, "failed": failed, **OutboxMessage.objects.backlog()},
+                [f"Published {published} outbox rows ({failed} failed)."],
+            )
+            return
+        self.stdout.write("Relaying the outbox (Ctrl-C stops).")
+        try:
+            Relay(runtime).run()
+        except KeyboardInterrupt:
+            return
 
     # -- pulse top: live per-process figures ---------------------------------------------------------------------------
 

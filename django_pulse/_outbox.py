@@ -1,0 +1,127 @@
+"""Durable publishes, the writing side: outbox rows in the caller's transaction (docs/durability.md).
+
+``write`` validates the messages as a publish would, inserts one row each on the database of the change (so the
+change and its messages commit or roll back together) and, once that transaction commits, publishes them from
+this process at once (``server.relay.relay_rows``); a row this process could not publish is left for the relays.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connections, transaction
+from django.utils import timezone
+
+from ._conf import pulse_settings
+from .models import OutboxMessage
+from .protocol import check_channel
+from .server.publishing import build_message, encode_data
+from .server.relay import NOTIFY_CHANNEL, fault, publish_now, relay_rows
+from .server.runtime import Runtime, get_runtime
+
+__all__ = ["Pending", "write"]
+
+logger = logging.getLogger("django_pulse.relay")
+
+
+@dataclass
+class Pending:
+    """One message to write: its data (JSON rows) or how to render it later (``render``, a fragment)."""
+
+    channel: str
+    event: str
+    data: Any = None
+    render: dict[str, Any] | None = None
+    id: str | None = None
+
+
+def _publishes_here(runtime: Runtime) -> bool:
+    """Whether this process publishes its rows itself after its commit: always with a shared broker (Redis); with
+    the in-memory broker only when no server process of this database holds the pages (else that server relays)."""
+    if runtime.broker.shared or runtime.database_claim is not None:
+        return True
+    from .broker.memory import database_served_elsewhere
+
+    return not database_served_elsewhere()
+
+
+def write(messages: Sequence[Pending], *, kb_id: str | None, using: str) -> list[str]:
+    """Insert ``messages`` as outbox rows on database ``using`` in its current transaction; returns their ids.
+
+    Raises what ``publish`` raises for bad input (nothing is written then) and what the insert raises.
+    """
+    from .server.app_access import enabled_kb
+
+    runtime = get_runtime()
+    kb = enabled_kb(kb_id, apps=runtime.apps)
+    now = timezone.now()
+    here = _publishes_here(runtime)
+    token = secrets.token_hex(8) if here else ""
+    lease = now + dt.timedelta(seconds=pulse_settings.OUTBOX_LEASE) if here else None
+    rows = []
+    for message in messages:
+        message_id = message.id or "ob_" + secrets.token_urlsafe(12)
+        if message.render is None:
+            data_json = encode_data(message.data)
+            build_message(message.channel, message.event, None, id=message_id, client_id=None, data_json=data_json)
+        else:
+            check_channel(message.channel)
+            data_json = ""
+        rows.append(
+            OutboxMessage(
+                kb_id=kb,
+                channel=message.channel,
+                event=message.event,
+                message_id=message_id,
+                data=data_json,
+                render=message.render,
+                created_at=now,
+                available_at=now,
+                lease_token=token,
+                lease_until=lease,
+            )
+        )
+    ids = [row.message_id for row in rows]
+    if here and not connections[using].in_atomic_block:
+        # Autocommit: the change has committed already and there is no transaction to share. Publishing at once
+        # and writing only what could not be published keeps what the row is for (nothing lost to a broker
+        # outage or a failing render) and saves the row's own commit.
+        rows = publish_now(runtime, using, rows)
+        if not rows:
+            return ids
+        for row in rows:  # left to the relays
+            row.lease_token, row.lease_until = "", None
+        here = False
+    if len(rows) == 1:
+        rows[0].save(using=using, force_insert=True)
+    else:
+        OutboxMessage.objects.using(using).bulk_create(rows)
+    if not here and connections[using].vendor == "postgresql":
+        # Delivered at the commit, to every relay listening: the server relays at once instead of at its next poll.
+        with connections[using].cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])
+    transaction.on_commit(functools.partial(_committed, using, rows if here else []), using)
+    return ids
+
+
+def _committed(using: str, rows: list[OutboxMessage]) -> None:
+    fault("after_commit")
+    # A commit callback: an entry point, where the runtime is looked up.
+    runtime = get_runtime()
+    left = not rows
+    if rows:
+        try:
+            result = relay_rows(runtime, using, rows)
+        except Exception:
+            logger.warning("Could not publish outbox rows after commit; the relay will", exc_info=True)
+            left = True
+        else:
+            left = bool(result.held or result.unavailable or result.failed)
+    if left:
+        runtime.wake_relay()

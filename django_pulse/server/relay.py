@@ -1,0 +1,391 @@
+"""The outbox relay: publishes the rows of ``OutboxMessage`` into the broker, in order, once (docs/durability.md).
+
+A round claims rows (``SELECT … FOR UPDATE SKIP LOCKED`` where the database has it, then a conditional
+``UPDATE`` that leases them), keeps per channel only the rows with no older unpublished row of that channel
+(commit order within a channel, one relay at a time), publishes each under the message id chosen when the row was
+written (the broker does not deliver an id twice within ``IDEMPOTENCY_WINDOW``, so a relay killed between
+publishing and deleting repeats nothing), and deletes what it published.
+
+``Relay`` runs rounds in a thread of its own: every server process has one (started with the server) and
+``manage.py pulse relay`` runs one in the foreground. The writing process publishes its own rows right after its
+commit with ``relay_rows`` (the row is the safety net, not a delay).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.apps import apps as django_apps
+from django.db import DatabaseError, connections, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from .. import signals
+from .._conf import pulse_settings
+from ..exceptions import Unavailable
+from ..models import OutboxMessage
+from ..ops.metrics import publish_source
+from .publishing import broadcast_once, build_message
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+__all__ = ["NOTIFY_CHANNEL", "Relay", "RoundResult", "fault", "publish_now", "relay_round", "relay_rows", "start_relay"]
+
+logger = logging.getLogger("django_pulse.relay")
+
+#: The PostgreSQL channel on which writers that leave their rows to the relays notify them.
+NOTIFY_CHANNEL = "django_pulse_outbox"
+#: Rows claimed by one round.
+BATCH = 100
+# The longest a relay waits before trying an unreachable broker again, and the longest a failing row waits.
+_MAX_BACKOFF = 5.0
+_MAX_ROW_DELAY = 60.0
+
+
+@dataclass
+class RoundResult:
+    """What one round did: rows published, rows that failed (or died), whether rows were left for later (an
+    older row of their channel was still pending) and whether the broker was unreachable."""
+
+    published: int = 0
+    failed: int = 0
+    held: int = 0
+    unavailable: bool = False
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.published or self.failed)
+
+
+def _pending(alias: str, now: dt.datetime) -> Any:
+    return (
+        OutboxMessage.objects.using(alias)
+        .filter(dead=False, available_at__lte=now)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+    )
+
+
+def _claim(alias: str, token: str, now: dt.datetime, channels: Collection[str] | None) -> list[OutboxMessage]:
+    """Lease up to ``BATCH`` free rows (of ``channels`` if given) to ``token``; returns them in id order."""
+    lease = now + dt.timedelta(seconds=pulse_settings.OUTBOX_LEASE)
+    free = _pending(alias, now)
+    if channels is not None:
+        free = free.filter(channel__in=list(channels))
+    if connections[alias].vendor == "sqlite":
+        # One writer at a time, no row locks: one UPDATE takes the write lock at once and leases the oldest free
+        # rows (a SELECT first, inside the transaction, would deadlock with a writer that waits for its reader).
+        if not free.exists():
+            return []
+        first = free.order_by("id").values("id")[:BATCH]
+        _pending(alias, now).filter(id__in=first).update(lease_token=token, lease_until=lease)
+        return list(OutboxMessage.objects.using(alias).filter(lease_token=token).order_by("id"))
+    with transaction.atomic(using=alias):
+        candidates = free.order_by("id")
+        if connections[alias].features.has_select_for_update_skip_locked:
+            candidates = candidates.select_for_update(skip_locked=True)
+        ids = list(candidates.values_list("id", flat=True)[:BATCH])
+        if not ids:
+            return []
+        # Conditional too: where SKIP LOCKED is missing (MySQL before 8), two relays may read the same ids, and
+        # only one update finds them still free.
+        _pending(alias, now).filter(id__in=ids).update(lease_token=token, lease_until=lease)
+    return list(OutboxMessage.objects.using(alias).filter(lease_token=token).order_by("id"))
+
+
+def _in_order(alias: str, rows: list[OutboxMessage]) -> tuple[list[OutboxMessage], list[OutboxMessage]]:
+    """``(ready, held)``: a row is ready when no older row of its channel (not dead, not among ``rows``) is still
+    waiting to be published, so a channel's rows go out in id order whichever relay holds them."""
+    if not rows:
+        return [], []
+    mine = {row.id for row in rows}
+    older = (
+        OutboxMessage.objects.using(alias)
+        .filter(channel__in={row.channel for row in rows}, dead=False, id__lt=max(mine))
+        .exclude(id__in=mine)
+        .values_list("channel", "id")
+    )
+    first_other: dict[str, int] = {}
+    for channel, row_id in older:
+        first_other[channel] = min(row_id, first_other.get(channel, row_id))
+    ready = [row for row in rows if row.id < first_other.get(row.channel, row.id + 1)]
+    held = [row for row in rows if row.id >= first_other.get(row.channel, row.id + 1)]
+    return ready, held
+
+
+def _render(spec: dict[str, Any]) -> str | None:
+    """The JSON text of a live-template fragment, rendered now from the committed row; None when the object is
+    gone (its delete's ``remove`` follows on the channel)."""
+    from ..live import render_fragment
+    from .publishing import encode_data
+
+    model = django_apps.get_model(spec["model"])
+    instance = model._default_manager.filter(pk=spec["pk"]).first()
+    if instance is None:
+        return None
+    context = {"object": instance, str(model._meta.model_name): instance}
+    return encode_data(render_fragment(spec["template"], context, action=spec["action"], target=spec["target"]))
+
+
+def _publish(runtime: Runtime, row: OutboxMessage) -> bool:
+    """Publish one row under its message id; False when there was nothing to publish (a fragment of an object
+    deleted since). Raises what the publish raises."""
+    from .app_access import enabled_kb
+
+    data_json = _render(row.render) if row.render else row.data
+    if data_json is None:
+        return False
+    head, message_id = build_message(
+        row.channel, row.event, None, id=row.message_id, client_id=None, data_json=data_json or "null"
+    )
+    kb = enabled_kb(row.kb_id, apps=runtime.apps)
+    with publish_source("outbox"):
+        broadcast_once(runtime, kb, row.channel, row.event, head, message_id, explicit_id=True, client_id=None)
+    fault("after_publish")
+    return True
+
+
+def fault(point: str) -> None:
+    """Die here, as ``kill -9`` would, when the environment variable ``PULSE_TEST_FAULT`` names ``point``: the
+    fault tests' injection points (``after_commit``: a writer between its commit and its publish;
+    ``after_publish``: a relay between publishing a row and deleting it)."""
+    if os.environ.get("PULSE_TEST_FAULT") == point:
+        os._exit(137)
+
+
+def _release(alias: str, rows: Iterable[OutboxMessage]) -> None:
+    ids = [row.id for row in rows]
+    if ids:
+        OutboxMessage.objects.using(alias).filter(id__in=ids).update(lease_token="", lease_until=None)
+
+
+def _failed(alias: str | None, row: OutboxMessage, exc: BaseException, now: dt.datetime) -> None:
+    """Count a failed publish of ``row`` for its own reasons: later again with backoff, or a dead letter. ``alias``
+    None: the row is not written yet (its fields are set for the insert)."""
+    attempts = row.attempts + 1
+    dead = attempts >= pulse_settings.OUTBOX_MAX_ATTEMPTS
+    delay = min(_MAX_ROW_DELAY, 0.5 * 2**attempts)
+    log = logger.error if dead else logger.warning
+    log(
+        "Could not publish outbox row %s (%s on %r), attempt %d%s: %s",
+        row.id,
+        row.event,
+        row.channel,
+        attempts,
+        ", kept as a dead letter" if dead else "",
+        exc,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    fields = {
+        "attempts": attempts,
+        "dead": dead,
+        "last_error": f"{type(exc).__name__}: {exc}"[:2000],
+        "available_at": now + dt.timedelta(seconds=delay),
+        "lease_token": "",
+        "lease_until": None,
+    }
+    if alias is None:
+        for name, value in fields.items():
+            setattr(row, name, value)
+    else:
+        OutboxMessage.objects.using(alias).filter(id=row.id).update(**fields)
+    if dead:
+        _report_dead(row, exc)
+
+
+def _delete(alias: str, ids: list[int]) -> None:
+    """Delete published rows, without waiting for the disk where the database allows it: a delete lost in a crash
+    only makes a relay publish those rows again, under their ids, which the broker does not deliver twice."""
+    connection = connections[alias]
+    rows = OutboxMessage.objects.using(alias).filter(id__in=ids)
+    if connection.vendor == "sqlite" and not connection.in_atomic_block:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA synchronous")
+            (level,) = cursor.fetchone()
+            cursor.execute("PRAGMA synchronous = OFF")
+            try:
+                rows._raw_delete(alias)
+            finally:
+                cursor.execute(f"PRAGMA synchronous = {int(level)}")
+        return
+    with transaction.atomic(using=alias), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        rows._raw_delete(alias)
+
+
+def _report_dead(row: OutboxMessage, exc: BaseException) -> None:
+    """``publish_failed`` for a row given up (sender: ``OutboxMessage``, ``instance``: the row)."""
+    for receiver, outcome in signals.publish_failed.send_robust(
+        sender=OutboxMessage, instance=row, channel=row.channel, event=row.event, exception=exc
+    ):
+        if isinstance(outcome, Exception):
+            logger.error("publish_failed receiver %r raised: %s", receiver, outcome, exc_info=outcome)
+
+
+def _deliver(runtime: Runtime, alias: str, rows: list[OutboxMessage]) -> RoundResult:
+    """Publish the leased ``rows`` (in id order) and delete those published."""
+    result = RoundResult()
+    ready, held = _in_order(alias, rows)
+    blocked: set[str] = set()
+    done: list[int] = []
+    now = timezone.now()
+    try:
+        for index, row in enumerate(ready):
+            if row.channel in blocked:
+                held.append(row)
+                continue
+            try:
+                _publish(runtime, row)
+            except Unavailable:
+                result.unavailable = True
+                held.extend(ready[index:])
+                break
+            except Exception as exc:
+                _failed(alias, row, exc, now)
+                result.failed += 1
+                blocked.add(row.channel)  # the channel's later rows wait for this one
+                continue
+            done.append(row.id)
+    finally:
+        if done:
+            # At once: a published row left in the table would hold back its channel's next rows.
+            _delete(alias, done)
+        result.published = len(done)
+        result.held = len(held)
+        _release(alias, held)
+    return result
+
+
+def relay_round(runtime: Runtime, *, using: str = "default", channels: Collection[str] | None = None) -> RoundResult:
+    """Claim, publish and delete one batch of rows of database ``using`` through ``runtime``'s broker."""
+    token = secrets.token_hex(8)
+    rows = _claim(using, token, timezone.now(), channels)
+    return _deliver(runtime, using, rows)
+
+
+def relay_rows(runtime: Runtime, using: str, rows: list[OutboxMessage]) -> RoundResult:
+    """Publish the rows a writer leased to itself when it wrote them, right after its commit (so they exist: the
+    commit callbacks of a rolled-back savepoint are dropped). Rows without an id (MySQL's bulk insert returns
+    none) are read back by their lease token."""
+    if any(row.id is None for row in rows):
+        tokens = {row.lease_token for row in rows}
+        rows = list(OutboxMessage.objects.using(using).filter(lease_token__in=tokens).order_by("id"))
+    return _deliver(runtime, using, rows)
+
+
+def publish_now(runtime: Runtime, using: str, rows: list[OutboxMessage]) -> list[OutboxMessage]:
+    """Publish ``rows`` (not written: their change has committed already) in order unless an older row of one of
+    their channels is still waiting; returns those left to write for the relays (from the first that failed)."""
+    waiting = OutboxMessage.objects.using(using).filter(channel__in={row.channel for row in rows}, dead=False)
+    if waiting.exists():
+        return rows  # they go out after the older ones, through the table
+    for index, row in enumerate(rows):
+        try:
+            _publish(runtime, row)
+        except Unavailable:
+            return rows[index:]
+        except Exception as exc:
+            _failed(None, row, exc, timezone.now())
+            return rows[index:]
+    return []
+
+
+def start_relay(runtime: Runtime) -> Relay:
+    """``runtime``'s relay, made and started on first call (every server process calls it at start)."""
+    with _start_lock:
+        if runtime.relay is None:
+            runtime.relay = Relay(runtime)
+        runtime.relay.start()
+        return runtime.relay
+
+
+_start_lock = threading.Lock()
+
+
+class Relay:
+    """Rounds in a thread until stopped: at once while there is work, on ``wake()`` (a commit in this process),
+    every ``OUTBOX_POLL_INTERVAL`` seconds otherwise, backing off while the broker is unreachable."""
+
+    def __init__(self, runtime: Runtime, using: str = "default") -> None:
+        self.runtime = runtime
+        self.using = using
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self.run, name="pulse-relay", daemon=True)
+                self._thread.start()
+                if connections[self.using].vendor == "postgresql":
+                    threading.Thread(target=self._listen, name="pulse-relay-listen", daemon=True).start()
+
+    def _listen(self) -> None:
+        """On PostgreSQL: wake on ``NOTIFY`` from writers of other processes that leave their rows to the relays,
+        on a connection of its own (Django's are per thread and not kept in LISTEN)."""
+        try:
+            import psycopg
+        except ImportError:  # psycopg2: no notifications, polling only
+            return
+        while not self._stop.is_set():
+            try:
+                database = connections[self.using]
+                params = database.get_connection_params()
+                with psycopg.Connection.connect(**params, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            self._wake.set()
+            except Exception as exc:
+                logger.warning("The outbox relay could not listen for notifications (%s); polling only", exc)
+                self._stop.wait(5.0)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if timeout is not None and thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def run(self) -> None:
+        backoff = 0.0
+        try:
+            while not self._stop.is_set():
+                try:
+                    result = relay_round(self.runtime, using=self.using)
+                except DatabaseError as exc:  # e.g. SQLite's "database is locked" while a writer commits
+                    logger.warning("The outbox relay could not use its table (%s); trying again", exc)
+                    connections[self.using].close()
+                    result = RoundResult(unavailable=True)
+                except Exception:
+                    logger.warning("The outbox relay could not read its table; trying again", exc_info=True)
+                    connections[self.using].close()  # a broken connection is replaced on the next round
+                    result = RoundResult(unavailable=True)
+                if result.unavailable:
+                    backoff = min(_MAX_BACKOFF, max(0.1, backoff * 2))
+                    self._stop.wait(backoff)
+                    continue
+                backoff = 0.0
+                if result.busy:
+                    continue
+                self._wake.wait(pulse_settings.OUTBOX_POLL_INTERVAL)
+                self._wake.clear()
+        finally:
+            connections[self.using].close()

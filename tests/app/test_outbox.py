@@ -1,0 +1,179 @@
+"""Durable publishes in one process (docs/durability.md), on the real database (SQLite, or PostgreSQL when
+DATABASE_URL is set): the outbox row commits or rolls back with the caller's transaction, is published once and
+deleted, waits while the broker is unreachable, keeps its channel's order, and becomes a dead letter that the
+admin lists and retries. Published messages are read back from the channel's history, as subscribers get them.
+Across processes (crashes, Redis outages, concurrent writers): tests/system/test_outbox_processes.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.test import Client
+from django.utils import timezone
+
+from django_pulse import pulse
+from django_pulse.exceptions import ProtocolViolation
+from django_pulse.models import OutboxMessage, PulseApp
+from django_pulse.server.relay import relay_round
+from django_pulse.server.runtime import get_runtime
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def published(channel: str, kb_id: str | None = None) -> list[Any]:
+    return [m["data"] for m in pulse.history(channel, kb_id=kb_id)]
+
+
+def test_a_message_commits_with_the_transaction_and_is_published_once() -> None:
+    with transaction.atomic():
+        message_id = pulse.publish_on_commit("orders", "placed", {"n": 1})
+        assert published("orders") == []  # nothing before the commit
+        assert OutboxMessage.objects.get().message_id == message_id
+    (message,) = pulse.history("orders")
+    assert (message["id"], message["name"], message["data"]) == (message_id, "placed", {"n": 1})
+    assert not OutboxMessage.objects.exists()  # deleted once published
+
+
+def test_a_rolled_back_transaction_publishes_nothing() -> None:
+    with pytest.raises(RuntimeError), transaction.atomic():
+        pulse.publish_on_commit("orders", "placed", {"n": 1})
+        raise RuntimeError
+    with transaction.atomic():
+        with pytest.raises(RuntimeError), transaction.atomic():  # a savepoint rolled back inside a commit
+            pulse.publish_on_commit("orders", "placed", {"n": 2})
+            raise RuntimeError
+        pulse.publish_on_commit("orders", "placed", {"n": 3})
+    assert published("orders") == [{"n": 3}]
+    assert not OutboxMessage.objects.exists()
+
+
+def test_bad_input_is_refused_before_anything_is_written() -> None:
+    with pytest.raises(ProtocolViolation, match="Invalid channel name"):
+        pulse.publish_on_commit("no spaces", "placed")
+    with pytest.raises(TypeError, match="JSON-serialisable"):
+        pulse.publish_on_commit("orders", "placed", {"x": object()})
+    assert not OutboxMessage.objects.exists()
+
+
+def test_while_the_broker_is_unreachable_rows_wait_and_are_published_in_order_after(settings: Any) -> None:
+    settings.PULSE = {"REDIS_URL": "redis://127.0.0.1:1/0", "REDIS_PREFIX": "outboxdown"}  # nothing listens there
+    for n in range(3):
+        pulse.publish_on_commit("orders", "placed", {"n": n})
+    rows = list(OutboxMessage.objects.all())
+    assert [(r.attempts, r.dead, r.lease_token) for r in rows] == [(0, False, "")] * 3  # kept, no attempt counted
+    settings.PULSE = {}  # the broker is back (here: the in-memory one)
+    assert relay_round(get_runtime()).published == 3
+    assert published("orders") == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert not OutboxMessage.objects.exists()
+
+
+def test_a_channel_waits_for_its_older_row_held_by_another_relay() -> None:
+    now = timezone.now()
+    older = OutboxMessage.objects.create(
+        kb_id="default",
+        channel="orders",
+        event="placed",
+        message_id="ob_older",
+        data='{"n":0}',
+        lease_token="another-relay",
+        lease_until=now + dt.timedelta(seconds=30),
+    )
+    pulse.publish_on_commit("orders", "placed", {"n": 1})
+    pulse.publish_on_commit("other", "placed", {"n": 9})  # another channel does not wait
+    assert published("orders") == [] and published("other") == [{"n": 9}]
+    OutboxMessage.objects.filter(pk=older.pk).update(lease_until=now)  # that relay died: its lease ran out
+    assert relay_round(get_runtime()).published == 2
+    assert published("orders") == [{"n": 0}, {"n": 1}]
+
+
+def test_a_row_published_but_not_deleted_is_not_delivered_twice() -> None:
+    """A relay killed between publishing and deleting: the next one publishes the row under the same id."""
+    with transaction.atomic():
+        message_id = pulse.publish_on_commit("orders", "placed", {"n": 1})
+    OutboxMessage.objects.create(kb_id="default", channel="orders", event="placed", message_id=message_id, data="1")
+    assert relay_round(get_runtime()).published == 1
+    assert [m["id"] for m in pulse.history("orders")] == [message_id]
+
+
+def test_a_dead_letter_is_listed_by_the_admin_retried_and_delivered(settings: Any) -> None:
+    settings.PULSE = {"OUTBOX_MAX_ATTEMPTS": 1}
+    shop, _ = PulseApp.objects.ensure("shop")
+    with transaction.atomic():
+        pulse.publish_on_commit("orders", "placed", {"n": 1}, kb_id="shop")
+        shop.enabled = False  # disabled before the message could go out: its publish is refused
+        shop.save()
+    (row,) = OutboxMessage.objects.all()
+    assert row.dead and row.attempts == 1 and row.last_error.startswith("AppError")
+
+    admin = Client()
+    admin.force_login(User.objects.create_superuser("root", "root@example.com", "pw"))
+    listing = admin.get("/admin/django_pulse/outboxmessage/?dead__exact=1")
+    assert listing.status_code == 200 and b"orders" in listing.content and b"AppError" in listing.content
+
+    shop.enabled = True
+    shop.save()
+    assert published("orders", kb_id="shop") == []  # still undelivered
+    done = admin.post(
+        "/admin/django_pulse/outboxmessage/",
+        {"action": "retry", "_selected_action": [row.pk]},
+        follow=True,
+    )
+    assert b"1 dead letters will be published again" in done.content
+    assert relay_round(get_runtime()).published == 1
+    assert published("orders", kb_id="shop") == [{"n": 1}]
+
+
+def test_status_and_metrics_show_pending_rows_their_age_and_dead_letters(settings: Any) -> None:
+    from django_pulse.ops import overview
+
+    settings.PULSE = {"REDIS_URL": "redis://127.0.0.1:1/0", "REDIS_PREFIX": "outboxdown", "METRICS": True}
+    pulse.publish_on_commit("orders", "placed", {"n": 1})
+    OutboxMessage.objects.create(kb_id="default", channel="x", event="e", message_id="ob_dead", dead=True)
+    OutboxMessage.objects.update(created_at=timezone.now() - dt.timedelta(seconds=30))
+    outbox = overview.collect()["outbox"]
+    assert outbox["pending"] == 1 and outbox["dead"] == 1 and 29 < outbox["oldestAge"] < 60
+    body, _ = overview.metrics_exposition()
+    text = body.decode()
+    assert "pulse_outbox_pending 1.0" in text and "pulse_outbox_dead_letters 1.0" in text
+    assert "pulse_outbox_oldest_age_seconds 3" in text or "pulse_outbox_oldest_age_seconds 4" in text
+
+
+def test_the_durability_page_example_publishes_once_the_order_is_saved() -> None:
+    from tests.support.docsnippets import blocks
+    from tests.testapp.models import Order
+
+    ((_, code),) = blocks("durability.md", "python")
+    order = Order.objects.create(status="new")
+    exec(code, {"order": order})
+    (message,) = pulse.history(f"orders.{order.pk}")
+    assert (message["name"], message["data"]) == ("paid", {"id": order.pk})
+    assert Order.objects.get(pk=order.pk).status == "paid"
+
+
+def test_pulse_relay_once_publishes_what_is_pending(settings: Any, redis_url: str, redis_prefix: str) -> None:
+    import json
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    settings.PULSE = {"REDIS_URL": redis_url, "REDIS_PREFIX": redis_prefix}
+    for n in range(3):  # left by writers that could not publish (as after an outage)
+        OutboxMessage.objects.create(
+            kb_id="default", channel="orders", event="placed", message_id=f"ob_{n}", data=f'{{"n":{n}}}'
+        )
+    out = StringIO()
+    call_command("pulse", "relay", "--once", "--json", stdout=out)
+    assert json.loads(out.getvalue()) == {"published": 3, "failed": 0, "pending": 0, "oldestAge": 0.0, "dead": 0}
+    assert published("orders") == [{"n": 0}, {"n": 1}, {"n": 2}]
+
+
+def test_pulse_relay_needs_a_shared_broker() -> None:
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="server process relays the outbox itself"):
+        call_command("pulse", "relay", "--once")
