@@ -41,7 +41,8 @@ logger = logging.getLogger("django_pulse")
 _SERIAL_ROOM = 21
 
 
-def _encode_data(data: Any) -> str:
+def encode_data(data: Any) -> str:
+    """Message data as the compact JSON text a frame carries (also what the outbox stores for a row)."""
     try:
         return json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except TypeError as exc:
@@ -94,7 +95,7 @@ def build_message(
     head = message_head(
         channel=channel,
         name=event,
-        data_json=_encode_data(data) if data_json is None else data_json,
+        data_json=encode_data(data) if data_json is None else data_json,
         id=id,
         timestamp=int(time.time() * 1000),
         client_id=client_id,

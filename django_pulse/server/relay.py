@@ -142,12 +142,12 @@ def _publish(runtime: Runtime, row: OutboxMessage) -> bool:
     data_json = _render(row.render) if row.render else row.data
     if data_json is None:
         return False
-    head, message_id = build_message(
+    message = build_message(
         row.channel, row.event, None, id=row.message_id, client_id=None, data_json=data_json or "null"
     )
     kb = enabled_kb(row.kb_id, apps=runtime.apps)
     with publish_source("outbox"):
-        broadcast_once(runtime, kb, row.channel, row.event, head, message_id, explicit_id=True, client_id=None)
+        broadcast_once(runtime, kb, message)
     fault("after_publish")
     return True
 
