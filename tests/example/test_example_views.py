@@ -95,8 +95,10 @@ async def test_the_seed_pages_token_resumes_posts_and_gets_every_post_saved_whil
     """What pulse.js does after a reconnect (a Redis outage, a server crash): subscribe with ``resume``."""
     from tests.support.wsutil import open_client
 
+    browser = Client()  # one visitor: the example binds a userId to the session that first asked for it
+
     async def page() -> Any:
-        _, body, _ = await sync_to_async(call)(Client(), {"action": "getPulseToken", "userId": "reader"})
+        _, body, _ = await sync_to_async(call)(browser, {"action": "getPulseToken", "userId": "reader"})
         client = await open_client()
         await client.send({"action": "auth", "token": body["token"]})
         assert (await client.recv())["action"] == "connected"
