@@ -23,6 +23,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -209,36 +210,38 @@ class RedisBroker(Broker):
             args.append(max(1, int(window_ms)))
         return keys, args
 
+    @contextlib.contextmanager
+    def _publishing(self) -> Iterator[None]:
+        """Around one publish, sync or async alike: a Redis failure becomes ``Unavailable`` (saying whether the
+        message may have been published), and a publish that went through ends a refusal period."""
+        try:
+            yield
+        except _FAILURES as exc:
+            message, published = _publish_failed(exc)
+            raise self._unavailable(message, exc, published=published) from None
+        if self._refusing_since is not None:
+            self._accepted()
+
     async def _apublish(self, topic: str, head: str, once: tuple[str, int] | None) -> Any:
         client, script = self._async()
         keys, args = self._publish_args(topic, head, once)
-        try:
+        with self._publishing():
             if not self.wait_replicas:
                 reply = await script(keys=keys, args=args)
             else:
                 reply, acked = await self._publish_and_wait(client, keys, args)
                 self._replicated(_serial_of(reply), int(acked))
-        except _FAILURES as exc:
-            message, published = _publish_failed(exc)
-            raise self._unavailable(message, exc, published=published) from None
-        if self._refusing_since is not None:
-            self._accepted()
         return reply
 
     def _publish_sync(self, topic: str, head: str, once: tuple[str, int] | None) -> Any:
         client, script = self._sync()
         keys, args = self._publish_args(topic, head, once)
-        try:
+        with self._publishing():
             if not self.wait_replicas:
                 reply = script(keys=keys, args=args)
             else:
                 reply, acked = self._publish_and_wait_sync(client, keys, args)
                 self._replicated(_serial_of(reply), int(acked))
-        except _FAILURES as exc:
-            message, published = _publish_failed(exc)
-            raise self._unavailable(message, exc, published=published) from None
-        if self._refusing_since is not None:
-            self._accepted()
         return reply
 
     async def publish_message(self, topic: str, head: str) -> int:
