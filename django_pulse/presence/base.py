@@ -436,20 +436,6 @@ def encode_data(data: Any) -> str:
     return text
 
 
-def full_error(channel: str, limit: int) -> LimitExceeded:
-    return LimitExceeded(
-        f"channel {channel!r} has {limit} members already (PRESENCE_MAX_MEMBERS)", ErrorCode.PRESENCE_FULL
-    )
-
-
-def anonymous_full_error(channel: str, limit: int) -> LimitExceeded:
-    return LimitExceeded(
-        f"channel {channel!r} has {limit} members of anonymous visitors already (PRESENCE_MAX_ANONYMOUS_MEMBERS); "
-        "signed-in members have slots of their own",
-        ErrorCode.PRESENCE_FULL,
-    )
-
-
 #: The client-id prefixes of anonymous visitors: ``anon-`` (``POST token/anonymous/``) and ``anonymous-`` (an SSE
 #: stream without a session). Their members are counted apart (``PRESENCE_MAX_ANONYMOUS_MEMBERS``); the Redis
 #: scripts (common.lua's ``is_anonymous``) apply the same rule.
@@ -461,10 +447,35 @@ def is_anonymous_client(client_id: str) -> bool:
     return client_id.startswith(ANONYMOUS_PREFIXES)
 
 
-def client_limit_error(channel: str, limit: int) -> LimitExceeded:
+def enter_refusal(limits: EnterLimits, client_id: str, present: list[str]) -> str | None:
+    """Which limit refuses a new member of ``client_id`` in a channel whose members have the client ids
+    ``present``: ``"client"`` (checked first: one client id alone never makes a channel full),
+    ``"anonymous_full"`` or ``"full"`` (anonymous visitors and signed-in clients have slots of their own), or
+    None. The Redis change script (change.lua) decides by the same rules and answers with the same words."""
+    if 0 < limits.per_client <= present.count(client_id):
+        return "client"
+    anonymous = sum(map(is_anonymous_client, present))
+    if is_anonymous_client(client_id):
+        return "anonymous_full" if anonymous >= limits.anonymous else None
+    return "full" if len(present) - anonymous >= limits.members else None
+
+
+def limit_error(refusal: str, channel: str, limits: EnterLimits) -> LimitExceeded:
+    """The error for a refusal of ``enter_refusal`` (or of the Redis change script, which uses its words)."""
+    if refusal == "client":
+        return LimitExceeded(
+            f"this client holds {limits.per_client} members of channel {channel!r} already "
+            "(PRESENCE_MAX_MEMBERS_PER_CLIENT)",
+            ErrorCode.PRESENCE_CLIENT_LIMIT,
+        )
+    if refusal == "anonymous_full":
+        return LimitExceeded(
+            f"channel {channel!r} has {limits.anonymous} members of anonymous visitors already "
+            "(PRESENCE_MAX_ANONYMOUS_MEMBERS); signed-in members have slots of their own",
+            ErrorCode.PRESENCE_FULL,
+        )
     return LimitExceeded(
-        f"this client holds {limit} members of channel {channel!r} already (PRESENCE_MAX_MEMBERS_PER_CLIENT)",
-        ErrorCode.PRESENCE_CLIENT_LIMIT,
+        f"channel {channel!r} has {limits.members} members already (PRESENCE_MAX_MEMBERS)", ErrorCode.PRESENCE_FULL
     )
 
 

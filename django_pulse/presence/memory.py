@@ -22,10 +22,8 @@ from .base import (
     PresenceBackend,
     PresenceChange,
     PresenceSnapshot,
-    anonymous_full_error,
-    client_limit_error,
-    full_error,
-    is_anonymous_client,
+    enter_refusal,
+    limit_error,
     not_present_error,
     presence_topic,
 )
@@ -88,15 +86,10 @@ class MemoryPresence(PresenceBackend):
             if current is not None:
                 member = Member(member.client_id, member.connection_id, member.data, current.timestamp)
                 event = PresenceEvent.UPDATE
-            elif 0 < limits.per_client <= sum(m.client_id == member.client_id for m in members.values()):
-                raise client_limit_error(channel, limits.per_client)
             else:
-                anonymous = sum(is_anonymous_client(m.client_id) for m in members.values())
-                if is_anonymous_client(member.client_id):
-                    if anonymous >= limits.anonymous:
-                        raise anonymous_full_error(channel, limits.anonymous)
-                elif len(members) - anonymous >= limits.members:
-                    raise full_error(channel, limits.members)
+                refusal = enter_refusal(limits, member.client_id, [m.client_id for m in members.values()])
+                if refusal is not None:
+                    raise limit_error(refusal, channel, limits)
                 event = PresenceEvent.ENTER
             members[member.connection_id] = member  # an update keeps its place (entry order)
             change = self._apply(kb_id, channel, event, member, members)

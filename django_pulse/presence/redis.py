@@ -48,10 +48,8 @@ from .base import (
     PresenceBackend,
     PresenceChange,
     PresenceSnapshot,
-    anonymous_full_error,
-    client_limit_error,
     encode_json,
-    full_error,
+    limit_error,
     not_present_error,
     presence_topic,
 )
@@ -197,13 +195,9 @@ class RedisPresence(PresenceBackend):
             if indexed:
                 with contextlib.suppress(redis.RedisError):
                     self.client.srem(self.process_key("procmembers", pid), entry)
-            if result[0] == "full":
-                raise full_error(channel, limits.members)
-            if result[0] == "anonymous_full":
-                raise anonymous_full_error(channel, limits.anonymous)
-            if result[0] == "client":
-                raise client_limit_error(channel, limits.per_client)
-            raise not_present_error(channel, member.connection_id)
+            if result[0] == "absent":
+                raise not_present_error(channel, member.connection_id)
+            raise limit_error(result[0], channel, limits)
         event, serial, frame, count, value = result
         if event == "enter":
             # After the member exists: the index of occupied channels may only lose a channel whose member
