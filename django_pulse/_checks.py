@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -53,6 +54,32 @@ _POSITIVE_NUMBERS = (
 # Limits per identity: whole numbers, 0 or None turns one off.
 _IDENTITY_LIMITS = ("MAX_CONNECTIONS_PER_CLIENT", "PRESENCE_MAX_CHANNELS", "PRESENCE_MAX_MEMBERS_PER_CLIENT")
 
+# Settings with one rule each: (key, whether a value is valid, what it must be, the hint, the check's id).
+_VALUE_CHECKS: tuple[tuple[str, Callable[[Any], bool], str, str, str], ...] = (
+    (
+        "HISTORY_SIZE",
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 100_000,
+        "a whole number from 0 to 100000",
+        "0 keeps no history; remove it to use the default (100).",
+        "E030",
+    ),
+    (
+        "HISTORY_MIN_RETENTION",
+        lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v >= 0,
+        "a number of seconds, 0 or more",
+        "0 trims history by HISTORY_SIZE only; remove it to use the default (30).",
+        "E031",
+    ),
+    (
+        "UNHOOKED_CHANNELS",
+        lambda v: v in ("open", "refuse"),
+        "'open' or 'refuse'",
+        "'open': channels without an authorize hook follow the token's capabilities; 'refuse': they need a "
+        "capability naming them.",
+        "E006",
+    ),
+)
+
 
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
@@ -84,24 +111,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     id="django_pulse.E002",
                 )
             )
-    history_size = (raw or {}).get("HISTORY_SIZE", DEFAULTS["HISTORY_SIZE"])
-    if isinstance(history_size, bool) or not isinstance(history_size, int) or not 0 <= history_size <= 100_000:
-        errors.append(
-            Error(
-                f"PULSE['HISTORY_SIZE'] must be a whole number from 0 to 100000, not {history_size!r}.",
-                hint="0 keeps no history; remove it to use the default (100).",
-                id="django_pulse.E030",
+    for key, valid, expected, hint, code in _VALUE_CHECKS:
+        value = (raw or {}).get(key, DEFAULTS[key])
+        if not valid(value):
+            errors.append(
+                Error(f"PULSE[{key!r}] must be {expected}, not {value!r}.", hint=hint, id=f"django_pulse.{code}")
             )
-        )
-    retention = (raw or {}).get("HISTORY_MIN_RETENTION", DEFAULTS["HISTORY_MIN_RETENTION"])
-    if isinstance(retention, bool) or not isinstance(retention, int | float) or retention < 0:
-        errors.append(
-            Error(
-                f"PULSE['HISTORY_MIN_RETENTION'] must be a number of seconds, 0 or more, not {retention!r}.",
-                hint="0 trims history by HISTORY_SIZE only; remove it to use the default (30).",
-                id="django_pulse.E031",
-            )
-        )
     if not KB_ID_RE.match(str(pulse_settings.DEFAULT_KB_ID)):
         errors.append(
             Error(
@@ -127,16 +142,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 f"PULSE['DEFAULT_CAPABILITIES'] is invalid: {exc}.",
                 hint="Map channel patterns to lists of subscribe/publish/presence/history.",
                 id="django_pulse.E004",
-            )
-        )
-    unhooked = (raw or {}).get("UNHOOKED_CHANNELS", DEFAULTS["UNHOOKED_CHANNELS"])
-    if unhooked not in ("open", "refuse"):
-        errors.append(
-            Error(
-                f"PULSE['UNHOOKED_CHANNELS'] must be 'open' or 'refuse', not {unhooked!r}.",
-                hint="'open': channels without an authorize hook follow the token's capabilities; 'refuse': they "
-                "need a capability naming them.",
-                id="django_pulse.E006",
             )
         )
     heartbeat = (raw or {}).get("PROCESS_HEARTBEAT", DEFAULTS["PROCESS_HEARTBEAT"])
