@@ -210,18 +210,18 @@ class Runtime:
             self._client_connections = None
             self._apps = None
         metrics, self._metrics = self._metrics, None
-        if relay is not None:
-            relay.stop()
-        if metrics is not None:
-            metrics.close()
-        if broker is not None:
-            broker.close_nowait()
-        if presence is not None:
-            presence.close()
-        if liveness is not None:
-            liveness.close()
-        if counter is not None:
-            counter.close()
+        # The relay stops first: it publishes through the broker.
+        releases = (
+            None if relay is None else relay.stop,
+            None if metrics is None else metrics.close,
+            None if broker is None else broker.close_nowait,
+            None if presence is None else presence.close,
+            None if liveness is None else liveness.close,
+            None if counter is None else counter.close,
+        )
+        for release in releases:
+            if release is not None:
+                release()
 
 
 _runtime = Runtime()
