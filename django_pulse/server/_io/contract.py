@@ -51,6 +51,7 @@ __all__ = [
     "http_chunk",
     "lacking",
     "logger",
+    "mid_stream",
     "refusal",
     "server_send",
     "server_version",
@@ -403,6 +404,11 @@ class _ChunkCache:
             self.body = body  # held, so its id cannot be reused by other bytes while cached
         return self.chunk
 
+    def counted(self, body: bytes, stats: ServerPath) -> bytes:
+        """``get``, counting a frame in ``stats`` (it is about to be written directly)."""
+        stats.frames += 1
+        return self.get(body)
+
 
 chunks = _ChunkCache()
 
@@ -418,6 +424,12 @@ class ResponseWriter:
     def __init__(self, ready: Callable[[], bool], write: Callable[[bytes], None]) -> None:
         self.ready = ready
         self.write = write
+
+
+def mid_stream(started: bool, chunked: bool, finished: bool, disconnected: bool) -> bool:
+    """The response's part of ``ResponseWriter.ready``, whatever the server calls its flags: the response has
+    started, is chunked, is not finished, and the client has not gone."""
+    return started and chunked and not finished and not disconnected
 
 
 # -- in front of the application -------------------------------------------------------------------------------

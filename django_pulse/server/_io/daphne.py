@@ -33,6 +33,7 @@ from .contract import (
     frames,
     lacking,
     logger,
+    mid_stream,
     refusal,
     server_version,
     set_server_send,
@@ -219,10 +220,7 @@ def response_writer(request: Any, report: FastPathReport) -> ResponseWriter | No
 
     def ready() -> bool:
         return bool(
-            request.startedWriting
-            and request.chunked
-            and not request.finished
-            and not request._disconnected
+            mid_stream(request.startedWriting, request.chunked, request.finished, request._disconnected)
             and request.channel is not None
             and tcp.connected
             and not tcp.disconnecting
@@ -231,8 +229,7 @@ def response_writer(request: Any, report: FastPathReport) -> ResponseWriter | No
 
     def write(body: bytes) -> None:
         request.sentLength += len(body)
-        stats.frames += 1
-        _write(tcp, sock, chunks.get(body))
+        _write(tcp, sock, chunks.counted(body, stats))
 
     return ResponseWriter(ready, write)
 

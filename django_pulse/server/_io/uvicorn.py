@@ -28,6 +28,7 @@ from .contract import (
     frames,
     lacking,
     logger,
+    mid_stream,
     server_version,
     set_server_send,
 )
@@ -130,16 +131,12 @@ def response_writer(cycle: Any, report: FastPathReport) -> ResponseWriter | None
 
     def ready() -> bool:
         return bool(
-            cycle.response_started
-            and cycle.chunked_encoding
-            and not cycle.response_complete
-            and not cycle.disconnected
+            mid_stream(cycle.response_started, cycle.chunked_encoding, cycle.response_complete, cycle.disconnected)
             and not flow.write_paused
         )
 
     def write(body: bytes) -> None:
-        stats.frames += 1
-        transport.write(chunks.get(body))
+        transport.write(chunks.counted(body, stats))
 
     return ResponseWriter(ready, write)
 
