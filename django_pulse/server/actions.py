@@ -2,8 +2,8 @@
 whisper.
 
 Each is an async ``(connection, request) -> ok members | None`` handler; a ``PulseError`` becomes the error
-reply. ``HANDLERS`` maps actions to them (the consumer registers them). Presence actions are in
-``presence_actions.py``. docs/protocol.md and docs/history.md are the contract.
+reply. ``HANDLERS`` maps every action of a connection to its handler, these and the presence actions of
+``presence_actions.py`` (the consumer registers them). docs/protocol.md and docs/history.md are the contract.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from ..protocol import (
     utf8_len,
     whisper_frame,
 )
+from . import presence_actions
 from .publishing import publish_as_client
 from .recovery import ReplaySink, plan_subscribe
 
@@ -218,4 +219,10 @@ HANDLERS = {
     Action.PUBLISH: publish,
     Action.HISTORY: history,
     Action.WHISPER: whisper,
+    Action.PRESENCE_ENTER: presence_actions.enter,
+    Action.PRESENCE_UPDATE: presence_actions.update,
+    Action.PRESENCE_LEAVE: presence_actions.leave,
+    Action.PRESENCE_GET: presence_actions.get,
+    Action.PRESENCE_SUBSCRIBE: presence_actions.subscribe,
+    Action.PRESENCE_UNSUBSCRIBE: presence_actions.unsubscribe,
 }

@@ -196,7 +196,7 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
         "superseded",
     )
 
-    # Filled by actions.py and presence_actions.py (imported at the end of this module).
+    # Filled from actions.HANDLERS (imported at the end of this module).
     handlers: ClassVar[dict[Action, Handler]] = {}
 
     def __init__(self, *args: Any, runtime: Runtime | None = None, **kwargs: Any) -> None:
@@ -816,9 +816,8 @@ class PulseConsumer(AsyncConsumer):  # type: ignore[misc]
                 logger.error("A receiver of a django_pulse signal failed: %r", receiver, exc_info=outcome)
 
 
-# The actions register themselves on PulseConsumer.handlers; they need the class, so they are imported after it.
+# The actions' handlers (actions.HANDLERS, presence actions included); their modules need the class, so they are
+# imported after it.
 from . import actions as _actions  # noqa: E402
-from . import presence_actions as _presence_actions  # noqa: E402
 
 PulseConsumer.handlers.update(_actions.HANDLERS)
-PulseConsumer.handlers.update(_presence_actions.HANDLERS)

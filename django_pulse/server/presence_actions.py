@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .._conf import pulse_settings
 from ..exceptions import Forbidden, LimitExceeded
 from ..presence import presence_topic
-from ..protocol import Action, CloseCode, ErrorCode, Operation, Request, ok_frame, presence_frame_serial
+from ..protocol import CloseCode, ErrorCode, Operation, Request, ok_frame, presence_frame_serial
 
 logger = logging.getLogger("django_pulse.presence")
 
@@ -60,7 +60,6 @@ class PresenceConnection(Protocol):
 
 __all__ = [
     "ABRUPT_CLOSE_CODES",
-    "HANDLERS",
     "PresenceConnection",
     "PresenceSink",
     "connection_continued",
@@ -211,16 +210,6 @@ async def unsubscribe(conn: PresenceConnection, request: Request) -> dict[str, A
     if sink is not None:
         await conn.runtime.hub.unsubscribe(presence_topic(conn.kb_id, channel), sink)
     return {"channel": channel}
-
-
-HANDLERS = {
-    Action.PRESENCE_ENTER: enter,
-    Action.PRESENCE_UPDATE: update,
-    Action.PRESENCE_LEAVE: leave,
-    Action.PRESENCE_GET: get,
-    Action.PRESENCE_SUBSCRIBE: subscribe,
-    Action.PRESENCE_UNSUBSCRIBE: unsubscribe,
-}
 
 
 async def connection_started(conn: PresenceConnection) -> None:
