@@ -735,19 +735,10 @@ class LoadGen:
             conn.send((name, a))
 
     def gather(self, name: str, timeout: float = 600) -> list[Any]:
-        replies = []
-        for conn in self.conns:
-            if not conn.poll(timeout):
-                raise TimeoutError(f"load worker did not answer {name!r} within {timeout} s")
-            status, value = conn.recv()
-            if status != "ok":
-                raise RuntimeError(f"load worker failed in {name!r}: {value}")
-            replies.append(value)
-        return replies
+        return [self._reply(conn, name, timeout) for conn in self.conns]
 
-    def call_one(self, index: int, name: str, timeout: float = 600, **args: Any) -> Any:
-        conn = self.conns[index]
-        conn.send((name, args))
+    @staticmethod
+    def _reply(conn: Connection, name: str, timeout: float) -> Any:
         if not conn.poll(timeout):
             raise TimeoutError(f"load worker did not answer {name!r} within {timeout} s")
         status, value = conn.recv()
@@ -755,20 +746,15 @@ class LoadGen:
             raise RuntimeError(f"load worker failed in {name!r}: {value}")
         return value
 
-    def connect(
-        self,
-        targets: list[Target],
-        count: int,
-        mode: str,
-        tokens: list[str],
-        channel: str,
-        concurrency: int,
-        timeout: float,
-        **extra: Any,
-    ) -> dict[str, Any]:
-        """Open ``count`` subscribers spread over the workers (``extra``: ``Worker.cmd_connect``'s options)."""
+    def call_one(self, index: int, name: str, timeout: float = 600, **args: Any) -> Any:
+        conn = self.conns[index]
+        conn.send((name, args))
+        return self._reply(conn, name, timeout)
+
+    def connect(self, *args: Any, **options: Any) -> dict[str, Any]:
+        """Open subscribers spread over the workers and wait (``connect_send``'s arguments)."""
         started = time.monotonic()
-        self.connect_send(targets, count, mode, tokens, channel, concurrency, timeout, **extra)
+        self.connect_send(*args, **options)
         return self.connect_gather(started)
 
     def connect_send(
