@@ -80,7 +80,7 @@ class Scale:
         self.args = args
         biggest = max(args.conns)
         # The server processes inherit the controller's limits: C sockets plus the churn and the files.
-        self.nofile = raise_nofile(2 * biggest + 4096)
+        self.nofile = raise_nofile(biggest + 4 * FILES_BESIDE)
         cpus = sorted(os.sched_getaffinity(0))
         if len(cpus) >= 2 and taskset_available() and not args.no_pin:
             self.server_cpus: list[int] | None = cpus[:1]
@@ -91,7 +91,7 @@ class Scale:
         self.load_cores = len(self.load_cpus or cpus)
         # Enough load processes that each holds its share of the sockets under the open-file limit.
         procs = max(args.load_procs, math.ceil(biggest / max(1, self.nofile["soft"] - FILES_BESIDE)))
-        self.loadgen = LoadGen(procs, self.load_cpus, nofile=biggest + 4096)
+        self.loadgen = LoadGen(procs, self.load_cpus, nofile=biggest + 4 * FILES_BESIDE)
         self.workdir = Path(tempfile.mkdtemp(prefix="pulse-scale-"))
         self.database = str(self.workdir / "bench.sqlite3")
 
