@@ -14,7 +14,7 @@ export HOST PORT
 DAPHNE_LIMITS ?= --websocket-max-frame-size 131072 --websocket-max-message-size 131072 \
 	--websocket_connect_timeout 5 --ping-interval 20 --ping-timeout 30
 
-.PHONY: demo test test-fast test-valkey lint format matrix wheel-check bench bench-quick clean venv
+.PHONY: demo test test-fast test-valkey lint format matrix wheel-check bench bench-quick bench-scale clean venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -108,6 +108,14 @@ bench: $(VENV)/.dev-installed
 bench-quick: $(VENV)/.dev-installed
 	$(PY) -m bench --quick $(BENCH_ARGS)
 	$(PY) -m bench.fragments --quick
+
+# The scale runs (docs/performance.md, "Scale runs"): one server process per server and C, pinned to one core,
+# idle memory and CPU, Centrifugo's mix scaled to one process, a reconnect storm. Needs an open-file hard limit
+# above C (ulimit -Hn): the run says so and records the C it could not reach. SCALE_ARGS overrides, e.g.
+#   make bench-scale SCALE_ARGS="--servers pulse-uvicorn --conns 2000 --idle-s 10 --mix-s 10"
+SCALE_ARGS ?= --servers pulse-daphne,pulse-uvicorn,pulse-granian --conns 10000,25000,50000
+bench-scale: $(VENV)/.dev-installed
+	$(PY) -m bench.scale $(SCALE_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .nox site node_modules build dist .valkey

@@ -20,6 +20,7 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import random
 import threading
 import time
 import traceback
@@ -32,7 +33,7 @@ from typing import Any, cast
 
 import numpy as np
 
-__all__ = ["LoadGen", "Target", "encode_client_frame"]
+__all__ = ["LoadGen", "Target", "encode_client_frame", "raise_nofile", "retry_delay"]
 
 OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 1, 8, 9, 10
 
@@ -57,6 +58,34 @@ def _fail(future: asyncio.Future[Any], error: Exception) -> None:
     if not future.done():
         future.set_exception(error)
         future.exception()
+
+
+def raise_nofile(wanted: int = 0) -> dict[str, Any]:
+    """Raise this process's open-file limit: the soft limit to the hard one, and as root the hard one to
+    ``wanted`` too (up to ``fs.nr_open``). Returns the limits and, when they stay below ``wanted``, why."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if wanted > hard:
+        with contextlib.suppress(OSError, ValueError), open("/proc/sys/fs/nr_open") as f:
+            ceiling = int(f.read())
+            with contextlib.suppress(OSError, ValueError):  # only root (CAP_SYS_RESOURCE) may raise it
+                resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, ceiling), min(wanted, ceiling)))
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    out: dict[str, Any] = {"soft": soft, "hard": hard}
+    if wanted > soft:
+        out["too_low"] = f"RLIMIT_NOFILE hard limit {hard} < {wanted} wanted: raise it (ulimit -Hn, limits.conf)"
+    return out
+
+
+def retry_delay(attempt: int, initial: float = 0.5, cap: float = 30.0) -> float:
+    """The JS SDK's reconnect delay (pulse.js ``retryDelay``): base doubles from ``initial`` up to ``cap``,
+    drawn uniformly from [base/2, base] ("equal jitter")."""
+    base = min(cap, initial * 2 ** (max(1, attempt) - 1))
+    return float(base * (0.5 + 0.5 * random.random()))
 
 
 @dataclass(frozen=True)
@@ -364,6 +393,7 @@ class Worker:
         self.conn = conn
         self.rec = Recorder()
         self.clients: list[Subscriber] = []
+        self.churners: list[Subscriber] = []
         self.observer: Subscriber | None = None
         self.ref = 0
 
@@ -402,13 +432,20 @@ class Worker:
         self.ref += 1
         return self.ref
 
-    async def _open(self, target: Target, mode: str, token: str | None, channel: str) -> Subscriber:
+    async def _open(
+        self, target: Target, mode: str, token: str | None, channels: Sequence[str], source: str | None = None
+    ) -> Subscriber:
         loop = asyncio.get_running_loop()
         if mode == "pulse-sse":
-            return await self._open_sse(target, token, channel)
+            return await self._open_sse(target, token, channels[0])
         request = _upgrade_request(target)
+        # A source address of its own per slice of the sockets: one (source, destination) pair has only the
+        # ephemeral port range (~28,000 ports), so 50,000 sockets to one server need two or more sources.
         _, client = await loop.create_connection(
-            lambda: Subscriber(self.rec, request, expect_ready=mode != "pulse"), target.host, target.port
+            lambda: Subscriber(self.rec, request, expect_ready=mode != "pulse"),
+            target.host,
+            target.port,
+            local_addr=(source, 0) if source else None,
         )
         try:
             await client.handshake
@@ -416,10 +453,11 @@ class Worker:
                 reply = await client.request_reply({"action": "auth", "token": token}, "connected")
                 if reply.get("action") != "connected":
                     raise ConnectionError(f"auth refused: {reply.get('code')}")
-                ref = self._next_ref()
-                reply = await client.request_reply({"action": "subscribe", "ref": ref, "channel": channel}, ref)
-                if reply.get("action") != "ok":
-                    raise ConnectionError(f"subscribe refused: {reply.get('code')}")
+                for channel in channels:
+                    ref = self._next_ref()
+                    reply = await client.request_reply({"action": "subscribe", "ref": ref, "channel": channel}, ref)
+                    if reply.get("action") != "ok":
+                        raise ConnectionError(f"subscribe refused: {reply.get('code')}")
             else:
                 assert client.ready is not None
                 await client.ready
@@ -470,31 +508,104 @@ class Worker:
         channel: str,
         concurrency: int,
         timeout: float,
+        channels: Sequence[str] = (),
+        sources: Sequence[str] = (),
+        retry_for: float = 0.0,
+        keep: bool = True,
     ) -> dict[str, Any]:
-        """Open ``count`` subscribers (``concurrency`` handshakes in flight); returns timings and failures."""
+        """Open ``count`` subscribers (``concurrency`` handshakes in flight); returns timings and failures.
+
+        ``channels``: templates subscribed by every client instead of ``channel`` (``{i}``: the client's
+        index, ``{g}``: index // 10). ``sources``: local addresses, one per slice of the clients.
+        ``retry_for`` > 0: a client that fails retries with the JS SDK's jittered delays, starting with the
+        first delay as a dropped SDK client does, until it is in or ``retry_for`` seconds have passed
+        (every failed attempt is counted by reason). ``keep`` False: opened clients go to the churn pool."""
         semaphore = asyncio.Semaphore(max(1, concurrency))
         failures: Counter[str] = Counter()
         opened: list[Subscriber] = []
         started = time.monotonic()
+        deadline = started + retry_for
+        done_at = [started]
 
         async def one(index: int) -> None:
             target = targets[index % len(targets)]
             token = tokens[index % len(tokens)] if tokens else None
-            async with semaphore:
-                try:
-                    opened.append(await asyncio.wait_for(self._open(target, mode, token, channel), timeout))
-                except (TimeoutError, OSError, ConnectionError) as exc:
-                    reason = "timeout" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
-                    failures[reason[:120]] += 1
+            names = [c.format(i=index, g=index // 10) for c in channels] if channels else [channel]
+            source = sources[index % len(sources)] if sources else None
+            attempt = 0
+            while True:
+                if retry_for:
+                    attempt += 1
+                    await asyncio.sleep(retry_delay(attempt))
+                async with semaphore:
+                    try:
+                        client = await asyncio.wait_for(self._open(target, mode, token, names, source), timeout)
+                    except (TimeoutError, OSError, ConnectionError) as exc:
+                        reason = "timeout" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
+                        failures[reason[:120]] += 1
+                        if retry_for and time.monotonic() < deadline:
+                            continue
+                        return
+                opened.append(client)
+                done_at[0] = max(done_at[0], time.monotonic())
+                return
 
         await asyncio.gather(*(one(start_index + i) for i in range(count)))
-        self.clients.extend(opened)
+        (self.clients if keep else self.churners).extend(opened)
         return {
             "opened": len(opened),
-            "failed": sum(failures.values()),
+            "failed": count - len(opened),
             "failures": dict(failures),
             "seconds": time.monotonic() - started,
+            "last_in_s": done_at[0] - started,
         }
+
+    async def cmd_churn(
+        self,
+        targets: list[Target],
+        mode: str,
+        tokens: list[str],
+        channel: str,
+        per_s: float,
+        seconds: float,
+        start_index: int,
+        sources: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """Connects and disconnects at ``per_s`` (each a connect or a disconnect, alternating over a pool of
+        churn clients on a channel of their own, so the steady clients' deliveries are untouched)."""
+        failures: Counter[str] = Counter()
+        connects = disconnects = 0
+        index = start_index
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def connect_one(i: int) -> None:
+            nonlocal connects
+            token = tokens[i % len(tokens)] if tokens else None
+            source = sources[i % len(sources)] if sources else None
+            try:
+                client = await asyncio.wait_for(self._open(targets[0], mode, token, [channel], source), 30)
+            except (TimeoutError, OSError, ConnectionError) as exc:
+                failures[("timeout" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__)[:120]] += 1
+                return
+            connects += 1
+            self.churners.append(client)
+
+        started = time.monotonic()
+        n = int(per_s * seconds)
+        for k in range(n):
+            due = started + k / per_s
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            if k % 2 == 0 or not self.churners:
+                task = asyncio.create_task(connect_one(index))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                index += 1
+            else:
+                self.churners.pop(0).close()
+                disconnects += 1
+        if tasks:
+            await asyncio.wait(tasks, timeout=30)
+        return {"connects": connects, "disconnects": disconnects, "failures": dict(failures)}
 
     async def cmd_received(self) -> int:
         return len(self.rec.seqs)
@@ -516,6 +627,10 @@ class Worker:
             "out_of_order": self.rec.out_of_order,
         }
 
+    async def cmd_forget(self) -> None:
+        """Drop the clients the server closed (after a restart), keeping the ones still open."""
+        self.clients = [c for c in self.clients if not c.closing and c.transport and not c.transport.is_closing()]
+
     async def cmd_info(self) -> dict[str, Any]:
         return {
             "clients": sum(1 for c in self.clients if not c.closing),
@@ -532,9 +647,9 @@ class Worker:
             client.last_seq = -1
 
     async def cmd_close(self) -> None:
-        for client in self.clients:
+        for client in self.clients + self.churners:
             client.close()
-        self.clients = []
+        self.clients, self.churners = [], []
         self.observer = None
         self.rec = Recorder()
         await asyncio.sleep(0.2)
@@ -573,9 +688,11 @@ class Worker:
         await self.cmd_close()
 
 
-def worker_main(conn: Connection, cpus: list[int] | None) -> None:
+def worker_main(conn: Connection, cpus: list[int] | None, nofile: int = 0) -> None:
     if cpus and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cpus)
+    if nofile:
+        raise_nofile(nofile)
     worker = Worker(conn)
     try:
         import uvloop
@@ -588,13 +705,13 @@ def worker_main(conn: Connection, cpus: list[int] | None) -> None:
 class LoadGen:
     """The controller's handle on the load processes."""
 
-    def __init__(self, processes: int, cpus: list[int] | None) -> None:
+    def __init__(self, processes: int, cpus: list[int] | None, nofile: int = 0) -> None:
         ctx = mp.get_context("spawn")
         self.conns: list[Connection] = []
         self.procs: list[Any] = []
         for _ in range(processes):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=worker_main, args=(child, cpus), daemon=True)
+            proc = ctx.Process(target=worker_main, args=(child, cpus, nofile), daemon=True)
             proc.start()
             child.close()
             self.conns.append(parent)
@@ -608,22 +725,20 @@ class LoadGen:
         self, name: str, per_worker: Sequence[dict[str, Any]] | None = None, timeout: float = 600, **args: Any
     ) -> list[Any]:
         """Send a command to every worker (same ``args``, or one dict each) and gather the replies."""
+        self.send(name, per_worker, **args)
+        return self.gather(name, timeout)
+
+    def send(self, name: str, per_worker: Sequence[dict[str, Any]] | None = None, **args: Any) -> None:
+        """The first half of ``call``: the workers start ``name``; ``gather`` waits for their replies."""
         arguments = list(per_worker) if per_worker is not None else [args] * len(self.conns)
         for conn, a in zip(self.conns, arguments, strict=True):
             conn.send((name, a))
-        replies = []
-        for conn in self.conns:
-            if not conn.poll(timeout):
-                raise TimeoutError(f"load worker did not answer {name!r} within {timeout} s")
-            status, value = conn.recv()
-            if status != "ok":
-                raise RuntimeError(f"load worker failed in {name!r}: {value}")
-            replies.append(value)
-        return replies
 
-    def call_one(self, index: int, name: str, timeout: float = 600, **args: Any) -> Any:
-        conn = self.conns[index]
-        conn.send((name, args))
+    def gather(self, name: str, timeout: float = 600) -> list[Any]:
+        return [self._reply(conn, name, timeout) for conn in self.conns]
+
+    @staticmethod
+    def _reply(conn: Connection, name: str, timeout: float) -> Any:
         if not conn.poll(timeout):
             raise TimeoutError(f"load worker did not answer {name!r} within {timeout} s")
         status, value = conn.recv()
@@ -631,7 +746,18 @@ class LoadGen:
             raise RuntimeError(f"load worker failed in {name!r}: {value}")
         return value
 
-    def connect(
+    def call_one(self, index: int, name: str, timeout: float = 600, **args: Any) -> Any:
+        conn = self.conns[index]
+        conn.send((name, args))
+        return self._reply(conn, name, timeout)
+
+    def connect(self, *args: Any, **options: Any) -> dict[str, Any]:
+        """Open subscribers spread over the workers and wait (``connect_send``'s arguments)."""
+        started = time.monotonic()
+        self.connect_send(*args, **options)
+        return self.connect_gather(started)
+
+    def connect_send(
         self,
         targets: list[Target],
         count: int,
@@ -640,7 +766,9 @@ class LoadGen:
         channel: str,
         concurrency: int,
         timeout: float,
-    ) -> dict[str, Any]:
+        **extra: Any,
+    ) -> None:
+        """Start a ``connect`` without waiting (a reconnect storm starts before the server is back)."""
         workers = len(self.conns)
         shares = [count // workers + (1 if i < count % workers else 0) for i in range(workers)]
         starts = [sum(shares[:i]) for i in range(workers)]
@@ -654,11 +782,14 @@ class LoadGen:
                 "channel": channel,
                 "concurrency": max(1, concurrency // workers),
                 "timeout": timeout,
+                **extra,
             }
             for i in range(workers)
         ]
-        started = time.monotonic()
-        replies = self.call("connect", args)
+        self.send("connect", args)
+
+    def connect_gather(self, started: float, timeout: float = 600) -> dict[str, Any]:
+        replies = self.gather("connect", timeout)
         failures: Counter[str] = Counter()
         for reply in replies:
             failures.update(reply["failures"])
@@ -667,6 +798,7 @@ class LoadGen:
             "failed": sum(r["failed"] for r in replies),
             "failures": dict(failures),
             "seconds": time.monotonic() - started,
+            "last_in_s": max(r["last_in_s"] for r in replies) if replies else 0.0,
         }
 
     def received(self) -> int:

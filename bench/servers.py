@@ -244,12 +244,16 @@ def delete_redis_keys(url: str, prefix: str) -> int:
         client.close()
 
 
-def _command(spec: ServerSpec, port: int) -> list[str]:
+def _command(spec: ServerSpec, port: int, max_connections: int = 20000) -> list[str]:
     py = sys.executable
     if spec.server == "websockets":
         return [py, "-m", "bench.apps.ws_server", "--port", str(port)]
     if spec.server == "daphne":
-        return [py, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), spec.asgi_app]
+        # A Twisted endpoint string for the listen backlog: daphne's -b/-p listen with Twisted's default of 50,
+        # which a reconnect storm of thousands of clients overflows (refused or retried SYNs).
+        # BENCH_BACKLOG: another backlog, to measure what it changes.
+        backlog = os.environ.get("BENCH_BACKLOG", "4096")
+        return [py, "-m", "daphne", "-e", f"tcp:port={port}:interface=127.0.0.1:backlog={backlog}", spec.asgi_app]
     if spec.server == "uvicorn":
         return [
             py,
@@ -286,7 +290,7 @@ def _command(spec: ServerSpec, port: int) -> list[str]:
             "--backlog",
             "4096",
             "--backpressure",
-            "20000",
+            str(max_connections),
             spec.asgi_app,
         ]
     raise ValueError(f"unknown server {spec.server!r}")
@@ -311,9 +315,19 @@ def _pythonpath() -> str:
 
 
 def start_server(
-    spec: ServerSpec, *, workdir: Path, database: str, redis_url: str | None, pin: list[int] | None, timeout: float = 60
+    spec: ServerSpec,
+    *,
+    workdir: Path,
+    database: str,
+    redis_url: str | None,
+    pin: list[int] | None,
+    timeout: float = 60,
+    ports: list[int] | None = None,
+    max_connections: int = 20000,
+    extra_env: dict[str, str] | None = None,
 ) -> RunningServer:
-    """Start ``spec.processes`` processes and wait until each answers ``/__bench__/ping``."""
+    """Start ``spec.processes`` processes and wait until each answers ``/__bench__/ping``. ``ports``: listen
+    on these (a restarted server keeps its clients' address); ``max_connections``: granian's backpressure."""
     prefix = f"pulsebench-{secrets.token_hex(4)}" if spec.layer == "redis" else None
     env = {
         **os.environ,
@@ -332,15 +346,16 @@ def start_server(
         env.update(BENCH_REDIS_URL=redis_url, BENCH_REDIS_PREFIX=prefix)
     if spec.pulse:
         env["BENCH_PULSE"] = json.dumps(dict(spec.pulse))
+    env.update(extra_env or {})
     taskset = ["taskset", "-c", ",".join(map(str, pin))] if pin else []
-    ports, procs, logs = [], [], []
+    wanted, ports, procs, logs = ports, [], [], []
     for index in range(spec.processes):
-        port = free_port()
+        port = wanted[index] if wanted else free_port()
         log = workdir / f"{spec.name}-{index}.log"
         with open(log, "ab") as out:  # a restarted server (a collapsed C) appends to its log
             procs.append(
                 subprocess.Popen(
-                    [*taskset, *_command(spec, port)],
+                    [*taskset, *_command(spec, port, max_connections)],
                     env=env,
                     cwd=ROOT,
                     stdout=out,

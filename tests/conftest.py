@@ -104,6 +104,7 @@ LOAD_GROUP = (
     "system/test_loopback_proof.py",
     "system/test_deployment_nginx.py",
     "package/test_bench.py::test_quick_mode_runs_every_server_end_to_end",
+    "package/test_bench_scale.py::test_scale_run_records_idle_mix_and_storm",
     "package/test_capacity.py::test_redis_ceiling_measures_the_publish_script_on_a_redis_of_its_own",
 )
 
