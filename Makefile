@@ -9,8 +9,10 @@ export PYTHONDONTWRITEBYTECODE := 1
 export HOST PORT
 
 # daphne's own limits for the demo (docs/security.md): refuse WebSocket frames/messages a little over
-# PULSE MAX_MESSAGE_SIZE (64 KiB) from their header, before reading them; close a handshake not completed in
-# 5 s; ping an idle WebSocket after 20 s and drop it if the ping is unanswered for 30 s.
+# PULSE MAX_MESSAGE_SIZE (64 KiB) from their header, before reading them; close a WebSocket the application has
+# not accepted 5 s after its handshake arrived (a handshake whose headers never finish is closed by the header
+# deadline of django_pulse.asgi.get_asgi_application, docs/security.md); ping an idle WebSocket after 20 s and
+# drop it if the ping is unanswered for 30 s.
 DAPHNE_LIMITS ?= --websocket-max-frame-size 131072 --websocket-max-message-size 131072 \
 	--websocket_connect_timeout 5 --ping-interval 20 --ping-timeout 30
 
