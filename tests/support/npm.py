@@ -1,5 +1,6 @@
-"""npm for the tests of the npm package (js/): find it (a failure under CI=true, a skip elsewhere), run it, and
-pack the package the way `npm publish` would."""
+"""npm for the tests of the npm package (js/): find it and node (a failure under CI=true, a skip elsewhere), run
+them, pack the package the way `npm publish` would, and the pinned TypeScript compiler of the repository's root
+package.json (the one `make lint` runs)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,37 @@ PACKAGE = ROOT / "js"
 
 def npm() -> str:
     """The npm executable; without one the test fails under CI=true (.ci/run installs Node.js) and skips elsewhere."""
-    found = shutil.which("npm")
+    return _executable("npm")
+
+
+def node() -> str:
+    """The node executable; without one the test fails under CI=true and skips elsewhere."""
+    return _executable("node")
+
+
+def _executable(name: str) -> str:
+    found = shutil.which(name)
     if found is None:
-        message = "npm (Node.js) is not installed; the npm package's tests need it."
+        message = f"{name} (Node.js) is not installed; the npm package's tests need it."
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(message)
         pytest.skip(message)
     return found
+
+
+def tsc() -> list[str]:
+    """The command of the TypeScript compiler pinned by the root package.json, with the type packages it pins.
+    `make test` runs before `make lint` on a fresh checkout, and a checkout may have changed the pins since the
+    last install: then this installs them as `make lint` would (`npm ci`)."""
+    pinned = json.loads((ROOT / "package.json").read_text())["devDependencies"]
+    if any(_installed_version(name) != version for name, version in pinned.items()):
+        run([npm(), "ci", "--no-audit", "--no-fund", "--loglevel=error"], ROOT)
+    return [node(), str(ROOT / "node_modules" / "typescript" / "bin" / "tsc")]
+
+
+def _installed_version(name: str) -> str | None:
+    manifest = ROOT / "node_modules" / name / "package.json"
+    return json.loads(manifest.read_text())["version"] if manifest.exists() else None
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
