@@ -86,3 +86,39 @@ async def test_the_client_resumes_by_itself_after_a_broker_outage(redis_url: str
     after = messages[[f for f in got if f["action"] in ("message", "resumed")].index(resumed)]
     assert after["serial"] == resumed["serial"] + 1, summary
     print(f"\n{summary}")
+
+
+async def test_a_gap_older_than_the_history_is_the_discontinuity(redis_url: str, redis_prefix: str) -> None:
+    """The same outage with history too short for the gap (5 messages, no minimum age): the client's resume is
+    refused, so the loop gets the ``discontinuity`` (reload state), then live messages again."""
+    parts = urlsplit(redis_url)
+    pulse = {"HISTORY_SIZE": 5, "HISTORY_MIN_RETENTION": 0}
+    with (
+        CuttableProxy(parts.port or 6379) as proxy,
+        live_server(
+            redis_url=f"redis://127.0.0.1:{proxy.port}{parts.path}", redis_prefix=redis_prefix, pulse=pulse
+        ) as server,
+    ):
+        token = await asyncio.to_thread(server.token, "reader")
+        rt = await Realtime.connect(server.ws_url, token["token"])
+        await rt.subscribe("feed")
+        await asyncio.to_thread(server.publish, "feed", "e", {"n": 0})
+        assert (await rt.next_event(5))["serial"] == 1
+        proxy.hold_next(b"SUBSCRIBE", 3.0)
+        proxy.cut()
+        proxy.restore()
+        published = 0
+        deadline = time.monotonic() + 2.5
+        while published < 20 and time.monotonic() < deadline:  # while the process is deaf
+            with contextlib.suppress(AssertionError):  # a 503 while the publish connection comes back
+                await asyncio.to_thread(server.publish, "feed", "e", {"n": published + 1})
+                published += 1
+        assert published == 20
+        frame = await rt.next_event(10)
+        assert frame == {"action": "discontinuity", "channel": "feed", "reason": "broker_unavailable"}
+        assert rt.positions["feed"][0] == 21  # the reply's serial: the channel's position now
+        await asyncio.to_thread(server.publish, "feed", "e", {"n": "live"})
+        frame = await rt.next_event(5)
+        assert (frame["action"], frame["data"], frame["serial"]) == ("message", {"n": "live"}, 22)
+        await rt.close()
+    assert proxy.held == 1
