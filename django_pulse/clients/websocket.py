@@ -23,6 +23,12 @@ once; ``resumed[channel]`` is False where that was not possible (reload that cha
 
     rt2 = await Realtime.connect(endpoint, token, recover=rt)
     if not all(rt2.resumed.values()): ...
+
+On the server's ``discontinuity`` notice that messages may have been missed while the channel's history may
+still hold them (``broker_unavailable`` after a Redis outage or failover), the client re-subscribes the channel
+with ``resume`` by itself: the missed messages follow, in order, once, after a ``{"action": "resumed",
+"channel", "serial", "reason"}`` event (``serial``: the last one seen before the gap). Only when that resume is
+refused does the app get the ``discontinuity`` frame (reload that channel's state), as for ``history_lost``.
 """
 
 from __future__ import annotations
@@ -42,6 +48,10 @@ from .exceptions import PulseClientError, PulseReplyError
 __all__ = ["PulseClientError", "PulseReplyError", "Realtime"]
 
 _END = object()
+# Error codes a resume is retried after (the server is not back on the broker yet), as pulse.js retries them.
+_TRANSIENT = frozenset({"rate_limited", "unavailable", "internal_error"})
+# How long a re-subscription after a discontinuity notice keeps retrying transient refusals.
+_RESYNC_PATIENCE = 30.0
 
 
 class Realtime:
@@ -61,6 +71,11 @@ class Realtime:
         self._subscribing: dict[int, str] = {}
         # channel -> whether its resume on this connection succeeded (``recover=``)
         self.resumed: dict[str, bool] = {}
+        # channel -> the notice's reason while it re-subscribes with resume after a discontinuity notice
+        self._resyncing: dict[str, str] = {}
+        # channels whose resuming subscribe is in flight (its reply tells the app the outcome)
+        self._resuming: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def connect(
@@ -153,18 +168,27 @@ class Realtime:
                 if action in ("message", "excluded"):
                     position = self.positions.get(frame.get("channel"))
                     if position is not None:
+                        serial = frame.get("serial")
+                        if (
+                            frame.get("channel") in self._resyncing
+                            and isinstance(serial, int)
+                            and serial != position[0] + 1
+                        ):
+                            continue  # past a gap while re-subscribing: the resume replays it
                         position[0] = frame.get("serial", position[0])
                     if action == "excluded":
                         continue  # a message published without this connection: its place only, no event
-                elif action == "discontinuity" and frame.get("reason") == "history_lost":
-                    position = self.positions.get(frame.get("channel"))
-                    if position is not None:
-                        position[1] = None  # the counter started again: this channel cannot be resumed
+                elif action == "discontinuity" and self._resync(frame):
+                    continue  # the app hears how the resume went
                 if action in ("ok", "error") and ref is not None:
                     channel = self._subscribing.pop(ref, None)
                     if channel is not None and action == "ok":
                         # Set here, before any replayed message that follows the reply is read.
                         self.positions[channel] = [frame.get("serial", 0), frame.get("epoch")]
+                        if channel in self._resuming:
+                            self._resumed(channel, frame)
+                    elif channel is not None:
+                        self._resuming.discard(channel)
                     future = self._replies.pop(ref, None)
                     if future is not None and not future.done():
                         future.set_result(frame)
@@ -179,6 +203,65 @@ class Realtime:
                     future.set_exception(ConnectionError(f"the connection closed ({self.close_code})"))
             self._replies.clear()
             self._events.put_nowait(_END)
+
+    def _resync(self, frame: dict[str, Any]) -> bool:
+        """A ``discontinuity`` notice: start re-subscribing its channel with ``resume`` when its history may hold
+        what was missed. True when the app is told later (``resumed``, or the notice if the resume is refused)."""
+        channel, reason = frame.get("channel"), str(frame.get("reason", "unknown"))
+        position = self.positions.get(channel) if isinstance(channel, str) else None
+        if position is None or not isinstance(channel, str):
+            return False
+        if reason == "history_lost":
+            position[1] = None  # the counter started again: this channel cannot be resumed
+            if channel in self._resyncing:
+                self._resyncing[channel] = reason  # the re-subscription subscribes afresh and tells this
+                return True
+            return False
+        if reason == "resume_failed" or not isinstance(position[0], int) or not position[1]:
+            return False
+        if channel not in self._resyncing:  # one re-subscription covers a notice arriving during it
+            self._resyncing[channel] = reason
+            task = asyncio.get_running_loop().create_task(self._resubscribe(channel))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return True
+
+    def _resumed(self, channel: str, reply: dict[str, Any]) -> None:
+        """The reply to a re-subscription's resume, read before the replayed messages that follow it."""
+        self._resuming.discard(channel)
+        reason = self._resyncing.pop(channel, "unknown")
+        if reply.get("resumed"):
+            event = {"action": "resumed", "channel": channel, "serial": reply.get("serial"), "reason": reason}
+        else:
+            event = {"action": "discontinuity", "channel": channel, "reason": reason}
+        self._events.put_nowait(event)
+
+    async def _resubscribe(self, channel: str) -> None:
+        """Unsubscribe (the server replays nothing to a subscribed channel) and subscribe with ``resume``."""
+        deadline = asyncio.get_running_loop().time() + _RESYNC_PATIENCE
+        try:
+            await self.request("unsubscribe", channel=channel)
+            delay = 0.1
+            while True:
+                position = self.positions.get(channel)
+                if position is None or channel not in self._resyncing:
+                    return  # the app unsubscribed meanwhile
+                self._resuming.add(channel)
+                try:
+                    await self.subscribe(channel, resume=(position[0], position[1]) if position[1] else None)
+                    return
+                except PulseReplyError as exc:
+                    if exc.code not in _TRANSIENT or asyncio.get_running_loop().time() + delay > deadline:
+                        raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        except PulseClientError:
+            # Refused for good: the channel is not subscribed any more; the app hears the notice.
+            told = self._resyncing.pop(channel, None)
+            if told is not None:
+                self._events.put_nowait({"action": "discontinuity", "channel": channel, "reason": told})
+        except (ConnectionError, ConnectionClosed):
+            pass  # the connection ended: iteration stops, and a new connection with recover= resumes
 
     async def request(self, action: str, **members: Any) -> dict[str, Any]:
         """Send a request and return its ``ok`` reply; raises ``PulseClientError`` for an ``error`` reply."""
@@ -211,6 +294,7 @@ class Realtime:
 
     async def unsubscribe(self, channel: str) -> dict[str, Any]:
         self.positions.pop(channel, None)
+        self._resyncing.pop(channel, None)
         return await self.request("unsubscribe", channel=channel)
 
     async def history(
@@ -278,6 +362,8 @@ class Realtime:
         return self.close_code
 
     async def close(self, code: int = 1000) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         await self.ws.close(code)
         if self._reader is not None:
             with contextlib.suppress(asyncio.CancelledError):

@@ -376,44 +376,97 @@ def test_reconnect_resubscribes_reenters_resyncs_and_resends_publish(fake_server
     assert fake_page.evaluate("() => rt.channels.get('posts').serial") == 7
 
 
-def test_discontinuity_frame_is_a_channel_event_and_serial_is_tracked(fake_server: Any) -> None:
+def _notice_script(reason: str, resumed: bool | None) -> Callable[[FakeConnection], None]:
+    """Subscribe answered at serial 41, message 42, a ``discontinuity`` notice, then a live message past a gap
+    (45). With ``resumed`` not None the SDK is expected to unsubscribe and subscribe again with ``resume`` from
+    42: answered with ``resumed`` (True: 43, 44, 45 replayed), then message 46 live."""
+
     def script(conn: FakeConnection) -> None:
         conn.accept_auth()
         assert conn.recv()["action"] == "subscribe"
         conn.send(action="ok", ref=conn.frames[-1]["ref"], channel="posts", serial=41, epoch="e1")
         conn.send(action="message", channel="posts", name="a", data={"x": 1}, id="m1", timestamp=5, serial=42)
-        conn.send(action="discontinuity", channel="posts", reason="broker_unavailable")
-        conn.send(
-            action="message", channel="posts", name="b", data=None, id="m2", timestamp=6, serial=45, clientId="bob"
-        )
+        conn.send(action="discontinuity", channel="posts", reason=reason)
+        conn.send(action="message", channel="posts", name="b", id="m45", timestamp=6, serial=45, clientId="bob")
+        if resumed is not None:
+            frame = conn.recv()
+            assert frame["action"] == "unsubscribe", frame
+            conn.send(action="ok", ref=frame["ref"], channel="posts")
+            frame = conn.recv()
+            assert (frame["action"], frame.get("resume")) == ("subscribe", {"serial": 42, "epoch": "e1"}), frame
+            if resumed:
+                conn.send(action="ok", ref=frame["ref"], channel="posts", serial=42, epoch="e1", resumed=True)
+                for serial in (43, 44, 45):
+                    conn.send(action="message", channel="posts", name="b", id=f"m{serial}", serial=serial)
+            else:
+                conn.send(action="ok", ref=frame["ref"], channel="posts", serial=45, epoch="e1", resumed=False)
+            conn.send(action="message", channel="posts", name="b", id="m46", serial=46)
         conn.serve()
 
-    server, fake_page = fake_server(script)
-    result = fake_page.evaluate(
-        """async (url) => {
-          connect(url);
-          const channel = rt.channels.get('posts');
-          const log = [];
-          channel.on('discontinuity', (d) => log.push(['discontinuity', d]));
-          channel.subscribe((m) => log.push(['message', m]));
-          await new Promise((r) => {
-            const t = setInterval(() => { if (log.length === 3) { clearInterval(t); r(); } }, 10);
-          });
-          return { log, serial: channel.serial };
-        }""",
-        server.url,
-    )
-    assert result["serial"] == 45
-    assert result["log"][0] == [
-        "message",
-        {"name": "a", "data": {"x": 1}, "id": "m1", "timestamp": 5, "clientId": None, "serial": 42, "channel": "posts"},
+    return script
+
+
+NOTICE_PAGE = """async ([url, count]) => {
+  connect(url);
+  const channel = rt.channels.get('posts');
+  const log = [];
+  channel.on('discontinuity', (d) => log.push(['discontinuity', d]));
+  channel.on('resumed', (d) => log.push(['resumed', d]));
+  channel.subscribe((m) => log.push(['message', m]));
+  await new Promise((r) => {
+    const t = setInterval(() => { if (log.length === count) { clearInterval(t); r(); } }, 10);
+  });
+  await new Promise((r) => setTimeout(r, 100)); // nothing more arrives
+  return { log: log.map(([kind, e]) => (kind === 'message' ? [kind, e.serial] : [kind, e])), serial: channel.serial,
+           first: log[0][1] };
+}"""
+
+
+def test_a_broker_notice_resumes_the_channel_by_itself(fake_server: Any) -> None:
+    server, fake_page = fake_server(_notice_script("broker_unavailable", resumed=True))
+    result = fake_page.evaluate(NOTICE_PAGE, [server.url, 6])
+    assert result["first"] == {
+        "name": "a",
+        "data": {"x": 1},
+        "id": "m1",
+        "timestamp": 5,
+        "clientId": None,
+        "serial": 42,
+        "channel": "posts",
+    }
+    # The live 45 past the gap is dropped (the replay brings it): every message once, in order; no discontinuity.
+    assert result["log"] == [
+        ["message", 42],
+        ["resumed", {"channel": "posts", "serial": 42, "reason": "broker_unavailable"}],
+        ["message", 43],
+        ["message", 44],
+        ["message", 45],
+        ["message", 46],
     ]
-    assert result["log"][1] == [
-        "discontinuity",
-        {"channel": "posts", "reason": "broker_unavailable", "lastSerial": 42, "serial": 42},
-    ]
-    assert result["log"][2][1]["clientId"] == "bob"
+    assert result["serial"] == 46
     assert server.connections[0].frames[0]["action"] == "auth"
+
+
+def test_a_refused_resume_after_a_notice_is_the_discontinuity(fake_server: Any) -> None:
+    server, fake_page = fake_server(_notice_script("broker_unavailable", resumed=False))
+    result = fake_page.evaluate(NOTICE_PAGE, [server.url, 3])
+    assert result["log"] == [
+        ["message", 42],
+        ["discontinuity", {"channel": "posts", "reason": "broker_unavailable", "lastSerial": 42, "serial": 45}],
+        ["message", 46],
+    ]
+
+
+def test_a_history_lost_notice_is_the_discontinuity_at_once(fake_server: Any) -> None:
+    server, fake_page = fake_server(_notice_script("history_lost", resumed=None))
+    result = fake_page.evaluate(NOTICE_PAGE, [server.url, 3])
+    assert result["log"] == [
+        ["message", 42],
+        ["discontinuity", {"channel": "posts", "reason": "history_lost", "lastSerial": 42, "serial": 42}],
+        ["message", 45],
+    ]
+    assert fake_page.evaluate("() => rt.channels.get('posts').epoch") is None  # not resumable across the reset
+    assert [f["action"] for f in server.connections[0].frames] == ["auth", "subscribe"]
 
 
 def test_token_close_renews_through_auth_callback_but_not_in_a_loop(fake_server: Any) -> None:

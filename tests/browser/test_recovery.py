@@ -76,7 +76,7 @@ def test_a_cut_connection_gets_every_missed_message_once_in_order(open_page: Cal
         got = page.evaluate("() => got")
         assert [i for i, _ in got] == [-1, *range(COUNT)]  # all of them, once each, in order
         assert [s for _, s in got] == list(range(1, COUNT + 2))
-        assert page.evaluate("() => events") == [["resumed", {"channel": "feed", "serial": 1}]]
+        assert page.evaluate("() => events") == [["resumed", {"channel": "feed", "serial": 1, "reason": "reconnected"}]]
         # The same connection continued: its presence member never left.
         assert page.evaluate("() => [rt.connection.id, rt.connection.recovered]") == [connection_id, True]
         assert proxy.accepted == 2

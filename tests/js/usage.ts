@@ -7,9 +7,11 @@ import {
   VERSION,
   PROTOCOL_VERSION,
   type ConnectionStateChange,
+  type Discontinuity,
   type Message,
   type PresenceMember,
   type PublishResult,
+  type Resumed,
   type Whisper,
 } from '../../django_pulse/static/django_pulse/pulse.js';
 
@@ -40,6 +42,8 @@ export async function seedTutorial(userId: string): Promise<void> {
     console.log(post.user_name, post.content, message.serial);
   });
   await channel.subscribe((message: Message) => console.log('Event:', message.name, message.data));
+  channel.on('resumed', (r: Resumed) => console.log(r.channel, r.serial, r.reason));
+  channel.on('discontinuity', (d: Discontinuity) => console.log(d.reason, d.lastSerial, d.serial));
 
   const me: PresenceMember<Who> | undefined = await channel.presence.enter<Who>({ name: 'Alice', avatar: '/a.jpg' });
   console.log(me?.clientId);

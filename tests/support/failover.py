@@ -185,3 +185,26 @@ class Follower:
         )
         assert not missing and not twice and not self.problems, summary
         assert order == sorted(order), summary
+
+
+def check_outage_delivery(
+    publishers: Publishers, channel: str, raw: list[dict[str, Any]], ids: list[str], serials: list[int], note: str
+) -> str:
+    """After an outage that made the server miss messages live: ``raw`` (the frames of a subscriber that does not
+    resume) shows the ``broker_unavailable`` notice and a gap of acknowledged messages, and ``ids`` / ``serials``
+    (what a client under test delivered to its app, in order) hold every acknowledged id once, in publish
+    order, serials one by one. Returns the summary the assertions print (``note`` appended)."""
+    acknowledged = publishers.acknowledged[channel]
+    refused = {message_id for _, message_id, _, _ in publishers.refused}
+    assert refused, "the cut refused no publish: no outage happened"
+    assert [f["reason"] for f in raw if f["action"] == "discontinuity"] == ["broker_unavailable"]
+    missed_live = set(acknowledged) - {f.get("id") for f in raw if f["action"] == "message"}
+    assert missed_live, "the outage made no gap: the test proves nothing"
+    summary = f"{len(acknowledged)} acknowledged, {len(missed_live)} missed live, {len(refused)} refused; {note}"
+    assert [i for i in acknowledged if i not in ids] == [], summary  # every acknowledged message arrived
+    assert len(ids) == len(set(ids)), summary  # once each
+    # In publish order, serials one by one (a refused publish may still have run: it is in the stream too).
+    assert [int(i.rsplit("-", 1)[1]) for i in ids] == sorted(int(i.rsplit("-", 1)[1]) for i in ids), summary
+    assert serials == list(range(serials[0], serials[0] + len(serials))), summary
+    assert set(ids) <= set(acknowledged) | refused, summary
+    return summary

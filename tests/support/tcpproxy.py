@@ -7,6 +7,8 @@
         proxy.restore()                            # connections go through again
         proxy.lose_next_reply(b"EVALSHA")          # the next request holding these bytes reaches the server;
                                                    # its reply does not (the client's connection is reset)
+        proxy.hold_next(b"SUBSCRIBE", 1.0)         # the next request holding these bytes reaches the server
+                                                   # 1 s late (a Redis client that comes back slowly)
 
 It runs its own asyncio loop in a thread, so synchronous tests (Playwright's sync API) can use it too.
 """
@@ -31,6 +33,8 @@ class CuttableProxy:
         self._cut = False
         self._lose_marker: bytes | None = None
         self.lost = 0  # replies lost on purpose so far (lose_next_reply)
+        self._hold: tuple[bytes, float] | None = None
+        self.held = 0  # requests held back on purpose so far (hold_next)
         self._transports: set[asyncio.BaseTransport] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy", daemon=True)
@@ -85,6 +89,15 @@ class CuttableProxy:
 
         self._call(do)
 
+    def hold_next(self, marker: bytes, seconds: float) -> None:
+        """Forward the next request that contains ``marker`` ``seconds`` late (its connection's later bytes wait
+        behind it)."""
+
+        def do() -> None:
+            self._hold = (marker, seconds)
+
+        self._call(do)
+
     def _call(self, fn: object) -> None:
         async def run() -> None:
             fn()  # type: ignore[operator]
@@ -126,6 +139,10 @@ class CuttableProxy:
                 if self._lose_marker is not None and self._lose_marker in data:
                     self._lose_marker = None
                     armed.append(True)
+                if self._hold is not None and self._hold[0] in data:
+                    seconds, self._hold = self._hold[1], None
+                    self.held += 1
+                    await asyncio.sleep(seconds)
                 writer.write(data)
                 await writer.drain()
         writer.transport.abort()

@@ -125,6 +125,8 @@ def check_no_silent_gap(frames: list[dict[str, Any]], published: dict[str, int])
     told = False
     previous = None
     for frame in frames:
+        if frame["action"] == "resumed":
+            continue  # the client resumed the channel after a notice: the replay continues the serials
         if frame["action"] == "discontinuity":
             # broker_unavailable: this process was deaf; history_lost: Redis came back empty and the first publish
             # restarted the counter (heard when this process re-subscribed before it).

@@ -188,8 +188,9 @@ export interface PresenceMember<T = any> {
 
 export interface Discontinuity {
   channel: string;
-  /** `reconnected` (messages were published while this client was away) or the server's reason
-   *  (e.g. `broker_unavailable`). */
+  /** `reconnected` (messages were published while this client was away and could not be replayed) or the
+   *  server's reason: `history_lost`, `resume_failed`, or one such as `broker_unavailable` after the channel's
+   *  own `resume` was refused (when it succeeds the channel emits `resumed` instead). */
   reason: string;
   /** The last serial this client saw before the gap. */
   lastSerial: number | null;
@@ -199,8 +200,11 @@ export interface Discontinuity {
 
 export interface Resumed {
   channel: string;
-  /** The last serial this client saw before the drop: the missed messages after it were replayed. */
+  /** The last serial this client saw before the gap: the missed messages after it were replayed, in order, once. */
   serial: number | null;
+  /** `reconnected` (this client's connection dropped) or the server's `discontinuity` reason (e.g.
+   *  `broker_unavailable`) that made the channel re-attach with `resume` by itself. */
+  reason: string;
 }
 
 export interface PublishResult {

@@ -571,11 +571,9 @@
           break;
         case 'discontinuity':
           if (channels._has(frame.channel)) {
-            var channel = channels.get(frame.channel);
-            if (frame.reason === 'history_lost') channel.epoch = null; // serials start again in a new epoch
-            channel._onDiscontinuity(frame.reason || 'unknown', null);
+            channels.get(frame.channel)._onNotice(frame.reason || 'unknown');
             // Presence events may have been missed too: take a fresh snapshot (the listeners hear the diff).
-            channel.presence._resync();
+            channels.get(frame.channel).presence._resync();
           }
           break;
         default:
@@ -1514,7 +1512,8 @@
    * serial, channel}`; publish sends one. Channel events (channel.on): the states `attaching`,
    * `attached`, `detaching`, `detached`, `failed` (listeners get `{previous, current, reason}`),
    * `discontinuity` (`{channel, reason, lastSerial, serial}`: messages may have been missed, reload
-   * state), `resumed` (`{channel, serial}`: reconnected, and the messages after `serial` were replayed,
+   * state), `resumed` (`{channel, serial, reason}`: after a reconnect, or after the server's notice that
+   * messages may have been missed, the channel resumed and the messages after `serial` were replayed,
    * once each, in order) and `error` (a PulseError). history() reads the retained messages.
    */
   class Channel extends EventEmitter {
@@ -1527,6 +1526,10 @@
       this.serial = null; // the last message serial seen on this channel (for gap detection / recovery)
       this.epoch = null; // the serial's epoch, from the subscribe reply
       this._rewind = 0; // channels.get(name, {rewind: N}): the newest N retained messages on the first attach
+      // The server's reason while the channel re-attaches with `resume` after its notice that messages may have
+      // been missed (null otherwise): the replay fills the gap, so the app hears `resumed`, not the notice.
+      this._resyncReason = null;
+      this._resyncing = false; // the unsubscribe of that re-attach is wanted or in flight
       this._messages = new EventEmitter();
       this._whispers = new EventEmitter(); // listenForWhisper listeners, by whisper name
       this._wantAttached = false;
@@ -1655,6 +1658,8 @@
     /** Unsubscribe on the server (listeners are kept, but get nothing until the next attach/subscribe). */
     detach() {
       this._wantAttached = false;
+      this._resyncReason = null;
+      this._resyncing = false;
       // Whoever waited for the attach no longer needs it.
       var waiters = this._attachWaiters;
       this._attachWaiters = [];
@@ -1673,7 +1678,20 @@
       var connection = this._connection;
       if (connection.state !== 'connected' || this._busy) return;
       var self = this;
-      if (this._wantAttached && !this._attached) {
+      if (this._wantAttached && this._attached && this._resyncing) {
+        // Re-attach: the server replays nothing to a channel it considers subscribed, so unsubscribe first.
+        this._busy = true;
+        connection._stateRequest({ action: 'unsubscribe', channel: this.name }).then(function () {
+          self._busy = false;
+          self._resyncing = false;
+          self._attached = false;
+          self._reconcile();
+        }, function (error) {
+          self._busy = false;
+          if (error === DROPPED || retryLater(self, self, error)) return;
+          self._resyncFailed();
+        });
+      } else if (this._wantAttached && !this._attached) {
         this._busy = true;
         if (this.state !== 'attaching') this._setState('attaching');
         var subscribe = { action: 'subscribe', channel: this.name };
@@ -1689,6 +1707,7 @@
         }, function (error) {
           self._busy = false;
           if (error === DROPPED || retryLater(self, self, error)) return;
+          if (self._resyncReason !== null) self._resyncFailed();
           self._wantAttached = false;
           self.errorReason = error;
           var waiters = self._attachWaiters;
@@ -1733,16 +1752,56 @@
       var serial = typeof reply.serial === 'number' ? reply.serial : null;
       var epoch = reply.epoch === undefined ? null : reply.epoch;
       var lastSerial = this.serial;
+      var resync = this._resyncReason;
+      this._resyncReason = null;
       // Re-attached after a reconnect: messages published meanwhile were not delivered to this client,
       // unless the server resumed the channel (they follow the reply, in order, once).
-      var missed = reply.resumed === false || (reply.resumed !== true && lastSerial !== null && serial !== null &&
+      var missed = reply.resumed === false || (resync !== null && reply.resumed !== true) ||
+        (reply.resumed !== true && lastSerial !== null && serial !== null &&
         (serial > lastSerial || (epoch !== null && this.epoch !== null && epoch !== this.epoch)));
       this.serial = serial;
       this.epoch = epoch;
       this.errorReason = null;
       this._setState('attached');
-      if (missed) this._onDiscontinuity('reconnected', lastSerial);
-      else if (reply.resumed === true) this.emit('resumed', { channel: this.name, serial: serial });
+      if (missed) this._onDiscontinuity(resync || 'reconnected', lastSerial);
+      else if (reply.resumed === true) this.emit('resumed', { channel: this.name, serial: serial, reason: resync || 'reconnected' });
+    }
+
+    /**
+     * The server's `discontinuity` notice. Messages may have been missed, but while the channel's counter
+     * lives on (any reason but `history_lost` and `resume_failed`) its history may hold them: re-attach with
+     * `resume` from the last serial seen, and tell the app only if that replay is refused.
+     */
+    _onNotice(reason) {
+      if (reason === 'history_lost') {
+        this.epoch = null; // serials start again in a new epoch
+        if (this._resyncReason !== null) {
+          this._resyncReason = reason; // the re-attach subscribes afresh and tells this
+          return;
+        }
+      } else if (reason !== 'resume_failed' && this._attached && this._wantAttached && this.serial !== null &&
+                 this.epoch !== null) {
+        if (this._resyncReason === null) {
+          this._resyncReason = reason;
+          this._resyncing = true;
+          this._reconcile();
+        }
+        return;
+      }
+      this._onDiscontinuity(reason, null);
+    }
+
+    _resyncFailed() {
+      var reason = this._resyncReason;
+      this._resyncReason = null;
+      this._resyncing = false;
+      this._onDiscontinuity(reason, null);
+    }
+
+    /** While re-attaching after a notice: a message that is not the next one is replayed by the resume. */
+    _skip(frame) {
+      return this._resyncReason !== null && typeof frame.serial === 'number' && this.serial !== null &&
+        frame.serial !== this.serial + 1;
     }
 
     _onDiscontinuity(reason, lastSerial) {
@@ -1752,6 +1811,7 @@
     }
 
     _onMessage(frame) {
+      if (this._skip(frame)) return;
       if (typeof frame.serial === 'number') this.serial = frame.serial;
       // Published for the others only, excluding this page's connection (under an id it held before, when a
       // reconnect could not continue it): the page did not want it; keep its place only.
@@ -1760,6 +1820,7 @@
     }
 
     _onExcluded(frame) {
+      if (this._skip(frame)) return;
       if (typeof frame.serial === 'number') this.serial = frame.serial;
     }
 
@@ -1794,6 +1855,7 @@
     _onDisconnected() {
       this._attached = false;
       this._busy = false;
+      this._resyncing = false; // the reconnect's attach resumes anyway
       if (this._wantAttached && this.state !== 'attaching') this._setState('attaching');
       this.presence._onDisconnected();
     }
