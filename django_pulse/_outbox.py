@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, transaction
 from django.utils import timezone
 
@@ -51,10 +52,34 @@ def _publishes_here(runtime: Runtime) -> bool:
     return not database_served_elsewhere()
 
 
+#: Databases whose outbox table was seen: looked up once per process, so a missing table (``migrate`` not run
+#: after an upgrade) is a clear error instead of a failed INSERT, which on PostgreSQL aborts the caller's
+#: transaction and with it the user's change.
+_tables_seen: set[str] = set()
+
+
+def _check_table(using: str) -> None:
+    if using in _tables_seen:
+        return
+    connection = connections[using]
+    table = OutboxMessage._meta.db_table
+    with connection.cursor() as cursor:
+        present = table in connection.introspection.table_names(cursor)
+    if not present:
+        raise ImproperlyConfigured(
+            f"The outbox table {table!r} does not exist on database {using!r}: run `manage.py migrate` "
+            f"(django-pulse's migration 0004 adds it), or set PULSE['OUTBOX'] = False to publish from "
+            f"on_commit callbacks without it. Nothing was written."
+        )
+    _tables_seen.add(using)
+
+
 def write(messages: Sequence[Pending], *, kb_id: str | None, using: str) -> list[str]:
     """Insert ``messages`` as outbox rows on database ``using`` in its current transaction; returns their ids.
 
-    Raises what ``publish`` raises for bad input (nothing is written then) and what the insert raises.
+    Raises what ``publish`` raises for bad input (nothing is written then), ``ImproperlyConfigured`` when the
+    outbox table is missing (before anything is sent to the database in the caller's transaction) and what the
+    insert raises.
     """
     from .server.app_access import enabled_kb
 
@@ -64,6 +89,7 @@ def write(messages: Sequence[Pending], *, kb_id: str | None, using: str) -> list
     here = _publishes_here(runtime)
     token = secrets.token_hex(8) if here else ""
     lease = now + dt.timedelta(seconds=pulse_settings.OUTBOX_LEASE) if here else None
+    _check_table(using)
     rows = []
     for message in messages:
         message_id = message.id or "ob_" + secrets.token_urlsafe(12)

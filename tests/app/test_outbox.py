@@ -177,3 +177,42 @@ def test_pulse_relay_needs_a_shared_broker() -> None:
 
     with pytest.raises(CommandError, match="server process relays the outbox itself"):
         call_command("pulse", "relay", "--once")
+
+
+def test_a_missing_outbox_table_is_a_clear_error_and_the_save_still_commits(caplog: Any) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+    from django.db import connection
+
+    from django_pulse import _outbox, signals
+    from django_pulse.publishers import register, unregister
+    from tests.testapp.models import Customer
+
+    failures: list[BaseException] = []
+
+    def failed(exception: BaseException, **kwargs: Any) -> None:
+        failures.append(exception)
+
+    publisher = register(Customer, channel="customers")
+    signals.publish_failed.connect(failed, weak=False)
+    with connection.schema_editor() as editor:  # as after an upgrade without `migrate`
+        editor.delete_model(OutboxMessage)
+    _outbox._tables_seen.clear()
+    try:
+        with pytest.raises(ImproperlyConfigured, match=r"outbox table .* does not exist .* run `manage.py migrate`"):
+            pulse.publish_on_commit("orders", "placed", {"n": 1})
+        with transaction.atomic():
+            customer = Customer.objects.create(name="Ada")
+            # The transaction is still usable (a failed INSERT would have aborted it on PostgreSQL).
+            assert Customer.objects.filter(pk=customer.pk).exists()
+        assert Customer.objects.filter(name="Ada").exists()  # the user's change committed
+        assert [type(exc) for exc in failures] == [ImproperlyConfigured]
+        assert "manage.py migrate" in caplog.text
+    finally:
+        signals.publish_failed.disconnect(failed)
+        unregister(Customer, publisher)
+        with connection.schema_editor() as editor:
+            editor.create_model(OutboxMessage)
+        _outbox._tables_seen.clear()
+    with transaction.atomic():
+        pulse.publish_on_commit("orders", "placed", {"n": 2})
+    assert published("orders") == [{"n": 2}]
