@@ -104,10 +104,12 @@ test-valkey: $(VENV)/.dev-installed $(VALKEY_BIN)/valkey-server
 bench: $(VENV)/.dev-installed
 	$(PY) -m bench $(BENCH_ARGS)
 	$(PY) -m bench.fragments
+	$(PY) -m bench.outbox
 
 bench-quick: $(VENV)/.dev-installed
 	$(PY) -m bench --quick $(BENCH_ARGS)
 	$(PY) -m bench.fragments --quick
+	$(PY) -m bench.outbox --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .nox site node_modules build dist .valkey
