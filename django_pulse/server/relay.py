@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.apps import apps as django_apps
 from django.db import DatabaseError, connections, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from .. import signals
@@ -76,7 +76,15 @@ def _pending(alias: str, now: dt.datetime) -> Any:
 def _claim(alias: str, token: str, now: dt.datetime, channels: Collection[str] | None) -> list[OutboxMessage]:
     """Lease up to ``BATCH`` free rows (of ``channels`` if given) to ``token``; returns them in id order."""
     lease = now + dt.timedelta(seconds=pulse_settings.OUTBOX_LEASE)
-    free = _pending(alias, now)
+    # Not the rows of a channel whose older row is waiting (backing off, or leased by another relay): they could
+    # not go out before it, and claiming and releasing them on every poll would write for nothing.
+    waiting = OutboxMessage.objects.using(alias).filter(
+        Q(available_at__gt=now) | Q(lease_until__gte=now),
+        channel=OuterRef("channel"),
+        dead=False,
+        id__lt=OuterRef("id"),
+    )
+    free = _pending(alias, now).filter(~Exists(waiting))
     if channels is not None:
         free = free.filter(channel__in=list(channels))
     if connections[alias].vendor == "sqlite":

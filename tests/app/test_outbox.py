@@ -91,6 +91,34 @@ def test_a_channel_waits_for_its_older_row_held_by_another_relay() -> None:
     assert published("orders") == [{"n": 0}, {"n": 1}]
 
 
+def test_while_a_row_backs_off_its_channels_later_rows_are_left_alone_on_every_poll() -> None:
+    """A row waiting for its retry holds back its channel: the relay does not claim (write) the later rows of that
+    channel on each poll only to release them, and other channels go on."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    now = timezone.now()
+    OutboxMessage.objects.create(
+        kb_id="default", channel="orders", event="placed", message_id="ob_failing", data='{"n":0}', attempts=1,
+        available_at=now + dt.timedelta(seconds=30), created_at=now,
+    )  # fmt: skip
+    for n in (1, 2):
+        OutboxMessage.objects.create(
+            kb_id="default", channel="orders", event="placed", message_id=f"ob_{n}", data=f'{{"n":{n}}}'
+        )
+    later = list(OutboxMessage.objects.filter(attempts=0).values_list("id", "lease_token", "lease_until"))
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(3):
+            assert relay_round(get_runtime()).published == 0
+    assert [q["sql"] for q in queries.captured_queries if q["sql"].lstrip().upper().startswith("UPDATE")] == []
+    assert list(OutboxMessage.objects.filter(attempts=0).values_list("id", "lease_token", "lease_until")) == later
+    pulse.publish_on_commit("other", "placed", {"n": 9})
+    assert published("other") == [{"n": 9}]
+    OutboxMessage.objects.filter(attempts=1).update(available_at=now)  # its retry is due: all three, in order
+    assert relay_round(get_runtime()).published == 3
+    assert published("orders") == [{"n": 0}, {"n": 1}, {"n": 2}]
+
+
 def test_a_row_published_but_not_deleted_is_not_delivered_twice() -> None:
     """A relay killed between publishing and deleting: the next one publishes the row under the same id."""
     with transaction.atomic():
