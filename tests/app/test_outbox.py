@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.exceptions import SynchronousOnlyOperation
 from django.db import transaction
 from django.test import Client
 from django.utils import timezone
@@ -175,12 +176,30 @@ def test_the_durability_page_example_publishes_once_the_order_is_saved() -> None
     from tests.support.docsnippets import blocks
     from tests.testapp.models import Order
 
-    ((_, code),) = blocks("durability.md", "python")
+    (_, code), _ = blocks("durability.md", "python")
     order = Order.objects.create(status="new")
     exec(code, {"order": order})
     (message,) = pulse.history(f"orders.{order.pk}")
     assert (message["name"], message["data"]) == ("paid", {"id": order.pk})
     assert Order.objects.get(pk=order.pk).status == "paid"
+
+
+async def test_the_durability_page_async_example_publishes_once_the_order_is_saved() -> None:
+    from asgiref.sync import sync_to_async
+
+    from tests.support.docsnippets import blocks
+    from tests.testapp.models import Order
+
+    _, (_, code) = blocks("durability.md", "python")
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)
+    order = await Order.objects.acreate(status="new")
+    await namespace["pay_view"](None, order)
+    (message,) = await sync_to_async(pulse.history)(f"orders.{order.pk}")
+    assert (message["name"], message["data"]) == ("paid", {"id": order.pk})
+    assert (await Order.objects.aget(pk=order.pk)).status == "paid"
+    with pytest.raises(SynchronousOnlyOperation, match="sync_to_async"):  # the call the page warns about
+        pulse.publish_on_commit("orders", "paid")
 
 
 def test_pulse_relay_once_publishes_what_is_pending(settings: Any, redis_url: str, redis_prefix: str) -> None:
