@@ -106,10 +106,12 @@ test-valkey: $(VENV)/.dev-installed $(VALKEY_BIN)/valkey-server
 bench: $(VENV)/.dev-installed
 	$(PY) -m bench $(BENCH_ARGS)
 	$(PY) -m bench.fragments
+	$(PY) -m bench.outbox
 
 bench-quick: $(VENV)/.dev-installed
 	$(PY) -m bench --quick $(BENCH_ARGS)
 	$(PY) -m bench.fragments --quick
+	$(PY) -m bench.outbox --quick
 
 # The scale runs (docs/performance.md, "Scale runs"): one server process per server and C, pinned to one core,
 # idle memory and CPU, Centrifugo's mix scaled to one process, a reconnect storm. Needs an open-file hard limit

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, transaction
 from django.utils import timezone
 
@@ -51,10 +52,34 @@ def _publishes_here(runtime: Runtime) -> bool:
     return not database_served_elsewhere()
 
 
+#: Databases whose outbox table was seen: looked up once per process, so a missing table (``migrate`` not run
+#: after an upgrade) is a clear error instead of a failed INSERT, which on PostgreSQL aborts the caller's
+#: transaction and with it the user's change.
+_tables_seen: set[str] = set()
+
+
+def _check_table(using: str) -> None:
+    if using in _tables_seen:
+        return
+    connection = connections[using]
+    table = OutboxMessage._meta.db_table
+    with connection.cursor() as cursor:
+        present = table in connection.introspection.table_names(cursor)
+    if not present:
+        raise ImproperlyConfigured(
+            f"The outbox table {table!r} does not exist on database {using!r}: run `manage.py migrate` "
+            f"(django-pulse's migration 0004 adds it), or set PULSE['OUTBOX'] = False to publish from "
+            f"on_commit callbacks without it. Nothing was written."
+        )
+    _tables_seen.add(using)
+
+
 def write(messages: Sequence[Pending], *, kb_id: str | None, using: str) -> list[str]:
     """Insert ``messages`` as outbox rows on database ``using`` in its current transaction; returns their ids.
 
-    Raises what ``publish`` raises for bad input (nothing is written then) and what the insert raises.
+    Raises what ``publish`` raises for bad input (nothing is written then), ``ImproperlyConfigured`` when the
+    outbox table is missing (before anything is sent to the database in the caller's transaction) and what the
+    insert raises.
     """
     from .server.app_access import enabled_kb
 
@@ -64,6 +89,7 @@ def write(messages: Sequence[Pending], *, kb_id: str | None, using: str) -> list
     here = _publishes_here(runtime)
     token = secrets.token_hex(8) if here else ""
     lease = now + dt.timedelta(seconds=pulse_settings.OUTBOX_LEASE) if here else None
+    _check_table(using)
     rows = []
     for message in messages:
         message_id = message.id or "ob_" + secrets.token_urlsafe(12)
@@ -98,7 +124,10 @@ def write(messages: Sequence[Pending], *, kb_id: str | None, using: str) -> list
         for row in rows:  # left to the relays
             row.lease_token, row.lease_until = "", None
         here = False
-    if len(rows) == 1:
+    first = False
+    if len(rows) == 1 and here and connections[using].vendor == "postgresql":
+        first = _insert_first(using, rows[0])
+    elif len(rows) == 1:
         rows[0].save(using=using, force_insert=True)
     else:
         OutboxMessage.objects.using(using).bulk_create(rows)
@@ -106,18 +135,44 @@ def write(messages: Sequence[Pending], *, kb_id: str | None, using: str) -> list
         # Delivered at the commit, to every relay listening: the server relays at once instead of at its next poll.
         with connections[using].cursor() as cursor:
             cursor.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])
-    transaction.on_commit(functools.partial(_committed, using, rows if here else []), using)
+    transaction.on_commit(functools.partial(_committed, using, rows if here else [], first), using)
     return ids
 
 
-def _committed(using: str, rows: list[OutboxMessage]) -> None:
+def _insert_first(using: str, row: OutboxMessage) -> bool:
+    """Insert ``row`` (PostgreSQL); returns whether no other pending row of its channel was visible then.
+
+    The ORM's INSERT, with that answer added to its ``RETURNING``: when it is yes, the publish right after the
+    commit skips its query for older rows of the channel (a round trip after every save). A row written by a
+    transaction that had not committed at the INSERT is unrelated to this one (nothing ordered the two, as a lock
+    on a common row would have), so either may go out first, as their commits came.
+    """
+    from django.db.models.sql.subqueries import InsertQuery
+
+    connection = connections[using]
+    meta = OutboxMessage._meta
+    query = InsertQuery(OutboxMessage)
+    query.insert_values([field for field in meta.concrete_fields if not field.primary_key], [row])
+    compiler = query.get_compiler(using=using)
+    compiler.returning_fields = [meta.pk]
+    ((sql, params),) = compiler.as_sql()
+    table = connection.ops.quote_name(meta.db_table)
+    sql += f", NOT EXISTS (SELECT 1 FROM {table} WHERE channel = %s AND NOT dead)"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, row.channel])
+        row.id, first = cursor.fetchone()
+    row._state.adding, row._state.db = False, using
+    return bool(first)
+
+
+def _committed(using: str, rows: list[OutboxMessage], first: bool = False) -> None:
     fault("after_commit")
     # A commit callback: an entry point, where the runtime is looked up.
     runtime = get_runtime()
     left = not rows
     if rows:
         try:
-            result = relay_rows(runtime, using, rows)
+            result = relay_rows(runtime, using, rows, first=first)
         except Exception:
             logger.warning("Could not publish outbox rows after commit; the relay will", exc_info=True)
             left = True

@@ -224,7 +224,8 @@ def publish_on_commit(
     unreachable then (a relay publishes it later, in order, once). Outside a transaction it is published at
     once, and written to the outbox only if that fails (the relays publish it then). Raises what ``publish``
     raises for bad input (``ProtocolViolation``, ``TypeError``, ``LimitExceeded``, ``AppError``), before anything
-    is written, and what the database raises.
+    is written, ``ImproperlyConfigured`` when the outbox table is missing (``migrate`` not run), and what the
+    database raises.
     """
     from django.db import DEFAULT_DB_ALIAS
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.exceptions import SynchronousOnlyOperation
 from django.db import transaction
 from django.test import Client
 from django.utils import timezone
@@ -91,6 +92,34 @@ def test_a_channel_waits_for_its_older_row_held_by_another_relay() -> None:
     assert published("orders") == [{"n": 0}, {"n": 1}]
 
 
+def test_while_a_row_backs_off_its_channels_later_rows_are_left_alone_on_every_poll() -> None:
+    """A row waiting for its retry holds back its channel: the relay does not claim (write) the later rows of that
+    channel on each poll only to release them, and other channels go on."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    now = timezone.now()
+    OutboxMessage.objects.create(
+        kb_id="default", channel="orders", event="placed", message_id="ob_failing", data='{"n":0}', attempts=1,
+        available_at=now + dt.timedelta(seconds=30), created_at=now,
+    )  # fmt: skip
+    for n in (1, 2):
+        OutboxMessage.objects.create(
+            kb_id="default", channel="orders", event="placed", message_id=f"ob_{n}", data=f'{{"n":{n}}}'
+        )
+    later = list(OutboxMessage.objects.filter(attempts=0).values_list("id", "lease_token", "lease_until"))
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(3):
+            assert relay_round(get_runtime()).published == 0
+    assert [q["sql"] for q in queries.captured_queries if q["sql"].lstrip().upper().startswith("UPDATE")] == []
+    assert list(OutboxMessage.objects.filter(attempts=0).values_list("id", "lease_token", "lease_until")) == later
+    pulse.publish_on_commit("other", "placed", {"n": 9})
+    assert published("other") == [{"n": 9}]
+    OutboxMessage.objects.filter(attempts=1).update(available_at=now)  # its retry is due: all three, in order
+    assert relay_round(get_runtime()).published == 3
+    assert published("orders") == [{"n": 0}, {"n": 1}, {"n": 2}]
+
+
 def test_a_row_published_but_not_deleted_is_not_delivered_twice() -> None:
     """A relay killed between publishing and deleting: the next one publishes the row under the same id."""
     with transaction.atomic():
@@ -147,12 +176,30 @@ def test_the_durability_page_example_publishes_once_the_order_is_saved() -> None
     from tests.support.docsnippets import blocks
     from tests.testapp.models import Order
 
-    ((_, code),) = blocks("durability.md", "python")
+    (_, code), _ = blocks("durability.md", "python")
     order = Order.objects.create(status="new")
     exec(code, {"order": order})
     (message,) = pulse.history(f"orders.{order.pk}")
     assert (message["name"], message["data"]) == ("paid", {"id": order.pk})
     assert Order.objects.get(pk=order.pk).status == "paid"
+
+
+async def test_the_durability_page_async_example_publishes_once_the_order_is_saved() -> None:
+    from asgiref.sync import sync_to_async
+
+    from tests.support.docsnippets import blocks
+    from tests.testapp.models import Order
+
+    _, (_, code) = blocks("durability.md", "python")
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)
+    order = await Order.objects.acreate(status="new")
+    await namespace["pay_view"](None, order)
+    (message,) = await sync_to_async(pulse.history)(f"orders.{order.pk}")
+    assert (message["name"], message["data"]) == ("paid", {"id": order.pk})
+    assert (await Order.objects.aget(pk=order.pk)).status == "paid"
+    with pytest.raises(SynchronousOnlyOperation, match="sync_to_async"):  # the call the page warns about
+        pulse.publish_on_commit("orders", "paid")
 
 
 def test_pulse_relay_once_publishes_what_is_pending(settings: Any, redis_url: str, redis_prefix: str) -> None:
@@ -177,3 +224,42 @@ def test_pulse_relay_needs_a_shared_broker() -> None:
 
     with pytest.raises(CommandError, match="server process relays the outbox itself"):
         call_command("pulse", "relay", "--once")
+
+
+def test_a_missing_outbox_table_is_a_clear_error_and_the_save_still_commits(caplog: Any) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+    from django.db import connection
+
+    from django_pulse import _outbox, signals
+    from django_pulse.publishers import register, unregister
+    from tests.testapp.models import Customer
+
+    failures: list[BaseException] = []
+
+    def failed(exception: BaseException, **kwargs: Any) -> None:
+        failures.append(exception)
+
+    publisher = register(Customer, channel="customers")
+    signals.publish_failed.connect(failed, weak=False)
+    with connection.schema_editor() as editor:  # as after an upgrade without `migrate`
+        editor.delete_model(OutboxMessage)
+    _outbox._tables_seen.clear()
+    try:
+        with pytest.raises(ImproperlyConfigured, match=r"outbox table .* does not exist .* run `manage.py migrate`"):
+            pulse.publish_on_commit("orders", "placed", {"n": 1})
+        with transaction.atomic():
+            customer = Customer.objects.create(name="Ada")
+            # The transaction is still usable (a failed INSERT would have aborted it on PostgreSQL).
+            assert Customer.objects.filter(pk=customer.pk).exists()
+        assert Customer.objects.filter(name="Ada").exists()  # the user's change committed
+        assert [type(exc) for exc in failures] == [ImproperlyConfigured]
+        assert "manage.py migrate" in caplog.text
+    finally:
+        signals.publish_failed.disconnect(failed)
+        unregister(Customer, publisher)
+        with connection.schema_editor() as editor:
+            editor.create_model(OutboxMessage)
+        _outbox._tables_seen.clear()
+    with transaction.atomic():
+        pulse.publish_on_commit("orders", "placed", {"n": 2})
+    assert published("orders") == [{"n": 2}]

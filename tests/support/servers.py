@@ -242,6 +242,9 @@ def scratch_database(base: str | None = None) -> Iterator[str]:
     """The URL of a new, empty database, removed afterwards: on the PostgreSQL server of ``base`` (default:
     ``DATABASE_URL``) when it names one (CI), else a SQLite file."""
     base = os.environ.get("DATABASE_URL", "") if base is None else base
+    if base.startswith("mysql://"):
+        yield from _scratch_mysql(base)
+        return
     if not base.startswith(("postgres://", "postgresql://")):
         yield "sqlite:///" + os.path.join(tempfile.mkdtemp(prefix="pulse-example-"), "db.sqlite3")
         return
@@ -264,6 +267,24 @@ def scratch_database(base: str | None = None) -> Iterator[str]:
     finally:
         with psycopg.connect(**admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _scratch_mysql(base: str) -> Iterator[str]:
+    """``scratch_database`` on the MySQL / MariaDB server of ``base`` (mysqlclient)."""
+    import dj_database_url
+    import MySQLdb
+
+    config = dj_database_url.parse(base)
+    name = f"pulse_example_{os.getpid()}_{free_port()}"
+    admin = {"user": config.get("USER") or "root", "password": config.get("PASSWORD") or ""}
+    admin.update(host=config.get("HOST") or "127.0.0.1", port=int(config.get("PORT") or 3306))
+    conn = MySQLdb.connect(**admin)
+    try:
+        conn.cursor().execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        yield base.rsplit("/", 1)[0] + "/" + name
+    finally:
+        conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.close()
 
 
 @contextlib.contextmanager

@@ -36,16 +36,32 @@ from tests.support.tcpproxy import CuttableProxy
 pytestmark = [pytest.mark.processes]
 
 REDIS_PORT = 6379
+MARIADB = os.environ.get("PULSE_TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306/test")
 PG_BASE = os.environ.get("DATABASE_URL", "") if os.environ.get("DATABASE_URL", "").startswith("postgres") else ""
 
 
 @contextlib.contextmanager
 def database(kind: str) -> Iterator[dict[str, str]]:
     """``extra_env`` for ``live_server``: nothing for a SQLite file of the server's own, or a new PostgreSQL
-    database (on the server of ``DATABASE_URL``, else the local one), migrated by the server's start, dropped
-    afterwards."""
+    database (on the server of ``DATABASE_URL``, else the local one) or MariaDB database
+    (``PULSE_TEST_MARIADB_URL``), migrated by the server's start, dropped afterwards."""
     if kind == "sqlite":
         yield {}
+        return
+    if kind == "mariadb":
+        try:
+            import MySQLdb
+        except ImportError:
+            pytest.skip("mysqlclient is not installed")
+        try:
+            scratch = scratch_database(MARIADB)
+            url = scratch.__enter__()
+        except MySQLdb.OperationalError:
+            pytest.skip(f"no MariaDB / MySQL server answers at {MARIADB}")
+        try:
+            yield {"PULSE_LIVE_DATABASE_URL": url}
+        finally:
+            scratch.__exit__(None, None, None)
         return
     import psycopg
 
@@ -63,7 +79,8 @@ def database(kind: str) -> Iterator[dict[str, str]]:
 
 
 def databases() -> list[Any]:
-    return ["sqlite", pytest.param("postgresql", id="postgresql")]
+    """SQLite and PostgreSQL always; MariaDB (or MySQL 8) where one answers and mysqlclient is installed."""
+    return ["sqlite", pytest.param("postgresql", id="postgresql"), pytest.param("mariadb", id="mariadb")]
 
 
 @contextlib.contextmanager

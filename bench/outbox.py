@@ -1,0 +1,319 @@
+"""``python -m bench.outbox [--quick]``: the cost of durable publishes (docs/durability.md).
+
+1. Save cost, in one process per database (SQLite file, PostgreSQL): saves of a registered model (``register``,
+   JSON data, Redis broker), alternating ``PULSE["OUTBOX"]`` on (the row written in the save's transaction,
+   published right after the commit, deleted) and off (published from an ``on_commit`` callback), in
+   ``transaction.atomic()`` and in autocommit. Reported: p50 per save of each, and the outbox's ratio and
+   difference against ``on_commit``.
+2. Throughput through one relay: a writer process commits R saves/s for D seconds, each with
+   ``publish_on_commit`` in ``transaction.atomic()``, leaving every row to the relays (as a writer with the
+   in-memory broker does while a server holds the pages); one relay in another process publishes them into Redis;
+   this process subscribes to Redis and times each message from its commit (the writer's clock, same machine) to
+   its receipt. Reported: p50, p99, max, lost and repeated. The relay is woken by ``NOTIFY`` on PostgreSQL and
+   polls (``OUTBOX_POLL_INTERVAL``) on SQLite.
+
+Quick: 300 saves per mode, R=1,000 for 1 s (seconds: checks the harness). Full: 2,000 saves per mode, R=1,000
+for 5 s. PostgreSQL: ``BENCH_POSTGRES_URL`` (default postgres://postgres@127.0.0.1:5432/pulse_bench, created if
+missing); skipped with a note when it does not answer. The machine is shared: compare the figures of one run with
+each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+ROOT = Path(__file__).resolve().parent.parent
+CHANNEL = "bench-outbox"
+RATE = 1000
+_SEQ = re.compile(rb'"seq":\s*(\d+)')
+
+
+def _configure(database: str, redis_url: str, prefix: str) -> None:
+    import django
+    from django.conf import settings
+
+    if database.startswith("postgres"):
+        import dj_database_url
+
+        db = dj_database_url.parse(database)
+    else:
+        db = {"ENGINE": "django.db.backends.sqlite3", "NAME": database, "OPTIONS": {"timeout": 20}}
+    settings.configure(
+        SECRET_KEY="django-pulse-bench-not-secret",
+        USE_TZ=True,
+        INSTALLED_APPS=["django.contrib.auth", "django.contrib.contenttypes", "rest_framework", "django_pulse"],
+        DATABASES={"default": db},
+        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+        PULSE={"REDIS_URL": redis_url, "REDIS_PREFIX": prefix},
+        LOGGING_CONFIG=None,
+    )
+    django.setup()
+
+
+def _migrate() -> None:
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+def _p50_ms(samples: list[float]) -> float:
+    return round(statistics.median(samples) * 1000, 3)
+
+
+def _child_saves(database: str, redis_url: str, count: int) -> dict[str, Any]:
+    """Per-save p50 with and without the outbox, in a transaction and in autocommit, interleaved."""
+    prefix = "bench-ob-" + secrets.token_hex(4)
+    _configure(database, redis_url, prefix)
+    _migrate()
+    from django.contrib.auth.models import Group
+    from django.db import connection, transaction
+    from django.test import override_settings
+
+    from django_pulse.publishers import register
+
+    register(Group, channel=CHANNEL)
+    pulse = {"REDIS_URL": redis_url, "REDIS_PREFIX": prefix}
+    modes = [(outbox, atomic) for atomic in (True, False) for outbox in (False, True)]
+    samples: dict[tuple[bool, bool], list[float]] = {mode: [] for mode in modes}
+    Group.objects.all().delete()
+    for i in range(count + count // 10):  # the first tenth warms up and is not counted
+        for outbox, atomic in modes:
+            with override_settings(PULSE={**pulse, "OUTBOX": outbox}):
+                name = f"g{i}-{int(outbox)}{int(atomic)}"
+                start = time.perf_counter()
+                if atomic:
+                    with transaction.atomic():
+                        Group.objects.create(name=name)
+                else:
+                    Group.objects.create(name=name)
+                elapsed = time.perf_counter() - start
+            if i >= count // 10:
+                samples[(outbox, atomic)].append(elapsed)
+    from django_pulse.models import OutboxMessage
+
+    left = OutboxMessage.objects.count()
+    Group.objects.all().delete()
+    result: dict[str, Any] = {"database": connection.vendor, "saves_per_mode": count, "rows_left": left}
+    for atomic in (True, False):
+        before, after = _p50_ms(samples[(False, atomic)]), _p50_ms(samples[(True, atomic)])
+        result["atomic" if atomic else "autocommit"] = {
+            "on_commit_p50_ms": before,
+            "outbox_p50_ms": after,
+            "added_ms": round(after - before, 3),
+            "ratio": round(after / before, 2),
+        }
+    _delete_keys(redis_url, prefix)
+    return result
+
+
+def _child_relay(database: str, redis_url: str, prefix: str) -> None:
+    """One relay, publishing until stdin closes."""
+    _configure(database, redis_url, prefix)
+    from django_pulse.server.relay import Relay
+    from django_pulse.server.runtime import get_runtime
+
+    relay = Relay(get_runtime())
+    relay.start()
+    print("ready", flush=True)
+    sys.stdin.read()
+    relay.stop(timeout=5)
+
+
+def _child_writer(database: str, redis_url: str, prefix: str, seconds: float) -> None:
+    """R commits a second, each with one durable publish left to the relays; prints each commit's time."""
+    _configure(database, redis_url, prefix)
+    from django.db import transaction
+
+    from django_pulse import _outbox, pulse
+
+    _outbox._publishes_here = lambda runtime: False  # leave every row to the relay, as a non-serving writer does
+    committed: list[float] = []
+    total = int(RATE * seconds)
+    start = time.monotonic()
+    for seq in range(total):
+        delay = start + seq / RATE - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        with transaction.atomic():
+            pulse.publish_on_commit(CHANNEL, "n", {"seq": seq})
+        committed.append(time.time())
+    print(json.dumps({"committed": committed, "rate": round(total / (time.monotonic() - start))}), flush=True)
+
+
+def _delete_keys(redis_url: str, prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def _run_child(args: list[str], **kwargs: Any) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.outbox", *args], cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, **kwargs
+    )
+
+
+def _saves(database: str, redis_url: str, count: int) -> dict[str, Any]:
+    child = _run_child(["--child", "saves", "--database", database, "--redis-url", redis_url, "--count", str(count)])
+    out, _ = child.communicate(timeout=600)
+    if child.returncode:
+        raise RuntimeError(f"the save bench failed on {database}")
+    result: dict[str, Any] = json.loads(out.splitlines()[-1])
+    return result
+
+
+def _throughput(database: str, redis_url: str, seconds: float) -> dict[str, Any]:
+    import redis
+
+    prefix = "bench-ob-" + secrets.token_hex(4)
+    common = ["--database", database, "--redis-url", redis_url, "--prefix", prefix]
+    # The tables first, so neither child migrates.
+    relay = _run_child(["--child", "relay", *common], stdin=subprocess.PIPE)
+    assert relay.stdout is not None and relay.stdin is not None
+    received: dict[int, list[float]] = {}
+    client = redis.Redis.from_url(redis_url)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.psubscribe(f"{prefix}:bus:*")
+    stop = threading.Event()
+
+    def listen() -> None:
+        while not stop.is_set():
+            message = pubsub.get_message(timeout=0.1)
+            if message is not None:
+                now = time.time()
+                match = _SEQ.search(message["data"])
+                if match:
+                    received.setdefault(int(match.group(1)), []).append(now)
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    try:
+        if relay.stdout.readline().strip() != "ready":
+            raise RuntimeError("the relay did not start")
+        writer = _run_child(["--child", "writer", *common, "--seconds", str(seconds)])
+        out, _ = writer.communicate(timeout=120 + seconds)
+        if writer.returncode:
+            raise RuntimeError("the writer failed")
+        report = json.loads(out.splitlines()[-1])
+        committed: list[float] = report["committed"]
+        deadline = time.monotonic() + 15
+        while len(received) < len(committed) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # a repeat would come right behind
+    finally:
+        stop.set()
+        listener.join()
+        relay.stdin.close()
+        relay.wait(timeout=30)
+        pubsub.close()
+        client.close()
+        _delete_keys(redis_url, prefix)
+    latencies = sorted(times[0] - committed[seq] for seq, times in received.items() if seq < len(committed))
+    quantile = (
+        (lambda q: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 1))
+        if latencies
+        else (lambda q: None)
+    )
+    return {
+        "database": "postgresql (NOTIFY)" if database.startswith("postgres") else "sqlite (polling)",
+        "saves": len(committed),
+        "writer_rate_per_s": report["rate"],
+        "p50_ms": quantile(0.5),
+        "p99_ms": quantile(0.99),
+        "max_ms": round(latencies[-1] * 1000, 1) if latencies else None,
+        "lost": len(committed) - len(received),
+        "repeated": sum(len(times) - 1 for times in received.values()),
+    }
+
+
+def _postgres(url: str) -> str | None:
+    """``url`` once its database exists (made if missing), or None when PostgreSQL does not answer."""
+    import dj_database_url
+    import psycopg
+
+    params = dj_database_url.parse(url)
+    try:
+        with psycopg.connect(
+            host=params["HOST"], port=params["PORT"] or 5432, user=params["USER"], dbname="postgres", autocommit=True
+        ) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [params["NAME"]]).fetchone():
+                conn.execute(f'CREATE DATABASE "{params["NAME"]}"')
+    except psycopg.OperationalError:
+        return None
+    return url
+
+
+def _prepare(database: str, redis_url: str) -> None:
+    child = _run_child(["--child", "migrate", "--database", database, "--redis-url", redis_url])
+    child.communicate(timeout=300)
+    if child.returncode:
+        raise RuntimeError(f"migrate failed on {database}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.outbox", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="seconds: checks the harness, not the speed")
+    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"))
+    parser.add_argument(
+        "--postgres-url", default=os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/pulse_bench")
+    )
+    parser.add_argument("--child", choices=["saves", "relay", "writer", "migrate"], help=argparse.SUPPRESS)
+    parser.add_argument("--database", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child == "saves":
+        print(json.dumps(_child_saves(args.database, args.redis_url, args.count)))
+        return 0
+    if args.child == "relay":
+        _child_relay(args.database, args.redis_url, args.prefix)
+        return 0
+    if args.child == "writer":
+        _child_writer(args.database, args.redis_url, args.prefix, args.seconds)
+        return 0
+    if args.child == "migrate":
+        _configure(args.database, args.redis_url, "bench-ob")
+        _migrate()
+        return 0
+
+    count = 300 if args.quick else 2000
+    seconds = 1.0 if args.quick else 5.0
+    result: dict[str, Any] = {"mode": "quick" if args.quick else "full", "load_average": os.getloadavg()}
+    with tempfile.TemporaryDirectory(prefix="pulse-bench-outbox-") as workdir:
+        databases = [str(Path(workdir) / "bench.sqlite3")]
+        postgres = _postgres(args.postgres_url)
+        if postgres is None:
+            result["postgresql"] = f"skipped: nothing answers at {args.postgres_url}"
+        else:
+            databases.append(postgres)
+        for database in databases:
+            _prepare(database, args.redis_url)
+        result["save_cost"] = [_saves(database, args.redis_url, count) for database in databases]
+        result["through_one_relay"] = [_throughput(database, args.redis_url, seconds) for database in databases]
+    result["load_average_after"] = os.getloadavg()
+    print(json.dumps(result, indent=2))
+    lost = sum(run["lost"] + run["repeated"] for run in result["through_one_relay"])
+    return 1 if lost else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
