@@ -52,11 +52,15 @@ def database(kind: str) -> Iterator[dict[str, str]]:
         try:
             import MySQLdb
         except ImportError:
+            if os.environ.get("CI"):  # CI installs it with the [dev] extra
+                raise
             pytest.skip("mysqlclient is not installed")
         try:
             scratch = scratch_database(MARIADB)
             url = scratch.__enter__()
         except MySQLdb.OperationalError:
+            if os.environ.get("CI"):  # MariaDB answers on every CI machine
+                raise
             pytest.skip(f"no MariaDB / MySQL server answers at {MARIADB}")
         try:
             yield {"PULSE_LIVE_DATABASE_URL": url}
