@@ -3,7 +3,8 @@
 copies in tests/browser/vendor/, loaded into the page by the test before the page's scripts).
 
 - Two tabs; a post created in the Django admin (a third browser context) appears in both within a second,
-  an edit replaces it, a delete removes it; the Online count is live; user content is text (markup is refused, what needs escaping is escaped).
+  an edit replaces it, a delete removes it; the Online count is live; user content is text (markup is
+  refused, what needs escaping is escaped).
 - Two server processes on Redis behind a TCP balancer; posts are created through the second process (and
   from ``manage.py shell``) while the first one, serving the tab, is killed with SIGKILL: the tab reconnects
   to the survivor and shows every post once, in order, replayed from history without a reload.
