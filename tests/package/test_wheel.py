@@ -91,7 +91,11 @@ def shipped_in_source() -> set[str]:
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     out = tmp_path_factory.mktemp("dist")
     # Without --wheel/--sdist, build makes the sdist and then the wheel from it: the sdist is checked too.
-    subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)], check=True, capture_output=True)
+    built = subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)], capture_output=True, text=True
+    )
+    # What build printed, when it failed: the reason is in its output, not in the exit status.
+    assert built.returncode == 0, f"python -m build failed:\n{built.stdout[-3000:]}\n{built.stderr[-3000:]}"
     (found,) = out.glob("django_pulse_realtime-*.whl")
     yield found
 
