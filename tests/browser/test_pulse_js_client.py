@@ -97,8 +97,10 @@ def test_retries_follow_the_schedule_then_suspend_then_recover(fake_server: Any)
             conn.close(4503, "unavailable")
 
     server, fake_page = fake_server(script)
+    # suspendedAfter leaves room for at least four refused attempts (100 + 200 + 400 + 400 ms of waiting) even
+    # when each connection attempt itself takes a few hundred ms on a loaded machine.
     fake_page.evaluate(
-        "(url) => connect(url, {retryInitial: 100, retryMax: 400, suspendedAfter: 1500, suspendedRetry: 300})",
+        "(url) => connect(url, {retryInitial: 100, retryMax: 400, suspendedAfter: 3000, suspendedRetry: 300})",
         server.url,
     )
     wait_state(fake_page, "suspended", timeout=10_000)
