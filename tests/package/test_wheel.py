@@ -7,6 +7,7 @@ Slow (about a minute: two isolated builds and a clean install from the package i
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -90,9 +91,21 @@ def shipped_in_source() -> set[str]:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     out = tmp_path_factory.mktemp("dist")
+    # Built from a copy of what git tracks of the distribution's sources, as a release from a clean checkout:
+    # setuptools writes its egg-info and a release tree into the folder it builds in, and the checkout is shared
+    # with the tests running beside this one (a build in it failed with the release tree's folder missing).
+    source = tmp_path_factory.mktemp("source")
+    tracked = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-z", "pyproject.toml", "README.md", "LICENSE", "django_pulse"],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, tracked.split("\0")):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
     # Without --wheel/--sdist, build makes the sdist and then the wheel from it: the sdist is checked too.
     built = subprocess.run(
-        [sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)], capture_output=True, text=True
+        [sys.executable, "-m", "build", "--outdir", str(out), str(source)], capture_output=True, text=True
     )
     # What build printed, when it failed: the reason is in its output, not in the exit status.
     assert built.returncode == 0, f"python -m build failed:\n{built.stdout[-3000:]}\n{built.stderr[-3000:]}"
