@@ -272,11 +272,11 @@ def scratch_database(base: str | None = None) -> Iterator[str]:
 def _scratch_mysql(base: str) -> Iterator[str]:
     """``scratch_database`` on the MySQL / MariaDB server of ``base`` (mysqlclient)."""
     import dj_database_url
-    import MySQLdb
+    import MySQLdb  # type: ignore[import-untyped,unused-ignore]  # mysqlclient ships no type information
 
     config = dj_database_url.parse(base)
     name = f"pulse_example_{os.getpid()}_{free_port()}"
-    admin = {"user": config.get("USER") or "root", "password": config.get("PASSWORD") or ""}
+    admin: dict[str, Any] = {"user": config.get("USER") or "root", "password": config.get("PASSWORD") or ""}
     admin.update(host=config.get("HOST") or "127.0.0.1", port=int(config.get("PORT") or 3306))
     conn = MySQLdb.connect(**admin)
     try:

@@ -50,7 +50,7 @@ def database(kind: str) -> Iterator[dict[str, str]]:
         return
     if kind == "mariadb":
         try:
-            import MySQLdb
+            import MySQLdb  # type: ignore[import-untyped,unused-ignore]  # mysqlclient ships no types
         except ImportError:
             if os.environ.get("CI"):  # CI installs it with the [dev] extra
                 raise
