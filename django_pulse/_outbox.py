@@ -135,7 +135,7 @@ def write(messages: Sequence[Pending], *, kb_id: str | None, using: str) -> list
         # Delivered at the commit, to every relay listening: the server relays at once instead of at its next poll.
         with connections[using].cursor() as cursor:
             cursor.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])
-    transaction.on_commit(functools.partial(_committed, using, rows if here else [], first), using)
+    transaction.on_commit(functools.partial(_committed, runtime, using, rows if here else [], first), using)
     return ids
 
 
@@ -165,10 +165,10 @@ def _insert_first(using: str, row: OutboxMessage) -> bool:
     return bool(first)
 
 
-def _committed(using: str, rows: list[OutboxMessage], first: bool = False) -> None:
+def _committed(runtime: Runtime, using: str, rows: list[OutboxMessage], first: bool = False) -> None:
+    """After the commit: publish this process's own rows at once through the writer's runtime; what is left
+    (or failed) wakes the relay."""
     fault("after_commit")
-    # A commit callback: an entry point, where the runtime is looked up.
-    runtime = get_runtime()
     left = not rows
     if rows:
         try:

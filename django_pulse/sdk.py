@@ -25,7 +25,7 @@ from .exceptions import LimitExceeded, ProtocolViolation
 from .protocol import ErrorCode, check_channel, dumps
 from .server.control import app_disabled_command
 from .server.publishing import Built, abroadcast_once, broadcast_once, build_message
-from .server.runtime import get_runtime
+from .server.runtime import Runtime, get_runtime
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -147,16 +147,22 @@ def get_token(
 # -- publishing ------------------------------------------------------------------------------------------
 
 
-def _resolve_kb(kb_id: str | None) -> str:
+# The SDK's functions are entry points: the runtime is looked up here, once per call, with the app it targets.
+
+
+def _publishing(kb_id: str | None) -> tuple[Runtime, str]:
+    """The runtime and the enabled app ``kb_id`` names (``AppError`` otherwise), for a publish or a read."""
     from .server.app_access import enabled_kb
 
-    return enabled_kb(kb_id, apps=get_runtime().apps)
+    runtime = get_runtime()
+    return runtime, enabled_kb(kb_id, apps=runtime.apps)
 
 
-async def _aresolve_kb(kb_id: str | None) -> str:
+async def _apublishing(kb_id: str | None) -> tuple[Runtime, str]:
     from .server.app_access import aenabled_kb
 
-    return await aenabled_kb(kb_id, apps=get_runtime().apps)
+    runtime = get_runtime()
+    return runtime, await aenabled_kb(kb_id, apps=runtime.apps)
 
 
 @_sync_only("await pulse.apublish(...)")
@@ -187,7 +193,7 @@ def publish(
     it. The message is otherwise a normal one (a serial, history, every other subscriber).
     """
     message = build_message(channel, event, data, id=id, client_id=None, exclude=exclude)
-    broadcast_once(get_runtime(), _resolve_kb(kb_id), message)
+    broadcast_once(*_publishing(kb_id), message)
     return message.id
 
 
@@ -202,7 +208,7 @@ async def apublish(
 ) -> str:
     """``publish`` for async code."""
     message = build_message(channel, event, data, id=id, client_id=None, exclude=exclude)
-    await abroadcast_once(get_runtime(), await _aresolve_kb(kb_id), message)
+    await abroadcast_once(*await _apublishing(kb_id), message)
     return message.id
 
 
@@ -274,8 +280,7 @@ def publish_batch(messages: Iterable[Mapping[str, Any]], *, kb_id: str | None = 
     still returned.
     """
     built = _build_batch(messages)
-    kb = _resolve_kb(kb_id)
-    runtime = get_runtime()
+    runtime, kb = _publishing(kb_id)
     for message in built:
         broadcast_once(runtime, kb, message)
     return [message.id for message in built]
@@ -284,8 +289,7 @@ def publish_batch(messages: Iterable[Mapping[str, Any]], *, kb_id: str | None = 
 async def apublish_batch(messages: Iterable[Mapping[str, Any]], *, kb_id: str | None = None) -> list[str]:
     """``publish_batch`` for async code."""
     built = _build_batch(messages)
-    kb = await _aresolve_kb(kb_id)
-    runtime = get_runtime()
+    runtime, kb = await _apublishing(kb_id)
     for message in built:
         await abroadcast_once(runtime, kb, message)
     return [message.id for message in built]
@@ -412,10 +416,10 @@ def history(
     """
 
     name, count, before = _history_args(channel, limit, before)
-    kb = _resolve_kb(kb_id)
+    runtime, kb = _publishing(kb_id)
     if count <= 0:
         return []
-    return _messages(get_runtime().broker.history_sync(message_topic(kb, name), before=before, limit=count).frames)
+    return _messages(runtime.broker.history_sync(message_topic(kb, name), before=before, limit=count).frames)
 
 
 async def ahistory(
@@ -424,10 +428,10 @@ async def ahistory(
     """``history`` for async code."""
 
     name, count, before = _history_args(channel, limit, before)
-    kb = await _aresolve_kb(kb_id)
+    runtime, kb = await _apublishing(kb_id)
     if count <= 0:
         return []
-    read = await get_runtime().broker.history(message_topic(kb, name), before=before, limit=count)
+    read = await runtime.broker.history(message_topic(kb, name), before=before, limit=count)
     return _messages(read.frames)
 
 
@@ -440,14 +444,24 @@ def _control_kb(kb_id: str | None) -> str:
     return resolve_app(kb_id, require_enabled=False).kb_id
 
 
+def _control(kb_id: str | None) -> tuple[Runtime, str]:
+    """The runtime and the app ``kb_id`` names, enabled or not (``AppError`` when unknown): for control,
+    presence and channel reads."""
+    return get_runtime(), _control_kb(kb_id)
+
+
+async def _acontrol(kb_id: str | None) -> tuple[Runtime, str]:
+    return get_runtime(), await sync_to_async(_control_kb, thread_sensitive=True)(kb_id)
+
+
 @_sync_only("await pulse.adisconnect(...)")
 def disconnect(client_id: str, *, kb_id: str | None = None) -> None:
     """Close every connection of ``client_id`` in app ``kb_id``, on every server process (close 4005)."""
 
     if not isinstance(client_id, str) or not client_id:
         raise ValueError("client_id must be a non-empty string")
-    text = dumps({"type": "disconnect", "kbId": _control_kb(kb_id), "clientId": client_id})
-    get_runtime().broker.broadcast_sync(CONTROL_TOPIC, text)
+    runtime, kb = _control(kb_id)
+    runtime.broker.broadcast_sync(CONTROL_TOPIC, dumps({"type": "disconnect", "kbId": kb, "clientId": client_id}))
 
 
 async def adisconnect(client_id: str, *, kb_id: str | None = None) -> None:
@@ -455,31 +469,26 @@ async def adisconnect(client_id: str, *, kb_id: str | None = None) -> None:
 
     if not isinstance(client_id, str) or not client_id:
         raise ValueError("client_id must be a non-empty string")
-    kb = await sync_to_async(_control_kb, thread_sensitive=True)(kb_id)
-    await get_runtime().broker.broadcast(
-        CONTROL_TOPIC, dumps({"type": "disconnect", "kbId": kb, "clientId": client_id})
-    )
+    runtime, kb = await _acontrol(kb_id)
+    await runtime.broker.broadcast(CONTROL_TOPIC, dumps({"type": "disconnect", "kbId": kb, "clientId": client_id}))
 
 
 @_sync_only("await pulse.aclose_app_connections(...)")
 def close_app_connections(kb_id: str | None = None) -> None:
     """Close every connection of app ``kb_id`` on every server process (close 4003 app_disabled)."""
 
-    get_runtime().broker.broadcast_sync(CONTROL_TOPIC, app_disabled_command(_control_kb(kb_id)))
+    runtime, kb = _control(kb_id)
+    runtime.broker.broadcast_sync(CONTROL_TOPIC, app_disabled_command(kb))
 
 
 async def aclose_app_connections(kb_id: str | None = None) -> None:
     """``close_app_connections`` for async code."""
 
-    kb = await sync_to_async(_control_kb, thread_sensitive=True)(kb_id)
-    await get_runtime().broker.broadcast(CONTROL_TOPIC, app_disabled_command(kb))
+    runtime, kb = await _acontrol(kb_id)
+    await runtime.broker.broadcast(CONTROL_TOPIC, app_disabled_command(kb))
 
 
 # -- presence and channels --------------------------------------------------------------------------
-
-
-async def _acontrol_kb(kb_id: str | None) -> str:
-    return await sync_to_async(_control_kb, thread_sensitive=True)(kb_id)
 
 
 @_sync_only("await pulse.apresence(...)")
@@ -492,13 +501,15 @@ def presence(channel: str, *, kb_id: str | None = None) -> dict[str, Any]:
     for a bad channel name, ``AppError`` for an unknown app, ``Unavailable`` when Redis cannot be reached.
     """
 
-    return get_runtime().presence.snapshot_sync(_control_kb(kb_id), channel).to_dict()
+    runtime, kb = _control(kb_id)
+    return runtime.presence.snapshot_sync(kb, channel).to_dict()
 
 
 async def apresence(channel: str, *, kb_id: str | None = None) -> dict[str, Any]:
     """``presence`` for async code."""
 
-    snapshot = await get_runtime().presence.snapshot(await _acontrol_kb(kb_id), channel)
+    runtime, kb = await _acontrol(kb_id)
+    snapshot = await runtime.presence.snapshot(kb, channel)
     return snapshot.to_dict()
 
 
@@ -540,10 +551,12 @@ def channels(*, kb_id: str | None = None) -> list[dict[str, Any]]:
     processes reported at their last heartbeat (at most ``PROCESS_HEARTBEAT`` s old).
     """
 
-    return get_runtime().liveness.channels_sync(_control_kb(kb_id))
+    runtime, kb = _control(kb_id)
+    return runtime.liveness.channels_sync(kb)
 
 
 async def achannels(*, kb_id: str | None = None) -> list[dict[str, Any]]:
     """``channels`` for async code."""
 
-    return await get_runtime().liveness.channels(await _acontrol_kb(kb_id))
+    runtime, kb = await _acontrol(kb_id)
+    return await runtime.liveness.channels(kb)
