@@ -90,7 +90,14 @@ def _check_logs(servers: tuple[LiveServer, LiveServer], *, sentinel: bool = True
     for server in servers:
         lines = [line for line in server.log().splitlines() if not line.startswith("127.0.0.1:")]  # access log
         assert not any("Traceback" in line for line in lines), "\n".join(lines)
-        assert len(lines) <= 12, "\n".join(lines)
+        # Lines count changes of state, so their number follows the failovers, never the refused publishes: on
+        # a loaded machine Sentinel may fail over twice (its first promotion did not finish within
+        # failover-timeout), and each switch brings its own lost/back and fail/succeed pairs.
+        switches = max(1, sum(line.startswith("Redis Sentinel: the master moved from") for line in lines))
+        assert len(lines) <= 12 * switches, "\n".join(lines)
+        failing = sum(line.startswith("Redis broker: calls fail") for line in lines)
+        recovered = sum(line.startswith("Redis broker: calls succeed again") for line in lines)
+        assert recovered <= failing <= recovered + 1, "\n".join(lines)
         if sentinel:  # the process heard the switch from the sentinels
             assert any(line.startswith("Redis Sentinel: the master moved from") for line in lines), lines
 
