@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import logging
 import secrets
 from collections.abc import Sequence
@@ -16,17 +17,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections, transaction
+from django.db.models import Model
 from django.utils import timezone
 
 from ._conf import pulse_settings
 from .models import OutboxMessage
-from .protocol import check_channel
 from .server.publishing import build_message, encode_data
 from .server.relay import NOTIFY_CHANNEL, fault, publish_now, relay_rows
-from .server.runtime import Runtime, get_runtime
+from .server.runtime import Runtime
 
-__all__ = ["Pending", "write"]
+__all__ = ["Pending", "render_spec", "write"]
 
 logger = logging.getLogger("django_pulse.relay")
 
@@ -74,17 +76,34 @@ def _check_table(using: str) -> None:
     _tables_seen.add(using)
 
 
-def write(messages: Sequence[Pending], *, kb_id: str | None, using: str) -> list[str]:
-    """Insert ``messages`` as outbox rows on database ``using`` in its current transaction; returns their ids.
+def render_spec(
+    instance: Model, template: str | list[str], action: str, target: str | None, *, morph: bool = False
+) -> dict[str, Any]:
+    """A row's ``render``: what the relay renders from the committed ``instance`` (``server.relay._render``):
+    ``template`` with the context ``object`` and ``<model_name>``, placed with ``action`` at ``target``. The
+    instance is read back from the database it was saved on."""
+    spec = {
+        "template": template,
+        "model": instance._meta.label,
+        "pk": json.loads(json.dumps(instance.pk, cls=DjangoJSONEncoder)),
+        "action": action,
+        "target": target,
+    }
+    if morph:
+        spec["morph"] = True
+    if instance._state.db is not None:
+        spec["using"] = instance._state.db
+    return spec
+
+
+def write(runtime: Runtime, kb: str, messages: Sequence[Pending], *, using: str) -> list[str]:
+    """Insert ``messages`` of the enabled app ``kb`` as outbox rows on database ``using`` in its current
+    transaction, for ``runtime``'s broker; returns their ids.
 
     Raises what ``publish`` raises for bad input (nothing is written then), ``ImproperlyConfigured`` when the
     outbox table is missing (before anything is sent to the database in the caller's transaction) and what the
     insert raises.
     """
-    from .server.app_access import enabled_kb
-
-    runtime = get_runtime()
-    kb = enabled_kb(kb_id, apps=runtime.apps)
     now = timezone.now()
     here = _publishes_here(runtime)
     token = secrets.token_hex(8) if here else ""
@@ -93,12 +112,11 @@ def write(messages: Sequence[Pending], *, kb_id: str | None, using: str) -> list
     rows = []
     for message in messages:
         message_id = message.id or "ob_" + secrets.token_urlsafe(12)
-        if message.render is None:
-            data_json = encode_data(message.data)
-            build_message(message.channel, message.event, None, id=message_id, client_id=None, data_json=data_json)
-        else:
-            check_channel(message.channel)
-            data_json = ""
+        data_json = "" if message.render is not None else encode_data(message.data)
+        # Refused now as the publish would refuse it (a rendered fragment's size is checked when it is rendered).
+        build_message(
+            message.channel, message.event, None, id=message_id, client_id=None, data_json=data_json or "null"
+        )
         rows.append(
             OutboxMessage(
                 kb_id=kb,

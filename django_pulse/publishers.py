@@ -212,7 +212,7 @@ class ModelPublisher:
     def outbox_message(self, instance: models.Model, action: Action, channel: str, event: str) -> Pending:
         """The outbox row of this change (docs/durability.md): JSON data computed now, or a fragment to be rendered
         by the relay from the committed row (a delete's ``remove`` names its element now)."""
-        from ._outbox import Pending
+        from ._outbox import Pending, render_spec
         from .live import fragment
 
         if not self.html:
@@ -220,8 +220,8 @@ class ModelPublisher:
         how, where = self.fragment_place(instance, action)
         if how == "remove":
             return Pending(channel, event, data=fragment("remove", where))
-        render = {"template": self.template, "model": instance._meta.label, "pk": _json_safe(instance.pk)}
-        return Pending(channel, event, render={**render, "action": how, "target": where})
+        assert self.template is not None
+        return Pending(channel, event, render=render_spec(instance, self.template, how, where))
 
     def fragment_maker(self, instance: models.Model, action: Action) -> Callable[[], dict[str, Any]]:
         """What a change publishes, as a function to call after commit (templates render then, once).
@@ -331,11 +331,9 @@ class ModelPublisher:
         channel: str | None = None
         alias = using or router.db_for_write(self.model)
         if pulse_settings.OUTBOX:
-            from ._outbox import write
-
             try:
                 channel = self.channel_for(instance)
-                write([self.outbox_message(instance, action, channel, event)], kb_id=self.kb_id, using=alias)
+                _write([self.outbox_message(instance, action, channel, event)], self.kb_id, alias)
             except Exception as exc:
                 _report(self.model, instance, channel, event, exc)
             return
@@ -589,8 +587,6 @@ def publish_instances(instances: Iterable[models.Model], action: Action, *, usin
 
 def _write_instances(instances: Iterable[models.Model], action: Action, using: str | None) -> int:
     """``publish_instances`` through the outbox: one row per message, written in the current transaction."""
-    from ._outbox import write
-
     by_app: dict[str | None, list[tuple[Pending, models.Model, ModelPublisher]]] = {}
     changes, alias = _registered(instances, action, using)
     for instance, publisher, event in changes:
@@ -605,10 +601,20 @@ def _write_instances(instances: Iterable[models.Model], action: Action, using: s
     written = 0
     for kb_id, items in by_app.items():
         try:
-            write([message for message, _, _ in items], kb_id=kb_id, using=alias or "default")
+            _write([message for message, _, _ in items], kb_id, alias or "default")
         except Exception as exc:
             for message, instance, publisher in items:
                 _report(publisher.model, instance, message.channel, message.event, exc)
             continue
         written += len(items)
     return written
+
+
+def _write(messages: list[Pending], kb_id: str | None, using: str) -> None:
+    """Write ``messages`` of app ``kb_id`` to the outbox of database ``using``, through the runtime looked up here,
+    at the entry point (the signal receiver, ``publish_instances``)."""
+    from ._outbox import write
+    from .sdk import _publishing
+
+    runtime, kb = _publishing(kb_id)
+    write(runtime, kb, messages, using=using)

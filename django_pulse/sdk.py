@@ -12,10 +12,12 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, Required, TypedDict, TypeVar, Unpack
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import SynchronousOnlyOperation
+from django.db.models import Model
 
 from ._conf import pulse_settings
 from .api.parsers import loads_strict
@@ -29,6 +31,8 @@ from .server.runtime import Runtime, get_runtime
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
+
+    from ._outbox import Pending
 
 __all__ = [
     "FragmentOptions",
@@ -54,6 +58,7 @@ __all__ = [
     "publish",
     "publish_batch",
     "publish_html",
+    "publish_html_on_commit",
     "publish_on_commit",
     "stream_position",
 ]
@@ -237,7 +242,7 @@ def publish_on_commit(
 
     from ._outbox import Pending, write
 
-    return write([Pending(channel, event, data=data, id=id)], kb_id=kb_id, using=using or DEFAULT_DB_ALIAS)[0]
+    return write(*_publishing(kb_id), [Pending(channel, event, data=data, id=id)], using=using or DEFAULT_DB_ALIAS)[0]
 
 
 def _build_batch(messages: Iterable[Mapping[str, Any]]) -> list[Built]:
@@ -329,8 +334,8 @@ def publish_html(
     """
     from .live import FRAGMENT_EVENT
 
-    render, kb_id, id = _fragment(template_name, context, **options)
-    return publish(channel, FRAGMENT_EVENT, render(), kb_id=kb_id, id=id)
+    fragment = _fragment(template_name, **options)
+    return publish(channel, FRAGMENT_EVENT, fragment.render(context), kb_id=fragment.kb_id, id=fragment.id)
 
 
 async def apublish_html(
@@ -342,29 +347,97 @@ async def apublish_html(
     """``publish_html`` for async code (the template renders in a thread: it may query the database)."""
     from .live import FRAGMENT_EVENT
 
-    render, kb_id, id = _fragment(template_name, context, **options)
-    data = await sync_to_async(render, thread_sensitive=True)()
-    return await apublish(channel, FRAGMENT_EVENT, data, kb_id=kb_id, id=id)
+    fragment = _fragment(template_name, **options)
+    data = await sync_to_async(fragment.render, thread_sensitive=True)(context)
+    return await apublish(channel, FRAGMENT_EVENT, data, kb_id=fragment.kb_id, id=fragment.id)
+
+
+@_sync_only("await sync_to_async(pulse.publish_html_on_commit)(...)")
+def publish_html_on_commit(
+    channel: str,
+    template_name: str | list[str] | None = None,
+    instance: Model | None = None,
+    *,
+    using: str | None = None,
+    **options: Unpack[FragmentOptions],
+) -> str:
+    """``publish_html`` of ``instance`` when the current transaction of database ``using`` commits, durably,
+    rendered from the committed state; returns the message id.
+
+    Written to the outbox table in that transaction, as ``publish_on_commit`` writes (docs/durability.md); the
+    relay (or this process, right after the commit) renders ``template_name`` with the context ``object`` and
+    ``<model_name>`` (the instance read back from the database, as committed: not the object in memory) and
+    publishes the fragment with ``FragmentOptions``'s ``action``, ``target``, ``kb_id``, ``id`` and ``morph``.
+    ``remove`` and ``refresh`` render nothing and need no instance. ``using`` defaults to the database the
+    instance was saved on. If the instance is deleted before its fragment is rendered, nothing is published
+    (publish the deletion's ``remove`` too). Raises, before anything is written, what ``publish_html`` raises
+    for bad input (``ProtocolViolation`` for a bad channel, action or target, ``TypeError`` for a wrong keyword
+    argument, ``AppError``), ``TemplateDoesNotExist``, ``ValueError`` for a missing or unsaved instance; then
+    what ``publish_on_commit`` raises.
+    """
+    from django.db import DEFAULT_DB_ALIAS
+
+    from ._outbox import write
+
+    fragment = _fragment(template_name, **options)
+    message = fragment.pending(channel, instance)
+    alias = using or (instance._state.db if instance is not None else None) or DEFAULT_DB_ALIAS
+    return write(*_publishing(fragment.kb_id), [message], using=alias)[0]
+
+
+@dataclass(frozen=True)
+class _Fragment:
+    """A ``publish_html``'s fragment, checked: its template, where it goes, and the app and id it is published
+    with."""
+
+    template: str | list[str]
+    action: str
+    target: str | None
+    morph: bool
+    kb_id: str | None
+    id: str | None
+
+    def render(self, context: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The fragment's data, ``template`` rendered with ``context`` (nothing rendered for remove/refresh)."""
+        from .live import render_fragment
+
+        return render_fragment(self.template, context, action=self.action, target=self.target, morph=self.morph)
+
+    def pending(self, channel: str, instance: Model | None) -> Pending:
+        """The outbox message that renders this fragment of ``instance`` after the commit (remove and refresh:
+        the fragment itself, nothing to render); raises for bad input before anything is written."""
+        from django.template.loader import select_template
+
+        from ._outbox import Pending, render_spec
+        from .live import FRAGMENT_EVENT, fragment
+
+        check_channel(channel)
+        if self.action in ("remove", "refresh"):
+            return Pending(channel, FRAGMENT_EVENT, data=self.render(None), id=self.id)
+        fragment(self.action, self.target, "", morph=self.morph)  # a bad action, target or morph, now
+        if not isinstance(instance, Model) or instance.pk is None:
+            raise ValueError(
+                f"The action {self.action!r} renders the committed state of a saved model instance, not {instance!r}."
+            )
+        select_template([self.template] if isinstance(self.template, str) else self.template)
+        spec = render_spec(instance, self.template, self.action, self.target, morph=self.morph)
+        return Pending(channel, FRAGMENT_EVENT, render=spec, id=self.id)
 
 
 def _fragment(
     template_name: str | list[str] | None,
-    context: Mapping[str, Any] | None,
     *,
     action: str,
     target: str | None = None,
     kb_id: str | None = None,
     id: str | None = None,
     morph: bool = False,
-) -> tuple[Callable[[], dict[str, Any]], str | None, str | None]:
-    """``(render, kb_id, id)`` of a ``publish_html``: the fragment's rendering (a call, so that async code runs it
-    in a thread) and where it is published. Checks the keyword arguments (a TypeError names a wrong one)."""
-    from .live import render_fragment
-
-    render = functools.partial(
-        render_fragment, _template(template_name, action), context, action=action, target=target, morph=morph
-    )
-    return render, kb_id, id
+) -> _Fragment:
+    """The fragment of a ``publish_html``; checks the keyword arguments (a TypeError names a wrong one) and that
+    the action has the template it needs."""
+    if template_name is None and action not in ("remove", "refresh"):
+        raise ValueError(f"The action {action!r} needs a template_name.")
+    return _Fragment(template_name or "", action, target, morph, kb_id, id)
 
 
 def stream_position(channel: str, *, kb_id: str | None = None) -> tuple[int, str]:
@@ -374,12 +447,6 @@ def stream_position(channel: str, *, kb_id: str | None = None) -> tuple[int, str
     check_channel(channel)
     read = get_runtime().broker.history_sync(message_topic(kb_id or pulse_settings.DEFAULT_KB_ID, channel), limit=0)
     return read.serial, read.epoch
-
-
-def _template(template_name: str | list[str] | None, action: str) -> str | list[str]:
-    if template_name is None and action not in ("remove", "refresh"):
-        raise ValueError(f"The action {action!r} needs a template_name.")
-    return template_name or ""
 
 
 # -- history ---------------------------------------------------------------------------------------------

@@ -137,11 +137,14 @@ def _render(spec: dict[str, Any]) -> str | None:
     from .publishing import encode_data
 
     model = django_apps.get_model(spec["model"])
-    instance = model._default_manager.filter(pk=spec["pk"]).first()
+    instance = model._default_manager.db_manager(spec.get("using")).filter(pk=spec["pk"]).first()
     if instance is None:
         return None
     context = {"object": instance, str(model._meta.model_name): instance}
-    return encode_data(render_fragment(spec["template"], context, action=spec["action"], target=spec["target"]))
+    fragment = render_fragment(
+        spec["template"], context, action=spec["action"], target=spec["target"], morph=spec.get("morph", False)
+    )
+    return encode_data(fragment)
 
 
 def _publish(runtime: Runtime, row: OutboxMessage) -> bool:

@@ -14,11 +14,12 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.exceptions import SynchronousOnlyOperation
 from django.db import transaction
+from django.template import TemplateDoesNotExist
 from django.test import Client
 from django.utils import timezone
 
 from django_pulse import pulse
-from django_pulse.exceptions import ProtocolViolation
+from django_pulse.exceptions import AppError, ProtocolViolation
 from django_pulse.models import OutboxMessage, PulseApp
 from django_pulse.server.relay import relay_round
 from django_pulse.server.runtime import get_runtime
@@ -176,7 +177,7 @@ def test_the_durability_page_example_publishes_once_the_order_is_saved() -> None
     from tests.support.docsnippets import blocks
     from tests.testapp.models import Order
 
-    (_, code), _ = blocks("durability.md", "python")
+    (_, code), *_ = blocks("durability.md", "python")
     order = Order.objects.create(status="new")
     exec(code, {"order": order})
     (message,) = pulse.history(f"orders.{order.pk}")
@@ -190,7 +191,7 @@ async def test_the_durability_page_async_example_publishes_once_the_order_is_sav
     from tests.support.docsnippets import blocks
     from tests.testapp.models import Order
 
-    _, (_, code) = blocks("durability.md", "python")
+    (_, code), *_ = [block for block in blocks("durability.md", "python") if "sync_to_async" in block[1]]
     namespace: dict[str, Any] = {}
     exec(code, namespace)
     order = await Order.objects.acreate(status="new")
@@ -263,3 +264,119 @@ def test_a_missing_outbox_table_is_a_clear_error_and_the_save_still_commits(capl
     with transaction.atomic():
         pulse.publish_on_commit("orders", "placed", {"n": 2})
     assert published("orders") == [{"n": 2}]
+
+
+# -- publish_html_on_commit ----------------------------------------------------------------------------------
+
+ORDER_TEMPLATE = '<li id="order-{{ order.pk }}">{{ object.status }}</li>'
+ORDER_HTML = {"TEMPLATES": [{"BACKEND": "django.template.backends.django.DjangoTemplates", "OPTIONS": {
+    "loaders": [("django.template.loaders.locmem.Loader", {"shop/_order.html": ORDER_TEMPLATE})]
+}}]}  # fmt: skip
+
+
+def test_a_fragment_is_rendered_from_the_committed_instance_and_published_once_after_the_commit(settings: Any) -> None:
+    from tests.testapp.models import Order
+
+    settings.TEMPLATES = ORDER_HTML["TEMPLATES"]
+    order = Order.objects.create(status="new")
+    with transaction.atomic():
+        order.status = "paid"
+        order.save()
+        message_id = pulse.publish_html_on_commit("orders", "shop/_order.html", order, action="replace", target="o1")
+        order.status = "never saved"  # the fragment shows the committed row, not the object in memory
+        assert published("orders") == []
+    (message,) = pulse.history("orders")
+    assert (message["id"], message["name"]) == (message_id, "pulse:html")
+    assert message["data"] == {"action": "replace", "target": "o1", "html": f'<li id="order-{order.pk}">paid</li>'}
+    assert not OutboxMessage.objects.exists()
+
+
+def test_a_rolled_back_fragment_publishes_nothing(settings: Any) -> None:
+    from tests.testapp.models import Order
+
+    settings.TEMPLATES = ORDER_HTML["TEMPLATES"]
+    order = Order.objects.create()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        pulse.publish_html_on_commit("orders", "shop/_order.html", order, action="replace", target="o1")
+        raise RuntimeError
+    assert published("orders") == [] and not OutboxMessage.objects.exists()
+
+
+def test_morph_and_remove_without_an_instance_are_published_as_publish_html_would(settings: Any) -> None:
+    from tests.testapp.models import Order
+
+    settings.TEMPLATES = ORDER_HTML["TEMPLATES"]
+    order = Order.objects.create(status="new")
+    with transaction.atomic():
+        pulse.publish_html_on_commit("orders", "shop/_order.html", order, action="update", target="o1", morph=True)
+        pulse.publish_html_on_commit("orders", action="remove", target="o1", id="gone-1")
+    assert pulse.history("orders")[-1]["id"] == "gone-1"
+    assert published("orders") == [
+        {"action": "update", "target": "o1", "html": f'<li id="order-{order.pk}">new</li>', "method": "morph"},
+        {"action": "remove", "target": "o1"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("channel", "template", "instance", "options", "error", "match"),
+    [
+        ("bad channel", "shop/_order.html", "saved", {}, ProtocolViolation, "channel"),
+        ("orders", "shop/_order.html", "saved", {"action": "explode"}, ProtocolViolation, "action"),
+        ("orders", "shop/_order.html", "saved", {"target": "a b"}, ProtocolViolation, "target"),
+        ("orders", "shop/_order.html", "saved", {"morph": True}, ProtocolViolation, "morph"),
+        ("orders", "shop/_order.html", "saved", {"id": "x" * 1000}, ProtocolViolation, "id"),
+        ("orders", "shop/_order.html", "saved", {"kb_id": "nope"}, AppError, "nope"),
+        ("orders", "shop/_order.html", "saved", {"targte": "t"}, TypeError, "targte"),
+        ("orders", "shop/missing.html", "saved", {}, TemplateDoesNotExist, "missing.html"),
+        ("orders", None, "saved", {}, ValueError, "needs a template_name"),
+        ("orders", "shop/_order.html", None, {}, ValueError, "saved model instance"),
+        ("orders", "shop/_order.html", "unsaved", {}, ValueError, "saved model instance"),
+        ("orders", "shop/_order.html", {"order": 1}, {}, ValueError, "saved model instance"),
+    ],
+)
+def test_bad_fragment_input_is_refused_before_anything_is_written(
+    settings: Any, channel: str, template: str | None, instance: Any, options: dict[str, Any], error: Any, match: str
+) -> None:
+    from tests.testapp.models import Order
+
+    settings.TEMPLATES = ORDER_HTML["TEMPLATES"]
+    if isinstance(instance, str):
+        instance = {"saved": Order.objects.create(), "unsaved": Order()}[instance]
+    with transaction.atomic():
+        with pytest.raises(error, match=match):
+            pulse.publish_html_on_commit(channel, template, instance, **{"action": "append", "target": "t", **options})
+        assert not OutboxMessage.objects.exists()
+    assert published("orders") == []
+
+
+def test_an_instance_deleted_before_its_fragment_is_rendered_publishes_nothing(settings: Any) -> None:
+    """The row waited (the broker was away); the instance was deleted meanwhile: nothing to render, nothing
+    published, the row is gone; the deletion's own remove is what pages get."""
+    from tests.testapp.models import Order
+
+    settings.TEMPLATES = ORDER_HTML["TEMPLATES"]
+    settings.PULSE = {"REDIS_URL": "redis://127.0.0.1:1/0", "REDIS_PREFIX": "outboxdown"}  # nothing listens there
+    order = Order.objects.create()
+    with transaction.atomic():
+        pulse.publish_html_on_commit("orders", "shop/_order.html", order, action="replace", target="o1")
+    assert OutboxMessage.objects.count() == 1  # kept while the broker is away
+    with transaction.atomic():
+        order.delete()
+        pulse.publish_html_on_commit("orders", action="remove", target="o1")
+    settings.PULSE = {}  # the broker is back
+    relay_round(get_runtime())
+    assert published("orders") == [{"action": "remove", "target": "o1"}]
+    assert not OutboxMessage.objects.exists()
+
+
+def test_the_durability_page_fragment_example_publishes_the_shipped_order(settings: Any) -> None:
+    from tests.support.docsnippets import blocks
+    from tests.testapp.models import Order
+
+    settings.TEMPLATES = ORDER_HTML["TEMPLATES"]
+    (code,) = [code for _, code in blocks("durability.md", "python") if "publish_html_on_commit" in code]
+    order = Order.objects.create(status="new")
+    exec(code, {"order": order})
+    (message,) = pulse.history(f"orders.{order.pk}")
+    html = f'<li id="order-{order.pk}">shipped</li>'
+    assert message["data"] == {"action": "replace", "target": f"order-{order.pk}", "html": html}
