@@ -200,6 +200,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     id="django_pulse.E082",
                 )
             )
+    errors += _check_outbox_databases((raw or {}).get("OUTBOX_DATABASES"))
     prefix = str((raw or {}).get("REDIS_PREFIX", DEFAULTS["REDIS_PREFIX"]))
     if "{" in prefix or "}" in prefix:
         errors.append(
@@ -599,3 +600,28 @@ def _check_anonymous_visitors(raw: dict[str, Any]) -> list[CheckMessage]:
             )
         )
     return errors
+
+
+def _check_outbox_databases(value: Any) -> list[CheckMessage]:
+    """``OUTBOX_DATABASES``: None, or a list of aliases of ``DATABASES``."""
+    if value is None:
+        return []
+    hint = "List aliases of DATABASES whose outbox the relays publish, or remove it (docs/durability.md)."
+    if isinstance(value, str) or not isinstance(value, list | tuple) or not all(isinstance(a, str) for a in value):
+        return [
+            Error(
+                f"PULSE['OUTBOX_DATABASES'] must be a list of database aliases, not {value!r}.",
+                hint=hint,
+                id="django_pulse.E042",
+            )
+        ]
+    unknown = [alias for alias in value if alias not in settings.DATABASES]
+    if unknown:
+        return [
+            Error(
+                f"PULSE['OUTBOX_DATABASES'] names databases that DATABASES lacks: {unknown}.",
+                hint=hint,
+                id="django_pulse.E042",
+            )
+        ]
+    return []

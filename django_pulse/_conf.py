@@ -153,12 +153,15 @@ DEFAULTS: dict[str, Any] = {
     # run `manage.py pulse relay` instead). OUTBOX_POLL_INTERVAL: seconds between a relay's looks for rows
     # committed by other processes. OUTBOX_MAX_ATTEMPTS: failed publishes of a row for its own reasons (a template
     # error, too large) before it is kept as a dead letter. OUTBOX_LEASE: seconds a relay holds the rows it took
-    # (another relay takes them after that if it died).
+    # (another relay takes them after that if it died). OUTBOX_DATABASES: the database aliases whose outbox the
+    # relays publish (None: every database Django's router lets the outbox table migrate to, aliases that are a
+    # test mirror of another left out); a durable publish on a database not among them is refused.
     "OUTBOX": True,
     "OUTBOX_RELAY": True,
     "OUTBOX_POLL_INTERVAL": 0.2,
     "OUTBOX_MAX_ATTEMPTS": 5,
     "OUTBOX_LEASE": 30.0,
+    "OUTBOX_DATABASES": None,
     # Operations: Prometheus metrics (django_pulse.ops.metrics, docs/metrics.md). None: on when the
     # prometheus-client package is installed (extra "metrics"); False: off (every counter call is a no-op).
     "METRICS": None,
@@ -465,6 +468,11 @@ class PulseSettings:
     @property
     def OUTBOX_LEASE(self) -> float:
         return max(1.0, float(self._get("OUTBOX_LEASE")))
+
+    @property
+    def OUTBOX_DATABASES(self) -> list[str] | None:
+        value = self._get("OUTBOX_DATABASES")
+        return None if value is None else [str(alias) for alias in value]
 
     @property
     def SSE_PATH(self) -> str:

@@ -18,8 +18,10 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
+from django.core.signals import setting_changed
 from django.db import connections, transaction
 from django.db.models import Model
+from django.dispatch import receiver
 from django.utils import timezone
 
 from ._conf import pulse_settings
@@ -63,6 +65,12 @@ _tables_seen: set[str] = set()
 def _check_table(using: str) -> None:
     if using in _tables_seen:
         return
+    if using not in OutboxMessage.objects.databases():
+        raise ImproperlyConfigured(
+            f"The relays do not publish the outbox of database {using!r}: a row written there would wait forever. "
+            f"Add it to PULSE['OUTBOX_DATABASES'], or let your router's allow_migrate() put the outbox table "
+            f"(django_pulse.OutboxMessage) on it and run `manage.py migrate --database {using}`. Nothing was written."
+        )
     connection = connections[using]
     table = OutboxMessage._meta.db_table
     with connection.cursor() as cursor:
@@ -74,6 +82,12 @@ def _check_table(using: str) -> None:
             f"on_commit callbacks without it. Nothing was written."
         )
     _tables_seen.add(using)
+
+
+@receiver(setting_changed)
+def _settings_changed(setting: str, **kwargs: Any) -> None:
+    if setting in ("PULSE", "DATABASES", "DATABASE_ROUTERS"):
+        _tables_seen.clear()
 
 
 def render_spec(

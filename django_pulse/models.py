@@ -166,14 +166,43 @@ class Live(models.Model):
 
 
 class OutboxManager(models.Manager["OutboxMessage"]):
+    def databases(self) -> list[str]:
+        """The aliases of the databases whose outbox the relays publish: ``PULSE["OUTBOX_DATABASES"]``, else every
+        database Django's router lets this table migrate to, except an alias that is the test mirror of another
+        (``TEST["MIRROR"]``: a read replica)."""
+        from django.db import connections, router
+
+        from ._conf import pulse_settings
+
+        named = pulse_settings.OUTBOX_DATABASES
+        if named is not None:
+            return named
+        return [
+            alias
+            for alias in connections
+            if not (connections.settings[alias].get("TEST") or {}).get("MIRROR")
+            and router.allow_migrate_model(alias, self.model)
+        ]
+
     def backlog(self) -> dict[str, Any]:
-        """``{"pending", "oldestAge", "dead"}``: rows waiting, the age in seconds of the oldest, dead letters."""
-        pending = self.filter(dead=False)
+        """``{"pending", "oldestAge", "dead", "databases"}``: rows waiting, the age in seconds of the oldest, dead
+        letters, over every relayed database, and the same per database (``{alias: {"pending", ...}}``)."""
+        each = {alias: self._backlog(alias) for alias in self.databases()}
+        return {
+            "pending": sum(one["pending"] for one in each.values()),
+            "oldestAge": max((one["oldestAge"] for one in each.values()), default=0.0),
+            "dead": sum(one["dead"] for one in each.values()),
+            "databases": each,
+        }
+
+    def _backlog(self, using: str) -> dict[str, Any]:
+        rows = self.using(using)
+        pending = rows.filter(dead=False)
         oldest = pending.order_by("id").values_list("created_at", flat=True).first()
         return {
             "pending": pending.count(),
             "oldestAge": round((timezone.now() - oldest).total_seconds(), 3) if oldest else 0.0,
-            "dead": self.filter(dead=True).count(),
+            "dead": rows.filter(dead=True).count(),
         }
 
     def retry_dead(self, ids: Any = None) -> int:

@@ -1,6 +1,7 @@
 """Settings of server processes started by tests (tests/support/servers.py): the test settings, a SQLite file
-(PULSE_LIVE_DB, shared only by the processes of one test; or the database PULSE_LIVE_DATABASE_URL names) and
-PULSE overrides from PULSE_LIVE_SETTINGS (JSON)."""
+(PULSE_LIVE_DB, shared only by the processes of one test; or the database PULSE_LIVE_DATABASE_URL names), a second
+database "other" when PULSE_LIVE_OTHER_DATABASE_URL names one, and PULSE overrides from PULSE_LIVE_SETTINGS
+(JSON)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ DATABASES = {
         conn_max_age=0,
     )
 }
+if os.environ.get("PULSE_LIVE_OTHER_DATABASE_URL"):  # a second database, for the tests of several databases
+    DATABASES["other"] = dj_database_url.parse(os.environ["PULSE_LIVE_OTHER_DATABASE_URL"], conn_max_age=0)
 PULSE = json.loads(os.environ.get("PULSE_LIVE_SETTINGS") or "{}")
 if os.environ.get("PULSE_LIVE_ALLOWED_HOSTS"):
     ALLOWED_HOSTS = os.environ["PULSE_LIVE_ALLOWED_HOSTS"].split(",")

@@ -268,10 +268,17 @@ class _LiveCollector:
         reconnects = CounterMetricFamily(
             "pulse_broker_reconnects", "Times the broker's subscription connection came back after a loss."
         )
+        database = ["database"]
         outbox = [
-            GaugeMetricFamily("pulse_outbox_pending", "Outbox rows waiting to be published (every process's)."),
-            GaugeMetricFamily("pulse_outbox_oldest_age_seconds", "Age of the oldest outbox row waiting, in seconds."),
-            GaugeMetricFamily("pulse_outbox_dead_letters", "Outbox rows given up after OUTBOX_MAX_ATTEMPTS failures."),
+            GaugeMetricFamily(
+                "pulse_outbox_pending", "Outbox rows waiting to be published (every process's).", labels=database
+            ),
+            GaugeMetricFamily(
+                "pulse_outbox_oldest_age_seconds", "Age of the oldest outbox row waiting, in seconds.", labels=database
+            ),
+            GaugeMetricFamily(
+                "pulse_outbox_dead_letters", "Outbox rows given up after OUTBOX_MAX_ATTEMPTS failures.", labels=database
+            ),
         ]
         live = self._live()
         if live is not None:
@@ -282,8 +289,9 @@ class _LiveCollector:
             except Exception:  # the database is down or not migrated: the other metrics still answer
                 outbox = []
             else:
-                for family, key in zip(outbox, ("pending", "oldestAge", "dead"), strict=True):
-                    family.add_metric([], backlog[key])
+                for alias, each in backlog["databases"].items():
+                    for family, key in zip(outbox, ("pending", "oldestAge", "dead"), strict=True):
+                        family.add_metric([alias], each[key])
             by_app, topics, owned = _read_live_state(live.hub, live.presence)
             broker = live.broker
             for app, count in sorted(by_app.items()):

@@ -18,6 +18,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -336,26 +337,33 @@ _start_lock = threading.Lock()
 
 
 class Relay:
-    """Rounds in a thread until stopped: at once while there is work, on ``wake()`` (a commit in this process),
-    every ``OUTBOX_POLL_INTERVAL`` seconds otherwise, backing off while the broker is unreachable."""
+    """Rounds until stopped, in a thread per database of ``databases`` (default: every database whose outbox is
+    relayed, ``OutboxMessage.objects.databases()``): at once while there is work, on ``wake()`` (a commit in this
+    process), every ``OUTBOX_POLL_INTERVAL`` seconds otherwise, backing off while the broker or that database is
+    unreachable."""
 
-    def __init__(self, runtime: Runtime, using: str = "default") -> None:
+    def __init__(self, runtime: Runtime, databases: Collection[str] | None = None) -> None:
         self.runtime = runtime
-        self.using = using
-        self._wake = threading.Event()
+        self.databases = list(OutboxMessage.objects.databases() if databases is None else databases)
+        self._wakes = {alias: threading.Event() for alias in self.databases}
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
     def start(self) -> None:
         with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self.run, name="pulse-relay", daemon=True)
-                self._thread.start()
-                if connections[self.using].vendor == "postgresql":
-                    threading.Thread(target=self._listen, name="pulse-relay-listen", daemon=True).start()
+            if self._threads:
+                return
+            for alias in self.databases:
+                thread = threading.Thread(target=self._relay, args=(alias,), name=f"pulse-relay-{alias}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+                if connections[alias].vendor == "postgresql":
+                    threading.Thread(
+                        target=self._listen, args=(alias,), name=f"pulse-relay-listen-{alias}", daemon=True
+                    ).start()
 
-    def _listen(self) -> None:
+    def _listen(self, alias: str) -> None:
         """On PostgreSQL: wake on ``NOTIFY`` from writers of other processes that leave their rows to the relays,
         on a connection of its own (Django's are per thread and not kept in LISTEN)."""
         try:
@@ -364,44 +372,63 @@ class Relay:
             return
         while not self._stop.is_set():
             try:
-                database = connections[self.using]
+                database = connections[alias]
                 params = database.get_connection_params()
                 with psycopg.Connection.connect(**params, autocommit=True) as conn:
                     conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     while not self._stop.is_set():
                         for _ in conn.notifies(timeout=1.0, stop_after=1):
-                            self._wake.set()
+                            self._wakes[alias].set()
             except Exception as exc:
-                logger.warning("The outbox relay could not listen for notifications (%s); polling only", exc)
+                logger.warning(
+                    "The outbox relay of database %r could not listen for notifications (%s); polling only", alias, exc
+                )
                 self._stop.wait(5.0)
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return any(thread.is_alive() for thread in self._threads)
 
     def wake(self) -> None:
-        self._wake.set()
+        for event in self._wakes.values():
+            event.set()
 
     def stop(self, timeout: float | None = None) -> None:
         self._stop.set()
-        self._wake.set()
-        thread = self._thread
-        if timeout is not None and thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        self.wake()
+        if timeout is None:
+            return
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def run(self) -> None:
+        """Relay in the foreground until stopped (``manage.py pulse relay``); a ``KeyboardInterrupt`` stops the
+        threads and is raised on."""
+        self.start()
+        try:
+            while not self._stop.wait(1.0):
+                pass
+        finally:
+            self.stop(timeout=5.0)
+
+    def _relay(self, alias: str) -> None:
         backoff = 0.0
+        wake = self._wakes[alias]
         try:
             while not self._stop.is_set():
                 try:
-                    result = relay_round(self.runtime, using=self.using)
+                    result = relay_round(self.runtime, using=alias)
                 except DatabaseError as exc:  # e.g. SQLite's "database is locked" while a writer commits
-                    logger.warning("The outbox relay could not use its table (%s); trying again", exc)
-                    connections[self.using].close()
+                    logger.warning("The outbox relay could not use its table on %r (%s); trying again", alias, exc)
+                    connections[alias].close()
                     result = RoundResult(unavailable=True)
                 except Exception:
-                    logger.warning("The outbox relay could not read its table; trying again", exc_info=True)
-                    connections[self.using].close()  # a broken connection is replaced on the next round
+                    logger.warning(
+                        "The outbox relay could not read its table on %r; trying again", alias, exc_info=True
+                    )
+                    connections[alias].close()  # a broken connection is replaced on the next round
                     result = RoundResult(unavailable=True)
                 if result.unavailable:
                     backoff = min(_MAX_BACKOFF, max(0.1, backoff * 2))
@@ -410,7 +437,7 @@ class Relay:
                 backoff = 0.0
                 if result.busy:
                     continue
-                self._wake.wait(pulse_settings.OUTBOX_POLL_INTERVAL)
-                self._wake.clear()
+                wake.wait(pulse_settings.OUTBOX_POLL_INTERVAL)
+                wake.clear()
         finally:
-            connections[self.using].close()
+            connections[alias].close()

@@ -80,3 +80,12 @@ def test_history_settings() -> None:
             assert "django_pulse.E031" in _ids(), retention
     with override_settings(PULSE={"HISTORY_MIN_RETENTION": 0}):
         assert _ids() == set()
+
+
+def test_outbox_databases_must_name_aliases_of_databases() -> None:
+    for value in ("default", ["default", "replica"], [1]):
+        with override_settings(PULSE={"OUTBOX_DATABASES": value}):
+            assert "django_pulse.E042" in _ids(), value
+    for value in (None, ["default"], []):
+        with override_settings(PULSE={"OUTBOX_DATABASES": value}):
+            assert _ids() == set(), value

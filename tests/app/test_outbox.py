@@ -169,8 +169,24 @@ def test_status_and_metrics_show_pending_rows_their_age_and_dead_letters(setting
     assert outbox["pending"] == 1 and outbox["dead"] == 1 and 29 < outbox["oldestAge"] < 60
     body, _ = overview.metrics_exposition()
     text = body.decode()
-    assert "pulse_outbox_pending 1.0" in text and "pulse_outbox_dead_letters 1.0" in text
-    assert "pulse_outbox_oldest_age_seconds 3" in text or "pulse_outbox_oldest_age_seconds 4" in text
+    assert 'pulse_outbox_pending{database="default"} 1.0' in text
+    assert 'pulse_outbox_dead_letters{database="default"} 1.0' in text
+    assert 'pulse_outbox_oldest_age_seconds{database="default"} 3' in text or 'seconds{database="default"} 4' in text
+
+
+def test_a_durable_publish_on_a_database_no_relay_publishes_is_refused_before_anything_is_written(
+    settings: Any,
+) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    settings.PULSE = {"OUTBOX_DATABASES": []}  # e.g. a database left out of the list
+    with transaction.atomic():
+        with pytest.raises(ImproperlyConfigured, match="do not publish the outbox of database 'default'"):
+            pulse.publish_on_commit("orders", "placed", {"n": 1})
+        assert not OutboxMessage.objects.exists()
+    settings.PULSE = {}
+    pulse.publish_on_commit("orders", "placed", {"n": 2})
+    assert published("orders") == [{"n": 2}]
 
 
 def test_the_durability_page_example_publishes_once_the_order_is_saved() -> None:
@@ -216,7 +232,8 @@ def test_pulse_relay_once_publishes_what_is_pending(settings: Any, redis_url: st
         )
     out = StringIO()
     call_command("pulse", "relay", "--once", "--json", stdout=out)
-    assert json.loads(out.getvalue()) == {"published": 3, "failed": 0, "pending": 0, "oldestAge": 0.0, "dead": 0}
+    empty = {"pending": 0, "oldestAge": 0.0, "dead": 0}
+    assert json.loads(out.getvalue()) == {"published": 3, "failed": 0, **empty, "databases": {"default": empty}}
     assert published("orders") == [{"n": 0}, {"n": 1}, {"n": 2}]
 
 

@@ -10,7 +10,9 @@ shell, a worker or a second server would be. Subscribers are real WebSocket clie
   returns, none twice (the issue's 30 s outage, shortened to keep the test's wall time bounded);
 - two writers saving concurrently into one channel: subscribers get the messages in commit order;
 - with the in-memory broker (no Redis), a save made by another process appears on the server's subscribers (on
-  PostgreSQL woken by the writer's NOTIFY, not by polling).
+  PostgreSQL woken by the writer's NOTIFY, not by polling);
+- a second database (another SQLite file, another PostgreSQL database): its rows are relayed by the server and by
+  ``pulse relay``, and the backlog is reported per database.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
@@ -271,5 +274,76 @@ async def test_with_the_in_memory_broker_a_save_from_another_process_reaches_the
         assert done.returncode == 0, done.stderr
         (message,) = await messages(client, "posts", 1, timeout=10)
         assert message["data"]["post"]["content"] == "from the shell"
+        await nothing_more(client, 1)
+        await client.close()
+
+
+@contextlib.contextmanager
+def server_with_two_databases(kind: str, **pulse: Any) -> Iterator[LiveServer]:
+    """``server_on`` with a second database "other" (a SQLite file, or a PostgreSQL database of its own), migrated
+    before the server starts."""
+    with database(kind) as other, tempfile.TemporaryDirectory(prefix="pulse-other-") as tmp:
+        url = other.get("PULSE_LIVE_DATABASE_URL") or f"sqlite:///{tmp}/other.sqlite3"
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.server_settings",
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+            "PULSE_LIVE_DB": f"{tmp}/unused.sqlite3",
+            "PULSE_LIVE_OTHER_DATABASE_URL": url,
+        }
+        env.pop("DATABASE_URL", None)
+        migrate = [sys.executable, "-m", "django", "migrate", "--database", "other", "--noinput", "-v0"]
+        subprocess.run(migrate, env=env, cwd=ROOT, check=True)
+        with database(kind) as default:
+            settings = {"OUTBOX_LEASE": 2.0, **pulse}
+            extra = {**default, "PULSE_LIVE_OTHER_DATABASE_URL": url}
+            prefix = f"outbox{uuid.uuid4().hex[:8]}"
+            redis_url = f"redis://127.0.0.1:{REDIS_PORT}/0"
+            with live_server(pulse=settings, redis_url=redis_url, redis_prefix=prefix, extra_env=extra) as server:
+                yield server
+
+
+WRITE_ON = """
+from django.db import transaction
+from django_pulse import pulse
+with transaction.atomic(using={using!r}):
+    pulse.publish_on_commit("numbers", "n", {{"db": {using!r}}}, using={using!r})
+"""
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgresql", id="postgresql")])
+async def test_a_row_on_a_second_database_is_relayed_by_the_server(kind: str) -> None:
+    with server_with_two_databases(kind) as server:
+        client = await subscriber(server, "numbers")
+        done = await asyncio.to_thread(writer, server, WRITE_ON.format(using="other"), fault="after_commit")
+        assert done.returncode == 137, done.stderr  # died after COMMIT, before publishing: the row waits on "other"
+        (message,) = await messages(client, "numbers", 1, timeout=20)
+        assert message["data"] == {"db": "other"}
+        await nothing_more(client, 2)
+        outbox = await asyncio.to_thread(backlog, server)
+        assert outbox["pending"] == 0 and set(outbox["databases"]) == {"default", "other"}
+        await client.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgresql", id="postgresql")])
+async def test_pulse_relay_publishes_the_rows_of_every_database_and_counts_each(kind: str) -> None:
+    with server_with_two_databases(kind, OUTBOX_RELAY=False) as server:
+        client = await subscriber(server, "numbers")
+        for using in ("default", "other"):
+            done = await asyncio.to_thread(writer, server, WRITE_ON.format(using=using), fault="after_commit")
+            assert done.returncode == 137, done.stderr
+        outbox = await asyncio.to_thread(backlog, server)
+        assert outbox["pending"] == 2 and {db: each["pending"] for db, each in outbox["databases"].items()} == {
+            "default": 1,
+            "other": 1,
+        }
+        await asyncio.sleep(2.5)  # the dead writers' leases run out
+        relay = "from django.core.management import call_command\ncall_command('pulse', 'relay', '--once', '--json')"
+        done = await asyncio.to_thread(writer, server, relay)
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert (report["published"], report["pending"], sorted(report["databases"])) == (2, 0, ["default", "other"])
+        received = await messages(client, "numbers", 2, timeout=10)
+        assert sorted(m["data"]["db"] for m in received) == ["default", "other"]
         await nothing_more(client, 1)
         await client.close()

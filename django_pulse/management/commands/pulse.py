@@ -284,9 +284,12 @@ class Command(BaseCommand):
             lines.append(f"connections: {info['connections']}")
         outbox = info.get("outbox")
         if outbox is not None:
+            each = outbox.get("databases", {})
+            per_database = ", ".join(f"{alias}: {one['pending']}/{one['dead']}" for alias, one in each.items())
             lines.append(
                 f"outbox:      {outbox['pending']} pending (oldest {outbox['oldestAge']} s), "
                 f"{outbox['dead']} dead letters"
+                + (f" (pending/dead per database: {per_database})" if len(each) > 1 else "")
             )
         lines.append(f"channels:    {info['channels']}")
         lines.append("")
@@ -309,21 +312,23 @@ class Command(BaseCommand):
                 "With the in-memory broker the server process relays the outbox itself (its memory holds the "
                 "subscribers); 'pulse relay' needs PULSE['REDIS_URL']."
             )
+        databases = OutboxMessage.objects.databases()
         if options["once"]:
             published = failed = 0
-            while True:
-                result = relay_round(runtime)
-                if result.unavailable:
-                    raise CommandError("The broker (Redis) is unavailable; the rows are kept.")
-                published, failed = published + result.published, failed + result.failed
-                if not result.busy:
-                    break
+            for alias in databases:
+                while True:
+                    result = relay_round(runtime, using=alias)
+                    if result.unavailable:
+                        raise CommandError("The broker (Redis) is unavailable; the rows are kept.")
+                    published, failed = published + result.published, failed + result.failed
+                    if not result.busy:
+                        break
             self._emit(
                 {"published": published, "failed": failed, **OutboxMessage.objects.backlog()},
-                [f"Published {published} outbox rows ({failed} failed)."],
+                [f"Published {published} outbox rows ({failed} failed) of {', '.join(databases) or 'no database'}."],
             )
             return
-        self.stdout.write("Relaying the outbox (Ctrl-C stops).")
+        self.stdout.write(f"Relaying the outbox of {', '.join(databases) or 'no database'} (Ctrl-C stops).")
         try:
             Relay(runtime).run()
         except KeyboardInterrupt:
