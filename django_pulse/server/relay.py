@@ -132,8 +132,9 @@ def _in_order(alias: str, rows: list[OutboxMessage]) -> tuple[list[OutboxMessage
 
 
 def _render(spec: dict[str, Any]) -> str | None:
-    """The JSON text of a live-template fragment, rendered now from the committed row; None when the object is
-    gone (its delete's ``remove`` follows on the channel)."""
+    """The JSON text of a live-template fragment, rendered now from the committed row (read on the database the
+    row names, ``_outbox.render_spec``); None when the object is gone (its delete's ``remove`` follows on the
+    channel, for a registration; after ``publish_html_on_commit`` the caller publishes it)."""
     from ..live import render_fragment
     from .publishing import encode_data
 
