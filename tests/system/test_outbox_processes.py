@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -345,5 +346,31 @@ async def test_pulse_relay_publishes_the_rows_of_every_database_and_counts_each(
         assert (report["published"], report["pending"], sorted(report["databases"])) == (2, 0, ["default", "other"])
         received = await messages(client, "numbers", 2, timeout=10)
         assert sorted(m["data"]["db"] for m in received) == ["default", "other"]
+        await nothing_more(client, 1)
+        await client.close()
+
+
+async def test_pulse_relay_in_the_foreground_relays_a_second_database_until_ctrl_c() -> None:
+    with server_with_two_databases("sqlite", OUTBOX_RELAY=False) as server:
+        client = await subscriber(server, "numbers")
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "django", "pulse", "relay"],
+            env=server.env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal's Ctrl-C reaches it
+        )
+        try:
+            done = await asyncio.to_thread(writer, server, WRITE_ON.format(using="other"), fault="after_commit")
+            assert done.returncode == 137, done.stderr
+            (message,) = await messages(client, "numbers", 1, timeout=20)  # once the writer's lease (2 s) ends
+            assert message["data"] == {"db": "other"}
+            relay.send_signal(signal.SIGINT)
+            out, _ = await asyncio.to_thread(relay.communicate, timeout=10)
+        finally:
+            relay.kill()
+        assert relay.returncode == 0 and "Relaying the outbox of default, other" in out, out
         await nothing_more(client, 1)
         await client.close()
