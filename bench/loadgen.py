@@ -33,6 +33,8 @@ from typing import Any, cast
 
 import numpy as np
 
+from bench import rawhttp
+
 __all__ = ["LoadGen", "Target", "encode_client_frame", "raise_nofile", "retry_delay"]
 
 OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 1, 8, 9, 10
@@ -352,29 +354,8 @@ class SSESubscriber(Subscriber):
 
 async def _http_post(target: Target, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """One POST on a connection of its own; (status, JSON answer)."""
-    payload = json.dumps(body).encode()
-    reader, writer = await asyncio.open_connection(target.host, target.port)
-    try:
-        writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: {target.host}:{target.port}\r\nContent-Type: text/plain\r\n"
-            f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
-            + payload
-        )
-        raw = await reader.read(-1)
-    finally:
-        writer.close()
-    head, _, rest = raw.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    if b"chunked" in head.lower():
-        out = b""
-        while rest:
-            size_text, _, rest = rest.partition(b"\r\n")
-            size = int(size_text, 16)
-            if not size:
-                break
-            out, rest = out + rest[:size], rest[size + 2 :]
-        rest = out
-    return status, json.loads(rest) if rest else {}
+    status, answer = await rawhttp.post(target.host, target.port, path, json.dumps(body).encode())
+    return status, json.loads(answer) if answer else {}
 
 
 def _upgrade_request(target: Target) -> bytes:

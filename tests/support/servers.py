@@ -8,7 +8,8 @@
         ...                                        # two cooperating processes: one Redis, one database
 
 Processes are started with ``PYTHONPATH`` at the repository root, so a test always runs the code of the
-checkout it lives in.
+checkout it lives in. Their command lines are bench/servers.py's ``server_command``: the benchmark and the tests
+start a server the same way (tests may import bench/, which imports nothing of tests/ nor pytest).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bench.servers import server_command
 
 ROOT = Path(__file__).resolve().parents[2]
 ASGI_APP = "tests.asgi:application"
@@ -135,43 +138,6 @@ class LiveServer:
                 self.proc.wait(5)
 
 
-def _command(server: str, port: int, app: str, args: list[str] | None = None) -> list[str]:
-    if server == "daphne":
-        return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *(args or []), app]
-    if server == "uvicorn":
-        return [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--lifespan",
-            "off",
-            *(args or []),  # a later --lifespan on wins
-            app,
-        ]
-    if server == "granian":
-        return [
-            sys.executable,
-            "-m",
-            "granian",
-            "--interface",
-            "asgi",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            *(args or []),
-            app,
-        ]
-    raise ValueError(f"unknown server {server!r}")
-
-
 def migrate(env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "-m", "django", "migrate", "--noinput", "-v0"], env=env, cwd=ROOT, check=True)
 
@@ -216,7 +182,11 @@ def live_server(
     log_path = Path(tmpdir) / "server.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            _command(server, port, app, server_args), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+            server_command(server, port, app, server_args or ()),
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     live = LiveServer(port=port, proc=proc, database=db, env=env, log_path=log_path)
     try:

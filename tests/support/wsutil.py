@@ -89,3 +89,11 @@ async def connect(client_id: str = "alice", **kwargs: Any) -> Client:
     assert frame["action"] == "connected", frame
     client.connected = frame
     return client
+
+
+async def next_presence(client: Client, timeout: float = 3) -> dict[str, Any]:
+    """The client's next presence event (other frames before it are dropped)."""
+    while True:
+        frame = await client.recv(timeout)
+        if frame["action"] == "presence":
+            return frame
