@@ -29,8 +29,9 @@ from typing import Any
 
 import pytest
 
+from bench.servers import server_command
 from django_pulse.clients.websocket import Realtime
-from tests.support.servers import ROOT, _command, free_port, live_server, wait_for_port
+from tests.support.servers import ROOT, free_port, live_server, wait_for_port
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -203,7 +204,7 @@ async def test_rolling_restart_behind_nginx(server: str, redis_url: str, redis_p
         def start(port: int) -> subprocess.Popen[bytes]:
             with open(logs / f"{port}.log", "ab") as log:
                 proc = subprocess.Popen(
-                    _command(server, port, app, server_args),
+                    server_command(server, port, app, server_args or ()),
                     env=env,
                     cwd=ROOT,
                     stdout=log,
