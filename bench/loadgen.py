@@ -147,21 +147,7 @@ class Subscriber(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if not self.open:
-            self.buf += data
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head, rest = self.buf[:end], self.buf[end + 4 :]
-            self.buf = b""
-            if not head.startswith(b"HTTP/1.1 101"):
-                status = head.split(b"\r\n", 1)[0].decode("latin-1")
-                _fail(self.handshake, ConnectionError(f"handshake refused: {status}"))
-                self.closing = True
-                assert self.transport is not None
-                self.transport.close()
-                return
-            self.open = True
-            self.handshake.set_result(None)
+            rest = self._response_head(data, b"HTTP/1.1 101", "handshake refused")
             if not rest:
                 return
             data = rest
@@ -190,19 +176,7 @@ class Subscriber(asyncio.Protocol):
             opcode = buf[pos] & 0x0F
             pos = end
             if opcode == OP_TEXT:
-                i = buf.find(b'"t":', start, end)
-                if i >= 0:
-                    k = buf.find(b",", i, end)
-                    j = buf.find(b'"s":', k, end)
-                    seq = int(buf[j + 4 : buf.find(b"}", j, end)])
-                    rec.seqs.append(seq)
-                    rec.recv.append(now)
-                    rec.lats.append(now - int(buf[i + 4 : k]))
-                    self.count += 1
-                    if seq < self.last_seq:
-                        rec.out_of_order += 1
-                    self.last_seq = seq
-                else:
+                if not self._record(buf, start, end, now):
                     self._control(buf[start:end])
             elif opcode == OP_PING:
                 self._write(encode_client_frame(buf[start:end], OP_PONG))
@@ -216,6 +190,45 @@ class Subscriber(asyncio.Protocol):
         self.buf = buf[pos:] if pos < n else b""
 
     # -- frames ----------------------------------------------------------------------------------------------
+    def _response_head(self, data: bytes, accepted: bytes, refused: str) -> bytes:
+        """Buffer ``data`` until the response head is whole; then open (its status line starts with ``accepted``)
+        or fail the handshake with ``refused`` and close. The bytes after the head (none while waiting or refused)."""
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return b""
+        head, rest = self.buf[:end], self.buf[end + 4 :]
+        self.buf = b""
+        if not head.startswith(accepted):
+            status = head.split(b"\r\n", 1)[0].decode("latin-1")
+            _fail(self.handshake, ConnectionError(f"{refused}: {status}"))
+            self.closing = True
+            assert self.transport is not None
+            self.transport.close()
+            return b""
+        self.open = True
+        self.handshake.set_result(None)
+        return rest
+
+    def _record(self, buf: bytes, start: int, end: int, now: int) -> bool:
+        """Record the benchmark message in ``buf[start:end]`` (its send time ``"t":`` and sequence ``"s":``, found
+        without decoding the JSON) as received at ``now``; False when the frame is not one."""
+        i = buf.find(b'"t":', start, end)
+        if i < 0:
+            return False
+        k = buf.find(b",", i, end)
+        j = buf.find(b'"s":', k, end)
+        seq = int(buf[j + 4 : buf.find(b"}", j, end)])
+        rec = self.rec
+        rec.seqs.append(seq)
+        rec.recv.append(now)
+        rec.lats.append(now - int(buf[i + 4 : k]))
+        self.count += 1
+        if seq < self.last_seq:
+            rec.out_of_order += 1
+        self.last_seq = seq
+        return True
+
     def _write(self, frame: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(frame)
@@ -288,21 +301,7 @@ class SSESubscriber(Subscriber):
 
     def data_received(self, data: bytes) -> None:
         if not self.open:
-            self.buf += data
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head, rest = self.buf[:end], self.buf[end + 4 :]
-            self.buf = b""
-            if not head.startswith(b"HTTP/1.1 200"):
-                status = head.split(b"\r\n", 1)[0].decode("latin-1")
-                _fail(self.handshake, ConnectionError(f"stream refused: {status}"))
-                self.closing = True
-                assert self.transport is not None
-                self.transport.close()
-                return
-            self.open = True
-            self.handshake.set_result(None)
+            rest = self._response_head(data, b"HTTP/1.1 200", "stream refused")
             if not rest:
                 return
             data = rest
@@ -321,18 +320,8 @@ class SSESubscriber(Subscriber):
                 break
             pos = end + 2
             start += 6
-            i = buf.find(b'"t":', start, end)
-            if i >= 0:
-                k = buf.find(b",", i, end)
-                j = buf.find(b'"s":', k, end)
-                seq = int(buf[j + 4 : buf.find(b"}", j, end)])
-                rec.seqs.append(seq)
-                rec.recv.append(now)
-                rec.lats.append(now - int(buf[i + 4 : k]))
-                self.count += 1
-                if seq < self.last_seq:
-                    rec.out_of_order += 1
-                self.last_seq = seq
+            if self._record(buf, start, end, now):
+                pass
             elif buf.startswith(b'{"action":"close"', start):
                 msg = json.loads(buf[start:end])
                 rec.closes[int(msg.get("code", 1005))] += 1

@@ -14,26 +14,9 @@ from django_pulse import pulse
 from django_pulse.broker import message_topic
 from django_pulse.broker.redis import RedisBroker
 from django_pulse.server.runtime import get_runtime
-from tests.support.wsutil import Client, connect, next_presence
+from tests.support.wsutil import Client, connect, messages, next_presence, seen_then_gone
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def messages(client: Client, count: int) -> list[dict[str, Any]]:
-    frames = [await client.recv(timeout=5) for _ in range(count)]
-    assert all(f["action"] == "message" for f in frames), frames
-    return frames
-
-
-async def seen_then_gone(channel: str = "posts", count: int = 3) -> tuple[int, str]:
-    """A client that subscribed, received ``count`` messages and dropped: its (last serial, epoch)."""
-    alice = await connect("alice")
-    reply = await alice.request("subscribe", channel=channel)
-    for i in range(count):
-        await pulse.apublish(channel, "e", {"i": i})
-    frames = await messages(alice, count)
-    await alice.close()
-    return frames[-1]["serial"], reply["epoch"]
 
 
 async def test_resume_replays_the_gap_exactly_once_then_live(backend: str) -> None:

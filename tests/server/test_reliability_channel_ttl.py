@@ -17,7 +17,7 @@ from django_pulse import pulse
 from django_pulse.broker import message_topic
 from django_pulse.broker.redis import RedisBroker
 from django_pulse.server.runtime import get_runtime
-from tests.support.wsutil import connect, next_presence
+from tests.support.wsutil import connect, next_presence, seen_then_gone
 
 pytestmark = [pytest.mark.reliability, pytest.mark.django_db(transaction=True)]
 
@@ -33,17 +33,6 @@ def backend(backend: str, settings: Any) -> str:
     """Both brokers (tests/server/conftest.py), with the short TTL."""
     settings.PULSE = {**settings.PULSE, "CHANNEL_TTL": TTL}
     return backend
-
-
-async def seen_then_gone(channel: str = "order-17", count: int = 3) -> tuple[int, str]:
-    """A client that subscribed, received ``count`` messages and went away: its (last serial, epoch)."""
-    alice = await connect("alice")
-    reply = await alice.request("subscribe", channel=channel)
-    for i in range(count):
-        await pulse.apublish(channel, "status", {"i": i})
-    frames = [await alice.recv(timeout=5) for _ in range(count)]
-    await alice.close()
-    return frames[-1]["serial"], reply["epoch"]
 
 
 def admin() -> redis.Redis:
@@ -77,7 +66,7 @@ async def idle_past_the_ttl(backend: str, channel: str) -> None:
 
 
 async def test_a_resume_across_the_expiry_of_an_idle_channel_gets_a_new_epoch(backend: str) -> None:
-    serial, epoch = await seen_then_gone()
+    serial, epoch = await seen_then_gone("order-17")
     await idle_past_the_ttl(backend, "order-17")
     bob = await connect("bob")
     reply = await bob.request("subscribe", channel="order-17", resume={"serial": serial, "epoch": epoch})
@@ -91,7 +80,7 @@ async def test_a_resume_across_the_expiry_of_an_idle_channel_gets_a_new_epoch(ba
 
 async def test_activity_keeps_a_channel_alive(backend: str, settings: Any) -> None:
     settings.PULSE = {**settings.PULSE, "CHANNEL_TTL": KEPT_TTL}
-    serial, epoch = await seen_then_gone()
+    serial, epoch = await seen_then_gone("order-17")
     for i in range(3):  # 1.2 s of activity (past the TTL), each publish 0.4 s after the one before
         await asyncio.sleep(KEPT_TTL / 2.5)
         await pulse.apublish("order-17", "status", {"more": i})

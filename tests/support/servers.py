@@ -142,6 +142,21 @@ def migrate(env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "-m", "django", "migrate", "--noinput", "-v0"], env=env, cwd=ROOT, check=True)
 
 
+def start_process(
+    server: str, port: int, app: str, server_args: list[str] | None, env: dict[str, str], log_path: Path
+) -> subprocess.Popen[bytes]:
+    """Start ``server`` serving ``app`` on ``port`` from the repository root, its output appended to ``log_path``;
+    the caller waits for it (``wait_for_port``) and stops it."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            server_command(server, port, app, server_args or ()),
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
 @contextlib.contextmanager
 def live_server(
     *,
@@ -180,14 +195,7 @@ def live_server(
     if database is None:
         migrate(env)
     log_path = Path(tmpdir) / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            server_command(server, port, app, server_args or ()),
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    proc = start_process(server, port, app, server_args, env, log_path)
     live = LiveServer(port=port, proc=proc, database=db, env=env, log_path=log_path)
     try:
         wait_for_port(port, proc=proc)
@@ -295,15 +303,21 @@ def example_server(
         yield live
 
 
-def pulse_command(server: LiveServer, *args: str) -> str:
-    """``manage.py pulse <args>`` in a fresh process with the server's settings (its database); its output."""
-    done = subprocess.run(
+def pulse_cmd(server: LiveServer, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``manage.py pulse <args>`` in a fresh process with the server's settings (its database, SERVER_URL), or
+    with ``env``; the finished process (its exit status and output)."""
+    return subprocess.run(
         [sys.executable, "-m", "django", "pulse", *args],
-        env=server.env,
+        env=env or server.env,
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def pulse_command(server: LiveServer, *args: str) -> str:
+    """``pulse_cmd`` that must succeed: its output."""
+    done = pulse_cmd(server, *args)
     assert done.returncode == 0, done.stderr
     return done.stdout

@@ -29,9 +29,8 @@ from typing import Any
 
 import pytest
 
-from bench.servers import server_command
 from django_pulse.clients.websocket import Realtime
-from tests.support.servers import ROOT, free_port, live_server, wait_for_port
+from tests.support.servers import ROOT, free_port, live_server, start_process, wait_for_port
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -202,14 +201,7 @@ async def test_rolling_restart_behind_nginx(server: str, redis_url: str, redis_p
         logs = Path(tempfile.mkdtemp(prefix="pulse-deploy-"))
 
         def start(port: int) -> subprocess.Popen[bytes]:
-            with open(logs / f"{port}.log", "ab") as log:
-                proc = subprocess.Popen(
-                    server_command(server, port, app, server_args or ()),
-                    env=env,
-                    cwd=ROOT,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
+            proc = start_process(server, port, app, server_args, env, logs / f"{port}.log")
             try:
                 wait_for_port(port, timeout=90, proc=proc)  # a loaded machine starts a server slowly
             except BaseException:

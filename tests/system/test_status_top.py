@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,20 +16,9 @@ from typing import Any
 import pytest
 
 from django_pulse.clients.websocket import Realtime
-from tests.support.servers import ROOT, LiveServer, live_pair, live_server
+from tests.support.servers import LiveServer, live_pair, live_server, pulse_cmd
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
-
-
-def pulse_cmd(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "django", "pulse", *args],
-        env=server.env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def status(server: LiveServer) -> dict[str, Any]:
