@@ -27,7 +27,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,17 @@ def wait_for_port(port: int, timeout: float = 60.0, proc: subprocess.Popen[bytes
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def until(get: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 20.0) -> Any:
+    """Poll ``get()`` every 0.3 s until ``ok`` of its value, for ``timeout`` seconds at most; the last value (the
+    caller asserts on it, so a failure shows what was seen)."""
+    deadline = time.monotonic() + timeout
+    value = get()
+    while not ok(value) and time.monotonic() < deadline:
+        time.sleep(0.3)
+        value = get()
+    return value
 
 
 @dataclass
