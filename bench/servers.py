@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -32,6 +33,7 @@ __all__ = [
     "ServerSpec",
     "free_port",
     "process_cpu_seconds",
+    "redis_reachable",
     "server_command",
     "start_server",
 ]
@@ -148,6 +150,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def redis_reachable(url: str) -> bool:
+    """Whether something accepts a connection at the host and port of the Redis ``url`` (within 1 s)."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def _tree(pid: int) -> list[int]:
