@@ -84,6 +84,17 @@ def until(get: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 20
     return value
 
 
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (its shutdown code runs), SIGKILL after 10 s; nothing when it has exited already."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 @dataclass
 class LiveServer:
     port: int
@@ -140,13 +151,7 @@ class LiveServer:
         self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
 
 def migrate(env: dict[str, str]) -> None:
