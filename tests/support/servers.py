@@ -84,10 +84,11 @@ def until(get: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 20
     return value
 
 
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (its shutdown code runs), SIGKILL after 10 s; nothing when it has exited already."""
+def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """``sig`` (SIGTERM: its shutdown code runs; nginx's graceful stop is SIGQUIT), SIGKILL after 10 s; nothing
+    when it has exited already."""
     if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:

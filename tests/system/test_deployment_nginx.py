@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from django_pulse.clients.websocket import Realtime
-from tests.support.servers import ROOT, free_port, live_server, start_process, wait_for_port
+from tests.support.servers import ROOT, free_port, live_server, start_process, stop_process, wait_for_port
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -87,12 +87,7 @@ def nginx(listen: int, upstreams: list[int]) -> Iterator[Path]:
         wait_for_port(listen, proc=proc)
         yield tmp
     finally:
-        proc.send_signal(signal.SIGQUIT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, signal.SIGQUIT)
 
 
 @dataclass
