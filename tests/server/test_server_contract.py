@@ -43,7 +43,7 @@ from django_pulse.server._io.contract import (
     server_version,
 )
 from tests.support.rawws import RawWebSocket
-from tests.support.servers import free_port, live_server
+from tests.support.servers import LiveServer, free_port, live_server
 
 pytestmark = pytest.mark.server_internals
 
@@ -471,6 +471,18 @@ async def test_a_uvicorn_send_under_another_name_is_drift() -> None:
 # -- real server processes ---------------------------------------------------------------------------------------
 
 
+async def five_messages_to_three_subscribers(server: LiveServer, channel: str) -> dict[str, Any]:
+    """Three raw WebSocket subscribers of ``channel`` each get five published messages, in order; then the
+    server's fast-path report."""
+    clients = [await RawWebSocket.subscriber(server, f"{channel}-{i}", channel) for i in range(3)]
+    for i in range(5):
+        await asyncio.to_thread(server.publish, channel, "tick", {"i": i})
+    for ws in clients:
+        assert [(await asyncio.wait_for(ws.recv_json(), 10))["data"]["i"] for _ in range(5)] == list(range(5))
+        ws.abort()
+    return await asyncio.to_thread(server.fast_path)
+
+
 @pytest.mark.processes
 @pytest.mark.slow
 @pytest.mark.parametrize("server_name", ["daphne", "uvicorn"])
@@ -479,13 +491,7 @@ async def test_a_real_server_takes_the_fast_path_and_reports_its_versions(server
     """Also behind a project's middleware that passes its own ``send`` (``wrapped``): the server's send reaches
     the connection in the scope (docs/servers.md, "In front of the application")."""
     with live_server(server=server_name, pulse={"HISTORY_SIZE": 0}, app=app) as server:
-        clients = [await RawWebSocket.subscriber(server, f"v{i}", "versions") for i in range(3)]
-        for i in range(5):
-            await asyncio.to_thread(server.publish, "versions", "tick", {"i": i})
-        for ws in clients:
-            assert [(await asyncio.wait_for(ws.recv_json(), 10))["data"]["i"] for _ in range(5)] == list(range(5))
-            ws.abort()
-        report = await asyncio.to_thread(server.fast_path)
+        report = await five_messages_to_three_subscribers(server, "versions")
     entry = report[server_name]
     assert (entry["path"], entry["drift"]) == ("direct", False), entry
     assert entry["version"] == server_version(server_name), entry
@@ -497,13 +503,7 @@ async def test_a_real_server_takes_the_fast_path_and_reports_its_versions(server
 @pytest.mark.slow
 async def test_granian_takes_the_asgi_path_and_delivers() -> None:
     with live_server(server="granian", pulse={"HISTORY_SIZE": 0}) as server:
-        clients = [await RawWebSocket.subscriber(server, f"g{i}", "granian") for i in range(3)]
-        for i in range(5):
-            await asyncio.to_thread(server.publish, "granian", "tick", {"i": i})
-        for ws in clients:
-            assert [(await asyncio.wait_for(ws.recv_json(), 10))["data"]["i"] for _ in range(5)] == list(range(5))
-            ws.abort()
-        report = await asyncio.to_thread(server.fast_path)
+        report = await five_messages_to_three_subscribers(server, "granian")
     assert set(report) == {"granian"}, report
     entry = report["granian"]
     assert (entry["path"], entry["drift"], entry["directFrames"]) == ("asgi", False, 0), entry
