@@ -33,6 +33,8 @@ from typing import Any, cast
 
 import numpy as np
 
+from bench import rawhttp
+
 __all__ = ["LoadGen", "Target", "encode_client_frame", "raise_nofile", "retry_delay"]
 
 OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 1, 8, 9, 10
@@ -145,21 +147,7 @@ class Subscriber(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if not self.open:
-            self.buf += data
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head, rest = self.buf[:end], self.buf[end + 4 :]
-            self.buf = b""
-            if not head.startswith(b"HTTP/1.1 101"):
-                status = head.split(b"\r\n", 1)[0].decode("latin-1")
-                _fail(self.handshake, ConnectionError(f"handshake refused: {status}"))
-                self.closing = True
-                assert self.transport is not None
-                self.transport.close()
-                return
-            self.open = True
-            self.handshake.set_result(None)
+            rest = self._response_head(data, b"HTTP/1.1 101", "handshake refused")
             if not rest:
                 return
             data = rest
@@ -188,19 +176,7 @@ class Subscriber(asyncio.Protocol):
             opcode = buf[pos] & 0x0F
             pos = end
             if opcode == OP_TEXT:
-                i = buf.find(b'"t":', start, end)
-                if i >= 0:
-                    k = buf.find(b",", i, end)
-                    j = buf.find(b'"s":', k, end)
-                    seq = int(buf[j + 4 : buf.find(b"}", j, end)])
-                    rec.seqs.append(seq)
-                    rec.recv.append(now)
-                    rec.lats.append(now - int(buf[i + 4 : k]))
-                    self.count += 1
-                    if seq < self.last_seq:
-                        rec.out_of_order += 1
-                    self.last_seq = seq
-                else:
+                if not self._record(buf, start, end, now):
                     self._control(buf[start:end])
             elif opcode == OP_PING:
                 self._write(encode_client_frame(buf[start:end], OP_PONG))
@@ -214,6 +190,45 @@ class Subscriber(asyncio.Protocol):
         self.buf = buf[pos:] if pos < n else b""
 
     # -- frames ----------------------------------------------------------------------------------------------
+    def _response_head(self, data: bytes, accepted: bytes, refused: str) -> bytes:
+        """Buffer ``data`` until the response head is whole; then open (its status line starts with ``accepted``)
+        or fail the handshake with ``refused`` and close. The bytes after the head (none while waiting or refused)."""
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return b""
+        head, rest = self.buf[:end], self.buf[end + 4 :]
+        self.buf = b""
+        if not head.startswith(accepted):
+            status = head.split(b"\r\n", 1)[0].decode("latin-1")
+            _fail(self.handshake, ConnectionError(f"{refused}: {status}"))
+            self.closing = True
+            assert self.transport is not None
+            self.transport.close()
+            return b""
+        self.open = True
+        self.handshake.set_result(None)
+        return rest
+
+    def _record(self, buf: bytes, start: int, end: int, now: int) -> bool:
+        """Record the benchmark message in ``buf[start:end]`` (its send time ``"t":`` and sequence ``"s":``, found
+        without decoding the JSON) as received at ``now``; False when the frame is not one."""
+        i = buf.find(b'"t":', start, end)
+        if i < 0:
+            return False
+        k = buf.find(b",", i, end)
+        j = buf.find(b'"s":', k, end)
+        seq = int(buf[j + 4 : buf.find(b"}", j, end)])
+        rec = self.rec
+        rec.seqs.append(seq)
+        rec.recv.append(now)
+        rec.lats.append(now - int(buf[i + 4 : k]))
+        self.count += 1
+        if seq < self.last_seq:
+            rec.out_of_order += 1
+        self.last_seq = seq
+        return True
+
     def _write(self, frame: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(frame)
@@ -286,21 +301,7 @@ class SSESubscriber(Subscriber):
 
     def data_received(self, data: bytes) -> None:
         if not self.open:
-            self.buf += data
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head, rest = self.buf[:end], self.buf[end + 4 :]
-            self.buf = b""
-            if not head.startswith(b"HTTP/1.1 200"):
-                status = head.split(b"\r\n", 1)[0].decode("latin-1")
-                _fail(self.handshake, ConnectionError(f"stream refused: {status}"))
-                self.closing = True
-                assert self.transport is not None
-                self.transport.close()
-                return
-            self.open = True
-            self.handshake.set_result(None)
+            rest = self._response_head(data, b"HTTP/1.1 200", "stream refused")
             if not rest:
                 return
             data = rest
@@ -319,18 +320,8 @@ class SSESubscriber(Subscriber):
                 break
             pos = end + 2
             start += 6
-            i = buf.find(b'"t":', start, end)
-            if i >= 0:
-                k = buf.find(b",", i, end)
-                j = buf.find(b'"s":', k, end)
-                seq = int(buf[j + 4 : buf.find(b"}", j, end)])
-                rec.seqs.append(seq)
-                rec.recv.append(now)
-                rec.lats.append(now - int(buf[i + 4 : k]))
-                self.count += 1
-                if seq < self.last_seq:
-                    rec.out_of_order += 1
-                self.last_seq = seq
+            if self._record(buf, start, end, now):
+                pass
             elif buf.startswith(b'{"action":"close"', start):
                 msg = json.loads(buf[start:end])
                 rec.closes[int(msg.get("code", 1005))] += 1
@@ -352,29 +343,8 @@ class SSESubscriber(Subscriber):
 
 async def _http_post(target: Target, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """One POST on a connection of its own; (status, JSON answer)."""
-    payload = json.dumps(body).encode()
-    reader, writer = await asyncio.open_connection(target.host, target.port)
-    try:
-        writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: {target.host}:{target.port}\r\nContent-Type: text/plain\r\n"
-            f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
-            + payload
-        )
-        raw = await reader.read(-1)
-    finally:
-        writer.close()
-    head, _, rest = raw.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    if b"chunked" in head.lower():
-        out = b""
-        while rest:
-            size_text, _, rest = rest.partition(b"\r\n")
-            size = int(size_text, 16)
-            if not size:
-                break
-            out, rest = out + rest[:size], rest[size + 2 :]
-        rest = out
-    return status, json.loads(rest) if rest else {}
+    status, answer = await rawhttp.post(target.host, target.port, path, json.dumps(body).encode())
+    return status, json.loads(answer) if answer else {}
 
 
 def _upgrade_request(target: Target) -> bytes:

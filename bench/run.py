@@ -13,7 +13,6 @@ import datetime as dt
 import os
 import platform
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -21,7 +20,6 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from bench import report
 from bench.loadgen import LoadGen, Target
@@ -32,6 +30,7 @@ from bench.servers import (
     ServerSpec,
     migrate_database,
     process_cpu_seconds,
+    redis_reachable,
     start_server,
     taskset_available,
 )
@@ -116,7 +115,7 @@ class Bench:
         self.load_cores = len(self.load_cpus) if self.load_cpus else len(cpus)
         procs = args.load_procs or max(1, min(4, self.load_cores))
         self.loadgen = LoadGen(procs, self.load_cpus)
-        self.redis_url: str | None = args.redis_url if _reachable(args.redis_url) else None
+        self.redis_url: str | None = args.redis_url if redis_reachable(args.redis_url) else None
         self.workdir = Path(tempfile.mkdtemp(prefix="pulse-bench-"))
         self.database = str(self.workdir / "bench.sqlite3")
 
@@ -489,15 +488,6 @@ class Bench:
             },
             "git": _git_describe(),
         }
-
-
-def _reachable(url: str) -> bool:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def _git_describe() -> str:

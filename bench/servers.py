@@ -17,15 +17,26 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
-__all__ = ["SERVERS", "RunningServer", "ServerSpec", "free_port", "process_cpu_seconds", "start_server"]
+__all__ = [
+    "SERVERS",
+    "RunningServer",
+    "ServerSpec",
+    "free_port",
+    "process_cpu_seconds",
+    "redis_reachable",
+    "server_command",
+    "start_server",
+]
 
 
 @dataclass(frozen=True)
@@ -141,6 +152,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def redis_reachable(url: str) -> bool:
+    """Whether something accepts a connection at the host and port of the Redis ``url`` (within 1 s)."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def _tree(pid: int) -> list[int]:
     """``pid`` and all its descendants (from /proc/<pid>/task/*/children)."""
     pids, todo = [], [pid]
@@ -244,17 +265,20 @@ def delete_redis_keys(url: str, prefix: str) -> int:
         client.close()
 
 
-def _command(spec: ServerSpec, port: int, max_connections: int = 20000) -> list[str]:
+def server_command(server: str, port: int, app: str, args: Sequence[str] = (), backlog: int | None = None) -> list[str]:
+    """The command line that serves the ASGI ``app`` with daphne, uvicorn or granian on 127.0.0.1:``port``.
+
+    The one place both the benchmark and the test suite (tests/support/servers.py) start a server from.
+    ``args``: further options, placed before ``app`` (so a later one wins over a default here, e.g. uvicorn's
+    ``--lifespan on``); ``backlog``: the listen backlog (each server's default otherwise)."""
     py = sys.executable
-    if spec.server == "websockets":
-        return [py, "-m", "bench.apps.ws_server", "--port", str(port)]
-    if spec.server == "daphne":
-        # A Twisted endpoint string for the listen backlog: daphne's -b/-p listen with Twisted's default of 50,
-        # which a reconnect storm of thousands of clients overflows (refused or retried SYNs).
-        # BENCH_BACKLOG: another backlog, to measure what it changes.
-        backlog = os.environ.get("BENCH_BACKLOG", "4096")
-        return [py, "-m", "daphne", "-e", f"tcp:port={port}:interface=127.0.0.1:backlog={backlog}", spec.asgi_app]
-    if spec.server == "uvicorn":
+    if server == "daphne":
+        if backlog is None:
+            return [py, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *args, app]
+        # A Twisted endpoint string: -b/-p listen with Twisted's backlog of 50 and cannot be told another.
+        return [py, "-m", "daphne", "-e", f"tcp:port={port}:interface=127.0.0.1:backlog={backlog}", *args, app]
+    listen_backlog = [] if backlog is None else ["--backlog", str(backlog)]
+    if server == "uvicorn":
         return [
             py,
             "-m",
@@ -266,15 +290,11 @@ def _command(spec: ServerSpec, port: int, max_connections: int = 20000) -> list[
             "--no-access-log",
             "--lifespan",
             "off",
-            "--log-level",
-            "warning",
-            "--backlog",
-            "4096",
-            spec.asgi_app,
+            *listen_backlog,
+            *args,
+            app,
         ]
-    if spec.server == "granian":
-        # --backpressure: granian's default (backlog/workers = 1,024) caps concurrent connections, and an open
-        # WebSocket counts as one: without it a 5,000-subscriber run would stall at 1,024.
+    if server == "granian":
         return [
             py,
             "-m",
@@ -287,13 +307,25 @@ def _command(spec: ServerSpec, port: int, max_connections: int = 20000) -> list[
             str(port),
             "--log-level",
             "warning",
-            "--backlog",
-            "4096",
-            "--backpressure",
-            str(max_connections),
-            spec.asgi_app,
+            *listen_backlog,
+            *args,
+            app,
         ]
-    raise ValueError(f"unknown server {spec.server!r}")
+    raise ValueError(f"unknown server {server!r}")
+
+
+def _command(spec: ServerSpec, port: int, max_connections: int = 20000) -> list[str]:
+    if spec.server == "websockets":
+        return [sys.executable, "-m", "bench.apps.ws_server", "--port", str(port)]
+    # A backlog of 4,096: Twisted's default of 50 (daphne) overflows in a reconnect storm of thousands of clients
+    # (refused or retried SYNs). BENCH_BACKLOG: another daphne backlog, to measure what it changes.
+    if spec.server == "daphne":
+        return server_command("daphne", port, spec.asgi_app, backlog=int(os.environ.get("BENCH_BACKLOG", "4096")))
+    if spec.server == "uvicorn":
+        return server_command("uvicorn", port, spec.asgi_app, ["--log-level", "warning"], backlog=4096)
+    # --backpressure: granian's default (backlog/workers = 1,024) caps concurrent connections, and an open
+    # WebSocket counts as one: without it a 5,000-subscriber run would stall at 1,024.
+    return server_command(spec.server, port, spec.asgi_app, ["--backpressure", str(max_connections)], backlog=4096)
 
 
 def migrate_database(path: str) -> None:

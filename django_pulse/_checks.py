@@ -251,7 +251,40 @@ def check_installation(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
                 id="django_pulse.W002",
             )
         )
+    raw = getattr(settings, "PULSE", None)
+    live_anonymous = (raw if isinstance(raw, dict) else {}).get("LIVE_ANONYMOUS", DEFAULTS["LIVE_ANONYMOUS"])
+    if live_anonymous and not _has_session_middleware():  # a PULSE that is no dict is E001's
+        messages.append(
+            Warning(
+                "SessionMiddleware is not in MIDDLEWARE, so an anonymous visitor's id is not kept: every anonymous "
+                "token (POST token/anonymous/, a live page's presence) is a new visitor, and a page's presence "
+                "stream is not bound to the visitor it was rendered for.",
+                hint=f"Add '{_SESSION_MIDDLEWARE}' to MIDDLEWARE, or set PULSE['LIVE_ANONYMOUS'] = False when "
+                "visitors who are not logged in get no live pages (docs/presence.md, 'Anonymous visitors').",
+                id="django_pulse.W053",
+            )
+        )
     return messages
+
+
+_SESSION_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
+
+
+def _has_session_middleware() -> bool:
+    """Whether MIDDLEWARE has Django's SessionMiddleware or a subclass of it (one that does not import is left
+    to Django's own errors)."""
+    from django.contrib.sessions.middleware import SessionMiddleware
+
+    for path in getattr(settings, "MIDDLEWARE", None) or ():
+        if path == _SESSION_MIDDLEWARE:
+            return True
+        try:
+            middleware = import_string(path)
+        except ImportError:
+            continue
+        if isinstance(middleware, type) and issubclass(middleware, SessionMiddleware):
+            return True
+    return False
 
 
 _RATE_RE = re.compile(r"^\d+/(s|sec|second|m|min|minute|h|hour|d|day)$")

@@ -110,10 +110,7 @@ function usePresence(name, data) {
       setList([]);
       return undefined;
     }
-    var listener = function (current) { setList(current); };
-    if (presence.syncComplete) setList(presence.members());
-    presence.subscribe(listener).catch(function () { /* reported on the channel */ });
-    return function () { presence.unsubscribe(listener); };
+    return shared.watchMembers(presence, function (current) { setList(current); });
   }, [presence]);
 
   React.useEffect(function () {
@@ -132,17 +129,12 @@ function usePresence(name, data) {
   return list;
 }
 
-function subscribeToConnection(realtime) {
-  return function (notify) {
-    realtime.connection.on(notify);
-    return function () { realtime.connection.off(notify); };
-  };
-}
-
 /** The connection's state ('connecting', 'connected', 'disconnected', ...), re-rendering on every change. */
 function useConnectionState() {
   var realtime = useRealtime();
-  var subscribe = React.useMemo(function () { return subscribeToConnection(realtime); }, [realtime]);
+  var subscribe = React.useMemo(function () {
+    return function (notify) { return shared.watchConnection(realtime, notify); };
+  }, [realtime]);
   return React.useSyncExternalStore(
     subscribe,
     function () { return realtime.connection.state; },

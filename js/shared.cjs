@@ -40,6 +40,22 @@ function listen(channel, events, listener) {
   };
 }
 
+/**
+ * Tell `onList` the present members of `presence` now (when synced) and after every change; the function returned
+ * stops telling it. A refusal is reported on the channel, as for listen().
+ */
+function watchMembers(presence, onList) {
+  if (presence.syncComplete) onList(presence.members());
+  presence.subscribe(onList).catch(function () { /* reported on the channel */ });
+  return function () { presence.unsubscribe(onList); };
+}
+
+/** Call `listener` on every change of `realtime`'s connection state; the function returned stops it. */
+function watchConnection(realtime, listener) {
+  realtime.connection.on(listener);
+  return function () { realtime.connection.off(listener); };
+}
+
 // How many mounted components are present on each channel.
 var presentCount = new WeakMap();
 
@@ -56,7 +72,8 @@ function holdPresence(presence) {
   };
 }
 
-exports.ownedRealtime = ownedRealtime;
-exports.holdPresence = holdPresence;
-exports.channelArguments = channelArguments;
-exports.listen = listen;
+// Required only by react.cjs and vue.cjs.
+module.exports = {
+  ownedRealtime: ownedRealtime, holdPresence: holdPresence, channelArguments: channelArguments, listen: listen,
+  watchMembers: watchMembers, watchConnection: watchConnection
+};

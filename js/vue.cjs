@@ -105,9 +105,8 @@ function usePresence(name, data) {
       return null;
     }
     var presence = realtime.channels.get(current).presence;
-    var listener = function (list) { members.value = list; };
-    members.value = presence.syncComplete ? presence.members() : [];
-    presence.subscribe(listener).catch(function () { /* reported on the channel */ });
+    if (!presence.syncComplete) members.value = [];
+    var stopWatching = shared.watchMembers(presence, function (list) { members.value = list; });
     var stopUpdates = null;
     var release = null;
     if (enters) {
@@ -118,7 +117,7 @@ function usePresence(name, data) {
       }, { deep: true });
     }
     return function () {
-      presence.unsubscribe(listener);
+      stopWatching();
       if (!enters) return;
       stopUpdates();
       release();
@@ -131,12 +130,12 @@ function usePresence(name, data) {
 function useConnectionState() {
   var realtime = useRealtime();
   var state = vue.ref(realtime.connection.state);
-  var listener = function (change) { state.value = change.current; };
+  var stop = null;
   vue.onMounted(function () {
     state.value = realtime.connection.state;
-    realtime.connection.on(listener);
+    stop = shared.watchConnection(realtime, function (change) { state.value = change.current; });
   });
-  vue.onBeforeUnmount(function () { realtime.connection.off(listener); });
+  vue.onBeforeUnmount(function () { if (stop) stop(); });
   return state;
 }
 

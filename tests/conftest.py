@@ -14,31 +14,22 @@ import itertools
 import os
 import re
 import secrets
-import socket
 import subprocess
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
+from bench.servers import redis_reachable
+
 REDIS_URL = os.environ.get("PULSE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-
-
-def _redis_reachable(url: str) -> bool:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
 def redis_url() -> str:
     """A reachable Redis URL; fails under CI=true when Redis is down, skips on a laptop without it."""
-    if not _redis_reachable(REDIS_URL):
+    if not redis_reachable(REDIS_URL):
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(f"Redis is not reachable at {REDIS_URL}, and CI needs it.")
         pytest.skip(f"Redis is not reachable at {REDIS_URL} (set PULSE_TEST_REDIS_URL); Redis tests skipped.")

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.cache import cache
 from django.test import Client
 
@@ -76,3 +77,40 @@ def test_checks_of_the_visitor_settings(settings: Any, pulse: dict[str, Any], co
     settings.PULSE = pulse
     ids = [m.id for m in check_settings(None)]
     assert ids == ([code] if code else [])
+
+
+SESSION_LESS = ["django.middleware.common.CommonMiddleware", "django.middleware.csrf.CsrfViewMiddleware"]
+
+
+def pulse_check_ids() -> list[str]:
+    from django.core.checks import run_checks
+
+    return [m.id for m in run_checks() if m.id and m.id.startswith("django_pulse.")]
+
+
+@pytest.mark.django_db
+def test_without_session_middleware_each_anonymous_token_is_a_new_visitor_and_a_check_says_so(settings: Any) -> None:
+    visitor = Client()
+    ids = {visitor.post("/pulse/token/anonymous/").json()["clientId"] for _ in range(2)}
+    assert len(ids) == 1 and "django_pulse.W053" not in pulse_check_ids()  # the session keeps the visitor's id
+
+    settings.MIDDLEWARE = SESSION_LESS
+    visitor = Client()
+    ids = {visitor.post("/pulse/token/anonymous/").json()["clientId"] for _ in range(2)}
+    assert len(ids) == 2  # the same visitor, two identities
+    assert pulse_check_ids() == ["django_pulse.W053"]
+
+    settings.PULSE = {**settings.PULSE, "LIVE_ANONYMOUS": False}  # no anonymous tokens, nothing to warn about
+    assert visitor.post("/pulse/token/anonymous/").status_code == 403
+    assert pulse_check_ids() == []
+
+
+class ProjectSessionMiddleware(SessionMiddleware):
+    """A project's own session middleware: a subclass keeps the visitor's id as well."""
+
+
+def test_a_subclass_of_session_middleware_is_a_session_middleware(settings: Any) -> None:
+    settings.MIDDLEWARE = [f"{__name__}.ProjectSessionMiddleware", *SESSION_LESS]
+    assert "django_pulse.W053" not in pulse_check_ids()
+    settings.MIDDLEWARE = ["tests.app.test_visitors.NoSuchMiddleware", *SESSION_LESS]  # Django reports that one
+    assert pulse_check_ids() == ["django_pulse.W053"]

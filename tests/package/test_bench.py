@@ -20,7 +20,8 @@ import pytest
 
 from bench.loadgen import OP_PONG, Recorder, Subscriber, encode_client_frame
 from bench.report import percentiles
-from tests.conftest import REDIS_URL, _redis_reachable
+from bench.servers import redis_reachable
+from tests.conftest import REDIS_URL
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -142,7 +143,7 @@ def test_quick_mode_runs_every_server_end_to_end(tmp_path: Path) -> None:
     assert "Targets (ratios within this run)" in proc.stdout
     results: dict[str, Any] = json.loads(next(tmp_path.glob("bench-quick-*.json")).read_text())
     assert next(tmp_path.glob("bench-quick-*.png")).stat().st_size > 10_000
-    redis_up = _redis_reachable(REDIS_URL)
+    redis_up = redis_reachable(REDIS_URL)
     expected = {
         "websockets",
         "bare-granian",

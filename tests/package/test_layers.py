@@ -218,3 +218,27 @@ def test_the_redis_scripts_are_lua_files_beside_their_backend() -> None:
     assert "broker/publish.lua" in scripts and "presence/change.lua" in scripts and "cluster/heartbeat.lua" in scripts
     for path in PACKAGE.rglob("*.py"):
         assert "redis.call(" not in path.read_text(), f"{path} still embeds a Lua script"
+
+
+def _top_level_imports(source: str) -> set[str]:
+    """The top-level package of every module ``source`` imports (anywhere in it, relative imports left out)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_bench_stands_below_the_tests() -> None:
+    """The test suite may import bench/ (the servers' command lines, the bare HTTP client); bench/ runs without
+    pytest, and only attack_memory.py, which measures the tests' own Django project (its guarded asgi
+    application), uses tests/ (docs/development.md)."""
+    bench = PACKAGE.parent / "bench"
+    imports = {
+        str(path.relative_to(bench.parent)): _top_level_imports(path.read_text()) for path in bench.rglob("*.py")
+    }
+    assert sorted(name for name, found in imports.items() if "pytest" in found) == []
+    assert sorted(name for name, found in imports.items() if "tests" in found) == ["bench/attack_memory.py"]
+    assert _top_level_imports("from tests.support.servers import free_port\nimport pytest") == {"tests", "pytest"}

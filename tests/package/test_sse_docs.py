@@ -30,6 +30,32 @@ def snippet(marker: str, language: str) -> str:
     return match.group(1)
 
 
+def nginx_conf(tmp: str, *, upstream: int, listen: int, http: str = "", server: str = "") -> str:
+    """A whole nginx configuration around the page's ``nginx-sse`` locations: a server on ``listen`` whose
+    ``pulse_backend`` is 127.0.0.1:``upstream``, every file nginx writes in ``tmp``; ``http`` and ``server``:
+    more directives for those blocks."""
+    return f"""
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path {tmp};
+    proxy_temp_path {tmp};
+    fastcgi_temp_path {tmp};
+    uwsgi_temp_path {tmp};
+    scgi_temp_path {tmp};
+    {http}
+    upstream pulse_backend {{ server 127.0.0.1:{upstream}; }}
+    server {{
+        listen 127.0.0.1:{listen};
+{snippet("nginx-sse", "nginx")}
+        {server}
+    }}
+}}
+"""
+
+
 def test_the_asgi_snippet_routes_the_sse_endpoint_before_django() -> None:
     code = snippet("asgi-sse", "python").replace("yourproject.settings", "tests.settings")
     namespace: dict[str, object] = {}
@@ -47,26 +73,7 @@ def test_the_nginx_snippet_is_valid_nginx() -> None:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     with tempfile.TemporaryDirectory() as tmp:
         conf = Path(tmp) / "nginx.conf"
-        conf.write_text(
-            f"""
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log;
-events {{}}
-http {{
-    access_log off;
-    client_body_temp_path {tmp};
-    proxy_temp_path {tmp};
-    fastcgi_temp_path {tmp};
-    uwsgi_temp_path {tmp};
-    scgi_temp_path {tmp};
-    upstream pulse_backend {{ server 127.0.0.1:8000; }}
-    server {{
-        listen 127.0.0.1:8080;
-{snippet("nginx-sse", "nginx")}
-    }}
-}}
-"""
-        )
+        conf.write_text(nginx_conf(tmp, upstream=8000, listen=8080))
         proc = subprocess.run([nginx, "-t", "-c", str(conf), "-p", tmp], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
 
@@ -88,27 +95,13 @@ async def test_streams_pass_through_nginx_configured_as_documented() -> None:
         port = free_port()
         conf = Path(tmp) / "nginx.conf"
         conf.write_text(
-            f"""
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log;
-events {{}}
-http {{
-    access_log off;
-    client_body_temp_path {tmp};
-    proxy_temp_path {tmp};
-    fastcgi_temp_path {tmp};
-    uwsgi_temp_path {tmp};
-    scgi_temp_path {tmp};
-    gzip on;
-    gzip_types text/event-stream application/json;
-    upstream pulse_backend {{ server 127.0.0.1:{server.port}; }}
-    server {{
-        listen 127.0.0.1:{port};
-{snippet("nginx-sse", "nginx")}
-        location / {{ proxy_pass http://pulse_backend; }}
-    }}
-}}
-"""
+            nginx_conf(
+                tmp,
+                upstream=server.port,
+                listen=port,
+                http="gzip on;\n    gzip_types text/event-stream application/json;",
+                server="location / { proxy_pass http://pulse_backend; }",
+            )
         )
         proc = subprocess.Popen(
             [nginx, "-c", str(conf), "-p", tmp, "-g", "daemon off; master_process off;"],

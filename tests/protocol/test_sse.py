@@ -7,32 +7,15 @@ import json
 from typing import Any
 
 from django_pulse.protocol import sse as sse_wire
+from tests.support.sseclient import EventStreamParser
 
 
 def parse_stream(raw: bytes) -> list[dict[str, Any]]:
     """The events a browser dispatches for ``raw`` (the HTML spec's event stream interpretation), with the last
     event id after each; an id-only block updates the id and dispatches nothing."""
-    events: list[dict[str, Any]] = []
-    last_id = ""
-    data: list[str] = []
-    name = ""
-    for line in raw.decode().split("\n"):
-        if line == "":
-            if data:
-                events.append({"event": name or "message", "data": "\n".join(data), "id": last_id})
-            data, name = [], ""
-            continue
-        if line.startswith(":"):
-            continue
-        field, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if field == "data":
-            data.append(value)
-        elif field == "event":
-            name = value
-        elif field == "id":
-            last_id = value
-    return events
+    parser = EventStreamParser()
+    events = [parser.line(line) for line in raw.decode().split("\n")]
+    return [event for event in events if event is not None]
 
 
 def test_an_sdk_event_carries_the_frame_text_unchanged() -> None:

@@ -5,7 +5,6 @@ reply says resumed false; rewind and the history action."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,37 +14,9 @@ from django_pulse import pulse
 from django_pulse.broker import message_topic
 from django_pulse.broker.redis import RedisBroker
 from django_pulse.server.runtime import get_runtime
-from tests.support.wsutil import Client, connect
+from tests.support.wsutil import Client, connect, messages, next_presence, seen_then_gone
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def backend(request: pytest.FixtureRequest, settings: Any) -> AsyncIterator[str]:
-    if request.param == "redis":
-        request.getfixturevalue("pulse_redis")
-    yield str(request.param)
-    from django_pulse.server.runtime import get_runtime
-
-    await get_runtime().liveness.stop()
-    await get_runtime().broker.aclose()
-
-
-async def messages(client: Client, count: int) -> list[dict[str, Any]]:
-    frames = [await client.recv(timeout=5) for _ in range(count)]
-    assert all(f["action"] == "message" for f in frames), frames
-    return frames
-
-
-async def seen_then_gone(channel: str = "posts", count: int = 3) -> tuple[int, str]:
-    """A client that subscribed, received ``count`` messages and dropped: its (last serial, epoch)."""
-    alice = await connect("alice")
-    reply = await alice.request("subscribe", channel=channel)
-    for i in range(count):
-        await pulse.apublish(channel, "e", {"i": i})
-    frames = await messages(alice, count)
-    await alice.close()
-    return frames[-1]["serial"], reply["epoch"]
 
 
 async def test_resume_replays_the_gap_exactly_once_then_live(backend: str) -> None:
@@ -343,13 +314,6 @@ async def test_recover_must_be_a_string() -> None:
 
 
 # -- presence continuity ---------------------------------------------------------------------------------
-
-
-async def next_presence(client: Client, timeout: float = 3) -> dict[str, Any]:
-    while True:
-        frame = await client.recv(timeout)
-        if frame["action"] == "presence":
-            return frame
 
 
 async def test_a_recovered_connection_keeps_its_presence_without_leave_or_enter(backend: str, settings: Any) -> None:

@@ -9,36 +9,12 @@ from typing import Any
 import pytest
 
 from django_pulse import pulse
-from tests.support.wsutil import Client, connect
+from tests.support.wsutil import Client, connect, next_presence
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture(params=["memory", "redis"])
-def mode(request: pytest.FixtureRequest, settings: Any) -> str:
-    if request.param == "redis":
-        request.getfixturevalue("pulse_redis")
-    return str(request.param)
-
-
-@pytest.fixture
-async def cleanup() -> Any:
-    """Stops this test's process registry and broker on the test's loop (no task or socket outlives it)."""
-    yield
-    from django_pulse.server.runtime import get_runtime
-
-    await get_runtime().liveness.stop()
-    await get_runtime().broker.aclose()
-
-
-async def next_presence(client: Client, timeout: float = 3) -> dict[str, Any]:
-    while True:
-        frame = await client.recv(timeout)
-        if frame["action"] == "presence":
-            return frame
-
-
-async def test_enter_get_update_leave(mode: str, cleanup: None) -> None:
+async def test_enter_get_update_leave(backend: str) -> None:
     alice = await connect("alice")
     reply = await alice.request("presence.enter", channel="posts", data={"name": "Alice"})
     assert reply["action"] == "ok", reply
@@ -54,7 +30,7 @@ async def test_enter_get_update_leave(mode: str, cleanup: None) -> None:
     await alice.close()
 
 
-async def test_errors(mode: str, cleanup: None, settings: Any) -> None:
+async def test_errors(backend: str, settings: Any) -> None:
     settings.PULSE = {**settings.PULSE, "PRESENCE_MAX_DATA": 50, "PRESENCE_MAX_MEMBERS": 1}
     alice = await connect("alice")
     reply = await alice.request("presence.update", channel="posts", data=1)
@@ -75,7 +51,7 @@ async def test_errors(mode: str, cleanup: None, settings: Any) -> None:
         await client.close()
 
 
-async def test_subscribe_gets_the_snapshot_then_events(mode: str, cleanup: None) -> None:
+async def test_subscribe_gets_the_snapshot_then_events(backend: str) -> None:
     alice = await connect("alice")
     await alice.request("presence.enter", channel="posts", data={"name": "Alice"})
     bob = await connect("bob")
@@ -98,7 +74,7 @@ async def test_subscribe_gets_the_snapshot_then_events(mode: str, cleanup: None)
         await client.close()
 
 
-async def test_no_gap_and_no_duplicate_while_members_storm_in(mode: str, cleanup: None) -> None:
+async def test_no_gap_and_no_duplicate_while_members_storm_in(backend: str) -> None:
     """A subscriber arriving in the middle of a burst of enters sees every member exactly once."""
     clients = [await connect(f"user{i}") for i in range(30)]
     watcher = await connect("watcher")
@@ -122,7 +98,7 @@ async def test_no_gap_and_no_duplicate_while_members_storm_in(mode: str, cleanup
         await client.close()
 
 
-async def test_clean_close_leaves_at_once_abrupt_drop_after_grace(mode: str, cleanup: None, settings: Any) -> None:
+async def test_clean_close_leaves_at_once_abrupt_drop_after_grace(backend: str, settings: Any) -> None:
     settings.PULSE = {**settings.PULSE, "PRESENCE_GRACE": 1.0}
     watcher = await connect("watcher")
     await watcher.request("presence.subscribe", channel="room")
@@ -147,7 +123,7 @@ async def test_clean_close_leaves_at_once_abrupt_drop_after_grace(mode: str, cle
     await watcher.close()
 
 
-async def test_250_members_then_a_late_subscriber_gets_exactly_250(mode: str, cleanup: None) -> None:
+async def test_250_members_then_a_late_subscriber_gets_exactly_250(backend: str) -> None:
     clients = [await connect(f"u{i % 50}") for i in range(250)]
     await asyncio.gather(*(c.request("presence.enter", channel="crowd", data={"i": i}) for i, c in enumerate(clients)))
     late = await connect("late")
@@ -160,7 +136,7 @@ async def test_250_members_then_a_late_subscriber_gets_exactly_250(mode: str, cl
         await client.close()
 
 
-async def test_sdk_presence_and_channels(mode: str, cleanup: None) -> None:
+async def test_sdk_presence_and_channels(backend: str) -> None:
     alice = await connect("alice")
     await alice.request("subscribe", channel="posts")
     await alice.request("presence.enter", channel="posts", data={"name": "Alice"})
@@ -168,7 +144,7 @@ async def test_sdk_presence_and_channels(mode: str, cleanup: None) -> None:
     result = await pulse.apresence("posts")
     assert result["channel"] == "posts" and result["count"] == 1 and result["clientCount"] == 1
     assert result["members"][0]["clientId"] == "alice" and result["members"][0]["data"] == {"name": "Alice"}
-    if mode == "redis":  # subscriber counts travel with the heartbeat
+    if backend == "redis":  # subscriber counts travel with the heartbeat
         from django_pulse.server.runtime import get_runtime
 
         await get_runtime().liveness.beat()  # type: ignore[attr-defined]
@@ -180,7 +156,7 @@ async def test_sdk_presence_and_channels(mode: str, cleanup: None) -> None:
     assert (await pulse.apresence("posts"))["count"] == 0
 
 
-def test_sync_sdk(mode: str) -> None:
+def test_sync_sdk(broker_kind: str) -> None:
     assert pulse.presence("posts") == {"channel": "posts", "count": 0, "clientCount": 0, "members": []}
     assert pulse.channels() == []
     from django_pulse.exceptions import AppError, ProtocolViolation
@@ -191,7 +167,7 @@ def test_sync_sdk(mode: str) -> None:
         pulse.presence("posts", kb_id="nope")
 
 
-async def test_authorize_hook_decides_and_sets_member_data(cleanup: None) -> None:
+async def test_authorize_hook_decides_and_sets_member_data(runtime_stopped: None) -> None:
     from django_pulse.authorization import unregister
 
     @pulse.authorize("team.{team}")
@@ -213,7 +189,7 @@ async def test_authorize_hook_decides_and_sets_member_data(cleanup: None) -> Non
 
 
 @pytest.mark.redis
-async def test_broker_outage_tells_presence_subscribers(pulse_redis: str, cleanup: None) -> None:
+async def test_broker_outage_tells_presence_subscribers(pulse_redis: str, runtime_stopped: None) -> None:
     """The pub/sub connection drops: presence subscribers get a discontinuity, then events flow again and a
     fresh presence.subscribe gives the true set."""
     from django_pulse.server.runtime import get_runtime
@@ -237,7 +213,7 @@ async def test_broker_outage_tells_presence_subscribers(pulse_redis: str, cleanu
         await client.close()
 
 
-async def test_heartbeat_timeout_keeps_members_for_the_grace_period(settings: Any, cleanup: None) -> None:
+async def test_heartbeat_timeout_keeps_members_for_the_grace_period(settings: Any, runtime_stopped: None) -> None:
     settings.PULSE = {**settings.PULSE, "HEARTBEAT_INTERVAL": 0.2, "HEARTBEAT_GRACE": 0.2, "PRESENCE_GRACE": 1.0}
     alice = await connect("alice")  # never answers pings
     await alice.request("presence.enter", channel="room")
@@ -252,7 +228,7 @@ async def test_heartbeat_timeout_keeps_members_for_the_grace_period(settings: An
     assert time.monotonic() - closed_at >= 0.9
 
 
-async def test_too_many_presence_subscriptions(settings: Any, cleanup: None) -> None:
+async def test_too_many_presence_subscriptions(settings: Any, runtime_stopped: None) -> None:
     settings.PULSE = {**settings.PULSE, "MAX_SUBSCRIPTIONS": 1}
     alice = await connect("alice")
     assert (await alice.request("presence.subscribe", channel="a"))["action"] == "ok"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ from django_pulse import pulse
 from django_pulse.broker import message_topic
 from django_pulse.broker.redis import RedisBroker
 from django_pulse.server.runtime import get_runtime
-from tests.support.wsutil import Client, connect
+from tests.support.wsutil import connect, next_presence, seen_then_gone
 
 pytestmark = [pytest.mark.reliability, pytest.mark.django_db(transaction=True)]
 
@@ -29,25 +28,11 @@ TTL = 0.5
 KEPT_TTL = 1.0
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def backend(request: pytest.FixtureRequest, settings: Any) -> AsyncIterator[str]:
-    if request.param == "redis":
-        request.getfixturevalue("pulse_redis")
+@pytest.fixture
+def backend(backend: str, settings: Any) -> str:
+    """Both brokers (tests/server/conftest.py), with the short TTL."""
     settings.PULSE = {**settings.PULSE, "CHANNEL_TTL": TTL}
-    yield str(request.param)
-    await get_runtime().liveness.stop()
-    await get_runtime().broker.aclose()
-
-
-async def seen_then_gone(channel: str = "order-17", count: int = 3) -> tuple[int, str]:
-    """A client that subscribed, received ``count`` messages and went away: its (last serial, epoch)."""
-    alice = await connect("alice")
-    reply = await alice.request("subscribe", channel=channel)
-    for i in range(count):
-        await pulse.apublish(channel, "status", {"i": i})
-    frames = [await alice.recv(timeout=5) for _ in range(count)]
-    await alice.close()
-    return frames[-1]["serial"], reply["epoch"]
+    return backend
 
 
 def admin() -> redis.Redis:
@@ -81,7 +66,7 @@ async def idle_past_the_ttl(backend: str, channel: str) -> None:
 
 
 async def test_a_resume_across_the_expiry_of_an_idle_channel_gets_a_new_epoch(backend: str) -> None:
-    serial, epoch = await seen_then_gone()
+    serial, epoch = await seen_then_gone("order-17")
     await idle_past_the_ttl(backend, "order-17")
     bob = await connect("bob")
     reply = await bob.request("subscribe", channel="order-17", resume={"serial": serial, "epoch": epoch})
@@ -95,7 +80,7 @@ async def test_a_resume_across_the_expiry_of_an_idle_channel_gets_a_new_epoch(ba
 
 async def test_activity_keeps_a_channel_alive(backend: str, settings: Any) -> None:
     settings.PULSE = {**settings.PULSE, "CHANNEL_TTL": KEPT_TTL}
-    serial, epoch = await seen_then_gone()
+    serial, epoch = await seen_then_gone("order-17")
     for i in range(3):  # 1.2 s of activity (past the TTL), each publish 0.4 s after the one before
         await asyncio.sleep(KEPT_TTL / 2.5)
         await pulse.apublish("order-17", "status", {"more": i})
@@ -121,7 +106,9 @@ async def test_a_channel_with_a_subscriber_here_is_kept_by_the_memory_broker(set
 
 
 @pytest.mark.redis
-async def test_presence_keys_live_while_members_are_present_then_age_out(pulse_redis: str, settings: Any) -> None:
+async def test_presence_keys_live_while_members_are_present_then_age_out(
+    pulse_redis: str, settings: Any, runtime_stopped: None
+) -> None:
     settings.PULSE = {**settings.PULSE, "CHANNEL_TTL": TTL}
     presence = get_runtime().presence
     names = [presence.channel_key("default", "room", kind) for kind in ("pres", "pserial", "pclients")]  # type: ignore[attr-defined]
@@ -140,12 +127,12 @@ async def test_presence_keys_live_while_members_are_present_then_age_out(pulse_r
         await alice.close()
     finally:
         client.close()
-    await get_runtime().liveness.stop()
-    await get_runtime().broker.aclose()
 
 
 @pytest.mark.redis
-async def test_a_presence_subscriber_keeps_the_serial_its_snapshot_is_at(pulse_redis: str, settings: Any) -> None:
+async def test_a_presence_subscriber_keeps_the_serial_its_snapshot_is_at(
+    pulse_redis: str, settings: Any, runtime_stopped: None
+) -> None:
     # Were the serial of an empty channel to expire under a subscriber (snapshot at serial 2), the next enter
     # would be serial 1 and the subscriber would drop it. Its process keeps the serial while it subscribes.
     settings.PULSE = {**settings.PULSE, "CHANNEL_TTL": KEPT_TTL, "PROCESS_HEARTBEAT": 0.1, "PROCESS_TIMEOUT": 1.0}
@@ -156,16 +143,7 @@ async def test_a_presence_subscriber_keeps_the_serial_its_snapshot_is_at(pulse_r
     assert (await watcher.request("presence.subscribe", channel="room"))["members"] == []  # at serial 2
     await asyncio.sleep(2 * KEPT_TTL)  # unkept, the serial would have expired a whole TTL ago
     await alice.request("presence.enter", channel="room")
-    event = await next_presence(watcher)
+    event = await next_presence(watcher, timeout=5)
     assert (event["event"], event["serial"], event["member"]["clientId"]) == ("enter", 3, "alice")
     await alice.close()
     await watcher.close()
-    await get_runtime().liveness.stop()
-    await get_runtime().broker.aclose()
-
-
-async def next_presence(client: Client, timeout: float = 5) -> dict[str, Any]:
-    while True:
-        frame = await client.recv(timeout)
-        if frame["action"] == "presence":
-            return frame

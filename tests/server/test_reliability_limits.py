@@ -25,23 +25,6 @@ from tests.system.test_reliability_servers import close_code, open_ws, recv_json
 pytestmark = [pytest.mark.reliability, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture(params=["memory", "redis"])
-def mode(request: pytest.FixtureRequest, settings: Any) -> str:
-    if request.param == "redis":
-        request.getfixturevalue("pulse_redis")
-    return str(request.param)
-
-
-@pytest.fixture
-async def cleanup() -> Any:
-    """Stops this test's liveness loop and broker on the test's loop."""
-    yield
-    from django_pulse.server.runtime import get_runtime
-
-    await get_runtime().liveness.stop()
-    await get_runtime().broker.aclose()
-
-
 async def try_connect(client_id: str) -> tuple[Client, dict[str, Any]]:
     """A socket and the answer to its ``auth``: ``connected`` or the error that refused it."""
     client = await open_client()
@@ -52,7 +35,7 @@ async def try_connect(client_id: str) -> tuple[Client, dict[str, Any]]:
 # --- connections per client id -------------------------------------------------------------------------------
 
 
-async def test_one_token_opening_many_sockets_is_refused_past_the_default_limit(mode: str, cleanup: None) -> None:
+async def test_one_token_opening_many_sockets_is_refused_past_the_default_limit(backend: str) -> None:
     limit = DEFAULTS["MAX_CONNECTIONS_PER_CLIENT"]
     assert 10 <= limit <= 100  # several tabs on a few devices pass; the issue's 1,001 sockets do not
     admitted = [await connect("attacker") for _ in range(limit)]
@@ -68,9 +51,7 @@ async def test_one_token_opening_many_sockets_is_refused_past_the_default_limit(
         await client.close()
 
 
-async def test_a_refused_connection_holds_no_slot_and_sends_no_connected_signal(
-    mode: str, cleanup: None, settings: Any
-) -> None:
+async def test_a_refused_connection_holds_no_slot_and_sends_no_connected_signal(backend: str, settings: Any) -> None:
     from django_pulse import signals
 
     settings.PULSE = {**settings.PULSE, "MAX_CONNECTIONS_PER_CLIENT": 1}
@@ -181,7 +162,7 @@ async def test_sse_streams_count_against_the_same_limit() -> None:
 # --- presence ---------------------------------------------------------------------------------------------
 
 
-async def test_one_client_cannot_fill_a_presence_channel(mode: str, cleanup: None, settings: Any) -> None:
+async def test_one_client_cannot_fill_a_presence_channel(backend: str, settings: Any) -> None:
     # The issue's attack with a channel of 60 slots: one token opens every socket it may and enters from each.
     settings.PULSE = {**settings.PULSE, "PRESENCE_MAX_MEMBERS": 60}
     per_client = DEFAULTS["PRESENCE_MAX_MEMBERS_PER_CLIENT"]
@@ -210,7 +191,7 @@ async def test_one_client_cannot_fill_a_presence_channel(mode: str, cleanup: Non
         await client.close()
 
 
-async def test_presence_full_still_applies_to_many_clients(mode: str, cleanup: None, settings: Any) -> None:
+async def test_presence_full_still_applies_to_many_clients(backend: str, settings: Any) -> None:
     settings.PULSE = {**settings.PULSE, "PRESENCE_MAX_MEMBERS": 3, "PRESENCE_MAX_MEMBERS_PER_CLIENT": 2}
     clients = [await connect(name) for name in ("a", "a", "b", "c")]
     codes = [(await c.request("presence.enter", channel="room")).get("code", "ok") for c in clients]
@@ -219,7 +200,7 @@ async def test_presence_full_still_applies_to_many_clients(mode: str, cleanup: N
         await client.close()
 
 
-async def test_one_connection_cannot_enter_presence_on_more_channels_than_the_limit(mode: str, cleanup: None) -> None:
+async def test_one_connection_cannot_enter_presence_on_more_channels_than_the_limit(backend: str) -> None:
     limit = DEFAULTS["PRESENCE_MAX_CHANNELS"]
     assert 8 <= limit < 400  # the issue's connection entered 400 channels
     alice = await connect("alice")
@@ -257,7 +238,7 @@ def test_the_settings_of_the_limits_are_checked(settings: Any) -> None:
 
 
 async def test_a_signed_in_visitors_unidirectional_streams_count_and_are_refused_with_429(
-    settings: Any, cleanup: None
+    settings: Any, runtime_stopped: None
 ) -> None:
     from urllib.parse import quote
 

@@ -43,7 +43,7 @@ from django_pulse.server._io.contract import (
     server_version,
 )
 from tests.support.rawws import RawWebSocket
-from tests.support.servers import free_port, live_server
+from tests.support.servers import LiveServer, free_port, live_server
 
 pytestmark = pytest.mark.server_internals
 
@@ -369,6 +369,37 @@ async def test_the_direct_writer_writes_the_frame_on_a_real_uvicorn_connection()
 
 # -- drift: a recognised server whose internals differ ---------------------------------------------------------
 
+FUTURE_NAME = "renamed_by_a_future_uvicorn"
+
+
+def uvicorn_drifted(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, requirement: str
+) -> FastPathReport:
+    """uvicorn as a future one might be: its ``requirement`` (a name in server_io.uvicorn) also asks for a name
+    the installed uvicorn lacks. Returns the runtime's fresh fast-path report; the contract's log is captured."""
+    from django_pulse.server.runtime import get_runtime
+
+    report = FastPathReport()
+    monkeypatch.setattr(get_runtime(), "fast_path", report)
+    real: Requirement = getattr(server_io.uvicorn, requirement)
+    future = Requirement(real.server, real.distribution, real.holder, (*real.names, FUTURE_NAME))
+    monkeypatch.setattr(server_io.uvicorn, requirement, future)
+    caplog.set_level(logging.INFO, logger=contract.logger.name)
+    return report
+
+
+def the_one_warning(caplog: pytest.LogCaptureFixture) -> str:
+    """The text of the contract's one WARNING (the test fails on none or several)."""
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == contract.logger.name]
+    assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
+    return warnings[0].getMessage()
+
+
+def drifted_to_asgi(requirement: Requirement) -> dict[str, Any]:
+    """A report's entry (version left out) for a server that drifted on ``requirement``: all through ASGI."""
+    reason = f"{requirement.holder} has no {FUTURE_NAME}"
+    return {"version": None, "path": "asgi", "reason": reason, "drift": True, "connections": 0, "directFrames": 0}
+
 
 @pytest.mark.django_db(transaction=True)
 async def test_drift_is_a_warning_once_and_delivery_goes_through_asgi(
@@ -380,20 +411,10 @@ async def test_drift_is_a_warning_once_and_delivery_goes_through_asgi(
     from websockets.asyncio.client import connect
 
     from django_pulse import pulse
-    from django_pulse.server.runtime import get_runtime
     from tests.asgi import application
     from tests.support.wsutil import token
 
-    report = FastPathReport()
-    monkeypatch.setattr(get_runtime(), "fast_path", report)
-    stripped = Requirement(
-        UVICORN_PROTOCOL.server,
-        UVICORN_PROTOCOL.distribution,
-        UVICORN_PROTOCOL.holder,
-        (*UVICORN_PROTOCOL.names, "renamed_by_a_future_uvicorn"),
-    )
-    monkeypatch.setattr(server_io.uvicorn, "UVICORN_PROTOCOL", stripped)
-    caplog.set_level(logging.INFO, logger=contract.logger.name)
+    report = uvicorn_drifted(monkeypatch, caplog, "UVICORN_PROTOCOL")
 
     async with uvicorn_serving(application) as port:
         clients = []
@@ -411,18 +432,9 @@ async def test_drift_is_a_warning_once_and_delivery_goes_through_asgi(
             assert [f["data"]["i"] for f in frames] == [0, 1, 2]
             await ws.close()
 
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == contract.logger.name]
-    assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
-    text = warnings[0].getMessage()
-    assert server_version("uvicorn") in text and "ASGI send" in text and "renamed_by_a_future_uvicorn" in text, text
-    assert report.as_dict()["uvicorn"] | {"version": None} == {
-        "version": None,
-        "path": "asgi",
-        "reason": f"{UVICORN_PROTOCOL.holder} has no renamed_by_a_future_uvicorn",
-        "drift": True,
-        "connections": 0,
-        "directFrames": 0,
-    }
+    text = the_one_warning(caplog)
+    assert server_version("uvicorn") in text and "ASGI send" in text and FUTURE_NAME in text, text
+    assert report.as_dict()["uvicorn"] | {"version": None} == drifted_to_asgi(UVICORN_PROTOCOL)
 
 
 def test_a_daphne_send_that_is_not_handle_reply_is_drift(caplog: pytest.LogCaptureFixture) -> None:
@@ -459,6 +471,18 @@ async def test_a_uvicorn_send_under_another_name_is_drift() -> None:
 # -- real server processes ---------------------------------------------------------------------------------------
 
 
+async def five_messages_to_three_subscribers(server: LiveServer, channel: str) -> dict[str, Any]:
+    """Three raw WebSocket subscribers of ``channel`` each get five published messages, in order; then the
+    server's fast-path report."""
+    clients = [await RawWebSocket.subscriber(server, f"{channel}-{i}", channel) for i in range(3)]
+    for i in range(5):
+        await asyncio.to_thread(server.publish, channel, "tick", {"i": i})
+    for ws in clients:
+        assert [(await asyncio.wait_for(ws.recv_json(), 10))["data"]["i"] for _ in range(5)] == list(range(5))
+        ws.abort()
+    return await asyncio.to_thread(server.fast_path)
+
+
 @pytest.mark.processes
 @pytest.mark.slow
 @pytest.mark.parametrize("server_name", ["daphne", "uvicorn"])
@@ -467,13 +491,7 @@ async def test_a_real_server_takes_the_fast_path_and_reports_its_versions(server
     """Also behind a project's middleware that passes its own ``send`` (``wrapped``): the server's send reaches
     the connection in the scope (docs/servers.md, "In front of the application")."""
     with live_server(server=server_name, pulse={"HISTORY_SIZE": 0}, app=app) as server:
-        clients = [await RawWebSocket.subscriber(server, f"v{i}", "versions") for i in range(3)]
-        for i in range(5):
-            await asyncio.to_thread(server.publish, "versions", "tick", {"i": i})
-        for ws in clients:
-            assert [(await asyncio.wait_for(ws.recv_json(), 10))["data"]["i"] for _ in range(5)] == list(range(5))
-            ws.abort()
-        report = await asyncio.to_thread(server.fast_path)
+        report = await five_messages_to_three_subscribers(server, "versions")
     entry = report[server_name]
     assert (entry["path"], entry["drift"]) == ("direct", False), entry
     assert entry["version"] == server_version(server_name), entry
@@ -485,13 +503,7 @@ async def test_a_real_server_takes_the_fast_path_and_reports_its_versions(server
 @pytest.mark.slow
 async def test_granian_takes_the_asgi_path_and_delivers() -> None:
     with live_server(server="granian", pulse={"HISTORY_SIZE": 0}) as server:
-        clients = [await RawWebSocket.subscriber(server, f"g{i}", "granian") for i in range(3)]
-        for i in range(5):
-            await asyncio.to_thread(server.publish, "granian", "tick", {"i": i})
-        for ws in clients:
-            assert [(await asyncio.wait_for(ws.recv_json(), 10))["data"]["i"] for _ in range(5)] == list(range(5))
-            ws.abort()
-        report = await asyncio.to_thread(server.fast_path)
+        report = await five_messages_to_three_subscribers(server, "granian")
     assert set(report) == {"granian"}, report
     entry = report["granian"]
     assert (entry["path"], entry["drift"], entry["directFrames"]) == ("asgi", False, 0), entry
@@ -739,21 +751,11 @@ async def test_sse_drift_is_a_warning_once_and_events_go_through_asgi(
     (as a future uvicorn might): one WARNING naming uvicorn's version and the fallback, and every event arrives
     through the ASGI send."""
     from django_pulse import pulse
-    from django_pulse.server.runtime import get_runtime
     from tests.asgi import application
     from tests.support.sseclient import sdk_stream
     from tests.support.wsutil import token
 
-    report = FastPathReport()
-    monkeypatch.setattr(get_runtime(), "fast_path", report)
-    renamed = Requirement(
-        UVICORN_HTTP_CYCLE.server,
-        UVICORN_HTTP_CYCLE.distribution,
-        UVICORN_HTTP_CYCLE.holder,
-        (*UVICORN_HTTP_CYCLE.names, "renamed_by_a_future_uvicorn"),
-    )
-    monkeypatch.setattr(server_io.uvicorn, "UVICORN_HTTP_CYCLE", renamed)
-    caplog.set_level(logging.INFO, logger=contract.logger.name)
+    report = uvicorn_drifted(monkeypatch, caplog, "UVICORN_HTTP_CYCLE")
 
     async with uvicorn_serving(application) as port, contextlib.AsyncExitStack() as stack:
         streams = []
@@ -768,19 +770,10 @@ async def test_sse_drift_is_a_warning_once_and_events_go_through_asgi(
             frames = await stream.events.frames_until(lambda f: f.get("data", {}).get("i") == 2)
             assert [f["data"]["i"] for f in frames if f["action"] == "message"] == [0, 1, 2]
 
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == contract.logger.name]
-    assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
-    text = warnings[0].getMessage()
+    text = the_one_warning(caplog)
     assert server_version("uvicorn") in text and "SSE fast path off" in text, text
-    assert "renamed_by_a_future_uvicorn" in text, text
-    assert report.as_dict()["uvicorn-sse"] | {"version": None} == {
-        "version": None,
-        "path": "asgi",
-        "reason": f"{UVICORN_HTTP_CYCLE.holder} has no renamed_by_a_future_uvicorn",
-        "drift": True,
-        "connections": 0,
-        "directFrames": 0,
-    }
+    assert FUTURE_NAME in text, text
+    assert report.as_dict()["uvicorn-sse"] | {"version": None} == drifted_to_asgi(UVICORN_HTTP_CYCLE)
 
 
 async def test_uvicorn_h11_keeps_the_asgi_path_for_sse_without_a_warning() -> None:

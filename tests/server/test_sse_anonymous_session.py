@@ -20,7 +20,6 @@ from django.test import Client as DjangoClient
 from django.test import RequestFactory
 
 from tests.asgi import application
-from tests.server.test_reliability_limits import cleanup  # noqa: F401  (stops this test's liveness loop)
 from tests.support.wsutil import connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -46,7 +45,7 @@ async def get(stream: str, session: str | None) -> dict[str, Any]:
     return dict(await comm.get_response(timeout=5))
 
 
-@pytest.mark.usefixtures("cleanup")
+@pytest.mark.usefixtures("runtime_stopped")
 async def test_the_sessions_anonymous_id_opens_its_bound_stream_and_counts(settings: Any) -> None:
     settings.PULSE = {**settings.PULSE, "MAX_CONNECTIONS_PER_CLIENT": 1}
     client_id, session, stream = await sync_to_async(anonymous_visit)()

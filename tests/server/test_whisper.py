@@ -10,7 +10,7 @@ publish with ``exclude`` is a normal message (serial, history) that its excluded
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,17 +30,6 @@ from django_pulse.testing import capture_published
 from tests.support.wsutil import Client, connect, open_client, token
 
 WHISPER_ONLY = {"room": ["subscribe", "whisper"]}
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def backend(request: pytest.FixtureRequest, settings: Any) -> AsyncIterator[str]:
-    if request.param == "redis":
-        request.getfixturevalue("pulse_redis")
-    yield str(request.param)
-    from django_pulse.server.runtime import get_runtime
-
-    await get_runtime().liveness.stop()
-    await get_runtime().broker.aclose()
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import free_port, wait_for_port
+from tests.support.servers import free_port, stop_process, wait_for_port
 
 SERVER = os.environ.get("PULSE_TEST_REDIS_SERVER", "redis-server")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -106,13 +106,7 @@ class RedisNode:
         wait_for_port(self.port, timeout=10, proc=self.proc)  # type: ignore[arg-type]
 
     def stop(self) -> None:
-        if self.alive:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -8,7 +8,8 @@
         ...                                        # two cooperating processes: one Redis, one database
 
 Processes are started with ``PYTHONPATH`` at the repository root, so a test always runs the code of the
-checkout it lives in.
+checkout it lives in. Their command lines are bench/servers.py's ``server_command``: the benchmark and the tests
+start a server the same way (tests may import bench/, which imports nothing of tests/ nor pytest).
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bench.servers import server_command
 
 ROOT = Path(__file__).resolve().parents[2]
 ASGI_APP = "tests.asgi:application"
@@ -68,6 +71,29 @@ def wait_for_port(port: int, timeout: float = 60.0, proc: subprocess.Popen[bytes
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def until(get: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 20.0) -> Any:
+    """Poll ``get()`` every 0.3 s until ``ok`` of its value, for ``timeout`` seconds at most; the last value (the
+    caller asserts on it, so a failure shows what was seen)."""
+    deadline = time.monotonic() + timeout
+    value = get()
+    while not ok(value) and time.monotonic() < deadline:
+        time.sleep(0.3)
+        value = get()
+    return value
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """``sig`` (SIGTERM: its shutdown code runs; nginx's graceful stop is SIGQUIT), SIGKILL after 10 s; nothing
+    when it has exited already."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 @dataclass
@@ -126,54 +152,26 @@ class LiveServer:
         self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
-def _command(server: str, port: int, app: str, args: list[str] | None = None) -> list[str]:
-    if server == "daphne":
-        return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *(args or []), app]
-    if server == "uvicorn":
-        return [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--lifespan",
-            "off",
-            *(args or []),  # a later --lifespan on wins
-            app,
-        ]
-    if server == "granian":
-        return [
-            sys.executable,
-            "-m",
-            "granian",
-            "--interface",
-            "asgi",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            *(args or []),
-            app,
-        ]
-    raise ValueError(f"unknown server {server!r}")
+        stop_process(self.proc)
 
 
 def migrate(env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "-m", "django", "migrate", "--noinput", "-v0"], env=env, cwd=ROOT, check=True)
+
+
+def start_process(
+    server: str, port: int, app: str, server_args: list[str] | None, env: dict[str, str], log_path: Path
+) -> subprocess.Popen[bytes]:
+    """Start ``server`` serving ``app`` on ``port`` from the repository root, its output appended to ``log_path``;
+    the caller waits for it (``wait_for_port``) and stops it."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            server_command(server, port, app, server_args or ()),
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 @contextlib.contextmanager
@@ -214,10 +212,7 @@ def live_server(
     if database is None:
         migrate(env)
     log_path = Path(tmpdir) / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            _command(server, port, app, server_args), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
-        )
+    proc = start_process(server, port, app, server_args, env, log_path)
     live = LiveServer(port=port, proc=proc, database=db, env=env, log_path=log_path)
     try:
         wait_for_port(port, proc=proc)
@@ -325,15 +320,21 @@ def example_server(
         yield live
 
 
-def pulse_command(server: LiveServer, *args: str) -> str:
-    """``manage.py pulse <args>`` in a fresh process with the server's settings (its database); its output."""
-    done = subprocess.run(
+def pulse_cmd(server: LiveServer, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``manage.py pulse <args>`` in a fresh process with the server's settings (its database, SERVER_URL), or
+    with ``env``; the finished process (its exit status and output)."""
+    return subprocess.run(
         [sys.executable, "-m", "django", "pulse", *args],
-        env=server.env,
+        env=env or server.env,
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def pulse_command(server: LiveServer, *args: str) -> str:
+    """``pulse_cmd`` that must succeed: its output."""
+    done = pulse_cmd(server, *args)
     assert done.returncode == 0, done.stderr
     return done.stdout

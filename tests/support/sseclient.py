@@ -15,7 +15,41 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-__all__ = ["SSEStream", "open_stream", "post_json", "sdk_stream"]
+from bench import rawhttp
+
+__all__ = ["EventStreamParser", "SSEStream", "open_stream", "post_json", "sdk_stream"]
+
+
+class EventStreamParser:
+    """What a browser's EventSource makes of an event stream, a line at a time (the HTML spec's "event stream
+    interpretation"; the line without its end of line)."""
+
+    def __init__(self) -> None:
+        self.last_id = ""
+        self.comments: list[str] = []
+        self._data: list[str] = []
+        self._name = ""
+
+    def line(self, line: str) -> dict[str, Any] | None:
+        """The event the line dispatches (``{"event", "data", "id"}``: at a blank line ending a block with data),
+        or None. An id-only block updates ``last_id`` and dispatches nothing; comments go to ``comments``."""
+        if line == "":
+            event = {"event": self._name or "message", "data": "\n".join(self._data), "id": self.last_id}
+            dispatched = bool(self._data)
+            self._data, self._name = [], ""
+            return event if dispatched else None
+        if line.startswith(":"):
+            self.comments.append(line[1:])
+            return None
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "data":
+            self._data.append(value)
+        elif field == "event":
+            self._name = value
+        elif field == "id":
+            self.last_id = value
+        return None
 
 
 class SSEStream:
@@ -25,8 +59,7 @@ class SSEStream:
         self.status = 0
         self.headers: dict[str, str] = {}
         self.body = b""  # the body of a non-200 answer
-        self.last_id = ""
-        self.comments: list[str] = []
+        self._parser = EventStreamParser()
         self._chunked = False
         self._buffer = ""
         self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -68,36 +101,27 @@ class SSEStream:
             yield data
 
     async def _pump(self) -> None:
-        data: list[str] = []
-        name = ""
         try:
             async for chunk in self._chunks():
                 self._buffer += chunk.decode()
                 while "\n" in self._buffer:
                     line, self._buffer = self._buffer.split("\n", 1)
-                    line = line.rstrip("\r")
-                    if line == "":
-                        if data:
-                            self._events.put_nowait(
-                                {"event": name or "message", "data": "\n".join(data), "id": self.last_id}
-                            )
-                        data, name = [], ""
-                        continue
-                    if line.startswith(":"):
-                        self.comments.append(line[1:])
-                        continue
-                    field, _, value = line.partition(":")
-                    value = value[1:] if value.startswith(" ") else value
-                    if field == "data":
-                        data.append(value)
-                    elif field == "event":
-                        name = value
-                    elif field == "id":
-                        self.last_id = value
+                    event = self._parser.line(line.rstrip("\r"))
+                    if event is not None:
+                        self._events.put_nowait(event)
         except (ConnectionError, asyncio.IncompleteReadError, OSError):
             pass
         finally:
             self._events.put_nowait(None)  # the end of the response
+
+    @property
+    def last_id(self) -> str:
+        """The last event id the stream set (what a browser sends back as Last-Event-ID)."""
+        return self._parser.last_id
+
+    @property
+    def comments(self) -> list[str]:
+        return self._parser.comments
 
     async def next_event(self, timeout: float = 10.0) -> dict[str, Any] | None:
         """The next event, or None when the response ended."""
@@ -152,35 +176,12 @@ async def open_stream(port: int, path: str, headers: dict[str, str] | None = Non
 
 
 async def post_json(port: int, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    """POST ``body`` as JSON; (status, decoded answer)."""
+    """POST ``body`` as JSON (bytes: as they are), as pulse.js does; (status, decoded answer)."""
     payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = [
-        f"POST {path} HTTP/1.1",
-        f"Host: 127.0.0.1:{port}",
-        "Content-Type: text/plain;charset=UTF-8",
-        f"Content-Length: {len(payload)}",
-        "Connection: close",
-    ]
-    head += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
-    try:
-        raw = await asyncio.wait_for(reader.read(-1), 10)
-    finally:
-        writer.close()
-    head_text, _, rest = raw.partition(b"\r\n\r\n")
-    status = int(head_text.split(b" ", 2)[1])
-    if b"transfer-encoding: chunked" in head_text.lower():
-        body_bytes = b""
-        while rest:
-            size_text, _, rest = rest.partition(b"\r\n")
-            size = int(size_text, 16)
-            if size == 0:
-                break
-            body_bytes += rest[:size]
-            rest = rest[size + 2 :]
-        rest = body_bytes
-    return status, json.loads(rest) if rest else None
+    status, answer = await rawhttp.post(
+        "127.0.0.1", port, path, payload, content_type="text/plain;charset=UTF-8", headers=headers, timeout=10
+    )
+    return status, json.loads(answer) if answer else None
 
 
 class SDKStream:

@@ -89,3 +89,29 @@ async def connect(client_id: str = "alice", **kwargs: Any) -> Client:
     assert frame["action"] == "connected", frame
     client.connected = frame
     return client
+
+
+async def next_presence(client: Client, timeout: float = 3) -> dict[str, Any]:
+    """The client's next presence event (other frames before it are dropped)."""
+    while True:
+        frame = await client.recv(timeout)
+        if frame["action"] == "presence":
+            return frame
+
+
+async def messages(client: Client, count: int) -> list[dict[str, Any]]:
+    """The client's next ``count`` frames, which must be messages."""
+    frames = [await client.recv(timeout=5) for _ in range(count)]
+    assert all(f["action"] == "message" for f in frames), frames
+    return frames
+
+
+async def seen_then_gone(channel: str = "posts", count: int = 3) -> tuple[int, str]:
+    """A client that subscribed, received ``count`` messages and went away: its (last serial, epoch)."""
+    alice = await connect("alice")
+    reply = await alice.request("subscribe", channel=channel)
+    for i in range(count):
+        await pulse.apublish(channel, "e", {"i": i})
+    frames = await messages(alice, count)
+    await alice.close()
+    return frames[-1]["serial"], reply["epoch"]

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,21 +15,9 @@ import pytest
 
 from django_pulse.clients.http import BadRequest, NotAuthenticated, PulseClient, PulseConnectionError
 from django_pulse.clients.websocket import Realtime
-from tests.support.servers import ROOT, LiveServer, free_port, live_pair, live_server
+from tests.support.servers import LiveServer, free_port, live_pair, live_server, pulse_cmd
 
 pytestmark = pytest.mark.slow
-
-
-def pulse_cmd(server: LiveServer, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``manage.py pulse ...`` in a fresh process with the server's settings (its database, SERVER_URL)."""
-    return subprocess.run(
-        [sys.executable, "-m", "django", "pulse", *args],
-        env=env or server.env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def pulse_json(server: LiveServer, *args: str) -> Any:

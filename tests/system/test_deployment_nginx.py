@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from django_pulse.clients.websocket import Realtime
-from tests.support.servers import ROOT, _command, free_port, live_server, wait_for_port
+from tests.support.servers import ROOT, free_port, live_server, start_process, stop_process, wait_for_port
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -87,12 +87,7 @@ def nginx(listen: int, upstreams: list[int]) -> Iterator[Path]:
         wait_for_port(listen, proc=proc)
         yield tmp
     finally:
-        proc.send_signal(signal.SIGQUIT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, signal.SIGQUIT)
 
 
 @dataclass
@@ -201,14 +196,7 @@ async def test_rolling_restart_behind_nginx(server: str, redis_url: str, redis_p
         logs = Path(tempfile.mkdtemp(prefix="pulse-deploy-"))
 
         def start(port: int) -> subprocess.Popen[bytes]:
-            with open(logs / f"{port}.log", "ab") as log:
-                proc = subprocess.Popen(
-                    _command(server, port, app, server_args),
-                    env=env,
-                    cwd=ROOT,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
+            proc = start_process(server, port, app, server_args, env, logs / f"{port}.log")
             try:
                 wait_for_port(port, timeout=90, proc=proc)  # a loaded machine starts a server slowly
             except BaseException:

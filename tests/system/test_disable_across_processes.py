@@ -12,8 +12,8 @@ import pytest
 from django_pulse.clients.exceptions import PulseReplyError
 from django_pulse.clients.http import PermissionDenied, PulseClient
 from django_pulse.clients.websocket import Realtime
-from tests.support.servers import live_pair
-from tests.system.test_api_servers import pulse_cmd, pulse_json
+from tests.support.servers import live_pair, pulse_cmd
+from tests.system.test_api_servers import pulse_json
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 

@@ -10,7 +10,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 
 from django_pulse.clients.websocket import Realtime
-from tests.support.servers import ROOT, LiveServer, live_pair
+from tests.support.servers import ROOT, LiveServer, live_pair, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -91,15 +90,6 @@ class AdminSession:
         assert status == 200, body
         result: dict[str, Any] = json.loads(body)
         return result
-
-
-def until(get: Any, ok: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    value = get()
-    while not ok(value) and time.monotonic() < deadline:
-        time.sleep(0.3)
-        value = get()
-    return value
 
 
 def channel(snap: dict[str, Any], kb_id: str, name: str) -> dict[str, Any] | None:

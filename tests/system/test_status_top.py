@@ -9,29 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from django_pulse.clients.websocket import Realtime
-from tests.support.servers import ROOT, LiveServer, live_pair, live_server
+from tests.support.servers import LiveServer, live_pair, live_server, pulse_cmd, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
-
-
-def pulse_cmd(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "django", "pulse", *args],
-        env=server.env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def status(server: LiveServer) -> dict[str, Any]:
@@ -46,20 +32,11 @@ def child_pids(pid: int) -> list[int]:
         return [int(p) for p in f.read().split()]
 
 
-def until(get: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    value = get()
-    while not ok(value) and time.monotonic() < deadline:
-        time.sleep(0.3)
-        value = get()
-    return value
-
-
 @pytest.mark.timeout(300)
 def test_status_counts_idle_daphne_processes(redis_url: str, redis_prefix: str) -> None:
     # A long PRESENCE_GRACE: the stopped process stays listed as draining while the commands run.
     with live_pair(redis_url=redis_url, redis_prefix=redis_prefix, pulse={"PRESENCE_GRACE": 120}) as (a, b):
-        info = until(lambda: status(a), lambda i: i["processes"] == 2)
+        info = until(lambda: status(a), lambda i: i["processes"] == 2, timeout=15.0)
         assert info["processes"] == 2 and info["connections"] == 0
         assert sorted(p["pid"] for p in info["processList"]) == sorted([a.proc.pid, b.proc.pid])
         table = pulse_cmd(b, "status")
@@ -113,7 +90,7 @@ def test_status_counts_idle_granian_and_uvicorn_processes(
     redis_url: str, redis_prefix: str, server: str, app: str, args: list[str]
 ) -> None:
     with live_server(server=server, app=app, server_args=args, redis_url=redis_url, redis_prefix=redis_prefix) as live:
-        info = until(lambda: status(live), lambda i: i["processes"] == 1)
+        info = until(lambda: status(live), lambda i: i["processes"] == 1, timeout=15.0)
         assert info["processes"] == 1 and info["connections"] == 0
         # granian serves from a worker process it forks; uvicorn serves in the process it runs as.
         assert info["processList"][0]["pid"] in (live.proc.pid, *child_pids(live.proc.pid))
