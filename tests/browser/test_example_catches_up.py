@@ -51,11 +51,15 @@ ONLINE = {
 }
 
 
-@pytest.fixture
-def redis_node() -> Iterator[RedisNode]:
-    """A redis-server of this test's own that keeps its data across a kill -9 (every write in its append-only
-    file), as a production Redis with persistence does."""
-    node = start_node(Path(tempfile.mkdtemp(prefix="pulse-catchup-")), "--appendonly", "yes", "--appendfsync", "always")
+# A restarted Redis with its data (every write in its append-only file, as a production Redis with persistence
+# keeps it), or without (a cache-only Redis: every channel starts again in a new epoch).
+PERSISTENCE = {"aof": ["--appendonly", "yes", "--appendfsync", "always"], "none": []}
+
+
+@pytest.fixture(params=list(PERSISTENCE))
+def redis_node(request: pytest.FixtureRequest) -> Iterator[RedisNode]:
+    """A redis-server of this test's own on a free loopback port."""
+    node = start_node(Path(tempfile.mkdtemp(prefix="pulse-catchup-")), *PERSISTENCE[request.param])
     try:
         yield node
     finally:
