@@ -5,12 +5,13 @@ rendered by its own script, no discontinuity handler, no de-duplication), the sa
 templates-only page (``/live/``).
 
 - Redis killed (``kill -9``) while posts are saved, from ``manage.py shell`` and through ``POST /posts``, then
-  started again with its data (an append-only file, as a production Redis keeps it): each tab shows every post
-  saved meanwhile once, in order, without a reload. The saves' messages waited in the outbox and the server's
-  relay published them once Redis was back; the tabs' resume replayed what they had missed.
+  started again with its data (an append-only file, as a production Redis keeps it) or without (every channel
+  starts again in a new epoch); the server's subscriber connection is held back 3 s when Redis returns, so the
+  relay publishes what waited in the outbox while the server listens to nothing, and only the tabs' resume can
+  bring it: each tab shows every post saved meanwhile once, in order, without a reload.
 - The server serving the tabs killed (``kill -9``) while posts are saved from ``manage.py shell``, then started
-  again on the same port: each tab reconnects by itself, resumes, and shows every post saved meanwhile once, in
-  order, without a reload.
+  again on the same port, with Redis and without (``make demo``'s in-memory broker, whose history dies with the
+  process): each tab reconnects by itself and shows every post saved meanwhile once, in order, without a reload.
 
 What is asserted is what a user sees: the posts in each page's list, newest first, none twice.
 """
