@@ -166,6 +166,7 @@ def test_every_page_catches_up_after_a_redis_outage(
         )
 
 
+@pytest.mark.parametrize("redis_node", ["aof"], indirect=True)  # Redis is not restarted here
 def test_every_page_catches_up_after_a_server_crash(
     context: Any, redis_node: RedisNode, capsys: pytest.CaptureFixture[str]
 ) -> None:
