@@ -48,7 +48,8 @@ class Pending:
 
 def _publishes_here(runtime: Runtime) -> bool:
     """Whether this process publishes its rows itself after its commit: always with a shared broker (Redis); with
-    the in-memory broker only when no server process of this database holds the pages (else that server relays)."""
+    the in-memory broker only when no server process of this database holds the pages, nor did and is down (else
+    that server relays, now or when it is back)."""
     if runtime.broker.shared or runtime.database_claim is not None:
         return True
     from .broker.memory import database_served_elsewhere

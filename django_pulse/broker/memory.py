@@ -120,26 +120,15 @@ def _lock_path(identity: str) -> Path:
 
 
 def database_served_elsewhere(identity: str | None = None) -> bool:
-    """Whether a server process on this machine serves the project's database with the in-memory broker (it holds
-    ``claim_database``'s lock): a process that is not that server (``manage.py shell``, a worker) must leave its
-    outbox rows for it to relay, since publishing into its own memory would reach no page."""
-    try:
-        import fcntl
-    except ImportError:
-        return False
+    """Whether a server process on this machine serves the project's database with the in-memory broker, or
+    served it and is down (a crash, a restart under way: its lock file, taken by ``claim_database``, stays): a
+    process that is not that server (``manage.py shell``, a worker) must leave its outbox rows to it, since
+    publishing into its own memory would reach no page; the server relays them now, or when it starts again
+    (and pages that resume after the restart get them, ``server.recovery.plan_subscribe``)."""
     identity = _database_identity() if identity is None else identity
     if identity is None:
         return False
-    path = _lock_path(identity)
-    if not path.exists():
-        return False
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return False
+    return _lock_path(identity).exists()
 
 
 def _warn_island(why: str) -> None:

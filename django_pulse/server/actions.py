@@ -30,7 +30,7 @@ from ..protocol import (
 )
 from . import presence_actions
 from .publishing import publish_as_client
-from .recovery import ReplaySink, plan_subscribe
+from .recovery import ReplaySink, began_afresh, plan_subscribe
 
 if TYPE_CHECKING:
     from .consumer import PulseConsumer
@@ -88,7 +88,10 @@ async def subscribe(conn: PulseConsumer, request: Request) -> dict[str, Any] | N
             raise _Gone
         # Read after the subscription is active: every message newer than the read reaches the sink.
         if resume is not None:
-            read = await broker.history(topic, after=resume[0], limit=max(size, RESUME_LIMIT) if size else 0)
+            limit = max(size, RESUME_LIMIT) if size else 0
+            read = await broker.history(topic, after=resume[0], limit=limit)
+            if limit and began_afresh(read, resume):  # the channel started again: all of it is new to the client
+                read = await broker.history(topic, limit=size)
         else:
             read = await broker.history(topic, limit=min(rewind, size))
         if conn.closed:

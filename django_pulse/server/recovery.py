@@ -28,7 +28,14 @@ from ..protocol import message_frame_serial
 if TYPE_CHECKING:
     from .outbox import Sink
 
-__all__ = ["ReplaySink", "SubscribePlan", "connection_key", "plan_subscribe", "recovered_connection_id"]
+__all__ = [
+    "ReplaySink",
+    "SubscribePlan",
+    "began_afresh",
+    "connection_key",
+    "plan_subscribe",
+    "recovered_connection_id",
+]
 
 _HISTORY_LOST = '"reason":"history_lost"'
 
@@ -80,6 +87,13 @@ class SubscribePlan:
     frames: list[str]
 
 
+def began_afresh(read: HistoryRead, resume: tuple[int, str] | None) -> bool:
+    """Whether a resume asks for a position in an epoch that is gone while the channel's current epoch began
+    from nothing (no failover's fork: a counter created anew), so no message of the current epoch can have
+    reached the client."""
+    return resume is not None and resume[1] != read.epoch and read.fork is None
+
+
 def plan_subscribe(read: HistoryRead, *, resume: tuple[int, str] | None, rewind: int) -> SubscribePlan:
     """Decide a subscription's replay from one consistent ``read`` (pure; no I/O).
 
@@ -89,11 +103,20 @@ def plan_subscribe(read: HistoryRead, *, resume: tuple[int, str] | None, rewind:
     its state). A position at or below ``read.fork``'s serial in its epoch (a failover) continues in the read's
     epoch. Without ``resume``, ``rewind`` > 0 replays the newest ``rewind`` retained messages; ``read``
     must have been made with ``after`` = the resume serial (or 0) and a limit covering what is wanted.
+
+    A position in an epoch the channel no longer has, while its current epoch began afresh (``began_afresh``: a
+    restarted server's in-memory broker, a Redis that lost its data) is not resumed, but the current epoch's
+    retained messages are replayed after the refusal: none of them can have reached the client, which knew
+    only the old epoch (``read`` made with ``after`` = 0 then). The client still learns that it may have missed
+    messages of the old epoch (``resumed`` False); what was published since the channel started again, such as
+    an outbox's messages relayed once the broker was back, it gets once, in order.
     """
     if resume is not None:
         serial, epoch = resume
         if read.fork is not None and epoch == read.fork[0] and serial <= read.fork[1]:
             epoch = read.epoch  # a position the new master holds: the old epoch continues in the new one
+        if began_afresh(read, resume) and read.frames:
+            return SubscribePlan(read.frames[0][0] - 1, False, [frame for _, frame in read.frames])
         if epoch != read.epoch or serial > read.serial:
             return SubscribePlan(read.serial, False, [])
         missed = read.serial - serial

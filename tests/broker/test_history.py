@@ -157,8 +157,8 @@ async def test_redis_history_is_shared_by_processes(pulse_redis: str, redis_pref
 # -- the replay plan (pure) --------------------------------------------------------------------------
 
 
-def read(serial: int, frames: range, epoch: str = "E") -> HistoryRead:
-    return HistoryRead(serial, epoch, [(s, f"m{s}") for s in frames])
+def read(serial: int, frames: range, epoch: str = "E", fork: tuple[str, int] | None = None) -> HistoryRead:
+    return HistoryRead(serial, epoch, [(s, f"m{s}") for s in frames], fork=fork)
 
 
 def test_plan_resume_replays_exactly_the_missed_messages() -> None:
@@ -175,7 +175,8 @@ def test_plan_resume_with_nothing_missed() -> None:
     ("server", "resume"),
     [
         (read(9, range(6, 10)), (4, "E")),  # 5 is no longer retained
-        (read(9, range(5, 10), "F"), (4, "E")),  # another epoch
+        (read(9, range(5, 10), "F", fork=("D", 3)), (4, "E")),  # another epoch, forked from an epoch not the client's
+        (read(9, range(0), "F"), (4, "E")),  # another epoch, with nothing retained
         (read(3, range(1, 4)), (4, "E")),  # the client is ahead of the counter: it was reset
         (read(9, range(0)), (4, "E")),  # nothing retained (HISTORY_SIZE 0, or all expired)
     ],
@@ -183,6 +184,16 @@ def test_plan_resume_with_nothing_missed() -> None:
 def test_plan_resume_fails_when_the_gap_cannot_be_filled(server: HistoryRead, resume: tuple[int, str]) -> None:
     plan = plan_subscribe(server, resume=resume, rewind=0)
     assert (plan.serial, plan.resumed, plan.frames) == (server.serial, False, [])
+
+
+def test_plan_resume_into_a_channel_that_began_afresh_replays_all_of_its_new_epoch() -> None:
+    """The client was at 4 in "E"; the channel's counter was lost (a restarted in-memory server, a Redis without
+    its data) and began again in "F", where 1..3 were published since: the resume is refused (what "E" had after 4
+    is gone), and all of "F" follows the refusal, since none of it can have reached the client."""
+    plan = plan_subscribe(read(3, range(1, 4), "F"), resume=(4, "E"), rewind=0)
+    assert (plan.serial, plan.resumed, plan.frames) == (0, False, ["m1", "m2", "m3"])
+    plan = plan_subscribe(read(9, range(6, 10), "F"), resume=(4, "E"), rewind=0)  # 1..5 no longer retained
+    assert (plan.serial, plan.resumed, plan.frames) == (5, False, ["m6", "m7", "m8", "m9"])
 
 
 def test_plan_resume_across_a_failover_from_a_position_the_new_master_holds() -> None:

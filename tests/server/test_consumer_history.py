@@ -119,11 +119,14 @@ async def test_redis_keeps_the_retention_window_past_history_size(pulse_redis: A
     await broker.aclose()
 
 
-async def test_resume_from_another_epoch_reports_resumed_false(backend: str) -> None:
+async def test_resume_from_another_epoch_reports_resumed_false_then_all_of_the_channels_epoch(backend: str) -> None:
+    """The client's epoch is not the channel's, which began afresh (no failover's fork): none of the channel's
+    messages can have reached it, so they follow the refusal, once, in order."""
     serial, _ = await seen_then_gone()
     alice = await connect("alice")
     reply = await alice.request("subscribe", channel="posts", resume={"serial": serial, "epoch": "gone"})
-    assert (reply["resumed"], reply["serial"]) == (False, 3)
+    assert (reply["resumed"], reply["serial"]) == (False, 0)
+    assert [(f["serial"], f["data"]) for f in await messages(alice, 3)] == [(1, {"i": 0}), (2, {"i": 1}), (3, {"i": 2})]
     assert await alice.nothing()
     await alice.close()
 
@@ -141,7 +144,9 @@ async def test_resume_after_redis_lost_the_counter_reports_resumed_false(pulse_r
     await pulse.apublish("posts", "e", "after the flush")
     alice = await connect("alice")
     reply = await alice.request("subscribe", channel="posts", resume={"serial": serial, "epoch": epoch})
-    assert reply["resumed"] is False and reply["epoch"] != epoch and reply["serial"] == 1
+    assert reply["resumed"] is False and reply["epoch"] != epoch and reply["serial"] == 0
+    # What was published since the counter started again cannot have reached the client: it follows, once.
+    assert [(f["serial"], f["data"]) for f in await messages(alice, 1)] == [(1, "after the flush")]
     assert await alice.nothing()
     await alice.close()
     await broker.aclose()
@@ -219,6 +224,7 @@ async def test_history_needs_the_history_capability() -> None:
     assert (await bob.request("subscribe", channel="posts", rewind=2))["code"] == "forbidden"
     # Recovery replays history: without the capability only a resume that missed nothing succeeds.
     ok = await bob.request("subscribe", channel="posts", resume={"serial": 1, "epoch": "x"})
+    assert ok["resumed"] is False and await bob.nothing()  # not even the messages of an epoch it never knew
     epoch = ok["epoch"]
     await bob.request("unsubscribe", channel="posts")
     assert (await bob.request("subscribe", channel="posts", resume={"serial": 1, "epoch": epoch}))["resumed"] is False

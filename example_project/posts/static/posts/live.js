@@ -37,6 +37,19 @@
     if (newest) list.prepend(postElement(post)); else list.append(postElement(post));
   }
 
+  // After a gap the channel could not replay (the server restarted with the in-memory broker, so its history
+  // went with it): load the list again and put each post it did not show where it belongs (newest first).
+  async function catchUp() {
+    const { posts } = await api({ action: 'list' });
+    const list = $('posts');
+    posts.forEach((post) => {
+      if (shown.has(post.id)) return;
+      shown.add(post.id);
+      const older = [...list.children].find((li) => Number(li.dataset.id) < post.id);
+      list.insertBefore(postElement(post), older || null);
+    });
+  }
+
   async function init() {
     // Subscribe first, then load the list: a post created in between is not missed (ids dedupe it).
     const { token, endpoint, kbId } = await api({ action: 'getPulseToken', userId });
@@ -50,6 +63,7 @@
 
     const channel = realtime.channels.get('posts');
     channel.subscribe('new_post', (msg) => addPost(msg.data.post, true));
+    channel.on('discontinuity', () => catchUp().catch(showError));
     channel.presence.enter({ name: userId });
     channel.presence.subscribe((members) => {
       $('online').textContent = 'Online: ' + members.length;
