@@ -2,9 +2,10 @@
 
 A round claims rows (``SELECT … FOR UPDATE SKIP LOCKED`` where the database has it, then a conditional
 ``UPDATE`` that leases them), keeps per channel only the rows with no older unpublished row of that channel
-(commit order within a channel, one relay at a time), publishes each under the message id chosen when the row was
-written (the broker does not deliver an id twice within ``IDEMPOTENCY_WINDOW``, so a relay killed between
-publishing and deleting repeats nothing), and deletes what it published.
+(commit order within a channel, one relay at a time), publishes them in one broker call (one Redis round trip for
+the round, a channel's rows in order), each under the message id chosen when the row was written (the broker does
+not deliver an id twice within ``IDEMPOTENCY_WINDOW``, so a relay killed between publishing and deleting repeats
+nothing), and deletes what it published.
 
 ``Relay`` runs rounds in a thread of its own: every server process has one (started with the server) and
 ``manage.py pulse relay`` runs one in the foreground. The writing process publishes its own rows right after its
@@ -32,7 +33,7 @@ from .._conf import pulse_settings
 from ..exceptions import Unavailable
 from ..models import OutboxMessage
 from ..ops.metrics import publish_source
-from .publishing import broadcast_once, build_message
+from .publishing import Built, broadcast_batch, broadcast_once, build_message
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -144,20 +145,28 @@ def _render(spec: dict[str, Any]) -> str | None:
     return encode_data(render_fragment(spec["template"], context, action=spec["action"], target=spec["target"]))
 
 
-def _publish(runtime: Runtime, row: OutboxMessage) -> bool:
-    """Publish one row under its message id; False when there was nothing to publish (a fragment of an object
-    deleted since). Raises what the publish raises."""
+def _built(runtime: Runtime, row: OutboxMessage) -> tuple[str, Built] | None:
+    """``(app, message)`` of one row under its message id; None when there is nothing to publish (a fragment of
+    an object deleted since). Raises what rendering or building the message raises (the row's own failures)."""
     from .app_access import enabled_kb
 
     data_json = _render(row.render) if row.render else row.data
     if data_json is None:
-        return False
+        return None
     message = build_message(
         row.channel, row.event, None, id=row.message_id, client_id=None, data_json=data_json or "null"
     )
-    kb = enabled_kb(row.kb_id, apps=runtime.apps)
+    return enabled_kb(row.kb_id, apps=runtime.apps), message
+
+
+def _publish(runtime: Runtime, row: OutboxMessage) -> bool:
+    """Publish one row under its message id; False when there was nothing to publish (a fragment of an object
+    deleted since). Raises what the publish raises."""
+    built = _built(runtime, row)
+    if built is None:
+        return False
     with publish_source("outbox"):
-        broadcast_once(runtime, kb, message)
+        broadcast_once(runtime, *built)
     fault("after_publish")
     return True
 
@@ -259,22 +268,36 @@ def _deliver(runtime: Runtime, alias: str, rows: list[OutboxMessage], *, first: 
     done: list[int] = []
     now = timezone.now()
     try:
-        for index, row in enumerate(ready):
+        batch: list[tuple[OutboxMessage, tuple[str, Built]]] = []
+        for row in ready:
             if row.channel in blocked:
                 held.append(row)
                 continue
             try:
-                _publish(runtime, row)
-            except Unavailable:
-                result.unavailable = True
-                held.extend(ready[index:])
-                break
+                built = _built(runtime, row)
             except Exception as exc:
                 _failed(alias, row, exc, now)
                 result.failed += 1
                 blocked.add(row.channel)  # the channel's later rows wait for this one
                 continue
-            done.append(row.id)
+            if built is None:
+                done.append(row.id)
+            else:
+                batch.append((row, built))
+        # One broker call for the round (one Redis round trip), each channel's rows in order.
+        try:
+            with publish_source("outbox"):
+                broadcast_batch(runtime, [built for _row, built in batch])
+        except Unavailable:
+            result.unavailable = True
+            held.extend(row for row, _built_row in batch)
+        except BaseException:
+            held.extend(row for row, _built_row in batch)  # released for the next round
+            raise
+        else:
+            done.extend(row.id for row, _built_row in batch)
+            if batch:
+                fault("after_publish")
     finally:
         if done:
             # At once: a published row left in the table would hold back its channel's next rows.
