@@ -96,6 +96,8 @@ def _claim(alias: str, token: str, now: dt.datetime, channels: Collection[str] |
         first = free.order_by("id").values("id")[:BATCH]
         _pending(alias, now).filter(id__in=first).update(lease_token=token, lease_until=lease)
         return list(OutboxMessage.objects.using(alias).filter(lease_token=token).order_by("id"))
+    if connections[alias].vendor == "postgresql":
+        return _claim_returning(alias, free, token, lease)
     with transaction.atomic(using=alias):
         candidates = free.order_by("id")
         if connections[alias].features.has_select_for_update_skip_locked:
@@ -107,6 +109,22 @@ def _claim(alias: str, token: str, now: dt.datetime, channels: Collection[str] |
         # only one update finds them still free.
         _pending(alias, now).filter(id__in=ids).update(lease_token=token, lease_until=lease)
     return list(OutboxMessage.objects.using(alias).filter(lease_token=token).order_by("id"))
+
+
+def _claim_returning(alias: str, free: Any, token: str, lease: dt.datetime) -> list[OutboxMessage]:
+    """PostgreSQL: ``_claim`` in one statement and one round trip (instead of five: a transaction with the
+    ``SELECT … FOR UPDATE SKIP LOCKED``, the ``UPDATE`` and the rows read back), which matters when rounds follow
+    each other at a thousand rows a second."""
+    connection = connections[alias]
+    table = connection.ops.quote_name(OutboxMessage._meta.db_table)
+    select, params = free.order_by("id").values("id")[:BATCH].query.sql_with_params()
+    sql = (
+        f"UPDATE {table} SET lease_token = %s, lease_until = %s "
+        f"WHERE id IN ({select} FOR UPDATE SKIP LOCKED) RETURNING *"
+    )
+    rows = list(OutboxMessage.objects.using(alias).raw(sql, [token, lease, *params]))
+    rows.sort(key=lambda row: row.id)
+    return rows
 
 
 def _in_order(alias: str, rows: list[OutboxMessage]) -> tuple[list[OutboxMessage], list[OutboxMessage]]:
