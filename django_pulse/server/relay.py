@@ -112,19 +112,39 @@ def _claim(alias: str, token: str, now: dt.datetime, channels: Collection[str] |
 
 
 def _claim_returning(alias: str, free: Any, token: str, lease: dt.datetime) -> list[OutboxMessage]:
-    """PostgreSQL: ``_claim`` in one statement and one round trip (instead of five: a transaction with the
-    ``SELECT … FOR UPDATE SKIP LOCKED``, the ``UPDATE`` and the rows read back), which matters when rounds follow
-    each other at a thousand rows a second."""
+    """PostgreSQL: ``_claim`` in one ``UPDATE … RETURNING`` instead of a transaction of four round trips (the
+    ``SELECT … FOR UPDATE SKIP LOCKED``, the ``UPDATE``), which matters when rounds follow each other at a
+    thousand rows a second."""
     connection = connections[alias]
     table = connection.ops.quote_name(OutboxMessage._meta.db_table)
     select, params = free.order_by("id").values("id")[:BATCH].query.sql_with_params()
-    sql = (
-        f"UPDATE {table} SET lease_token = %s, lease_until = %s "
-        f"WHERE id IN ({select} FOR UPDATE SKIP LOCKED) RETURNING *"
-    )
-    rows = list(OutboxMessage.objects.using(alias).raw(sql, [token, lease, *params]))
-    rows.sort(key=lambda row: row.id)
-    return rows
+    sql = f"UPDATE {table} SET lease_token = %s, lease_until = %s WHERE id IN ({select} FOR UPDATE SKIP LOCKED)"
+    args = [token, lease, *params]
+    with connection.cursor() as cursor:
+        if connection.in_atomic_block or not _binds_in_client(cursor):
+            rows = list(OutboxMessage.objects.using(alias).raw(f"{sql} RETURNING *", args))
+            rows.sort(key=lambda row: row.id)
+            return rows
+        # Without waiting for the disk, as the delete: a lease lost in a crash of the database server lets
+        # another relay publish the rows too, under their ids and in order, which delivers nothing twice. One
+        # string, one round trip (the client binds the parameters); the rows are read back when there are any.
+        cursor.execute(f"BEGIN; SET LOCAL synchronous_commit TO OFF; {sql} RETURNING id; COMMIT", args)
+        cursor.nextset()
+        cursor.nextset()
+        claimed = cursor.fetchall()
+    if not claimed:
+        return []
+    return list(OutboxMessage.objects.using(alias).filter(lease_token=token).order_by("id"))
+
+
+def _binds_in_client(cursor: Any) -> bool:
+    """Whether a Django cursor is psycopg 3's client-side binding one (Django's default), which sends several
+    statements with parameters as one string and reads each one's result."""
+    try:
+        import psycopg
+    except ImportError:  # psycopg2
+        return False
+    return isinstance(cursor.cursor, psycopg.ClientCursor)
 
 
 def _in_order(alias: str, rows: list[OutboxMessage]) -> tuple[list[OutboxMessage], list[OutboxMessage]]:
