@@ -270,9 +270,8 @@ class RedisBroker(Broker):
     ) -> list[tuple[int, bool]]:
         """One script per channel (``publish_batch.lua``: its messages in order, each once per id), all of them in
         one pipeline: one round trip for the batch instead of one per message."""
-        if not messages:
-            return []
-        if self.wait_replicas and not self._batch_in_one_pipeline:
+        if len(messages) < 2 or (self.wait_replicas and not self._batch_in_one_pipeline):
+            # One message (a writer's own row after its commit): the single publish, with no pipeline to build.
             return super().publish_once_batch_sync(messages, window_ms)
         client, _script = self._sync()
         groups: dict[str, list[int]] = {}
