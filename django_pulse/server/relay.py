@@ -77,6 +77,8 @@ def _pending(alias: str, now: dt.datetime) -> Any:
 def _claim(alias: str, token: str, now: dt.datetime, channels: Collection[str] | None) -> list[OutboxMessage]:
     """Lease up to ``BATCH`` free rows (of ``channels`` if given) to ``token``; returns them in id order."""
     lease = now + dt.timedelta(seconds=pulse_settings.OUTBOX_LEASE)
+    if connections[alias].vendor == "postgresql":
+        return _claim_returning(alias, token, now, lease, channels)
     # Not the rows of a channel whose older row is waiting (backing off, or leased by another relay): they could
     # not go out before it, and claiming and releasing them on every poll would write for nothing.
     waiting = OutboxMessage.objects.using(alias).filter(
@@ -96,8 +98,6 @@ def _claim(alias: str, token: str, now: dt.datetime, channels: Collection[str] |
         first = free.order_by("id").values("id")[:BATCH]
         _pending(alias, now).filter(id__in=first).update(lease_token=token, lease_until=lease)
         return list(OutboxMessage.objects.using(alias).filter(lease_token=token).order_by("id"))
-    if connections[alias].vendor == "postgresql":
-        return _claim_returning(alias, free, token, lease)
     with transaction.atomic(using=alias):
         candidates = free.order_by("id")
         if connections[alias].features.has_select_for_update_skip_locked:
@@ -111,30 +111,50 @@ def _claim(alias: str, token: str, now: dt.datetime, channels: Collection[str] |
     return list(OutboxMessage.objects.using(alias).filter(lease_token=token).order_by("id"))
 
 
-def _claim_returning(alias: str, free: Any, token: str, lease: dt.datetime) -> list[OutboxMessage]:
-    """PostgreSQL: ``_claim`` in one ``UPDATE … RETURNING`` instead of a transaction of four round trips (the
-    ``SELECT … FOR UPDATE SKIP LOCKED``, the ``UPDATE``), which matters when rounds follow each other at a
-    thousand rows a second."""
+def _claim_returning(
+    alias: str, token: str, now: dt.datetime, lease: dt.datetime, channels: Collection[str] | None
+) -> list[OutboxMessage]:
+    """PostgreSQL: ``_claim`` in one statement and one round trip (instead of five: a transaction with the
+    ``SELECT … FOR UPDATE SKIP LOCKED`` and the ``UPDATE``, then the rows read back), which matters when rounds
+    follow each other at a thousand rows a second. Written out rather than through the ORM, as ``_in_order``:
+    building the querysets took more of a round than the database did."""
     connection = connections[alias]
-    table = connection.ops.quote_name(OutboxMessage._meta.db_table)
-    select, params = free.order_by("id").values("id")[:BATCH].query.sql_with_params()
-    sql = f"UPDATE {table} SET lease_token = %s, lease_until = %s WHERE id IN ({select} FOR UPDATE SKIP LOCKED)"
-    args = [token, lease, *params]
+    meta = OutboxMessage._meta
+    table = connection.ops.quote_name(meta.db_table)
+    fields = meta.concrete_fields
+    columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)
+    only = " AND o.channel = ANY(%s)" if channels is not None else ""
+    sql = (
+        f"UPDATE {table} SET lease_token = %s, lease_until = %s WHERE id IN ("
+        f"SELECT o.id FROM {table} o WHERE NOT o.dead AND o.available_at <= %s"
+        f" AND (o.lease_until IS NULL OR o.lease_until < %s){only}"
+        f" AND NOT EXISTS (SELECT 1 FROM {table} w WHERE w.channel = o.channel AND NOT w.dead AND w.id < o.id"
+        f" AND (w.available_at > %s OR w.lease_until >= %s))"
+        f" ORDER BY o.id LIMIT {BATCH} FOR UPDATE SKIP LOCKED) RETURNING {columns}"
+    )
+    args: list[Any] = [token, lease, now, now, *([list(channels)] if channels is not None else []), now, now]
     with connection.cursor() as cursor:
         if connection.in_atomic_block or not _binds_in_client(cursor):
-            rows = list(OutboxMessage.objects.using(alias).raw(f"{sql} RETURNING *", args))
-            rows.sort(key=lambda row: row.id)
-            return rows
-        # Without waiting for the disk, as the delete: a lease lost in a crash of the database server lets
-        # another relay publish the rows too, under their ids and in order, which delivers nothing twice. One
-        # string, one round trip (the client binds the parameters); the rows are read back when there are any.
-        cursor.execute(f"BEGIN; SET LOCAL synchronous_commit TO OFF; {sql} RETURNING id; COMMIT", args)
-        cursor.nextset()
-        cursor.nextset()
-        claimed = cursor.fetchall()
-    if not claimed:
-        return []
-    return list(OutboxMessage.objects.using(alias).filter(lease_token=token).order_by("id"))
+            cursor.execute(sql, args)
+        else:
+            # Without waiting for the disk, as the delete: a lease lost in a crash of the database server lets
+            # another relay publish the rows too, under their ids and in order, which delivers nothing twice. One
+            # string, still one round trip (the client binds the parameters).
+            cursor.execute(f"BEGIN; SET LOCAL synchronous_commit TO OFF; {sql}; COMMIT", args)
+            cursor.nextset()
+            cursor.nextset()
+        fetched = cursor.fetchall()
+    converters = [getattr(field, "from_db_value", None) for field in fields]
+    names = [field.attname for field in fields]
+    rows = []
+    for values in fetched:
+        values = [
+            value if convert is None or value is None else convert(value, None, connection)
+            for convert, value in zip(converters, values, strict=True)
+        ]
+        rows.append(OutboxMessage.from_db(alias, names, values))
+    rows.sort(key=lambda row: row.id)
+    return rows
 
 
 def _binds_in_client(cursor: Any) -> bool:
