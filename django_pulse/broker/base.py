@@ -12,6 +12,7 @@ import abc
 import os
 import secrets
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -137,6 +138,17 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def publish_once_sync(self, topic: str, head: str, message_id: str, window_ms: int) -> tuple[int, bool]:
         """``publish_once`` for synchronous callers."""
+
+    def publish_once_batch_sync(
+        self, messages: Sequence[tuple[str, str, str]], window_ms: int
+    ) -> list[tuple[int, bool]]:
+        """``publish_once_sync`` of each ``(topic, head, message_id)`` in ``messages``, in order per topic; returns
+        each one's ``(serial, repeated)``. A backend may send them in one round trip (Redis does).
+
+        Raises ``Unavailable`` when not every message is known to be published: a prefix of each topic's messages
+        may be, under their ids (a retry of the batch does not deliver those twice and keeps the topic's order).
+        """
+        return [self.publish_once_sync(topic, head, message_id, window_ms) for topic, head, message_id in messages]
 
     @abc.abstractmethod
     async def broadcast(self, topic: str, text: str) -> None:

@@ -23,13 +23,13 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import redis as redis_sync
 import redis.asyncio as redis_async
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from .._lua import load_lua
 from .._redis import close_with_loop
@@ -43,7 +43,9 @@ __all__ = ["RedisBroker"]
 
 logger = logging.getLogger("django_pulse.broker")
 
-PUBLISH_SCRIPT = load_lua("django_pulse.broker", "publish.lua", "failover.lua")
+PUBLISH_SCRIPT = load_lua("django_pulse.broker", "publish.lua", "failover.lua", "frame.lua")
+# Several idempotent publishes of one channel in one script (the outbox relay's rows).
+BATCH_SCRIPT = load_lua("django_pulse.broker", "publish_batch.lua", "failover.lua", "frame.lua")
 
 READ_SCRIPT = load_lua("django_pulse.broker", "read.lua", "failover.lua")
 
@@ -68,6 +70,9 @@ class RedisBroker(Broker):
     """The broker for several server processes sharing Redis (``PULSE["REDIS_URL"]``)."""
 
     shared = True
+    # Whether a batch of publishes of several channels goes out in one pipeline (one round trip); not on a
+    # cluster, whose channels live on several masters.
+    _batch_in_one_pipeline = True
 
     # Since when calls fail (None: they succeed), and how many failed.
     _refusing_since: float | None
@@ -124,6 +129,7 @@ class RedisBroker(Broker):
         self._sync_lock = threading.Lock()
         self._sync_script: Any = None
         self._sync_read: Any = None
+        self._sync_batch: Any = None
         # Per event loop state (rebuilt if the broker is used from another loop).
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: redis_async.Redis | None = None
@@ -179,6 +185,7 @@ class RedisBroker(Broker):
                     )
                     self._sync_script = client.register_script(PUBLISH_SCRIPT)
                     self._sync_read = client.register_script(READ_SCRIPT)
+                    self._sync_batch = client.register_script(BATCH_SCRIPT)
                     self._sync_client = client
         return self._sync_client, self._sync_script
 
@@ -257,6 +264,58 @@ class RedisBroker(Broker):
     def publish_once_sync(self, topic: str, head: str, message_id: str, window_ms: int) -> tuple[int, bool]:
         serial, repeat = self._publish_sync(topic, head, (message_id, window_ms))
         return int(serial), bool(repeat)
+
+    def publish_once_batch_sync(
+        self, messages: Sequence[tuple[str, str, str]], window_ms: int
+    ) -> list[tuple[int, bool]]:
+        """One script per channel (``publish_batch.lua``: its messages in order, each once per id), all of them in
+        one pipeline: one round trip for the batch instead of one per message."""
+        if len(messages) < 2 or (self.wait_replicas and not self._batch_in_one_pipeline):
+            # One message (a writer's own row after its commit): the single publish, with no pipeline to build.
+            return super().publish_once_batch_sync(messages, window_ms)
+        client, _script = self._sync()
+        groups: dict[str, list[int]] = {}
+        for index, (topic, _head, _id) in enumerate(messages):
+            groups.setdefault(topic, []).append(index)
+        calls = []
+        for topic, indexes in groups.items():
+            keys, args = self._publish_args(topic, "")
+            keys.extend(self.idempotency_key(topic, messages[i][2]) for i in indexes)
+            args.append(max(1, int(window_ms)))
+            args.extend(messages[i][1] for i in indexes)
+            calls.append((keys, args))
+        with self._publishing():
+            replies = self._run_batch_sync(client, calls)
+        results: list[tuple[int, bool]] = [(0, False)] * len(messages)
+        for indexes, reply in zip(groups.values(), replies, strict=True):
+            for k, index in enumerate(indexes):
+                results[index] = (int(reply[2 * k]), bool(reply[2 * k + 1]))
+        return results
+
+    def _run_batch_sync(self, client: Any, calls: list[tuple[list[str], list[str | int]]]) -> list[Any]:
+        """The batch script's reply for each ``(keys, args)`` of ``calls``, with ``WAIT`` after them when
+        replicas must confirm."""
+        script = self._sync_batch
+        if not self._batch_in_one_pipeline:
+            return [script(keys=keys, args=args) for keys, args in calls]
+        for attempt in range(2):
+            try:
+                with client.pipeline(transaction=False) as pipe:
+                    for keys, args in calls:
+                        pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    if self.wait_replicas:
+                        pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+                    replies = pipe.execute()
+                break
+            except NoScriptError:
+                # Redis lost its scripts (a restart, SCRIPT FLUSH): nothing of the batch ran.
+                if attempt:
+                    raise
+                client.script_load(BATCH_SCRIPT)
+        if self.wait_replicas:
+            acked = replies.pop()
+            self._replicated(int(replies[-1][-2]), int(acked))
+        return list(replies)
 
     async def _publish_and_wait(self, client: Any, keys: list[str], args: list[str | int]) -> tuple[Any, Any]:
         """The publish script and ``WAIT`` on one connection of ``client`` (WAIT counts the replicas holding that

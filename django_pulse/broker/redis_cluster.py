@@ -85,6 +85,9 @@ class _Shard:
 class RedisClusterBroker(RedisBroker):
     """The broker for server processes sharing a Redis Cluster (``PULSE["REDIS_CLUSTER"]``)."""
 
+    # A batch's channels live on several masters: one script per channel, each routed to its slot's master.
+    _batch_in_one_pipeline = False
+
     def __init__(self, url: str | None = None, prefix: str | None = None) -> None:
         super().__init__(url or CLUSTER_TARGET, prefix)
         self.publish_command = "SPUBLISH"

@@ -11,6 +11,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -33,7 +34,7 @@ from ..protocol import (
 if TYPE_CHECKING:
     from .runtime import Runtime
 
-__all__ = ["Built", "abroadcast_once", "broadcast_once", "build_message", "publish_as_client"]
+__all__ = ["Built", "abroadcast_once", "broadcast_batch", "broadcast_once", "build_message", "publish_as_client"]
 
 logger = logging.getLogger("django_pulse")
 
@@ -194,6 +195,27 @@ def broadcast_once(runtime: Runtime, kb: str, message: Built) -> int | None:
     runtime.metrics.published()
     _send_published(**_published_kwargs(kb, message, serial))
     return serial
+
+
+def broadcast_batch(runtime: Runtime, messages: Sequence[tuple[str, Built]]) -> list[int | None]:
+    """``broadcast_once`` of each ``(kb, message)`` (every message with the id its publisher chose), in order per
+    channel, through one broker call (``Broker.publish_once_batch_sync``: one round trip with Redis); returns
+    each serial, None for a repeat. Raises ``Unavailable`` when not all were published: a prefix of each
+    channel's messages may be, under their ids, so publishing the batch again delivers none twice."""
+    if not messages:
+        return []
+    replies = runtime.broker.publish_once_batch_sync(
+        [(message_topic(kb, message.channel), message.head, message.id) for kb, message in messages], _window_ms()
+    )
+    serials: list[int | None] = []
+    for (kb, message), (serial, repeat) in zip(messages, replies, strict=True):
+        if repeat:
+            serials.append(None)
+            continue
+        runtime.metrics.published()
+        _send_published(**_published_kwargs(kb, message, serial))
+        serials.append(serial)
+    return serials
 
 
 async def abroadcast_once(runtime: Runtime, kb: str, message: Built) -> int | None:

@@ -2,9 +2,10 @@
 
 A round claims rows (``SELECT … FOR UPDATE SKIP LOCKED`` where the database has it, then a conditional
 ``UPDATE`` that leases them), keeps per channel only the rows with no older unpublished row of that channel
-(commit order within a channel, one relay at a time), publishes each under the message id chosen when the row was
-written (the broker does not deliver an id twice within ``IDEMPOTENCY_WINDOW``, so a relay killed between
-publishing and deleting repeats nothing), and deletes what it published.
+(commit order within a channel, one relay at a time), publishes them in one broker call (one Redis round trip for
+the round, a channel's rows in order), each under the message id chosen when the row was written (the broker does
+not deliver an id twice within ``IDEMPOTENCY_WINDOW``, so a relay killed between publishing and deleting repeats
+nothing), and deletes what it published.
 
 ``Relay`` runs rounds in a thread of its own: every server process has one (started with the server) and
 ``manage.py pulse relay`` runs one in the foreground. The writing process publishes its own rows right after its
@@ -33,7 +34,7 @@ from .._conf import pulse_settings
 from ..exceptions import Unavailable
 from ..models import OutboxMessage
 from ..ops.metrics import publish_source
-from .publishing import broadcast_once, build_message
+from .publishing import Built, broadcast_batch, broadcast_once, build_message
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -77,6 +78,8 @@ def _pending(alias: str, now: dt.datetime) -> Any:
 def _claim(alias: str, token: str, now: dt.datetime, channels: Collection[str] | None) -> list[OutboxMessage]:
     """Lease up to ``BATCH`` free rows (of ``channels`` if given) to ``token``; returns them in id order."""
     lease = now + dt.timedelta(seconds=pulse_settings.OUTBOX_LEASE)
+    if connections[alias].vendor == "postgresql":
+        return _claim_returning(alias, token, now, lease, channels)
     # Not the rows of a channel whose older row is waiting (backing off, or leased by another relay): they could
     # not go out before it, and claiming and releasing them on every poll would write for nothing.
     waiting = OutboxMessage.objects.using(alias).filter(
@@ -107,6 +110,62 @@ def _claim(alias: str, token: str, now: dt.datetime, channels: Collection[str] |
         # only one update finds them still free.
         _pending(alias, now).filter(id__in=ids).update(lease_token=token, lease_until=lease)
     return list(OutboxMessage.objects.using(alias).filter(lease_token=token).order_by("id"))
+
+
+def _claim_returning(
+    alias: str, token: str, now: dt.datetime, lease: dt.datetime, channels: Collection[str] | None
+) -> list[OutboxMessage]:
+    """PostgreSQL: ``_claim`` in one statement and one round trip (instead of five: a transaction with the
+    ``SELECT … FOR UPDATE SKIP LOCKED`` and the ``UPDATE``, then the rows read back), which matters when rounds
+    follow each other at a thousand rows a second. Written out rather than through the ORM, as ``_in_order``:
+    building the querysets took more of a round than the database did."""
+    connection = connections[alias]
+    meta = OutboxMessage._meta
+    table = connection.ops.quote_name(meta.db_table)
+    fields = meta.concrete_fields
+    columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)
+    only = " AND o.channel = ANY(%s)" if channels is not None else ""
+    sql = (
+        f"UPDATE {table} SET lease_token = %s, lease_until = %s WHERE id IN ("
+        f"SELECT o.id FROM {table} o WHERE NOT o.dead AND o.available_at <= %s"
+        f" AND (o.lease_until IS NULL OR o.lease_until < %s){only}"
+        f" AND NOT EXISTS (SELECT 1 FROM {table} w WHERE w.channel = o.channel AND NOT w.dead AND w.id < o.id"
+        f" AND (w.available_at > %s OR w.lease_until >= %s))"
+        f" ORDER BY o.id LIMIT {BATCH} FOR UPDATE SKIP LOCKED) RETURNING {columns}"
+    )
+    args: list[Any] = [token, lease, now, now, *([list(channels)] if channels is not None else []), now, now]
+    with connection.cursor() as cursor:
+        if connection.in_atomic_block or not _binds_in_client(cursor):
+            cursor.execute(sql, args)
+        else:
+            # Without waiting for the disk, as the delete: a lease lost in a crash of the database server lets
+            # another relay publish the rows too, under their ids and in order, which delivers nothing twice. One
+            # string, still one round trip (the client binds the parameters).
+            cursor.execute(f"BEGIN; SET LOCAL synchronous_commit TO OFF; {sql}; COMMIT", args)
+            cursor.nextset()
+            cursor.nextset()
+        fetched = cursor.fetchall()
+    converters = [getattr(field, "from_db_value", None) for field in fields]
+    names = [field.attname for field in fields]
+    rows = []
+    for values in fetched:
+        values = [
+            value if convert is None or value is None else convert(value, None, connection)
+            for convert, value in zip(converters, values, strict=True)
+        ]
+        rows.append(OutboxMessage.from_db(alias, names, values))
+    rows.sort(key=lambda row: row.id)
+    return rows
+
+
+def _binds_in_client(cursor: Any) -> bool:
+    """Whether a Django cursor is psycopg 3's client-side binding one (Django's default), which sends several
+    statements with parameters as one string and reads each one's result."""
+    try:
+        import psycopg
+    except ImportError:  # psycopg2
+        return False
+    return isinstance(cursor.cursor, psycopg.ClientCursor)
 
 
 def _in_order(alias: str, rows: list[OutboxMessage]) -> tuple[list[OutboxMessage], list[OutboxMessage]]:
@@ -149,20 +208,28 @@ def _render(spec: dict[str, Any]) -> str | None:
     return encode_data(fragment)
 
 
-def _publish(runtime: Runtime, row: OutboxMessage) -> bool:
-    """Publish one row under its message id; False when there was nothing to publish (a fragment of an object
-    deleted since). Raises what the publish raises."""
+def _built(runtime: Runtime, row: OutboxMessage) -> tuple[str, Built] | None:
+    """``(app, message)`` of one row under its message id; None when there is nothing to publish (a fragment of
+    an object deleted since). Raises what rendering or building the message raises (the row's own failures)."""
     from .app_access import enabled_kb
 
     data_json = _render(row.render) if row.render else row.data
     if data_json is None:
-        return False
+        return None
     message = build_message(
         row.channel, row.event, None, id=row.message_id, client_id=None, data_json=data_json or "null"
     )
-    kb = enabled_kb(row.kb_id, apps=runtime.apps)
+    return enabled_kb(row.kb_id, apps=runtime.apps), message
+
+
+def _publish(runtime: Runtime, row: OutboxMessage) -> bool:
+    """Publish one row under its message id; False when there was nothing to publish (a fragment of an object
+    deleted since). Raises what the publish raises."""
+    built = _built(runtime, row)
+    if built is None:
+        return False
     with publish_source("outbox"):
-        broadcast_once(runtime, kb, message)
+        broadcast_once(runtime, *built)
     fault("after_publish")
     return True
 
@@ -264,22 +331,36 @@ def _deliver(runtime: Runtime, alias: str, rows: list[OutboxMessage], *, first: 
     done: list[int] = []
     now = timezone.now()
     try:
-        for index, row in enumerate(ready):
+        batch: list[tuple[OutboxMessage, tuple[str, Built]]] = []
+        for row in ready:
             if row.channel in blocked:
                 held.append(row)
                 continue
             try:
-                _publish(runtime, row)
-            except Unavailable:
-                result.unavailable = True
-                held.extend(ready[index:])
-                break
+                built = _built(runtime, row)
             except Exception as exc:
                 _failed(alias, row, exc, now)
                 result.failed += 1
                 blocked.add(row.channel)  # the channel's later rows wait for this one
                 continue
-            done.append(row.id)
+            if built is None:
+                done.append(row.id)
+            else:
+                batch.append((row, built))
+        # One broker call for the round (one Redis round trip), each channel's rows in order.
+        try:
+            with publish_source("outbox"):
+                broadcast_batch(runtime, [built for _row, built in batch])
+        except Unavailable:
+            result.unavailable = True
+            held.extend(row for row, _built_row in batch)
+        except BaseException:
+            held.extend(row for row, _built_row in batch)  # released for the next round
+            raise
+        else:
+            done.extend(row.id for row, _built_row in batch)
+            if batch:
+                fault("after_publish")
     finally:
         if done:
             # At once: a published row left in the table would hold back its channel's next rows.

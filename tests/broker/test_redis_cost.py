@@ -112,3 +112,26 @@ async def test_a_presence_enter_and_leave_cost(own_redis: RedisNode) -> None:
         "srem": 1,
     }
     await presence.aclose()
+
+
+def test_a_batch_of_idempotent_publishes_is_one_script_per_channel_in_order_once_per_id(
+    own_redis: RedisNode,
+) -> None:
+    # The outbox relay's round: rows of several channels, published in one pipeline (one round trip).
+    broker = get_runtime().broker
+    topics = [message_topic("default", "posts"), message_topic("default", "orders")]
+    batch = [(topics[n % 2], _head(n), f"m{n}") for n in range(N)]
+    # Loads the script and creates both counters (a channel's first publish also sends its history_lost notice).
+    broker.publish_once_batch_sync([(topic, _head(-1), f"warm{topic}") for topic in topics], 60_000)
+    before = _stats(own_redis)
+    replies = broker.publish_once_batch_sync(batch, 60_000)
+    spent = {k: v * N for k, v in _delta(before, _stats(own_redis)).items()}
+    print("per batch:", spent)
+    assert spent["evalsha"] == 2 and spent["publish"] == N  # one script per channel, every message published
+    assert replies == [(2 + n // 2, False) for n in range(N)]
+    frames = [json.loads(text)["data"]["n"] for _serial, text in broker.history_sync(topics[0], limit=N).frames]
+    assert frames == [-1, *range(0, N, 2)]  # the channel's order is the batch's
+    before = _stats(own_redis)
+    assert broker.publish_once_batch_sync(batch, 60_000) == [(serial, True) for serial, _ in replies]
+    assert "publish" not in _delta(before, _stats(own_redis))  # a repeated batch delivers nothing
+    broker.close_nowait()

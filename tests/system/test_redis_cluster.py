@@ -402,3 +402,21 @@ async def test_a_channel_whose_slot_moves_to_another_master_is_followed(
     assert [f["action"] for f in other_sink.frames] == ["message"], other_sink.frames
     print(f"resharding: the subscriber was on the new master {resubscribed:.2f} s after the slot moved")
     await broker.aclose()
+
+
+def test_a_batch_of_idempotent_publishes_runs_on_each_channels_shard_in_order_once(
+    cluster: RedisCluster, cluster_settings: dict[str, Any]
+) -> None:
+    # The outbox relay's round: rows of channels served by every master, in one call (a script per channel,
+    # routed to its slot's master).
+    broker = get_runtime().broker
+    assert isinstance(broker, RedisClusterBroker)
+    channels = [names[0] for names in channels_on_every_master(cluster, per_master=1).values()]
+    batch = [(message_topic("default", c), head(c, n), f"{c}-{n}") for n in range(4) for c in channels]
+    replies = broker.publish_once_batch_sync(batch, 60_000)
+    assert replies == [(n + 1, False) for n in range(4) for _ in channels]
+    for channel in channels:
+        read = broker.history_sync(message_topic("default", channel), limit=10)
+        assert [json.loads(frame)["data"]["n"] for _serial, frame in read.frames] == [0, 1, 2, 3]
+    assert broker.publish_once_batch_sync(batch, 60_000) == [(serial, True) for serial, _ in replies]
+    broker.close_nowait()
