@@ -68,15 +68,26 @@ def redis_node(request: pytest.FixtureRequest) -> Iterator[RedisNode]:
 
 
 def open_tabs(context: Any, server: LiveServer) -> dict[str, Any]:
-    tabs = {}
+    """One tab per page, each opened once the one before is present on 'posts' (a browser's first tabs share the
+    session the first one's requests made, as a visitor's tabs do), then every tab seeing all of them."""
+    tabs: dict[str, Any] = {}
     for path in PAGES:
         tab = context.new_page()
         tab.goto(server.url + path)
         tab.evaluate("() => { window.__marker = 'not reloaded'; }")
         tabs[path] = tab
-    for path, tab in tabs.items():  # every tab subscribed and present on 'posts'
-        tab.locator(ONLINE[path]).filter(has_text=str(len(PAGES))).wait_for()
+        _wait_online(tabs, path, len(tabs))
+    for path in tabs:  # every tab subscribed and present on 'posts'
+        _wait_online(tabs, path, len(PAGES))
     return tabs
+
+
+def _wait_online(tabs: dict[str, Any], path: str, count: int) -> None:
+    try:
+        tabs[path].locator(ONLINE[path]).filter(has_text=str(count)).wait_for(timeout=30_000)
+    except Exception as exc:
+        seen = {p: tab.locator(ONLINE[p]).first.text_content() for p, tab in tabs.items()}
+        raise AssertionError(f"{path} did not show {count} present: the tabs show {seen}") from exc
 
 
 def shown(tab: Any, path: str, mark: str) -> list[str]:
