@@ -78,8 +78,32 @@ def _fresh_pulse_process_state() -> Iterator[None]:
     from django_pulse.server.runtime import reset_runtime
 
     reset_runtime()
+    _forget_crashed_servers()
     yield
     reset_runtime()
+
+
+def _forget_crashed_servers() -> None:
+    """Remove the in-memory broker's lock file of this process's database when no process holds it: a server of
+    an earlier test killed with kill -9 on the same test database left it, and this process (no server) would
+    leave its outbox rows to that server, which is what a site wants after a crash but not the next test."""
+    import fcntl
+
+    from django_pulse.broker.memory import _database_identity, _lock_path
+
+    identity = _database_identity()
+    if identity is None:
+        return
+    path = _lock_path(identity)
+    if not path.exists():
+        return
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return  # a live server of this database holds it
+        path.unlink(missing_ok=True)
+        fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # Folders whose every test starts processes: the marker is given by the folder, not written on each test.
