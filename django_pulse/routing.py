@@ -20,7 +20,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Awaitable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from asgiref.sync import markcoroutinefunction
@@ -30,6 +30,9 @@ from django.urls import path
 from ._conf import pulse_settings
 from .server.consumer import PulseConsumer
 from .server.shutdown import shutdown
+
+if TYPE_CHECKING:
+    from .server.runtime import Runtime
 
 __all__ = [
     "pulse_lifespan",
@@ -103,16 +106,14 @@ def _spawn_registration(loop: asyncio.AbstractEventLoop) -> None:
     from .server.runtime import get_runtime
 
     # Held by the runtime until done (the loop keeps only weak references to its tasks).
-    tasks = get_runtime().background_tasks
-    task = loop.create_task(_register_process(), name="pulse-register-process")
+    runtime = get_runtime()
+    tasks = runtime.background_tasks
+    task = loop.create_task(_register_process(runtime), name="pulse-register-process")
     tasks.add(task)
     task.add_done_callback(tasks.discard)
 
 
-async def _register_process() -> None:
-    from .server.runtime import get_runtime
-
-    runtime = get_runtime()
+async def _register_process(runtime: Runtime) -> None:
     runtime.metrics.ensure_loop_monitor()
     if pulse_settings.OUTBOX_RELAY:
         # Every server process relays the outbox (docs/durability.md): after the database claim below, so that a
@@ -191,7 +192,9 @@ async def pulse_lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
-            await _register_process()
+            from .server.runtime import get_runtime
+
+            await _register_process(get_runtime())
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             try:
