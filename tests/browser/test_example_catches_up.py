@@ -134,6 +134,20 @@ def database(server: LiveServer) -> str:
     return server.env["DATABASE_URL"].split(":", 1)[0]
 
 
+def restarted_catches_up(
+    tabs: dict[str, Any], second: LiveServer, mark: str, before: str, during: list[str]
+) -> dict[str, float]:
+    """Once the restarted server listens: every tab shows the posts saved while it was down, once and in order,
+    then a post made through it; returns the seconds each tab took for the first."""
+    took = wait_shown(tabs, during, time.monotonic())
+    check_caught_up(tabs, mark, [before, *during])
+    after = f"{mark} after the crash"
+    second.post("/posts", {"action": "create", "userName": "curl", "content": after})
+    wait_shown(tabs, [after], time.monotonic())
+    check_caught_up(tabs, mark, [before, *during, after])
+    return took
+
+
 def test_every_page_catches_up_after_a_redis_outage(
     context: Any, redis_node: RedisNode, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -197,14 +211,7 @@ def test_every_page_catches_up_after_a_server_crash(
         with example_server(
             redis_url=redis_node.url, redis_prefix=prefix, database_url=first.env["DATABASE_URL"], port=first.port
         ) as second:
-            back = time.monotonic()
-            took = wait_shown(tabs, during, back)
-            check_caught_up(tabs, mark, [before, *during])
-
-            after = f"{mark} after the crash"
-            second.post("/posts", {"action": "create", "userName": "curl", "content": after})
-            wait_shown(tabs, [after], time.monotonic())
-            check_caught_up(tabs, mark, [before, *during, after])
+            took = restarted_catches_up(tabs, second, mark, before, during)
     with capsys.disabled():
         print(
             f"\nServer crash ({database(first)}): {len(during)} posts saved meanwhile, each shown once, in order; "
@@ -231,14 +238,7 @@ def test_without_redis_every_page_catches_up_after_a_server_crash(
         during = [f"{mark} saved while the server was down {n}" for n in range(5)]
         save_from_shell(first, during)
         with example_server(database_url=first.env["DATABASE_URL"], port=first.port) as second:
-            back = time.monotonic()
-            took = wait_shown(tabs, during, back)
-            check_caught_up(tabs, mark, [before, *during])
-
-            after = f"{mark} after the crash"
-            second.post("/posts", {"action": "create", "userName": "curl", "content": after})
-            wait_shown(tabs, [after], time.monotonic())
-            check_caught_up(tabs, mark, [before, *during, after])
+            took = restarted_catches_up(tabs, second, mark, before, during)
     with capsys.disabled():
         print(
             f"\nServer crash, no Redis ({database(first)}): {len(during)} posts saved meanwhile, each shown once, "
